@@ -1,0 +1,416 @@
+//! The command line: clap definitions, one function per command, rendering in [`render`].
+
+mod render;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::{self, Client};
+use crate::config::{self, Overrides, ResolveContext};
+use crate::paths::Paths;
+use crate::protocol::{AppInfo, Request, Response, Target};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herder",
+    version,
+    about = "A process manager for production services",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Start apps from a script, a command string or a config file (or start existing apps)
+    Start(StartArgs),
+    /// Stop apps (they stay in the list)
+    Stop(Targets),
+    /// Restart apps
+    Restart(RestartArgs),
+    /// Stop apps and remove them from the list
+    #[command(visible_alias = "del")]
+    Delete(Targets),
+    /// List every app with its state
+    #[command(visible_aliases = ["ls", "status", "l", "ps"])]
+    List(JsonFlag),
+    /// Show everything about one app
+    #[command(visible_aliases = ["describe", "desc", "info"])]
+    Show(ShowArgs),
+    /// Send a signal to each instance's main process
+    #[command(visible_alias = "sendSignal")]
+    Signal(SignalArgs),
+    /// Zero the restart counters
+    Reset(Targets),
+    /// Check that the daemon runs (starting it if needed) and print its pid and version
+    Ping(JsonFlag),
+    /// Stop every app, then the daemon
+    Kill,
+    /// Run the daemon in the foreground
+    Daemon,
+}
+
+#[derive(Debug, Args)]
+pub struct Targets {
+    /// App names, ids, namespaces, or `all`
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonFlag {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// App name or id
+    pub target: String,
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    /// A signal name (`SIGUSR2`, `USR2`) or number
+    pub signal: String,
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// Replace the apps' environment with this shell's (variables missing here are removed)
+    #[arg(short = 'a', long)]
+    pub update_env: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// A script, a command string, a config file (herder.toml), or existing apps
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// App name (default: the script's file name)
+    #[arg(short, long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Program that runs the script (default: chosen by extension; `none` runs it directly)
+    #[arg(long)]
+    pub interpreter: Option<String>,
+    /// Working directory of the app
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// Number of instances (N, `max`, or negative for CPUs − n)
+    #[arg(short, long, allow_hyphen_values = true)]
+    pub instances: Option<String>,
+    /// Delay before an automatic restart (ms or `2s`)
+    #[arg(long)]
+    pub restart_delay: Option<String>,
+    /// First delay of an exponential restart backoff (ms or `100ms`)
+    #[arg(long)]
+    pub exp_backoff_restart_delay: Option<String>,
+    /// Unstable runs in a row before the app is `errored`
+    #[arg(long)]
+    pub max_restarts: Option<String>,
+    /// A run shorter than this is unstable (ms or `1s`)
+    #[arg(long)]
+    pub min_uptime: Option<String>,
+    /// Do not restart the app when it exits
+    #[arg(long)]
+    pub no_autorestart: bool,
+    /// Time from the stop signal to killing what is left (ms or `5s`)
+    #[arg(short = 'k', long)]
+    pub kill_timeout: Option<String>,
+    /// Signal that asks the app to stop (default SIGTERM)
+    #[arg(long)]
+    pub kill_signal: Option<String>,
+    /// Exit codes that stop the app instead of restarting it
+    #[arg(long, num_args = 1.., value_delimiter = ',')]
+    pub stop_exit_codes: Vec<String>,
+    /// Arguments for the app, after `--`
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+/// Run a client command; returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    let paths = Paths::from_env().context("cannot find herder's home")?;
+    if let Cmd::Daemon = cli.command {
+        crate::daemon::run(paths)?;
+        return Ok(0);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(dispatch(&paths, cli.command))
+}
+
+fn targets(v: &[String]) -> Vec<Target> {
+    v.iter().map(|s| Target::parse(s)).collect()
+}
+
+/// Print `text` to stdout; a closed pipe (`herder list | head`) is not an error.
+fn out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Turn a daemon error into a CLI error.
+fn expect_ok(resp: Response) -> Result<Response> {
+    match resp {
+        Response::Error(e) => Err(anyhow!("{}", e.message)),
+        other => Ok(other),
+    }
+}
+
+async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
+    match cmd {
+        Cmd::Start(args) => start(paths, args).await,
+        Cmd::Stop(t) => {
+            act(
+                paths,
+                Request::Stop {
+                    targets: targets(&t.targets),
+                },
+            )
+            .await
+        }
+        Cmd::Restart(a) => {
+            let env = a.update_env.then(shell_env);
+            act(
+                paths,
+                Request::Restart {
+                    targets: targets(&a.targets),
+                    env,
+                },
+            )
+            .await
+        }
+        Cmd::Delete(t) => {
+            act(
+                paths,
+                Request::Delete {
+                    targets: targets(&t.targets),
+                },
+            )
+            .await
+        }
+        Cmd::Signal(a) => {
+            act(
+                paths,
+                Request::Signal {
+                    signal: a.signal,
+                    targets: targets(&a.targets),
+                },
+            )
+            .await
+        }
+        Cmd::Reset(t) => {
+            act(
+                paths,
+                Request::Reset {
+                    targets: targets(&t.targets),
+                },
+            )
+            .await
+        }
+        Cmd::List(f) => {
+            let Response::List { apps } = expect_ok(client::call(paths, &Request::List).await?)?
+            else {
+                bail!("unexpected answer from the daemon");
+            };
+            if f.json {
+                out(&(serde_json::to_string_pretty(&apps)? + "\n"))?;
+            } else {
+                out(&render::table(&apps))?;
+            }
+            Ok(0)
+        }
+        Cmd::Show(a) => {
+            let Response::Show { app } = expect_ok(
+                client::call(
+                    paths,
+                    &Request::Show {
+                        target: Target::parse(&a.target),
+                    },
+                )
+                .await?,
+            )?
+            else {
+                bail!("unexpected answer from the daemon");
+            };
+            if a.json {
+                out(&(serde_json::to_string_pretty(&app)? + "\n"))?;
+            } else {
+                out(&render::show(&app))?;
+            }
+            Ok(0)
+        }
+        Cmd::Ping(f) => {
+            let Response::Pong(info) = expect_ok(client::call(paths, &Request::Ping).await?)?
+            else {
+                bail!("unexpected answer from the daemon");
+            };
+            if f.json {
+                out(&(serde_json::to_string_pretty(&info)? + "\n"))?;
+            } else {
+                out(&format!(
+                    "pong: herder daemon {} (pid {}) for {}, up {}, {} app(s)\n",
+                    info.version,
+                    info.pid,
+                    info.home.display(),
+                    render::duration(info.uptime_ms),
+                    info.apps
+                ))?;
+            }
+            Ok(0)
+        }
+        Cmd::Kill => kill(paths).await,
+        Cmd::Daemon => unreachable!("handled before the runtime starts"),
+    }
+}
+
+/// Send a request that acts on apps and print the apps it touched.
+async fn act(paths: &Paths, req: Request) -> Result<i32> {
+    let resp = expect_ok(client::call(paths, &req).await?)?;
+    if let Response::Done { apps } = resp {
+        print_done(&req, &apps)?;
+    }
+    Ok(0)
+}
+
+fn print_done(req: &Request, apps: &[AppInfo]) -> Result<()> {
+    let verb = match req {
+        Request::Start { .. } | Request::StartExisting { .. } => "started",
+        Request::Stop { .. } => "stopped",
+        Request::Restart { .. } => "restarted",
+        Request::Delete { .. } => "deleted",
+        Request::Signal { .. } => "signalled",
+        Request::Reset { .. } => "reset",
+        _ => "done",
+    };
+    let names: Vec<String> = apps.iter().map(|a| format!("`{}`", a.spec.name)).collect();
+    let mut text = format!("{verb} {}\n", names.join(", "));
+    if !matches!(req, Request::Delete { .. }) {
+        text.push_str(&render::table(apps));
+    }
+    out(&text)
+}
+
+async fn kill(paths: &Paths) -> Result<i32> {
+    let mut c = match Client::connect(paths, false).await {
+        Ok(c) => c,
+        Err(client::ClientError::NoDaemon { .. }) => {
+            out("no daemon is running\n")?;
+            return Ok(0);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let pid = c.daemon_pid;
+    let resp = expect_ok(c.request(&Request::Kill).await?)?;
+    drop(c);
+    let n = match resp {
+        Response::Done { apps } => apps.len(),
+        _ => 0,
+    };
+    // Wait for the daemon to be gone, so that the next command starts a fresh one.
+    if !client::wait_gone(pid, Duration::from_secs(10)).await {
+        bail!("the daemon (pid {pid}) stopped its apps but is still running");
+    }
+    out(&format!("stopped {n} app(s) and the daemon (pid {pid})\n"))?;
+    Ok(0)
+}
+
+fn shell_env() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+fn resolve_context() -> Result<ResolveContext> {
+    Ok(ResolveContext {
+        cwd: std::env::current_dir().context("cannot read the current directory")?,
+        env: shell_env(),
+    })
+}
+
+async fn start(paths: &Paths, a: StartArgs) -> Result<i32> {
+    let ctx = resolve_context()?;
+    let ov = Overrides {
+        name: a.name.clone(),
+        namespace: a.namespace.clone(),
+        interpreter: a.interpreter.clone(),
+        cwd: a.cwd.clone(),
+        restart_delay: a.restart_delay.clone(),
+        exp_backoff_restart_delay: a.exp_backoff_restart_delay.clone(),
+        max_restarts: a.max_restarts.clone(),
+        min_uptime: a.min_uptime.clone(),
+        kill_timeout: a.kill_timeout.clone(),
+        kill_signal: a.kill_signal.clone(),
+        stop_exit_codes: (!a.stop_exit_codes.is_empty()).then(|| a.stop_exit_codes.clone()),
+        no_autorestart: a.no_autorestart,
+        instances: a.instances.clone(),
+        args: a.args.clone(),
+    };
+    let first = &a.targets[0];
+    let first_path = ctx.cwd.join(first);
+    // A config file: every app in it, validated before anything is sent.
+    if a.targets.len() == 1 && config::is_config_file(Path::new(first)) {
+        if !first_path.is_file() {
+            bail!("config file {} not found", first_path.display());
+        }
+        let specs = config::load_file(&first_path, &ctx).map_err(|e| anyhow!("{e}"))?;
+        return act(paths, Request::Start { specs }).await;
+    }
+    // A script file or a command string.
+    let is_command =
+        a.targets.len() == 1 && (first_path.is_file() || first.contains(char::is_whitespace));
+    if !is_command {
+        // Existing apps by name, id or namespace?
+        let mut c = Client::connect(paths, true).await?;
+        let Response::List { apps } = expect_ok(c.request(&Request::List).await?)? else {
+            bail!("unexpected answer from the daemon");
+        };
+        let all_known = a.targets.iter().all(|t| {
+            t == "all"
+                || apps
+                    .iter()
+                    .any(|x| x.spec.name == *t || x.id.to_string() == *t || x.spec.namespace == *t)
+        });
+        if all_known {
+            let req = Request::StartExisting {
+                targets: targets(&a.targets),
+            };
+            let resp = expect_ok(c.request(&req).await?)?;
+            if let Response::Done { apps } = resp {
+                print_done(&req, &apps)?;
+            }
+            return Ok(0);
+        }
+        if a.targets.len() > 1 {
+            bail!("`herder start` takes one script or config file (got {})\nhint: quote a command with arguments: herder start \"python3 -m http.server\"", a.targets.len());
+        }
+    }
+    let spec = config::from_command(first, &ov, &ctx).map_err(|e| anyhow!("{e}"))?;
+    act(paths, Request::Start { specs: vec![spec] }).await
+}

@@ -1,0 +1,193 @@
+//! The client side of the control socket: connect (spawning the daemon when none runs),
+//! handshake, and request/response.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio::net::UnixStream;
+
+use crate::paths::Paths;
+use crate::protocol::{self, FrameError, Hello, HelloReply, Request, Response};
+
+/// How long a command waits for a daemon it started to accept connections.
+const SPAWN_DEADLINE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no herder daemon runs for {home}\nhint: any command that needs one starts it, e.g. `herder ping`")]
+    NoDaemon { home: String },
+    #[error("the herder daemon did not start within {secs} s\nhint: see {log}")]
+    SpawnTimeout { secs: u64, log: String },
+    #[error("cannot start the herder daemon: {0}")]
+    Spawn(io::Error),
+    #[error("the daemon (pid {pid}) runs herder {daemon}, this is herder {client}\nhint: run `herder update` to move the daemon to this version, or `herder kill` to stop it and its apps")]
+    VersionMismatch {
+        pid: u32,
+        daemon: String,
+        client: String,
+    },
+    #[error("the daemon closed the connection (is it owned by another user?)")]
+    Closed,
+    #[error("cannot talk to the daemon at {path}: {source}")]
+    Connect { path: String, source: io::Error },
+    #[error("protocol error: {0}")]
+    Frame(#[from] FrameError),
+}
+
+/// A connection to the daemon, past the handshake.
+pub struct Client {
+    stream: UnixStream,
+    pub daemon_pid: u32,
+}
+
+impl Client {
+    /// Connect to the daemon of `paths`; with `spawn`, start one when none runs.
+    pub async fn connect(paths: &Paths, spawn: bool) -> Result<Client, ClientError> {
+        let sock = paths.socket();
+        let deadline = Instant::now() + SPAWN_DEADLINE;
+        let mut child: Option<Child> = None;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match UnixStream::connect(&sock).await {
+                Ok(stream) => return Self::handshake(stream).await,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    if !spawn {
+                        return Err(ClientError::NoDaemon {
+                            home: paths.home.display().to_string(),
+                        });
+                    }
+                }
+                Err(source) => {
+                    return Err(ClientError::Connect {
+                        path: sock.display().to_string(),
+                        source,
+                    })
+                }
+            }
+            // Start a daemon unless the one we started is still coming up. Many clients may
+            // do this at once: the lock lets one daemon win and the others exit.
+            let ours_alive = child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+            if !ours_alive {
+                if Instant::now() >= deadline {
+                    return Err(ClientError::SpawnTimeout {
+                        secs: SPAWN_DEADLINE.as_secs(),
+                        log: paths.daemon_log().display().to_string(),
+                    });
+                }
+                child = Some(spawn_daemon(paths).map_err(ClientError::Spawn)?);
+            } else if Instant::now() >= deadline {
+                return Err(ClientError::SpawnTimeout {
+                    secs: SPAWN_DEADLINE.as_secs(),
+                    log: paths.daemon_log().display().to_string(),
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    async fn handshake(mut stream: UnixStream) -> Result<Client, ClientError> {
+        protocol::write_frame(&mut stream, &Hello::current())
+            .await
+            .map_err(closed)?;
+        let reply: HelloReply = protocol::read_frame(&mut stream).await.map_err(closed)?;
+        match reply {
+            HelloReply::Welcome { pid, .. } => Ok(Client {
+                stream,
+                daemon_pid: pid,
+            }),
+            HelloReply::Mismatch { version, pid, .. } => Err(ClientError::VersionMismatch {
+                pid,
+                daemon: version,
+                client: protocol::PROGRAM_VERSION.to_string(),
+            }),
+        }
+    }
+
+    /// Send one request and read its response.
+    pub async fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
+        protocol::write_frame(&mut self.stream, req)
+            .await
+            .map_err(closed)?;
+        protocol::read_frame(&mut self.stream).await.map_err(closed)
+    }
+}
+
+fn closed(e: FrameError) -> ClientError {
+    match e {
+        FrameError::Closed => ClientError::Closed,
+        FrameError::Io(ref io)
+            if io.kind() == io::ErrorKind::ConnectionReset
+                || io.kind() == io::ErrorKind::BrokenPipe =>
+        {
+            ClientError::Closed
+        }
+        e => ClientError::Frame(e),
+    }
+}
+
+/// Start `herder daemon` for `paths`, detached in its own session, its stderr (panics, early
+/// errors) appended to `daemon.log`.
+fn spawn_daemon(paths: &Paths) -> io::Result<Child> {
+    paths.ensure()?;
+    let exe = std::env::current_exe()?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.daemon_log())?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("daemon")
+        .env("HERDER_HOME", &paths.home)
+        .current_dir("/")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    // SAFETY: setsid(2) is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Wait until process `pid` is gone, up to `timeout`. Returns whether it is gone.
+pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        // SAFETY: signal 0 only checks for existence.
+        let alive = unsafe { libc::kill(pid as i32, 0) } == 0
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+                })
+                .unwrap_or(true);
+        if !alive {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// Convenience: connect (spawning a daemon) and send one request.
+pub async fn call(paths: &Paths, req: &Request) -> Result<Response, ClientError> {
+    Client::connect(paths, true).await?.request(req).await
+}

@@ -1,0 +1,131 @@
+//! `herder start <script|"command"> [flags]`: the flags into an [`AppDecl`], parsed with the
+//! same unit parsers as files; each error names its flag.
+
+use super::resolve::{lexical_default_name, AppDecl, Instances, Spanned};
+use super::signal::parse_signal;
+use super::units::{self, UnitError};
+use super::validate::signal_hint;
+use super::{ConfigError, Overrides};
+
+/// The declaration for `script` with `ov` applied; problems go to `errors`.
+pub fn decl(script: &str, ov: &Overrides, errors: &mut Vec<ConfigError>) -> AppDecl {
+    let label = match ov
+        .name
+        .as_deref()
+        .or(lexical_default_name(script).as_deref())
+    {
+        Some(name) => format!("`{name}`"),
+        None => format!("`{script}`"),
+    };
+    let mut decl = AppDecl {
+        label,
+        name: ov.name.clone().map(Spanned::unknown),
+        script: Some(Spanned::unknown(script.to_string())),
+        args: ov.args.clone(),
+        interpreter: ov.interpreter.clone(),
+        cwd: ov.cwd.clone().map(Spanned::unknown),
+        namespace: ov.namespace.clone().map(Spanned::unknown),
+        ..AppDecl::default()
+    };
+    if script.trim().is_empty() {
+        errors.push(
+            ConfigError::new("the script to start is empty").with_hint("name a file or a command"),
+        );
+        decl.script = None;
+    }
+    if ov
+        .interpreter
+        .as_deref()
+        .is_some_and(|i| i.trim().is_empty())
+    {
+        errors.push(ConfigError::new("`--interpreter` is empty"));
+        decl.interpreter = None;
+    }
+    if ov.cwd.as_deref().is_some_and(|c| c.trim().is_empty()) {
+        errors.push(ConfigError::new("`--cwd` is empty"));
+        decl.cwd = None;
+    }
+
+    let mut duration = |flag: &str, value: &Option<String>| {
+        let value = value.as_deref()?;
+        units::parse_duration(value)
+            .map_err(|e| errors.push(unit_error(flag, e)))
+            .ok()
+    };
+    decl.restart_delay_ms = duration("--restart-delay", &ov.restart_delay);
+    decl.exp_backoff_restart_delay_ms =
+        duration("--exp-backoff-restart-delay", &ov.exp_backoff_restart_delay);
+    decl.min_uptime_ms = duration("--min-uptime", &ov.min_uptime);
+    decl.kill_timeout_ms = duration("--kill-timeout", &ov.kill_timeout);
+
+    if let Some(value) = &ov.max_restarts {
+        match value.trim().parse::<u32>() {
+            Ok(n) => decl.max_restarts = Some(n),
+            Err(_) => errors.push(
+                ConfigError::new(format!(
+                    "`--max-restarts`: `{value}` is not a non-negative integer"
+                ))
+                .with_hint("e.g. `--max-restarts 10`"),
+            ),
+        }
+    }
+    if let Some(value) = &ov.kill_signal {
+        match parse_signal(value) {
+            Some(signal) => decl.kill_signal = Some(signal.to_string()),
+            None => errors.push(
+                ConfigError::new(format!("`--kill-signal`: unknown signal `{value}`"))
+                    .with_hint(signal_hint(value)),
+            ),
+        }
+    }
+    if let Some(values) = &ov.stop_exit_codes {
+        decl.stop_exit_codes = exit_codes(values, errors);
+    }
+    if ov.no_autorestart {
+        decl.autorestart = Some(false);
+    }
+    if let Some(value) = &ov.instances {
+        let parsed = match value.trim() {
+            "max" => Some(Instances::Max),
+            n => n.parse::<i64>().ok().and_then(Instances::from_int),
+        };
+        match parsed {
+            Some(i) => decl.instances = Some(i),
+            None => errors.push(
+                ConfigError::new(format!(
+                    "`--instances`: invalid number of instances `{value}`"
+                ))
+                .with_hint("use a number, `max` (one per CPU), or `-N` (all CPUs but N)"),
+            ),
+        }
+    }
+    decl
+}
+
+fn unit_error(flag: &str, e: UnitError) -> ConfigError {
+    let hint = e.hint();
+    ConfigError::new(format!("`{flag}`: {e}")).with_hint(hint)
+}
+
+/// `--stop-exit-codes 0 2` or `--stop-exit-codes 0,2`.
+fn exit_codes(values: &[String], errors: &mut Vec<ConfigError>) -> Option<Vec<i32>> {
+    let mut codes = Vec::new();
+    let mut ok = true;
+    for word in values
+        .iter()
+        .flat_map(|v| v.split([',', ' ']))
+        .filter(|w| !w.is_empty())
+    {
+        match word.parse::<i32>() {
+            Ok(code @ 0..=255) => codes.push(code),
+            _ => {
+                ok = false;
+                errors.push(
+                    ConfigError::new(format!("`--stop-exit-codes`: invalid exit code `{word}`"))
+                        .with_hint("exit codes are 0 to 255"),
+                );
+            }
+        }
+    }
+    ok.then_some(codes)
+}

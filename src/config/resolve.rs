@@ -1,0 +1,575 @@
+//! From what the user wrote ([`AppDecl`], filled by the validator or by `start` flags) to an
+//! [`AppSpec`] the daemon can run: working directory, program and arguments (interpreter by
+//! extension, direct execution, command strings, `PATH` lookup), name, environment, defaults.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use super::value::Span;
+use super::ConfigError;
+use crate::protocol::AppSpec;
+
+/// A value and where it was written ([`Span::UNKNOWN`] for flags).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spanned<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+impl<T> Spanned<T> {
+    pub fn unknown(value: T) -> Self {
+        Spanned {
+            value,
+            span: Span::UNKNOWN,
+        }
+    }
+}
+
+/// `instances` as written; the CPU count is applied at resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Instances {
+    Count(u32),
+    /// One per CPU (`"max"`, or `0` as in PM2).
+    Max,
+    /// All CPUs but this many (a negative number), at least one.
+    AllBut(u32),
+}
+
+impl Instances {
+    pub fn from_int(n: i64) -> Option<Self> {
+        match n {
+            0 => Some(Instances::Max),
+            n if n > 0 => u32::try_from(n).ok().map(Instances::Count),
+            n => u32::try_from(n.unsigned_abs()).ok().map(Instances::AllBut),
+        }
+    }
+
+    pub fn count(self, cpus: u32) -> u32 {
+        match self {
+            Instances::Count(n) => n,
+            Instances::Max => cpus.max(1),
+            Instances::AllBut(n) => cpus.saturating_sub(n).max(1),
+        }
+    }
+}
+
+/// One app as declared: every field optional except where the validator says otherwise.
+#[derive(Debug, Clone, Default)]
+pub struct AppDecl {
+    /// Where the app is declared (its `[[apps]]` header).
+    pub span: Span,
+    /// How messages name the app: "`web`" or "#2".
+    pub label: String,
+    pub name: Option<Spanned<String>>,
+    pub script: Option<Spanned<String>>,
+    pub args: Vec<String>,
+    pub interpreter: Option<String>,
+    pub interpreter_args: Vec<String>,
+    pub cwd: Option<Spanned<String>>,
+    pub env: BTreeMap<String, String>,
+    pub namespace: Option<Spanned<String>>,
+    pub autorestart: Option<bool>,
+    pub stop_exit_codes: Option<Vec<i32>>,
+    pub min_uptime_ms: Option<u64>,
+    pub max_restarts: Option<u32>,
+    pub restart_delay_ms: Option<u64>,
+    pub exp_backoff_restart_delay_ms: Option<u64>,
+    pub kill_signal: Option<String>,
+    pub kill_timeout_ms: Option<u64>,
+    pub instances: Option<Instances>,
+    pub autostart: Option<bool>,
+}
+
+/// Where the declaration came from: hints name a key or a flag accordingly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    File,
+    Flags,
+}
+
+impl Origin {
+    /// "`interpreter`" or "`--interpreter`" for the key `interpreter`.
+    fn option(self, key: &str) -> String {
+        match self {
+            Origin::File => format!("`{key}`"),
+            Origin::Flags => format!("`--{}`", key.replace('_', "-")),
+        }
+    }
+}
+
+/// What an app is resolved against.
+pub struct Base<'a> {
+    /// Relative `cwd`s are resolved against it, and it is the default `cwd`.
+    pub dir: &'a Path,
+    /// The shell environment the app inherits.
+    pub env: &'a BTreeMap<String, String>,
+    /// The config file, if any (absolute).
+    pub source: Option<&'a Path>,
+    pub origin: Origin,
+}
+
+/// Used when `PATH` is unset, as `execvp` does.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Interpreters chosen by file extension.
+const INTERPRETERS: &[(&str, &str)] = &[
+    ("js", "node"),
+    ("mjs", "node"),
+    ("cjs", "node"),
+    ("py", "python3"),
+    ("sh", "bash"),
+    ("rb", "ruby"),
+    ("php", "php"),
+    ("pl", "perl"),
+    ("ts", "bun"),
+];
+
+/// Shell syntax that word splitting would silently pass to the program as arguments.
+const SHELL_OPERATORS: &[&str] = &[
+    "&&", "||", "|", "|&", ";", "&", ">", ">>", "<", "<<", "2>", "2>>", "2>&1", "&>", "&>>",
+];
+
+/// The interpreter for a file name, by extension.
+pub fn interpreter_for(path: &Path) -> Option<&'static str> {
+    let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+    INTERPRETERS
+        .iter()
+        .find(|(e, _)| *e == ext)
+        .map(|(_, i)| *i)
+}
+
+/// The name an app gets when none is given, from the script text alone: the file name
+/// without extension, or for a command string the program's file name.
+pub fn lexical_default_name(script: &str) -> Option<String> {
+    if script.trim().contains(char::is_whitespace) {
+        let first = shell_words::split(script).ok()?.into_iter().next()?;
+        return file_name(&first, false);
+    }
+    file_name(script.trim(), true)
+}
+
+fn file_name(path: &str, strip_extension: bool) -> Option<String> {
+    let path = Path::new(path);
+    let name = if strip_extension {
+        path.file_stem()
+    } else {
+        path.file_name()
+    };
+    name.and_then(|n| n.to_str())
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+}
+
+/// Removes `.` and resolves `..` without touching the file system (symlinks are kept).
+pub fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => match out.components().next_back() {
+                Some(Component::Normal(_)) => {
+                    out.pop();
+                }
+                // `/..` is `/`.
+                Some(Component::RootDir | Component::Prefix(_)) => {}
+                _ => out.push(".."),
+            },
+            other => out.push(other),
+        }
+    }
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// Checks an app name or a namespace: `what` is "app name" or "namespace".
+pub fn check_name(what: &str, name: &str) -> Result<(), (String, String)> {
+    let problem = if name.trim().is_empty() {
+        Some((
+            format!("{what} is empty"),
+            "choose a non-empty name".to_string(),
+        ))
+    } else if name == "all" {
+        Some((
+            format!("{what} `all` is reserved"),
+            "`all` targets every app; choose another name".to_string(),
+        ))
+    } else if name.bytes().all(|b| b.is_ascii_digit()) {
+        Some((
+            format!("{what} `{name}` is a number"),
+            "numbers are app ids; put a letter in the name".to_string(),
+        ))
+    } else if name.contains('/') {
+        Some((
+            format!("{what} `{name}` contains `/`"),
+            "names are used in log file names; use `-` or `_`".to_string(),
+        ))
+    } else if name.chars().any(char::is_control) {
+        Some((
+            format!("{what} {name:?} contains a control character"),
+            "use printable characters".to_string(),
+        ))
+    } else {
+        None
+    };
+    problem.map_or(Ok(()), Err)
+}
+
+/// The number of CPUs available to this process (cgroup quotas and affinity included).
+pub fn cpu_count() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+}
+
+/// Resolves one declared app. Errors carry spans but no file name.
+pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    // A missing script was reported by whoever built the declaration.
+    let Some(script) = &decl.script else {
+        return Err(errors);
+    };
+    let label = &decl.label;
+
+    let cwd = match &decl.cwd {
+        Some(c) => normalize(&base.dir.join(&c.value)),
+        None => base.dir.to_path_buf(),
+    };
+    if !cwd.is_dir() {
+        let what = if cwd.exists() {
+            "is not a directory"
+        } else {
+            "does not exist"
+        };
+        let span = decl.cwd.as_ref().map_or(decl.span, |c| c.span);
+        let msg = format!(
+            "working directory `{}` of app {label} {what}",
+            cwd.display()
+        );
+        errors.push(ConfigError::new(msg).at(span));
+        return Err(errors);
+    }
+
+    let mut env = base.env.clone();
+    env.extend(decl.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+    let launch = match launch(&script.value, decl, &cwd, &env, base.origin) {
+        Ok(launch) => launch,
+        Err(e) => {
+            errors.push(e.at(script.span));
+            return Err(errors);
+        }
+    };
+
+    let name = match &decl.name {
+        Some(name) => name.clone(),
+        None => Spanned {
+            value: launch.default_name.clone(),
+            span: decl.span,
+        },
+    };
+    if let Err((msg, hint)) = check_name("app name", &name.value) {
+        let hint = if decl.name.is_some() {
+            hint
+        } else {
+            format!("{hint} with {}", base.origin.option("name"))
+        };
+        errors.push(ConfigError::new(msg).at(name.span).with_hint(hint));
+    }
+    if let Some(ns) = &decl.namespace {
+        if let Err((msg, hint)) = check_name("namespace", &ns.value) {
+            errors.push(
+                ConfigError::new(format!("{msg} (app {label})"))
+                    .at(ns.span)
+                    .with_hint(hint),
+            );
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+
+    let mut spec = AppSpec::new(name.value, launch.program, cwd);
+    if let Some(ns) = &decl.namespace {
+        spec.namespace = ns.value.clone();
+    }
+    spec.script = script.value.clone();
+    spec.args = launch.args;
+    spec.interpreter = Some(launch.interpreter);
+    spec.env = env;
+    spec.instances = decl.instances.map_or(1, |i| i.count(cpu_count()));
+    if let Some(v) = decl.autorestart {
+        spec.autorestart = v;
+    }
+    if let Some(v) = &decl.stop_exit_codes {
+        spec.stop_exit_codes = v.clone();
+    }
+    if let Some(v) = decl.min_uptime_ms {
+        spec.min_uptime_ms = v;
+    }
+    if let Some(v) = decl.max_restarts {
+        spec.max_restarts = v;
+    }
+    if let Some(v) = decl.restart_delay_ms {
+        spec.restart_delay_ms = v;
+    }
+    // A first delay of 0 would never grow: 0 means off.
+    spec.exp_backoff_restart_delay_ms = decl.exp_backoff_restart_delay_ms.filter(|ms| *ms > 0);
+    if let Some(v) = &decl.kill_signal {
+        spec.kill_signal = v.clone();
+    }
+    if let Some(v) = decl.kill_timeout_ms {
+        spec.kill_timeout_ms = v;
+    }
+    if let Some(v) = decl.autostart {
+        spec.autostart = v;
+    }
+    spec.source = base.source.map(Path::to_path_buf);
+    Ok(spec)
+}
+
+/// How to start the app.
+struct Launch {
+    program: String,
+    args: Vec<String>,
+    /// The interpreter, or `none` for direct execution.
+    interpreter: String,
+    default_name: String,
+}
+
+/// Where the script's program is.
+enum Target {
+    /// A file relative to (or under) the working directory.
+    File(PathBuf),
+    /// A command found in `PATH`.
+    OnPath(PathBuf),
+}
+
+fn launch(
+    script: &str,
+    decl: &AppDecl,
+    cwd: &Path,
+    env: &BTreeMap<String, String>,
+    origin: Origin,
+) -> Result<Launch, ConfigError> {
+    let label = &decl.label;
+    // A file whose name has spaces is still a file; otherwise spaces make a command string.
+    let (word, mut rest, is_command) =
+        if !cwd.join(script).is_file() && script.trim().contains(char::is_whitespace) {
+            let words = shell_words::split(script).map_err(|e| {
+                ConfigError::new(format!("cannot split the command of app {label}: {e}"))
+                    .with_hint("close the quote, or escape it with `\\`")
+            })?;
+            if let Some(op) = words.iter().find(|w| SHELL_OPERATORS.contains(&w.as_str())) {
+                return Err(ConfigError::new(format!(
+                "the command of app {label} uses the shell operator `{op}`"
+            ))
+            .with_hint(
+                "herder runs commands without a shell; to use one, write `sh -c '…'` as the script",
+            ));
+            }
+            let mut words = words.into_iter();
+            let first = words.next().unwrap_or_default();
+            (first, words.collect::<Vec<_>>(), true)
+        } else {
+            (script.to_string(), Vec::new(), false)
+        };
+    if word.is_empty() {
+        return Err(ConfigError::new(format!(
+            "the script of app {label} is empty"
+        )));
+    }
+
+    let path_var = env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
+    let target = locate(&word, cwd, path_var).map_err(|e| e.describe(&word, label))?;
+    let default_name = file_name(&word, !is_command).unwrap_or_else(|| word.clone());
+
+    let interpreter_option = origin.option("interpreter");
+    let interpreter = match (decl.interpreter.as_deref(), &target) {
+        (Some("none"), Target::File(path)) if !is_executable(path) => {
+            return Err(not_executable(path, label, &interpreter_option));
+        }
+        (Some("none"), _) | (None, Target::OnPath(_)) => None,
+        (Some(interpreter), _) => Some(interpreter.to_string()),
+        (None, Target::File(path)) => match interpreter_for(path) {
+            Some(interpreter) => Some(interpreter.to_string()),
+            None if is_executable(path) => None,
+            None if has_shebang(path) => {
+                return Err(not_executable(path, label, &interpreter_option))
+            }
+            None => {
+                return Err(ConfigError::new(format!(
+                    "cannot tell how to run `{}` (app {label}): no known extension and not executable",
+                    path.display()
+                ))
+                .with_hint(format!("set {interpreter_option} (e.g. `node`), or make the file executable")));
+            }
+        },
+    };
+
+    let target = match target {
+        Target::File(p) | Target::OnPath(p) => p.to_string_lossy().into_owned(),
+    };
+    let mut args = Vec::new();
+    let (program, interpreter) = match interpreter {
+        Some(interpreter) => {
+            args.extend(decl.interpreter_args.iter().cloned());
+            args.push(target);
+            (interpreter.clone(), interpreter)
+        }
+        None => (target, "none".to_string()),
+    };
+    args.append(&mut rest);
+    args.extend(decl.args.iter().cloned());
+    Ok(Launch {
+        program,
+        args,
+        interpreter,
+        default_name,
+    })
+}
+
+fn not_executable(path: &Path, label: &str, interpreter_option: &str) -> ConfigError {
+    ConfigError::new(format!(
+        "`{}` (app {label}) is not executable",
+        path.display()
+    ))
+    .with_hint(format!(
+        "run `chmod +x {}`, or set {interpreter_option}",
+        path.display()
+    ))
+}
+
+enum LocateError {
+    NotFound { path: PathBuf, searched_path: bool },
+    IsDir(PathBuf),
+}
+
+impl LocateError {
+    fn describe(self, word: &str, label: &str) -> ConfigError {
+        match self {
+            LocateError::NotFound {
+                path,
+                searched_path: true,
+            } => ConfigError::new(format!("script `{word}` of app {label} not found")).with_hint(
+                format!(
+                    "there is no file `{}` and no `{word}` command in PATH",
+                    path.display()
+                ),
+            ),
+            LocateError::NotFound {
+                path,
+                searched_path: false,
+            } => ConfigError::new(format!("script `{word}` of app {label} not found"))
+                .with_hint(format!("there is no file `{}`", path.display())),
+            LocateError::IsDir(path) => {
+                ConfigError::new(format!("script `{word}` of app {label} is a directory"))
+                    .with_hint(format!(
+                        "`{}` is a directory; name the file to run",
+                        path.display()
+                    ))
+            }
+        }
+    }
+}
+
+/// A file relative to `cwd`, else (for a bare name) an executable in `PATH`.
+fn locate(word: &str, cwd: &Path, path_var: &str) -> Result<Target, LocateError> {
+    let path = normalize(&cwd.join(word));
+    if path.is_file() {
+        return Ok(Target::File(path));
+    }
+    if path.is_dir() {
+        return Err(LocateError::IsDir(path));
+    }
+    if word.contains('/') {
+        return Err(LocateError::NotFound {
+            path,
+            searched_path: false,
+        });
+    }
+    let found = path_var
+        .split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| normalize(&cwd.join(dir).join(word)))
+        .find(|candidate| candidate.is_file() && is_executable(candidate));
+    found.map(Target::OnPath).ok_or(LocateError::NotFound {
+        path,
+        searched_path: true,
+    })
+}
+
+fn is_executable(path: &Path) -> bool {
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn has_shebang(path: &Path) -> bool {
+    let mut magic = [0u8; 2];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && &magic == b"#!"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instances_from_numbers() {
+        assert_eq!(Instances::from_int(3), Some(Instances::Count(3)));
+        assert_eq!(Instances::from_int(0), Some(Instances::Max));
+        assert_eq!(Instances::from_int(-1), Some(Instances::AllBut(1)));
+        assert_eq!(Instances::from_int(i64::MAX), None);
+        assert_eq!(Instances::Max.count(8), 8);
+        assert_eq!(Instances::AllBut(1).count(8), 7);
+        assert_eq!(Instances::AllBut(4).count(2), 1);
+        assert_eq!(Instances::Count(3).count(1), 3);
+    }
+
+    #[test]
+    fn default_names() {
+        assert_eq!(lexical_default_name("app.js").as_deref(), Some("app"));
+        assert_eq!(
+            lexical_default_name("./src/server.py").as_deref(),
+            Some("server")
+        );
+        assert_eq!(
+            lexical_default_name("python3 -m http.server 8000").as_deref(),
+            Some("python3")
+        );
+        assert_eq!(
+            lexical_default_name("/usr/bin/python3.12 x").as_deref(),
+            Some("python3.12")
+        );
+    }
+
+    #[test]
+    fn normalize_is_lexical() {
+        assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+        assert_eq!(normalize(Path::new("/a/b/../../..")), PathBuf::from("/"));
+        assert_eq!(normalize(Path::new("a/../../b")), PathBuf::from("../b"));
+        assert_eq!(normalize(Path::new("./")), PathBuf::from("."));
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("app name", "web-1").is_ok());
+        assert!(check_name("app name", "my app").is_ok());
+        for bad in ["", " ", "all", "42", "a/b", "a\nb"] {
+            assert!(check_name("app name", bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn interpreters_by_extension() {
+        assert_eq!(interpreter_for(Path::new("a.js")), Some("node"));
+        assert_eq!(interpreter_for(Path::new("a.MJS")), Some("node"));
+        assert_eq!(interpreter_for(Path::new("a.py")), Some("python3"));
+        assert_eq!(interpreter_for(Path::new("a.ts")), Some("bun"));
+        assert_eq!(interpreter_for(Path::new("a")), None);
+        assert_eq!(interpreter_for(Path::new("a.go")), None);
+    }
+}

@@ -1,0 +1,709 @@
+//! Loading and resolution end to end, with real files in a temp dir.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use tempfile::TempDir;
+
+use super::*;
+use crate::protocol::spec::{DEFAULT_KILL_SIGNAL, DEFAULT_MAX_RESTARTS, DEFAULT_MIN_UPTIME_MS};
+
+/// A temp dir with a `bin/` on the context's `PATH` holding an executable `mytool`.
+struct Fixture {
+    dir: TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let f = Fixture {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        f.executable("bin/mytool", "#!/bin/sh\nexit 0\n");
+        f
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    fn file(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn executable(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.file(rel, text);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn ctx(&self) -> ResolveContext {
+        let mut env = BTreeMap::new();
+        env.insert(
+            "PATH".to_string(),
+            self.dir.path().join("bin").display().to_string(),
+        );
+        env.insert("HOME".to_string(), "/home/someone".to_string());
+        ResolveContext {
+            cwd: self.root(),
+            env,
+        }
+    }
+
+    /// Writes `herder.toml` and loads it by its relative name, as the CLI would.
+    fn load(&self, toml: &str) -> Result<Vec<AppSpec>, ConfigErrors> {
+        self.file("herder.toml", toml);
+        load_file(Path::new("herder.toml"), &self.ctx())
+    }
+
+    fn load_one(&self, toml: &str) -> AppSpec {
+        let mut specs = self.load(toml).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(specs.len(), 1);
+        specs.remove(0)
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.dir.path().join(rel).display().to_string()
+    }
+}
+
+fn at(e: &ConfigError) -> (usize, usize) {
+    (e.line.expect("line"), e.column.expect("column"))
+}
+
+#[test]
+fn unknown_key_is_reported_with_position_and_suggestion() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let toml = "[[apps]]\nname = \"web\"\nscript = \"app.js\"\nmax_restart = 3\n";
+    let errs = f.load(toml).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    let e = &errs.errors[0];
+    assert_eq!(at(e), (4, 1));
+    assert_eq!(e.file.as_deref(), Some(Path::new("herder.toml")));
+    assert_eq!(e.hint.as_deref(), Some("did you mean `max_restarts`?"));
+    assert_eq!(
+        errs.to_string(),
+        "error: herder.toml:4:1: unknown key `max_restart` in app `web`\n  hint: did you mean `max_restarts`?"
+    );
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let f = Fixture::new();
+    let errs = f.load("[[app]]\nscript = \"x\"\n").unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs.errors[0].message, "unknown key `app`");
+    assert_eq!(errs.errors[0].hint.as_deref(), Some("did you mean `apps`?"));
+    assert_eq!(errs.errors[0].line, Some(1));
+}
+
+#[test]
+fn wrong_type_points_at_the_value() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let errs = f
+        .load("[[apps]]\nscript = \"app.js\"\nmax_restarts = \"ten\"\nautorestart = 1\n")
+        .unwrap_err();
+    assert_eq!(errs.len(), 2);
+    assert_eq!(at(&errs.errors[0]), (3, 16));
+    assert_eq!(
+        errs.errors[0].message,
+        "`max_restarts` in app `app` must be a non-negative integer, found a string"
+    );
+    assert_eq!(at(&errs.errors[1]), (4, 15));
+    assert!(
+        errs.errors[1].message.contains("must be a boolean"),
+        "{}",
+        errs.errors[1].message
+    );
+}
+
+#[test]
+fn bad_and_negative_durations() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let toml = "[[apps]]\nname = \"web\"\nscript = \"app.js\"\nrestart_delay = \"abc\"\n\
+                kill_timeout = -5\nmin_uptime = \"-2s\"\nexp_backoff_restart_delay = \"10 parsecs\"\n";
+    let errs = f.load(toml).unwrap_err();
+    let got: Vec<_> = errs.iter().map(|e| (at(e), e.message.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (
+                (4, 17),
+                "`restart_delay` in app `web`: invalid duration `abc`"
+            ),
+            (
+                (5, 16),
+                "`kill_timeout` in app `web`: negative duration `-5`"
+            ),
+            (
+                (6, 14),
+                "`min_uptime` in app `web`: negative duration `-2s`"
+            ),
+            (
+                (7, 29),
+                "`exp_backoff_restart_delay` in app `web`: invalid duration `10 parsecs`"
+            ),
+        ]
+    );
+    assert!(errs.errors[0].hint.as_deref().unwrap().contains("`500ms`"));
+}
+
+#[test]
+fn durations_accept_ms_integers_and_unit_strings() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let spec = f.load_one(
+        "[[apps]]\nscript = \"app.js\"\nrestart_delay = 250\nkill_timeout = \"10s\"\nmin_uptime = \"1500\"\n\
+         exp_backoff_restart_delay = \"100ms\"\n",
+    );
+    assert_eq!(spec.restart_delay_ms, 250);
+    assert_eq!(spec.kill_timeout_ms, 10_000);
+    assert_eq!(spec.min_uptime_ms, 1_500);
+    assert_eq!(spec.exp_backoff_restart_delay_ms, Some(100));
+}
+
+#[test]
+fn all_errors_of_the_file_are_reported_in_order() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let toml = "\
+[[apps]]
+name = \"a\"
+script = \"app.js\"
+instancez = 2
+kill_signal = \"SIGTREM\"
+
+[[apps]]
+name = \"b\"
+restart_delay = true
+
+[[apps]]
+script = \"missing.js\"
+";
+    let errs = f.load(toml).unwrap_err();
+    let got: Vec<_> = errs.iter().map(|e| (e.line, e.message.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (Some(4), "unknown key `instancez` in app `a`"),
+            (Some(5), "`kill_signal` in app `a`: unknown signal `SIGTREM`"),
+            (Some(7), "app `b` has no `script`"),
+            (
+                Some(9),
+                "`restart_delay` in app `b` must be a duration (milliseconds, or a string such as \"10s\"), found a boolean"
+            ),
+            (Some(12), "script `missing.js` of app `missing` not found"),
+        ]
+    );
+    assert_eq!(
+        errs.errors[0].hint.as_deref(),
+        Some("did you mean `instances`?")
+    );
+    assert_eq!(
+        errs.errors[1].hint.as_deref(),
+        Some("did you mean `SIGTERM`?")
+    );
+    // Every entry is printed, each with its location.
+    let text = errs.to_string();
+    assert_eq!(text.matches("error: herder.toml:").count(), 5, "{text}");
+}
+
+#[test]
+fn duplicate_names_are_errors() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    f.file("lib/app.js", "");
+    let toml = "[[apps]]\nname = \"web\"\nscript = \"app.js\"\n\n[[apps]]\nname = \"web\"\nscript = \"app.js\"\n";
+    let errs = f.load(toml).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs.errors[0].message, "duplicate app name `web`");
+    assert_eq!(at(&errs.errors[0]), (6, 8));
+    assert!(errs.errors[0].hint.as_deref().unwrap().contains("line 2"));
+
+    // Default names collide too.
+    let errs = f
+        .load("[[apps]]\nscript = \"app.js\"\n[[apps]]\nscript = \"lib/app.js\"\n")
+        .unwrap_err();
+    assert_eq!(errs.errors[0].message, "duplicate app name `app`");
+    assert_eq!(at(&errs.errors[0]), (3, 1));
+}
+
+#[test]
+fn missing_script_names_the_app() {
+    let f = Fixture::new();
+    let errs = f
+        .load("[[apps]]\nname = \"worker\"\ninstances = 2\n")
+        .unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs.errors[0].message, "app `worker` has no `script`");
+    assert_eq!(at(&errs.errors[0]), (1, 1));
+    let errs = f.load("[[apps]]\ninstances = 2\n").unwrap_err();
+    assert_eq!(errs.errors[0].message, "app #1 has no `script`");
+}
+
+#[test]
+fn toml_syntax_error_has_position() {
+    let f = Fixture::new();
+    let errs = f
+        .load("[[apps]]\nname = \"web\"\nscript = \"app.js\n")
+        .unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs.errors[0].line, Some(3));
+    assert!(errs.errors[0].column.is_some());
+    assert!(
+        errs.to_string().starts_with("error: herder.toml:3:"),
+        "{errs}"
+    );
+}
+
+#[test]
+fn interpreter_by_extension() {
+    let f = Fixture::new();
+    f.file("src/server.py", "print()\n");
+    f.file("app.js", "");
+    f.file("job.sh", "echo\n");
+    let spec = f.load_one("[[apps]]\nscript = \"src/server.py\"\nargs = \"--port 80 'a b'\"\n");
+    assert_eq!(spec.name, "server");
+    assert_eq!(spec.program, "python3");
+    assert_eq!(spec.interpreter.as_deref(), Some("python3"));
+    assert_eq!(
+        spec.args,
+        [
+            f.path("src/server.py"),
+            "--port".into(),
+            "80".into(),
+            "a b".into()
+        ]
+    );
+    assert_eq!(spec.script, "src/server.py");
+
+    let spec = f.load_one(
+        "[[apps]]\nscript = \"app.js\"\ninterpreter_args = [\"--max-old-space-size=64\"]\nargs = [\"x\", 1]\n",
+    );
+    assert_eq!(spec.program, "node");
+    assert_eq!(
+        spec.args,
+        [
+            "--max-old-space-size=64".to_string(),
+            f.path("app.js"),
+            "x".into(),
+            "1".into()
+        ]
+    );
+
+    let spec = f.load_one("[[apps]]\nscript = \"job.sh\"\n");
+    assert_eq!(spec.program, "bash");
+
+    // An explicit interpreter wins over the extension.
+    let spec = f.load_one("[[apps]]\nscript = \"job.sh\"\ninterpreter = \"zsh\"\n");
+    assert_eq!(
+        (spec.program.as_str(), spec.args.as_slice()),
+        ("zsh", [f.path("job.sh")].as_slice())
+    );
+}
+
+#[test]
+fn executables_run_directly() {
+    let f = Fixture::new();
+    f.executable("server", "#!/bin/sh\n");
+    f.file("plain", "data\n");
+    f.file("script-no-x", "#!/bin/sh\n");
+    let spec = f.load_one("[[apps]]\nscript = \"./server\"\nargs = \"a\"\n");
+    assert_eq!(spec.program, f.path("server"));
+    assert_eq!(spec.args, ["a"]);
+    assert_eq!(spec.interpreter.as_deref(), Some("none"));
+    assert_eq!(spec.name, "server");
+
+    // A bare name that is not a file here is looked up in PATH.
+    let spec = f.load_one("[[apps]]\nscript = \"mytool\"\n");
+    assert_eq!(spec.program, f.path("bin/mytool"));
+
+    let errs = f.load("[[apps]]\nscript = \"plain\"\n").unwrap_err();
+    assert!(
+        errs.errors[0].message.starts_with("cannot tell how to run"),
+        "{errs}"
+    );
+    assert_eq!(at(&errs.errors[0]), (2, 10));
+    let errs = f.load("[[apps]]\nscript = \"script-no-x\"\n").unwrap_err();
+    assert!(
+        errs.errors[0].message.ends_with("is not executable"),
+        "{errs}"
+    );
+    let errs = f
+        .load("[[apps]]\nscript = \"plain\"\ninterpreter = \"none\"\n")
+        .unwrap_err();
+    assert!(
+        errs.errors[0].message.ends_with("is not executable"),
+        "{errs}"
+    );
+}
+
+#[test]
+fn command_strings_are_split() {
+    let f = Fixture::new();
+    let spec =
+        f.load_one("[[apps]]\nscript = \"mytool -m 'http server' 8000\"\nargs = [\"--x\"]\n");
+    assert_eq!(spec.name, "mytool");
+    assert_eq!(spec.program, f.path("bin/mytool"));
+    assert_eq!(spec.args, ["-m", "http server", "8000", "--x"]);
+    assert_eq!(spec.script, "mytool -m 'http server' 8000");
+
+    // The first word may be a file of the app, with its interpreter.
+    f.file("app.js", "");
+    let spec = f.load_one("[[apps]]\nscript = \"app.js --port 3000\"\n");
+    assert_eq!(
+        (spec.program.as_str(), spec.name.as_str()),
+        ("node", "app.js")
+    );
+    assert_eq!(
+        spec.args,
+        [f.path("app.js"), "--port".into(), "3000".into()]
+    );
+
+    // A file whose name has a space is a file.
+    f.file("my app.py", "");
+    let spec = f.load_one("[[apps]]\nscript = \"my app.py\"\n");
+    assert_eq!(
+        (spec.program.as_str(), spec.name.as_str()),
+        ("python3", "my app")
+    );
+
+    let errs = f
+        .load("[[apps]]\nscript = \"mytool a && mytool b\"\n")
+        .unwrap_err();
+    assert!(
+        errs.errors[0].message.contains("shell operator `&&`"),
+        "{errs}"
+    );
+    let errs = f
+        .load("[[apps]]\nscript = \"nothere --flag\"\n")
+        .unwrap_err();
+    assert_eq!(
+        errs.errors[0].message,
+        "script `nothere` of app `nothere` not found"
+    );
+}
+
+#[test]
+fn camel_case_and_pm2_aliases() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let spec = f.load_one(
+        "[[apps]]\nscript = \"app.js\"\nmaxRestarts = 3\nkillSignal = \"INT\"\nexpBackoffRestartDelay = 100\n\
+         stopExitCodes = 0\nexecInterpreter = \"deno\"\nnodeArgs = \"run -A\"\n",
+    );
+    assert_eq!(spec.max_restarts, 3);
+    assert_eq!(spec.kill_signal, "SIGINT");
+    assert_eq!(spec.exp_backoff_restart_delay_ms, Some(100));
+    assert_eq!(spec.stop_exit_codes, [0]);
+    assert_eq!(spec.program, "deno");
+    assert_eq!(
+        spec.args,
+        ["run".to_string(), "-A".into(), f.path("app.js")]
+    );
+
+    let errs = f
+        .load("[[apps]]\nscript = \"app.js\"\nmax_restarts = 1\nmaxRestarts = 2\n")
+        .unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(at(&errs.errors[0]), (4, 1));
+    assert!(
+        errs.errors[0].message.contains("sets `max_restarts` again"),
+        "{errs}"
+    );
+    let errs = f
+        .load("[[apps]]\nscript = \"app.js\"\nmaxRestart = 2\n")
+        .unwrap_err();
+    assert_eq!(
+        errs.errors[0].hint.as_deref(),
+        Some("did you mean `maxRestarts`?")
+    );
+}
+
+#[test]
+fn env_overlays_the_shell_environment() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let spec = f.load_one(
+        "[[apps]]\nscript = \"app.js\"\n[apps.env]\nHOME = \"/srv\"\nPORT = 3000\nDEBUG = true\nRATIO = 0.5\n",
+    );
+    let mut want = f.ctx().env;
+    want.insert("HOME".into(), "/srv".into());
+    want.insert("PORT".into(), "3000".into());
+    want.insert("DEBUG".into(), "true".into());
+    want.insert("RATIO".into(), "0.5".into());
+    assert_eq!(spec.env, want);
+
+    let errs = f
+        .load("[[apps]]\nscript = \"app.js\"\nenv = { A = [1] }\n")
+        .unwrap_err();
+    assert_eq!(
+        errs.errors[0].message,
+        "`env.A` in app `app` must be a string, number or boolean, found an array"
+    );
+    assert_eq!(at(&errs.errors[0]), (3, 13));
+}
+
+#[test]
+fn instances_max_negative_and_count() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let cpus = std::thread::available_parallelism().unwrap().get() as u32;
+    let count = |v: &str| {
+        f.load_one(&format!("[[apps]]\nscript = \"app.js\"\ninstances = {v}\n"))
+            .instances
+    };
+    assert_eq!(count("\"max\""), cpus);
+    assert_eq!(count("0"), cpus);
+    assert_eq!(count("3"), 3);
+    assert_eq!(count("-1"), (cpus - 1).max(1));
+    assert_eq!(count("-1000"), 1);
+    let errs = f
+        .load("[[apps]]\nscript = \"app.js\"\ninstances = \"many\"\n")
+        .unwrap_err();
+    assert!(
+        errs.errors[0]
+            .message
+            .starts_with("`instances` in app `app` must be"),
+        "{errs}"
+    );
+}
+
+#[test]
+fn defaults_cwd_source_and_namespace() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    f.file("svc/worker.js", "");
+    let spec = f.load_one("[[apps]]\nscript = \"app.js\"\n");
+    assert_eq!(spec.cwd, f.root());
+    assert_eq!(spec.source, Some(f.root().join("herder.toml")));
+    assert_eq!(spec.namespace, "default");
+    assert_eq!(spec.instances, 1);
+    assert!(spec.autorestart && spec.autostart);
+    assert_eq!(spec.max_restarts, DEFAULT_MAX_RESTARTS);
+    assert_eq!(spec.min_uptime_ms, DEFAULT_MIN_UPTIME_MS);
+    assert_eq!(spec.kill_signal, DEFAULT_KILL_SIGNAL);
+    assert_eq!(spec.exp_backoff_restart_delay_ms, None);
+
+    // The script is relative to `cwd`, which is relative to the file's directory.
+    let spec = f.load_one(
+        "[[apps]]\nscript = \"worker.js\"\ncwd = \"./svc\"\nnamespace = \"jobs\"\nautostart = false\n\
+         autorestart = false\nstop_exit_codes = [0, 3]\nkill_signal = 2\n",
+    );
+    assert_eq!(spec.cwd, f.root().join("svc"));
+    assert_eq!(spec.args, [f.path("svc/worker.js")]);
+    assert_eq!(spec.namespace, "jobs");
+    assert!(!spec.autostart && !spec.autorestart);
+    assert_eq!(spec.stop_exit_codes, [0, 3]);
+    assert_eq!(spec.kill_signal, "SIGINT");
+
+    // A config loaded from another directory resolves against its own directory.
+    let ctx = ResolveContext {
+        cwd: PathBuf::from("/"),
+        env: BTreeMap::new(),
+    };
+    let specs = load_file(&f.root().join("herder.toml"), &ctx).unwrap();
+    assert_eq!(specs[0].cwd, f.root().join("svc"));
+
+    let errs = f
+        .load("[[apps]]\nscript = \"app.js\"\ncwd = \"nope\"\n")
+        .unwrap_err();
+    assert!(errs.errors[0].message.contains("does not exist"), "{errs}");
+    assert_eq!(at(&errs.errors[0]), (3, 7));
+}
+
+#[test]
+fn bad_names_and_exit_codes() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let errs = f
+        .load("[[apps]]\nname = \"all\"\nscript = \"app.js\"\nstop_exit_codes = [0, 256]\n")
+        .unwrap_err();
+    let got: Vec<_> = errs.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "app name `all` is reserved",
+            "`stop_exit_codes` in app `all`: exit code `256` is out of range"
+        ]
+    );
+}
+
+#[test]
+fn missing_file_and_unsupported_formats() {
+    let f = Fixture::new();
+    let errs = load_file(Path::new("nope.toml"), &f.ctx()).unwrap_err();
+    assert_eq!(errs.to_string(), "error: nope.toml: config file not found");
+    for name in ["ecosystem.config.js", "apps.yaml", "apps.json"] {
+        f.file(name, "");
+        let errs = load_file(Path::new(name), &f.ctx()).unwrap_err();
+        let text = errs.to_string();
+        assert!(
+            text.starts_with(&format!("error: {name}: config format not supported yet")),
+            "{text}"
+        );
+    }
+    assert!(f.load("").unwrap_err().errors[0]
+        .message
+        .contains("no apps"));
+}
+
+#[test]
+fn config_file_names() {
+    for name in [
+        "herder.toml",
+        "a/b/apps.yaml",
+        "x.yml",
+        "ecosystem.json",
+        "ecosystem.config.js",
+        "ecosystem.config.cjs",
+        "pm2.config.mjs",
+        "HERDER.TOML",
+    ] {
+        assert!(is_config_file(Path::new(name)), "{name}");
+    }
+    for name in [
+        "app.js",
+        "server.py",
+        "config.js",
+        "toml",
+        "run.sh",
+        "mytool",
+    ] {
+        assert!(!is_config_file(Path::new(name)), "{name}");
+    }
+}
+
+#[test]
+fn from_command_resolves_a_script_with_flags() {
+    let f = Fixture::new();
+    f.file("app.py", "");
+    let ov = Overrides {
+        name: Some("x".into()),
+        namespace: Some("ns".into()),
+        restart_delay: Some("2s".into()),
+        exp_backoff_restart_delay: Some("100".into()),
+        max_restarts: Some("5".into()),
+        min_uptime: Some("1m".into()),
+        kill_timeout: Some("500ms".into()),
+        kill_signal: Some("usr2".into()),
+        stop_exit_codes: Some(vec!["0,2".into(), "3".into()]),
+        no_autorestart: true,
+        instances: Some("2".into()),
+        args: vec!["a".into(), "b c".into()],
+        ..Overrides::default()
+    };
+    let spec = from_command("app.py", &ov, &f.ctx()).unwrap();
+    assert_eq!(spec.name, "x");
+    assert_eq!(spec.namespace, "ns");
+    assert_eq!(spec.program, "python3");
+    assert_eq!(spec.args, [f.path("app.py"), "a".into(), "b c".into()]);
+    assert_eq!(spec.cwd, f.root());
+    assert_eq!(spec.env, f.ctx().env);
+    assert_eq!(spec.source, None);
+    assert_eq!(spec.restart_delay_ms, 2_000);
+    assert_eq!(spec.exp_backoff_restart_delay_ms, Some(100));
+    assert_eq!(spec.max_restarts, 5);
+    assert_eq!(spec.min_uptime_ms, 60_000);
+    assert_eq!(spec.kill_timeout_ms, 500);
+    assert_eq!(spec.kill_signal, "SIGUSR2");
+    assert_eq!(spec.stop_exit_codes, [0, 2, 3]);
+    assert!(!spec.autorestart);
+    assert_eq!(spec.instances, 2);
+}
+
+#[test]
+fn from_command_command_string_and_cwd() {
+    let f = Fixture::new();
+    let spec = from_command(
+        "mytool -m http.server 8000",
+        &Overrides::default(),
+        &f.ctx(),
+    )
+    .unwrap();
+    assert_eq!(spec.name, "mytool");
+    assert_eq!(spec.program, f.path("bin/mytool"));
+    assert_eq!(spec.args, ["-m", "http.server", "8000"]);
+
+    f.file("svc/main.rb", "");
+    let ov = Overrides {
+        cwd: Some("svc".into()),
+        interpreter: Some("ruby3".into()),
+        ..Overrides::default()
+    };
+    let spec = from_command("main.rb", &ov, &f.ctx()).unwrap();
+    assert_eq!(spec.cwd, f.root().join("svc"));
+    assert_eq!(spec.program, "ruby3");
+    assert_eq!(spec.args, [f.path("svc/main.rb")]);
+}
+
+#[test]
+fn from_command_reports_every_bad_flag() {
+    let f = Fixture::new();
+    f.file("app.py", "");
+    let ov = Overrides {
+        restart_delay: Some("abc".into()),
+        kill_timeout: Some("-1s".into()),
+        max_restarts: Some("lots".into()),
+        kill_signal: Some("SIGNOPE".into()),
+        instances: Some("x".into()),
+        stop_exit_codes: Some(vec!["0,x".into()]),
+        ..Overrides::default()
+    };
+    let errs = from_command("app.py", &ov, &f.ctx()).unwrap_err();
+    let got: Vec<_> = errs.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(
+        got,
+        [
+            "`--restart-delay`: invalid duration `abc`",
+            "`--kill-timeout`: negative duration `-1s`",
+            "`--max-restarts`: `lots` is not a non-negative integer",
+            "`--kill-signal`: unknown signal `SIGNOPE`",
+            "`--stop-exit-codes`: invalid exit code `x`",
+            "`--instances`: invalid number of instances `x`",
+        ]
+    );
+    assert!(errs.iter().all(|e| e.file.is_none() && e.line.is_none()));
+    assert!(errs
+        .to_string()
+        .starts_with("error: `--restart-delay`: invalid duration `abc`\n  hint: "));
+}
+
+#[test]
+fn from_command_missing_script_is_a_clear_error() {
+    let f = Fixture::new();
+    let errs = from_command("nothere.py", &Overrides::default(), &f.ctx()).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    assert_eq!(
+        errs.errors[0].message,
+        "script `nothere.py` of app `nothere` not found"
+    );
+    assert_eq!(
+        errs.errors[0].hint.as_deref(),
+        Some(
+            format!(
+                "there is no file `{}` and no `nothere.py` command in PATH",
+                f.path("nothere.py")
+            )
+            .as_str()
+        )
+    );
+    let errs = from_command("./gone", &Overrides::default(), &f.ctx()).unwrap_err();
+    assert_eq!(
+        errs.errors[0].hint.as_deref(),
+        Some(format!("there is no file `{}`", f.path("gone")).as_str())
+    );
+    let ov = Overrides {
+        name: Some("42".into()),
+        ..Overrides::default()
+    };
+    let errs = from_command("mytool", &ov, &f.ctx()).unwrap_err();
+    assert_eq!(errs.errors[0].message, "app name `42` is a number");
+}

@@ -1,0 +1,335 @@
+//! One handler per request. Handlers take the registry lock only to read or change the map,
+//! never across an await; the instance actors do the waiting.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio::task::JoinSet;
+
+use super::registry::App;
+use super::Daemon;
+use crate::protocol::{
+    signal_number, AppInfo, AppSpec, DaemonInfo, ErrorKind, ErrorReply, Request, Response, Target,
+};
+use crate::supervisor::InstanceHandle;
+
+pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
+    let result = match req {
+        Request::Ping => Ok(Response::Pong(ping(d))),
+        Request::Start { specs } => start(d, specs).await,
+        Request::StartExisting { targets } => start_existing(d, &targets).await,
+        Request::Stop { targets } => {
+            on_instances(d, &targets, |h| async move { h.stop().await }).await
+        }
+        Request::Restart { targets, env } => restart(d, &targets, env).await,
+        Request::Delete { targets } => delete(d, &targets).await,
+        Request::Signal { signal, targets } => send_signal(d, &signal, &targets).await,
+        Request::Reset { targets } => {
+            on_instances(d, &targets, |h| async move { h.reset().await }).await
+        }
+        Request::List => Ok(Response::List {
+            apps: list(d, None),
+        }),
+        Request::Show { target } => show(d, &target),
+        Request::Kill => {
+            let apps = stop_everything(d).await;
+            Ok(Response::Done { apps })
+        }
+    };
+    result.unwrap_or_else(Response::Error)
+}
+
+fn bad(message: impl Into<String>) -> ErrorReply {
+    ErrorReply {
+        kind: ErrorKind::BadRequest,
+        message: message.into(),
+    }
+}
+
+fn ping(d: &Daemon) -> DaemonInfo {
+    DaemonInfo {
+        pid: std::process::id(),
+        version: crate::protocol::PROGRAM_VERSION.to_string(),
+        home: d.ctx.paths.home.clone(),
+        uptime_ms: d.started.elapsed().as_millis() as u64,
+        apps: d.registry().apps.len(),
+        cgroup_root: d.ctx.cgroups.as_ref().map(|c| c.path.clone()),
+        cgroup_note: d.cgroup_note.clone(),
+        subreaper: d.subreaper,
+    }
+}
+
+/// Snapshots of `ids` (every app when `None`), with memory read now.
+fn list(d: &Daemon, ids: Option<&[u32]>) -> Vec<AppInfo> {
+    let reg = d.registry();
+    let paths = &d.ctx.paths;
+    match ids {
+        None => reg.apps.values().map(|a| a.info(paths, true)).collect(),
+        Some(ids) => ids
+            .iter()
+            .filter_map(|id| reg.apps.get(id))
+            .map(|a| a.info(paths, true))
+            .collect(),
+    }
+}
+
+/// Run `f` on every instance of `apps` at once and wait for all of them.
+async fn join_instances<F, Fut>(apps: &[App], f: F)
+where
+    F: Fn(InstanceHandle) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut set = JoinSet::new();
+    for app in apps {
+        for h in &app.instances {
+            set.spawn(f(h.clone()));
+        }
+    }
+    while set.join_next().await.is_some() {}
+}
+
+async fn on_instances<F, Fut>(
+    d: &Arc<Daemon>,
+    targets: &[Target],
+    f: F,
+) -> Result<Response, ErrorReply>
+where
+    F: Fn(InstanceHandle) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (ids, apps) = {
+        let reg = d.registry();
+        let ids = reg.resolve(targets)?;
+        let apps = reg.handles(&ids);
+        (ids, apps)
+    };
+    join_instances(&apps, f).await;
+    Ok(Response::Done {
+        apps: list(d, Some(&ids)),
+    })
+}
+
+fn check_specs(specs: &[AppSpec]) -> Result<(), ErrorReply> {
+    if specs.is_empty() {
+        return Err(bad("no app to start"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for s in specs {
+        if s.name.trim().is_empty() {
+            return Err(bad("an app has an empty name"));
+        }
+        if s.name == "all" {
+            return Err(bad("`all` cannot be an app name: it targets every app"));
+        }
+        if !seen.insert(s.name.as_str()) {
+            return Err(bad(format!("the app name `{}` is given twice", s.name)));
+        }
+        if s.instances == 0 {
+            return Err(bad(format!(
+                "app `{}`: `instances` must be at least 1",
+                s.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Add new apps and start them; apps that exist by name get the new spec and are restarted.
+async fn start(d: &Arc<Daemon>, specs: Vec<AppSpec>) -> Result<Response, ErrorReply> {
+    check_specs(&specs)?;
+    let mut set = JoinSet::new();
+    let mut ids = Vec::new();
+    {
+        let mut reg = d.registry();
+        for spec in specs {
+            let spec = Arc::new(spec);
+            let count = spec.instances as usize;
+            let existing = reg.apps.values_mut().find(|a| a.spec.name == spec.name);
+            match existing {
+                Some(app) => {
+                    app.spec = spec.clone();
+                    for h in app.instances.drain(count.min(app.instances.len())..) {
+                        set.spawn(async move { h.shutdown().await });
+                    }
+                    for h in &app.instances {
+                        let (h, spec) = (h.clone(), spec.clone());
+                        set.spawn(async move { h.restart(Some(spec)).await });
+                    }
+                    for index in app.instances.len()..count {
+                        let h = InstanceHandle::spawn(
+                            d.ctx.clone(),
+                            app.id,
+                            index as u32,
+                            spec.clone(),
+                        );
+                        app.instances.push(h.clone());
+                        set.spawn(async move { h.start().await });
+                    }
+                    ids.push(app.id);
+                }
+                None => {
+                    let id = reg.next_id;
+                    reg.next_id += 1;
+                    let instances: Vec<InstanceHandle> = (0..count as u32)
+                        .map(|i| InstanceHandle::spawn(d.ctx.clone(), id, i, spec.clone()))
+                        .collect();
+                    if spec.autostart {
+                        for h in &instances {
+                            let h = h.clone();
+                            set.spawn(async move { h.start().await });
+                        }
+                    }
+                    reg.apps.insert(
+                        id,
+                        App {
+                            id,
+                            spec,
+                            instances,
+                        },
+                    );
+                    ids.push(id);
+                }
+            }
+        }
+    }
+    d.ctx.changed.notify_one();
+    while set.join_next().await.is_some() {}
+    Ok(Response::Done {
+        apps: list(d, Some(&ids)),
+    })
+}
+
+/// `herder start <name|id|namespace>`: start what is stopped, restart what runs.
+async fn start_existing(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorReply> {
+    on_instances(d, targets, |h| async move {
+        if h.info().status.is_running() {
+            h.restart(None).await
+        } else {
+            h.start().await
+        }
+    })
+    .await
+}
+
+async fn restart(
+    d: &Arc<Daemon>,
+    targets: &[Target],
+    env: Option<BTreeMap<String, String>>,
+) -> Result<Response, ErrorReply> {
+    let Some(env) = env else {
+        return on_instances(d, targets, |h| async move { h.restart(None).await }).await;
+    };
+    // `--update-env`: the new environment replaces the old one whole, removals included.
+    let (ids, apps) = {
+        let mut reg = d.registry();
+        let ids = reg.resolve(targets)?;
+        for id in &ids {
+            if let Some(app) = reg.apps.get_mut(id) {
+                let mut spec = (*app.spec).clone();
+                spec.env = env.clone();
+                app.spec = Arc::new(spec);
+            }
+        }
+        (ids.clone(), reg.handles(&ids))
+    };
+    let mut set = JoinSet::new();
+    for app in &apps {
+        for h in &app.instances {
+            let (h, spec) = (h.clone(), app.spec.clone());
+            set.spawn(async move { h.restart(Some(spec)).await });
+        }
+    }
+    while set.join_next().await.is_some() {}
+    d.ctx.changed.notify_one();
+    Ok(Response::Done {
+        apps: list(d, Some(&ids)),
+    })
+}
+
+async fn delete(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorReply> {
+    let removed: Vec<App> = {
+        let mut reg = d.registry();
+        let ids = reg.resolve(targets)?;
+        ids.iter().filter_map(|id| reg.apps.remove(id)).collect()
+    };
+    let infos: Vec<AppInfo> = removed
+        .iter()
+        .map(|a| a.info(&d.ctx.paths, false))
+        .collect();
+    join_instances(&removed, |h| async move { h.shutdown().await }).await;
+    d.persist().await;
+    Ok(Response::Done { apps: infos })
+}
+
+async fn send_signal(
+    d: &Arc<Daemon>,
+    signal: &str,
+    targets: &[Target],
+) -> Result<Response, ErrorReply> {
+    let sig = signal_number(signal).ok_or_else(|| {
+        bad(format!(
+            "`{signal}` is not a signal\nhint: use a name such as `SIGUSR2` or a number"
+        ))
+    })?;
+    let (ids, apps) = {
+        let reg = d.registry();
+        let ids = reg.resolve(targets)?;
+        let apps = reg.handles(&ids);
+        (ids, apps)
+    };
+    let mut failures = Vec::new();
+    let mut delivered = 0;
+    for app in &apps {
+        for h in &app.instances {
+            match h.signal(sig).await {
+                Ok(()) => delivered += 1,
+                Err(e) => failures.push(format!(
+                    "`{}` instance {}: {e}",
+                    app.spec.name,
+                    h.info().index
+                )),
+            }
+        }
+    }
+    if delivered == 0 {
+        return Err(bad(format!("no signal sent: {}", failures.join("; "))));
+    }
+    Ok(Response::Done {
+        apps: list(d, Some(&ids)),
+    })
+}
+
+fn show(d: &Daemon, target: &Target) -> Result<Response, ErrorReply> {
+    let reg = d.registry();
+    let ids = reg.resolve(std::slice::from_ref(target))?;
+    if ids.len() != 1 {
+        let names: Vec<String> = reg
+            .handles(&ids)
+            .iter()
+            .map(|a| format!("`{}`", a.spec.name))
+            .collect();
+        return Err(bad(format!(
+            "the target matches {} apps ({}); name one",
+            ids.len(),
+            names.join(", ")
+        )));
+    }
+    let app = reg.apps.get(&ids[0]).map(|a| a.info(&d.ctx.paths, true));
+    app.map(|app| Response::Show { app })
+        .ok_or_else(|| bad("the app is gone"))
+}
+
+/// Remove every app and stop it; used by `kill` and on SIGTERM/SIGINT.
+pub(crate) async fn stop_everything(d: &Arc<Daemon>) -> Vec<AppInfo> {
+    let removed: Vec<App> = std::mem::take(&mut d.registry().apps)
+        .into_values()
+        .collect();
+    let infos = removed
+        .iter()
+        .map(|a| a.info(&d.ctx.paths, false))
+        .collect();
+    join_instances(&removed, |h| async move { h.shutdown().await }).await;
+    d.persist().await;
+    infos
+}

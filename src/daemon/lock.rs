@@ -1,0 +1,96 @@
+//! One daemon per home: an exclusive `flock` on `daemon.lock`, held for the daemon's life.
+//! The kernel drops it when the daemon dies in any way, so there is no stale lock to clean.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::paths::Paths;
+
+/// Why the lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another herder daemon{} is running for {home}", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Held { pid: Option<u32>, home: String },
+    #[error("cannot open {path}: {source}")]
+    Io { path: String, source: io::Error },
+}
+
+/// The held lock; dropping it releases the lock.
+pub struct DaemonLock {
+    _file: File,
+}
+
+/// Take the lock and record our pid in `daemon.pid`.
+pub fn acquire(paths: &Paths) -> Result<DaemonLock, LockError> {
+    let path = paths.lock();
+    let io_err = |source| LockError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_err)?;
+    // SAFETY: flock(2) on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            return Err(LockError::Held {
+                pid: read_pid(paths),
+                home: paths.home.display().to_string(),
+            });
+        }
+        return Err(io_err(err));
+    }
+    let pid_path = paths.pid_file();
+    let tmp = pid_path.with_extension("pid.tmp");
+    let write_pid = || -> io::Result<()> {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        writeln!(f, "{}", std::process::id())?;
+        std::fs::rename(&tmp, &pid_path)
+    };
+    write_pid().map_err(|source| LockError::Io {
+        path: pid_path.display().to_string(),
+        source,
+    })?;
+    Ok(DaemonLock { _file: file })
+}
+
+/// The pid in `daemon.pid`, if any.
+pub fn read_pid(paths: &Paths) -> Option<u32> {
+    std::fs::read_to_string(paths.pid_file())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_lock_names_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let _held = acquire(&paths).unwrap();
+        // flock locks belong to the open file description, so a second open conflicts even
+        // within one process.
+        match acquire(&paths) {
+            Err(LockError::Held { pid, .. }) => assert_eq!(pid, Some(std::process::id())),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("second lock succeeded"),
+        }
+    }
+}

@@ -1,0 +1,299 @@
+//! The daemon: one per `HERDER_HOME`, holding the lock, serving the control socket, owning
+//! the registry of apps and persisting it for crash recovery.
+//!
+//! [`run`] is a library function so tests and `herder daemon` start it the same way.
+
+mod handlers;
+pub mod lock;
+mod recovery;
+pub mod registry;
+pub mod state;
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
+
+use crate::paths::Paths;
+use crate::protocol::{
+    self, ErrorKind, ErrorReply, FrameError, Hello, HelloReply, Request, Response,
+};
+use crate::supervisor::cgroup::CgroupRoot;
+use crate::supervisor::reaper::Reaper;
+use crate::supervisor::Context;
+pub use lock::LockError;
+use registry::Registry;
+use state::{PersistedApp, PersistedState, STATE_VERSION};
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("cannot prepare {path}: {source}")]
+    Home { path: String, source: io::Error },
+    #[error("cannot listen on {path}: {source}")]
+    Socket { path: String, source: io::Error },
+    #[error("cannot start the runtime: {0}")]
+    Runtime(io::Error),
+}
+
+/// State shared by every connection.
+pub(crate) struct Daemon {
+    pub ctx: Arc<Context>,
+    pub registry: Mutex<Registry>,
+    pub started: Instant,
+    pub shutdown: Notify,
+    pub subreaper: bool,
+    pub cgroup_note: Option<String>,
+}
+
+impl Daemon {
+    pub fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn persisted(&self) -> PersistedState {
+        let reg = self.registry();
+        PersistedState {
+            version: STATE_VERSION,
+            next_id: reg.next_id,
+            apps: reg
+                .apps
+                .values()
+                .map(|a| PersistedApp {
+                    id: a.id,
+                    spec: (*a.spec).clone(),
+                    instances: a.instances.iter().map(|h| h.info()).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Write `state.json` now.
+    pub async fn persist(&self) {
+        let st = self.persisted();
+        let path = self.ctx.paths.state();
+        let res = tokio::task::spawn_blocking(move || {
+            let bytes = serde_json::to_vec(&st).map_err(io::Error::other)?;
+            state::write_atomic(&path, &bytes)
+        })
+        .await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot write state.json"),
+            Err(e) => tracing::error!(error = %e, "state writer panicked"),
+        }
+    }
+}
+
+/// Run the daemon for `paths` until `herder kill` or SIGTERM/SIGINT.
+pub fn run(paths: Paths) -> Result<(), DaemonError> {
+    paths.ensure().map_err(|source| DaemonError::Home {
+        path: paths.home.display().to_string(),
+        source,
+    })?;
+    let _lock = lock::acquire(&paths)?;
+    init_tracing(&paths);
+    // SAFETY: prctl(2) with integer arguments only.
+    let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0;
+    let listener = bind(&paths)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .thread_name("herder")
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let result = runtime.block_on(serve(paths.clone(), listener, subreaper));
+    let _ = std::fs::remove_file(paths.socket());
+    let _ = std::fs::remove_file(paths.pid_file());
+    tracing::info!("daemon stopped");
+    // Blocking tasks (a stuck file system, say) must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+/// Bind the control socket, 0600, replacing a stale one (we hold the lock, so no live daemon
+/// is behind it).
+fn bind(paths: &Paths) -> Result<StdUnixListener, DaemonError> {
+    let path = paths.socket();
+    let err = |source| DaemonError::Socket {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::remove_file(&path) {
+        Ok(()) => tracing::info!("replaced a stale socket"),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    // The umask makes the socket 0600 from its creation: no window where others could connect.
+    // SAFETY: umask(2) has no preconditions; no other thread runs yet.
+    let old = unsafe { libc::umask(0o177) };
+    let listener = StdUnixListener::bind(&path);
+    unsafe { libc::umask(old) };
+    let listener = listener.map_err(err)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    listener.set_nonblocking(true).map_err(err)?;
+    Ok(listener)
+}
+
+fn init_tracing(paths: &Paths) {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.daemon_log());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HERDER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if let Ok(file) = file {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(Mutex::new(file))
+            .with_ansi(false)
+            .try_init();
+    }
+}
+
+async fn serve(
+    paths: Paths,
+    listener: StdUnixListener,
+    subreaper: bool,
+) -> Result<(), DaemonError> {
+    let listener = UnixListener::from_std(listener).map_err(|source| DaemonError::Socket {
+        path: paths.socket().display().to_string(),
+        source,
+    })?;
+    let reaper = Reaper::start().map_err(DaemonError::Runtime)?;
+    let (cgroups, cgroup_note) = match CgroupRoot::detect(&paths.token()) {
+        Ok(root) => (Some(root), None),
+        Err(why) => {
+            tracing::warn!(reason = %why, "no cgroup for instances; stop relies on process groups and the process tree");
+            (None, Some(why))
+        }
+    };
+    let changed = Arc::new(Notify::new());
+    let ctx = Arc::new(Context {
+        paths: paths.clone(),
+        reaper,
+        cgroups,
+        changed: changed.clone(),
+    });
+    let daemon = Arc::new(Daemon {
+        ctx,
+        registry: Mutex::new(Registry::default()),
+        started: Instant::now(),
+        shutdown: Notify::new(),
+        subreaper,
+        cgroup_note,
+    });
+    tracing::info!(pid = std::process::id(), version = protocol::PROGRAM_VERSION, home = %paths.home.display(), subreaper, "daemon started");
+
+    recovery::recover(&daemon).await;
+
+    // Persist whenever an instance or the registry changes; bursts coalesce into one write.
+    let persister = {
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            loop {
+                changed.notified().await;
+                daemon.persist().await;
+            }
+        })
+    };
+
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Runtime)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Runtime)?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let daemon = daemon.clone();
+                    tokio::spawn(async move { connection(daemon, stream).await });
+                }
+                Err(e) => tracing::warn!(error = %e, "accept failed"),
+            },
+            _ = daemon.shutdown.notified() => break,
+            _ = sigterm.recv() => {
+                tracing::info!("SIGTERM: stopping every app");
+                handlers::stop_everything(&daemon).await;
+                break;
+            }
+            _ = sigint.recv() => {
+                tracing::info!("SIGINT: stopping every app");
+                handlers::stop_everything(&daemon).await;
+                break;
+            }
+            _ = sighup.recv() => tracing::info!("SIGHUP ignored"),
+        }
+    }
+    persister.abort();
+    daemon.persist().await;
+    Ok(())
+}
+
+/// Serve one client: check its uid, handshake, then answer requests until it hangs up.
+async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
+    // SAFETY: geteuid(2) has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == me || cred.uid() == 0 => {}
+        Ok(cred) => {
+            tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "refused a client of another user");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the client's credentials; refused");
+            return;
+        }
+    }
+    let pid = std::process::id();
+    let hello: Hello = match protocol::read_frame(&mut stream).await {
+        Ok(h) => h,
+        Err(_) => return,
+    };
+    if hello.protocol != protocol::PROTOCOL_VERSION || hello.version != protocol::PROGRAM_VERSION {
+        let reply = HelloReply::Mismatch {
+            protocol: protocol::PROTOCOL_VERSION,
+            version: protocol::PROGRAM_VERSION.to_string(),
+            pid,
+        };
+        let _ = protocol::write_frame(&mut stream, &reply).await;
+        return;
+    }
+    let welcome = HelloReply::Welcome {
+        version: protocol::PROGRAM_VERSION.to_string(),
+        pid,
+    };
+    if protocol::write_frame(&mut stream, &welcome).await.is_err() {
+        return;
+    }
+    loop {
+        let req: Request = match protocol::read_frame(&mut stream).await {
+            Ok(r) => r,
+            Err(FrameError::Closed) => return,
+            Err(e) => {
+                let reply = Response::Error(ErrorReply {
+                    kind: ErrorKind::BadRequest,
+                    message: e.to_string(),
+                });
+                let _ = protocol::write_frame(&mut stream, &reply).await;
+                return;
+            }
+        };
+        let is_kill = matches!(req, Request::Kill);
+        let resp = handlers::handle(&daemon, req).await;
+        if protocol::write_frame(&mut stream, &resp).await.is_err() {
+            return;
+        }
+        if is_kill {
+            daemon.shutdown.notify_one();
+            return;
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Crash recovery: when `state.json` says instances were running, the daemon that wrote it died
+//! without stopping them. End whatever is left of them (their output pipes are gone with the
+//! old daemon), then register every app again and start the ones that were running, so each
+//! runs exactly once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinSet;
+
+use super::registry::App;
+use super::{state, Daemon};
+use crate::protocol::{signal_number, Status};
+use crate::supervisor::cgroup::Cgroup;
+use crate::supervisor::{tree, InstanceHandle};
+
+pub(crate) async fn recover(d: &Arc<Daemon>) {
+    let path = d.ctx.paths.state();
+    let old = match state::load(&path) {
+        Ok(Some(s)) => s,
+        Ok(None) => return,
+        Err(e) => {
+            let aside = path.with_extension("json.corrupt");
+            let _ = std::fs::rename(&path, &aside);
+            tracing::error!(error = %e, kept = %aside.display(), "cannot recover the apps of the previous daemon");
+            return;
+        }
+    };
+    let started = Instant::now();
+    let mut ends = JoinSet::new();
+    for app in &old.apps {
+        let sig = signal_number(&app.spec.kill_signal).unwrap_or(libc::SIGTERM);
+        let grace = Duration::from_millis(app.spec.kill_timeout_ms);
+        for inst in &app.instances {
+            let (Some(pid), Some(ticks)) = (inst.pid, inst.start_ticks) else {
+                continue;
+            };
+            let pid = pid as i32;
+            let cgroup = inst.cgroup.clone().map(Cgroup::from_path);
+            let marker = d.ctx.marker(app.id, inst.index);
+            ends.spawn_blocking(move || end_old_instance(pid, ticks, sig, grace, cgroup, &marker));
+        }
+    }
+    while ends.join_next().await.is_some() {}
+    // Anything else an old instance left: groups of instances started after the last write,
+    // or marked processes when there are no cgroups.
+    if let Some(root) = d.ctx.cgroups.clone() {
+        let _ = tokio::task::spawn_blocking(move || {
+            for cg in root.leftovers() {
+                cg.kill_and_wait(Duration::from_secs(5));
+                cg.remove();
+            }
+        })
+        .await;
+    } else {
+        let prefix = format!("{}-", d.ctx.paths.token());
+        for pid in tree::find_marked(&prefix, true) {
+            // SAFETY: kill(2) on a process carrying this home's instance marker.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+
+    let mut starts = JoinSet::new();
+    {
+        let mut reg = d.registry();
+        reg.next_id = old.next_id;
+        for app in old.apps {
+            let spec = Arc::new(app.spec);
+            let instances: Vec<InstanceHandle> = (0..spec.instances)
+                .map(|i| {
+                    let info = app.instances.iter().find(|x| x.index == i).cloned();
+                    let was_up = info
+                        .as_ref()
+                        .map(|x| x.status.is_running() || x.status == Status::WaitingRestart);
+                    let h = match info {
+                        Some(info) => {
+                            InstanceHandle::spawn_with(d.ctx.clone(), app.id, i, spec.clone(), info)
+                        }
+                        None => InstanceHandle::spawn(d.ctx.clone(), app.id, i, spec.clone()),
+                    };
+                    if was_up.unwrap_or(spec.autostart) {
+                        let h = h.clone();
+                        starts.spawn(async move { h.start().await });
+                    }
+                    h
+                })
+                .collect();
+            reg.next_id = reg.next_id.max(app.id + 1);
+            reg.apps.insert(
+                app.id,
+                App {
+                    id: app.id,
+                    spec,
+                    instances,
+                },
+            );
+        }
+    }
+    let restarted = starts.len();
+    while starts.join_next().await.is_some() {}
+    d.ctx.changed.notify_one();
+    tracing::info!(
+        apps = d.registry().apps.len(),
+        restarted,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "recovered the apps of the previous daemon"
+    );
+}
+
+/// Stop what is left of one instance of the dead daemon: its stop signal to the process
+/// group, the grace period, then SIGKILL to everything of it.
+fn end_old_instance(
+    pid: i32,
+    ticks: u64,
+    sig: i32,
+    grace: Duration,
+    cgroup: Option<Cgroup>,
+    marker: &str,
+) {
+    if tree::is_same_process(pid, ticks) {
+        let before = tree::descendants(pid);
+        // SAFETY: kill(2) on the group the old instance leads, verified by its start time.
+        unsafe { libc::kill(-pid, sig) };
+        let deadline = Instant::now() + grace;
+        let mut pause = Duration::from_millis(1);
+        // SAFETY: signal 0 only checks for existence.
+        while unsafe { libc::kill(-pid, 0) } == 0 && Instant::now() < deadline {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        unsafe { libc::kill(-pid, libc::SIGKILL) };
+        for p in before {
+            if tree::marker_of(p).as_deref() == Some(marker) {
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+        }
+    }
+    if let Some(cg) = cgroup {
+        if cg.path.exists() {
+            cg.kill_and_wait(Duration::from_secs(5));
+        }
+    }
+}

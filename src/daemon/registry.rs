@@ -1,0 +1,145 @@
+//! The apps the daemon knows, by id, and the resolution of targets (`all`, an id, a name, a
+//! namespace) to app ids.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::protocol::{AppInfo, AppSpec, ErrorKind, ErrorReply, Target};
+use crate::supervisor::InstanceHandle;
+
+/// One app: its spec and one handle per instance.
+#[derive(Clone)]
+pub struct App {
+    pub id: u32,
+    pub spec: Arc<AppSpec>,
+    pub instances: Vec<InstanceHandle>,
+}
+
+#[derive(Default)]
+pub struct Registry {
+    pub apps: BTreeMap<u32, App>,
+    pub next_id: u32,
+}
+
+impl Registry {
+    pub fn by_name(&self, name: &str) -> Option<&App> {
+        self.apps.values().find(|a| a.spec.name == name)
+    }
+
+    /// App ids matched by `targets`, in id order without repeats. Every target must match.
+    pub fn resolve(&self, targets: &[Target]) -> Result<Vec<u32>, ErrorReply> {
+        let mut ids = Vec::new();
+        for t in targets {
+            let found = self.resolve_one(t);
+            if found.is_empty() {
+                let Target::Name(name) = t else { continue };
+                return Err(ErrorReply {
+                    kind: ErrorKind::NotFound,
+                    message: format!("no app has the name, id or namespace `{name}`\nhint: `herder list` shows the apps"),
+                });
+            }
+            ids.extend(found);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ids)
+    }
+
+    fn resolve_one(&self, t: &Target) -> Vec<u32> {
+        match t {
+            Target::All => self.apps.keys().copied().collect(),
+            Target::Name(s) => {
+                if let Ok(id) = s.parse::<u32>() {
+                    if self.apps.contains_key(&id) {
+                        return vec![id];
+                    }
+                }
+                if let Some(app) = self.by_name(s) {
+                    return vec![app.id];
+                }
+                self.apps
+                    .values()
+                    .filter(|a| a.spec.namespace == *s)
+                    .map(|a| a.id)
+                    .collect()
+            }
+        }
+    }
+
+    /// Handles of the apps `ids` (those still present).
+    pub fn handles(&self, ids: &[u32]) -> Vec<App> {
+        ids.iter()
+            .filter_map(|id| self.apps.get(id).cloned())
+            .collect()
+    }
+}
+
+impl App {
+    /// A snapshot for the client; `memory` reads each main process's RSS.
+    pub fn info(&self, paths: &crate::paths::Paths, memory: bool) -> AppInfo {
+        AppInfo {
+            id: self.id,
+            spec: (*self.spec).clone(),
+            instances: self
+                .instances
+                .iter()
+                .map(|h| if memory { h.snapshot() } else { h.info() })
+                .collect(),
+            log_files: (0..self.instances.len() as u32)
+                .map(|i| crate::logs::instance_paths(paths, &self.spec.name, i))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::AppSpec;
+    use std::path::PathBuf;
+
+    fn app(id: u32, name: &str, ns: &str) -> App {
+        let mut spec = AppSpec::new(name, "/bin/true", PathBuf::from("/"));
+        spec.namespace = ns.into();
+        App {
+            id,
+            spec: Arc::new(spec),
+            instances: Vec::new(),
+        }
+    }
+
+    fn reg() -> Registry {
+        let mut r = Registry::default();
+        for a in [
+            app(0, "web", "front"),
+            app(1, "worker", "back"),
+            app(2, "3", "back"),
+        ] {
+            r.apps.insert(a.id, a);
+        }
+        r
+    }
+
+    #[test]
+    fn targets_resolve_by_id_then_name_then_namespace() {
+        let r = reg();
+        let t = |s: &str| vec![Target::parse(s)];
+        assert_eq!(r.resolve(&t("all")).unwrap(), vec![0, 1, 2]);
+        assert_eq!(r.resolve(&t("1")).unwrap(), vec![1]);
+        assert_eq!(r.resolve(&t("web")).unwrap(), vec![0]);
+        assert_eq!(
+            r.resolve(&t("3")).unwrap(),
+            vec![2],
+            "a name that looks like a missing id"
+        );
+        assert_eq!(r.resolve(&t("back")).unwrap(), vec![1, 2]);
+        assert_eq!(
+            r.resolve(&[Target::parse("web"), Target::parse("0")])
+                .unwrap(),
+            vec![0]
+        );
+        let err = r.resolve(&t("nope")).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotFound);
+        assert!(err.message.contains("`nope`"));
+    }
+}

@@ -1,0 +1,104 @@
+//! `state.json`: every app's spec and every instance's pid, start time and cgroup, so that the
+//! next daemon can end what is left of this one's instances and start each app again exactly
+//! once. Written atomically (temp file, fsync, rename, fsync of the directory), mode 0600.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{AppSpec, InstanceInfo};
+
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PersistedState {
+    pub version: u32,
+    pub next_id: u32,
+    pub apps: Vec<PersistedApp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PersistedApp {
+    pub id: u32,
+    pub spec: AppSpec,
+    pub instances: Vec<InstanceInfo>,
+}
+
+/// Write `bytes` to `path` atomically with mode 0600.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
+    ));
+    {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// Read the state file; `Ok(None)` when there is none.
+pub fn load(path: &Path) -> Result<Option<PersistedState>, String> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    };
+    let state: PersistedState = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{} is corrupt: {e}", path.display()))?;
+    if state.version != STATE_VERSION {
+        return Err(format!(
+            "{} has version {}, this daemon reads {STATE_VERSION}",
+            path.display(),
+            state.version
+        ));
+    }
+    Ok(Some(state))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn round_trip_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let st = PersistedState {
+            version: STATE_VERSION,
+            next_id: 3,
+            apps: vec![PersistedApp {
+                id: 2,
+                spec: AppSpec::new("web", "/bin/sleep", dir.path().to_path_buf()),
+                instances: vec![InstanceInfo::new(0)],
+            }],
+        };
+        write_atomic(&path, &serde_json::to_vec(&st).unwrap()).unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let back = load(&path).unwrap().unwrap();
+        assert_eq!(back.apps[0].spec, st.apps[0].spec);
+        assert_eq!(back.next_id, 3);
+    }
+
+    #[test]
+    fn corrupt_state_is_an_error_and_missing_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert!(load(&path).unwrap().is_none());
+        fs::write(&path, b"{\"version\":1,").unwrap();
+        assert!(load(&path).unwrap_err().contains("corrupt"));
+    }
+}

@@ -1,0 +1,14 @@
+//! herder: a process manager for production services on Linux.
+//!
+//! The `herder` binary is a thin client ([`cli`], [`client`]) that talks to one daemon per
+//! `HERDER_HOME` ([`daemon`]) over a Unix socket ([`protocol`]). The daemon supervises each
+//! instance of each app with its own task ([`supervisor`]) and captures its output ([`logs`]).
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod logs;
+pub mod paths;
+pub mod protocol;
+pub mod supervisor;

@@ -1,0 +1,449 @@
+//! Wire types and framing between the `herder` client and its daemon.
+//!
+//! A frame is a big-endian `u32` length followed by that many bytes of JSON. The first frame
+//! each way is the handshake ([`Hello`], [`HelloReply`]); after it the client sends
+//! [`Request`]s and reads one [`Response`] per request. Frames over [`MAX_FRAME`] are refused.
+//! This module depends on nothing else in the crate.
+
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub use spec::AppSpec;
+
+/// Version of the wire format; bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The program version, compared in the handshake.
+pub const PROGRAM_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// Largest frame accepted either way.
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// First frame from the client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    pub version: String,
+}
+
+impl Hello {
+    pub fn current() -> Self {
+        Hello {
+            protocol: PROTOCOL_VERSION,
+            version: PROGRAM_VERSION.to_string(),
+        }
+    }
+}
+
+/// The daemon's answer to [`Hello`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// Versions match; requests may follow.
+    Welcome { version: String, pid: u32 },
+    /// The versions differ; the connection is closed after this frame.
+    Mismatch {
+        protocol: u32,
+        version: String,
+        pid: u32,
+    },
+}
+
+/// Which apps a command applies to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Target {
+    /// Every app.
+    All,
+    /// An app id, an app name, or a namespace, tried in that order.
+    Name(String),
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Target {
+        if s == "all" {
+            Target::All
+        } else {
+            Target::Name(s.to_string())
+        }
+    }
+}
+
+/// A request from the client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Liveness and identity of the daemon.
+    Ping,
+    /// Add these apps and start them; apps whose name already exists are updated to the new
+    /// spec and restarted (as `pm2 start ecosystem.config.js` does).
+    Start {
+        specs: Vec<AppSpec>,
+    },
+    /// Start (again) existing apps that are stopped or errored; restart running ones.
+    StartExisting {
+        targets: Vec<Target>,
+    },
+    Stop {
+        targets: Vec<Target>,
+    },
+    /// Restart; `env` replaces the apps' whole environment when given (`--update-env`).
+    Restart {
+        targets: Vec<Target>,
+        env: Option<BTreeMap<String, String>>,
+    },
+    Delete {
+        targets: Vec<Target>,
+    },
+    /// Send a signal (a name such as `SIGUSR2` or a number) to each instance's main process.
+    Signal {
+        signal: String,
+        targets: Vec<Target>,
+    },
+    /// Zero the restart counters.
+    Reset {
+        targets: Vec<Target>,
+    },
+    List,
+    Show {
+        target: Target,
+    },
+    /// Stop every app, then the daemon.
+    Kill,
+}
+
+/// The daemon's answer to a request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Response {
+    Pong(DaemonInfo),
+    /// The request was carried out on these apps.
+    Done {
+        apps: Vec<AppInfo>,
+    },
+    List {
+        apps: Vec<AppInfo>,
+    },
+    Show {
+        app: AppInfo,
+    },
+    Error(ErrorReply),
+}
+
+/// An error the client shows to the user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// No app matched a target.
+    NotFound,
+    /// The request is malformed or not allowed.
+    BadRequest,
+    /// The daemon failed to do what was asked.
+    Internal,
+}
+
+/// What `ping` reports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    pub version: String,
+    pub home: PathBuf,
+    pub uptime_ms: u64,
+    pub apps: usize,
+    /// Cgroup v2 directory holding the instances, when the machine offers one.
+    pub cgroup_root: Option<PathBuf>,
+    /// Why instances get no cgroup, when they do not.
+    pub cgroup_note: Option<String>,
+    /// Whether the daemon is a child subreaper.
+    pub subreaper: bool,
+}
+
+/// States of an instance (DESIGN.md, Lifecycle).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Launching,
+    Online,
+    Stopping,
+    Stopped,
+    WaitingRestart,
+    Errored,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Launching => "launching",
+            Status::Online => "online",
+            Status::Stopping => "stopping",
+            Status::Stopped => "stopped",
+            Status::WaitingRestart => "waiting-restart",
+            Status::Errored => "errored",
+        }
+    }
+
+    /// A process of the instance may be running.
+    pub fn is_running(self) -> bool {
+        matches!(self, Status::Launching | Status::Online | Status::Stopping)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExitReason {
+    Code(i32),
+    /// Killed by this signal number.
+    Signal(i32),
+}
+
+impl std::fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            ExitReason::Code(c) => write!(f, "code {c}"),
+            ExitReason::Signal(s) => write!(f, "{}", signal_name(s)),
+        }
+    }
+}
+
+/// The name of a signal number (`9` → `SIGKILL`).
+pub fn signal_name(sig: i32) -> String {
+    const NAMES: &[(i32, &str)] = &[
+        (1, "SIGHUP"),
+        (2, "SIGINT"),
+        (3, "SIGQUIT"),
+        (4, "SIGILL"),
+        (5, "SIGTRAP"),
+        (6, "SIGABRT"),
+        (7, "SIGBUS"),
+        (8, "SIGFPE"),
+        (9, "SIGKILL"),
+        (10, "SIGUSR1"),
+        (11, "SIGSEGV"),
+        (12, "SIGUSR2"),
+        (13, "SIGPIPE"),
+        (14, "SIGALRM"),
+        (15, "SIGTERM"),
+        (17, "SIGCHLD"),
+        (18, "SIGCONT"),
+        (19, "SIGSTOP"),
+        (20, "SIGTSTP"),
+        (24, "SIGXCPU"),
+        (25, "SIGXFSZ"),
+        (28, "SIGWINCH"),
+        (31, "SIGSYS"),
+    ];
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == sig)
+        .map(|(_, s)| s.to_string())
+        .unwrap_or_else(|| format!("signal {sig}"))
+}
+
+/// A signal name (`SIGTERM`, `TERM`, `term`) or number to its number.
+pub fn signal_number(name: &str) -> Option<i32> {
+    if let Ok(n) = name.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let n = match bare {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "ILL" => libc::SIGILL,
+        "TRAP" => libc::SIGTRAP,
+        "ABRT" | "IOT" => libc::SIGABRT,
+        "BUS" => libc::SIGBUS,
+        "FPE" => libc::SIGFPE,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "SEGV" => libc::SIGSEGV,
+        "USR2" => libc::SIGUSR2,
+        "PIPE" => libc::SIGPIPE,
+        "ALRM" => libc::SIGALRM,
+        "TERM" => libc::SIGTERM,
+        "CHLD" => libc::SIGCHLD,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "TSTP" => libc::SIGTSTP,
+        "TTIN" => libc::SIGTTIN,
+        "TTOU" => libc::SIGTTOU,
+        "URG" => libc::SIGURG,
+        "XCPU" => libc::SIGXCPU,
+        "XFSZ" => libc::SIGXFSZ,
+        "VTALRM" => libc::SIGVTALRM,
+        "PROF" => libc::SIGPROF,
+        "WINCH" => libc::SIGWINCH,
+        "IO" | "POLL" => libc::SIGIO,
+        "PWR" => libc::SIGPWR,
+        "SYS" => libc::SIGSYS,
+        _ => return None,
+    };
+    Some(n)
+}
+
+/// One exit in an instance's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitRecord {
+    /// Unix time of the exit, ms.
+    pub at_ms: u64,
+    pub reason: ExitReason,
+    /// How long the run lasted, ms.
+    pub uptime_ms: u64,
+}
+
+/// A snapshot of one instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    pub index: u32,
+    pub status: Status,
+    pub pid: Option<u32>,
+    /// Start time of the process in clock ticks since boot; with `pid` it identifies the
+    /// process across pid reuse (used by crash recovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_ticks: Option<u64>,
+    /// Unix time the current process started, ms.
+    pub started_at_ms: Option<u64>,
+    /// Restarts since the app was added or reset (automatic and requested).
+    pub restarts: u32,
+    /// Unstable runs in a row.
+    pub unstable_restarts: u32,
+    pub last_exit: Option<ExitRecord>,
+    /// Why the instance is `errored` or could not start.
+    pub reason: Option<String>,
+    /// The instance's cgroup, when it has one.
+    pub cgroup: Option<PathBuf>,
+    /// Resident memory of the main process in bytes, read at snapshot time.
+    pub memory_bytes: Option<u64>,
+    /// The last exits, newest last.
+    pub history: Vec<ExitRecord>,
+}
+
+/// A snapshot of one app and its instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppInfo {
+    pub id: u32,
+    pub spec: AppSpec,
+    pub instances: Vec<InstanceInfo>,
+    /// Paths of the stdout and stderr log files of each instance.
+    pub log_files: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Errors of the framing layer.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("connection closed")]
+    Closed,
+    #[error("frame of {0} bytes is over the 16 MiB limit")]
+    TooLarge(usize),
+    #[error("malformed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Write one frame.
+pub async fn write_frame<W, T>(w: &mut W, msg: &T) -> Result<(), FrameError>
+where
+    W: AsyncWriteExt + Unpin,
+    T: Serialize,
+{
+    let body = serde_json::to_vec(msg)?;
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&body);
+    w.write_all(&buf).await?;
+    w.flush().await?;
+    Ok(())
+}
+
+/// Read one frame; [`FrameError::Closed`] on a clean end of stream before a frame starts.
+pub async fn read_frame<R, T>(r: &mut R) -> Result<T, FrameError>
+where
+    R: AsyncReadExt + Unpin,
+    T: DeserializeOwned,
+{
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frame_round_trip() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        write_frame(
+            &mut a,
+            &Request::Stop {
+                targets: vec![Target::parse("web")],
+            },
+        )
+        .await
+        .unwrap();
+        let got: Request = read_frame(&mut b).await.unwrap();
+        assert!(
+            matches!(got, Request::Stop { targets } if targets == vec![Target::Name("web".into())])
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_frame_is_refused() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(&((MAX_FRAME as u32) + 1).to_be_bytes())
+            .await
+            .unwrap();
+        let got: Result<Request, _> = read_frame(&mut b).await;
+        assert!(matches!(got, Err(FrameError::TooLarge(_))));
+    }
+
+    #[tokio::test]
+    async fn closed_stream_is_reported_as_closed() {
+        let (a, mut b) = tokio::io::duplex(64);
+        drop(a);
+        let got: Result<Request, _> = read_frame(&mut b).await;
+        assert!(matches!(got, Err(FrameError::Closed)));
+    }
+
+    #[test]
+    fn signal_names() {
+        assert_eq!(signal_name(9), "SIGKILL");
+        assert_eq!(signal_name(64), "signal 64");
+        assert_eq!(ExitReason::Code(3).to_string(), "code 3");
+        assert_eq!(signal_number("SIGTERM"), Some(15));
+        assert_eq!(signal_number("term"), Some(15));
+        assert_eq!(signal_number("SIGUSR2"), Some(12));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("SIGNOPE"), None);
+        assert_eq!(signal_number("0"), None);
+    }
+}

@@ -1,0 +1,94 @@
+//! The resolved app spec: what the daemon needs to run an app, with every default applied and
+//! every path made absolute. The config module produces it from files and flags; the daemon
+//! stores it in `state.json` and `dump.json`, so its serialized form is part of the protocol.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Default `min_uptime`: a run shorter than this is unstable.
+pub const DEFAULT_MIN_UPTIME_MS: u64 = 1_000;
+/// Default `max_restarts`: unstable runs in a row allowed before `errored`.
+pub const DEFAULT_MAX_RESTARTS: u32 = 16;
+/// Default `kill_timeout` (PM2: 1600 ms).
+pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 5_000;
+/// Default stop signal (PM2: a global SIGINT).
+pub const DEFAULT_KILL_SIGNAL: &str = "SIGTERM";
+/// Default namespace.
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// Exponential backoff ceiling.
+pub const BACKOFF_MAX_MS: u64 = 15_000;
+/// Uptime after which the exponential backoff starts again from its first delay.
+pub const BACKOFF_RESET_MS: u64 = 30_000;
+
+/// One app, fully resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSpec {
+    /// Unique name of the app.
+    pub name: String,
+    /// Group used as a target (`herder stop <namespace>`).
+    pub namespace: String,
+    /// What the user asked to run, for display: a script path or a command string.
+    pub script: String,
+    /// The program to execute: an interpreter, the script itself, or a command from `PATH`.
+    pub program: String,
+    /// Arguments after `program` (interpreter args, the script, the app's args).
+    pub args: Vec<String>,
+    /// Interpreter used, if any (`none` for direct execution).
+    pub interpreter: Option<String>,
+    /// Working directory (absolute).
+    pub cwd: PathBuf,
+    /// The whole environment of the app (the shell's unless filtered, then the file's).
+    pub env: BTreeMap<String, String>,
+    /// Number of instances.
+    pub instances: u32,
+    /// Restart on exit.
+    pub autorestart: bool,
+    /// Exit codes that stop the app instead of restarting it.
+    pub stop_exit_codes: Vec<i32>,
+    /// A run shorter than this is unstable (ms).
+    pub min_uptime_ms: u64,
+    /// More unstable runs in a row than this make the app `errored`.
+    pub max_restarts: u32,
+    /// Fixed delay before a restart (ms).
+    pub restart_delay_ms: u64,
+    /// First delay of the exponential backoff (ms); grows ×1.5 up to 15 s.
+    pub exp_backoff_restart_delay_ms: Option<u64>,
+    /// Signal sent to the process group on stop, e.g. `SIGTERM`.
+    pub kill_signal: String,
+    /// Time from the stop signal to killing what is left (ms).
+    pub kill_timeout_ms: u64,
+    /// Start the app when it is added (false: registered as `stopped`).
+    pub autostart: bool,
+    /// Where the spec came from (a config file), for `show` and for reloading the env.
+    pub source: Option<PathBuf>,
+}
+
+impl AppSpec {
+    /// A spec with every default, running `program args…` in `cwd`.
+    pub fn new(name: impl Into<String>, program: impl Into<String>, cwd: PathBuf) -> Self {
+        let program = program.into();
+        AppSpec {
+            name: name.into(),
+            namespace: DEFAULT_NAMESPACE.to_string(),
+            script: program.clone(),
+            program,
+            args: Vec::new(),
+            interpreter: None,
+            cwd,
+            env: BTreeMap::new(),
+            instances: 1,
+            autorestart: true,
+            stop_exit_codes: Vec::new(),
+            min_uptime_ms: DEFAULT_MIN_UPTIME_MS,
+            max_restarts: DEFAULT_MAX_RESTARTS,
+            restart_delay_ms: 0,
+            exp_backoff_restart_delay_ms: None,
+            kill_signal: DEFAULT_KILL_SIGNAL.to_string(),
+            kill_timeout_ms: DEFAULT_KILL_TIMEOUT_MS,
+            autostart: true,
+            source: None,
+        }
+    }
+}

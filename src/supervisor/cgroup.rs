@@ -1,0 +1,232 @@
+//! Cgroup v2 groups for instances: one directory per instance under
+//! `<v2 mount>/<daemon's cgroup>/herder-<home token>/`, so that stopping an instance can kill
+//! every process it ever started, whatever sessions or process groups they moved to.
+//!
+//! The v2 hierarchy is found in `/proc/self/mountinfo` (hybrid hosts mount it at
+//! `/sys/fs/cgroup/unified`) and the daemon's own group in `/proc/self/cgroup`. When there is
+//! no writable v2 hierarchy, [`CgroupRoot::detect`] says why and callers fall back to process
+//! groups and the process tree.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The directory holding this daemon's instance groups.
+#[derive(Debug, Clone)]
+pub struct CgroupRoot {
+    pub path: PathBuf,
+}
+
+impl CgroupRoot {
+    /// Find a writable cgroup v2 hierarchy and create `herder-<token>` in the daemon's group.
+    pub fn detect(token: &str) -> Result<CgroupRoot, String> {
+        if std::env::var_os("HERDER_NO_CGROUP").is_some() {
+            return Err("disabled by `HERDER_NO_CGROUP`".into());
+        }
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+            .map_err(|e| format!("cannot read /proc/self/mountinfo: {e}"))?;
+        let mount = v2_mount(&mountinfo).ok_or("no cgroup v2 hierarchy is mounted")?;
+        let own = fs::read_to_string("/proc/self/cgroup")
+            .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
+        let rel = own_v2_group(&own).ok_or("the daemon is in no cgroup v2 group")?;
+        let base = mount.join(rel.trim_start_matches('/'));
+        let path = base.join(format!("herder-{token}"));
+        match fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("cannot create {}: {e}", path.display())),
+        }
+        if !path.join("cgroup.procs").exists() {
+            return Err(format!("{} is not a cgroup", path.display()));
+        }
+        Ok(CgroupRoot { path })
+    }
+
+    /// The group of one instance (not created yet).
+    pub fn instance(&self, app_id: u32, index: u32) -> Cgroup {
+        Cgroup {
+            path: self.path.join(format!("app-{app_id}-{index}")),
+        }
+    }
+
+    /// Groups left by an earlier daemon of this home.
+    pub fn leftovers(&self) -> Vec<Cgroup> {
+        let Ok(rd) = fs::read_dir(&self.path) else {
+            return Vec::new();
+        };
+        rd.filter_map(Result::ok)
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .map(|e| Cgroup { path: e.path() })
+            .collect()
+    }
+}
+
+/// The mount point of the cgroup2 file system, from mountinfo.
+fn v2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // `36 25 0:30 / /sys/fs/cgroup rw,… - cgroup2 cgroup2 rw,…`
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        if fstype != "cgroup2" {
+            return None;
+        }
+        let mount = left.split_whitespace().nth(4)?;
+        Some(PathBuf::from(unescape_mount(mount)))
+    })
+}
+
+/// Mount points in mountinfo escape spaces and a few other bytes as `\040`-style octal.
+fn unescape_mount(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The `0::/path` line of /proc/self/cgroup.
+fn own_v2_group(cgroup: &str) -> Option<String> {
+    cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.to_string())
+}
+
+/// One instance's group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup {
+    pub path: PathBuf,
+}
+
+impl Cgroup {
+    pub fn from_path(path: impl Into<PathBuf>) -> Cgroup {
+        Cgroup { path: path.into() }
+    }
+
+    /// Create the group (an existing one is emptied first) and open its `cgroup.procs` for the
+    /// child to join between fork and exec.
+    pub fn prepare(&self) -> io::Result<OwnedFd> {
+        match fs::create_dir(&self.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                if self.populated() {
+                    self.kill_and_wait(Duration::from_secs(5));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(self.path.join("cgroup.procs"))?;
+        Ok(f.into())
+    }
+
+    /// Whether any process is in the group.
+    pub fn populated(&self) -> bool {
+        match fs::read_to_string(self.path.join("cgroup.events")) {
+            Ok(s) => s.lines().any(|l| l == "populated 1"),
+            Err(_) => !self.pids().is_empty(),
+        }
+    }
+
+    /// Pids in the group.
+    pub fn pids(&self) -> Vec<i32> {
+        fs::read_to_string(self.path.join("cgroup.procs"))
+            .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Send `sig` to every process in the group.
+    pub fn signal_all(&self, sig: i32) {
+        for pid in self.pids() {
+            // SAFETY: kill(2) with a pid read from the group; a vanished pid gives ESRCH.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+
+    /// SIGKILL everything in the group (`cgroup.kill` where the kernel has it) and wait until it
+    /// is empty or `timeout` passes. Returns whether it is empty.
+    pub fn kill_and_wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let has_kill = fs::OpenOptions::new()
+            .write(true)
+            .open(self.path.join("cgroup.kill"))
+            .and_then(|mut f| f.write_all(b"1"))
+            .is_ok();
+        let mut pause = Duration::from_micros(200);
+        loop {
+            if !self.populated() {
+                return true;
+            }
+            if !has_kill {
+                self.signal_all(libc::SIGKILL);
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Remove the (empty) group.
+    pub fn remove(&self) {
+        if let Err(e) = fs::remove_dir(&self.path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::debug!(cgroup = %self.path.display(), error = %e, "cgroup not removed");
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_hybrid_v2_mount() {
+        let mi = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+                  35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                  41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(v2_mount(mi), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+    }
+
+    #[test]
+    fn finds_pure_v2_mount_with_escaped_path() {
+        let mi = "36 25 0:30 / /sys/fs/my\\040cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(v2_mount(mi), Some(PathBuf::from("/sys/fs/my cgroup")));
+    }
+
+    #[test]
+    fn no_v2_mount_on_pure_v1() {
+        let mi = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n";
+        assert_eq!(v2_mount(mi), None);
+    }
+
+    #[test]
+    fn own_group_from_proc_self_cgroup() {
+        let c = "4:memory:/x\n0::/user.slice/session-1.scope\n";
+        assert_eq!(
+            own_v2_group(c).as_deref(),
+            Some("/user.slice/session-1.scope")
+        );
+        assert_eq!(own_v2_group("4:memory:/x\n"), None);
+    }
+}

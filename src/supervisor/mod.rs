@@ -1,0 +1,526 @@
+//! Supervision: one tokio task (an actor) owns each instance of an app. Everything else holds
+//! an [`InstanceHandle`], sends it commands and reads its latest [`InstanceInfo`] from a watch
+//! channel without waiting on the actor.
+//!
+//! The actor spawns the process in its own session (and cgroup where possible), applies the
+//! restart policy ([`policy`]) when it exits, and stops it by signalling its process group,
+//! waiting `kill_timeout`, then killing every process left ([`tree`], [`cgroup`]).
+
+pub mod cgroup;
+pub mod policy;
+pub mod reaper;
+pub mod spawn;
+pub mod tree;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::time::sleep_until;
+
+use crate::paths::Paths;
+use crate::protocol::{AppSpec, ExitReason, ExitRecord, InstanceInfo, Status};
+use cgroup::{Cgroup, CgroupRoot};
+use policy::{Decision, PolicyState};
+use reaper::Reaper;
+
+/// Exits kept in an instance's history.
+const HISTORY_LEN: usize = 10;
+
+/// What every actor shares.
+pub struct Context {
+    pub paths: Paths,
+    pub reaper: Reaper,
+    pub cgroups: Option<CgroupRoot>,
+    /// Woken whenever something worth persisting changed (a pid, a status).
+    pub changed: Arc<Notify>,
+}
+
+impl Context {
+    /// The marker value of one instance (see [`tree::MARKER_VAR`]).
+    pub fn marker(&self, app_id: u32, index: u32) -> String {
+        format!("{}-{app_id}-{index}", self.paths.token())
+    }
+}
+
+enum Cmd {
+    Start(oneshot::Sender<()>),
+    Stop(oneshot::Sender<()>),
+    Restart(Option<Arc<AppSpec>>, oneshot::Sender<()>),
+    Signal(i32, oneshot::Sender<Result<(), String>>),
+    Reset(oneshot::Sender<()>),
+    /// Stop, remove the cgroup and end the actor.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A cloneable handle to one instance's actor.
+#[derive(Clone)]
+pub struct InstanceHandle {
+    tx: mpsc::UnboundedSender<Cmd>,
+    status: watch::Receiver<InstanceInfo>,
+}
+
+impl InstanceHandle {
+    /// Start the actor of instance `index` of app `app_id`. It begins `stopped`; send
+    /// [`InstanceHandle::start`] to run it.
+    pub fn spawn(ctx: Arc<Context>, app_id: u32, index: u32, spec: Arc<AppSpec>) -> InstanceHandle {
+        Self::spawn_with(ctx, app_id, index, spec, InstanceInfo::new(index))
+    }
+
+    /// Start an actor that carries over counters from an earlier life (crash recovery).
+    pub fn spawn_with(
+        ctx: Arc<Context>,
+        app_id: u32,
+        index: u32,
+        spec: Arc<AppSpec>,
+        mut info: InstanceInfo,
+    ) -> InstanceHandle {
+        let cgroup = ctx
+            .cgroups
+            .as_ref()
+            .map(|root| root.instance(app_id, index));
+        info.index = index;
+        info.pid = None;
+        info.status = if info.status == Status::Errored {
+            Status::Errored
+        } else {
+            Status::Stopped
+        };
+        info.cgroup = cgroup.as_ref().map(|c| c.path.clone());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(info.clone());
+        let actor = Actor {
+            marker: ctx.marker(app_id, index),
+            ctx,
+            spec,
+            info,
+            status: status_tx,
+            policy: PolicyState::default(),
+            cgroup,
+            auto_restart_pending: false,
+        };
+        tokio::spawn(actor.run(rx));
+        InstanceHandle { tx, status }
+    }
+
+    /// The latest state, with the main process's memory read now.
+    pub fn snapshot(&self) -> InstanceInfo {
+        let mut info = self.status.borrow().clone();
+        info.memory_bytes = info.pid.and_then(|p| tree::rss_bytes(p as i32));
+        info
+    }
+
+    /// The latest state as last published, without reading /proc.
+    pub fn info(&self) -> InstanceInfo {
+        self.status.borrow().clone()
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Cmd) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Start if not running; returns once the process is spawned (or failed to be).
+    pub async fn start(&self) {
+        self.ask(Cmd::Start).await;
+    }
+
+    /// Stop gracefully; returns once nothing of the instance runs.
+    pub async fn stop(&self) {
+        self.ask(Cmd::Stop).await;
+    }
+
+    /// Stop if running, then start, with `spec` when given.
+    pub async fn restart(&self, spec: Option<Arc<AppSpec>>) {
+        self.ask(|tx| Cmd::Restart(spec, tx)).await;
+    }
+
+    pub async fn signal(&self, sig: i32) -> Result<(), String> {
+        self.ask(|tx| Cmd::Signal(sig, tx))
+            .await
+            .unwrap_or_else(|| Err("the instance is gone".into()))
+    }
+
+    pub async fn reset(&self) {
+        self.ask(Cmd::Reset).await;
+    }
+
+    /// Stop and end the actor.
+    pub async fn shutdown(&self) {
+        self.ask(Cmd::Shutdown).await;
+    }
+}
+
+impl InstanceInfo {
+    /// A fresh, never started instance.
+    pub fn new(index: u32) -> InstanceInfo {
+        InstanceInfo {
+            index,
+            status: Status::Stopped,
+            pid: None,
+            start_ticks: None,
+            started_at_ms: None,
+            restarts: 0,
+            unstable_restarts: 0,
+            last_exit: None,
+            reason: None,
+            cgroup: None,
+            memory_bytes: None,
+            history: Vec::new(),
+        }
+    }
+}
+
+struct Running {
+    pid: i32,
+    exit: oneshot::Receiver<ExitReason>,
+    started: Instant,
+}
+
+enum Phase {
+    Idle,
+    Running(Running),
+    Waiting(tokio::time::Instant),
+}
+
+struct Actor {
+    ctx: Arc<Context>,
+    spec: Arc<AppSpec>,
+    info: InstanceInfo,
+    status: watch::Sender<InstanceInfo>,
+    policy: PolicyState,
+    cgroup: Option<Cgroup>,
+    marker: String,
+    /// The next launch is an automatic restart (counted in `restarts`).
+    auto_restart_pending: bool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
+        let mut phase = Phase::Idle;
+        loop {
+            phase = match phase {
+                Phase::Idle => match rx.recv().await {
+                    None => break,
+                    Some(cmd) => match self.command(cmd, None).await {
+                        Some(p) => p,
+                        None => break,
+                    },
+                },
+                Phase::Running(mut run) => tokio::select! {
+                    exit = &mut run.exit => self.exited(exit.ok(), run.started),
+                    cmd = rx.recv() => match cmd {
+                        None => {
+                            self.stop_process(run).await;
+                            break;
+                        }
+                        Some(cmd) => match self.command(cmd, Some(run)).await {
+                            Some(p) => p,
+                            None => break,
+                        },
+                    },
+                },
+                Phase::Waiting(until) => tokio::select! {
+                    _ = sleep_until(until) => self.launch(),
+                    cmd = rx.recv() => match cmd {
+                        None => break,
+                        Some(cmd) => {
+                            // A command during the delay acts as on a stopped instance, except
+                            // that a signal has nothing to reach and the delay goes on.
+                            if let Cmd::Signal(_, reply) = cmd {
+                                let _ = reply.send(Err("the instance is waiting to restart".into()));
+                                Phase::Waiting(until)
+                            } else if let Cmd::Reset(reply) = cmd {
+                                self.reset();
+                                let _ = reply.send(());
+                                Phase::Waiting(until)
+                            } else {
+                                self.auto_restart_pending = false;
+                                match self.command(cmd, None).await {
+                                    Some(p) => p,
+                                    None => break,
+                                }
+                            }
+                        }
+                    },
+                },
+            };
+        }
+        if let Some(cg) = &self.cgroup {
+            if cg.populated() {
+                let cg = cg.clone();
+                let _ =
+                    tokio::task::spawn_blocking(move || cg.kill_and_wait(Duration::from_secs(5)))
+                        .await;
+            }
+            cg.remove();
+        }
+    }
+
+    /// Carry out `cmd`; `running` is the live process, if any. `None` ends the actor.
+    async fn command(&mut self, cmd: Cmd, running: Option<Running>) -> Option<Phase> {
+        match cmd {
+            Cmd::Start(reply) => {
+                let phase = match running {
+                    Some(run) => Phase::Running(run),
+                    None => {
+                        self.policy = PolicyState::default();
+                        self.info.unstable_restarts = 0;
+                        self.launch()
+                    }
+                };
+                let _ = reply.send(());
+                Some(phase)
+            }
+            Cmd::Stop(reply) => {
+                if let Some(run) = running {
+                    self.stop_process(run).await;
+                }
+                self.info.status = Status::Stopped;
+                self.info.reason = None;
+                self.publish();
+                let _ = reply.send(());
+                Some(Phase::Idle)
+            }
+            Cmd::Restart(spec, reply) => {
+                let was_up = running.is_some();
+                if let Some(run) = running {
+                    self.stop_process(run).await;
+                }
+                if let Some(spec) = spec {
+                    self.spec = spec;
+                }
+                if was_up {
+                    self.info.restarts += 1;
+                }
+                self.policy = PolicyState::default();
+                self.info.unstable_restarts = 0;
+                let phase = self.launch();
+                let _ = reply.send(());
+                Some(phase)
+            }
+            Cmd::Signal(sig, reply) => {
+                let res = match &running {
+                    Some(run) => {
+                        // SAFETY: kill(2) on our own child's pid, which stays ours until reaped.
+                        if unsafe { libc::kill(run.pid, sig) } == 0 {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::last_os_error().to_string())
+                        }
+                    }
+                    None => Err(format!("the instance is {}", self.info.status)),
+                };
+                let _ = reply.send(res);
+                Some(running.map_or(Phase::Idle, Phase::Running))
+            }
+            Cmd::Reset(reply) => {
+                self.reset();
+                let _ = reply.send(());
+                Some(running.map_or(Phase::Idle, Phase::Running))
+            }
+            Cmd::Shutdown(reply) => {
+                if let Some(run) = running {
+                    self.stop_process(run).await;
+                }
+                self.info.status = Status::Stopped;
+                self.publish();
+                // Reply after the cgroup is gone: `run` cleans it up when this returns None.
+                if let Some(cg) = &self.cgroup {
+                    cg.remove();
+                }
+                let _ = reply.send(());
+                None
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.info.restarts = 0;
+        self.info.unstable_restarts = 0;
+        self.policy = PolicyState::default();
+        self.publish();
+    }
+
+    fn publish(&self) {
+        self.status.send_replace(self.info.clone());
+        self.ctx.changed.notify_one();
+    }
+
+    /// Spawn the process; on failure the instance is `errored` with the reason.
+    fn launch(&mut self) -> Phase {
+        if std::mem::take(&mut self.auto_restart_pending) {
+            self.info.restarts += 1;
+        }
+        let spawned = spawn::spawn_instance(
+            &self.ctx,
+            &self.spec,
+            self.info.index,
+            self.cgroup.as_ref(),
+            &self.marker,
+        );
+        match spawned {
+            Ok(s) => {
+                self.info.pid = Some(s.pid as u32);
+                self.info.start_ticks = s.start_ticks;
+                self.info.started_at_ms = Some(now_ms());
+                self.info.status = Status::Online;
+                self.info.reason = None;
+                self.publish();
+                tracing::info!(app = %self.spec.name, instance = self.info.index, pid = s.pid, "started");
+                Phase::Running(Running {
+                    pid: s.pid,
+                    exit: s.exit,
+                    started: s.started,
+                })
+            }
+            Err(e) => {
+                self.info.pid = None;
+                self.info.status = Status::Errored;
+                self.info.reason = Some(e.to_string());
+                self.publish();
+                tracing::warn!(app = %self.spec.name, instance = self.info.index, error = %e, "cannot start");
+                Phase::Idle
+            }
+        }
+    }
+
+    fn record_exit(&mut self, exit: ExitReason, started: Instant) -> u64 {
+        let uptime_ms = started.elapsed().as_millis() as u64;
+        let rec = ExitRecord {
+            at_ms: now_ms(),
+            reason: exit,
+            uptime_ms,
+        };
+        self.info.last_exit = Some(rec.clone());
+        self.info.history.push(rec);
+        if self.info.history.len() > HISTORY_LEN {
+            self.info.history.remove(0);
+        }
+        self.info.pid = None;
+        self.info.start_ticks = None;
+        uptime_ms
+    }
+
+    /// The main process exited on its own.
+    fn exited(&mut self, exit: Option<ExitReason>, started: Instant) -> Phase {
+        // A closed channel means the reaper is gone, which only happens at daemon exit.
+        let exit = exit.unwrap_or(ExitReason::Signal(libc::SIGKILL));
+        let uptime_ms = self.record_exit(exit, started);
+        tracing::info!(app = %self.spec.name, instance = self.info.index, %exit, uptime_ms, "exited");
+        // What the app left behind (children of a crashed parent) would run twice after the
+        // restart: end it first.
+        self.kill_leftovers();
+        match policy::on_exit(&self.spec, &mut self.policy, exit, uptime_ms) {
+            Decision::Restart { delay_ms } => {
+                self.info.unstable_restarts = self.policy.unstable;
+                self.auto_restart_pending = true;
+                if delay_ms == 0 {
+                    self.launch()
+                } else {
+                    self.info.status = Status::WaitingRestart;
+                    self.publish();
+                    Phase::Waiting(tokio::time::Instant::now() + Duration::from_millis(delay_ms))
+                }
+            }
+            Decision::Halt { status, reason } => {
+                self.info.unstable_restarts = self.policy.unstable;
+                self.info.status = status;
+                self.info.reason = reason;
+                self.publish();
+                Phase::Idle
+            }
+        }
+    }
+
+    /// SIGKILL whatever of the instance outlived its main process.
+    fn kill_leftovers(&self) {
+        if let Some(cg) = &self.cgroup {
+            if cg.populated() {
+                cg.signal_all(libc::SIGKILL);
+            }
+        } else {
+            for pid in tree::find_children_marked(&self.marker) {
+                // SAFETY: kill(2); the pid is a child of ours carrying this instance's marker.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+
+    /// Stop a running process: `kill_signal` to its group, wait up to `kill_timeout` for the
+    /// group to end, then kill everything left of the instance.
+    async fn stop_process(&mut self, mut run: Running) {
+        self.info.status = Status::Stopping;
+        self.publish();
+        let sig = spawn::signal_number(&self.spec.kill_signal).unwrap_or(libc::SIGTERM);
+        let tree_before = if self.cgroup.is_none() {
+            tree::descendants(run.pid)
+        } else {
+            Vec::new()
+        };
+        // SAFETY: kill(2) on the process group the instance leads (it called setsid).
+        if unsafe { libc::kill(-run.pid, sig) } != 0 {
+            unsafe { libc::kill(run.pid, sig) };
+        }
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.spec.kill_timeout_ms);
+        let mut exit = tokio::time::timeout_at(deadline, &mut run.exit)
+            .await
+            .ok()
+            .and_then(Result::ok);
+        // Children in the group got the signal too: give them the rest of the grace period.
+        let mut pause = Duration::from_millis(1);
+        while exit.is_some() && group_alive(run.pid) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+        self.kill_everything(run.pid, tree_before).await;
+        if exit.is_none() {
+            exit = tokio::time::timeout(Duration::from_secs(5), &mut run.exit)
+                .await
+                .ok()
+                .and_then(Result::ok);
+        }
+        let exit = exit.unwrap_or(ExitReason::Signal(libc::SIGKILL));
+        self.record_exit(exit, run.started);
+        tracing::info!(app = %self.spec.name, instance = self.info.index, %exit, "stopped");
+    }
+
+    /// SIGKILL every process of the instance: its cgroup, or its process group, its
+    /// descendants and any re-parented process that carries its marker.
+    async fn kill_everything(&self, pid: i32, tree_before: Vec<i32>) {
+        if let Some(cg) = self.cgroup.clone() {
+            let _ =
+                tokio::task::spawn_blocking(move || cg.kill_and_wait(Duration::from_secs(5))).await;
+            return;
+        }
+        let marker = self.marker.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            // SAFETY: kill(2) on the instance's process group.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            let mut victims = tree::descendants(pid);
+            victims.extend(tree_before);
+            victims.extend(tree::find_marked(&marker, false));
+            for p in victims {
+                // SAFETY: kill(2) on a descendant of the instance or a process carrying its
+                // marker.
+                unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+        })
+        .await;
+    }
+}
+
+/// Whether any process is left in the process group `pgid`.
+fn group_alive(pgid: i32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(-pgid, 0) == 0 }
+}

@@ -1,0 +1,167 @@
+//! Test harness: a temporary `HERDER_HOME` driving the real `herder` binary, and a wait-for
+//! helper with a deadline (never a fixed sleep).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use herder::protocol::{AppInfo, Status};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_herder");
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Poll `f` until it returns `Some`, with a deadline; panics naming `what` on timeout.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(100));
+    }
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie is dead for our purposes.
+        Ok(s) => !s
+            .rsplit_once(')')
+            .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Pids of processes whose command line contains `needle`.
+pub fn pids_with_arg(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&p| p != me && pid_alive(p))
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).any(|a| a == needle.as_bytes()))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// A temporary herder home; its daemon is killed on drop.
+pub struct TestHome {
+    pub dir: tempfile::TempDir,
+    pub home: PathBuf,
+}
+
+impl TestHome {
+    pub fn new() -> TestHome {
+        let dir = tempfile::Builder::new()
+            .prefix("herder-test-")
+            .tempdir()
+            .unwrap();
+        let home = dir.path().join("home");
+        TestHome { dir, home }
+    }
+
+    /// A unique tag for this test's processes.
+    pub fn tag(&self, what: &str) -> String {
+        format!(
+            "{}-{what}",
+            self.dir.path().file_name().unwrap().to_string_lossy()
+        )
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("HERDER_HOME", &self.home)
+            .current_dir(self.dir.path());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    /// Run and expect success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "herder {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run and expect failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "herder {args:?} succeeded but should fail:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    pub fn list(&self) -> Vec<AppInfo> {
+        serde_json::from_str(&self.ok(&["list", "--json"])).unwrap()
+    }
+
+    pub fn app(&self, name: &str) -> AppInfo {
+        self.list()
+            .into_iter()
+            .find(|a| a.spec.name == name)
+            .unwrap_or_else(|| panic!("no app `{name}`"))
+    }
+
+    /// Wait until every instance of `name` has `status`; returns the app.
+    pub fn wait_status(&self, name: &str, status: Status, timeout: Duration) -> AppInfo {
+        wait_for(&format!("`{name}` to be {status}"), timeout, || {
+            let app = self.list().into_iter().find(|a| a.spec.name == name)?;
+            app.instances
+                .iter()
+                .all(|i| i.status == status)
+                .then_some(app)
+        })
+    }
+
+    pub fn daemon_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.home.join("daemon.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill"]).output();
+        if let Some(pid) = self.daemon_pid() {
+            if pid_alive(pid) {
+                // SAFETY: kill(2) on the test's own daemon.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+    }
+}

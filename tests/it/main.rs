@@ -1,0 +1,9 @@
+//! Integration tests: the real `herder` binary, real processes, a temporary `HERDER_HOME`.
+
+mod harness;
+
+mod config_errors;
+mod daemon;
+mod lifecycle;
+mod recovery;
+mod tree;
