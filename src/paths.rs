@@ -17,22 +17,13 @@ impl Paths {
         let home = match std::env::var_os("HERDER_HOME").filter(|v| !v.is_empty()) {
             Some(h) => PathBuf::from(h),
             None => {
-                let user_home = std::env::var_os("HOME")
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| {
-                        io::Error::new(
-                            io::ErrorKind::NotFound,
-                            "neither `HERDER_HOME` nor `HOME` is set",
-                        )
-                    })?;
+                let user_home = std::env::var_os("HOME").filter(|v| !v.is_empty()).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::NotFound, "neither `HERDER_HOME` nor `HOME` is set")
+                })?;
                 PathBuf::from(user_home).join(".herder")
             }
         };
-        let home = if home.is_absolute() {
-            home
-        } else {
-            std::env::current_dir()?.join(home)
-        };
+        let home = if home.is_absolute() { home } else { std::env::current_dir()?.join(home) };
         Ok(Paths { home })
     }
 
@@ -86,11 +77,7 @@ impl Paths {
 }
 
 fn create_private_dir(dir: &Path) -> io::Result<()> {
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
+    match std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(e),

@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Start apps from a script, a command string or a config file (or start existing apps)
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Stop apps (they stay in the list)
     Stop(Targets),
     /// Restart apps
@@ -152,9 +152,7 @@ pub fn run(cli: Cli) -> Result<i32> {
         crate::daemon::run(paths)?;
         return Ok(0);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(dispatch(&paths, cli.command))
 }
 
@@ -165,10 +163,7 @@ fn targets(v: &[String]) -> Vec<Target> {
 /// Print `text` to stdout; a closed pipe (`herder list | head`) is not an error.
 fn out(text: &str) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|_| stdout.flush())
-    {
+    match stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(e.into()),
@@ -186,57 +181,18 @@ fn expect_ok(resp: Response) -> Result<Response> {
 async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
     match cmd {
         Cmd::Start(args) => start(paths, args).await,
-        Cmd::Stop(t) => {
-            act(
-                paths,
-                Request::Stop {
-                    targets: targets(&t.targets),
-                },
-            )
-            .await
-        }
+        Cmd::Stop(t) => act(paths, Request::Stop { targets: targets(&t.targets) }).await,
         Cmd::Restart(a) => {
             let env = a.update_env.then(shell_env);
-            act(
-                paths,
-                Request::Restart {
-                    targets: targets(&a.targets),
-                    env,
-                },
-            )
-            .await
+            act(paths, Request::Restart { targets: targets(&a.targets), env }).await
         }
-        Cmd::Delete(t) => {
-            act(
-                paths,
-                Request::Delete {
-                    targets: targets(&t.targets),
-                },
-            )
-            .await
-        }
+        Cmd::Delete(t) => act(paths, Request::Delete { targets: targets(&t.targets) }).await,
         Cmd::Signal(a) => {
-            act(
-                paths,
-                Request::Signal {
-                    signal: a.signal,
-                    targets: targets(&a.targets),
-                },
-            )
-            .await
+            act(paths, Request::Signal { signal: a.signal, targets: targets(&a.targets) }).await
         }
-        Cmd::Reset(t) => {
-            act(
-                paths,
-                Request::Reset {
-                    targets: targets(&t.targets),
-                },
-            )
-            .await
-        }
+        Cmd::Reset(t) => act(paths, Request::Reset { targets: targets(&t.targets) }).await,
         Cmd::List(f) => {
-            let Response::List { apps } = expect_ok(client::call(paths, &Request::List).await?)?
-            else {
+            let Response::List { apps } = expect_ok(client::call(paths, &Request::List).await?)? else {
                 bail!("unexpected answer from the daemon");
             };
             if f.json {
@@ -247,15 +203,8 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::Show(a) => {
-            let Response::Show { app } = expect_ok(
-                client::call(
-                    paths,
-                    &Request::Show {
-                        target: Target::parse(&a.target),
-                    },
-                )
-                .await?,
-            )?
+            let Response::Show { app } =
+                expect_ok(client::call(paths, &Request::Show { target: Target::parse(&a.target) }).await?)?
             else {
                 bail!("unexpected answer from the daemon");
             };
@@ -267,8 +216,7 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::Ping(f) => {
-            let Response::Pong(info) = expect_ok(client::call(paths, &Request::Ping).await?)?
-            else {
+            let Response::Pong(info) = expect_ok(client::call(paths, &Request::Ping).await?)? else {
                 bail!("unexpected answer from the daemon");
             };
             if f.json {
@@ -342,9 +290,7 @@ async fn kill(paths: &Paths) -> Result<i32> {
 }
 
 fn shell_env() -> BTreeMap<String, String> {
-    std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect()
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
 }
 
 fn resolve_context() -> Result<ResolveContext> {
@@ -354,7 +300,7 @@ fn resolve_context() -> Result<ResolveContext> {
     })
 }
 
-async fn start(paths: &Paths, a: StartArgs) -> Result<i32> {
+async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
     let ctx = resolve_context()?;
     let ov = Overrides {
         name: a.name.clone(),
@@ -379,12 +325,13 @@ async fn start(paths: &Paths, a: StartArgs) -> Result<i32> {
         if !first_path.is_file() {
             bail!("config file {} not found", first_path.display());
         }
-        let specs = config::load_file(&first_path, &ctx).map_err(|e| anyhow!("{e}"))?;
-        return act(paths, Request::Start { specs }).await;
+        return match config::load_file(&first_path, &ctx) {
+            Ok(specs) => act(paths, Request::Start { specs }).await,
+            Err(errors) => config_failed(&errors),
+        };
     }
     // A script file or a command string.
-    let is_command =
-        a.targets.len() == 1 && (first_path.is_file() || first.contains(char::is_whitespace));
+    let is_command = a.targets.len() == 1 && (first_path.is_file() || first.contains(char::is_whitespace));
     if !is_command {
         // Existing apps by name, id or namespace?
         let mut c = Client::connect(paths, true).await?;
@@ -393,14 +340,10 @@ async fn start(paths: &Paths, a: StartArgs) -> Result<i32> {
         };
         let all_known = a.targets.iter().all(|t| {
             t == "all"
-                || apps
-                    .iter()
-                    .any(|x| x.spec.name == *t || x.id.to_string() == *t || x.spec.namespace == *t)
+                || apps.iter().any(|x| x.spec.name == *t || x.id.to_string() == *t || x.spec.namespace == *t)
         });
         if all_known {
-            let req = Request::StartExisting {
-                targets: targets(&a.targets),
-            };
+            let req = Request::StartExisting { targets: targets(&a.targets) };
             let resp = expect_ok(c.request(&req).await?)?;
             if let Response::Done { apps } = resp {
                 print_done(&req, &apps)?;
@@ -411,6 +354,17 @@ async fn start(paths: &Paths, a: StartArgs) -> Result<i32> {
             bail!("`herder start` takes one script or config file (got {})\nhint: quote a command with arguments: herder start \"python3 -m http.server\"", a.targets.len());
         }
     }
-    let spec = config::from_command(first, &ov, &ctx).map_err(|e| anyhow!("{e}"))?;
-    act(paths, Request::Start { specs: vec![spec] }).await
+    match config::from_command(first, &ov, &ctx) {
+        Ok(spec) => act(paths, Request::Start { specs: vec![spec] }).await,
+        Err(errors) => config_failed(&errors),
+    }
+}
+
+/// Print every config error (each already says `error:`) and fail; nothing was sent.
+fn config_failed(errors: &config::ConfigErrors) -> Result<i32> {
+    eprint!("{errors}");
+    if !errors.to_string().ends_with('\n') {
+        eprintln!();
+    }
+    Ok(1)
 }

@@ -7,10 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::protocol::{AppInfo, InstanceInfo, Status};
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// `950ms`, `12s`, `5m`, `3h`, `2D`, as PM2 shows uptimes.
@@ -38,18 +35,11 @@ pub fn bytes(b: u64) -> String {
 fn user() -> String {
     // SAFETY: geteuid(2) has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    nix::unistd::User::from_uid(uid.into())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .unwrap_or_else(|| uid.to_string())
+    nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
 }
 
 fn last_exit(i: &InstanceInfo) -> String {
-    i.last_exit
-        .as_ref()
-        .map(|e| e.reason.to_string())
-        .unwrap_or_else(|| "-".into())
+    i.last_exit.as_ref().map(|e| e.reason.to_string()).unwrap_or_else(|| "-".into())
 }
 
 fn uptime(i: &InstanceInfo) -> String {
@@ -135,11 +125,7 @@ pub fn table(apps: &[AppInfo]) -> String {
             if let Some(reason) = &i.reason {
                 let _ = writeln!(out, "{}: {reason}", app.spec.name);
                 if i.status == Status::Errored {
-                    let _ = writeln!(
-                        out,
-                        "  hint: `herder restart {}` tries again",
-                        app.spec.name
-                    );
+                    let _ = writeln!(out, "  hint: `herder restart {}` tries again", app.spec.name);
                 }
             }
         }
@@ -165,10 +151,7 @@ pub fn show(app: &AppInfo) -> String {
             .collect::<Vec<_>>()
             .join(" "),
     );
-    kv(
-        "interpreter",
-        s.interpreter.clone().unwrap_or_else(|| "none".into()),
-    );
+    kv("interpreter", s.interpreter.clone().unwrap_or_else(|| "none".into()));
     kv("cwd", s.cwd.display().to_string());
     if let Some(src) = &s.source {
         kv("config", src.display().to_string());
@@ -180,9 +163,7 @@ pub fn show(app: &AppInfo) -> String {
     kv("restart_delay", format!("{} ms", s.restart_delay_ms));
     kv(
         "exp_backoff_restart_delay",
-        s.exp_backoff_restart_delay_ms
-            .map(|d| format!("{d} ms"))
-            .unwrap_or_else(|| "off".into()),
+        s.exp_backoff_restart_delay_ms.map(|d| format!("{d} ms")).unwrap_or_else(|| "off".into()),
     );
     kv("stop_exit_codes", format!("{:?}", s.stop_exit_codes));
     kv("kill_signal", s.kill_signal.clone());
@@ -193,28 +174,16 @@ pub fn show(app: &AppInfo) -> String {
             let _ = writeln!(out, "{k:>24}  {v}");
         };
         kv("status", i.status.to_string());
-        kv(
-            "pid",
-            i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
-        );
+        kv("pid", i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()));
         kv("uptime", uptime(i));
         kv("restarts", i.restarts.to_string());
         kv("unstable runs", i.unstable_restarts.to_string());
-        kv(
-            "memory",
-            i.memory_bytes.map(bytes).unwrap_or_else(|| "-".into()),
-        );
+        kv("memory", i.memory_bytes.map(bytes).unwrap_or_else(|| "-".into()));
         kv("last exit", last_exit(i));
         if let Some(r) = &i.reason {
             kv("reason", r.clone());
         }
-        kv(
-            "cgroup",
-            i.cgroup
-                .as_ref()
-                .map(|c| c.display().to_string())
-                .unwrap_or_else(|| "none".into()),
-        );
+        kv("cgroup", i.cgroup.as_ref().map(|c| c.display().to_string()).unwrap_or_else(|| "none".into()));
         kv("out log", o.display().to_string());
         kv("err log", e.display().to_string());
         if !i.history.is_empty() {
@@ -237,10 +206,7 @@ pub fn show(app: &AppInfo) -> String {
 /// Secret-looking values are masked in output.
 pub fn mask(key: &str, value: &str) -> String {
     let k = key.to_ascii_uppercase();
-    if ["SECRET", "TOKEN", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL"]
-        .iter()
-        .any(|w| k.contains(w))
-    {
+    if ["SECRET", "TOKEN", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL"].iter().any(|w| k.contains(w)) {
         "********".into()
     } else {
         value.to_string()

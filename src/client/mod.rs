@@ -16,18 +16,16 @@ const SPAWN_DEADLINE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("no herder daemon runs for {home}\nhint: any command that needs one starts it, e.g. `herder ping`")]
+    #[error(
+        "no herder daemon runs for {home}\nhint: any command that needs one starts it, e.g. `herder ping`"
+    )]
     NoDaemon { home: String },
     #[error("the herder daemon did not start within {secs} s\nhint: see {log}")]
     SpawnTimeout { secs: u64, log: String },
     #[error("cannot start the herder daemon: {0}")]
     Spawn(io::Error),
     #[error("the daemon (pid {pid}) runs herder {daemon}, this is herder {client}\nhint: run `herder update` to move the daemon to this version, or `herder kill` to stop it and its apps")]
-    VersionMismatch {
-        pid: u32,
-        daemon: String,
-        client: String,
-    },
+    VersionMismatch { pid: u32, daemon: String, client: String },
     #[error("the daemon closed the connection (is it owned by another user?)")]
     Closed,
     #[error("cannot talk to the daemon at {path}: {source}")]
@@ -52,30 +50,16 @@ impl Client {
         loop {
             match UnixStream::connect(&sock).await {
                 Ok(stream) => return Self::handshake(stream).await,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
-                    ) =>
-                {
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
                     if !spawn {
-                        return Err(ClientError::NoDaemon {
-                            home: paths.home.display().to_string(),
-                        });
+                        return Err(ClientError::NoDaemon { home: paths.home.display().to_string() });
                     }
                 }
-                Err(source) => {
-                    return Err(ClientError::Connect {
-                        path: sock.display().to_string(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(ClientError::Connect { path: sock.display().to_string(), source }),
             }
             // Start a daemon unless the one we started is still coming up. Many clients may
             // do this at once: the lock lets one daemon win and the others exit.
-            let ours_alive = child
-                .as_mut()
-                .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
+            let ours_alive = child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)));
             if !ours_alive {
                 if Instant::now() >= deadline {
                     return Err(ClientError::SpawnTimeout {
@@ -96,15 +80,10 @@ impl Client {
     }
 
     async fn handshake(mut stream: UnixStream) -> Result<Client, ClientError> {
-        protocol::write_frame(&mut stream, &Hello::current())
-            .await
-            .map_err(closed)?;
+        protocol::write_frame(&mut stream, &Hello::current()).await.map_err(closed)?;
         let reply: HelloReply = protocol::read_frame(&mut stream).await.map_err(closed)?;
         match reply {
-            HelloReply::Welcome { pid, .. } => Ok(Client {
-                stream,
-                daemon_pid: pid,
-            }),
+            HelloReply::Welcome { pid, .. } => Ok(Client { stream, daemon_pid: pid }),
             HelloReply::Mismatch { version, pid, .. } => Err(ClientError::VersionMismatch {
                 pid,
                 daemon: version,
@@ -115,9 +94,7 @@ impl Client {
 
     /// Send one request and read its response.
     pub async fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
-        protocol::write_frame(&mut self.stream, req)
-            .await
-            .map_err(closed)?;
+        protocol::write_frame(&mut self.stream, req).await.map_err(closed)?;
         protocol::read_frame(&mut self.stream).await.map_err(closed)
     }
 }
@@ -126,8 +103,7 @@ fn closed(e: FrameError) -> ClientError {
     match e {
         FrameError::Closed => ClientError::Closed,
         FrameError::Io(ref io)
-            if io.kind() == io::ErrorKind::ConnectionReset
-                || io.kind() == io::ErrorKind::BrokenPipe =>
+            if io.kind() == io::ErrorKind::ConnectionReset || io.kind() == io::ErrorKind::BrokenPipe =>
         {
             ClientError::Closed
         }
@@ -140,10 +116,7 @@ fn closed(e: FrameError) -> ClientError {
 fn spawn_daemon(paths: &Paths) -> io::Result<Child> {
     paths.ensure()?;
     let exe = std::env::current_exe()?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(paths.daemon_log())?;
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(paths.daemon_log())?;
     let mut cmd = Command::new(exe);
     cmd.arg("daemon")
         .env("HERDER_HOME", &paths.home)
@@ -171,10 +144,7 @@ pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
         // SAFETY: signal 0 only checks for existence.
         let alive = unsafe { libc::kill(pid as i32, 0) } == 0
             && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| {
-                    s.rsplit_once(')')
-                        .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
-                })
+                .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
                 .unwrap_or(true);
         if !alive {
             return true;

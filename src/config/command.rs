@@ -9,11 +9,7 @@ use super::{ConfigError, Overrides};
 
 /// The declaration for `script` with `ov` applied; problems go to `errors`.
 pub fn decl(script: &str, ov: &Overrides, errors: &mut Vec<ConfigError>) -> AppDecl {
-    let label = match ov
-        .name
-        .as_deref()
-        .or(lexical_default_name(script).as_deref())
-    {
+    let label = match ov.name.as_deref().or(lexical_default_name(script).as_deref()) {
         Some(name) => format!("`{name}`"),
         None => format!("`{script}`"),
     };
@@ -28,16 +24,10 @@ pub fn decl(script: &str, ov: &Overrides, errors: &mut Vec<ConfigError>) -> AppD
         ..AppDecl::default()
     };
     if script.trim().is_empty() {
-        errors.push(
-            ConfigError::new("the script to start is empty").with_hint("name a file or a command"),
-        );
+        errors.push(ConfigError::new("the script to start is empty").with_hint("name a file or a command"));
         decl.script = None;
     }
-    if ov
-        .interpreter
-        .as_deref()
-        .is_some_and(|i| i.trim().is_empty())
-    {
+    if ov.interpreter.as_deref().is_some_and(|i| i.trim().is_empty()) {
         errors.push(ConfigError::new("`--interpreter` is empty"));
         decl.interpreter = None;
     }
@@ -48,9 +38,7 @@ pub fn decl(script: &str, ov: &Overrides, errors: &mut Vec<ConfigError>) -> AppD
 
     let mut duration = |flag: &str, value: &Option<String>| {
         let value = value.as_deref()?;
-        units::parse_duration(value)
-            .map_err(|e| errors.push(unit_error(flag, e)))
-            .ok()
+        units::parse_duration(value).map_err(|e| errors.push(unit_error(flag, e))).ok()
     };
     decl.restart_delay_ms = duration("--restart-delay", &ov.restart_delay);
     decl.exp_backoff_restart_delay_ms =
@@ -62,10 +50,8 @@ pub fn decl(script: &str, ov: &Overrides, errors: &mut Vec<ConfigError>) -> AppD
         match value.trim().parse::<u32>() {
             Ok(n) => decl.max_restarts = Some(n),
             Err(_) => errors.push(
-                ConfigError::new(format!(
-                    "`--max-restarts`: `{value}` is not a non-negative integer"
-                ))
-                .with_hint("e.g. `--max-restarts 10`"),
+                ConfigError::new(format!("`--max-restarts`: `{value}` is not a non-negative integer"))
+                    .with_hint("e.g. `--max-restarts 10`"),
             ),
         }
     }
@@ -92,10 +78,8 @@ pub fn decl(script: &str, ov: &Overrides, errors: &mut Vec<ConfigError>) -> AppD
         match parsed {
             Some(i) => decl.instances = Some(i),
             None => errors.push(
-                ConfigError::new(format!(
-                    "`--instances`: invalid number of instances `{value}`"
-                ))
-                .with_hint("use a number, `max` (one per CPU), or `-N` (all CPUs but N)"),
+                ConfigError::new(format!("`--instances`: invalid number of instances `{value}`"))
+                    .with_hint("use a number, `max` (one per CPU), or `-N` (all CPUs but N)"),
             ),
         }
     }
@@ -111,11 +95,7 @@ fn unit_error(flag: &str, e: UnitError) -> ConfigError {
 fn exit_codes(values: &[String], errors: &mut Vec<ConfigError>) -> Option<Vec<i32>> {
     let mut codes = Vec::new();
     let mut ok = true;
-    for word in values
-        .iter()
-        .flat_map(|v| v.split([',', ' ']))
-        .filter(|w| !w.is_empty())
-    {
+    for word in values.iter().flat_map(|v| v.split([',', ' '])).filter(|w| !w.is_empty()) {
         match word.parse::<i32>() {
             Ok(code @ 0..=255) => codes.push(code),
             _ => {

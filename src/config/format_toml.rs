@@ -15,10 +15,7 @@ pub fn parse(text: &str) -> Result<Value, ConfigError> {
         ConfigError::new(format!("invalid toml: {message}")).at(span)
     })?;
     let conv = Converter { index: &index };
-    Ok(Value::new(
-        Kind::Table(conv.table(doc.as_table())),
-        Span::new(1, 1),
-    ))
+    Ok(Value::new(Kind::Table(conv.table(doc.as_table())), Span::new(1, 1)))
 }
 
 struct Converter<'a> {
@@ -35,11 +32,7 @@ impl Converter<'_> {
         for (key, item) in table.iter() {
             let key_span = self.span(table.key(key).and_then(|k| k.span()));
             if let Some(value) = self.item(item, key_span) {
-                out.entries.push(Entry {
-                    key: key.to_string(),
-                    key_span,
-                    value,
-                });
+                out.entries.push(Entry { key: key.to_string(), key_span, value });
             }
         }
         out
@@ -49,11 +42,7 @@ impl Converter<'_> {
         let mut out = Table::default();
         for (key, value) in table.iter() {
             let key_span = self.span(table.key(key).and_then(|k| k.span()));
-            out.entries.push(Entry {
-                key: key.to_string(),
-                key_span,
-                value: self.value(value),
-            });
+            out.entries.push(Entry { key: key.to_string(), key_span, value: self.value(value) });
         }
         out
     }
@@ -78,10 +67,7 @@ impl Converter<'_> {
                     })
                     .collect();
                 let span = self.span(array.span());
-                Some(Value::new(
-                    Kind::Array(values),
-                    if span.is_known() { span } else { fallback },
-                ))
+                Some(Value::new(Kind::Array(values), if span.is_known() { span } else { fallback }))
             }
         }
     }
@@ -106,20 +92,17 @@ mod tests {
     use super::*;
 
     fn entry<'a>(table: &'a Value, key: &str) -> &'a Entry {
-        let Kind::Table(t) = &table.kind else {
-            panic!("not a table")
-        };
+        let Kind::Table(t) = &table.kind else { panic!("not a table") };
         t.entries.iter().find(|e| e.key == key).expect(key)
     }
 
     #[test]
     fn spans_point_at_keys_values_and_table_headers() {
-        let text = "[[apps]]\nname = \"web\"\n  max_restarts = 3\nenv = { A = 1 }\n\n[[apps]]\nscript = 'b'\n";
+        let text =
+            "[[apps]]\nname = \"web\"\n  max_restarts = 3\nenv = { A = 1 }\n\n[[apps]]\nscript = 'b'\n";
         let root = parse(text).unwrap();
         let apps = &entry(&root, "apps").value;
-        let Kind::Array(apps) = &apps.kind else {
-            panic!()
-        };
+        let Kind::Array(apps) = &apps.kind else { panic!() };
         assert_eq!(apps.len(), 2);
         assert_eq!(apps[0].span, Span::new(1, 1));
         assert_eq!(apps[1].span, Span::new(6, 1));

@@ -8,7 +8,7 @@
 //! - [`is_config_file`]: whether a `start` argument names a config file.
 //!
 //! Inside, each format is parsed into one spanned tree ([`value::Value`]); one validator
-//! ([`validate`]) walks that tree into declarations, and [`resolve`] turns a declaration (from
+//! (`validate`) walks that tree into declarations, and `resolve` turns a declaration (from
 //! a file or from flags) into an [`AppSpec`]. Adding a format means adding a parser to the tree.
 
 mod command;
@@ -76,13 +76,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(message: impl Into<String>) -> Self {
-        ConfigError {
-            file: None,
-            line: None,
-            column: None,
-            message: message.into(),
-            hint: None,
-        }
+        ConfigError { file: None, line: None, column: None, message: message.into(), hint: None }
     }
 
     /// Places the error at `span` (no-op for an unknown span).
@@ -110,9 +104,7 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("error: ")?;
         match (&self.file, self.line, self.column) {
-            (Some(file), Some(line), Some(column)) => {
-                write!(f, "{}:{line}:{column}: ", file.display())?
-            }
+            (Some(file), Some(line), Some(column)) => write!(f, "{}:{line}:{column}: ", file.display())?,
             (Some(file), Some(line), None) => write!(f, "{}:{line}: ", file.display())?,
             (Some(file), None, _) => write!(f, "{}: ", file.display())?,
             (None, Some(line), Some(column)) => write!(f, "line {line}, column {column}: ")?,
@@ -154,9 +146,7 @@ impl ConfigErrors {
 
 impl From<ConfigError> for ConfigErrors {
     fn from(error: ConfigError) -> Self {
-        ConfigErrors {
-            errors: vec![error],
-        }
+        ConfigErrors { errors: vec![error] }
     }
 }
 
@@ -187,11 +177,7 @@ enum Format {
 impl Format {
     fn of(path: &Path) -> Option<Format> {
         let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-        let ends = |suffixes: &[&str]| {
-            suffixes
-                .iter()
-                .any(|s| name.ends_with(s) && name.len() > s.len())
-        };
+        let ends = |suffixes: &[&str]| suffixes.iter().any(|s| name.ends_with(s) && name.len() > s.len());
         if ends(&[".toml"]) {
             Some(Format::Toml)
         } else if ends(&[".yaml", ".yml"]) {
@@ -223,10 +209,7 @@ pub fn load_file(path: &Path, ctx: &ResolveContext) -> Result<Vec<AppSpec>, Conf
     let text = std::fs::read_to_string(&abs).map_err(|e| {
         let message = match e.kind() {
             std::io::ErrorKind::NotFound => "config file not found".to_string(),
-            _ => format!(
-                "cannot read the config file: {}",
-                lowercase_first(&e.to_string())
-            ),
+            _ => format!("cannot read the config file: {}", lowercase_first(&e.to_string())),
         };
         fail(ConfigError::new(message))
     })?;
@@ -235,22 +218,14 @@ pub fn load_file(path: &Path, ctx: &ResolveContext) -> Result<Vec<AppSpec>, Conf
     let mut errors = Vec::new();
     let decls = validate::apps(&root, &mut errors);
     let dir = abs.parent().unwrap_or(Path::new("/"));
-    let base = Base {
-        dir,
-        env: &ctx.env,
-        source: Some(&abs),
-        origin: Origin::File,
-    };
+    let base = Base { dir, env: &ctx.env, source: Some(&abs), origin: Origin::File };
     let mut specs = Vec::with_capacity(decls.len());
     // Each app's name and where it is written, for the uniqueness check.
     let mut names: Vec<(String, Span)> = Vec::new();
     for decl in &decls {
         match resolve::resolve(decl, &base) {
             Ok(spec) => {
-                names.push((
-                    spec.name.clone(),
-                    decl.name.as_ref().map_or(decl.span, |n| n.span),
-                ));
+                names.push((spec.name.clone(), decl.name.as_ref().map_or(decl.span, |n| n.span)));
                 specs.push(spec);
             }
             Err(e) => {
@@ -263,18 +238,15 @@ pub fn load_file(path: &Path, ctx: &ResolveContext) -> Result<Vec<AppSpec>, Conf
     }
     for (i, (name, span)) in names.iter().enumerate() {
         if let Some((_, first)) = names[..i].iter().find(|(n, _)| n == name) {
-            let hint = match first.is_known() {
-                true => format!(
+            let hint = if first.is_known() {
+                format!(
                     "an app named `{name}` is already declared at line {}; names must be unique",
                     first.line
-                ),
-                false => "app names must be unique".to_string(),
+                )
+            } else {
+                "app names must be unique".to_string()
             };
-            errors.push(
-                ConfigError::new(format!("duplicate app name `{name}`"))
-                    .at(*span)
-                    .with_hint(hint),
-            );
+            errors.push(ConfigError::new(format!("duplicate app name `{name}`")).at(*span).with_hint(hint));
         }
     }
     if errors.is_empty() {
@@ -286,19 +258,10 @@ pub fn load_file(path: &Path, ctx: &ResolveContext) -> Result<Vec<AppSpec>, Conf
 
 /// One app from `herder start <script|"command string"> [flags]`: resolved against the
 /// CLI's cwd (or `--cwd`), with the shell environment.
-pub fn from_command(
-    script: &str,
-    ov: &Overrides,
-    ctx: &ResolveContext,
-) -> Result<AppSpec, ConfigErrors> {
+pub fn from_command(script: &str, ov: &Overrides, ctx: &ResolveContext) -> Result<AppSpec, ConfigErrors> {
     let mut errors = Vec::new();
     let decl = command::decl(script, ov, &mut errors);
-    let base = Base {
-        dir: &ctx.cwd,
-        env: &ctx.env,
-        source: None,
-        origin: Origin::Flags,
-    };
+    let base = Base { dir: &ctx.cwd, env: &ctx.env, source: None, origin: Origin::Flags };
     match resolve::resolve(&decl, &base) {
         Ok(spec) if errors.is_empty() => Ok(spec),
         Ok(_) => Err(ConfigErrors::new(errors, None)),
@@ -318,9 +281,7 @@ pub fn is_config_file(path: &Path) -> bool {
 /// io::Error messages start with a capital ("No such file or directory").
 fn lowercase_first(s: &str) -> String {
     let mut chars = s.chars();
-    chars
-        .next()
-        .map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
+    chars.next().map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
 }
 
 #[cfg(test)]

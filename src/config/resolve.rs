@@ -20,10 +20,7 @@ pub struct Spanned<T> {
 
 impl<T> Spanned<T> {
     pub fn unknown(value: T) -> Self {
-        Spanned {
-            value,
-            span: Span::UNKNOWN,
-        }
+        Spanned { value, span: Span::UNKNOWN }
     }
 }
 
@@ -113,6 +110,9 @@ pub struct Base<'a> {
 /// Used when `PATH` is unset, as `execvp` does.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
+const NO_SHELL_HINT: &str =
+    "herder runs commands without a shell; to use one, write `sh -c '…'` as the script";
+
 /// Interpreters chosen by file extension.
 const INTERPRETERS: &[(&str, &str)] = &[
     ("js", "node"),
@@ -127,17 +127,13 @@ const INTERPRETERS: &[(&str, &str)] = &[
 ];
 
 /// Shell syntax that word splitting would silently pass to the program as arguments.
-const SHELL_OPERATORS: &[&str] = &[
-    "&&", "||", "|", "|&", ";", "&", ">", ">>", "<", "<<", "2>", "2>>", "2>&1", "&>", "&>>",
-];
+const SHELL_OPERATORS: &[&str] =
+    &["&&", "||", "|", "|&", ";", "&", ">", ">>", "<", "<<", "2>", "2>>", "2>&1", "&>", "&>>"];
 
 /// The interpreter for a file name, by extension.
 pub fn interpreter_for(path: &Path) -> Option<&'static str> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();
-    INTERPRETERS
-        .iter()
-        .find(|(e, _)| *e == ext)
-        .map(|(_, i)| *i)
+    INTERPRETERS.iter().find(|(e, _)| *e == ext).map(|(_, i)| *i)
 }
 
 /// The name an app gets when none is given, from the script text alone: the file name
@@ -152,14 +148,8 @@ pub fn lexical_default_name(script: &str) -> Option<String> {
 
 fn file_name(path: &str, strip_extension: bool) -> Option<String> {
     let path = Path::new(path);
-    let name = if strip_extension {
-        path.file_stem()
-    } else {
-        path.file_name()
-    };
-    name.and_then(|n| n.to_str())
-        .filter(|n| !n.is_empty())
-        .map(str::to_string)
+    let name = if strip_extension { path.file_stem() } else { path.file_name() };
+    name.and_then(|n| n.to_str()).filter(|n| !n.is_empty()).map(str::to_string)
 }
 
 /// Removes `.` and resolves `..` without touching the file system (symlinks are kept).
@@ -188,10 +178,7 @@ pub fn normalize(path: &Path) -> PathBuf {
 /// Checks an app name or a namespace: `what` is "app name" or "namespace".
 pub fn check_name(what: &str, name: &str) -> Result<(), (String, String)> {
     let problem = if name.trim().is_empty() {
-        Some((
-            format!("{what} is empty"),
-            "choose a non-empty name".to_string(),
-        ))
+        Some((format!("{what} is empty"), "choose a non-empty name".to_string()))
     } else if name == "all" {
         Some((
             format!("{what} `all` is reserved"),
@@ -237,16 +224,9 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
         None => base.dir.to_path_buf(),
     };
     if !cwd.is_dir() {
-        let what = if cwd.exists() {
-            "is not a directory"
-        } else {
-            "does not exist"
-        };
+        let what = if cwd.exists() { "is not a directory" } else { "does not exist" };
         let span = decl.cwd.as_ref().map_or(decl.span, |c| c.span);
-        let msg = format!(
-            "working directory `{}` of app {label} {what}",
-            cwd.display()
-        );
+        let msg = format!("working directory `{}` of app {label} {what}", cwd.display());
         errors.push(ConfigError::new(msg).at(span));
         return Err(errors);
     }
@@ -264,26 +244,16 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
 
     let name = match &decl.name {
         Some(name) => name.clone(),
-        None => Spanned {
-            value: launch.default_name.clone(),
-            span: decl.span,
-        },
+        None => Spanned { value: launch.default_name.clone(), span: decl.span },
     };
     if let Err((msg, hint)) = check_name("app name", &name.value) {
-        let hint = if decl.name.is_some() {
-            hint
-        } else {
-            format!("{hint} with {}", base.origin.option("name"))
-        };
+        let hint =
+            if decl.name.is_some() { hint } else { format!("{hint} with {}", base.origin.option("name")) };
         errors.push(ConfigError::new(msg).at(name.span).with_hint(hint));
     }
     if let Some(ns) = &decl.namespace {
         if let Err((msg, hint)) = check_name("namespace", &ns.value) {
-            errors.push(
-                ConfigError::new(format!("{msg} (app {label})"))
-                    .at(ns.span)
-                    .with_hint(hint),
-            );
+            errors.push(ConfigError::new(format!("{msg} (app {label})")).at(ns.span).with_hint(hint));
         }
     }
     if !errors.is_empty() {
@@ -362,12 +332,8 @@ fn launch(
                     .with_hint("close the quote, or escape it with `\\`")
             })?;
             if let Some(op) = words.iter().find(|w| SHELL_OPERATORS.contains(&w.as_str())) {
-                return Err(ConfigError::new(format!(
-                "the command of app {label} uses the shell operator `{op}`"
-            ))
-            .with_hint(
-                "herder runs commands without a shell; to use one, write `sh -c '…'` as the script",
-            ));
+                let msg = format!("the command of app {label} uses the shell operator `{op}`");
+                return Err(ConfigError::new(msg).with_hint(NO_SHELL_HINT));
             }
             let mut words = words.into_iter();
             let first = words.next().unwrap_or_default();
@@ -376,9 +342,7 @@ fn launch(
             (script.to_string(), Vec::new(), false)
         };
     if word.is_empty() {
-        return Err(ConfigError::new(format!(
-            "the script of app {label} is empty"
-        )));
+        return Err(ConfigError::new(format!("the script of app {label} is empty")));
     }
 
     let path_var = env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
@@ -395,15 +359,14 @@ fn launch(
         (None, Target::File(path)) => match interpreter_for(path) {
             Some(interpreter) => Some(interpreter.to_string()),
             None if is_executable(path) => None,
-            None if has_shebang(path) => {
-                return Err(not_executable(path, label, &interpreter_option))
-            }
+            None if has_shebang(path) => return Err(not_executable(path, label, &interpreter_option)),
             None => {
-                return Err(ConfigError::new(format!(
-                    "cannot tell how to run `{}` (app {label}): no known extension and not executable",
+                let msg = format!(
+                    "cannot tell how to run `{}` (app {label}): no known extension, not executable",
                     path.display()
-                ))
-                .with_hint(format!("set {interpreter_option} (e.g. `node`), or make the file executable")));
+                );
+                let hint = format!("set {interpreter_option} (e.g. `node`), or make it executable");
+                return Err(ConfigError::new(msg).with_hint(hint));
             }
         },
     };
@@ -422,23 +385,12 @@ fn launch(
     };
     args.append(&mut rest);
     args.extend(decl.args.iter().cloned());
-    Ok(Launch {
-        program,
-        args,
-        interpreter,
-        default_name,
-    })
+    Ok(Launch { program, args, interpreter, default_name })
 }
 
 fn not_executable(path: &Path, label: &str, interpreter_option: &str) -> ConfigError {
-    ConfigError::new(format!(
-        "`{}` (app {label}) is not executable",
-        path.display()
-    ))
-    .with_hint(format!(
-        "run `chmod +x {}`, or set {interpreter_option}",
-        path.display()
-    ))
+    ConfigError::new(format!("`{}` (app {label}) is not executable", path.display()))
+        .with_hint(format!("run `chmod +x {}`, or set {interpreter_option}", path.display()))
 }
 
 enum LocateError {
@@ -449,26 +401,17 @@ enum LocateError {
 impl LocateError {
     fn describe(self, word: &str, label: &str) -> ConfigError {
         match self {
-            LocateError::NotFound {
-                path,
-                searched_path: true,
-            } => ConfigError::new(format!("script `{word}` of app {label} not found")).with_hint(
-                format!(
-                    "there is no file `{}` and no `{word}` command in PATH",
-                    path.display()
-                ),
-            ),
-            LocateError::NotFound {
-                path,
-                searched_path: false,
-            } => ConfigError::new(format!("script `{word}` of app {label} not found"))
-                .with_hint(format!("there is no file `{}`", path.display())),
+            LocateError::NotFound { path, searched_path: true } => ConfigError::new(format!(
+                "script `{word}` of app {label} not found"
+            ))
+            .with_hint(format!("there is no file `{}` and no `{word}` command in PATH", path.display())),
+            LocateError::NotFound { path, searched_path: false } => {
+                ConfigError::new(format!("script `{word}` of app {label} not found"))
+                    .with_hint(format!("there is no file `{}`", path.display()))
+            }
             LocateError::IsDir(path) => {
                 ConfigError::new(format!("script `{word}` of app {label} is a directory"))
-                    .with_hint(format!(
-                        "`{}` is a directory; name the file to run",
-                        path.display()
-                    ))
+                    .with_hint(format!("`{}` is a directory; name the file to run", path.display()))
             }
         }
     }
@@ -484,33 +427,23 @@ fn locate(word: &str, cwd: &Path, path_var: &str) -> Result<Target, LocateError>
         return Err(LocateError::IsDir(path));
     }
     if word.contains('/') {
-        return Err(LocateError::NotFound {
-            path,
-            searched_path: false,
-        });
+        return Err(LocateError::NotFound { path, searched_path: false });
     }
     let found = path_var
         .split(':')
         .filter(|dir| !dir.is_empty())
         .map(|dir| normalize(&cwd.join(dir).join(word)))
         .find(|candidate| candidate.is_file() && is_executable(candidate));
-    found.map(Target::OnPath).ok_or(LocateError::NotFound {
-        path,
-        searched_path: true,
-    })
+    found.map(Target::OnPath).ok_or(LocateError::NotFound { path, searched_path: true })
 }
 
 fn is_executable(path: &Path) -> bool {
-    path.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn has_shebang(path: &Path) -> bool {
     let mut magic = [0u8; 2];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok()
-        && &magic == b"#!"
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"#!"
 }
 
 #[cfg(test)]
@@ -532,18 +465,9 @@ mod tests {
     #[test]
     fn default_names() {
         assert_eq!(lexical_default_name("app.js").as_deref(), Some("app"));
-        assert_eq!(
-            lexical_default_name("./src/server.py").as_deref(),
-            Some("server")
-        );
-        assert_eq!(
-            lexical_default_name("python3 -m http.server 8000").as_deref(),
-            Some("python3")
-        );
-        assert_eq!(
-            lexical_default_name("/usr/bin/python3.12 x").as_deref(),
-            Some("python3.12")
-        );
+        assert_eq!(lexical_default_name("./src/server.py").as_deref(), Some("server"));
+        assert_eq!(lexical_default_name("python3 -m http.server 8000").as_deref(), Some("python3"));
+        assert_eq!(lexical_default_name("/usr/bin/python3.12 x").as_deref(), Some("python3.12"));
     }
 
     #[test]

@@ -13,11 +13,7 @@ pub fn parse_signal(input: &str) -> Option<&'static str> {
         return signal_from_number(number);
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
     Signal::from_str(&name).ok().map(Signal::as_str)
 }
 

@@ -17,9 +17,7 @@ struct Fixture {
 
 impl Fixture {
     fn new() -> Self {
-        let f = Fixture {
-            dir: tempfile::tempdir().unwrap(),
-        };
+        let f = Fixture { dir: tempfile::tempdir().unwrap() };
         f.executable("bin/mytool", "#!/bin/sh\nexit 0\n");
         f
     }
@@ -43,15 +41,9 @@ impl Fixture {
 
     fn ctx(&self) -> ResolveContext {
         let mut env = BTreeMap::new();
-        env.insert(
-            "PATH".to_string(),
-            self.dir.path().join("bin").display().to_string(),
-        );
+        env.insert("PATH".to_string(), self.dir.path().join("bin").display().to_string());
         env.insert("HOME".to_string(), "/home/someone".to_string());
-        ResolveContext {
-            cwd: self.root(),
-            env,
-        }
+        ResolveContext { cwd: self.root(), env }
     }
 
     /// Writes `herder.toml` and loads it by its relative name, as the CLI would.
@@ -106,9 +98,8 @@ fn unknown_top_level_key() {
 fn wrong_type_points_at_the_value() {
     let f = Fixture::new();
     f.file("app.js", "");
-    let errs = f
-        .load("[[apps]]\nscript = \"app.js\"\nmax_restarts = \"ten\"\nautorestart = 1\n")
-        .unwrap_err();
+    let errs =
+        f.load("[[apps]]\nscript = \"app.js\"\nmax_restarts = \"ten\"\nautorestart = 1\n").unwrap_err();
     assert_eq!(errs.len(), 2);
     assert_eq!(at(&errs.errors[0]), (3, 16));
     assert_eq!(
@@ -116,11 +107,7 @@ fn wrong_type_points_at_the_value() {
         "`max_restarts` in app `app` must be a non-negative integer, found a string"
     );
     assert_eq!(at(&errs.errors[1]), (4, 15));
-    assert!(
-        errs.errors[1].message.contains("must be a boolean"),
-        "{}",
-        errs.errors[1].message
-    );
+    assert!(errs.errors[1].message.contains("must be a boolean"), "{}", errs.errors[1].message);
 }
 
 #[test]
@@ -134,22 +121,10 @@ fn bad_and_negative_durations() {
     assert_eq!(
         got,
         [
-            (
-                (4, 17),
-                "`restart_delay` in app `web`: invalid duration `abc`"
-            ),
-            (
-                (5, 16),
-                "`kill_timeout` in app `web`: negative duration `-5`"
-            ),
-            (
-                (6, 14),
-                "`min_uptime` in app `web`: negative duration `-2s`"
-            ),
-            (
-                (7, 29),
-                "`exp_backoff_restart_delay` in app `web`: invalid duration `10 parsecs`"
-            ),
+            ((4, 17), "`restart_delay` in app `web`: invalid duration `abc`"),
+            ((5, 16), "`kill_timeout` in app `web`: negative duration `-5`"),
+            ((6, 14), "`min_uptime` in app `web`: negative duration `-2s`"),
+            ((7, 29), "`exp_backoff_restart_delay` in app `web`: invalid duration `10 parsecs`"),
         ]
     );
     assert!(errs.errors[0].hint.as_deref().unwrap().contains("`500ms`"));
@@ -202,14 +177,8 @@ script = \"missing.js\"
             (Some(12), "script `missing.js` of app `missing` not found"),
         ]
     );
-    assert_eq!(
-        errs.errors[0].hint.as_deref(),
-        Some("did you mean `instances`?")
-    );
-    assert_eq!(
-        errs.errors[1].hint.as_deref(),
-        Some("did you mean `SIGTERM`?")
-    );
+    assert_eq!(errs.errors[0].hint.as_deref(), Some("did you mean `instances`?"));
+    assert_eq!(errs.errors[1].hint.as_deref(), Some("did you mean `SIGTERM`?"));
     // Every entry is printed, each with its location.
     let text = errs.to_string();
     assert_eq!(text.matches("error: herder.toml:").count(), 5, "{text}");
@@ -220,7 +189,8 @@ fn duplicate_names_are_errors() {
     let f = Fixture::new();
     f.file("app.js", "");
     f.file("lib/app.js", "");
-    let toml = "[[apps]]\nname = \"web\"\nscript = \"app.js\"\n\n[[apps]]\nname = \"web\"\nscript = \"app.js\"\n";
+    let toml =
+        "[[apps]]\nname = \"web\"\nscript = \"app.js\"\n\n[[apps]]\nname = \"web\"\nscript = \"app.js\"\n";
     let errs = f.load(toml).unwrap_err();
     assert_eq!(errs.len(), 1);
     assert_eq!(errs.errors[0].message, "duplicate app name `web`");
@@ -228,9 +198,7 @@ fn duplicate_names_are_errors() {
     assert!(errs.errors[0].hint.as_deref().unwrap().contains("line 2"));
 
     // Default names collide too.
-    let errs = f
-        .load("[[apps]]\nscript = \"app.js\"\n[[apps]]\nscript = \"lib/app.js\"\n")
-        .unwrap_err();
+    let errs = f.load("[[apps]]\nscript = \"app.js\"\n[[apps]]\nscript = \"lib/app.js\"\n").unwrap_err();
     assert_eq!(errs.errors[0].message, "duplicate app name `app`");
     assert_eq!(at(&errs.errors[0]), (3, 1));
 }
@@ -238,9 +206,7 @@ fn duplicate_names_are_errors() {
 #[test]
 fn missing_script_names_the_app() {
     let f = Fixture::new();
-    let errs = f
-        .load("[[apps]]\nname = \"worker\"\ninstances = 2\n")
-        .unwrap_err();
+    let errs = f.load("[[apps]]\nname = \"worker\"\ninstances = 2\n").unwrap_err();
     assert_eq!(errs.len(), 1);
     assert_eq!(errs.errors[0].message, "app `worker` has no `script`");
     assert_eq!(at(&errs.errors[0]), (1, 1));
@@ -251,16 +217,11 @@ fn missing_script_names_the_app() {
 #[test]
 fn toml_syntax_error_has_position() {
     let f = Fixture::new();
-    let errs = f
-        .load("[[apps]]\nname = \"web\"\nscript = \"app.js\n")
-        .unwrap_err();
+    let errs = f.load("[[apps]]\nname = \"web\"\nscript = \"app.js\n").unwrap_err();
     assert_eq!(errs.len(), 1);
     assert_eq!(errs.errors[0].line, Some(3));
     assert!(errs.errors[0].column.is_some());
-    assert!(
-        errs.to_string().starts_with("error: herder.toml:3:"),
-        "{errs}"
-    );
+    assert!(errs.to_string().starts_with("error: herder.toml:3:"), "{errs}");
 }
 
 #[test]
@@ -273,40 +234,21 @@ fn interpreter_by_extension() {
     assert_eq!(spec.name, "server");
     assert_eq!(spec.program, "python3");
     assert_eq!(spec.interpreter.as_deref(), Some("python3"));
-    assert_eq!(
-        spec.args,
-        [
-            f.path("src/server.py"),
-            "--port".into(),
-            "80".into(),
-            "a b".into()
-        ]
-    );
+    assert_eq!(spec.args, [f.path("src/server.py"), "--port".into(), "80".into(), "a b".into()]);
     assert_eq!(spec.script, "src/server.py");
 
     let spec = f.load_one(
         "[[apps]]\nscript = \"app.js\"\ninterpreter_args = [\"--max-old-space-size=64\"]\nargs = [\"x\", 1]\n",
     );
     assert_eq!(spec.program, "node");
-    assert_eq!(
-        spec.args,
-        [
-            "--max-old-space-size=64".to_string(),
-            f.path("app.js"),
-            "x".into(),
-            "1".into()
-        ]
-    );
+    assert_eq!(spec.args, ["--max-old-space-size=64".to_string(), f.path("app.js"), "x".into(), "1".into()]);
 
     let spec = f.load_one("[[apps]]\nscript = \"job.sh\"\n");
     assert_eq!(spec.program, "bash");
 
     // An explicit interpreter wins over the extension.
     let spec = f.load_one("[[apps]]\nscript = \"job.sh\"\ninterpreter = \"zsh\"\n");
-    assert_eq!(
-        (spec.program.as_str(), spec.args.as_slice()),
-        ("zsh", [f.path("job.sh")].as_slice())
-    );
+    assert_eq!((spec.program.as_str(), spec.args.as_slice()), ("zsh", [f.path("job.sh")].as_slice()));
 }
 
 #[test]
@@ -326,30 +268,18 @@ fn executables_run_directly() {
     assert_eq!(spec.program, f.path("bin/mytool"));
 
     let errs = f.load("[[apps]]\nscript = \"plain\"\n").unwrap_err();
-    assert!(
-        errs.errors[0].message.starts_with("cannot tell how to run"),
-        "{errs}"
-    );
+    assert!(errs.errors[0].message.starts_with("cannot tell how to run"), "{errs}");
     assert_eq!(at(&errs.errors[0]), (2, 10));
     let errs = f.load("[[apps]]\nscript = \"script-no-x\"\n").unwrap_err();
-    assert!(
-        errs.errors[0].message.ends_with("is not executable"),
-        "{errs}"
-    );
-    let errs = f
-        .load("[[apps]]\nscript = \"plain\"\ninterpreter = \"none\"\n")
-        .unwrap_err();
-    assert!(
-        errs.errors[0].message.ends_with("is not executable"),
-        "{errs}"
-    );
+    assert!(errs.errors[0].message.ends_with("is not executable"), "{errs}");
+    let errs = f.load("[[apps]]\nscript = \"plain\"\ninterpreter = \"none\"\n").unwrap_err();
+    assert!(errs.errors[0].message.ends_with("is not executable"), "{errs}");
 }
 
 #[test]
 fn command_strings_are_split() {
     let f = Fixture::new();
-    let spec =
-        f.load_one("[[apps]]\nscript = \"mytool -m 'http server' 8000\"\nargs = [\"--x\"]\n");
+    let spec = f.load_one("[[apps]]\nscript = \"mytool -m 'http server' 8000\"\nargs = [\"--x\"]\n");
     assert_eq!(spec.name, "mytool");
     assert_eq!(spec.program, f.path("bin/mytool"));
     assert_eq!(spec.args, ["-m", "http server", "8000", "--x"]);
@@ -358,37 +288,18 @@ fn command_strings_are_split() {
     // The first word may be a file of the app, with its interpreter.
     f.file("app.js", "");
     let spec = f.load_one("[[apps]]\nscript = \"app.js --port 3000\"\n");
-    assert_eq!(
-        (spec.program.as_str(), spec.name.as_str()),
-        ("node", "app.js")
-    );
-    assert_eq!(
-        spec.args,
-        [f.path("app.js"), "--port".into(), "3000".into()]
-    );
+    assert_eq!((spec.program.as_str(), spec.name.as_str()), ("node", "app.js"));
+    assert_eq!(spec.args, [f.path("app.js"), "--port".into(), "3000".into()]);
 
     // A file whose name has a space is a file.
     f.file("my app.py", "");
     let spec = f.load_one("[[apps]]\nscript = \"my app.py\"\n");
-    assert_eq!(
-        (spec.program.as_str(), spec.name.as_str()),
-        ("python3", "my app")
-    );
+    assert_eq!((spec.program.as_str(), spec.name.as_str()), ("python3", "my app"));
 
-    let errs = f
-        .load("[[apps]]\nscript = \"mytool a && mytool b\"\n")
-        .unwrap_err();
-    assert!(
-        errs.errors[0].message.contains("shell operator `&&`"),
-        "{errs}"
-    );
-    let errs = f
-        .load("[[apps]]\nscript = \"nothere --flag\"\n")
-        .unwrap_err();
-    assert_eq!(
-        errs.errors[0].message,
-        "script `nothere` of app `nothere` not found"
-    );
+    let errs = f.load("[[apps]]\nscript = \"mytool a && mytool b\"\n").unwrap_err();
+    assert!(errs.errors[0].message.contains("shell operator `&&`"), "{errs}");
+    let errs = f.load("[[apps]]\nscript = \"nothere --flag\"\n").unwrap_err();
+    assert_eq!(errs.errors[0].message, "script `nothere` of app `nothere` not found");
 }
 
 #[test]
@@ -404,27 +315,14 @@ fn camel_case_and_pm2_aliases() {
     assert_eq!(spec.exp_backoff_restart_delay_ms, Some(100));
     assert_eq!(spec.stop_exit_codes, [0]);
     assert_eq!(spec.program, "deno");
-    assert_eq!(
-        spec.args,
-        ["run".to_string(), "-A".into(), f.path("app.js")]
-    );
+    assert_eq!(spec.args, ["run".to_string(), "-A".into(), f.path("app.js")]);
 
-    let errs = f
-        .load("[[apps]]\nscript = \"app.js\"\nmax_restarts = 1\nmaxRestarts = 2\n")
-        .unwrap_err();
+    let errs = f.load("[[apps]]\nscript = \"app.js\"\nmax_restarts = 1\nmaxRestarts = 2\n").unwrap_err();
     assert_eq!(errs.len(), 1);
     assert_eq!(at(&errs.errors[0]), (4, 1));
-    assert!(
-        errs.errors[0].message.contains("sets `max_restarts` again"),
-        "{errs}"
-    );
-    let errs = f
-        .load("[[apps]]\nscript = \"app.js\"\nmaxRestart = 2\n")
-        .unwrap_err();
-    assert_eq!(
-        errs.errors[0].hint.as_deref(),
-        Some("did you mean `maxRestarts`?")
-    );
+    assert!(errs.errors[0].message.contains("sets `max_restarts` again"), "{errs}");
+    let errs = f.load("[[apps]]\nscript = \"app.js\"\nmaxRestart = 2\n").unwrap_err();
+    assert_eq!(errs.errors[0].hint.as_deref(), Some("did you mean `maxRestarts`?"));
 }
 
 #[test]
@@ -441,9 +339,7 @@ fn env_overlays_the_shell_environment() {
     want.insert("RATIO".into(), "0.5".into());
     assert_eq!(spec.env, want);
 
-    let errs = f
-        .load("[[apps]]\nscript = \"app.js\"\nenv = { A = [1] }\n")
-        .unwrap_err();
+    let errs = f.load("[[apps]]\nscript = \"app.js\"\nenv = { A = [1] }\n").unwrap_err();
     assert_eq!(
         errs.errors[0].message,
         "`env.A` in app `app` must be a string, number or boolean, found an array"
@@ -456,24 +352,14 @@ fn instances_max_negative_and_count() {
     let f = Fixture::new();
     f.file("app.js", "");
     let cpus = std::thread::available_parallelism().unwrap().get() as u32;
-    let count = |v: &str| {
-        f.load_one(&format!("[[apps]]\nscript = \"app.js\"\ninstances = {v}\n"))
-            .instances
-    };
+    let count = |v: &str| f.load_one(&format!("[[apps]]\nscript = \"app.js\"\ninstances = {v}\n")).instances;
     assert_eq!(count("\"max\""), cpus);
     assert_eq!(count("0"), cpus);
     assert_eq!(count("3"), 3);
     assert_eq!(count("-1"), (cpus - 1).max(1));
     assert_eq!(count("-1000"), 1);
-    let errs = f
-        .load("[[apps]]\nscript = \"app.js\"\ninstances = \"many\"\n")
-        .unwrap_err();
-    assert!(
-        errs.errors[0]
-            .message
-            .starts_with("`instances` in app `app` must be"),
-        "{errs}"
-    );
+    let errs = f.load("[[apps]]\nscript = \"app.js\"\ninstances = \"many\"\n").unwrap_err();
+    assert!(errs.errors[0].message.starts_with("`instances` in app `app` must be"), "{errs}");
 }
 
 #[test]
@@ -505,16 +391,11 @@ fn defaults_cwd_source_and_namespace() {
     assert_eq!(spec.kill_signal, "SIGINT");
 
     // A config loaded from another directory resolves against its own directory.
-    let ctx = ResolveContext {
-        cwd: PathBuf::from("/"),
-        env: BTreeMap::new(),
-    };
+    let ctx = ResolveContext { cwd: PathBuf::from("/"), env: BTreeMap::new() };
     let specs = load_file(&f.root().join("herder.toml"), &ctx).unwrap();
     assert_eq!(specs[0].cwd, f.root().join("svc"));
 
-    let errs = f
-        .load("[[apps]]\nscript = \"app.js\"\ncwd = \"nope\"\n")
-        .unwrap_err();
+    let errs = f.load("[[apps]]\nscript = \"app.js\"\ncwd = \"nope\"\n").unwrap_err();
     assert!(errs.errors[0].message.contains("does not exist"), "{errs}");
     assert_eq!(at(&errs.errors[0]), (3, 7));
 }
@@ -523,16 +404,12 @@ fn defaults_cwd_source_and_namespace() {
 fn bad_names_and_exit_codes() {
     let f = Fixture::new();
     f.file("app.js", "");
-    let errs = f
-        .load("[[apps]]\nname = \"all\"\nscript = \"app.js\"\nstop_exit_codes = [0, 256]\n")
-        .unwrap_err();
+    let errs =
+        f.load("[[apps]]\nname = \"all\"\nscript = \"app.js\"\nstop_exit_codes = [0, 256]\n").unwrap_err();
     let got: Vec<_> = errs.iter().map(|e| e.message.as_str()).collect();
     assert_eq!(
         got,
-        [
-            "app name `all` is reserved",
-            "`stop_exit_codes` in app `all`: exit code `256` is out of range"
-        ]
+        ["app name `all` is reserved", "`stop_exit_codes` in app `all`: exit code `256` is out of range"]
     );
 }
 
@@ -545,14 +422,9 @@ fn missing_file_and_unsupported_formats() {
         f.file(name, "");
         let errs = load_file(Path::new(name), &f.ctx()).unwrap_err();
         let text = errs.to_string();
-        assert!(
-            text.starts_with(&format!("error: {name}: config format not supported yet")),
-            "{text}"
-        );
+        assert!(text.starts_with(&format!("error: {name}: config format not supported yet")), "{text}");
     }
-    assert!(f.load("").unwrap_err().errors[0]
-        .message
-        .contains("no apps"));
+    assert!(f.load("").unwrap_err().errors[0].message.contains("no apps"));
 }
 
 #[test]
@@ -569,14 +441,7 @@ fn config_file_names() {
     ] {
         assert!(is_config_file(Path::new(name)), "{name}");
     }
-    for name in [
-        "app.js",
-        "server.py",
-        "config.js",
-        "toml",
-        "run.sh",
-        "mytool",
-    ] {
+    for name in ["app.js", "server.py", "config.js", "toml", "run.sh", "mytool"] {
         assert!(!is_config_file(Path::new(name)), "{name}");
     }
 }
@@ -622,22 +487,13 @@ fn from_command_resolves_a_script_with_flags() {
 #[test]
 fn from_command_command_string_and_cwd() {
     let f = Fixture::new();
-    let spec = from_command(
-        "mytool -m http.server 8000",
-        &Overrides::default(),
-        &f.ctx(),
-    )
-    .unwrap();
+    let spec = from_command("mytool -m http.server 8000", &Overrides::default(), &f.ctx()).unwrap();
     assert_eq!(spec.name, "mytool");
     assert_eq!(spec.program, f.path("bin/mytool"));
     assert_eq!(spec.args, ["-m", "http.server", "8000"]);
 
     f.file("svc/main.rb", "");
-    let ov = Overrides {
-        cwd: Some("svc".into()),
-        interpreter: Some("ruby3".into()),
-        ..Overrides::default()
-    };
+    let ov = Overrides { cwd: Some("svc".into()), interpreter: Some("ruby3".into()), ..Overrides::default() };
     let spec = from_command("main.rb", &ov, &f.ctx()).unwrap();
     assert_eq!(spec.cwd, f.root().join("svc"));
     assert_eq!(spec.program, "ruby3");
@@ -671,9 +527,7 @@ fn from_command_reports_every_bad_flag() {
         ]
     );
     assert!(errs.iter().all(|e| e.file.is_none() && e.line.is_none()));
-    assert!(errs
-        .to_string()
-        .starts_with("error: `--restart-delay`: invalid duration `abc`\n  hint: "));
+    assert!(errs.to_string().starts_with("error: `--restart-delay`: invalid duration `abc`\n  hint: "));
 }
 
 #[test]
@@ -681,18 +535,12 @@ fn from_command_missing_script_is_a_clear_error() {
     let f = Fixture::new();
     let errs = from_command("nothere.py", &Overrides::default(), &f.ctx()).unwrap_err();
     assert_eq!(errs.len(), 1);
-    assert_eq!(
-        errs.errors[0].message,
-        "script `nothere.py` of app `nothere` not found"
-    );
+    assert_eq!(errs.errors[0].message, "script `nothere.py` of app `nothere` not found");
     assert_eq!(
         errs.errors[0].hint.as_deref(),
         Some(
-            format!(
-                "there is no file `{}` and no `nothere.py` command in PATH",
-                f.path("nothere.py")
-            )
-            .as_str()
+            format!("there is no file `{}` and no `nothere.py` command in PATH", f.path("nothere.py"))
+                .as_str()
         )
     );
     let errs = from_command("./gone", &Overrides::default(), &f.ctx()).unwrap_err();
@@ -700,10 +548,7 @@ fn from_command_missing_script_is_a_clear_error() {
         errs.errors[0].hint.as_deref(),
         Some(format!("there is no file `{}`", f.path("gone")).as_str())
     );
-    let ov = Overrides {
-        name: Some("42".into()),
-        ..Overrides::default()
-    };
+    let ov = Overrides { name: Some("42".into()), ..Overrides::default() };
     let errs = from_command("mytool", &ov, &f.ctx()).unwrap_err();
     assert_eq!(errs.errors[0].message, "app name `42` is a number");
 }

@@ -22,9 +22,7 @@ impl UnitError {
     /// What a valid value looks like.
     pub fn hint(&self) -> &'static str {
         match self.what() {
-            DURATION => {
-                "write milliseconds (`1500`) or a number with a unit: `500ms`, `10s`, `5m`, `1h`"
-            }
+            DURATION => "write milliseconds (`1500`) or a number with a unit: `500ms`, `10s`, `5m`, `1h`",
             _ => "write bytes (`1048576`) or a number with a unit: `10K`, `500M`, `1G`",
         }
     }
@@ -43,6 +41,10 @@ const SIZE: &str = "size";
 
 /// A duration written as a string, in milliseconds.
 pub fn parse_duration(input: &str) -> Result<u64, UnitError> {
+    non_negative(input, DURATION, parse_unsigned_duration)
+}
+
+fn parse_unsigned_duration(input: &str) -> Result<u64, UnitError> {
     let (number, unit) = split_number(input, DURATION)?;
     let factor = match unit {
         "" | "ms" => 1,
@@ -56,20 +58,18 @@ pub fn parse_duration(input: &str) -> Result<u64, UnitError> {
 
 /// A duration written as an integer: milliseconds.
 pub fn duration_from_int(ms: i64) -> Result<u64, UnitError> {
-    u64::try_from(ms).map_err(|_| UnitError::Negative {
-        what: DURATION,
-        input: ms.to_string(),
-    })
+    u64::try_from(ms).map_err(|_| UnitError::Negative { what: DURATION, input: ms.to_string() })
 }
 
 /// A size written as a string, in bytes (units are powers of 1024).
 pub fn parse_size(input: &str) -> Result<u64, UnitError> {
+    non_negative(input, SIZE, parse_unsigned_size)
+}
+
+fn parse_unsigned_size(input: &str) -> Result<u64, UnitError> {
     let (number, unit) = split_number(input, SIZE)?;
     let unit = unit.to_ascii_lowercase();
-    let prefix = unit
-        .strip_suffix("ib")
-        .or_else(|| unit.strip_suffix('b'))
-        .unwrap_or(&unit);
+    let prefix = unit.strip_suffix("ib").or_else(|| unit.strip_suffix('b')).unwrap_or(&unit);
     let factor: u64 = match prefix {
         "" => 1,
         "k" => 1 << 10,
@@ -87,10 +87,22 @@ pub fn parse_size(input: &str) -> Result<u64, UnitError> {
 
 /// A size written as an integer: bytes.
 pub fn size_from_int(bytes: i64) -> Result<u64, UnitError> {
-    u64::try_from(bytes).map_err(|_| UnitError::Negative {
-        what: SIZE,
-        input: bytes.to_string(),
-    })
+    u64::try_from(bytes).map_err(|_| UnitError::Negative { what: SIZE, input: bytes.to_string() })
+}
+
+/// Calls a value negative only when it would be valid without its minus sign.
+fn non_negative(
+    input: &str,
+    what: &'static str,
+    parse: fn(&str) -> Result<u64, UnitError>,
+) -> Result<u64, UnitError> {
+    match input.trim().strip_prefix('-') {
+        Some(rest) => match parse(rest) {
+            Ok(_) => Err(UnitError::Negative { what, input: input.to_string() }),
+            Err(e) => Err(e.with_input(input)),
+        },
+        None => parse(input),
+    }
 }
 
 /// A non-negative decimal number and the unit after it (spaces allowed between them).
@@ -99,47 +111,22 @@ struct Number<'a> {
     frac: &'a str,
 }
 
-fn split_number<'a>(
-    input: &'a str,
-    what: &'static str,
-) -> Result<(Number<'a>, &'a str), UnitError> {
+fn split_number<'a>(input: &'a str, what: &'static str) -> Result<(Number<'a>, &'a str), UnitError> {
     let s = input.trim();
-    if s.starts_with('-') {
-        // Only call it negative when the rest would have been valid.
-        return match split_number(&s[1..], what) {
-            Ok(_) => Err(UnitError::Negative {
-                what,
-                input: input.to_string(),
-            }),
-            Err(e) => Err(e.with_input(input)),
-        };
-    }
-    let digits_end = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
+    let digits_end = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
     let (number, unit) = s.split_at(digits_end);
     let (int, frac) = number.split_once('.').unwrap_or((number, ""));
-    let valid = !number.is_empty()
-        && !int.is_empty()
-        && !frac.contains('.')
-        && !(number.contains('.') && frac.is_empty());
-    if !valid {
+    // `12`, `1.5`; not `.5`, `1.` or `1.2.3`.
+    let has_point = number.contains('.');
+    if int.is_empty() || frac.contains('.') || (has_point && frac.is_empty()) {
         return Err(malformed(what, input));
     }
     Ok((Number { int, frac }, unit.trim_start()))
 }
 
 /// `number × factor`, rounded to the nearest integer, without going through floats.
-fn scale(
-    number: Number<'_>,
-    factor: u64,
-    what: &'static str,
-    input: &str,
-) -> Result<u64, UnitError> {
-    let too_large = || UnitError::TooLarge {
-        what,
-        input: input.to_string(),
-    };
+fn scale(number: Number<'_>, factor: u64, what: &'static str, input: &str) -> Result<u64, UnitError> {
+    let too_large = || UnitError::TooLarge { what, input: input.to_string() };
     let int: u64 = number.int.parse().map_err(|_| too_large())?;
     let mut total = int.checked_mul(factor).ok_or_else(too_large)?;
     // Fractional part: add round(0.frac × factor), digit by digit (extra digits only round).
@@ -150,17 +137,12 @@ fn scale(
         denominator *= 10;
     }
     let frac_scaled = (frac_value * u128::from(factor) + denominator / 2) / denominator;
-    total = total
-        .checked_add(u64::try_from(frac_scaled).map_err(|_| too_large())?)
-        .ok_or_else(too_large)?;
+    total = total.checked_add(u64::try_from(frac_scaled).map_err(|_| too_large())?).ok_or_else(too_large)?;
     Ok(total)
 }
 
 fn malformed(what: &'static str, input: &str) -> UnitError {
-    UnitError::Malformed {
-        what,
-        input: input.to_string(),
-    }
+    UnitError::Malformed { what, input: input.to_string() }
 }
 
 impl UnitError {
@@ -200,15 +182,10 @@ mod tests {
 
     #[test]
     fn malformed_durations() {
-        for input in [
-            "", "abc", "10x", "s", "1.2.3s", "1.s", ".5s", "10 S", "5M", "1d", "10s5",
-        ] {
+        for input in ["", "abc", "10x", "s", "1.2.3s", "1.s", ".5s", "10 S", "5M", "1d", "10s5"] {
             assert_eq!(
                 parse_duration(input),
-                Err(UnitError::Malformed {
-                    what: "duration",
-                    input: input.to_string()
-                }),
+                Err(UnitError::Malformed { what: "duration", input: input.to_string() }),
                 "{input}"
             );
         }
@@ -216,41 +193,17 @@ mod tests {
 
     #[test]
     fn negative_and_huge_durations() {
-        assert_eq!(
-            parse_duration("-5s"),
-            Err(UnitError::Negative {
-                what: "duration",
-                input: "-5s".into()
-            })
-        );
-        assert_eq!(
-            parse_duration("-5s").unwrap_err().to_string(),
-            "negative duration `-5s`"
-        );
+        assert_eq!(parse_duration("-5s"), Err(UnitError::Negative { what: "duration", input: "-5s".into() }));
+        assert_eq!(parse_duration("-5s").unwrap_err().to_string(), "negative duration `-5s`");
         assert_eq!(
             parse_duration("-abc"),
-            Err(UnitError::Malformed {
-                what: "duration",
-                input: "-abc".into()
-            })
+            Err(UnitError::Malformed { what: "duration", input: "-abc".into() })
         );
-        assert_eq!(
-            duration_from_int(-1).unwrap_err().to_string(),
-            "negative duration `-1`"
-        );
+        assert_eq!(duration_from_int(-1).unwrap_err().to_string(), "negative duration `-1`");
         assert_eq!(duration_from_int(250), Ok(250));
-        assert!(matches!(
-            parse_duration("99999999999999999999h"),
-            Err(UnitError::TooLarge { .. })
-        ));
-        assert!(matches!(
-            parse_duration("9999999999999999h"),
-            Err(UnitError::TooLarge { .. })
-        ));
-        assert_eq!(
-            parse_duration("abc").unwrap_err().to_string(),
-            "invalid duration `abc`"
-        );
+        assert!(matches!(parse_duration("99999999999999999999h"), Err(UnitError::TooLarge { .. })));
+        assert!(matches!(parse_duration("9999999999999999h"), Err(UnitError::TooLarge { .. })));
+        assert_eq!(parse_duration("abc").unwrap_err().to_string(), "invalid duration `abc`");
         assert!(parse_duration("abc").unwrap_err().hint().contains("`10s`"));
     }
 
@@ -280,26 +233,14 @@ mod tests {
         for input in ["", "M", "10X", "10iB", "1..5G", "ten"] {
             assert_eq!(
                 parse_size(input),
-                Err(UnitError::Malformed {
-                    what: "size",
-                    input: input.to_string()
-                }),
+                Err(UnitError::Malformed { what: "size", input: input.to_string() }),
                 "{input}"
             );
         }
-        assert_eq!(
-            parse_size("-1G").unwrap_err().to_string(),
-            "negative size `-1G`"
-        );
-        assert_eq!(
-            size_from_int(-5).unwrap_err().to_string(),
-            "negative size `-5`"
-        );
+        assert_eq!(parse_size("-1G").unwrap_err().to_string(), "negative size `-1G`");
+        assert_eq!(size_from_int(-5).unwrap_err().to_string(), "negative size `-5`");
         assert_eq!(size_from_int(5), Ok(5));
-        assert!(matches!(
-            parse_size("99999999999T"),
-            Err(UnitError::TooLarge { .. })
-        ));
+        assert!(matches!(parse_size("99999999999T"), Err(UnitError::TooLarge { .. })));
         assert!(parse_size("x").unwrap_err().hint().contains("`500M`"));
     }
 }

@@ -42,11 +42,7 @@ struct FieldDef {
 }
 
 const fn def(field: Field, name: &'static str, aliases: &'static [&'static str]) -> FieldDef {
-    FieldDef {
-        field,
-        name,
-        aliases,
-    }
+    FieldDef { field, name, aliases }
 }
 
 const FIELDS: &[FieldDef] = &[
@@ -63,11 +59,7 @@ const FIELDS: &[FieldDef] = &[
     def(Field::MinUptime, "min_uptime", &[]),
     def(Field::MaxRestarts, "max_restarts", &[]),
     def(Field::RestartDelay, "restart_delay", &[]),
-    def(
-        Field::ExpBackoffRestartDelay,
-        "exp_backoff_restart_delay",
-        &[],
-    ),
+    def(Field::ExpBackoffRestartDelay, "exp_backoff_restart_delay", &[]),
     def(Field::KillSignal, "kill_signal", &[]),
     def(Field::KillTimeout, "kill_timeout", &[]),
     def(Field::Instances, "instances", &[]),
@@ -96,9 +88,7 @@ pub fn camel_case(snake: &str) -> String {
 
 fn lookup(key: &str) -> Option<&'static FieldDef> {
     FIELDS.iter().find(|d| {
-        std::iter::once(d.name)
-            .chain(d.aliases.iter().copied())
-            .any(|n| key == n || key == camel_case(n))
+        std::iter::once(d.name).chain(d.aliases.iter().copied()).any(|n| key == n || key == camel_case(n))
     })
 }
 
@@ -108,12 +98,7 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<str>,
 {
-    let squash = |s: &str| {
-        s.chars()
-            .filter(|c| *c != '_' && *c != '-')
-            .collect::<String>()
-            .to_lowercase()
-    };
+    let squash = |s: &str| s.chars().filter(|c| *c != '_' && *c != '-').collect::<String>().to_lowercase();
     let squashed = squash(key);
     let mut best: Option<(f64, String)> = None;
     for candidate in candidates {
@@ -134,13 +119,7 @@ where
 fn key_suggestion(key: &str) -> Option<String> {
     // Suggest in the style the user writes in.
     let camel = key.chars().any(|c| c.is_ascii_uppercase());
-    let names = FIELDS.iter().map(|d| {
-        if camel {
-            camel_case(d.name)
-        } else {
-            d.name.to_string()
-        }
-    });
+    let names = FIELDS.iter().map(|d| if camel { camel_case(d.name) } else { d.name.to_string() });
     did_you_mean(key, names)
 }
 
@@ -152,20 +131,13 @@ pub fn apps(root: &Value, errors: &mut Vec<ConfigError>) -> Vec<AppDecl> {
         Kind::Table(table) => top_level(table, errors),
         _ => {
             errors.push(
-                ConfigError::new(format!(
-                    "the config must be a table of apps, found {}",
-                    root.type_name()
-                ))
-                .at(root.span),
+                ConfigError::new(format!("the config must be a table of apps, found {}", root.type_name()))
+                    .at(root.span),
             );
             return Vec::new();
         }
     };
-    app_values
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, v)| app(v, i + 1, errors))
-        .collect()
+    app_values.into_iter().enumerate().filter_map(|(i, v)| app(v, i + 1, errors)).collect()
 }
 
 fn top_level<'a>(table: &'a Table, errors: &mut Vec<ConfigError>) -> Vec<&'a Value> {
@@ -201,12 +173,9 @@ fn top_level<'a>(table: &'a Table, errors: &mut Vec<ConfigError>) -> Vec<&'a Val
         Kind::Table(_) => vec![apps],
         _ => {
             errors.push(
-                ConfigError::new(format!(
-                    "`apps` must be an array of tables, found {}",
-                    apps.type_name()
-                ))
-                .at(apps.span)
-                .with_hint("declare each app in an `[[apps]]` table"),
+                ConfigError::new(format!("`apps` must be an array of tables, found {}", apps.type_name()))
+                    .at(apps.span)
+                    .with_hint("declare each app in an `[[apps]]` table"),
             );
             Vec::new()
         }
@@ -216,21 +185,15 @@ fn top_level<'a>(table: &'a Table, errors: &mut Vec<ConfigError>) -> Vec<&'a Val
 /// How errors name an app: its name, else the default name its script gives, else its rank.
 fn label(table: &Table, index: usize) -> String {
     let str_of = |field: Field| {
-        table
-            .entries
-            .iter()
-            .find_map(|e| match (&e.value.kind, lookup(&e.key)) {
-                (Kind::Str(s), Some(d)) if d.field == field && !s.trim().is_empty() => {
-                    Some(s.clone())
-                }
-                _ => None,
-            })
+        table.entries.iter().find_map(|e| match (&e.value.kind, lookup(&e.key)) {
+            (Kind::Str(s), Some(d)) if d.field == field && !s.trim().is_empty() => Some(s.clone()),
+            _ => None,
+        })
     };
     if let Some(name) = str_of(Field::Name) {
         return format!("`{name}`");
     }
-    if let Some(name) = str_of(Field::Script).and_then(|s| super::resolve::lexical_default_name(&s))
-    {
+    if let Some(name) = str_of(Field::Script).and_then(|s| super::resolve::lexical_default_name(&s)) {
         return format!("`{name}`");
     }
     format!("#{index}")
@@ -247,20 +210,14 @@ impl AppCx<'_> {
     }
 
     fn type_error(&mut self, key: &str, value: &Value, expected: &str) {
-        let msg = format!(
-            "`{key}` in app {} must be {expected}, found {}",
-            self.label,
-            value.type_name()
-        );
+        let msg = format!("`{key}` in app {} must be {expected}, found {}", self.label, value.type_name());
         self.push(ConfigError::new(msg).at(value.span));
     }
 
     fn unit_error(&mut self, key: &str, value: &Value, e: UnitError) {
         let hint = e.hint();
         self.push(
-            ConfigError::new(format!("`{key}` in app {}: {e}", self.label))
-                .at(value.span)
-                .with_hint(hint),
+            ConfigError::new(format!("`{key}` in app {}: {e}", self.label)).at(value.span).with_hint(hint),
         );
     }
 
@@ -277,9 +234,7 @@ impl AppCx<'_> {
     fn non_empty_string(&mut self, key: &str, value: &Value) -> Option<String> {
         let s = self.string(key, value)?;
         if s.trim().is_empty() {
-            self.push(
-                ConfigError::new(format!("`{key}` in app {} is empty", self.label)).at(value.span),
-            );
+            self.push(ConfigError::new(format!("`{key}` in app {} is empty", self.label)).at(value.span));
             return None;
         }
         Some(s)
@@ -321,11 +276,7 @@ impl AppCx<'_> {
             Kind::Int(i) => units::duration_from_int(*i),
             Kind::Str(s) => units::parse_duration(s),
             _ => {
-                self.type_error(
-                    key,
-                    value,
-                    "a duration (milliseconds, or a string such as \"10s\")",
-                );
+                self.type_error(key, value, "a duration (milliseconds, or a string such as \"10s\")");
                 return None;
             }
         };
@@ -379,10 +330,7 @@ impl AppCx<'_> {
         for entry in &table.entries {
             let name = &entry.key;
             if name.is_empty() || name.contains(['=', '\0']) {
-                let msg = format!(
-                    "`{key}` in app {}: `{name}` is not a valid variable name",
-                    self.label
-                );
+                let msg = format!("`{key}` in app {}: `{name}` is not a valid variable name", self.label);
                 self.push(ConfigError::new(msg).at(entry.key_span));
                 continue;
             }
@@ -393,11 +341,7 @@ impl AppCx<'_> {
                 Kind::Bool(b) => b.to_string(),
                 Kind::Null => continue,
                 _ => {
-                    self.type_error(
-                        &format!("{key}.{name}"),
-                        &entry.value,
-                        "a string, number or boolean",
-                    );
+                    self.type_error(&format!("{key}.{name}"), &entry.value, "a string, number or boolean");
                     continue;
                 }
             };
@@ -415,15 +359,8 @@ impl AppCx<'_> {
         match value.kind {
             Kind::Int(i @ 0..=255) => Some(i as i32),
             Kind::Int(i) => {
-                let msg = format!(
-                    "`{key}` in app {}: exit code `{i}` is out of range",
-                    self.label
-                );
-                self.push(
-                    ConfigError::new(msg)
-                        .at(value.span)
-                        .with_hint("exit codes are 0 to 255"),
-                );
+                let msg = format!("`{key}` in app {}: exit code `{i}` is out of range", self.label);
+                self.push(ConfigError::new(msg).at(value.span).with_hint("exit codes are 0 to 255"));
                 None
             }
             _ => {
@@ -436,8 +373,7 @@ impl AppCx<'_> {
     fn exit_codes(&mut self, key: &str, value: &Value) -> Option<Vec<i32>> {
         match &value.kind {
             Kind::Array(items) => {
-                let codes: Vec<Option<i32>> =
-                    items.iter().map(|v| self.exit_code(key, v)).collect();
+                let codes: Vec<Option<i32>> = items.iter().map(|v| self.exit_code(key, v)).collect();
                 codes.into_iter().collect()
             }
             _ => self.exit_code(key, value).map(|c| vec![c]),
@@ -455,11 +391,7 @@ impl AppCx<'_> {
         };
         if found.is_none() {
             let msg = format!("`{key}` in app {}: unknown signal `{written}`", self.label);
-            self.push(
-                ConfigError::new(msg)
-                    .at(value.span)
-                    .with_hint(signal_hint(&written)),
-            );
+            self.push(ConfigError::new(msg).at(value.span).with_hint(signal_hint(&written)));
         }
         found.map(str::to_string)
     }
@@ -467,10 +399,7 @@ impl AppCx<'_> {
     fn instances(&mut self, key: &str, value: &Value) -> Option<Instances> {
         match &value.kind {
             Kind::Int(i) => Instances::from_int(*i).or_else(|| {
-                let msg = format!(
-                    "`{key}` in app {}: `{i}` instances is out of range",
-                    self.label
-                );
+                let msg = format!("`{key}` in app {}: `{i}` instances is out of range", self.label);
                 self.push(ConfigError::new(msg).at(value.span));
                 None
             }),
@@ -499,30 +428,20 @@ pub fn signal_hint(written: &str) -> String {
 fn app(value: &Value, index: usize, errors: &mut Vec<ConfigError>) -> Option<AppDecl> {
     let Kind::Table(table) = &value.kind else {
         errors.push(
-            ConfigError::new(format!(
-                "app #{index} must be a table, found {}",
-                value.type_name()
-            ))
-            .at(value.span),
+            ConfigError::new(format!("app #{index} must be a table, found {}", value.type_name()))
+                .at(value.span),
         );
         return None;
     };
-    let mut cx = AppCx {
-        label: label(table, index),
-        errors,
-    };
-    let mut decl = AppDecl {
-        span: value.span,
-        label: cx.label.clone(),
-        ..AppDecl::default()
-    };
+    let mut cx = AppCx { label: label(table, index), errors };
+    let mut decl = AppDecl { span: value.span, label: cx.label.clone(), ..AppDecl::default() };
     let mut seen: Vec<(Field, &str)> = Vec::new();
 
     for entry in &table.entries {
         let key = entry.key.as_str();
         let Some(def) = lookup(key) else {
-            let mut e = ConfigError::new(format!("unknown key `{key}` in app {}", cx.label))
-                .at(entry.key_span);
+            let mut e =
+                ConfigError::new(format!("unknown key `{key}` in app {}", cx.label)).at(entry.key_span);
             if let Some(s) = key_suggestion(key) {
                 e = e.with_hint(format!("did you mean `{s}`?"));
             }
@@ -530,26 +449,18 @@ fn app(value: &Value, index: usize, errors: &mut Vec<ConfigError>) -> Option<App
             continue;
         };
         if let Some((_, first)) = seen.iter().find(|(f, _)| *f == def.field) {
-            let msg = format!(
-                "`{key}` in app {} sets `{}` again (already set by `{first}`)",
-                cx.label, def.name
-            );
-            cx.push(
-                ConfigError::new(msg)
-                    .at(entry.key_span)
-                    .with_hint("keep only one of them"),
-            );
+            let msg =
+                format!("`{key}` in app {} sets `{}` again (already set by `{first}`)", cx.label, def.name);
+            cx.push(ConfigError::new(msg).at(entry.key_span).with_hint("keep only one of them"));
             continue;
         }
-        seen.push((def.field, key));
         let v = &entry.value;
+        // `null` (JSON, YAML) is as if the key were absent.
         if matches!(v.kind, Kind::Null) {
             continue;
         }
-        let spanned = |value: String| Spanned {
-            value,
-            span: v.span,
-        };
+        seen.push((def.field, key));
+        let spanned = |value: String| Spanned { value, span: v.span };
         match def.field {
             Field::Name => decl.name = cx.non_empty_string(key, v).map(spanned),
             Field::Script => decl.script = cx.non_empty_string(key, v).map(spanned),
@@ -564,9 +475,7 @@ fn app(value: &Value, index: usize, errors: &mut Vec<ConfigError>) -> Option<App
             Field::MinUptime => decl.min_uptime_ms = cx.duration(key, v),
             Field::MaxRestarts => decl.max_restarts = cx.u32(key, v),
             Field::RestartDelay => decl.restart_delay_ms = cx.duration(key, v),
-            Field::ExpBackoffRestartDelay => {
-                decl.exp_backoff_restart_delay_ms = cx.duration(key, v)
-            }
+            Field::ExpBackoffRestartDelay => decl.exp_backoff_restart_delay_ms = cx.duration(key, v),
             Field::KillSignal => decl.kill_signal = cx.signal(key, v),
             Field::KillTimeout => decl.kill_timeout_ms = cx.duration(key, v),
             Field::Instances => decl.instances = cx.instances(key, v),
@@ -591,10 +500,7 @@ mod tests {
     #[test]
     fn camel_case_forms() {
         assert_eq!(camel_case("max_restarts"), "maxRestarts");
-        assert_eq!(
-            camel_case("exp_backoff_restart_delay"),
-            "expBackoffRestartDelay"
-        );
+        assert_eq!(camel_case("exp_backoff_restart_delay"), "expBackoffRestartDelay");
         assert_eq!(camel_case("name"), "name");
     }
 
@@ -604,47 +510,42 @@ mod tests {
             assert_eq!(lookup(d.name).map(|f| f.field), Some(d.field));
             assert_eq!(lookup(&camel_case(d.name)).map(|f| f.field), Some(d.field));
         }
-        assert_eq!(
-            lookup("execInterpreter").map(|d| d.field),
-            Some(Field::Interpreter)
-        );
-        assert_eq!(
-            lookup("node_args").map(|d| d.field),
-            Some(Field::InterpreterArgs)
-        );
+        assert_eq!(lookup("execInterpreter").map(|d| d.field), Some(Field::Interpreter));
+        assert_eq!(lookup("node_args").map(|d| d.field), Some(Field::InterpreterArgs));
         assert!(lookup("max_restart").is_none());
         assert!(lookup("MaxRestarts").is_none());
     }
 
     #[test]
     fn suggestions() {
-        assert_eq!(
-            key_suggestion("max_restart").as_deref(),
-            Some("max_restarts")
-        );
+        assert_eq!(key_suggestion("max_restart").as_deref(), Some("max_restarts"));
         assert_eq!(key_suggestion("maxRestart").as_deref(), Some("maxRestarts"));
-        assert_eq!(
-            key_suggestion("max-restarts").as_deref(),
-            Some("max_restarts")
-        );
+        assert_eq!(key_suggestion("max-restarts").as_deref(), Some("max_restarts"));
         assert_eq!(key_suggestion("scrpit").as_deref(), Some("script"));
-        assert_eq!(
-            key_suggestion("restart_delya").as_deref(),
-            Some("restart_delay")
-        );
+        assert_eq!(key_suggestion("restart_delya").as_deref(), Some("restart_delay"));
         assert_eq!(key_suggestion("arg").as_deref(), Some("args"));
         assert_eq!(key_suggestion("zzz"), None);
         assert_eq!(signal_hint("SIGTREM"), "did you mean `SIGTERM`?");
         assert_eq!(signal_hint("term1"), "did you mean `SIGTERM`?");
-        assert!(
-            signal_hint("bogus").contains("`SIGTERM`"),
-            "{}",
-            signal_hint("bogus")
-        );
-        assert!(
-            signal_hint("SIGNOPE").contains("`SIGTERM`"),
-            "{}",
-            signal_hint("SIGNOPE")
-        );
+        assert!(signal_hint("bogus").contains("`SIGTERM`"), "{}", signal_hint("bogus"));
+        assert!(signal_hint("SIGNOPE").contains("`SIGTERM`"), "{}", signal_hint("SIGNOPE"));
+    }
+
+    #[test]
+    fn null_is_absent_and_a_null_script_is_missing() {
+        use crate::config::value::{Entry, Span};
+        let entry = |key: &str, kind: Kind| Entry {
+            key: key.to_string(),
+            key_span: Span::UNKNOWN,
+            value: Value::new(kind, Span::UNKNOWN),
+        };
+        let app = Table { entries: vec![entry("name", Kind::Str("w".into())), entry("script", Kind::Null)] };
+        let root = Value::new(Kind::Array(vec![Value::new(Kind::Table(app), Span::UNKNOWN)]), Span::UNKNOWN);
+        let mut errors = Vec::new();
+        let decls = apps(&root, &mut errors);
+        assert_eq!(decls.len(), 1);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].message, "app `w` has no `script`");
+        assert_eq!((errors[0].line, errors[0].column), (None, None));
     }
 }

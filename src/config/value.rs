@@ -114,12 +114,7 @@ impl<'a> LineIndex<'a> {
         let start = self.line_starts[line];
         // An offset inside a multi-byte character counts as that character.
         let column = self.text.get(start..offset).map_or_else(
-            || {
-                self.text[start..]
-                    .char_indices()
-                    .take_while(|(i, _)| start + i < offset)
-                    .count()
-            },
+            || self.text[start..].char_indices().take_while(|(i, _)| start + i < offset).count(),
             |s| s.chars().count(),
         );
         Span::new(line + 1, column + 1)

@@ -19,18 +19,12 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         Request::Ping => Ok(Response::Pong(ping(d))),
         Request::Start { specs } => start(d, specs).await,
         Request::StartExisting { targets } => start_existing(d, &targets).await,
-        Request::Stop { targets } => {
-            on_instances(d, &targets, |h| async move { h.stop().await }).await
-        }
+        Request::Stop { targets } => on_instances(d, &targets, |h| async move { h.stop().await }).await,
         Request::Restart { targets, env } => restart(d, &targets, env).await,
         Request::Delete { targets } => delete(d, &targets).await,
         Request::Signal { signal, targets } => send_signal(d, &signal, &targets).await,
-        Request::Reset { targets } => {
-            on_instances(d, &targets, |h| async move { h.reset().await }).await
-        }
-        Request::List => Ok(Response::List {
-            apps: list(d, None),
-        }),
+        Request::Reset { targets } => on_instances(d, &targets, |h| async move { h.reset().await }).await,
+        Request::List => Ok(Response::List { apps: list(d, None) }),
         Request::Show { target } => show(d, &target),
         Request::Kill => {
             let apps = stop_everything(d).await;
@@ -41,10 +35,7 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
 }
 
 fn bad(message: impl Into<String>) -> ErrorReply {
-    ErrorReply {
-        kind: ErrorKind::BadRequest,
-        message: message.into(),
-    }
+    ErrorReply { kind: ErrorKind::BadRequest, message: message.into() }
 }
 
 fn ping(d: &Daemon) -> DaemonInfo {
@@ -66,11 +57,7 @@ fn list(d: &Daemon, ids: Option<&[u32]>) -> Vec<AppInfo> {
     let paths = &d.ctx.paths;
     match ids {
         None => reg.apps.values().map(|a| a.info(paths, true)).collect(),
-        Some(ids) => ids
-            .iter()
-            .filter_map(|id| reg.apps.get(id))
-            .map(|a| a.info(paths, true))
-            .collect(),
+        Some(ids) => ids.iter().filter_map(|id| reg.apps.get(id)).map(|a| a.info(paths, true)).collect(),
     }
 }
 
@@ -89,11 +76,7 @@ where
     while set.join_next().await.is_some() {}
 }
 
-async fn on_instances<F, Fut>(
-    d: &Arc<Daemon>,
-    targets: &[Target],
-    f: F,
-) -> Result<Response, ErrorReply>
+async fn on_instances<F, Fut>(d: &Arc<Daemon>, targets: &[Target], f: F) -> Result<Response, ErrorReply>
 where
     F: Fn(InstanceHandle) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -105,9 +88,7 @@ where
         (ids, apps)
     };
     join_instances(&apps, f).await;
-    Ok(Response::Done {
-        apps: list(d, Some(&ids)),
-    })
+    Ok(Response::Done { apps: list(d, Some(&ids)) })
 }
 
 fn check_specs(specs: &[AppSpec]) -> Result<(), ErrorReply> {
@@ -126,10 +107,7 @@ fn check_specs(specs: &[AppSpec]) -> Result<(), ErrorReply> {
             return Err(bad(format!("the app name `{}` is given twice", s.name)));
         }
         if s.instances == 0 {
-            return Err(bad(format!(
-                "app `{}`: `instances` must be at least 1",
-                s.name
-            )));
+            return Err(bad(format!("app `{}`: `instances` must be at least 1", s.name)));
         }
     }
     Ok(())
@@ -157,12 +135,7 @@ async fn start(d: &Arc<Daemon>, specs: Vec<AppSpec>) -> Result<Response, ErrorRe
                         set.spawn(async move { h.restart(Some(spec)).await });
                     }
                     for index in app.instances.len()..count {
-                        let h = InstanceHandle::spawn(
-                            d.ctx.clone(),
-                            app.id,
-                            index as u32,
-                            spec.clone(),
-                        );
+                        let h = InstanceHandle::spawn(d.ctx.clone(), app.id, index as u32, spec.clone());
                         app.instances.push(h.clone());
                         set.spawn(async move { h.start().await });
                     }
@@ -180,14 +153,7 @@ async fn start(d: &Arc<Daemon>, specs: Vec<AppSpec>) -> Result<Response, ErrorRe
                             set.spawn(async move { h.start().await });
                         }
                     }
-                    reg.apps.insert(
-                        id,
-                        App {
-                            id,
-                            spec,
-                            instances,
-                        },
-                    );
+                    reg.apps.insert(id, App { id, spec, instances });
                     ids.push(id);
                 }
             }
@@ -195,9 +161,7 @@ async fn start(d: &Arc<Daemon>, specs: Vec<AppSpec>) -> Result<Response, ErrorRe
     }
     d.ctx.changed.notify_one();
     while set.join_next().await.is_some() {}
-    Ok(Response::Done {
-        apps: list(d, Some(&ids)),
-    })
+    Ok(Response::Done { apps: list(d, Some(&ids)) })
 }
 
 /// `herder start <name|id|namespace>`: start what is stopped, restart what runs.
@@ -242,9 +206,7 @@ async fn restart(
     }
     while set.join_next().await.is_some() {}
     d.ctx.changed.notify_one();
-    Ok(Response::Done {
-        apps: list(d, Some(&ids)),
-    })
+    Ok(Response::Done { apps: list(d, Some(&ids)) })
 }
 
 async fn delete(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorReply> {
@@ -253,24 +215,15 @@ async fn delete(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorRe
         let ids = reg.resolve(targets)?;
         ids.iter().filter_map(|id| reg.apps.remove(id)).collect()
     };
-    let infos: Vec<AppInfo> = removed
-        .iter()
-        .map(|a| a.info(&d.ctx.paths, false))
-        .collect();
+    let infos: Vec<AppInfo> = removed.iter().map(|a| a.info(&d.ctx.paths, false)).collect();
     join_instances(&removed, |h| async move { h.shutdown().await }).await;
     d.persist().await;
     Ok(Response::Done { apps: infos })
 }
 
-async fn send_signal(
-    d: &Arc<Daemon>,
-    signal: &str,
-    targets: &[Target],
-) -> Result<Response, ErrorReply> {
+async fn send_signal(d: &Arc<Daemon>, signal: &str, targets: &[Target]) -> Result<Response, ErrorReply> {
     let sig = signal_number(signal).ok_or_else(|| {
-        bad(format!(
-            "`{signal}` is not a signal\nhint: use a name such as `SIGUSR2` or a number"
-        ))
+        bad(format!("`{signal}` is not a signal\nhint: use a name such as `SIGUSR2` or a number"))
     })?;
     let (ids, apps) = {
         let reg = d.registry();
@@ -284,51 +237,31 @@ async fn send_signal(
         for h in &app.instances {
             match h.signal(sig).await {
                 Ok(()) => delivered += 1,
-                Err(e) => failures.push(format!(
-                    "`{}` instance {}: {e}",
-                    app.spec.name,
-                    h.info().index
-                )),
+                Err(e) => failures.push(format!("`{}` instance {}: {e}", app.spec.name, h.info().index)),
             }
         }
     }
     if delivered == 0 {
         return Err(bad(format!("no signal sent: {}", failures.join("; "))));
     }
-    Ok(Response::Done {
-        apps: list(d, Some(&ids)),
-    })
+    Ok(Response::Done { apps: list(d, Some(&ids)) })
 }
 
 fn show(d: &Daemon, target: &Target) -> Result<Response, ErrorReply> {
     let reg = d.registry();
     let ids = reg.resolve(std::slice::from_ref(target))?;
     if ids.len() != 1 {
-        let names: Vec<String> = reg
-            .handles(&ids)
-            .iter()
-            .map(|a| format!("`{}`", a.spec.name))
-            .collect();
-        return Err(bad(format!(
-            "the target matches {} apps ({}); name one",
-            ids.len(),
-            names.join(", ")
-        )));
+        let names: Vec<String> = reg.handles(&ids).iter().map(|a| format!("`{}`", a.spec.name)).collect();
+        return Err(bad(format!("the target matches {} apps ({}); name one", ids.len(), names.join(", "))));
     }
     let app = reg.apps.get(&ids[0]).map(|a| a.info(&d.ctx.paths, true));
-    app.map(|app| Response::Show { app })
-        .ok_or_else(|| bad("the app is gone"))
+    app.map(|app| Response::Show { app: Box::new(app) }).ok_or_else(|| bad("the app is gone"))
 }
 
 /// Remove every app and stop it; used by `kill` and on SIGTERM/SIGINT.
 pub(crate) async fn stop_everything(d: &Arc<Daemon>) -> Vec<AppInfo> {
-    let removed: Vec<App> = std::mem::take(&mut d.registry().apps)
-        .into_values()
-        .collect();
-    let infos = removed
-        .iter()
-        .map(|a| a.info(&d.ctx.paths, false))
-        .collect();
+    let removed: Vec<App> = std::mem::take(&mut d.registry().apps).into_values().collect();
+    let infos = removed.iter().map(|a| a.info(&d.ctx.paths, false)).collect();
     join_instances(&removed, |h| async move { h.shutdown().await }).await;
     d.persist().await;
     infos

@@ -25,10 +25,7 @@ pub struct DaemonLock {
 /// Take the lock and record our pid in `daemon.pid`.
 pub fn acquire(paths: &Paths) -> Result<DaemonLock, LockError> {
     let path = paths.lock();
-    let io_err = |source| LockError::Io {
-        path: path.display().to_string(),
-        source,
-    };
+    let io_err = |source| LockError::Io { path: path.display().to_string(), source };
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -41,39 +38,24 @@ pub fn acquire(paths: &Paths) -> Result<DaemonLock, LockError> {
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let err = io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(LockError::Held {
-                pid: read_pid(paths),
-                home: paths.home.display().to_string(),
-            });
+            return Err(LockError::Held { pid: read_pid(paths), home: paths.home.display().to_string() });
         }
         return Err(io_err(err));
     }
     let pid_path = paths.pid_file();
     let tmp = pid_path.with_extension("pid.tmp");
     let write_pid = || -> io::Result<()> {
-        let mut f = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
         writeln!(f, "{}", std::process::id())?;
         std::fs::rename(&tmp, &pid_path)
     };
-    write_pid().map_err(|source| LockError::Io {
-        path: pid_path.display().to_string(),
-        source,
-    })?;
+    write_pid().map_err(|source| LockError::Io { path: pid_path.display().to_string(), source })?;
     Ok(DaemonLock { _file: file })
 }
 
 /// The pid in `daemon.pid`, if any.
 pub fn read_pid(paths: &Paths) -> Option<u32> {
-    std::fs::read_to_string(paths.pid_file())
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    std::fs::read_to_string(paths.pid_file()).ok()?.trim().parse().ok()
 }
 
 #[cfg(test)]

@@ -20,9 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
 use crate::paths::Paths;
-use crate::protocol::{
-    self, ErrorKind, ErrorReply, FrameError, Hello, HelloReply, Request, Response,
-};
+use crate::protocol::{self, ErrorKind, ErrorReply, FrameError, Hello, HelloReply, Request, Response};
 use crate::supervisor::cgroup::CgroupRoot;
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::Context;
@@ -94,10 +92,7 @@ impl Daemon {
 
 /// Run the daemon for `paths` until `herder kill` or SIGTERM/SIGINT.
 pub fn run(paths: Paths) -> Result<(), DaemonError> {
-    paths.ensure().map_err(|source| DaemonError::Home {
-        path: paths.home.display().to_string(),
-        source,
-    })?;
+    paths.ensure().map_err(|source| DaemonError::Home { path: paths.home.display().to_string(), source })?;
     let _lock = lock::acquire(&paths)?;
     init_tracing(&paths);
     // SAFETY: prctl(2) with integer arguments only.
@@ -123,10 +118,7 @@ pub fn run(paths: Paths) -> Result<(), DaemonError> {
 /// is behind it).
 fn bind(paths: &Paths) -> Result<StdUnixListener, DaemonError> {
     let path = paths.socket();
-    let err = |source| DaemonError::Socket {
-        path: path.display().to_string(),
-        source,
-    };
+    let err = |source| DaemonError::Socket { path: path.display().to_string(), source };
     match std::fs::remove_file(&path) {
         Ok(()) => tracing::info!("replaced a stale socket"),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -144,10 +136,7 @@ fn bind(paths: &Paths) -> Result<StdUnixListener, DaemonError> {
 }
 
 fn init_tracing(paths: &Paths) {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(paths.daemon_log());
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(paths.daemon_log());
     let filter = tracing_subscriber::EnvFilter::try_from_env("HERDER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if let Ok(file) = file {
@@ -159,15 +148,9 @@ fn init_tracing(paths: &Paths) {
     }
 }
 
-async fn serve(
-    paths: Paths,
-    listener: StdUnixListener,
-    subreaper: bool,
-) -> Result<(), DaemonError> {
-    let listener = UnixListener::from_std(listener).map_err(|source| DaemonError::Socket {
-        path: paths.socket().display().to_string(),
-        source,
-    })?;
+async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Result<(), DaemonError> {
+    let listener = UnixListener::from_std(listener)
+        .map_err(|source| DaemonError::Socket { path: paths.socket().display().to_string(), source })?;
     let reaper = Reaper::start().map_err(DaemonError::Runtime)?;
     let (cgroups, cgroup_note) = match CgroupRoot::detect(&paths.token()) {
         Ok(root) => (Some(root), None),
@@ -177,12 +160,7 @@ async fn serve(
         }
     };
     let changed = Arc::new(Notify::new());
-    let ctx = Arc::new(Context {
-        paths: paths.clone(),
-        reaper,
-        cgroups,
-        changed: changed.clone(),
-    });
+    let ctx = Arc::new(Context { paths: paths.clone(), reaper, cgroups, changed: changed.clone() });
     let daemon = Arc::new(Daemon {
         ctx,
         registry: Mutex::new(Registry::default()),
@@ -266,10 +244,7 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
         let _ = protocol::write_frame(&mut stream, &reply).await;
         return;
     }
-    let welcome = HelloReply::Welcome {
-        version: protocol::PROGRAM_VERSION.to_string(),
-        pid,
-    };
+    let welcome = HelloReply::Welcome { version: protocol::PROGRAM_VERSION.to_string(), pid };
     if protocol::write_frame(&mut stream, &welcome).await.is_err() {
         return;
     }
@@ -278,10 +253,8 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
             Ok(r) => r,
             Err(FrameError::Closed) => return,
             Err(e) => {
-                let reply = Response::Error(ErrorReply {
-                    kind: ErrorKind::BadRequest,
-                    message: e.to_string(),
-                });
+                let reply =
+                    Response::Error(ErrorReply { kind: ErrorKind::BadRequest, message: e.to_string() });
                 let _ = protocol::write_frame(&mut stream, &reply).await;
                 return;
             }

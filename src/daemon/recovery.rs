@@ -69,9 +69,8 @@ pub(crate) async fn recover(d: &Arc<Daemon>) {
             let instances: Vec<InstanceHandle> = (0..spec.instances)
                 .map(|i| {
                     let info = app.instances.iter().find(|x| x.index == i).cloned();
-                    let was_up = info
-                        .as_ref()
-                        .map(|x| x.status.is_running() || x.status == Status::WaitingRestart);
+                    let was_up =
+                        info.as_ref().map(|x| x.status.is_running() || x.status == Status::WaitingRestart);
                     let h = match info {
                         Some(info) => {
                             InstanceHandle::spawn_with(d.ctx.clone(), app.id, i, spec.clone(), info)
@@ -86,14 +85,7 @@ pub(crate) async fn recover(d: &Arc<Daemon>) {
                 })
                 .collect();
             reg.next_id = reg.next_id.max(app.id + 1);
-            reg.apps.insert(
-                app.id,
-                App {
-                    id: app.id,
-                    spec,
-                    instances,
-                },
-            );
+            reg.apps.insert(app.id, App { id: app.id, spec, instances });
         }
     }
     let restarted = starts.len();
@@ -109,14 +101,7 @@ pub(crate) async fn recover(d: &Arc<Daemon>) {
 
 /// Stop what is left of one instance of the dead daemon: its stop signal to the process
 /// group, the grace period, then SIGKILL to everything of it.
-fn end_old_instance(
-    pid: i32,
-    ticks: u64,
-    sig: i32,
-    grace: Duration,
-    cgroup: Option<Cgroup>,
-    marker: &str,
-) {
+fn end_old_instance(pid: i32, ticks: u64, sig: i32, grace: Duration, cgroup: Option<Cgroup>, marker: &str) {
     if tree::is_same_process(pid, ticks) {
         let before = tree::descendants(pid);
         // SAFETY: kill(2) on the group the old instance leads, verified by its start time.

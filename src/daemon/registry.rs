@@ -35,7 +35,9 @@ impl Registry {
                 let Target::Name(name) = t else { continue };
                 return Err(ErrorReply {
                     kind: ErrorKind::NotFound,
-                    message: format!("no app has the name, id or namespace `{name}`\nhint: `herder list` shows the apps"),
+                    message: format!(
+                        "no app has the name, id or namespace `{name}`\nhint: `herder list` shows the apps"
+                    ),
                 });
             }
             ids.extend(found);
@@ -57,20 +59,14 @@ impl Registry {
                 if let Some(app) = self.by_name(s) {
                     return vec![app.id];
                 }
-                self.apps
-                    .values()
-                    .filter(|a| a.spec.namespace == *s)
-                    .map(|a| a.id)
-                    .collect()
+                self.apps.values().filter(|a| a.spec.namespace == *s).map(|a| a.id).collect()
             }
         }
     }
 
     /// Handles of the apps `ids` (those still present).
     pub fn handles(&self, ids: &[u32]) -> Vec<App> {
-        ids.iter()
-            .filter_map(|id| self.apps.get(id).cloned())
-            .collect()
+        ids.iter().filter_map(|id| self.apps.get(id).cloned()).collect()
     }
 }
 
@@ -80,11 +76,7 @@ impl App {
         AppInfo {
             id: self.id,
             spec: (*self.spec).clone(),
-            instances: self
-                .instances
-                .iter()
-                .map(|h| if memory { h.snapshot() } else { h.info() })
-                .collect(),
+            instances: self.instances.iter().map(|h| if memory { h.snapshot() } else { h.info() }).collect(),
             log_files: (0..self.instances.len() as u32)
                 .map(|i| crate::logs::instance_paths(paths, &self.spec.name, i))
                 .collect(),
@@ -101,20 +93,12 @@ mod tests {
     fn app(id: u32, name: &str, ns: &str) -> App {
         let mut spec = AppSpec::new(name, "/bin/true", PathBuf::from("/"));
         spec.namespace = ns.into();
-        App {
-            id,
-            spec: Arc::new(spec),
-            instances: Vec::new(),
-        }
+        App { id, spec: Arc::new(spec), instances: Vec::new() }
     }
 
     fn reg() -> Registry {
         let mut r = Registry::default();
-        for a in [
-            app(0, "web", "front"),
-            app(1, "worker", "back"),
-            app(2, "3", "back"),
-        ] {
+        for a in [app(0, "web", "front"), app(1, "worker", "back"), app(2, "3", "back")] {
             r.apps.insert(a.id, a);
         }
         r
@@ -127,17 +111,9 @@ mod tests {
         assert_eq!(r.resolve(&t("all")).unwrap(), vec![0, 1, 2]);
         assert_eq!(r.resolve(&t("1")).unwrap(), vec![1]);
         assert_eq!(r.resolve(&t("web")).unwrap(), vec![0]);
-        assert_eq!(
-            r.resolve(&t("3")).unwrap(),
-            vec![2],
-            "a name that looks like a missing id"
-        );
+        assert_eq!(r.resolve(&t("3")).unwrap(), vec![2], "a name that looks like a missing id");
         assert_eq!(r.resolve(&t("back")).unwrap(), vec![1, 2]);
-        assert_eq!(
-            r.resolve(&[Target::parse("web"), Target::parse("0")])
-                .unwrap(),
-            vec![0]
-        );
+        assert_eq!(r.resolve(&[Target::parse("web"), Target::parse("0")]).unwrap(), vec![0]);
         let err = r.resolve(&t("nope")).unwrap_err();
         assert_eq!(err.kind, ErrorKind::NotFound);
         assert!(err.message.contains("`nope`"));

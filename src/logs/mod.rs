@@ -25,34 +25,19 @@ thread_local! {
 
 /// A name made safe for a file name: anything but `[A-Za-z0-9._-]` becomes `-`.
 pub fn file_safe(name: &str) -> String {
-    name.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect()
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect()
 }
 
 /// The stdout and stderr log paths of one instance.
 pub fn instance_paths(paths: &Paths, name: &str, index: u32) -> (PathBuf, PathBuf) {
     let base = format!("{}-{index}", file_safe(name));
     let dir = paths.logs_dir();
-    (
-        dir.join(format!("{base}.out.log")),
-        dir.join(format!("{base}.err.log")),
-    )
+    (dir.join(format!("{base}.out.log")), dir.join(format!("{base}.err.log")))
 }
 
 /// Open a log file for appending (0640), creating it.
 pub fn open_append(path: &PathBuf) -> io::Result<File> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o640)
-        .open(path)
+    OpenOptions::new().create(true).append(true).mode(0o640).open(path)
 }
 
 /// Copy everything read from `pipe_fd` to `file` until the pipe closes.

@@ -33,10 +33,7 @@ pub struct Hello {
 
 impl Hello {
     pub fn current() -> Self {
-        Hello {
-            protocol: PROTOCOL_VERSION,
-            version: PROGRAM_VERSION.to_string(),
-        }
+        Hello { protocol: PROTOCOL_VERSION, version: PROGRAM_VERSION.to_string() }
     }
 }
 
@@ -46,11 +43,7 @@ pub enum HelloReply {
     /// Versions match; requests may follow.
     Welcome { version: String, pid: u32 },
     /// The versions differ; the connection is closed after this frame.
-    Mismatch {
-        protocol: u32,
-        version: String,
-        pid: u32,
-    },
+    Mismatch { protocol: u32, version: String, pid: u32 },
 }
 
 /// Which apps a command applies to.
@@ -126,7 +119,7 @@ pub enum Response {
         apps: Vec<AppInfo>,
     },
     Show {
-        app: AppInfo,
+        app: Box<AppInfo>,
     },
     Error(ErrorReply),
 }
@@ -402,26 +395,15 @@ mod tests {
     #[tokio::test]
     async fn frame_round_trip() {
         let (mut a, mut b) = tokio::io::duplex(1024);
-        write_frame(
-            &mut a,
-            &Request::Stop {
-                targets: vec![Target::parse("web")],
-            },
-        )
-        .await
-        .unwrap();
+        write_frame(&mut a, &Request::Stop { targets: vec![Target::parse("web")] }).await.unwrap();
         let got: Request = read_frame(&mut b).await.unwrap();
-        assert!(
-            matches!(got, Request::Stop { targets } if targets == vec![Target::Name("web".into())])
-        );
+        assert!(matches!(got, Request::Stop { targets } if targets == vec![Target::Name("web".into())]));
     }
 
     #[tokio::test]
     async fn oversized_frame_is_refused() {
         let (mut a, mut b) = tokio::io::duplex(64);
-        a.write_all(&((MAX_FRAME as u32) + 1).to_be_bytes())
-            .await
-            .unwrap();
+        a.write_all(&((MAX_FRAME as u32) + 1).to_be_bytes()).await.unwrap();
         let got: Result<Request, _> = read_frame(&mut b).await;
         assert!(matches!(got, Err(FrameError::TooLarge(_))));
     }

@@ -46,9 +46,7 @@ impl CgroupRoot {
 
     /// The group of one instance (not created yet).
     pub fn instance(&self, app_id: u32, index: u32) -> Cgroup {
-        Cgroup {
-            path: self.path.join(format!("app-{app_id}-{index}")),
-        }
+        Cgroup { path: self.path.join(format!("app-{app_id}-{index}")) }
     }
 
     /// Groups left by an earlier daemon of this home.
@@ -83,10 +81,7 @@ fn unescape_mount(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
             out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
             i += 4;
         } else {
@@ -99,10 +94,7 @@ fn unescape_mount(s: &str) -> String {
 
 /// The `0::/path` line of /proc/self/cgroup.
 fn own_v2_group(cgroup: &str) -> Option<String> {
-    cgroup
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(|p| p.to_string())
+    cgroup.lines().find_map(|l| l.strip_prefix("0::")).map(|p| p.to_string())
 }
 
 /// One instance's group.
@@ -128,9 +120,7 @@ impl Cgroup {
             }
             Err(e) => return Err(e),
         }
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .open(self.path.join("cgroup.procs"))?;
+        let f = fs::OpenOptions::new().write(true).open(self.path.join("cgroup.procs"))?;
         Ok(f.into())
     }
 
@@ -223,10 +213,7 @@ mod tests {
     #[test]
     fn own_group_from_proc_self_cgroup() {
         let c = "4:memory:/x\n0::/user.slice/session-1.scope\n";
-        assert_eq!(
-            own_v2_group(c).as_deref(),
-            Some("/user.slice/session-1.scope")
-        );
+        assert_eq!(own_v2_group(c).as_deref(), Some("/user.slice/session-1.scope"));
         assert_eq!(own_v2_group("4:memory:/x\n"), None);
     }
 }

@@ -75,17 +75,10 @@ impl InstanceHandle {
         spec: Arc<AppSpec>,
         mut info: InstanceInfo,
     ) -> InstanceHandle {
-        let cgroup = ctx
-            .cgroups
-            .as_ref()
-            .map(|root| root.instance(app_id, index));
+        let cgroup = ctx.cgroups.as_ref().map(|root| root.instance(app_id, index));
         info.index = index;
         info.pid = None;
-        info.status = if info.status == Status::Errored {
-            Status::Errored
-        } else {
-            Status::Stopped
-        };
+        info.status = if info.status == Status::Errored { Status::Errored } else { Status::Stopped };
         info.cgroup = cgroup.as_ref().map(|c| c.path.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(info.clone());
@@ -137,9 +130,7 @@ impl InstanceHandle {
     }
 
     pub async fn signal(&self, sig: i32) -> Result<(), String> {
-        self.ask(|tx| Cmd::Signal(sig, tx))
-            .await
-            .unwrap_or_else(|| Err("the instance is gone".into()))
+        self.ask(|tx| Cmd::Signal(sig, tx)).await.unwrap_or_else(|| Err("the instance is gone".into()))
     }
 
     pub async fn reset(&self) {
@@ -197,10 +188,7 @@ struct Actor {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Actor {
@@ -257,9 +245,7 @@ impl Actor {
         if let Some(cg) = &self.cgroup {
             if cg.populated() {
                 let cg = cg.clone();
-                let _ =
-                    tokio::task::spawn_blocking(move || cg.kill_and_wait(Duration::from_secs(5)))
-                        .await;
+                let _ = tokio::task::spawn_blocking(move || cg.kill_and_wait(Duration::from_secs(5))).await;
             }
             cg.remove();
         }
@@ -360,13 +346,8 @@ impl Actor {
         if std::mem::take(&mut self.auto_restart_pending) {
             self.info.restarts += 1;
         }
-        let spawned = spawn::spawn_instance(
-            &self.ctx,
-            &self.spec,
-            self.info.index,
-            self.cgroup.as_ref(),
-            &self.marker,
-        );
+        let spawned =
+            spawn::spawn_instance(&self.ctx, &self.spec, self.info.index, self.cgroup.as_ref(), &self.marker);
         match spawned {
             Ok(s) => {
                 self.info.pid = Some(s.pid as u32);
@@ -376,11 +357,7 @@ impl Actor {
                 self.info.reason = None;
                 self.publish();
                 tracing::info!(app = %self.spec.name, instance = self.info.index, pid = s.pid, "started");
-                Phase::Running(Running {
-                    pid: s.pid,
-                    exit: s.exit,
-                    started: s.started,
-                })
+                Phase::Running(Running { pid: s.pid, exit: s.exit, started: s.started })
             }
             Err(e) => {
                 self.info.pid = None;
@@ -395,11 +372,7 @@ impl Actor {
 
     fn record_exit(&mut self, exit: ExitReason, started: Instant) -> u64 {
         let uptime_ms = started.elapsed().as_millis() as u64;
-        let rec = ExitRecord {
-            at_ms: now_ms(),
-            reason: exit,
-            uptime_ms,
-        };
+        let rec = ExitRecord { at_ms: now_ms(), reason: exit, uptime_ms };
         self.info.last_exit = Some(rec.clone());
         self.info.history.push(rec);
         if self.info.history.len() > HISTORY_LEN {
@@ -461,21 +434,13 @@ impl Actor {
         self.info.status = Status::Stopping;
         self.publish();
         let sig = spawn::signal_number(&self.spec.kill_signal).unwrap_or(libc::SIGTERM);
-        let tree_before = if self.cgroup.is_none() {
-            tree::descendants(run.pid)
-        } else {
-            Vec::new()
-        };
+        let tree_before = if self.cgroup.is_none() { tree::descendants(run.pid) } else { Vec::new() };
         // SAFETY: kill(2) on the process group the instance leads (it called setsid).
         if unsafe { libc::kill(-run.pid, sig) } != 0 {
             unsafe { libc::kill(run.pid, sig) };
         }
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(self.spec.kill_timeout_ms);
-        let mut exit = tokio::time::timeout_at(deadline, &mut run.exit)
-            .await
-            .ok()
-            .and_then(Result::ok);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.spec.kill_timeout_ms);
+        let mut exit = tokio::time::timeout_at(deadline, &mut run.exit).await.ok().and_then(Result::ok);
         // Children in the group got the signal too: give them the rest of the grace period.
         let mut pause = Duration::from_millis(1);
         while exit.is_some() && group_alive(run.pid) && tokio::time::Instant::now() < deadline {
@@ -484,10 +449,8 @@ impl Actor {
         }
         self.kill_everything(run.pid, tree_before).await;
         if exit.is_none() {
-            exit = tokio::time::timeout(Duration::from_secs(5), &mut run.exit)
-                .await
-                .ok()
-                .and_then(Result::ok);
+            exit =
+                tokio::time::timeout(Duration::from_secs(5), &mut run.exit).await.ok().and_then(Result::ok);
         }
         let exit = exit.unwrap_or(ExitReason::Signal(libc::SIGKILL));
         self.record_exit(exit, run.started);
@@ -498,8 +461,7 @@ impl Actor {
     /// descendants and any re-parented process that carries its marker.
     async fn kill_everything(&self, pid: i32, tree_before: Vec<i32>) {
         if let Some(cg) = self.cgroup.clone() {
-            let _ =
-                tokio::task::spawn_blocking(move || cg.kill_and_wait(Duration::from_secs(5))).await;
+            let _ = tokio::task::spawn_blocking(move || cg.kill_and_wait(Duration::from_secs(5))).await;
             return;
         }
         let marker = self.marker.clone();

@@ -30,16 +30,9 @@ pub enum Decision {
 pub fn on_exit(spec: &AppSpec, st: &mut PolicyState, exit: ExitReason, uptime_ms: u64) -> Decision {
     let code_stops = matches!(exit, ExitReason::Code(c) if spec.stop_exit_codes.contains(&c));
     if !spec.autorestart || code_stops {
-        let why = if code_stops {
-            "its code is in `stop_exit_codes`"
-        } else {
-            "`autorestart` is off"
-        };
+        let why = if code_stops { "its code is in `stop_exit_codes`" } else { "`autorestart` is off" };
         return match exit {
-            ExitReason::Code(0) => Decision::Halt {
-                status: Status::Stopped,
-                reason: None,
-            },
+            ExitReason::Code(0) => Decision::Halt { status: Status::Stopped, reason: None },
             other => Decision::Halt {
                 status: Status::Errored,
                 reason: Some(format!("exited with {other}; not restarted because {why}")),
@@ -67,9 +60,7 @@ pub fn on_exit(spec: &AppSpec, st: &mut PolicyState, exit: ExitReason, uptime_ms
             }
             let next = match st.backoff_ms {
                 None => first,
-                Some(prev) => ((prev as f64 * 1.5) as u64)
-                    .min(BACKOFF_MAX_MS)
-                    .max(first.min(BACKOFF_MAX_MS)),
+                Some(prev) => ((prev as f64 * 1.5) as u64).min(BACKOFF_MAX_MS).max(first.min(BACKOFF_MAX_MS)),
             };
             st.backoff_ms = Some(next);
             next
@@ -94,15 +85,7 @@ mod tests {
 
     #[test]
     fn table() {
-        type Case = (
-            &'static str,
-            fn(&mut AppSpec),
-            PolicyState,
-            ExitReason,
-            u64,
-            Decision,
-            u32,
-        );
+        type Case = (&'static str, fn(&mut AppSpec), PolicyState, ExitReason, u64, Decision, u32);
         let cases: Vec<Case> = vec![
             (
                 "crash restarts at once",
@@ -113,15 +96,7 @@ mod tests {
                 restart(0),
                 0,
             ),
-            (
-                "kill -9 restarts",
-                |_| {},
-                PolicyState::default(),
-                ExitReason::Signal(9),
-                5_000,
-                restart(0),
-                0,
-            ),
+            ("kill -9 restarts", |_| {}, PolicyState::default(), ExitReason::Signal(9), 5_000, restart(0), 0),
             (
                 "restart_delay applies",
                 |s| s.restart_delay_ms = 250,
@@ -143,10 +118,7 @@ mod tests {
             (
                 "a stable run resets the unstable count",
                 |_| {},
-                PolicyState {
-                    unstable: 5,
-                    backoff_ms: None,
-                },
+                PolicyState { unstable: 5, backoff_ms: None },
                 ExitReason::Code(1),
                 5_000,
                 restart(0),
@@ -155,10 +127,7 @@ mod tests {
             (
                 "max_restarts unstable runs still restart",
                 |s| s.max_restarts = 3,
-                PolicyState {
-                    unstable: 2,
-                    backoff_ms: None,
-                },
+                PolicyState { unstable: 2, backoff_ms: None },
                 ExitReason::Code(1),
                 10,
                 restart(0),
@@ -170,10 +139,7 @@ mod tests {
                 PolicyState::default(),
                 ExitReason::Code(0),
                 10,
-                Decision::Halt {
-                    status: Status::Stopped,
-                    reason: None,
-                },
+                Decision::Halt { status: Status::Stopped, reason: None },
                 0,
             ),
             (
@@ -216,26 +182,17 @@ mod tests {
         let mut st = PolicyState::default();
         assert!(matches!(
             on_exit(&s, &mut st, ExitReason::Code(3), 5_000),
-            Decision::Halt {
-                status: Status::Errored,
-                ..
-            }
+            Decision::Halt { status: Status::Errored, .. }
         ));
         assert!(matches!(
             on_exit(&s, &mut st, ExitReason::Code(0), 5_000),
-            Decision::Halt {
-                status: Status::Stopped,
-                ..
-            }
+            Decision::Halt { status: Status::Stopped, .. }
         ));
         assert_eq!(on_exit(&s, &mut st, ExitReason::Code(2), 5_000), restart(0));
         s.autorestart = false;
         assert!(matches!(
             on_exit(&s, &mut st, ExitReason::Signal(9), 5_000),
-            Decision::Halt {
-                status: Status::Errored,
-                ..
-            }
+            Decision::Halt { status: Status::Errored, .. }
         ));
     }
 
@@ -256,9 +213,6 @@ mod tests {
             on_exit(&s, &mut st, ExitReason::Code(1), 5);
         }
         assert_eq!(st.backoff_ms, Some(BACKOFF_MAX_MS));
-        assert_eq!(
-            on_exit(&s, &mut st, ExitReason::Code(1), BACKOFF_RESET_MS),
-            restart(100)
-        );
+        assert_eq!(on_exit(&s, &mut st, ExitReason::Code(1), BACKOFF_RESET_MS), restart(100));
     }
 }

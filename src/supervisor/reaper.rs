@@ -56,10 +56,7 @@ impl Reaper {
     /// Register a pid that is already our child (an instance adopted across a re-exec).
     pub fn watch(&self, pid: i32) -> oneshot::Receiver<ExitReason> {
         let (tx, rx) = oneshot::channel();
-        self.waiters
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(pid, tx);
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, tx);
         // It may have exited already; a pass now delivers that.
         reap_all(&self.waiters);
         rx

@@ -48,21 +48,15 @@ pub fn spawn_instance(
     cgroup: Option<&Cgroup>,
     marker: &str,
 ) -> Result<Spawned, SpawnError> {
-    let err = |what: String| SpawnError {
-        program: spec.program.clone(),
-        what,
-    };
+    let err = |what: String| SpawnError { program: spec.program.clone(), what };
     if !spec.cwd.is_dir() {
-        return Err(err(format!(
-            "its working directory {} does not exist",
-            spec.cwd.display()
-        )));
+        return Err(err(format!("its working directory {} does not exist", spec.cwd.display())));
     }
     let (out_path, err_path) = logs::instance_paths(&ctx.paths, &spec.name, index);
-    let out_file = logs::open_append(&out_path)
-        .map_err(|e| err(format!("cannot open {}: {e}", out_path.display())))?;
-    let err_file = logs::open_append(&err_path)
-        .map_err(|e| err(format!("cannot open {}: {e}", err_path.display())))?;
+    let out_file =
+        logs::open_append(&out_path).map_err(|e| err(format!("cannot open {}: {e}", out_path.display())))?;
+    let err_file =
+        logs::open_append(&err_path).map_err(|e| err(format!("cannot open {}: {e}", err_path.display())))?;
 
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
@@ -107,10 +101,7 @@ pub fn spawn_instance(
         });
     }
 
-    let (mut child, exit) = ctx
-        .reaper
-        .spawn(&mut cmd)
-        .map_err(|e| err(describe_spawn_error(&e)))?;
+    let (mut child, exit) = ctx.reaper.spawn(&mut cmd).map_err(|e| err(describe_spawn_error(&e)))?;
     let started = Instant::now();
     drop(procs);
     let pid = child.id() as i32;
@@ -121,12 +112,7 @@ pub fn spawn_instance(
     if let Some(errp) = child.stderr.take() {
         logs::capture(OwnedFd::from(errp), err_file, &spec.name, index);
     }
-    Ok(Spawned {
-        pid,
-        start_ticks,
-        started,
-        exit,
-    })
+    Ok(Spawned { pid, start_ticks, started, exit })
 }
 
 fn describe_spawn_error(e: &io::Error) -> String {

@@ -92,6 +92,15 @@ pub fn rss_bytes(pid: i32) -> Option<u64> {
     Some(pages * page.max(4096) as u64)
 }
 
+/// Children of the daemon that carry `marker`: descendants of an instance that were
+/// re-parented to the daemon (a subreaper) when their parent died.
+pub fn find_children_marked(marker: &str) -> Vec<i32> {
+    children(std::process::id() as i32)
+        .into_iter()
+        .filter(|&p| marker_of(p).as_deref() == Some(marker))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,10 +116,8 @@ mod tests {
 
     #[test]
     fn descendants_of_a_shell_tree() {
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "sleep 30 & sleep 30 & wait"])
-            .spawn()
-            .unwrap();
+        let mut child =
+            std::process::Command::new("sh").args(["-c", "sleep 30 & sleep 30 & wait"]).spawn().unwrap();
         let pid = child.id() as i32;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while descendants(pid).len() < 2 && std::time::Instant::now() < deadline {
@@ -123,13 +130,4 @@ mod tests {
         }
         child.wait().unwrap();
     }
-}
-
-/// Children of the daemon that carry `marker`: descendants of an instance that were
-/// re-parented to the daemon (a subreaper) when their parent died.
-pub fn find_children_marked(marker: &str) -> Vec<i32> {
-    children(std::process::id() as i32)
-        .into_iter()
-        .filter(|&p| marker_of(p).as_deref() == Some(marker))
-        .collect()
 }

@@ -19,18 +19,8 @@ fn check_rejected(h: &TestHome, file: &str, text: &str, expect: &[&str]) {
 fn bad_configs_are_rejected_with_locations_and_running_apps_are_untouched() {
     let h = TestHome::new();
     let tag = h.tag("keep");
-    h.ok(&[
-        "start",
-        fixture("idle.sh").to_str().unwrap(),
-        "--name",
-        "keep",
-        "--",
-        &tag,
-    ]);
-    let pid = h
-        .wait_status("keep", Status::Online, Duration::from_secs(10))
-        .instances[0]
-        .pid;
+    h.ok(&["start", fixture("idle.sh").to_str().unwrap(), "--name", "keep", "--", &tag]);
+    let pid = h.wait_status("keep", Status::Online, Duration::from_secs(10)).instances[0].pid;
 
     let script = fixture("idle.sh");
     let script = script.to_str().unwrap();
@@ -49,9 +39,7 @@ fn bad_configs_are_rejected_with_locations_and_running_apps_are_untouched() {
     check_rejected(
         &h,
         "duration.toml",
-        &format!(
-            "[[apps]]\nname = \"other\"\nscript = \"{script}\"\nrestart_delay = \"10 parsecs\"\n"
-        ),
+        &format!("[[apps]]\nname = \"other\"\nscript = \"{script}\"\nrestart_delay = \"10 parsecs\"\n"),
         &["duration.toml:4:17", "restart_delay"],
     );
     check_rejected(
@@ -64,26 +52,15 @@ fn bad_configs_are_rejected_with_locations_and_running_apps_are_untouched() {
     let apps = h.list();
     assert_eq!(apps.len(), 1, "nothing was started");
     assert_eq!(apps[0].spec.name, "keep");
-    assert_eq!(
-        apps[0].instances[0].pid, pid,
-        "the running app was not restarted"
-    );
+    assert_eq!(apps[0].instances[0].pid, pid, "the running app was not restarted");
     assert_eq!(apps[0].instances[0].restarts, 0);
 }
 
 #[test]
 fn bad_flags_name_the_flag() {
     let h = TestHome::new();
-    let err = h.fails(&[
-        "start",
-        fixture("idle.sh").to_str().unwrap(),
-        "--restart-delay",
-        "soon",
-    ]);
-    assert!(
-        err.contains("--restart-delay") && err.contains("soon"),
-        "{err}"
-    );
+    let err = h.fails(&["start", fixture("idle.sh").to_str().unwrap(), "--restart-delay", "soon"]);
+    assert!(err.contains("--restart-delay") && err.contains("soon"), "{err}");
     let err = h.fails(&["start", "./no-such-script.js"]);
     assert!(err.contains("no-such-script.js"), "{err}");
 }
@@ -105,8 +82,7 @@ fn a_config_file_starts_its_apps_and_restarts_them_when_started_again() {
     let two = h.wait_status("two", Status::Online, Duration::from_secs(10));
     assert_eq!(one.spec.kill_timeout_ms, 2000);
     assert_eq!(two.spec.env.get("GREETING").map(String::as_str), Some("hi"));
-    let environ =
-        std::fs::read(format!("/proc/{}/environ", two.instances[0].pid.unwrap())).unwrap();
+    let environ = std::fs::read(format!("/proc/{}/environ", two.instances[0].pid.unwrap())).unwrap();
     assert!(environ.split(|b| *b == 0).any(|kv| kv == b"GREETING=hi"));
     // Starting the file again restarts the running apps instead of adding copies.
     h.ok(&["start", path.to_str().unwrap()]);

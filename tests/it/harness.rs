@@ -10,9 +10,7 @@ use herder::protocol::{AppInfo, Status};
 pub const BIN: &str = env!("CARGO_BIN_EXE_herder");
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 /// Poll `f` until it returns `Some`, with a deadline; panics naming `what` on timeout.
@@ -34,9 +32,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // A zombie is dead for our purposes.
-        Ok(s) => !s
-            .rsplit_once(')')
-            .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+        Ok(s) => !s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -65,27 +61,19 @@ pub struct TestHome {
 
 impl TestHome {
     pub fn new() -> TestHome {
-        let dir = tempfile::Builder::new()
-            .prefix("herder-test-")
-            .tempdir()
-            .unwrap();
+        let dir = tempfile::Builder::new().prefix("herder-test-").tempdir().unwrap();
         let home = dir.path().join("home");
         TestHome { dir, home }
     }
 
     /// A unique tag for this test's processes.
     pub fn tag(&self, what: &str) -> String {
-        format!(
-            "{}-{what}",
-            self.dir.path().file_name().unwrap().to_string_lossy()
-        )
+        format!("{}-{what}", self.dir.path().file_name().unwrap().to_string_lossy())
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(BIN);
-        c.args(args)
-            .env("HERDER_HOME", &self.home)
-            .current_dir(self.dir.path());
+        c.args(args).env("HERDER_HOME", &self.home).current_dir(self.dir.path());
         c
     }
 
@@ -122,29 +110,19 @@ impl TestHome {
     }
 
     pub fn app(&self, name: &str) -> AppInfo {
-        self.list()
-            .into_iter()
-            .find(|a| a.spec.name == name)
-            .unwrap_or_else(|| panic!("no app `{name}`"))
+        self.list().into_iter().find(|a| a.spec.name == name).unwrap_or_else(|| panic!("no app `{name}`"))
     }
 
     /// Wait until every instance of `name` has `status`; returns the app.
     pub fn wait_status(&self, name: &str, status: Status, timeout: Duration) -> AppInfo {
         wait_for(&format!("`{name}` to be {status}"), timeout, || {
             let app = self.list().into_iter().find(|a| a.spec.name == name)?;
-            app.instances
-                .iter()
-                .all(|i| i.status == status)
-                .then_some(app)
+            app.instances.iter().all(|i| i.status == status).then_some(app)
         })
     }
 
     pub fn daemon_pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.home.join("daemon.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        std::fs::read_to_string(self.home.join("daemon.pid")).ok()?.trim().parse().ok()
     }
 
     pub fn write(&self, name: &str, text: &str) -> PathBuf {

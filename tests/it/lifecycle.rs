@@ -12,14 +12,7 @@ const T: Duration = Duration::from_secs(15);
 fn kill_9_of_an_app_is_restarted_and_shows_the_signal() {
     let h = TestHome::new();
     let tag = h.tag("victim");
-    h.ok(&[
-        "start",
-        fixture("idle.sh").to_str().unwrap(),
-        "--name",
-        "victim",
-        "--",
-        &tag,
-    ]);
+    h.ok(&["start", fixture("idle.sh").to_str().unwrap(), "--name", "victim", "--", &tag]);
     let app = h.wait_status("victim", Status::Online, T);
     let pid = app.instances[0].pid.unwrap();
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -41,37 +34,21 @@ fn kill_9_of_an_app_is_restarted_and_shows_the_signal() {
 fn an_app_that_exits_at_once_ends_errored_after_max_restarts_and_restart_revives_it() {
     let h = TestHome::new();
     let crash = fixture("crash.sh");
-    h.ok(&[
-        "start",
-        crash.to_str().unwrap(),
-        "--name",
-        "crashy",
-        "--max-restarts",
-        "3",
-        "--",
-        "7",
-    ]);
+    h.ok(&["start", crash.to_str().unwrap(), "--name", "crashy", "--max-restarts", "3", "--", "7"]);
     let app = h.wait_status("crashy", Status::Errored, T);
     let i = &app.instances[0];
-    assert_eq!(
-        i.restarts, 3,
-        "three restarts, then the fourth unstable run makes it errored"
-    );
+    assert_eq!(i.restarts, 3, "three restarts, then the fourth unstable run makes it errored");
     assert_eq!(i.last_exit.as_ref().unwrap().reason, ExitReason::Code(7));
     let reason = i.reason.as_deref().unwrap();
     assert!(reason.contains("unstable"), "{reason}");
     let table = h.ok(&["list"]);
-    assert!(
-        table.contains("errored") && table.contains("code 7"),
-        "{table}"
-    );
+    assert!(table.contains("errored") && table.contains("code 7"), "{table}");
 
     h.ok(&["restart", "crashy"]);
     // It runs again (and fails again): its history grows past the errored run.
     wait_for("crashy to run again", T, || {
         let i = h.app("crashy").instances[0].clone();
-        (i.history.len() > app.instances[0].history.len().min(9) || i.status != Status::Errored)
-            .then_some(())
+        (i.history.len() > app.instances[0].history.len().min(9) || i.status != Status::Errored).then_some(())
     });
 }
 
@@ -103,33 +80,13 @@ fn exponential_backoff_makes_the_gaps_grow() {
 fn stop_exit_codes_and_no_autorestart_leave_the_app_down() {
     let h = TestHome::new();
     let crash = fixture("crash.sh");
-    h.ok(&[
-        "start",
-        crash.to_str().unwrap(),
-        "--name",
-        "clean",
-        "--stop-exit-codes",
-        "0",
-        "--",
-        "0",
-    ]);
+    h.ok(&["start", crash.to_str().unwrap(), "--name", "clean", "--stop-exit-codes", "0", "--", "0"]);
     let app = h.wait_status("clean", Status::Stopped, T);
     assert_eq!(app.instances[0].restarts, 0);
-    h.ok(&[
-        "start",
-        crash.to_str().unwrap(),
-        "--name",
-        "once",
-        "--no-autorestart",
-        "--",
-        "3",
-    ]);
+    h.ok(&["start", crash.to_str().unwrap(), "--name", "once", "--no-autorestart", "--", "3"]);
     let app = h.wait_status("once", Status::Errored, T);
     assert_eq!(app.instances[0].restarts, 0);
-    assert_eq!(
-        app.instances[0].last_exit.as_ref().unwrap().reason,
-        ExitReason::Code(3)
-    );
+    assert_eq!(app.instances[0].last_exit.as_ref().unwrap().reason, ExitReason::Code(3));
 }
 
 #[test]
@@ -146,9 +103,7 @@ fn stop_start_restart_delete_reset_signal() {
         "--",
         &tag,
     ]);
-    let first = h.wait_status("cycle", Status::Online, T).instances[0]
-        .pid
-        .unwrap();
+    let first = h.wait_status("cycle", Status::Online, T).instances[0].pid.unwrap();
 
     h.ok(&["stop", "grp"]);
     h.wait_status("cycle", Status::Stopped, T);
@@ -156,9 +111,7 @@ fn stop_start_restart_delete_reset_signal() {
     assert!(pids_with_arg(&tag).is_empty());
 
     h.ok(&["start", "cycle"]);
-    let second = h.wait_status("cycle", Status::Online, T).instances[0]
-        .pid
-        .unwrap();
+    let second = h.wait_status("cycle", Status::Online, T).instances[0].pid.unwrap();
     assert_ne!(first, second);
 
     h.ok(&["restart", "0"]);
@@ -193,13 +146,9 @@ fn a_command_string_runs_without_a_shell_and_show_reports_it() {
     assert_eq!(app.spec.args, vec!["1000".to_string()]);
     let pid = app.instances[0].pid.unwrap();
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
-    assert!(
-        exe.to_string_lossy().contains("sleep"),
-        "runs sleep itself, not a shell: {exe:?}"
-    );
+    assert!(exe.to_string_lossy().contains("sleep"), "runs sleep itself, not a shell: {exe:?}");
     let shown = h.ok(&["show", "cmdstr"]);
     assert!(shown.contains("sleep 1000"), "{shown}");
-    let json: serde_json::Value =
-        serde_json::from_str(&h.ok(&["show", "cmdstr", "--json"])).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&h.ok(&["show", "cmdstr", "--json"])).unwrap();
     assert_eq!(json["spec"]["name"], "cmdstr");
 }

@@ -18,39 +18,18 @@ fn recovers_after_sigkill(extra_env: Option<(&str, &str)>) {
     }
     assert!(ping.output().unwrap().status.success());
     for (i, tag) in tags.iter().enumerate() {
-        h.ok(&[
-            "start",
-            fixture("idle.sh").to_str().unwrap(),
-            "--name",
-            &format!("app{i}"),
-            "--",
-            tag,
-        ]);
+        h.ok(&["start", fixture("idle.sh").to_str().unwrap(), "--name", &format!("app{i}"), "--", tag]);
     }
     let stopped = h.tag("stopped");
-    h.ok(&[
-        "start",
-        fixture("idle.sh").to_str().unwrap(),
-        "--name",
-        "parked",
-        "--",
-        &stopped,
-    ]);
+    h.ok(&["start", fixture("idle.sh").to_str().unwrap(), "--name", "parked", "--", &stopped]);
     h.ok(&["stop", "parked"]);
     let before: Vec<u32> = (0..3)
-        .map(|i| {
-            h.wait_status(&format!("app{i}"), Status::Online, T)
-                .instances[0]
-                .pid
-                .unwrap()
-        })
+        .map(|i| h.wait_status(&format!("app{i}"), Status::Online, T).instances[0].pid.unwrap())
         .collect();
 
     let daemon = h.daemon_pid().unwrap();
     unsafe { libc::kill(daemon as i32, libc::SIGKILL) };
-    wait_for("the daemon to die", T, || {
-        (!pid_alive(daemon)).then_some(())
-    });
+    wait_for("the daemon to die", T, || (!pid_alive(daemon)).then_some(()));
 
     // The next command starts a new daemon, which recovers before it answers.
     let apps = h.list();
@@ -63,11 +42,7 @@ fn recovers_after_sigkill(extra_env: Option<(&str, &str)>) {
         assert!(!pid_alive(before[i]), "the old instance of app{i} is gone");
         assert_eq!(pids_with_arg(tag), vec![pid], "app{i} runs exactly once");
     }
-    assert_eq!(
-        h.app("parked").instances[0].status,
-        Status::Stopped,
-        "a stopped app stays stopped"
-    );
+    assert_eq!(h.app("parked").instances[0].status, Status::Stopped, "a stopped app stays stopped");
     assert!(pids_with_arg(&stopped).is_empty());
 }
 

@@ -22,18 +22,11 @@ fn start_tree(h: &TestHome, name: &str) -> Vec<u32> {
         pidfile.to_str().unwrap(),
     ]);
     let app = h.wait_status(name, Status::Online, Duration::from_secs(10));
-    let mut pids = wait_for(
-        "the tree fixture to record its pids",
-        Duration::from_secs(10),
-        || {
-            let text = std::fs::read_to_string(&pidfile).ok()?;
-            let pids: Vec<u32> = text
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
-                .collect();
-            (pids.len() == 2).then_some(pids)
-        },
-    );
+    let mut pids = wait_for("the tree fixture to record its pids", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&pidfile).ok()?;
+        let pids: Vec<u32> = text.lines().filter_map(|l| l.split_whitespace().nth(1)?.parse().ok()).collect();
+        (pids.len() == 2).then_some(pids)
+    });
     pids.push(app.instances[0].pid.unwrap());
     for p in &pids {
         assert!(pid_alive(*p), "{p} alive before the stop");
@@ -44,10 +37,7 @@ fn start_tree(h: &TestHome, name: &str) -> Vec<u32> {
 fn assert_all_dead(pids: &[u32]) {
     // Nothing is waited for here: the command returned, so everything must already be gone.
     let alive: Vec<u32> = pids.iter().copied().filter(|p| pid_alive(*p)).collect();
-    assert!(
-        alive.is_empty(),
-        "still alive after the command returned: {alive:?}"
-    );
+    assert!(alive.is_empty(), "still alive after the command returned: {alive:?}");
 }
 
 #[test]
@@ -80,17 +70,10 @@ fn kill_leaves_no_process_of_any_app() {
 fn stop_without_cgroups_still_finds_the_grandchild() {
     let h = TestHome::new();
     // Force the fallback: process group, process tree and the instance marker.
-    let out = h
-        .cmd(&["ping"])
-        .env("HERDER_NO_CGROUP", "1")
-        .output()
-        .unwrap();
+    let out = h.cmd(&["ping"]).env("HERDER_NO_CGROUP", "1").output().unwrap();
     assert!(out.status.success());
     let info: serde_json::Value = serde_json::from_str(&h.ok(&["ping", "--json"])).unwrap();
-    assert!(
-        info["cgroup_root"].is_null(),
-        "the daemon runs without cgroups: {info}"
-    );
+    assert!(info["cgroup_root"].is_null(), "the daemon runs without cgroups: {info}");
     let pids = start_tree(&h, "tree-nocg");
     h.ok(&["stop", "tree-nocg"]);
     assert_all_dead(&pids);
