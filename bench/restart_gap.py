@@ -144,7 +144,7 @@ def main():
     }
     c.save_results("restart_gap", {
         "description": "gap (ms) between a 50 ms-lived python3 script's exit and its restart",
-        "rounds": args.rounds, "per_round": args.per_round,
+        "rounds": args.rounds, "restarts_per_round": args.per_round,
         "commands": {k: commands[k] for k in order},
         "interpreters": {k: sorted(v) for k, v in interps.items()},
         "summary": summ, "per_round": rounds,

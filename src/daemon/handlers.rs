@@ -24,7 +24,14 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         Request::Delete { targets } => delete(d, &targets).await,
         Request::Signal { signal, targets } => send_signal(d, &signal, &targets).await,
         Request::Reset { targets } => on_instances(d, &targets, |h| async move { h.reset().await }).await,
-        Request::List => Ok(Response::List { apps: list(d, None) }),
+        Request::List => {
+            // The table has no use for every app's whole environment; `show` has it.
+            let mut apps = list(d, None);
+            for a in &mut apps {
+                a.spec.env.clear();
+            }
+            Ok(Response::List { apps })
+        }
         Request::Show { target } => show(d, &target),
         Request::Kill => {
             let apps = stop_everything(d).await;

@@ -47,6 +47,8 @@ pub(crate) struct Daemon {
     pub registry: Mutex<Registry>,
     pub started: Instant,
     pub shutdown: Notify,
+    /// Serializes writes of `state.json` (they share one temporary file).
+    pub persisting: tokio::sync::Mutex<()>,
     pub subreaper: bool,
     pub cgroup_note: Option<String>,
 }
@@ -75,6 +77,7 @@ impl Daemon {
 
     /// Write `state.json` now.
     pub async fn persist(&self) {
+        let _one_at_a_time = self.persisting.lock().await;
         let st = self.persisted();
         let path = self.ctx.paths.state();
         let res = tokio::task::spawn_blocking(move || {
@@ -83,7 +86,7 @@ impl Daemon {
         })
         .await;
         match res {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => trim_memory(),
             Ok(Err(e)) => tracing::error!(error = %e, "cannot write state.json"),
             Err(e) => tracing::error!(error = %e, "state writer panicked"),
         }
@@ -98,9 +101,12 @@ pub fn run(paths: Paths) -> Result<(), DaemonError> {
     // SAFETY: prctl(2) with integer arguments only.
     let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0;
     let listener = bind(&paths)?;
+    limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
+        // Idle blocking threads (state writes, cgroup waits) go away soon: each holds a stack.
+        .thread_keep_alive(std::time::Duration::from_secs(2))
         .thread_name("herder")
         .enable_all()
         .build()
@@ -112,6 +118,25 @@ pub fn run(paths: Paths) -> Result<(), DaemonError> {
     // Blocking tasks (a stuck file system, say) must not keep the process alive.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
+}
+
+/// glibc gives each thread that allocates its own arena and keeps freed memory there; the
+/// daemon is small and mostly idle, so two arenas are plenty.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt(3) with a documented parameter, before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// Give memory freed after a burst (a large list, a state write) back to the system.
+pub(crate) fn trim_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim(3) has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Bind the control socket, 0600, replacing a stale one (we hold the lock, so no live daemon
@@ -137,14 +162,16 @@ fn bind(paths: &Paths) -> Result<StdUnixListener, DaemonError> {
 
 fn init_tracing(paths: &Paths) {
     let file = std::fs::OpenOptions::new().create(true).append(true).open(paths.daemon_log());
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HERDER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // `HERDER_LOG=debug` or `HERDER_LOG=herder::supervisor=debug,info`.
+    let filter: tracing_subscriber::filter::Targets = std::env::var("HERDER_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO));
     if let Ok(file) = file {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(Mutex::new(file))
-            .with_ansi(false)
-            .try_init();
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        let layer = tracing_subscriber::fmt::layer().with_writer(Mutex::new(file)).with_ansi(false);
+        let _ = tracing_subscriber::registry().with(layer).with(filter).try_init();
     }
 }
 
@@ -166,6 +193,7 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
         registry: Mutex::new(Registry::default()),
         started: Instant::now(),
         shutdown: Notify::new(),
+        persisting: tokio::sync::Mutex::new(()),
         subreaper,
         cgroup_note,
     });
@@ -261,7 +289,10 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
         };
         let is_kill = matches!(req, Request::Kill);
         let resp = handlers::handle(&daemon, req).await;
-        if protocol::write_frame(&mut stream, &resp).await.is_err() {
+        let written = protocol::write_frame(&mut stream, &resp).await;
+        drop(resp);
+        trim_memory();
+        if written.is_err() {
             return;
         }
         if is_kill {

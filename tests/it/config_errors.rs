@@ -81,7 +81,8 @@ fn a_config_file_starts_its_apps_and_restarts_them_when_started_again() {
     let one = h.wait_status("one", Status::Online, Duration::from_secs(10));
     let two = h.wait_status("two", Status::Online, Duration::from_secs(10));
     assert_eq!(one.spec.kill_timeout_ms, 2000);
-    assert_eq!(two.spec.env.get("GREETING").map(String::as_str), Some("hi"));
+    let shown: serde_json::Value = serde_json::from_str(&h.ok(&["show", "two", "--json"])).unwrap();
+    assert_eq!(shown["spec"]["env"]["GREETING"], "hi");
     let environ = std::fs::read(format!("/proc/{}/environ", two.instances[0].pid.unwrap())).unwrap();
     assert!(environ.split(|b| *b == 0).any(|kv| kv == b"GREETING=hi"));
     // Starting the file again restarts the running apps instead of adding copies.
