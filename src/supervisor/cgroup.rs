@@ -10,6 +10,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -108,20 +109,29 @@ impl Cgroup {
         Cgroup { path: path.into() }
     }
 
-    /// Create the group (an existing one is emptied first) and open its `cgroup.procs` for the
-    /// child to join between fork and exec.
-    pub fn prepare(&self) -> io::Result<OwnedFd> {
+    /// Create the group afresh and open the directory (for `CLONE_INTO_CGROUP`) and its
+    /// `cgroup.procs` (for kernels without it).
+    ///
+    /// An existing group is emptied and removed first, never reused: some kernels compare a
+    /// group's `cgroup.kill` count with the parent's when a child is cloned into it, and kill
+    /// every child cloned into a group that was ever killed.
+    pub fn prepare(&self) -> io::Result<(OwnedFd, OwnedFd)> {
+        if self.path.exists() {
+            if self.populated() {
+                self.kill_and_wait(Duration::from_secs(5));
+            }
+            if let Err(e) = fs::remove_dir(&self.path) {
+                tracing::warn!(cgroup = %self.path.display(), error = %e, "cannot remove the old cgroup; reusing it");
+            }
+        }
         match fs::create_dir(&self.path) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                if self.populated() {
-                    self.kill_and_wait(Duration::from_secs(5));
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }
-        let f = fs::OpenOptions::new().write(true).open(self.path.join("cgroup.procs"))?;
-        Ok(f.into())
+        let dir = fs::OpenOptions::new().read(true).custom_flags(libc::O_DIRECTORY).open(&self.path)?;
+        let procs = fs::OpenOptions::new().write(true).open(self.path.join("cgroup.procs"))?;
+        Ok((dir.into(), procs.into()))
     }
 
     /// Whether any process is in the group.

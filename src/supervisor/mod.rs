@@ -7,6 +7,7 @@
 //! waiting `kill_timeout`, then killing every process left ([`tree`], [`cgroup`]).
 
 pub mod cgroup;
+pub mod fork;
 pub mod policy;
 pub mod reaper;
 pub mod spawn;

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -44,12 +43,17 @@ impl Reaper {
         Ok(Reaper { waiters })
     }
 
-    /// Spawn `cmd` and register its pid; the receiver yields its exit.
-    pub fn spawn(&self, cmd: &mut Command) -> io::Result<(Child, oneshot::Receiver<ExitReason>)> {
+    /// Create a child with `make` and register its pid (given by `pid_of`) before anything
+    /// can reap it; the receiver yields its exit.
+    pub fn spawn_with<T>(
+        &self,
+        make: impl FnOnce() -> io::Result<T>,
+        pid_of: impl Fn(&T) -> i32,
+    ) -> io::Result<(T, oneshot::Receiver<ExitReason>)> {
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-        let child = cmd.spawn()?;
+        let child = make()?;
         let (tx, rx) = oneshot::channel();
-        waiters.insert(child.id() as i32, tx);
+        waiters.insert(pid_of(&child), tx);
         Ok((child, rx))
     }
 

@@ -3,14 +3,12 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
 
 use super::cgroup::Cgroup;
+use super::fork::{self, CgroupTarget, Plan};
 use super::tree;
 use super::Context;
 use crate::logs;
@@ -58,65 +56,49 @@ pub fn spawn_instance(
     let err_file =
         logs::open_append(&err_path).map_err(|e| err(format!("cannot open {}: {e}", err_path.display())))?;
 
-    let mut cmd = Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .current_dir(&spec.cwd)
-        .env_clear()
-        .envs(&spec.env)
-        .env("HERDER_HOME", &ctx.paths.home)
-        .env("HERDER_APP", &spec.name)
-        .env("HERDER_INSTANCE", index.to_string())
-        .env("NODE_APP_INSTANCE", index.to_string())
-        .env(tree::MARKER_VAR, marker)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let index_s = index.to_string();
+    let home = ctx.paths.home.to_string_lossy();
+    let extra = [
+        ("HERDER_HOME", home.as_ref()),
+        ("HERDER_APP", spec.name.as_str()),
+        ("HERDER_INSTANCE", index_s.as_str()),
+        ("NODE_APP_INSTANCE", index_s.as_str()),
+        (tree::MARKER_VAR, marker),
+    ];
+    let env = spec
+        .env
+        .iter()
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(extra.iter().copied());
+    let plan = Plan::new(&spec.program, spec.args.iter().map(String::as_str), env, &spec.cwd)
+        .map_err(|e| err(describe_spawn_error(&e)))?;
 
-    // The cgroup is joined from inside the child before exec, so that not even a fork the
-    // program makes first can escape it.
-    let procs: Option<OwnedFd> = match cgroup.map(Cgroup::prepare).transpose() {
-        Ok(fd) => fd,
+    let cg_fds = match cgroup.map(Cgroup::prepare).transpose() {
+        Ok(fds) => fds,
         Err(e) => {
             tracing::warn!(app = %spec.name, instance = index, error = %e, "cannot prepare the instance's cgroup; continuing without it");
             None
         }
     };
-    let procs_fd = procs.as_ref().map(|f| f.as_raw_fd());
-    // SAFETY: the closure only makes async-signal-safe calls (write, setsid, sigprocmask,
-    // signal) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some(fd) = procs_fd {
-                // Failure to join leaves the child in the daemon's group; stop still works
-                // through the process group.
-                libc::write(fd, b"0".as_ptr().cast(), 1);
-            }
-            if libc::setsid() < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-            Ok(())
-        });
-    }
-
-    let (mut child, exit) = ctx.reaper.spawn(&mut cmd).map_err(|e| err(describe_spawn_error(&e)))?;
+    let target = cg_fds.as_ref().map(|(dir, procs)| CgroupTarget { dir, procs });
+    let (pending, exit) = ctx
+        .reaper
+        .spawn_with(|| fork::clone_child(&plan, target), |p| p.pid)
+        .map_err(|e| err(describe_spawn_error(&e)))?;
+    let child = pending.wait_exec().map_err(|e| err(describe_spawn_error(&e)))?;
     let started = Instant::now();
-    drop(procs);
-    let pid = child.id() as i32;
+    drop(cg_fds);
+    let pid = child.pid;
     let start_ticks = tree::start_ticks(pid);
-    if let Some(out) = child.stdout.take() {
-        logs::capture(OwnedFd::from(out), out_file, &spec.name, index);
-    }
-    if let Some(errp) = child.stderr.take() {
-        logs::capture(OwnedFd::from(errp), err_file, &spec.name, index);
-    }
+    logs::capture(child.stdout, out_file, &spec.name, index);
+    logs::capture(child.stderr, err_file, &spec.name, index);
     Ok(Spawned { pid, start_ticks, started, exit })
 }
 
 fn describe_spawn_error(e: &io::Error) -> String {
     match e.kind() {
+        io::ErrorKind::NotFound if e.raw_os_error().is_none() => e.to_string(),
         io::ErrorKind::NotFound => "no such file or command".to_string(),
         io::ErrorKind::PermissionDenied => "permission denied (is it executable?)".to_string(),
         _ => e.to_string(),

@@ -78,3 +78,24 @@ fn stop_without_cgroups_still_finds_the_grandchild() {
     h.ok(&["stop", "tree-nocg"]);
     assert_all_dead(&pids);
 }
+
+/// Regression: on some kernels a child cloned into a cgroup that was once `cgroup.kill`ed is
+/// killed at birth, so an app stopped by `cgroup.kill` never came back up.
+#[test]
+fn an_app_started_again_after_a_stop_that_killed_its_cgroup_runs() {
+    let h = TestHome::new();
+    let pids = start_tree(&h, "tree-again");
+    h.ok(&["stop", "tree-again"]);
+    assert_all_dead(&pids);
+    let pidfile = h.dir.path().join("tree-again.pids");
+    std::fs::remove_file(&pidfile).unwrap();
+    h.ok(&["start", "tree-again"]);
+    // The fixture runs far enough to record its children again, and was not restarted.
+    wait_for("the restarted tree to record its pids", Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&pidfile).ok()?;
+        (text.lines().count() == 2).then_some(())
+    });
+    let app = h.app("tree-again");
+    assert_eq!(app.instances[0].status, Status::Online);
+    assert_eq!(app.instances[0].restarts, 0, "{:?}", app.instances[0].history);
+}

@@ -1,0 +1,290 @@
+//! Creating an instance's process: `clone3(CLONE_INTO_CGROUP)` places the child in its cgroup
+//! as it is created. Moving a process afterwards (writing to `cgroup.procs`) takes a global
+//! lock with an RCU grace period, which costs tens of milliseconds on every restart.
+//!
+//! Everything the child needs (paths, argv, envp, file descriptors) is prepared before the
+//! clone, so that between clone and exec the child makes only async-signal-safe system calls
+//! and never allocates. When the kernel has no `clone3` (before 5.3) or no `CLONE_INTO_CGROUP`
+//! (before 5.7), a plain fork is used and the child joins its cgroup by writing to
+//! `cgroup.procs` before exec.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// What to execute, ready for the child.
+pub struct Plan {
+    program: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: CString,
+}
+
+impl Plan {
+    /// `program` is looked up in the `PATH` of `env` unless it contains a `/`.
+    pub fn new<'a>(
+        program: &str,
+        args: impl IntoIterator<Item = &'a str>,
+        env: impl IntoIterator<Item = (&'a str, &'a str)>,
+        cwd: &Path,
+    ) -> io::Result<Plan> {
+        let envp: Vec<CString> =
+            env.into_iter().map(|(k, v)| cstring(format!("{k}={v}"))).collect::<Result<_, _>>()?;
+        let path_var = envp
+            .iter()
+            .find_map(|kv| kv.to_bytes().strip_prefix(b"PATH=").map(|p| p.to_vec()))
+            .unwrap_or_else(|| b"/usr/local/bin:/usr/bin:/bin".to_vec());
+        let resolved = resolve_program(program, &path_var, cwd)?;
+        let mut argv = vec![cstring(program)?];
+        for a in args {
+            argv.push(cstring(a)?);
+        }
+        Ok(Plan { program: cstring(resolved.as_os_str())?, argv, envp, cwd: cstring(cwd.as_os_str())? })
+    }
+}
+
+fn cstring(s: impl AsRef<OsStr>) -> io::Result<CString> {
+    CString::new(s.as_ref().as_bytes()).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in a program, argument or variable")
+    })
+}
+
+/// The executable `execve` will run: `program` itself when it has a `/` (relative to `cwd`),
+/// else the first executable file of that name in `path_var`.
+fn resolve_program(program: &str, path_var: &[u8], cwd: &Path) -> io::Result<PathBuf> {
+    if program.contains('/') {
+        return Ok(cwd.join(program));
+    }
+    for dir in path_var.split(|b| *b == b':') {
+        let dir = if dir.is_empty() { cwd.to_path_buf() } else { cwd.join(OsStr::from_bytes(dir)) };
+        let candidate = dir.join(program);
+        if is_executable_file(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(io::Error::new(io::ErrorKind::NotFound, format!("`{program}` is not in the app's PATH")))
+}
+
+fn is_executable_file(p: &Path) -> bool {
+    let Ok(c) = CString::new(p.as_os_str().as_bytes()) else { return false };
+    // SAFETY: access(2) with a valid C string.
+    p.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0
+}
+
+/// A started child with the read ends of its stdout and stderr.
+pub struct Child {
+    pub pid: i32,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// A cloned child that has not reached `exec` yet.
+pub struct Pending {
+    pub pid: i32,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    status: OwnedFd,
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) writes two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// Where the child goes.
+pub struct CgroupTarget<'a> {
+    /// The cgroup directory, for `CLONE_INTO_CGROUP`.
+    pub dir: &'a OwnedFd,
+    /// Its `cgroup.procs`, for the fallback.
+    pub procs: &'a OwnedFd,
+}
+
+/// Clone the child (into `cgroup` when given) to exec `plan` in a new session with stdin on
+/// /dev/null and stdout/stderr on new pipes. The caller registers the pid with the reaper
+/// (holding its lock around this call), then calls [`Pending::wait_exec`].
+pub fn clone_child(plan: &Plan, cgroup: Option<CgroupTarget<'_>>) -> io::Result<Pending> {
+    let devnull = std::fs::File::open("/dev/null")?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (status_r, status_w) = pipe()?;
+
+    let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let fds = ChildFds {
+        stdin: devnull.as_raw_fd(),
+        stdout: out_w.as_raw_fd(),
+        stderr: err_w.as_raw_fd(),
+        status: status_w.as_raw_fd(),
+    };
+
+    let mut join_procs: Option<RawFd> = None;
+    let pid = match &cgroup {
+        Some(cg) => {
+            let mut args = CloneArgs {
+                flags: CLONE_INTO_CGROUP,
+                exit_signal: libc::SIGCHLD as u64,
+                cgroup: cg.dir.as_raw_fd() as u64,
+                ..Default::default()
+            };
+            // SAFETY: clone3 without CLONE_VM and without a stack behaves like fork: the child
+            // gets a copy of this address space and returns here with 0.
+            let r = unsafe {
+                libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>())
+            };
+            if r == -1 && clone3_unsupported(io::Error::last_os_error()) {
+                join_procs = Some(cg.procs.as_raw_fd());
+                // SAFETY: fork(2); the child only runs `exec_child`.
+                unsafe { libc::fork() as libc::c_long }
+            } else {
+                r
+            }
+        }
+        // SAFETY: as above.
+        None => unsafe { libc::fork() as libc::c_long },
+    };
+    if pid == 0 {
+        // SAFETY: in the child; every pointer refers to memory prepared above.
+        unsafe { exec_child(plan, &argv, &envp, &fds, join_procs) }
+    }
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    drop((out_w, err_w, status_w, devnull));
+    Ok(Pending { pid: pid as i32, stdout: out_r, stderr: err_r, status: status_r })
+}
+
+impl Pending {
+    /// Wait until the child has called `exec` (success) or failed before it (its errno).
+    pub fn wait_exec(self) -> io::Result<Child> {
+        let status_r = self.status;
+        // The status pipe closes on exec (it is close-on-exec); before that, a failing child
+        // writes its errno into it.
+        let mut errno = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            // SAFETY: read(2) into a local buffer.
+            let n = unsafe { libc::read(status_r.as_raw_fd(), errno[got..].as_mut_ptr().cast(), 4 - got) };
+            if n == 0 {
+                break;
+            }
+            if n < 0 {
+                if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                break;
+            }
+            got += n as usize;
+        }
+        if got == 4 {
+            return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
+        }
+        Ok(Child { pid: self.pid, stdout: self.stdout, stderr: self.stderr })
+    }
+}
+
+fn clone3_unsupported(e: io::Error) -> bool {
+    // ENOSYS: no clone3; EINVAL/E2BIG: no CLONE_INTO_CGROUP or a smaller struct.
+    matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::E2BIG))
+}
+
+struct ChildFds {
+    stdin: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+    status: RawFd,
+}
+
+/// The child between clone and exec: async-signal-safe calls only, no allocation.
+unsafe fn exec_child(
+    plan: &Plan,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+    fds: &ChildFds,
+    join_procs: Option<RawFd>,
+) -> ! {
+    // SAFETY (whole body): plain system calls on descriptors and C strings prepared by the
+    // parent.
+    unsafe {
+        let fail = |status: RawFd| -> ! {
+            let e = *libc::__errno_location();
+            libc::write(status, (&e as *const i32).cast(), 4);
+            libc::_exit(127)
+        };
+        if let Some(procs) = join_procs {
+            // Failure leaves the child in the daemon's group; stop still works through the
+            // process group and the process tree.
+            libc::write(procs, b"0".as_ptr().cast(), 1);
+        }
+        if libc::setsid() < 0 {
+            fail(fds.status);
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        // Rust ignores SIGPIPE; apps expect the default. (Handlers are reset by exec.)
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        for (src, dst) in [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)] {
+            if src == dst {
+                let flags = libc::fcntl(src, libc::F_GETFD);
+                libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(src, dst) < 0 {
+                fail(fds.status);
+            }
+        }
+        if libc::chdir(plan.cwd.as_ptr()) < 0 {
+            fail(fds.status);
+        }
+        libc::execve(plan.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
+        fail(fds.status)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn programs_resolve_through_path_relative_to_cwd() {
+        let cwd = Path::new("/");
+        assert_eq!(
+            resolve_program("sh", b"/nonexistent:/bin:/usr/bin", cwd).unwrap().file_name().unwrap(),
+            "sh"
+        );
+        assert_eq!(resolve_program("./x", b"/bin", Path::new("/srv")).unwrap(), PathBuf::from("/srv/./x"));
+        let e = resolve_program("no-such-program-here", b"/bin", cwd).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains("no-such-program-here"));
+    }
+
+    #[test]
+    fn nul_bytes_are_refused() {
+        assert!(Plan::new("sh", ["a\0b"], [], Path::new("/")).is_err());
+    }
+}
