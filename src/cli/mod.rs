@@ -51,6 +51,12 @@ pub enum Cmd {
     Reset(Targets),
     /// Check that the daemon runs (starting it if needed) and print its pid and version
     Ping(JsonFlag),
+    /// Check a config file and report every error in it (nothing is started)
+    Validate(ValidateArgs),
+    /// Write a commented herder.toml to start from
+    Init(InitArgs),
+    /// Print the herder.toml equivalent to a config file (a PM2 ecosystem file, YAML, JSON)
+    Convert(ConvertArgs),
     /// Stop every app, then the daemon
     Kill,
     /// Run the daemon in the foreground
@@ -98,6 +104,28 @@ pub struct RestartArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The config file (herder.toml, .yaml, .json, ecosystem.config.js …)
+    pub file: String,
+    /// Check with the apps' `env_<name>` applied
+    #[arg(long = "env", value_name = "NAME")]
+    pub env_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write it
+    #[arg(default_value = "herder.toml")]
+    pub file: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertArgs {
+    /// The config file to convert (e.g. ecosystem.config.js)
+    pub file: String,
+}
+
+#[derive(Debug, Args)]
 pub struct StartArgs {
     /// A script, a command string, a config file (herder.toml), or existing apps
     #[arg(required = true)]
@@ -140,6 +168,12 @@ pub struct StartArgs {
     /// Exit codes that stop the app instead of restarting it
     #[arg(long, num_args = 1.., value_delimiter = ',')]
     pub stop_exit_codes: Vec<String>,
+    /// With a config file: start only these apps (by name)
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub only: Vec<String>,
+    /// With a config file: apply each app's `env_<name>` (e.g. `--env production`)
+    #[arg(long = "env", value_name = "NAME")]
+    pub env_name: Option<String>,
     /// Arguments for the app, after `--`
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -234,6 +268,9 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::Kill => kill(paths).await,
+        Cmd::Validate(a) => validate(&a),
+        Cmd::Init(a) => init(&a),
+        Cmd::Convert(a) => convert(&a),
         Cmd::Daemon => unreachable!("handled before the runtime starts"),
     }
 }
@@ -325,10 +362,17 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
         if !first_path.is_file() {
             bail!("config file {} not found", first_path.display());
         }
-        return match config::load_file(&first_path, &ctx) {
-            Ok(specs) => act(paths, Request::Start { specs }).await,
+        let opts = config::LoadOptions { env_name: a.env_name.clone(), only: a.only.clone() };
+        return match config::load(Path::new(first), &opts, &ctx) {
+            Ok(loaded) => {
+                print_warnings(&loaded.warnings);
+                act(paths, Request::Start { specs: loaded.specs }).await
+            }
             Err(errors) => config_failed(&errors),
         };
+    }
+    if !a.only.is_empty() || a.env_name.is_some() {
+        bail!("`--only` and `--env` select apps and environments of a config file\nhint: herder start ecosystem.config.js --env production");
     }
     // A script file or a command string.
     let is_command = a.targets.len() == 1 && (first_path.is_file() || first.contains(char::is_whitespace));
@@ -360,8 +404,71 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
     }
 }
 
+/// Print warnings about a config (options herder ignores), one per line, on stderr.
+fn print_warnings(warnings: &[config::ConfigError]) {
+    for w in warnings {
+        eprintln!("{}", w.as_warning());
+    }
+}
+
+/// `herder validate <file>`: every error of the file, or a summary of its apps.
+fn validate(a: &ValidateArgs) -> Result<i32> {
+    let ctx = resolve_context()?;
+    let opts = config::LoadOptions { env_name: a.env_name.clone(), only: Vec::new() };
+    match config::load(Path::new(&a.file), &opts, &ctx) {
+        Ok(loaded) => {
+            print_warnings(&loaded.warnings);
+            let names: Vec<String> = loaded
+                .specs
+                .iter()
+                .map(|s| {
+                    if s.instances == 1 {
+                        format!("`{}`", s.name)
+                    } else {
+                        format!("`{}` ×{}", s.name, s.instances)
+                    }
+                })
+                .collect();
+            out(&format!("{}: ok, {} app(s): {}\n", a.file, names.len(), names.join(", ")))?;
+            Ok(0)
+        }
+        Err(errors) => config_failed(&errors),
+    }
+}
+
+/// `herder init [file]`: a commented herder.toml, never over an existing file.
+fn init(a: &InitArgs) -> Result<i32> {
+    use std::fs::OpenOptions;
+    let path = Path::new(&a.file);
+    let file = OpenOptions::new().write(true).create_new(true).open(path);
+    let mut file = match file {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!("{} already exists; herder init does not overwrite it\nhint: give another path: herder init apps.toml", a.file)
+        }
+        Err(e) => return Err(anyhow!("cannot create {}: {e}", a.file)),
+    };
+    file.write_all(config::INIT_TEMPLATE.as_bytes()).with_context(|| format!("cannot write {}", a.file))?;
+    out(&format!("wrote {}; edit it, then run `herder start {}`\n", a.file, a.file))?;
+    Ok(0)
+}
+
+/// `herder convert <file>`: the equivalent herder.toml on stdout.
+fn convert(a: &ConvertArgs) -> Result<i32> {
+    let ctx = resolve_context()?;
+    match config::convert_file(Path::new(&a.file), &ctx) {
+        Ok((text, warnings)) => {
+            print_warnings(&warnings);
+            out(&text)?;
+            Ok(0)
+        }
+        Err(errors) => config_failed(&errors),
+    }
+}
+
 /// Print every config error (each already says `error:`) and fail; nothing was sent.
 fn config_failed(errors: &config::ConfigErrors) -> Result<i32> {
+    print_warnings(&errors.warnings);
     eprint!("{errors}");
     if !errors.to_string().ends_with('\n') {
         eprintln!();

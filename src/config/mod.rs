@@ -2,17 +2,25 @@
 //! of what the user wrote into a [`AppSpec`] the daemon can run.
 //!
 //! Public surface used by the CLI (keep it stable; the internals are free to change):
-//! - [`load_file`]: a config file (`herder.toml` for now) into resolved specs, or every error
-//!   of the file at once.
+//! - [`load`] / [`load_file`]: a config file (`herder.toml`, `.yaml`/`.yml`, `.json` including
+//!   PM2's JSON5-like `ecosystem.json`, `ecosystem.config.{js,cjs,mjs}` evaluated by `node`)
+//!   into resolved specs and warnings, or every error of the file at once.
+//! - [`convert_file`]: a config file as the equivalent `herder.toml`.
 //! - [`from_command`]: `herder start <script|"command string"> [flags]` into one spec.
 //! - [`is_config_file`]: whether a `start` argument names a config file.
+//! - [`INIT_TEMPLATE`]: the commented `herder.toml` that `herder init` writes.
 //!
 //! Inside, each format is parsed into one spanned tree ([`value::Value`]); one validator
 //! (`validate`) walks that tree into declarations, and `resolve` turns a declaration (from
 //! a file or from flags) into an [`AppSpec`]. Adding a format means adding a parser to the tree.
 
 mod command;
+mod convert;
+mod dotenv;
+mod format_js;
+mod format_json;
 mod format_toml;
+mod format_yaml;
 mod resolve;
 pub mod signal;
 pub mod units;
@@ -24,8 +32,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::protocol::AppSpec;
-use resolve::{normalize, Base, Origin};
-use value::Span;
+use resolve::{normalize, AppDecl, Base, Origin};
+use validate::Dialect;
+use value::{Span, Value};
 
 /// What resolution needs from the caller's world.
 #[derive(Debug, Clone)]
@@ -60,6 +69,8 @@ pub struct Overrides {
 #[derive(Debug, Clone)]
 pub struct ConfigErrors {
     pub errors: Vec<ConfigError>,
+    /// Warnings found on the way (printed before the errors).
+    pub warnings: Vec<ConfigError>,
 }
 
 /// One problem, with where it is.
@@ -99,10 +110,16 @@ impl ConfigError {
     }
 }
 
-impl fmt::Display for ConfigError {
-    /// `error: herder.toml:4:1: message`, then `  hint: …` on the next line when there is one.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("error: ")?;
+impl ConfigError {
+    /// The error as a warning: `warning: herder.toml:4:1: message` (and its hint).
+    pub fn as_warning(&self) -> String {
+        let mut out = String::new();
+        let _ = self.render(&mut out, "warning");
+        out
+    }
+
+    fn render(&self, f: &mut impl fmt::Write, prefix: &str) -> fmt::Result {
+        write!(f, "{prefix}: ")?;
         match (&self.file, self.line, self.column) {
             (Some(file), Some(line), Some(column)) => write!(f, "{}:{line}:{column}: ", file.display())?,
             (Some(file), Some(line), None) => write!(f, "{}:{line}: ", file.display())?,
@@ -119,16 +136,19 @@ impl fmt::Display for ConfigError {
     }
 }
 
+impl fmt::Display for ConfigError {
+    /// `error: herder.toml:4:1: message`, then `  hint: …` on the next line when there is one.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.render(f, "error")
+    }
+}
+
 impl std::error::Error for ConfigError {}
 
 impl ConfigErrors {
     /// Errors sorted by position (errors without one last), all tagged with `file` if given.
-    fn new(mut errors: Vec<ConfigError>, file: Option<&Path>) -> Self {
-        if let Some(file) = file {
-            errors = errors.into_iter().map(|e| e.in_file(file)).collect();
-        }
-        errors.sort_by_key(|e| (e.line.unwrap_or(usize::MAX), e.column.unwrap_or(0)));
-        ConfigErrors { errors }
+    fn new(errors: Vec<ConfigError>, file: Option<&Path>) -> Self {
+        ConfigErrors { errors: tag(errors, file), warnings: Vec::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -144,9 +164,21 @@ impl ConfigErrors {
     }
 }
 
+/// Sorts by position (entries without one last) and names `file` where no other file is named.
+fn tag(mut errors: Vec<ConfigError>, file: Option<&Path>) -> Vec<ConfigError> {
+    if let Some(file) = file {
+        for e in errors.iter_mut().filter(|e| e.file.is_none()) {
+            e.file = Some(file.to_path_buf());
+        }
+    }
+    // Errors located in another file (an env_file) come after those of the file itself.
+    errors.sort_by_key(|e| (e.file.as_deref() != file, e.line.unwrap_or(usize::MAX), e.column.unwrap_or(0)));
+    errors
+}
+
 impl From<ConfigError> for ConfigErrors {
     fn from(error: ConfigError) -> Self {
-        ConfigErrors { errors: vec![error] }
+        ConfigErrors { errors: vec![error], warnings: Vec::new() }
     }
 }
 
@@ -182,7 +214,7 @@ impl Format {
             Some(Format::Toml)
         } else if ends(&[".yaml", ".yml"]) {
             Some(Format::Yaml)
-        } else if ends(&[".json"]) {
+        } else if ends(&[".json", ".json5"]) {
             Some(Format::Json)
         } else if ends(&[".config.js", ".config.cjs", ".config.mjs"]) {
             Some(Format::Ecosystem)
@@ -192,37 +224,107 @@ impl Format {
     }
 }
 
-/// Loads a config file: every app resolved, or every error of the file at once. Relative
-/// paths in the file are relative to the file's directory; errors name `path` as given.
-pub fn load_file(path: &Path, ctx: &ResolveContext) -> Result<Vec<AppSpec>, ConfigErrors> {
-    let fail = |e: ConfigError| ConfigErrors::new(vec![e], Some(path));
+/// What `start` asks of a config file besides its path.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `--env <name>`: apply each app's `env_<name>`.
+    pub env_name: Option<String>,
+    /// `--only a,b`: load only these apps (by name); empty means all.
+    pub only: Vec<String>,
+}
+
+/// A loaded config: the apps, and warnings about options herder ignores.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub specs: Vec<AppSpec>,
+    pub warnings: Vec<ConfigError>,
+}
+
+/// The file's text and its tree. Errors carry no file name yet (except those in other files).
+fn read_tree(path: &Path, abs: &Path, ctx: &ResolveContext) -> Result<(Value, Dialect), ConfigError> {
     // A name we do not recognise is read as TOML, the primary format.
-    match Format::of(path).unwrap_or(Format::Toml) {
-        Format::Toml => {}
-        Format::Yaml | Format::Json | Format::Ecosystem => {
-            return Err(fail(ConfigError::new("config format not supported yet").with_hint(
-                "only TOML files (`herder.toml`) can be loaded for now; YAML, JSON and PM2 ecosystem files will follow",
-            )));
-        }
-    }
-    let abs = normalize(&ctx.cwd.join(path));
-    let text = std::fs::read_to_string(&abs).map_err(|e| {
+    let format = Format::of(path).unwrap_or(Format::Toml);
+    let text = std::fs::read_to_string(abs).map_err(|e| {
         let message = match e.kind() {
             std::io::ErrorKind::NotFound => "config file not found".to_string(),
+            std::io::ErrorKind::InvalidData => "the config file is not UTF-8 text".to_string(),
             _ => format!("cannot read the config file: {}", lowercase_first(&e.to_string())),
         };
-        fail(ConfigError::new(message))
+        ConfigError::new(message)
     })?;
-    let root = format_toml::parse(&text).map_err(fail)?;
+    let root = match format {
+        Format::Toml => format_toml::parse(&text)?,
+        Format::Yaml => format_yaml::parse(&text)?,
+        Format::Json => format_json::parse(&text)?,
+        Format::Ecosystem => format_js::load(abs, &text, &ctx.cwd, &ctx.env)?,
+    };
+    let dialect = if format == Format::Toml { Dialect::Herder } else { Dialect::Pm2 };
+    Ok((root, dialect))
+}
+
+/// Loads a config file: every app resolved, or every error of the file at once. Relative
+/// paths in the file are relative to the file's directory; errors name `path` as given.
+pub fn load(path: &Path, opts: &LoadOptions, ctx: &ResolveContext) -> Result<Loaded, ConfigErrors> {
+    let abs = normalize(&ctx.cwd.join(path));
+    let (root, dialect) = read_tree(path, &abs, ctx).map_err(|e| ConfigErrors::new(vec![e], Some(path)))?;
 
     let mut errors = Vec::new();
-    let decls = validate::apps(&root, &mut errors);
+    let mut warnings = Vec::new();
+    let validated = validate::apps(&root, dialect, &mut errors, &mut warnings);
+    let fail = |errors: Vec<ConfigError>, warnings: Vec<ConfigError>| ConfigErrors {
+        errors: tag(errors, Some(path)),
+        warnings: tag(warnings, Some(path)),
+    };
+
+    // `--only`: every name must be an app of the file.
+    let default_name = |d: &AppDecl| {
+        d.name
+            .as_ref()
+            .map(|n| n.value.clone())
+            .or_else(|| d.script.as_ref().and_then(|s| resolve::lexical_default_name(&s.value)))
+    };
+    let selected: Vec<&AppDecl> = if opts.only.is_empty() {
+        validated.apps.iter().collect()
+    } else {
+        let names: Vec<String> = validated.apps.iter().filter_map(default_name).collect();
+        for wanted in &opts.only {
+            if !names.contains(wanted) && errors.is_empty() {
+                let mut e = ConfigError::new(format!("`--only`: no app named `{wanted}` in the file"));
+                e = match validate::did_you_mean(wanted, &names) {
+                    Some(s) => e.with_hint(format!("did you mean `{s}`?")),
+                    None => e.with_hint(format!("the apps are: {}", names.join(", "))),
+                };
+                errors.push(e);
+            }
+        }
+        validated.apps.iter().filter(|d| default_name(d).is_some_and(|n| opts.only.contains(&n))).collect()
+    };
+    let env_name = opts.env_name.as_deref();
+    if let Some(name) = env_name {
+        let used = validated.deploy_env.contains_key(name)
+            || selected.iter().any(|d| d.named_env.iter().any(|n| n.name == name));
+        if !used && !selected.is_empty() {
+            warnings.push(
+                ConfigError::new(format!("no app sets `env_{name}`; `--env {name}` changes nothing"))
+                    .with_hint("check the name of the environment"),
+            );
+        }
+    }
+
     let dir = abs.parent().unwrap_or(Path::new("/"));
-    let base = Base { dir, env: &ctx.env, source: Some(&abs), origin: Origin::File };
-    let mut specs = Vec::with_capacity(decls.len());
+    let base = Base {
+        dir,
+        env: &ctx.env,
+        source: Some(&abs),
+        origin: Origin::File,
+        env_name,
+        deploy_env: env_name.and_then(|n| validated.deploy_env.get(n)),
+        auto_shell: dialect == Dialect::Pm2,
+    };
+    let mut specs = Vec::with_capacity(selected.len());
     // Each app's name and where it is written, for the uniqueness check.
     let mut names: Vec<(String, Span)> = Vec::new();
-    for decl in &decls {
+    for decl in selected {
         match resolve::resolve(decl, &base) {
             Ok(spec) => {
                 names.push((spec.name.clone(), decl.name.as_ref().map_or(decl.span, |n| n.span)));
@@ -250,10 +352,30 @@ pub fn load_file(path: &Path, ctx: &ResolveContext) -> Result<Vec<AppSpec>, Conf
         }
     }
     if errors.is_empty() {
-        Ok(specs)
+        Ok(Loaded { specs, warnings: tag(warnings, Some(path)) })
     } else {
-        Err(ConfigErrors::new(errors, Some(path)))
+        Err(fail(errors, warnings))
     }
+}
+
+/// [`load`] with no options, without the warnings.
+pub fn load_file(path: &Path, ctx: &ResolveContext) -> Result<Vec<AppSpec>, ConfigErrors> {
+    load(path, &LoadOptions::default(), ctx).map(|l| l.specs)
+}
+
+/// The `herder.toml` equivalent to a config file (PM2 ecosystem files included), after
+/// checking that the file loads. Warnings are returned with the text.
+pub fn convert_file(path: &Path, ctx: &ResolveContext) -> Result<(String, Vec<ConfigError>), ConfigErrors> {
+    let loaded = load(path, &LoadOptions::default(), ctx)?;
+    let abs = normalize(&ctx.cwd.join(path));
+    let (root, _) = read_tree(path, &abs, ctx).map_err(|e| ConfigErrors::new(vec![e], Some(path)))?;
+    let from =
+        path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+    let mut text = convert::to_toml(&root, &from);
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    Ok((text, loaded.warnings))
 }
 
 /// One app from `herder start <script|"command string"> [flags]`: resolved against the
@@ -261,13 +383,58 @@ pub fn load_file(path: &Path, ctx: &ResolveContext) -> Result<Vec<AppSpec>, Conf
 pub fn from_command(script: &str, ov: &Overrides, ctx: &ResolveContext) -> Result<AppSpec, ConfigErrors> {
     let mut errors = Vec::new();
     let decl = command::decl(script, ov, &mut errors);
-    let base = Base { dir: &ctx.cwd, env: &ctx.env, source: None, origin: Origin::Flags };
+    let base = Base {
+        dir: &ctx.cwd,
+        env: &ctx.env,
+        source: None,
+        origin: Origin::Flags,
+        env_name: None,
+        deploy_env: None,
+        auto_shell: true,
+    };
     match resolve::resolve(&decl, &base) {
         Ok(spec) if errors.is_empty() => Ok(spec),
         Ok(_) => Err(ConfigErrors::new(errors, None)),
         Err(e) => {
             errors.extend(e);
             Err(ConfigErrors::new(errors, None))
+        }
+    }
+}
+
+/// What `herder init` writes: a commented `herder.toml`.
+pub const INIT_TEMPLATE: &str = include_str!("init_template.toml");
+
+/// Parsers and the validator for fuzzing (`fuzz/`); not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// Parses `text` as the format of `name` (JS excluded) and validates it; must never panic.
+    pub fn parse_and_validate(format: &str, text: &str) -> usize {
+        let root = match format {
+            "toml" => format_toml::parse(text),
+            "yaml" => format_yaml::parse(text),
+            "json" => format_json::parse(text),
+            _ => return 0,
+        };
+        let Ok(root) = root else { return 0 };
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        let dialect = if format == "toml" { Dialect::Herder } else { Dialect::Pm2 };
+        let validated = validate::apps(&root, dialect, &mut errors, &mut warnings);
+        let _ = convert::to_toml(&root, "fuzz");
+        validated.apps.len() + errors.len()
+    }
+
+    /// Parses a dotenv text; must never panic.
+    pub fn parse_dotenv(text: &str) -> usize {
+        dotenv::parse(text).map_or(0, |v| v.len())
+    }
+
+    /// Maps node's JSON output back onto a JS source; must never panic.
+    pub fn relocate(json: &str, source: &str) {
+        if let Ok(mut v) = format_json::parse(json) {
+            format_js::relocate(&mut v, source);
         }
     }
 }

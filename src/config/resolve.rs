@@ -7,8 +7,9 @@ use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
+use super::validate::FilterEnv;
 use super::value::Span;
-use super::ConfigError;
+use super::{dotenv, ConfigError};
 use crate::protocol::AppSpec;
 
 /// A value and where it was written ([`Span::UNKNOWN`] for flags).
@@ -77,6 +78,26 @@ pub struct AppDecl {
     pub kill_timeout_ms: Option<u64>,
     pub instances: Option<Instances>,
     pub autostart: Option<bool>,
+    /// Run `script` with `sh -c`.
+    pub shell: Option<bool>,
+    /// Dotenv files, relative to the config file's directory.
+    pub env_file: Vec<Spanned<String>>,
+    /// `env_<name>` tables, applied with `--env <name>`.
+    pub named_env: Vec<NamedEnv>,
+    pub filter_env: FilterEnv,
+    pub append_env_to_name: bool,
+    pub instance_var: Option<String>,
+    pub increment_var: Option<String>,
+    /// Sets `PORT`.
+    pub port: Option<u16>,
+}
+
+/// An `env_<name>` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedEnv {
+    pub name: String,
+    pub vars: BTreeMap<String, String>,
+    pub span: Span,
 }
 
 /// Where the declaration came from: hints name a key or a flag accordingly.
@@ -105,13 +126,19 @@ pub struct Base<'a> {
     /// The config file, if any (absolute).
     pub source: Option<&'a Path>,
     pub origin: Origin,
+    /// `--env <name>`: selects each app's `env_<name>`.
+    pub env_name: Option<&'a str>,
+    /// PM2's `deploy.<name>.env` for the selected `--env`, under each app's `env`.
+    pub deploy_env: Option<&'a BTreeMap<String, String>>,
+    /// Whether a command string that needs a shell runs with `sh -c` without `shell = true`
+    /// (PM2 files and the command line do; herder.toml asks for `shell = true`).
+    pub auto_shell: bool,
 }
 
 /// Used when `PATH` is unset, as `execvp` does.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
-const NO_SHELL_HINT: &str =
-    "herder runs commands without a shell; to use one, write `sh -c '…'` as the script";
+const NO_SHELL_HINT: &str = "herder runs commands without a shell; to use one, set `shell = true`";
 
 /// Interpreters chosen by file extension.
 const INTERPRETERS: &[(&str, &str)] = &[
@@ -124,6 +151,8 @@ const INTERPRETERS: &[(&str, &str)] = &[
     ("php", "php"),
     ("pl", "perl"),
     ("ts", "bun"),
+    ("tsx", "bun"),
+    ("coffee", "coffee"),
 ];
 
 /// Shell syntax that word splitting would silently pass to the program as arguments.
@@ -231,10 +260,17 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
         return Err(errors);
     }
 
-    let mut env = base.env.clone();
-    env.extend(decl.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    let env = match environment(decl, base) {
+        Ok(env) => env,
+        Err(mut e) => {
+            errors.append(&mut e);
+            return Err(errors);
+        }
+    };
+    // Programs are looked up in the app's PATH, else (when it filtered the shell's) the shell's.
+    let path_var = env.get("PATH").or_else(|| base.env.get("PATH")).map_or(DEFAULT_PATH, String::as_str);
 
-    let launch = match launch(&script.value, decl, &cwd, &env, base.origin) {
+    let launch = match launch(&script.value, decl, &cwd, path_var, base) {
         Ok(launch) => launch,
         Err(e) => {
             errors.push(e.at(script.span));
@@ -242,10 +278,13 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
         }
     };
 
-    let name = match &decl.name {
+    let mut name = match &decl.name {
         Some(name) => name.clone(),
         None => Spanned { value: launch.default_name.clone(), span: decl.span },
     };
+    if let (true, Some(env_name)) = (decl.append_env_to_name, base.env_name) {
+        name.value = format!("{}-{env_name}", name.value);
+    }
     if let Err((msg, hint)) = check_name("app name", &name.value) {
         let hint =
             if decl.name.is_some() { hint } else { format!("{hint} with {}", base.origin.option("name")) };
@@ -266,8 +305,17 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
     }
     spec.script = script.value.clone();
     spec.args = launch.args;
+    let mut env = env;
+    // Python buffers its output when it is not a terminal; PM2 sets this too.
+    if launch.interpreter.rsplit('/').next().is_some_and(|i| i.starts_with("python")) {
+        env.entry("PYTHONUNBUFFERED".to_string()).or_insert_with(|| "1".to_string());
+    }
     spec.interpreter = Some(launch.interpreter);
     spec.env = env;
+    if let Some(var) = &decl.instance_var {
+        spec.instance_var = var.clone();
+    }
+    spec.increment_var = decl.increment_var.clone();
     spec.instances = decl.instances.map_or(1, |i| i.count(cpu_count()));
     if let Some(v) = decl.autorestart {
         spec.autorestart = v;
@@ -309,6 +357,7 @@ struct Launch {
 }
 
 /// Where the script's program is.
+#[derive(Debug)]
 enum Target {
     /// A file relative to (or under) the working directory.
     File(PathBuf),
@@ -316,51 +365,175 @@ enum Target {
     OnPath(PathBuf),
 }
 
+/// The app's environment: the shell's (less what `filter_env` drops) < `env_file` < PM2's
+/// `deploy.<env>.env` < `env` (and `port`) < `env_<name>` selected by `--env <name>`.
+fn environment(decl: &AppDecl, base: &Base<'_>) -> Result<BTreeMap<String, String>, Vec<ConfigError>> {
+    let mut env: BTreeMap<String, String> = match &decl.filter_env {
+        FilterEnv::None => base.env.clone(),
+        FilterEnv::All => BTreeMap::new(),
+        FilterEnv::Containing(parts) => base
+            .env
+            .iter()
+            .filter(|(k, _)| !parts.iter().any(|p| !p.is_empty() && k.contains(p.as_str())))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+    let mut errors = Vec::new();
+    for file in &decl.env_file {
+        let path = normalize(&base.dir.join(&file.value));
+        match std::fs::read_to_string(&path) {
+            Ok(text) => match dotenv::parse(&text) {
+                Ok(vars) => env.extend(vars),
+                Err(e) => {
+                    let message = format!("in env_file of app {}: {}", decl.label, e.message);
+                    errors.push(ConfigError { message, ..e }.in_file(&path));
+                }
+            },
+            Err(e) => {
+                let what = match e.kind() {
+                    std::io::ErrorKind::NotFound => "does not exist".to_string(),
+                    _ => format!("cannot be read: {}", super::lowercase_first(&e.to_string())),
+                };
+                let msg = format!("env_file `{}` of app {} {what}", path.display(), decl.label);
+                errors.push(ConfigError::new(msg).at(file.span));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    if let Some(deploy) = base.deploy_env {
+        env.extend(deploy.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    env.extend(decl.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if let Some(port) = decl.port {
+        env.insert("PORT".to_string(), port.to_string());
+    }
+    if let Some(name) = base.env_name {
+        if let Some(named) = decl.named_env.iter().find(|n| n.name == name) {
+            env.extend(named.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    Ok(env)
+}
+
+/// The shell syntax in a command string that word splitting cannot honour, if any: operators
+/// (`&&`, `|`, `;`, redirections), expansions (`$VAR`, `` ` ``), subshells, line breaks.
+pub fn needs_shell(command: &str) -> Option<String> {
+    let mut chars = command.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (Some('\''), '\'') => quote = None,
+            (Some('\''), _) => {}
+            (_, '\\') => {
+                chars.next();
+            }
+            (Some('"'), '"') => quote = None,
+            (Some('"'), '$' | '`') => return Some(c.to_string()),
+            (Some('"'), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '&' | '|' | '>' | '<') => {
+                let mut op = c.to_string();
+                while let Some(&n) = chars.peek() {
+                    if matches!(n, '&' | '|' | '>' | '<') {
+                        op.push(n);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                return Some(op);
+            }
+            (None, ';' | '$' | '`' | '(' | ')' | '\n') => return Some(c.to_string()),
+            _ => {}
+        }
+    }
+    None
+}
+
 fn launch(
     script: &str,
     decl: &AppDecl,
     cwd: &Path,
-    env: &BTreeMap<String, String>,
-    origin: Origin,
+    path_var: &str,
+    base: &Base<'_>,
 ) -> Result<Launch, ConfigError> {
     let label = &decl.label;
+    let is_file = cwd.join(script).is_file();
+    let is_command = !is_file && script.trim().contains(char::is_whitespace);
+    let shell_syntax = if is_file { None } else { needs_shell(script) };
+
+    // `shell = true`, or a command string that needs a shell where that is allowed: `sh -c`.
+    let use_shell = match (decl.shell, &shell_syntax) {
+        (Some(shell), _) => shell,
+        (None, Some(op)) if !base.auto_shell => {
+            let msg = format!("the command of app {label} uses the shell syntax `{}`", op.trim());
+            let msg = if SHELL_OPERATORS.contains(&op.as_str()) {
+                format!("the command of app {label} uses the shell operator `{op}`")
+            } else {
+                msg
+            };
+            return Err(ConfigError::new(msg).with_hint(NO_SHELL_HINT));
+        }
+        (None, Some(_)) => true,
+        (None, None) => false,
+    };
+    if use_shell {
+        let sh =
+            locate("sh", Path::new("/"), path_var).map_or_else(|_| "/bin/sh".to_string(), |t| t.display());
+        let mut command = script.to_string();
+        if !decl.args.is_empty() {
+            command.push(' ');
+            command.push_str(&shell_words::join(&decl.args));
+        }
+        let default_name = lexical_default_name(script)
+            .or_else(|| script.split_whitespace().next().map(str::to_string))
+            .unwrap_or_else(|| "sh".to_string());
+        return Ok(Launch {
+            program: sh,
+            args: vec!["-c".to_string(), command],
+            interpreter: "sh".to_string(),
+            default_name,
+        });
+    }
+
     // A file whose name has spaces is still a file; otherwise spaces make a command string.
-    let (word, mut rest, is_command) =
-        if !cwd.join(script).is_file() && script.trim().contains(char::is_whitespace) {
-            let words = shell_words::split(script).map_err(|e| {
-                ConfigError::new(format!("cannot split the command of app {label}: {e}"))
-                    .with_hint("close the quote, or escape it with `\\`")
-            })?;
-            if let Some(op) = words.iter().find(|w| SHELL_OPERATORS.contains(&w.as_str())) {
-                let msg = format!("the command of app {label} uses the shell operator `{op}`");
-                return Err(ConfigError::new(msg).with_hint(NO_SHELL_HINT));
-            }
-            let mut words = words.into_iter();
-            let first = words.next().unwrap_or_default();
-            (first, words.collect::<Vec<_>>(), true)
-        } else {
-            (script.to_string(), Vec::new(), false)
-        };
+    let (word, mut rest) = if is_command {
+        let words = shell_words::split(script).map_err(|e| {
+            ConfigError::new(format!("cannot split the command of app {label}: {e}"))
+                .with_hint("close the quote, or escape it with `\\`")
+        })?;
+        let mut words = words.into_iter();
+        let first = words.next().unwrap_or_default();
+        (first, words.collect::<Vec<_>>())
+    } else {
+        (script.to_string(), Vec::new())
+    };
     if word.is_empty() {
         return Err(ConfigError::new(format!("the script of app {label} is empty")));
     }
 
-    let path_var = env.get("PATH").map_or(DEFAULT_PATH, String::as_str);
     let target = locate(&word, cwd, path_var).map_err(|e| e.describe(&word, label))?;
     let default_name = file_name(&word, !is_command).unwrap_or_else(|| word.clone());
 
-    let interpreter_option = origin.option("interpreter");
-    let interpreter = match (decl.interpreter.as_deref(), &target) {
+    let interpreter_option = base.origin.option("interpreter");
+    // The interpreter and its own arguments (from a shebang line), or none to execute directly.
+    let interpreter: Option<(String, Vec<String>)> = match (decl.interpreter.as_deref(), &target) {
         (Some("none"), Target::File(path)) if !is_executable(path) => {
             return Err(not_executable(path, label, &interpreter_option));
         }
         (Some("none"), _) | (None, Target::OnPath(_)) => None,
-        (Some(interpreter), _) => Some(interpreter.to_string()),
-        (None, Target::File(path)) => match interpreter_for(path) {
-            Some(interpreter) => Some(interpreter.to_string()),
-            None if is_executable(path) => None,
-            None if has_shebang(path) => return Err(not_executable(path, label, &interpreter_option)),
-            None => {
+        (Some(interpreter), _) => Some((find_program(interpreter, path_var), Vec::new())),
+        (None, Target::File(path)) => match (shebang(path), interpreter_for(path)) {
+            // The kernel honours the shebang of an executable file.
+            (Some(_), _) if is_executable(path) => None,
+            (Some(mut line), _) => Some((line.remove(0), line)),
+            (None, Some(by_extension)) => {
+                Some((extension_interpreter(by_extension, path, label, path_var)?, Vec::new()))
+            }
+            (None, None) if is_executable(path) => None,
+            (None, None) => {
                 let msg = format!(
                     "cannot tell how to run `{}` (app {label}): no known extension, not executable",
                     path.display()
@@ -371,21 +544,79 @@ fn launch(
         },
     };
 
-    let target = match target {
-        Target::File(p) | Target::OnPath(p) => p.to_string_lossy().into_owned(),
-    };
+    let target = target.display();
     let mut args = Vec::new();
     let (program, interpreter) = match interpreter {
-        Some(interpreter) => {
+        Some((interpreter, shebang_args)) => {
+            let shown = std::iter::once(interpreter.as_str())
+                .chain(shebang_args.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" ");
+            args.extend(shebang_args);
             args.extend(decl.interpreter_args.iter().cloned());
             args.push(target);
-            (interpreter.clone(), interpreter)
+            let shown =
+                if decl.interpreter.is_some() || !shown.contains(' ') { interpreter.clone() } else { shown };
+            (interpreter, shown)
         }
         None => (target, "none".to_string()),
     };
     args.append(&mut rest);
     args.extend(decl.args.iter().cloned());
     Ok(Launch { program, args, interpreter, default_name })
+}
+
+/// A bare program name found in `PATH` becomes its absolute path (so an app that filters its
+/// environment still finds its interpreter); anything else stays as written.
+fn find_program(name: &str, path_var: &str) -> String {
+    if name.contains('/') {
+        return name.to_string();
+    }
+    match locate(name, Path::new("/nonexistent-dir"), path_var) {
+        Ok(Target::OnPath(p)) => p.display().to_string(),
+        _ => name.to_string(),
+    }
+}
+
+/// The interpreter for a file by its extension; TypeScript runs with `bun`, else `tsx`.
+fn extension_interpreter(
+    by_extension: &str,
+    path: &Path,
+    label: &str,
+    path_var: &str,
+) -> Result<String, ConfigError> {
+    if by_extension != "bun" {
+        return Ok(find_program(by_extension, path_var));
+    }
+    for runner in ["bun", "tsx"] {
+        let found = find_program(runner, path_var);
+        if found.contains('/') {
+            return Ok(found);
+        }
+    }
+    Err(ConfigError::new(format!("no `bun` or `tsx` in PATH to run `{}` (app {label})", path.display()))
+        .with_hint("install bun or tsx, or set `interpreter`"))
+}
+
+/// The interpreter and its argument from a `#!` line (Linux passes the rest of the line as one
+/// argument).
+fn shebang(path: &Path) -> Option<Vec<String>> {
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).and_then(|mut f| f.read(&mut head)).ok()?;
+    let head = &head[..n];
+    let line = head.strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|b| *b == b'\n').unwrap_or(line.len())];
+    let line = std::str::from_utf8(line).ok()?.trim();
+    let (program, arg) = match line.split_once(char::is_whitespace) {
+        Some((p, a)) => (p, Some(a.trim())),
+        None => (line, None),
+    };
+    if program.is_empty() {
+        return None;
+    }
+    let mut out = vec![program.to_string()];
+    out.extend(arg.filter(|a| !a.is_empty()).map(str::to_string));
+    Some(out)
 }
 
 fn not_executable(path: &Path, label: &str, interpreter_option: &str) -> ConfigError {
@@ -437,13 +668,16 @@ fn locate(word: &str, cwd: &Path, path_var: &str) -> Result<Target, LocateError>
     found.map(Target::OnPath).ok_or(LocateError::NotFound { path, searched_path: true })
 }
 
-fn is_executable(path: &Path) -> bool {
-    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+impl Target {
+    fn display(self) -> String {
+        match self {
+            Target::File(p) | Target::OnPath(p) => p.to_string_lossy().into_owned(),
+        }
+    }
 }
 
-fn has_shebang(path: &Path) -> bool {
-    let mut magic = [0u8; 2];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"#!"
+fn is_executable(path: &Path) -> bool {
+    path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 #[cfg(test)]

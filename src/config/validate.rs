@@ -1,28 +1,40 @@
 //! The one validator: walks a [`Value`] tree (whatever format it came from) into [`AppDecl`]s,
 //! collecting every problem with its position instead of stopping at the first.
 //!
-//! Keys are herder's snake_case names; each also accepts its camelCase form (`maxRestarts`) and
-//! PM2's obvious aliases (`exec_interpreter`, `node_args`).
+//! Keys are herder's snake_case names, which are PM2's; each also accepts its camelCase form
+//! (`maxRestarts`) and PM2's aliases (`exec_interpreter`, `node_args`, `out`, `cron`…). Every PM2
+//! option is known: those whose behaviour comes later are validated now and reported as
+//! warnings, like PM2 options that mean nothing in herder (APM, source maps, vizion).
 
 use std::collections::BTreeMap;
 
-use super::resolve::{AppDecl, Instances, Spanned};
+use super::resolve::{AppDecl, Instances, NamedEnv, Spanned};
 use super::signal::{parse_signal, signal_from_number, signal_names};
 use super::units::{self, UnitError};
-use super::value::{Kind, Table, Value};
+use super::value::{Kind, Span, Table, Value};
 use super::ConfigError;
 
 /// The keys of an app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field {
+pub enum Field {
     Name,
     Script,
     Args,
     Interpreter,
     InterpreterArgs,
     Cwd,
+    Shell,
     Env,
+    EnvFile,
+    FilterEnv,
+    AppendEnvToName,
+    InstanceVar,
+    IncrementVar,
+    Port,
     Namespace,
+    Instances,
+    ExecMode,
+    Autostart,
     Autorestart,
     StopExitCodes,
     MinUptime,
@@ -31,43 +43,164 @@ enum Field {
     ExpBackoffRestartDelay,
     KillSignal,
     KillTimeout,
-    Instances,
-    Autostart,
+    // Parsed and validated now; their behaviour comes with later work.
+    User,
+    Group,
+    CronRestart,
+    Watch,
+    IgnoreWatch,
+    WatchDelay,
+    MaxMemoryRestart,
+    MemoryLimit,
+    CpuLimit,
+    ShutdownWithMessage,
+    WaitReady,
+    ListenTimeout,
+    Health,
+    Watchdog,
+    OutFile,
+    ErrorFile,
+    LogFile,
+    MergeLogs,
+    Time,
+    LogDateFormat,
+    LogType,
+    DisableLogs,
+    LogMaxSize,
+    LogRetain,
+    LogCompress,
+    LogRotateInterval,
+    LogRateLimit,
+    PidFile,
+    Balancer,
+    Image,
+    // PM2 options with no meaning in herder.
+    Ignored,
 }
 
-struct FieldDef {
-    field: Field,
-    name: &'static str,
-    aliases: &'static [&'static str],
+/// What herder does with a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Support {
+    Now,
+    /// Parsed and validated; a later release gives it its behaviour.
+    Later,
+    /// A PM2 option that means nothing here (why, for the warning).
+    Ignored(&'static str),
 }
 
-const fn def(field: Field, name: &'static str, aliases: &'static [&'static str]) -> FieldDef {
-    FieldDef { field, name, aliases }
+pub struct FieldDef {
+    pub field: Field,
+    pub name: &'static str,
+    pub aliases: &'static [&'static str],
+    pub support: Support,
 }
 
-const FIELDS: &[FieldDef] = &[
-    def(Field::Name, "name", &[]),
-    def(Field::Script, "script", &[]),
-    def(Field::Args, "args", &[]),
-    def(Field::Interpreter, "interpreter", &["exec_interpreter"]),
-    def(Field::InterpreterArgs, "interpreter_args", &["node_args"]),
-    def(Field::Cwd, "cwd", &[]),
-    def(Field::Env, "env", &[]),
-    def(Field::Namespace, "namespace", &[]),
-    def(Field::Autorestart, "autorestart", &[]),
-    def(Field::StopExitCodes, "stop_exit_codes", &[]),
-    def(Field::MinUptime, "min_uptime", &[]),
-    def(Field::MaxRestarts, "max_restarts", &[]),
-    def(Field::RestartDelay, "restart_delay", &[]),
-    def(Field::ExpBackoffRestartDelay, "exp_backoff_restart_delay", &[]),
-    def(Field::KillSignal, "kill_signal", &[]),
-    def(Field::KillTimeout, "kill_timeout", &[]),
-    def(Field::Instances, "instances", &[]),
-    def(Field::Autostart, "autostart", &[]),
+const fn now(field: Field, name: &'static str, aliases: &'static [&'static str]) -> FieldDef {
+    FieldDef { field, name, aliases, support: Support::Now }
+}
+
+const fn later(field: Field, name: &'static str, aliases: &'static [&'static str]) -> FieldDef {
+    FieldDef { field, name, aliases, support: Support::Later }
+}
+
+const fn ignored(name: &'static str, why: &'static str) -> FieldDef {
+    FieldDef { field: Field::Ignored, name, aliases: &[], support: Support::Ignored(why) }
+}
+
+const APM: &str = "PM2's APM and PM2 Plus instrumentation";
+
+pub const FIELDS: &[FieldDef] = &[
+    now(Field::Name, "name", &[]),
+    now(Field::Script, "script", &["exec", "cmd", "command"]),
+    now(Field::Args, "args", &[]),
+    now(Field::Interpreter, "interpreter", &["exec_interpreter"]),
+    now(Field::InterpreterArgs, "interpreter_args", &["node_args"]),
+    now(Field::Cwd, "cwd", &[]),
+    now(Field::Shell, "shell", &[]),
+    now(Field::Env, "env", &[]),
+    now(Field::EnvFile, "env_file", &[]),
+    now(Field::FilterEnv, "filter_env", &[]),
+    now(Field::AppendEnvToName, "append_env_to_name", &[]),
+    now(Field::InstanceVar, "instance_var", &[]),
+    now(Field::IncrementVar, "increment_var", &[]),
+    now(Field::Port, "port", &[]),
+    now(Field::Namespace, "namespace", &[]),
+    now(Field::Instances, "instances", &[]),
+    now(Field::ExecMode, "exec_mode", &[]),
+    now(Field::Autostart, "autostart", &[]),
+    now(Field::Autorestart, "autorestart", &[]),
+    now(Field::StopExitCodes, "stop_exit_codes", &[]),
+    now(Field::MinUptime, "min_uptime", &[]),
+    now(Field::MaxRestarts, "max_restarts", &[]),
+    now(Field::RestartDelay, "restart_delay", &[]),
+    now(Field::ExpBackoffRestartDelay, "exp_backoff_restart_delay", &[]),
+    now(Field::KillSignal, "kill_signal", &[]),
+    now(Field::KillTimeout, "kill_timeout", &[]),
+    later(Field::User, "user", &["uid"]),
+    later(Field::Group, "group", &["gid"]),
+    later(Field::CronRestart, "cron_restart", &["cron"]),
+    later(Field::Watch, "watch", &[]),
+    later(Field::IgnoreWatch, "ignore_watch", &[]),
+    later(Field::WatchDelay, "watch_delay", &[]),
+    later(Field::MaxMemoryRestart, "max_memory_restart", &[]),
+    later(Field::MemoryLimit, "memory_limit", &[]),
+    later(Field::CpuLimit, "cpu_limit", &[]),
+    later(Field::ShutdownWithMessage, "shutdown_with_message", &[]),
+    later(Field::WaitReady, "wait_ready", &[]),
+    later(Field::ListenTimeout, "listen_timeout", &[]),
+    later(Field::Health, "health", &[]),
+    later(Field::Watchdog, "watchdog", &[]),
+    later(Field::OutFile, "out_file", &["output", "out", "out_log"]),
+    later(Field::ErrorFile, "error_file", &["error", "err", "err_file", "err_log"]),
+    later(Field::LogFile, "log_file", &["log"]),
+    later(Field::MergeLogs, "merge_logs", &["combine_logs"]),
+    later(Field::Time, "time", &[]),
+    later(Field::LogDateFormat, "log_date_format", &[]),
+    later(Field::LogType, "log_type", &[]),
+    later(Field::DisableLogs, "disable_logs", &[]),
+    later(Field::LogMaxSize, "log_max_size", &[]),
+    later(Field::LogRetain, "log_retain", &[]),
+    later(Field::LogCompress, "log_compress", &[]),
+    later(Field::LogRotateInterval, "log_rotate_interval", &[]),
+    later(Field::LogRateLimit, "log_rate_limit", &[]),
+    later(Field::PidFile, "pid_file", &["pid"]),
+    later(Field::Balancer, "balancer", &[]),
+    later(Field::Image, "image", &[]),
+    ignored("treekill", "herder always stops the whole process tree"),
+    ignored("kill_retry_time", "herder waits for the exit instead of polling"),
+    ignored("force", "app names are unique in herder"),
+    ignored("execute_command", "herder runs every app as its own process"),
+    ignored("name_prefix", "PM2's programmatic API only"),
+    ignored("windowsHide", "Windows only"),
+    ignored("watch_options", "PM2's file watcher (chokidar) settings"),
+    ignored("vizion", "PM2's git metadata"),
+    ignored("post_update", "PM2's git metadata"),
+    ignored("source_map_support", "Node source maps"),
+    ignored("disable_source_map_support", "Node source maps"),
+    ignored("pmx", APM),
+    ignored("automation", APM),
+    ignored("trace", APM),
+    ignored("disable_trace", APM),
+    ignored("v8", APM),
+    ignored("event_loop_inspector", APM),
+    ignored("deep_monitoring", APM),
+    ignored("io", APM),
+    ignored("install_url", "PM2 internal"),
+    ignored("username", "PM2 internal"),
+    ignored("write", "PM2 internal"),
+    ignored("km_link", "PM2 internal"),
+    ignored("pmx_module", "PM2 internal"),
 ];
 
+/// Which rules a file follows: herder's own format, or PM2's (every format but TOML).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Herder,
+    Pm2,
+}
+
 /// Top-level keys.
-const TOP_LEVEL: &[&str] = &["apps"];
+const TOP_LEVEL: &[&str] = &["apps", "pm2", "deploy", "static"];
 
 /// `max_restarts` → `maxRestarts`.
 pub fn camel_case(snake: &str) -> String {
@@ -86,7 +219,7 @@ pub fn camel_case(snake: &str) -> String {
     out
 }
 
-fn lookup(key: &str) -> Option<&'static FieldDef> {
+pub fn lookup(key: &str) -> Option<&'static FieldDef> {
     FIELDS.iter().find(|d| {
         std::iter::once(d.name).chain(d.aliases.iter().copied()).any(|n| key == n || key == camel_case(n))
     })
@@ -123,37 +256,134 @@ fn key_suggestion(key: &str) -> Option<String> {
     did_you_mean(key, names)
 }
 
-/// Every app of a config tree; problems go to `errors`.
-pub fn apps(root: &Value, errors: &mut Vec<ConfigError>) -> Vec<AppDecl> {
+/// What the validator found in a whole file.
+#[derive(Debug, Default)]
+pub struct Validated {
+    pub apps: Vec<AppDecl>,
+    /// `deploy.<env>.env` of PM2 files, applied under the app's `env` with `--env <env>`.
+    pub deploy_env: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// One key that herder accepts but ignores, where it is set.
+struct Ignore {
+    key: &'static str,
+    support: Support,
+    app: String,
+    span: Span,
+    note: Option<&'static str>,
+}
+
+/// Every app of a config tree; problems go to `errors`, ignored options to `warnings` (one
+/// line per option, naming the apps that set it).
+pub fn apps(
+    root: &Value,
+    dialect: Dialect,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Validated {
+    let mut out = Validated::default();
+    let mut ignores = Vec::new();
     let app_values: Vec<&Value> = match &root.kind {
-        // JSON/YAML files may be a bare list of apps (PM2 accepts it).
+        // PM2 accepts a bare list of apps.
         Kind::Array(items) => items.iter().collect(),
-        Kind::Table(table) => top_level(table, errors),
+        Kind::Table(table) if dialect == Dialect::Pm2 && is_bare_app(table) => vec![root],
+        Kind::Table(table) => top_level(table, &mut out, errors, warnings),
+        Kind::Null => {
+            errors.push(ConfigError::new("no apps in the config").at(root.span).with_hint(
+                "declare each app with at least a `script`, under `apps` (`[[apps]]` in herder.toml)",
+            ));
+            return out;
+        }
         _ => {
             errors.push(
                 ConfigError::new(format!("the config must be a table of apps, found {}", root.type_name()))
                     .at(root.span),
             );
-            return Vec::new();
+            return out;
         }
     };
-    app_values.into_iter().enumerate().filter_map(|(i, v)| app(v, i + 1, errors)).collect()
+    let mut cx = Cx { dialect, errors, ignores: &mut ignores };
+    out.apps = app_values.into_iter().enumerate().filter_map(|(i, v)| app(v, i + 1, &mut cx)).collect();
+    warnings.extend(summarize(ignores));
+    out
 }
 
-fn top_level<'a>(table: &'a Table, errors: &mut Vec<ConfigError>) -> Vec<&'a Value> {
-    let mut apps = None;
-    for entry in &table.entries {
-        if entry.key == "apps" {
-            apps = Some(&entry.value);
-        } else {
-            let mut e = ConfigError::new(format!("unknown key `{}`", entry.key)).at(entry.key_span);
-            if let Some(s) = did_you_mean(&entry.key, TOP_LEVEL) {
-                e = e.with_hint(format!("did you mean `{s}`?"));
+/// A top-level table that is itself an app (PM2 accepts `module.exports = { script: … }`).
+fn is_bare_app(table: &Table) -> bool {
+    let has = |f: Field| table.entries.iter().any(|e| lookup(&e.key).is_some_and(|d| d.field == f));
+    !table.entries.iter().any(|e| e.key == "apps" || e.key == "pm2") && has(Field::Script)
+}
+
+fn summarize(ignores: Vec<Ignore>) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    let mut done: Vec<&str> = Vec::new();
+    for (i, first) in ignores.iter().enumerate() {
+        if done.contains(&first.key) {
+            continue;
+        }
+        done.push(first.key);
+        let apps: Vec<&str> =
+            ignores[i..].iter().filter(|w| w.key == first.key).map(|w| w.app.as_str()).collect();
+        let apps =
+            if apps.len() == 1 { format!("app {}", apps[0]) } else { format!("apps {}", apps.join(", ")) };
+        let message = match first.support {
+            Support::Ignored(why) => {
+                format!(
+                    "`{}` ({apps}) is a PM2 option with no meaning in herder ({why}); it is ignored",
+                    first.key
+                )
             }
-            errors.push(e);
+            _ => format!(
+                "`{}` ({apps}) is not supported yet; {}",
+                first.key,
+                first.note.unwrap_or("it is ignored for now")
+            ),
+        };
+        out.push(ConfigError::new(message).at(first.span));
+    }
+    out
+}
+
+fn top_level<'a>(
+    table: &'a Table,
+    out: &mut Validated,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) -> Vec<&'a Value> {
+    let mut apps: Option<(&str, &Value)> = None;
+    for entry in &table.entries {
+        match entry.key.as_str() {
+            "apps" | "pm2" => {
+                if let Some((first, _)) = apps {
+                    errors.push(
+                        ConfigError::new(format!(
+                            "`{}` declares the apps again (already in `{first}`)",
+                            entry.key
+                        ))
+                        .at(entry.key_span)
+                        .with_hint("keep one list of apps"),
+                    );
+                    continue;
+                }
+                apps = Some((entry.key.as_str(), &entry.value));
+            }
+            "deploy" => deploy(&entry.value, out, errors, warnings),
+            "static" => warnings.push(
+                ConfigError::new(
+                    "`static` (PM2's built-in static file server) is not supported; it is ignored",
+                )
+                .at(entry.key_span),
+            ),
+            key => {
+                let mut e = ConfigError::new(format!("unknown key `{key}`")).at(entry.key_span);
+                if let Some(s) = did_you_mean(key, TOP_LEVEL) {
+                    e = e.with_hint(format!("did you mean `{s}`?"));
+                }
+                errors.push(e);
+            }
         }
     }
-    let Some(apps) = apps else {
+    let Some((key, apps)) = apps else {
         if errors.is_empty() {
             errors.push(
                 ConfigError::new("no apps in the config")
@@ -165,7 +395,7 @@ fn top_level<'a>(table: &'a Table, errors: &mut Vec<ConfigError>) -> Vec<&'a Val
     match &apps.kind {
         Kind::Array(items) => {
             if items.is_empty() {
-                errors.push(ConfigError::new("`apps` is empty").at(apps.span));
+                errors.push(ConfigError::new(format!("`{key}` is empty")).at(apps.span));
             }
             items.iter().collect()
         }
@@ -173,11 +403,48 @@ fn top_level<'a>(table: &'a Table, errors: &mut Vec<ConfigError>) -> Vec<&'a Val
         Kind::Table(_) => vec![apps],
         _ => {
             errors.push(
-                ConfigError::new(format!("`apps` must be an array of tables, found {}", apps.type_name()))
+                ConfigError::new(format!("`{key}` must be an array of tables, found {}", apps.type_name()))
                     .at(apps.span)
                     .with_hint("declare each app in an `[[apps]]` table"),
             );
             Vec::new()
+        }
+    }
+}
+
+/// PM2's `deploy` section: herder does not deploy, but `deploy.<env>.env` feeds `--env <env>`.
+fn deploy(
+    value: &Value,
+    out: &mut Validated,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<ConfigError>,
+) {
+    let Kind::Table(envs) = &value.kind else {
+        errors.push(
+            ConfigError::new(format!(
+                "`deploy` must be a table of environments, found {}",
+                value.type_name()
+            ))
+            .at(value.span),
+        );
+        return;
+    };
+    warnings.push(
+        ConfigError::new("`deploy` is not supported (herder does not deploy); only its `env` tables are used, with `--env`")
+            .at(value.span),
+    );
+    let mut ignores = Vec::new();
+    let mut cx = Cx { dialect: Dialect::Pm2, errors, ignores: &mut ignores };
+    let mut app = AppCx { label: "`deploy`".to_string(), cx: &mut cx };
+    for target in &envs.entries {
+        let Kind::Table(settings) = &target.value.kind else {
+            app.type_error(&format!("deploy.{}", target.key), &target.value, "a table");
+            continue;
+        };
+        if let Some(env) = settings.entries.iter().find(|e| e.key == "env") {
+            if let Some(vars) = app.env(&format!("deploy.{}.env", target.key), &env.value) {
+                out.deploy_env.insert(target.key.clone(), vars);
+            }
         }
     }
 }
@@ -199,14 +466,50 @@ fn label(table: &Table, index: usize) -> String {
     format!("#{index}")
 }
 
-struct AppCx<'a> {
-    label: String,
+/// The state shared by every app of a file.
+struct Cx<'a> {
+    dialect: Dialect,
     errors: &'a mut Vec<ConfigError>,
+    ignores: &'a mut Vec<Ignore>,
 }
 
-impl AppCx<'_> {
+struct AppCx<'a, 'b> {
+    label: String,
+    cx: &'a mut Cx<'b>,
+}
+
+/// Whether a value turns an option on: `false`, `0`, `""`, `[]` and `null` leave it off, so they
+/// deserve no warning.
+fn is_active(value: &Value) -> bool {
+    match &value.kind {
+        Kind::Bool(b) => *b,
+        Kind::Int(i) => *i != 0,
+        Kind::Str(s) => !s.trim().is_empty() && s.trim() != "0",
+        Kind::Array(items) => !items.is_empty(),
+        Kind::Null => false,
+        _ => true,
+    }
+}
+
+impl AppCx<'_, '_> {
     fn push(&mut self, e: ConfigError) {
-        self.errors.push(e);
+        self.cx.errors.push(e);
+    }
+
+    fn pm2(&self) -> bool {
+        self.cx.dialect == Dialect::Pm2
+    }
+
+    fn ignore(&mut self, def: &FieldDef, value: &Value, span: Span, note: Option<&'static str>) {
+        if matches!(def.support, Support::Ignored(_)) || is_active(value) {
+            self.cx.ignores.push(Ignore {
+                key: def.name,
+                support: def.support,
+                app: self.label.clone(),
+                span,
+                note,
+            });
+        }
     }
 
     fn type_error(&mut self, key: &str, value: &Value, expected: &str) {
@@ -250,22 +553,41 @@ impl AppCx<'_> {
         }
     }
 
+    /// An integer; PM2 files may write it as a string of digits (PM2 parses numbers).
+    fn int(&mut self, value: &Value) -> Option<i64> {
+        match &value.kind {
+            Kind::Int(i) => Some(*i),
+            Kind::Str(s) if self.pm2() => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
+
     fn u32(&mut self, key: &str, value: &Value) -> Option<u32> {
-        match value.kind {
-            Kind::Int(i) => match u32::try_from(i) {
-                Ok(n) => Some(n),
-                Err(_) => {
-                    let msg = format!(
-                        "`{key}` in app {} must be between 0 and {}, found {i}",
-                        self.label,
-                        u32::MAX
-                    );
-                    self.push(ConfigError::new(msg).at(value.span));
-                    None
-                }
-            },
+        let Some(i) = self.int(value) else {
+            self.type_error(key, value, "a non-negative integer");
+            return None;
+        };
+        match u32::try_from(i) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                let msg =
+                    format!("`{key}` in app {} must be between 0 and {}, found {i}", self.label, u32::MAX);
+                self.push(ConfigError::new(msg).at(value.span));
+                None
+            }
+        }
+    }
+
+    fn port(&mut self, key: &str, value: &Value) -> Option<u16> {
+        let Some(i) = self.int(value) else {
+            self.type_error(key, value, "a port number");
+            return None;
+        };
+        match u16::try_from(i) {
+            Ok(n) if n > 0 => Some(n),
             _ => {
-                self.type_error(key, value, "a non-negative integer");
+                let msg = format!("`{key}` in app {}: port `{i}` is out of range", self.label);
+                self.push(ConfigError::new(msg).at(value.span).with_hint("ports are 1 to 65535"));
                 None
             }
         }
@@ -277,6 +599,18 @@ impl AppCx<'_> {
             Kind::Str(s) => units::parse_duration(s),
             _ => {
                 self.type_error(key, value, "a duration (milliseconds, or a string such as \"10s\")");
+                return None;
+            }
+        };
+        parsed.map_err(|e| self.unit_error(key, value, e)).ok()
+    }
+
+    fn size(&mut self, key: &str, value: &Value) -> Option<u64> {
+        let parsed = match &value.kind {
+            Kind::Int(i) => units::size_from_int(*i),
+            Kind::Str(s) => units::parse_size(s),
+            _ => {
+                self.type_error(key, value, "a size (bytes, or a string such as \"500M\")");
                 return None;
             }
         };
@@ -321,12 +655,47 @@ impl AppCx<'_> {
         }
     }
 
+    /// A string or a list of strings, kept as written.
+    fn strings(&mut self, key: &str, value: &Value) -> Option<Vec<String>> {
+        match &value.kind {
+            Kind::Str(s) => Some(vec![s.clone()]),
+            Kind::Array(items) => {
+                let strings: Vec<Option<String>> = items
+                    .iter()
+                    .map(|item| match &item.kind {
+                        Kind::Str(s) => Some(s.clone()),
+                        _ => {
+                            self.type_error(key, item, "a list of strings");
+                            None
+                        }
+                    })
+                    .collect();
+                strings.into_iter().collect()
+            }
+            _ => {
+                self.type_error(key, value, "a string or a list of strings");
+                None
+            }
+        }
+    }
+
+    fn var_name(&mut self, key: &str, value: &Value) -> Option<String> {
+        let name = self.non_empty_string(key, value)?;
+        if name.contains(['=', '\0']) {
+            let msg = format!("`{key}` in app {}: `{name}` is not a valid variable name", self.label);
+            self.push(ConfigError::new(msg).at(value.span));
+            return None;
+        }
+        Some(name)
+    }
+
     fn env(&mut self, key: &str, value: &Value) -> Option<BTreeMap<String, String>> {
         let Kind::Table(table) = &value.kind else {
             self.type_error(key, value, "a table of variables");
             return None;
         };
         let mut env = BTreeMap::new();
+        let mut seen: Vec<&str> = Vec::new();
         for entry in &table.entries {
             let name = &entry.key;
             if name.is_empty() || name.contains(['=', '\0']) {
@@ -334,12 +703,20 @@ impl AppCx<'_> {
                 self.push(ConfigError::new(msg).at(entry.key_span));
                 continue;
             }
+            if seen.contains(&name.as_str()) {
+                let msg = format!("`{key}` in app {} sets `{name}` twice", self.label);
+                self.push(ConfigError::new(msg).at(entry.key_span).with_hint("keep only one of them"));
+                continue;
+            }
+            seen.push(name);
             let text = match &entry.value.kind {
                 Kind::Str(s) => s.clone(),
                 Kind::Int(i) => i.to_string(),
                 Kind::Float(x) => x.to_string(),
                 Kind::Bool(b) => b.to_string(),
                 Kind::Null => continue,
+                // PM2 passes objects as their JSON text.
+                Kind::Array(_) | Kind::Table(_) if self.pm2() => to_json(&entry.value).to_string(),
                 _ => {
                     self.type_error(&format!("{key}.{name}"), &entry.value, "a string, number or boolean");
                     continue;
@@ -356,14 +733,14 @@ impl AppCx<'_> {
     }
 
     fn exit_code(&mut self, key: &str, value: &Value) -> Option<i32> {
-        match value.kind {
-            Kind::Int(i @ 0..=255) => Some(i as i32),
-            Kind::Int(i) => {
+        match self.int(value) {
+            Some(i @ 0..=255) => Some(i as i32),
+            Some(i) => {
                 let msg = format!("`{key}` in app {}: exit code `{i}` is out of range", self.label);
                 self.push(ConfigError::new(msg).at(value.span).with_hint("exit codes are 0 to 255"));
                 None
             }
-            _ => {
+            None => {
                 self.type_error(key, value, "an exit code or a list of exit codes");
                 None
             }
@@ -397,19 +774,164 @@ impl AppCx<'_> {
     }
 
     fn instances(&mut self, key: &str, value: &Value) -> Option<Instances> {
-        match &value.kind {
-            Kind::Int(i) => Instances::from_int(*i).or_else(|| {
-                let msg = format!("`{key}` in app {}: `{i}` instances is out of range", self.label);
-                self.push(ConfigError::new(msg).at(value.span));
-                None
-            }),
-            Kind::Str(s) if s.trim() == "max" => Some(Instances::Max),
+        if let Kind::Str(s) = &value.kind {
+            if s.trim() == "max" {
+                return Some(Instances::Max);
+            }
+        }
+        let Some(i) = self.int(value) else {
+            self.type_error(key, value, "a number of instances or \"max\"");
+            return None;
+        };
+        // PM2 reads 0 as "one per CPU"; herder's own format says "max" for that.
+        if i == 0 && !self.pm2() {
+            let msg = format!("`{key}` in app {} is 0: the app would run no process", self.label);
+            self.push(
+                ConfigError::new(msg)
+                    .at(value.span)
+                    .with_hint("write \"max\" for one instance per CPU, or at least 1"),
+            );
+            return None;
+        }
+        Instances::from_int(i).or_else(|| {
+            let msg = format!("`{key}` in app {}: `{i}` instances is out of range", self.label);
+            self.push(ConfigError::new(msg).at(value.span));
+            None
+        })
+    }
+
+    fn exec_mode(&mut self, key: &str, value: &Value) -> Option<bool> {
+        let mode = self.string(key, value)?;
+        match mode.trim().trim_end_matches("_mode") {
+            "fork" => Some(false),
+            "cluster" => Some(true),
             _ => {
-                let expected = "a number of instances or \"max\"";
-                self.type_error(key, value, expected);
+                let msg = format!("`{key}` in app {}: unknown mode `{mode}`", self.label);
+                self.push(ConfigError::new(msg).at(value.span).with_hint("use \"fork\" or \"cluster\""));
                 None
             }
         }
+    }
+
+    fn filter_env(&mut self, key: &str, value: &Value) -> Option<FilterEnv> {
+        match &value.kind {
+            Kind::Bool(true) => Some(FilterEnv::All),
+            Kind::Bool(false) => Some(FilterEnv::None),
+            Kind::Str(_) | Kind::Array(_) => self.strings(key, value).map(FilterEnv::Containing),
+            _ => {
+                self.type_error(key, value, "a boolean, a string or a list of strings");
+                None
+            }
+        }
+    }
+
+    fn cron(&mut self, key: &str, value: &Value) {
+        let text = match &value.kind {
+            Kind::Int(0) => return,
+            Kind::Str(s) => s.trim().to_string(),
+            _ => return self.type_error(key, value, "a cron expression such as \"0 3 * * *\""),
+        };
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        let ok = text == "0"
+            || (text.starts_with('@') && text.len() > 1)
+            || ((5..=6).contains(&fields.len())
+                && fields
+                    .iter()
+                    .all(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || "*/,-?#".contains(c))));
+        if !ok {
+            let msg = format!("`{key}` in app {}: invalid cron expression `{text}`", self.label);
+            let hint =
+                "write 5 fields (minute hour day month weekday), or 6 with seconds first, e.g. \"0 3 * * *\"";
+            self.push(ConfigError::new(msg).at(value.span).with_hint(hint));
+        }
+    }
+
+    fn cpu_limit(&mut self, key: &str, value: &Value) {
+        let ok = match &value.kind {
+            Kind::Int(i) => *i > 0,
+            Kind::Float(x) => *x > 0.0 && x.is_finite(),
+            Kind::Str(s) => s
+                .trim()
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .is_some_and(|n| n > 0.0 && n.is_finite()),
+            _ => false,
+        };
+        if !ok {
+            let msg = format!("`{key}` in app {}: invalid CPU limit {value}", self.label);
+            self.push(
+                ConfigError::new(msg)
+                    .at(value.span)
+                    .with_hint("write a number of CPUs (`1.5`) or a percentage (`\"150%\"`)"),
+            );
+        }
+    }
+
+    fn user(&mut self, key: &str, value: &Value) {
+        match &value.kind {
+            Kind::Str(s) if !s.trim().is_empty() => {}
+            Kind::Int(i) if *i >= 0 => {}
+            _ => self.type_error(key, value, "a user or group name, or a numeric id"),
+        }
+    }
+
+    fn log_rate_limit(&mut self, key: &str, value: &Value) {
+        match &value.kind {
+            Kind::Int(i) if *i > 0 => {}
+            Kind::Str(s) => {
+                let ok = s.split_once('/').is_some_and(|(n, per)| {
+                    n.trim().parse::<u64>().is_ok_and(|n| n > 0)
+                        && units::parse_duration(per).is_ok_and(|ms| ms > 0)
+                });
+                if !ok {
+                    let msg = format!("`{key}` in app {}: invalid rate `{s}`", self.label);
+                    self.push(
+                        ConfigError::new(msg)
+                            .at(value.span)
+                            .with_hint("write lines per interval, e.g. \"1000/10s\""),
+                    );
+                }
+            }
+            _ => self.type_error(key, value, "lines per second, or a string such as \"1000/10s\""),
+        }
+    }
+
+    fn tables(&mut self, key: &str, value: &Value) {
+        match &value.kind {
+            Kind::Table(_) => {}
+            Kind::Array(items) => {
+                for item in items {
+                    if !matches!(item.kind, Kind::Table(_)) {
+                        self.type_error(key, item, "a table or a list of tables");
+                    }
+                }
+            }
+            _ => self.type_error(key, value, "a table or a list of tables"),
+        }
+    }
+}
+
+/// `filter_env`: which variables of the shell an app does not inherit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum FilterEnv {
+    #[default]
+    None,
+    All,
+    /// Variables whose name contains any of these.
+    Containing(Vec<String>),
+}
+
+/// A value as JSON (for PM2's stringified env objects).
+pub fn to_json(value: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &value.kind {
+        Kind::Str(s) | Kind::Datetime(s) => J::String(s.clone()),
+        Kind::Int(i) => J::from(*i),
+        Kind::Float(x) => serde_json::Number::from_f64(*x).map_or(J::Null, J::Number),
+        Kind::Bool(b) => J::Bool(*b),
+        Kind::Null => J::Null,
+        Kind::Array(items) => J::Array(items.iter().map(to_json).collect()),
+        Kind::Table(t) => J::Object(t.entries.iter().map(|e| (e.key.clone(), to_json(&e.value))).collect()),
     }
 }
 
@@ -425,21 +947,43 @@ pub fn signal_hint(written: &str) -> String {
     }
 }
 
-fn app(value: &Value, index: usize, errors: &mut Vec<ConfigError>) -> Option<AppDecl> {
+/// The name of a `env_<name>` key, if it is one.
+pub fn env_name(key: &str) -> Option<&str> {
+    key.strip_prefix("env_").filter(|n| !n.is_empty() && lookup(key).is_none())
+}
+
+fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
     let Kind::Table(table) = &value.kind else {
-        errors.push(
+        cx.errors.push(
             ConfigError::new(format!("app #{index} must be a table, found {}", value.type_name()))
                 .at(value.span),
         );
         return None;
     };
-    let mut cx = AppCx { label: label(table, index), errors };
+    let mut cx = AppCx { label: label(table, index), cx };
     let mut decl = AppDecl { span: value.span, label: cx.label.clone(), ..AppDecl::default() };
     let mut seen: Vec<(Field, &str)> = Vec::new();
+    let mut named_seen: Vec<&str> = Vec::new();
 
     for entry in &table.entries {
         let key = entry.key.as_str();
+        let v = &entry.value;
         let Some(def) = lookup(key) else {
+            if let Some(name) = env_name(key) {
+                if named_seen.contains(&name) {
+                    let msg = format!("`{key}` in app {} is set twice", cx.label);
+                    cx.push(ConfigError::new(msg).at(entry.key_span).with_hint("keep only one of them"));
+                    continue;
+                }
+                named_seen.push(name);
+                if matches!(v.kind, Kind::Null) {
+                    continue;
+                }
+                if let Some(vars) = cx.env(key, v) {
+                    decl.named_env.push(NamedEnv { name: name.to_string(), vars, span: entry.key_span });
+                }
+                continue;
+            }
             let mut e =
                 ConfigError::new(format!("unknown key `{key}` in app {}", cx.label)).at(entry.key_span);
             if let Some(s) = key_suggestion(key) {
@@ -448,19 +992,24 @@ fn app(value: &Value, index: usize, errors: &mut Vec<ConfigError>) -> Option<App
             cx.push(e);
             continue;
         };
-        if let Some((_, first)) = seen.iter().find(|(f, _)| *f == def.field) {
-            let msg =
-                format!("`{key}` in app {} sets `{}` again (already set by `{first}`)", cx.label, def.name);
+        if let Some((_, first)) =
+            seen.iter().find(|(f, n)| *f == def.field && (def.field != Field::Ignored || *n == key))
+        {
+            let msg = if *first == key {
+                format!("`{key}` in app {} is set twice", cx.label)
+            } else {
+                format!("`{key}` in app {} sets `{}` again (already set by `{first}`)", cx.label, def.name)
+            };
             cx.push(ConfigError::new(msg).at(entry.key_span).with_hint("keep only one of them"));
             continue;
         }
-        let v = &entry.value;
         // `null` (JSON, YAML) is as if the key were absent.
         if matches!(v.kind, Kind::Null) {
             continue;
         }
         seen.push((def.field, key));
         let spanned = |value: String| Spanned { value, span: v.span };
+        let support = def.support;
         match def.field {
             Field::Name => decl.name = cx.non_empty_string(key, v).map(spanned),
             Field::Script => decl.script = cx.non_empty_string(key, v).map(spanned),
@@ -468,8 +1017,30 @@ fn app(value: &Value, index: usize, errors: &mut Vec<ConfigError>) -> Option<App
             Field::Interpreter => decl.interpreter = cx.non_empty_string(key, v),
             Field::InterpreterArgs => decl.interpreter_args = cx.words(key, v).unwrap_or_default(),
             Field::Cwd => decl.cwd = cx.non_empty_string(key, v).map(spanned),
+            Field::Shell => decl.shell = cx.bool(key, v),
             Field::Env => decl.env = cx.env(key, v).unwrap_or_default(),
+            Field::EnvFile => {
+                decl.env_file = cx.strings(key, v).unwrap_or_default().into_iter().map(spanned).collect()
+            }
+            Field::FilterEnv => decl.filter_env = cx.filter_env(key, v).unwrap_or_default(),
+            Field::AppendEnvToName => decl.append_env_to_name = cx.bool(key, v).unwrap_or(false),
+            Field::InstanceVar => decl.instance_var = cx.var_name(key, v),
+            Field::IncrementVar => decl.increment_var = cx.var_name(key, v),
+            Field::Port => decl.port = cx.port(key, v),
             Field::Namespace => decl.namespace = cx.non_empty_string(key, v).map(spanned),
+            Field::Instances => decl.instances = cx.instances(key, v),
+            Field::ExecMode => {
+                if cx.exec_mode(key, v) == Some(true) {
+                    let note = "the instances run as separate processes that do not share one port";
+                    cx.ignore(
+                        &FieldDef { support: Support::Later, ..now(Field::ExecMode, "exec_mode", &[]) },
+                        v,
+                        v.span,
+                        Some(note),
+                    );
+                }
+            }
+            Field::Autostart => decl.autostart = cx.bool(key, v),
             Field::Autorestart => decl.autorestart = cx.bool(key, v),
             Field::StopExitCodes => decl.stop_exit_codes = cx.exit_codes(key, v),
             Field::MinUptime => decl.min_uptime_ms = cx.duration(key, v),
@@ -478,8 +1049,69 @@ fn app(value: &Value, index: usize, errors: &mut Vec<ConfigError>) -> Option<App
             Field::ExpBackoffRestartDelay => decl.exp_backoff_restart_delay_ms = cx.duration(key, v),
             Field::KillSignal => decl.kill_signal = cx.signal(key, v),
             Field::KillTimeout => decl.kill_timeout_ms = cx.duration(key, v),
-            Field::Instances => decl.instances = cx.instances(key, v),
-            Field::Autostart => decl.autostart = cx.bool(key, v),
+            Field::User | Field::Group => cx.user(key, v),
+            Field::CronRestart => cx.cron(key, v),
+            Field::Watch => {
+                if !matches!(v.kind, Kind::Bool(_)) {
+                    cx.strings(key, v);
+                }
+            }
+            Field::IgnoreWatch => {
+                cx.strings(key, v);
+            }
+            Field::WatchDelay | Field::ListenTimeout | Field::LogRotateInterval => {
+                cx.duration(key, v);
+            }
+            Field::Watchdog => {
+                if !matches!(v.kind, Kind::Bool(_)) {
+                    cx.duration(key, v);
+                }
+            }
+            Field::MaxMemoryRestart | Field::MemoryLimit | Field::LogMaxSize => {
+                cx.size(key, v);
+            }
+            Field::CpuLimit => cx.cpu_limit(key, v),
+            Field::ShutdownWithMessage
+            | Field::WaitReady
+            | Field::MergeLogs
+            | Field::Time
+            | Field::DisableLogs
+            | Field::LogCompress => {
+                cx.bool(key, v);
+            }
+            Field::OutFile | Field::ErrorFile | Field::PidFile | Field::LogDateFormat | Field::Image => {
+                cx.non_empty_string(key, v);
+            }
+            Field::LogFile => {
+                if !matches!(v.kind, Kind::Bool(_)) {
+                    cx.non_empty_string(key, v);
+                }
+            }
+            Field::LogType => {
+                if let Some(t) = cx.string(key, v) {
+                    if t != "json" && t != "raw" {
+                        let msg = format!("`{key}` in app {}: unknown log type `{t}`", cx.label);
+                        cx.push(ConfigError::new(msg).at(v.span).with_hint("use \"json\" or \"raw\""));
+                    } else if t == "json" {
+                        cx.ignore(def, v, entry.key_span, None);
+                    }
+                }
+                continue;
+            }
+            Field::LogRetain => {
+                cx.u32(key, v);
+            }
+            Field::LogRateLimit => cx.log_rate_limit(key, v),
+            Field::Health => cx.tables(key, v),
+            Field::Balancer => {
+                if !matches!(v.kind, Kind::Table(_)) {
+                    cx.type_error(key, v, "a table");
+                }
+            }
+            Field::Ignored => {}
+        }
+        if support != Support::Now {
+            cx.ignore(def, v, entry.key_span, None);
         }
     }
 
@@ -542,7 +1174,7 @@ mod tests {
         let app = Table { entries: vec![entry("name", Kind::Str("w".into())), entry("script", Kind::Null)] };
         let root = Value::new(Kind::Array(vec![Value::new(Kind::Table(app), Span::UNKNOWN)]), Span::UNKNOWN);
         let mut errors = Vec::new();
-        let decls = apps(&root, &mut errors);
+        let decls = apps(&root, Dialect::Pm2, &mut errors, &mut Vec::new()).apps;
         assert_eq!(decls.len(), 1);
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].message, "app `w` has no `script`");

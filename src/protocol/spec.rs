@@ -17,6 +17,8 @@ pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_KILL_SIGNAL: &str = "SIGTERM";
 /// Default namespace.
 pub const DEFAULT_NAMESPACE: &str = "default";
+/// Default `instance_var`: the variable holding the instance number (PM2's).
+pub const DEFAULT_INSTANCE_VAR: &str = "NODE_APP_INSTANCE";
 /// Exponential backoff ceiling.
 pub const BACKOFF_MAX_MS: u64 = 15_000;
 /// Uptime after which the exponential backoff starts again from its first delay.
@@ -63,6 +65,16 @@ pub struct AppSpec {
     pub autostart: bool,
     /// Where the spec came from (a config file), for `show` and for reloading the env.
     pub source: Option<PathBuf>,
+    /// The variable that holds the instance number (`HERDER_INSTANCE` is always set too).
+    #[serde(default = "default_instance_var")]
+    pub instance_var: String,
+    /// A variable of `env` incremented per instance (`PORT` = 3000, 3001, …).
+    #[serde(default)]
+    pub increment_var: Option<String>,
+}
+
+fn default_instance_var() -> String {
+    DEFAULT_INSTANCE_VAR.to_string()
 }
 
 impl AppSpec {
@@ -89,6 +101,8 @@ impl AppSpec {
             kill_timeout_ms: DEFAULT_KILL_TIMEOUT_MS,
             autostart: true,
             source: None,
+            instance_var: default_instance_var(),
+            increment_var: None,
         }
     }
 }
