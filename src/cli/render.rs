@@ -32,10 +32,24 @@ pub fn bytes(b: u64) -> String {
     }
 }
 
+/// The name of the user the daemon runs as (the client's, which the socket requires). Read
+/// from the environment or /etc/passwd, not through NSS, which may try network services.
 fn user() -> String {
     // SAFETY: geteuid(2) has no preconditions.
     let uid = unsafe { libc::geteuid() };
-    nix::unistd::User::from_uid(uid.into()).ok().flatten().map(|u| u.name).unwrap_or_else(|| uid.to_string())
+    if let Some(name) = std::env::var("USER").ok().filter(|n| !n.is_empty()) {
+        return name;
+    }
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                (f.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| uid.to_string())
 }
 
 fn last_exit(i: &InstanceInfo) -> String {

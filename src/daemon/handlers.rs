@@ -24,14 +24,8 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         Request::Delete { targets } => delete(d, &targets).await,
         Request::Signal { signal, targets } => send_signal(d, &signal, &targets).await,
         Request::Reset { targets } => on_instances(d, &targets, |h| async move { h.reset().await }).await,
-        Request::List => {
-            // The table has no use for every app's whole environment; `show` has it.
-            let mut apps = list(d, None);
-            for a in &mut apps {
-                a.spec.env.clear();
-            }
-            Ok(Response::List { apps })
-        }
+        // The table has no use for every app's whole environment; `show` has it.
+        Request::List => Ok(Response::List { apps: list(d, None, false) }),
         Request::Show { target } => show(d, &target),
         Request::Kill => {
             let apps = stop_everything(d).await;
@@ -58,13 +52,13 @@ fn ping(d: &Daemon) -> DaemonInfo {
     }
 }
 
-/// Snapshots of `ids` (every app when `None`), with memory read now.
-fn list(d: &Daemon, ids: Option<&[u32]>) -> Vec<AppInfo> {
+/// Snapshots of `ids` (every app when `None`), with their environments when `env` is set.
+fn list(d: &Daemon, ids: Option<&[u32]>, env: bool) -> Vec<AppInfo> {
     let reg = d.registry();
     let paths = &d.ctx.paths;
     match ids {
-        None => reg.apps.values().map(|a| a.info(paths, true)).collect(),
-        Some(ids) => ids.iter().filter_map(|id| reg.apps.get(id)).map(|a| a.info(paths, true)).collect(),
+        None => reg.apps.values().map(|a| a.info(paths, env)).collect(),
+        Some(ids) => ids.iter().filter_map(|id| reg.apps.get(id)).map(|a| a.info(paths, env)).collect(),
     }
 }
 
@@ -95,7 +89,7 @@ where
         (ids, apps)
     };
     join_instances(&apps, f).await;
-    Ok(Response::Done { apps: list(d, Some(&ids)) })
+    Ok(Response::Done { apps: list(d, Some(&ids), false) })
 }
 
 fn check_specs(specs: &[AppSpec]) -> Result<(), ErrorReply> {
@@ -130,10 +124,10 @@ async fn start(d: &Arc<Daemon>, specs: Vec<AppSpec>) -> Result<Response, ErrorRe
         for spec in specs {
             let spec = Arc::new(spec);
             let count = spec.instances as usize;
-            let existing = reg.apps.values_mut().find(|a| a.spec.name == spec.name);
+            let existing = reg.apps.values_mut().find(|a| a.spec().name == spec.name);
             match existing {
                 Some(app) => {
-                    app.spec = spec.clone();
+                    app.set_spec(spec.clone());
                     for h in app.instances.drain(count.min(app.instances.len())..) {
                         set.spawn(async move { h.shutdown().await });
                     }
@@ -160,15 +154,16 @@ async fn start(d: &Arc<Daemon>, specs: Vec<AppSpec>) -> Result<Response, ErrorRe
                             set.spawn(async move { h.start().await });
                         }
                     }
-                    reg.apps.insert(id, App { id, spec, instances });
+                    reg.apps.insert(id, App::new(id, spec, instances));
                     ids.push(id);
                 }
             }
         }
     }
     d.ctx.changed.notify_one();
+    d.apps_added.notify_one();
     while set.join_next().await.is_some() {}
-    Ok(Response::Done { apps: list(d, Some(&ids)) })
+    Ok(Response::Done { apps: list(d, Some(&ids), false) })
 }
 
 /// `herder start <name|id|namespace>`: start what is stopped, restart what runs.
@@ -197,9 +192,9 @@ async fn restart(
         let ids = reg.resolve(targets)?;
         for id in &ids {
             if let Some(app) = reg.apps.get_mut(id) {
-                let mut spec = (*app.spec).clone();
+                let mut spec = (**app.spec()).clone();
                 spec.env = env.clone();
-                app.spec = Arc::new(spec);
+                app.set_spec(Arc::new(spec));
             }
         }
         (ids.clone(), reg.handles(&ids))
@@ -207,13 +202,13 @@ async fn restart(
     let mut set = JoinSet::new();
     for app in &apps {
         for h in &app.instances {
-            let (h, spec) = (h.clone(), app.spec.clone());
+            let (h, spec) = (h.clone(), app.spec().clone());
             set.spawn(async move { h.restart(Some(spec)).await });
         }
     }
     while set.join_next().await.is_some() {}
     d.ctx.changed.notify_one();
-    Ok(Response::Done { apps: list(d, Some(&ids)) })
+    Ok(Response::Done { apps: list(d, Some(&ids), false) })
 }
 
 async fn delete(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorReply> {
@@ -222,7 +217,7 @@ async fn delete(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorRe
         let ids = reg.resolve(targets)?;
         ids.iter().filter_map(|id| reg.apps.remove(id)).collect()
     };
-    let infos: Vec<AppInfo> = removed.iter().map(|a| a.info(&d.ctx.paths, false)).collect();
+    let infos: Vec<AppInfo> = removed.iter().map(|a| a.info(&d.ctx.paths, true)).collect();
     join_instances(&removed, |h| async move { h.shutdown().await }).await;
     d.persist().await;
     Ok(Response::Done { apps: infos })
@@ -244,21 +239,21 @@ async fn send_signal(d: &Arc<Daemon>, signal: &str, targets: &[Target]) -> Resul
         for h in &app.instances {
             match h.signal(sig).await {
                 Ok(()) => delivered += 1,
-                Err(e) => failures.push(format!("`{}` instance {}: {e}", app.spec.name, h.info().index)),
+                Err(e) => failures.push(format!("`{}` instance {}: {e}", app.spec().name, h.info().index)),
             }
         }
     }
     if delivered == 0 {
         return Err(bad(format!("no signal sent: {}", failures.join("; "))));
     }
-    Ok(Response::Done { apps: list(d, Some(&ids)) })
+    Ok(Response::Done { apps: list(d, Some(&ids), false) })
 }
 
 fn show(d: &Daemon, target: &Target) -> Result<Response, ErrorReply> {
     let reg = d.registry();
     let ids = reg.resolve(std::slice::from_ref(target))?;
     if ids.len() != 1 {
-        let names: Vec<String> = reg.handles(&ids).iter().map(|a| format!("`{}`", a.spec.name)).collect();
+        let names: Vec<String> = reg.handles(&ids).iter().map(|a| format!("`{}`", a.spec().name)).collect();
         return Err(bad(format!("the target matches {} apps ({}); name one", ids.len(), names.join(", "))));
     }
     let app = reg.apps.get(&ids[0]).map(|a| a.info(&d.ctx.paths, true));
@@ -267,8 +262,13 @@ fn show(d: &Daemon, target: &Target) -> Result<Response, ErrorReply> {
 
 /// Remove every app and stop it; used by `kill` and on SIGTERM/SIGINT.
 pub(crate) async fn stop_everything(d: &Arc<Daemon>) -> Vec<AppInfo> {
-    let removed: Vec<App> = std::mem::take(&mut d.registry().apps).into_values().collect();
-    let infos = removed.iter().map(|a| a.info(&d.ctx.paths, false)).collect();
+    let removed: Vec<App> = {
+        let mut reg = d.registry();
+        // Ids start again from 0 after `kill`, as in PM2.
+        reg.next_id = 0;
+        std::mem::take(&mut reg.apps).into_values().collect()
+    };
+    let infos = removed.iter().map(|a| a.info(&d.ctx.paths, true)).collect();
     join_instances(&removed, |h| async move { h.shutdown().await }).await;
     d.persist().await;
     infos

@@ -47,6 +47,8 @@ pub(crate) struct Daemon {
     pub registry: Mutex<Registry>,
     pub started: Instant,
     pub shutdown: Notify,
+    /// Woken when apps are added, so the sampler sleeps while there are none.
+    pub apps_added: Notify,
     /// Serializes writes of `state.json` (they share one temporary file).
     pub persisting: tokio::sync::Mutex<()>,
     pub subreaper: bool,
@@ -68,7 +70,7 @@ impl Daemon {
                 .values()
                 .map(|a| PersistedApp {
                     id: a.id,
-                    spec: (*a.spec).clone(),
+                    spec: (**a.spec()).clone(),
                     instances: a.instances.iter().map(|h| h.info()).collect(),
                 })
                 .collect(),
@@ -193,6 +195,7 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
         registry: Mutex::new(Registry::default()),
         started: Instant::now(),
         shutdown: Notify::new(),
+        apps_added: Notify::new(),
         persisting: tokio::sync::Mutex::new(()),
         subreaper,
         cgroup_note,
@@ -211,6 +214,8 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
             }
         })
     };
+
+    let sampler = tokio::spawn(sample_memory(daemon.clone()));
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Runtime)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
@@ -239,8 +244,30 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
         }
     }
     persister.abort();
+    sampler.abort();
     daemon.persist().await;
     Ok(())
+}
+
+/// Every `SAMPLE_INTERVAL`, read each running instance's memory, so that `list` answers from
+/// memory instead of reading /proc for every instance on every request.
+async fn sample_memory(daemon: Arc<Daemon>) {
+    const SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let handles: Vec<_> = daemon.registry().apps.values().flat_map(|a| a.instances.clone()).collect();
+        if handles.is_empty() {
+            // Nothing to sample: sleep until an app is added instead of ticking.
+            daemon.apps_added.notified().await;
+            continue;
+        }
+        for h in &handles {
+            h.sample();
+        }
+        drop(handles);
+        tick.tick().await;
+    }
 }
 
 /// Serve one client: check its uid, handshake, then answer requests until it hangs up.

@@ -85,12 +85,13 @@ pub(crate) async fn recover(d: &Arc<Daemon>) {
                 })
                 .collect();
             reg.next_id = reg.next_id.max(app.id + 1);
-            reg.apps.insert(app.id, App { id: app.id, spec, instances });
+            reg.apps.insert(app.id, App::new(app.id, spec, instances));
         }
     }
     let restarted = starts.len();
     while starts.join_next().await.is_some() {}
     d.ctx.changed.notify_one();
+    d.apps_added.notify_one();
     tracing::info!(
         apps = d.registry().apps.len(),
         restarted,

@@ -11,7 +11,9 @@ use crate::supervisor::InstanceHandle;
 #[derive(Clone)]
 pub struct App {
     pub id: u32,
-    pub spec: Arc<AppSpec>,
+    spec: Arc<AppSpec>,
+    /// The spec without its environment, for `list`: made once per spec, not per request.
+    listing: Arc<AppSpec>,
     pub instances: Vec<InstanceHandle>,
 }
 
@@ -71,12 +73,32 @@ impl Registry {
 }
 
 impl App {
-    /// A snapshot for the client; `memory` reads each main process's RSS.
-    pub fn info(&self, paths: &crate::paths::Paths, memory: bool) -> AppInfo {
+    pub fn new(id: u32, spec: Arc<AppSpec>, instances: Vec<InstanceHandle>) -> App {
+        let listing = Self::listing_of(&spec);
+        App { id, spec, listing, instances }
+    }
+
+    fn listing_of(spec: &AppSpec) -> Arc<AppSpec> {
+        let mut listing = spec.clone();
+        listing.env.clear();
+        Arc::new(listing)
+    }
+
+    pub fn spec(&self) -> &Arc<AppSpec> {
+        &self.spec
+    }
+
+    pub fn set_spec(&mut self, spec: Arc<AppSpec>) {
+        self.listing = Self::listing_of(&spec);
+        self.spec = spec;
+    }
+
+    /// A snapshot for the client, with the environment when `env` is set.
+    pub fn info(&self, paths: &crate::paths::Paths, env: bool) -> AppInfo {
         AppInfo {
             id: self.id,
-            spec: (*self.spec).clone(),
-            instances: self.instances.iter().map(|h| if memory { h.snapshot() } else { h.info() }).collect(),
+            spec: if env { (*self.spec).clone() } else { (*self.listing).clone() },
+            instances: self.instances.iter().map(InstanceHandle::snapshot).collect(),
             log_files: (0..self.instances.len() as u32)
                 .map(|i| crate::logs::instance_paths(paths, &self.spec.name, i))
                 .collect(),
@@ -93,7 +115,7 @@ mod tests {
     fn app(id: u32, name: &str, ns: &str) -> App {
         let mut spec = AppSpec::new(name, "/bin/true", PathBuf::from("/"));
         spec.namespace = ns.into();
-        App { id, spec: Arc::new(spec), instances: Vec::new() }
+        App::new(id, Arc::new(spec), Vec::new())
     }
 
     fn reg() -> Registry {

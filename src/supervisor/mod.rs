@@ -13,6 +13,7 @@ pub mod reaper;
 pub mod spawn;
 pub mod tree;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -59,6 +60,8 @@ enum Cmd {
 pub struct InstanceHandle {
     tx: mpsc::UnboundedSender<Cmd>,
     status: watch::Receiver<InstanceInfo>,
+    /// Resident memory of the main process at the last sample, in bytes (0: unknown).
+    memory: Arc<AtomicU64>,
 }
 
 impl InstanceHandle {
@@ -94,14 +97,22 @@ impl InstanceHandle {
             auto_restart_pending: false,
         };
         tokio::spawn(actor.run(rx));
-        InstanceHandle { tx, status }
+        InstanceHandle { tx, status, memory: Arc::default() }
     }
 
-    /// The latest state, with the main process's memory read now.
+    /// The latest state, with the memory of the last sample.
     pub fn snapshot(&self) -> InstanceInfo {
         let mut info = self.status.borrow().clone();
-        info.memory_bytes = info.pid.and_then(|p| tree::rss_bytes(p as i32));
+        let memory = self.memory.load(Ordering::Relaxed);
+        info.memory_bytes = (info.pid.is_some() && memory > 0).then_some(memory);
         info
+    }
+
+    /// Read the main process's memory now (called by the daemon's sampler).
+    pub fn sample(&self) {
+        let pid = self.status.borrow().pid;
+        let memory = pid.and_then(|p| tree::rss_bytes(p as i32)).unwrap_or(0);
+        self.memory.store(memory, Ordering::Relaxed);
     }
 
     /// The latest state as last published, without reading /proc.

@@ -83,9 +83,14 @@ pub fn find_marked(marker: &str, prefix: bool) -> Vec<i32> {
         .collect()
 }
 
-/// Resident set size of `pid` in bytes.
+/// Resident set size of `pid` in bytes. Reads into a stack buffer: this runs for every
+/// instance at every sample.
 pub fn rss_bytes(pid: i32) -> Option<u64> {
-    let statm = fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    use std::io::Read;
+    let mut buf = [0u8; 128];
+    let mut f = fs::File::open(format!("/proc/{pid}/statm")).ok()?;
+    let n = f.read(&mut buf).ok()?;
+    let statm = std::str::from_utf8(&buf[..n]).ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
