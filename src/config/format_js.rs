@@ -24,13 +24,13 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// Marks the loader's own output line, after whatever the config printed itself.
 const MARK: &str = "@@herder-config@@";
 
-/// The loader run by `node -e`. `-e` defines `module`, `require`, `exports` as globals, which
-/// an ES module would silently write to: they are removed before the import.
+/// The loader, run from a temporary `.cjs` file: `node -e` would define `module`, `require` and
+/// every built-in module as globals, which an ES module using `module.exports` would silently
+/// write to instead of failing.
 const LOADER: &str = r#"
-const file = process.argv[1];
+const file = process.argv[2];
 const MARK = '@@herder-config@@';
-const req = require, mod_ = module;
-for (const k of ['module', 'require', 'exports', '__filename', '__dirname']) delete globalThis[k];
+const req = require;
 const { pathToFileURL } = req('url');
 const fs = req('fs');
 const path = req('path');
@@ -76,6 +76,37 @@ function locate(err) {
 })();
 "#;
 
+/// The loader script in the temporary directory, removed on drop.
+struct LoaderFile(PathBuf);
+
+impl LoaderFile {
+    fn create() -> std::io::Result<LoaderFile> {
+        use std::io::Write;
+        let dir = std::env::temp_dir();
+        let mut attempt = 0u32;
+        loop {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let path = dir.join(format!("herder-config-loader-{}-{nanos}-{attempt}.cjs", std::process::id()));
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    f.write_all(LOADER.as_bytes())?;
+                    return Ok(LoaderFile(path));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for LoaderFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct ThrownError {
     message: String,
@@ -112,10 +143,10 @@ pub fn load(
                 "install Node.js, or set HERDER_NODE to its path, or write the config as herder.toml",
             ));
     };
+    let loader =
+        LoaderFile::create().map_err(|e| ConfigError::new(format!("cannot write the config loader: {e}")))?;
     let mut child = Command::new(&node)
-        .arg("--input-type=commonjs")
-        .arg("-e")
-        .arg(LOADER)
+        .arg(&loader.0)
         .arg(file)
         .current_dir(cwd)
         .env_clear()
@@ -195,7 +226,7 @@ pub fn load(
             if let Some(other) = thrown.file.filter(|f| f != file) {
                 e = e.in_file(&other);
             }
-            Ok::<(), ConfigError>(()).and(Err(e))
+            Err(e)
         }
     }
 }

@@ -304,10 +304,8 @@ pub fn load(path: &Path, opts: &LoadOptions, ctx: &ResolveContext) -> Result<Loa
         let used = validated.deploy_env.contains_key(name)
             || selected.iter().any(|d| d.named_env.iter().any(|n| n.name == name));
         if !used && !selected.is_empty() {
-            warnings.push(
-                ConfigError::new(format!("no app sets `env_{name}`; `--env {name}` changes nothing"))
-                    .with_hint("check the name of the environment"),
-            );
+            warnings
+                .push(ConfigError::new(format!("no app sets `env_{name}`; `--env {name}` changes nothing")));
         }
     }
 

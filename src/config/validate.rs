@@ -1010,6 +1010,7 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
         seen.push((def.field, key));
         let spanned = |value: String| Spanned { value, span: v.span };
         let support = def.support;
+        let errors_before = cx.cx.errors.len();
         match def.field {
             Field::Name => decl.name = cx.non_empty_string(key, v).map(spanned),
             Field::Script => decl.script = cx.non_empty_string(key, v).map(spanned),
@@ -1110,12 +1111,19 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             }
             Field::Ignored => {}
         }
-        if support != Support::Now {
+        // An invalid value is an error; a warning that it is ignored would only be noise.
+        if support != Support::Now && cx.cx.errors.len() == errors_before {
             cx.ignore(def, v, entry.key_span, None);
         }
     }
 
-    if !seen.iter().any(|(f, _)| *f == Field::Script) {
+    // A misspelt `script` was reported with a suggestion; "no script" would say it twice.
+    let misspelt_script = table.entries.iter().any(|e| {
+        lookup(&e.key).is_none()
+            && env_name(&e.key).is_none()
+            && key_suggestion(&e.key).is_some_and(|s| s == "script")
+    });
+    if !seen.iter().any(|(f, _)| *f == Field::Script) && !misspelt_script {
         cx.push(
             ConfigError::new(format!("app {} has no `script`", cx.label))
                 .at(value.span)

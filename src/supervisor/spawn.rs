@@ -58,13 +58,23 @@ pub fn spawn_instance(
 
     let index_s = index.to_string();
     let home = ctx.paths.home.to_string_lossy();
-    let extra = [
+    // `instance_var` (PM2's NODE_APP_INSTANCE by default) also holds the instance number.
+    let instance_var = if spec.instance_var.is_empty() { "NODE_APP_INSTANCE" } else { &spec.instance_var };
+    // `increment_var`: its value in `env` (or 0) plus the instance number.
+    let increment = spec.increment_var.as_deref().filter(|v| !v.is_empty()).map(|var| {
+        let start = spec.env.get(var).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(0);
+        (var, (start + i64::from(index)).to_string())
+    });
+    let mut extra = vec![
         ("HERDER_HOME", home.as_ref()),
         ("HERDER_APP", spec.name.as_str()),
         ("HERDER_INSTANCE", index_s.as_str()),
-        ("NODE_APP_INSTANCE", index_s.as_str()),
+        (instance_var, index_s.as_str()),
         (tree::MARKER_VAR, marker),
     ];
+    if let Some((var, value)) = &increment {
+        extra.push((var, value.as_str()));
+    }
     let env = spec
         .env
         .iter()

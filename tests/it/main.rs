@@ -3,6 +3,7 @@
 mod harness;
 
 mod config_errors;
+mod config_formats;
 mod daemon;
 mod lifecycle;
 mod recovery;
