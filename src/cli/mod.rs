@@ -183,6 +183,15 @@ pub struct StartArgs {
 pub fn run(cli: Cli) -> Result<i32> {
     let paths = Paths::from_env().context("cannot find herder's home")?;
     if let Cmd::Daemon = cli.command {
+        use std::io::IsTerminal;
+        if std::io::stderr().is_terminal() {
+            eprintln!(
+                "herder daemon (pid {}) for {}; its log is {}",
+                std::process::id(),
+                paths.home.display(),
+                paths.daemon_log().display()
+            );
+        }
         crate::daemon::run(paths)?;
         return Ok(0);
     }
@@ -307,6 +316,17 @@ async fn kill(paths: &Paths) -> Result<i32> {
         Ok(c) => c,
         Err(client::ClientError::NoDaemon { .. }) => {
             out("no daemon is running\n")?;
+            return Ok(0);
+        }
+        // A daemon of another version cannot be asked; SIGTERM makes any version stop its
+        // apps and exit.
+        Err(client::ClientError::VersionMismatch { pid, daemon, .. }) => {
+            // SAFETY: kill(2) on the pid the daemon reported in the handshake.
+            unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+            if !client::wait_gone(pid, Duration::from_secs(60)).await {
+                bail!("the herder {daemon} daemon (pid {pid}) did not stop after SIGTERM");
+            }
+            out(&format!("stopped the herder {daemon} daemon (pid {pid}) and its apps\n"))?;
             return Ok(0);
         }
         Err(e) => return Err(e.into()),

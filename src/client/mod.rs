@@ -24,7 +24,7 @@ pub enum ClientError {
     SpawnTimeout { secs: u64, log: String },
     #[error("cannot start the herder daemon: {0}")]
     Spawn(io::Error),
-    #[error("the daemon (pid {pid}) runs herder {daemon}, this is herder {client}\nhint: run `herder update` to move the daemon to this version, or `herder kill` to stop it and its apps")]
+    #[error("the daemon (pid {pid}) runs herder {daemon}, this is herder {client}\nhint: `herder kill` stops that daemon and its apps; the next command starts this version's daemon")]
     VersionMismatch { pid: u32, daemon: String, client: String },
     #[error("the daemon closed the connection (is it owned by another user?)")]
     Closed,

@@ -158,3 +158,24 @@ fn kill_stops_the_daemon_and_a_new_command_starts_another() {
     h.ok(&["ping"]);
     assert_ne!(h.daemon_pid().unwrap(), pid);
 }
+
+#[test]
+fn a_daemon_of_another_version_is_named_and_kill_still_stops_it() {
+    use std::io::BufRead;
+    let h = TestHome::new();
+    let mut old = Command::new("python3")
+        .arg(fixture("old_daemon.py"))
+        .arg(&h.home)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(old.stdout.take().unwrap()).read_line(&mut ready).unwrap();
+    assert_eq!(ready.trim(), "ready");
+    let err = h.fails(&["ping"]);
+    assert!(err.contains("runs herder 0.0.1") && err.contains("herder kill"), "{err}");
+    let out = h.ok(&["kill"]);
+    assert!(out.contains("0.0.1"), "{out}");
+    let status = old.wait().unwrap();
+    assert!(status.success(), "the old daemon exited on SIGTERM: {status}");
+}
