@@ -564,3 +564,89 @@ fn from_command_missing_script_is_a_clear_error() {
     let errs = from_command("mytool", &ov, &f.ctx()).unwrap_err();
     assert_eq!(errs.errors[0].message, "app name `42` is a number");
 }
+
+#[test]
+fn shell_syntax() {
+    for (command, op) in [
+        ("a && b", Some("&&")),
+        ("a | b", Some("|")),
+        ("a; b", Some(";")),
+        ("a > out.log", Some(">")),
+        ("echo $HOME", Some("$")),
+        ("echo \"$HOME\"", Some("$")),
+        ("echo '$HOME && x'", None),
+        ("node app.js --flag 'a b'", None),
+        ("a\\;b", None),
+    ] {
+        assert_eq!(resolve::needs_shell(command).as_deref(), op, "{command}");
+    }
+}
+
+#[test]
+fn commands_that_need_a_shell() {
+    let f = Fixture::new();
+    // herder.toml asks for `shell = true`, and then uses `sh -c`.
+    let spec = f.load_one(
+        "[[apps]]\nname = \"p\"\nscript = \"mytool a | mytool b\"\nshell = true\nargs = [\"x y\"]\n",
+    );
+    assert!(spec.program.ends_with("sh"), "{}", spec.program);
+    assert_eq!(spec.args, ["-c", "mytool a | mytool b 'x y'"]);
+    // PM2 files use a shell by themselves where the command needs one.
+    f.file("apps.json", "[{\"name\": \"p\", \"script\": \"mytool a && mytool b\"}]");
+    let specs = load_file(Path::new("apps.json"), &f.ctx()).unwrap();
+    assert_eq!(specs[0].args, ["-c", "mytool a && mytool b"]);
+    // …and so does the command line.
+    let spec = from_command("mytool a > out.log", &Overrides::default(), &f.ctx()).unwrap();
+    assert_eq!(spec.args, ["-c", "mytool a > out.log"]);
+    // A plain command string is split, never given to a shell.
+    f.file("plain.json", "[{\"name\": \"p\", \"script\": \"mytool 'a b'\"}]");
+    let specs = load_file(Path::new("plain.json"), &f.ctx()).unwrap();
+    assert_eq!(
+        (specs[0].program.as_str(), specs[0].args.as_slice()),
+        (f.path("bin/mytool").as_str(), ["a b".to_string()].as_slice())
+    );
+}
+
+#[test]
+fn shebangs_are_respected() {
+    let f = Fixture::new();
+    // An executable with a shebang runs directly, whatever its extension.
+    f.executable("tool.py", "#!/bin/sh\necho\n");
+    let spec = f.load_one("[[apps]]\nscript = \"tool.py\"\n");
+    assert_eq!(
+        (spec.program.as_str(), spec.interpreter.as_deref()),
+        (f.path("tool.py").as_str(), Some("none"))
+    );
+    // Not executable: its shebang line says what runs it, argument included.
+    f.file("job.js", "#!/usr/bin/env node\n");
+    let spec = f.load_one("[[apps]]\nscript = \"job.js\"\ninterpreter_args = \"--trace-warnings\"\n");
+    assert_eq!(spec.program, "/usr/bin/env");
+    assert_eq!(spec.args, ["node".to_string(), "--trace-warnings".into(), f.path("job.js")]);
+    assert_eq!(spec.interpreter.as_deref(), Some("/usr/bin/env node"));
+}
+
+#[test]
+fn environment_layers_and_names() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    f.file(".env", "FROM_FILE=1\nLAYER=file\n");
+    let toml = "[[apps]]\nname = \"web\"\nscript = \"app.js\"\nenv_file = \".env\"\nport = 8080\n\
+                append_env_to_name = true\ninstance_var = \"INST\"\nincrement_var = \"PORT\"\n\
+                filter_env = [\"HOM\"]\nenv = { LAYER = \"env\" }\nenv_prod = { LAYER = \"prod\" }\n";
+    let spec = f.load_one(toml);
+    assert_eq!(spec.name, "web");
+    assert_eq!(spec.env.get("LAYER").map(String::as_str), Some("env"));
+    assert_eq!(spec.env.get("PORT").map(String::as_str), Some("8080"));
+    assert_eq!(spec.env.get("FROM_FILE").map(String::as_str), Some("1"));
+    assert!(!spec.env.contains_key("HOME"), "filtered");
+    assert!(spec.env.contains_key("PATH"));
+    assert_eq!((spec.instance_var.as_str(), spec.increment_var.as_deref()), ("INST", Some("PORT")));
+    let opts = LoadOptions { env_name: Some("prod".into()), only: Vec::new() };
+    let loaded = load(Path::new("herder.toml"), &opts, &f.ctx()).unwrap();
+    assert_eq!(loaded.specs[0].name, "web-prod");
+    assert_eq!(loaded.specs[0].env.get("LAYER").map(String::as_str), Some("prod"));
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    // `filter_env = true`: nothing from the shell.
+    let spec = f.load_one("[[apps]]\nscript = \"app.js\"\nfilter_env = true\n");
+    assert!(spec.env.is_empty(), "{:?}", spec.env);
+}
