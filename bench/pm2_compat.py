@@ -56,7 +56,6 @@ EXPECTED = {
     "esm-package/ecosystem.config.js": "PM2 cannot load a .js config in a \"type\": \"module\" package",
     "esm-package-cjs/ecosystem.config.js": "PM2 loads it with require(), which fails in an ESM package",
     "envfile/ecosystem.config.js": "env_file is herder's (PM2 ignores it)",
-    "cluster/ecosystem.config.js": "PM2 runs cluster mode through its own Node wrapper",
 }
 
 # Variables that are each tool's bookkeeping, not the app's configuration.

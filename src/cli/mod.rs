@@ -101,6 +101,12 @@ pub struct RestartArgs {
     /// Replace the apps' environment with this shell's (variables missing here are removed)
     #[arg(short = 'a', long)]
     pub update_env: bool,
+    /// With a config file: restart only these apps (by name)
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub only: Vec<String>,
+    /// With a config file: apply each app's `env_<name>`
+    #[arg(long = "env", value_name = "NAME")]
+    pub env_name: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -226,6 +232,24 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
         Cmd::Start(args) => start(paths, args).await,
         Cmd::Stop(t) => act(paths, Request::Stop { targets: targets(&t.targets) }).await,
         Cmd::Restart(a) => {
+            // A config file: its apps are resolved again from the file (env included) and
+            // restarted with it; those not running yet are started.
+            if let [file] = a.targets.as_slice() {
+                if config::is_config_file(Path::new(file)) {
+                    let ctx = resolve_context()?;
+                    let opts = config::LoadOptions { env_name: a.env_name.clone(), only: a.only.clone() };
+                    return match config::load(Path::new(file), &opts, &ctx) {
+                        Ok(loaded) => {
+                            print_warnings(&loaded.warnings);
+                            act(paths, Request::Start { specs: loaded.specs }).await
+                        }
+                        Err(errors) => config_failed(&errors),
+                    };
+                }
+            }
+            if !a.only.is_empty() || a.env_name.is_some() {
+                bail!("`--only` and `--env` select apps and environments of a config file\nhint: herder restart ecosystem.config.js --env production");
+            }
             let env = a.update_env.then(shell_env);
             act(paths, Request::Restart { targets: targets(&a.targets), env }).await
         }

@@ -374,6 +374,40 @@ fn environment_precedence() {
 }
 
 #[test]
+fn restart_of_a_config_file_resolves_it_again() {
+    let h = TestHome::new();
+    let dumps = h.dir.path().join("dumps");
+    std::fs::create_dir(&dumps).unwrap();
+    let write = |level: &str| {
+        let text = format!(
+            "apps:\n  - name: again\n    script: {}\n    env:\n      LEVEL: {level}\n    env_prod:\n      MODE: prod\n",
+            eco("apps/dump.js").display()
+        );
+        h.write("apps.yaml", &text)
+    };
+    let path = write("one");
+    let run = |verb: &str, flags: &[&str]| {
+        let mut args = vec![verb, path.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        let mut cmd = h.cmd(&args);
+        cmd.env("DUMP_DIR", &dumps);
+        assert_success(&cmd.output().unwrap(), &args);
+    };
+    run("start", &[]);
+    let first = read_dump(&dumps, "again", 0);
+    assert_eq!(first["env"]["LEVEL"].as_str(), Some("one"));
+    write("two");
+    run("restart", &["--env", "prod"]);
+    let second = wait_for("the restarted app's dump", T, || {
+        let d = read_dump(&dumps, "again", 0);
+        (d["pid"] != first["pid"]).then_some(d)
+    });
+    assert_eq!(second["env"]["LEVEL"].as_str(), Some("two"));
+    assert_eq!(second["env"]["MODE"].as_str(), Some("prod"));
+    assert_eq!(h.list().len(), 1);
+}
+
+#[test]
 fn restart_update_env_removes_a_variable() {
     let h = TestHome::new();
     let dumps = h.dir.path().join("dumps");
