@@ -49,7 +49,10 @@ function locate(err) {
     if (m) { out.file = m[1].replace(/^file:\/\//, ''); out.line = +m[2]; out.column = m[4].length + 1; return out; }
   }
   const frames = [...stack.matchAll(/\(?((?:file:\/\/)?\/[^\s():]+):(\d+):(\d+)\)?/g)];
-  const own = frames.find((f) => files.includes(f[1])) || frames.find((f) => !f[1].startsWith('node:'));
+  // Where it was thrown, in the user's code: the first frame outside node's internals and
+  // outside node_modules (else the config file's own frame).
+  const own = frames.find((f) => !f[1].startsWith('node:') && !f[1].includes('/node_modules/'))
+    || frames.find((f) => files.includes(f[1]));
   if (own) { out.file = own[1].replace(/^file:\/\//, ''); out.line = +own[2]; out.column = +own[3]; }
   return out;
 }

@@ -472,6 +472,7 @@ const MALFORMED: &[(&str, &str, &str)] = &[
     ("syntax.config.mjs", "4:16", "syntax error: Unexpected token ';'"),
     ("not_object.config.js", "1:1", "the config must be a table of apps, found an integer"),
     ("missing_env_file.config.js", "5:15", "missing.env` of app `web` does not exist"),
+    ("throws_in_module.config.js", "helper_throws.js:2:14", "ReferenceError: settings is not defined"),
 ];
 
 #[test]
@@ -483,10 +484,11 @@ fn malformed_files_give_precise_errors() {
         let out = h.cmd(&["validate", file]).current_dir(&dir).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         // The error line itself names the file, line and column, then says what is wrong.
-        let located = if at.contains(".env") {
-            format!("{}:", dir.join(at).display())
-        } else {
+        // An error located in another file (an env_file, a module the config requires) names it.
+        let located = if at.starts_with(|c: char| c.is_ascii_digit()) {
             format!("{file}:{at}:")
+        } else {
+            format!("{}:", dir.join(at).display())
         };
         let ok = !out.status.success()
             && err.lines().any(|l| l.starts_with("error: ") && l.contains(&located))
