@@ -403,11 +403,23 @@ class Herder(Tool):
         return _collect_statuses(data)
 
     def flap_start_args(self, script, out_file):
-        return ("start", script, "--name", "flap", "--restart-delay", "0",
+        # --interpreter python3 as for PM2: herder runs an executable script with a shebang
+        # directly, which would add an exec of /usr/bin/env that the other runners do not pay.
+        return ("start", script, "--name", "flap", "--interpreter", "python3", "--restart-delay", "0",
                 "--max-restarts", "100000", "--min-uptime", "0", "--", out_file)
 
     def flap_delete_args(self):
         return ("delete", "flap")
+
+
+class HerderNoCgroup(Herder):
+    """Diagnostic variant: herder's daemon with HERDER_NO_CGROUP=1 (apps not put in cgroups),
+    to isolate what joining a cgroup costs on each start."""
+    name = "herder-nocg"
+
+    def __init__(self, ws):
+        super().__init__(ws)
+        self.env["HERDER_NO_CGROUP"] = "1"
 
 
 def _collect_statuses(data):
@@ -563,10 +575,25 @@ def machine_info():
         "os": first_line(["sh", "-c", ". /etc/os-release && echo \"$PRETTY_NAME\""]),
         "loadavg_at_start": open("/proc/loadavg").read().split()[:3],
         "herder": Herder.version() if Herder.available() else "not built",
+        "herder_build": herder_build(),
         "pm2": PM2.version() if PM2.available() else "not installed",
         "node": first_line(["node", "--version"]),
         "python": first_line([PYTHON, "--version"]) + " (" + PYTHON + ")",
     }
+
+
+def herder_build():
+    """Binary path, its build time and the git commit it was built over (best effort)."""
+    if not Herder.available():
+        return None
+    mtime = datetime.datetime.fromtimestamp(os.path.getmtime(HERDER_BIN), datetime.timezone.utc)
+    rc, head, _, _ = run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], timeout=10)
+    rc2, dirty, _, _ = run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"],
+                           timeout=10)
+    return "%s built %s; git HEAD when measured: %s%s" % (
+        os.path.relpath(HERDER_BIN, ROOT) if HERDER_BIN.startswith(ROOT) else HERDER_BIN,
+        mtime.strftime("%Y-%m-%d %H:%M UTC"), head.strip() if rc == 0 else "?",
+        ", with uncommitted changes in src/" if rc2 == 0 and dirty.strip() else "")
 
 
 def status_meminfo(field):
@@ -667,5 +694,6 @@ def rss_sample(pid, n=5, interval_s=0.2):
         if i + 1 < n:
             time.sleep(interval_s)
     return {"vmrss_kb": statistics.median(rss), "vmhwm_kb": hwm,
+            "rss_anon_kb": status_kb(pid, "RssAnon"), "rss_file_kb": status_kb(pid, "RssFile"),
             "pss_kb": statistics.median(pss) if pss else None,
             "threads": status_kb(pid, "Threads")}

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the repository
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as c  # noqa: E402
 
@@ -87,7 +88,7 @@ def main():
       "`bench/README.md`). Every figure below comes from one run in which herder and PM2 "
       "were measured side by side on the same machine, interleaved (rounds alternate which "
       "tool goes first). Figures are medians; a ratio is PM2's median divided by herder's "
-      "(how many times faster or smaller herder is). The machine is a shared, noisy 2-core VM: "
+      "(how many times faster or smaller herder is; below 1, herder is slower). The machine is a shared, noisy 2-core VM: "
       "compare the two columns of one run, not figures across runs.")
     w("")
     w("## Machine")
@@ -100,7 +101,7 @@ def main():
     w("| kernel | %s |" % machine.get("kernel"))
     w("| OS | %s |" % machine.get("os"))
     w("| load average at start | %s |" % " ".join(machine.get("loadavg_at_start", [])))
-    w("| herder | %s (`cargo build --release`) |" % machine.get("herder"))
+    w("| herder | %s (`cargo build --release`; %s) |" % (machine.get("herder"), machine.get("herder_build") or "?"))
     w("| PM2 | %s (`npm install pm2` into a temporary folder) |" % machine.get("pm2"))
     w("| node | %s |" % machine.get("node"))
     w("| python3 (runs the fixtures, all tools) | %s |" % machine.get("python"))
@@ -117,6 +118,12 @@ def main():
         pe = med(s, "pm2", "excess_over_bare_ms")
         w("| restart gap, excess over a bare shell loop (median) | %s | %s | %s | %s | %s |" % (
             TARGETS["gap"][0], ms(he), ms(pe), ratio(pe, he), met(he, TARGETS["gap"][1])))
+        kern = gap.get("kernel_exit_to_exec")
+        if kern:
+            hk = med(kern, "herder", "excess_over_bare_ms")
+            pk = med(kern, "pm2", "excess_over_bare_ms")
+            w("| restart gap, kernel exit→exec, excess over the bare loop (median) | %s | %s | %s | %s | %s |" % (
+                TARGETS["gap"][0], ms(hk, 3), ms(pk, 3), ratio(pk, hk), met(hk, TARGETS["gap"][1])))
     if lst:
         n = str(lst["apps"])
         for apps, key in (("0", None), (n, "list100")):
@@ -154,23 +161,55 @@ def main():
           "with code 1); gap = next `S` − previous `E`. It includes the exit, the supervisor "
           "noticing it, fork+exec and python3's start-up, so the bare shell loop running the "
           "same script is the floor and the excess over it is the supervisor's cost. "
-          "%d rounds × %d restarts per tool, the three interleaved round by round." % (
+          "%d rounds × %d restarts per runner, the runners interleaved round by round (the order "
+          "rotates each round)." % (
               gap["machine"]["date"], gap["rounds"], gap["restarts_per_round"]))
         w("")
         w("| runner | command | restarts | median gap | p10 | p90 | excess over bare (median) | "
-          "excess, median of per-round differences |")
-        w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "excess, median of per-round differences | excess at p10 |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for k in gap["commands"]:
             x = s.get(k, {})
-            w("| %s | `%s` | %s | %s | %s | %s | %s | %s |" % (
+            w("| %s | `%s` | %s | %s | %s | %s | %s | %s | %s |" % (
                 k, gap["commands"][k], x.get("n", 0), ms(x.get("median")), ms(x.get("p10")),
                 ms(x.get("p90")), ms(x.get("excess_over_bare_ms")) if k != "bare" else "—",
-                ms(x.get("excess_median_of_rounds_ms")) if k != "bare" else "—"))
+                ms(x.get("excess_median_of_rounds_ms")) if k != "bare" else "—",
+                ms(x.get("excess_p10_ms")) if k != "bare" else "—"))
+        w("")
+        w("The headline is the difference of medians. Noise from other work on the machine only "
+          "ever adds time, so the difference of the 10th percentiles (last column) is the least "
+          "noisy view of the fixed cost per restart; when the columns disagree by more than the "
+          "target, this run cannot resolve the target.")
         w("")
         he, pe = med(s, "herder", "excess_over_bare_ms"), med(s, "pm2", "excess_over_bare_ms")
         w("Target: herder ≤ 0.3 ms over the bare loop (PM2 about 5 ms). This run: herder %s, "
           "PM2 %s over the bare loop (%s); herder's target is %s." % (
               ms(he), ms(pe), "PM2 / herder " + ratio(pe, he), met(he, 0.3)))
+        ne = med(s, "herder-nocg", "excess_over_bare_ms")
+        if ne is not None:
+            w("")
+            w("`herder-nocg` is a diagnostic runner, not a product figure: the same herder with "
+              "`HERDER_NO_CGROUP=1` in its daemon's environment, so apps are not put in a cgroup. "
+              "The difference between its excess (%s) and herder's (%s) is what joining the "
+              "instance's cgroup costs on every start; a difference within this run's noise "
+              "(compare the per-round and p10 columns, and the kernel-side view) means no "
+              "measurable cost." % (ms(ne), ms(he)))
+        kern = gap.get("kernel_exit_to_exec")
+        if kern:
+            w("")
+            w("Kernel-side view of the same restarts, free of python3's start-up noise: `perf record "
+              "-a -e sched:sched_process_exit,sched:sched_process_exec` ran during every round; gap = "
+              "the next flap process's first `exec` − the previous one's `exit` (pids from the flap "
+              "file). This is the supervisor's reaction plus fork+exec, nothing else.")
+            w("")
+            w("| runner | exits→exec measured | median | p10 | p90 | excess over bare (median) | excess at p10 |")
+            w("| --- | --- | --- | --- | --- | --- | --- |")
+            for k in gap["commands"]:
+                x = kern.get(k, {})
+                w("| %s | %s | %s | %s | %s | %s | %s |" % (
+                    k, x.get("n", 0), ms(x.get("median"), 3), ms(x.get("p10"), 3), ms(x.get("p90"), 3),
+                    ms(x.get("excess_over_bare_ms"), 3) if k != "bare" else "—",
+                    ms(x.get("excess_p10_ms"), 3) if k != "bare" else "—"))
         st = {r["tool"]: r.get("statuses_after") for r in gap["per_round"] if r.get("statuses_after")}
         if st:
             w("")
@@ -188,14 +227,16 @@ def main():
           "same way is the harness's floor (fork+exec), included in every figure. The %d apps "
           "are `sleep 100000`." % (lst["machine"]["date"], lst["runs"], lst["apps"]))
         w("")
-        w("| command | apps | median | p10 | p90 | failures |")
-        w("| --- | --- | --- | --- | --- | --- |")
+        w("| command | apps | median | p10 | p90 | median minus the `/bin/true` floor | failures |")
+        w("| --- | --- | --- | --- | --- | --- | --- |")
         for apps, res in lst["phases"].items():
+            floor = med(res, "/bin/true (harness floor)", "summary", "median")
             for label, r in res.items():
                 x = r["summary"]
-                w("| `%s` | %s | %s | %s | %s | %d |" % (
+                net = x.get("median") - floor if floor is not None and not label.startswith("/bin/true") else None
+                w("| `%s` | %s | %s | %s | %s | %s | %d |" % (
                     lst["commands"].get(label, label), apps, ms(x.get("median")),
-                    ms(x.get("p10")), ms(x.get("p90")), r["failures"]))
+                    ms(x.get("p10")), ms(x.get("p90")), ms(net), r["failures"]))
         w("")
         n = str(lst["apps"])
         h = med(lst["phases"], n, "herder list", "summary", "median")
@@ -213,18 +254,21 @@ def main():
         w("")
         w("`bench/memory.py`, measured %s. VmRSS of the daemon process only (herder: "
           "`$HERDER_HOME/daemon.pid`; PM2: the God daemon, `$PM2_HOME/pm2.pid`), median of 5 "
-          "samples taken %.0f s after the daemon settled; Pss from `smaps_rollup`. "
+          "samples taken %.0f s after the daemon settled; anon / file are `RssAnon` / `RssFile` "
+          "(file-backed pages are mostly the program's own code, shared and reclaimable); Pss from `smaps_rollup`. "
           "The %d apps are `sleep 100000`, started from one config file." % (
               mem["machine"]["date"], mem["settle_s"], mem["apps"]))
         w("")
-        w("| state | herder VmRSS | PM2 VmRSS | PM2 / herder | herder Pss | PM2 Pss | herder threads | PM2 threads |")
-        w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        w("| state | herder VmRSS | PM2 VmRSS | PM2 / herder | herder anon / file | PM2 anon / file | herder Pss | PM2 Pss | herder threads | PM2 threads |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for when, label in (("idle", "idle, 0 apps"), ("apps", "%d idle apps" % mem["apps"]),
                             ("after_delete", "after `stop all` + `delete all`")):
             h, p = med(r, "herder", when), med(r, "pm2", when)
-            w("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            w("| %s | %s | %s | %s | %s / %s | %s / %s | %s | %s | %s | %s |" % (
                 label, mb(med(h, "vmrss_kb")), mb(med(p, "vmrss_kb")),
                 ratio(med(p, "vmrss_kb"), med(h, "vmrss_kb")),
+                mb(med(h, "rss_anon_kb")), mb(med(h, "rss_file_kb")),
+                mb(med(p, "rss_anon_kb")), mb(med(p, "rss_file_kb")),
                 mb(med(h, "pss_kb")), mb(med(p, "pss_kb")),
                 med(h, "threads") or "—", med(p, "threads") or "—"))
         w("")
@@ -247,20 +291,32 @@ def main():
           "it showed all apps `online` (a cross-check; includes the polling `list` calls)." % (
               ss["machine"]["date"], ss["rounds"], ss["apps"]))
         w("")
-        w("| step | herder command | herder | PM2 command | PM2 | PM2 / herder |")
-        w("| --- | --- | --- | --- | --- | --- |")
         hc, pc = ss["commands"]["herder"], ss["commands"]["pm2"]
-        rows = (("start, until all run", "start", "start_s"),
-                ("start, CLI only", "start", "start_cli_s"),
-                ("start, until its list shows all online", "start", "start_listed_online_s"),
-                ("stop all, until all exited", "stop", "stop_s"),
-                ("stop all, CLI only", "stop", "stop_cli_s"),
-                ("delete all, CLI", "delete", "delete_cli_s"))
-        for label, cmdk, key in rows:
-            h, p = med(s, "herder", key, "median"), med(s, "pm2", key, "median")
-            w("| %s | `%s` | %s | `%s` | %s | %s |" % (
-                label, hc[cmdk], sec(h), pc[cmdk], sec(p), ratio(p, h)))
+        w("Commands — herder: `%s`, `%s`, `%s`; PM2: `%s`, `%s`, `%s`." % (
+            hc["start"], hc["stop"], hc["delete"], pc["start"], pc["stop"], pc["delete"]))
         w("")
+        w("| step | herder | PM2 | PM2 / herder |")
+        w("| --- | --- | --- | --- |")
+        rows = (("start, until all run", "start_s"),
+                ("start, CLI wall clock only", "start_cli_s"),
+                ("start, until its own list shows all online", "start_listed_online_s"),
+                ("`stop all`, until all exited", "stop_s"),
+                ("`stop all`, CLI wall clock only", "stop_cli_s"),
+                ("`delete all` (stopped apps), CLI", "delete_cli_s"))
+        for label, key in rows:
+            h, p = med(s, "herder", key, "median"), med(s, "pm2", key, "median")
+            w("| %s | %s | %s | %s |" % (label, sec(h), sec(p), ratio(p, h)))
+        w("")
+
+    notes = os.path.join(c.BENCH_DIR, "notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            text = f.read().strip()
+        if text:
+            w("## Observations")
+            w("")
+            w(text)
+            w("")
 
     w("## Reproduce")
     w("")

@@ -15,6 +15,16 @@ use crate::protocol::{
 use crate::supervisor::InstanceHandle;
 
 pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
+    // What a command changed is on disk before the user hears it is done, so a daemon that
+    // dies right after cannot undo it (a stopped app restarted by recovery, say).
+    let durable = matches!(
+        req,
+        Request::Start { .. }
+            | Request::StartExisting { .. }
+            | Request::Stop { .. }
+            | Request::Restart { .. }
+            | Request::Reset { .. }
+    );
     let result = match req {
         Request::Ping => Ok(Response::Pong(ping(d))),
         Request::Start { specs } => start(d, specs).await,
@@ -32,6 +42,9 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
             Ok(Response::Done { apps })
         }
     };
+    if durable && result.is_ok() {
+        d.persist().await;
+    }
     result.unwrap_or_else(Response::Error)
 }
 

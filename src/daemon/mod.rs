@@ -84,16 +84,23 @@ impl Daemon {
         let path = self.ctx.paths.state();
         let res = tokio::task::spawn_blocking(move || {
             let bytes = serde_json::to_vec(&st).map_err(io::Error::other)?;
-            state::write_atomic(&path, &bytes)
+            state::write_atomic(&path, &bytes).map(|()| bytes.len())
         })
         .await;
         match res {
-            Ok(Ok(())) => trim_memory(),
+            // A large state (many apps) leaves freed buffers behind; a small one is not worth
+            // the trim on every restart of a flapping app.
+            Ok(Ok(len)) if len > 64 * 1024 => trim_memory(),
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cannot write state.json"),
             Err(e) => tracing::error!(error = %e, "state writer panicked"),
         }
     }
 }
+
+/// How long the persister waits after a change before writing `state.json`. Recovery does not
+/// depend on it being instant: leftover cgroups (or marked processes) are found regardless.
+const PERSIST_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Run the daemon for `paths` until `herder kill` or SIGTERM/SIGINT.
 pub fn run(paths: Paths) -> Result<(), DaemonError> {
@@ -210,6 +217,9 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
         tokio::spawn(async move {
             loop {
                 changed.notified().await;
+                // Let a burst (100 apps starting, an app flapping) settle into one write, and
+                // keep the write off the CPU while a restarted app starts up.
+                tokio::time::sleep(PERSIST_DELAY).await;
                 daemon.persist().await;
             }
         })
