@@ -109,14 +109,15 @@ impl Cgroup {
         Cgroup { path: path.into() }
     }
 
-    /// Create the group afresh and open the directory (for `CLONE_INTO_CGROUP`) and its
+    /// Create the group and open the directory (for `CLONE_INTO_CGROUP`) and its
     /// `cgroup.procs` (for kernels without it).
     ///
-    /// An existing group is emptied and removed first, never reused: some kernels compare a
-    /// group's `cgroup.kill` count with the parent's when a child is cloned into it, and kill
-    /// every child cloned into a group that was ever killed.
-    pub fn prepare(&self) -> io::Result<(OwnedFd, OwnedFd)> {
-        if self.path.exists() {
+    /// With `recreate`, an existing group is emptied and removed first: some kernels compare a
+    /// group's `cgroup.kill` count with its parent's when a child is cloned into it, and kill
+    /// every child cloned into a group that was ever killed. Callers recreate after any kill
+    /// in the group; a group whose processes all exited on their own is reused as it is.
+    pub fn prepare(&self, recreate: bool) -> io::Result<(OwnedFd, OwnedFd)> {
+        if recreate && self.path.exists() {
             if self.populated() {
                 self.kill_and_wait(Duration::from_secs(5));
             }

@@ -94,6 +94,7 @@ impl InstanceHandle {
             status: status_tx,
             policy: PolicyState::default(),
             cgroup,
+            cgroup_dirty: true,
             auto_restart_pending: false,
         };
         tokio::spawn(actor.run(rx));
@@ -194,6 +195,9 @@ struct Actor {
     status: watch::Sender<InstanceInfo>,
     policy: PolicyState,
     cgroup: Option<Cgroup>,
+    /// Something was killed in the cgroup (or it may hold leftovers of an earlier daemon):
+    /// the next spawn gets a fresh one (see [`Cgroup::prepare`]).
+    cgroup_dirty: bool,
     marker: String,
     /// The next launch is an automatic restart (counted in `restarts`).
     auto_restart_pending: bool,
@@ -358,10 +362,17 @@ impl Actor {
         if std::mem::take(&mut self.auto_restart_pending) {
             self.info.restarts += 1;
         }
-        let spawned =
-            spawn::spawn_instance(&self.ctx, &self.spec, self.info.index, self.cgroup.as_ref(), &self.marker);
+        let spawned = spawn::spawn_instance(
+            &self.ctx,
+            &self.spec,
+            self.info.index,
+            self.cgroup.as_ref(),
+            self.cgroup_dirty,
+            &self.marker,
+        );
         match spawned {
             Ok(s) => {
+                self.cgroup_dirty = false;
                 self.info.pid = Some(s.pid as u32);
                 self.info.start_ticks = s.start_ticks;
                 self.info.started_at_ms = Some(now_ms());
@@ -427,10 +438,11 @@ impl Actor {
     }
 
     /// SIGKILL whatever of the instance outlived its main process.
-    fn kill_leftovers(&self) {
+    fn kill_leftovers(&mut self) {
         if let Some(cg) = &self.cgroup {
             if cg.populated() {
                 cg.signal_all(libc::SIGKILL);
+                self.cgroup_dirty = true;
             }
         } else {
             for pid in tree::find_children_marked(&self.marker) {
@@ -471,8 +483,9 @@ impl Actor {
 
     /// SIGKILL every process of the instance: its cgroup, or its process group, its
     /// descendants and any re-parented process that carries its marker.
-    async fn kill_everything(&self, pid: i32, tree_before: Vec<i32>) {
+    async fn kill_everything(&mut self, pid: i32, tree_before: Vec<i32>) {
         if let Some(cg) = self.cgroup.clone() {
+            self.cgroup_dirty = true;
             let _ = tokio::task::spawn_blocking(move || cg.kill_and_wait(Duration::from_secs(5))).await;
             return;
         }

@@ -44,6 +44,7 @@ pub fn spawn_instance(
     spec: &AppSpec,
     index: u32,
     cgroup: Option<&Cgroup>,
+    recreate_cgroup: bool,
     marker: &str,
 ) -> Result<Spawned, SpawnError> {
     let err = |what: String| SpawnError { program: spec.program.clone(), what };
@@ -84,7 +85,7 @@ pub fn spawn_instance(
     let plan = Plan::new(&spec.program, spec.args.iter().map(String::as_str), env, &spec.cwd)
         .map_err(|e| err(describe_spawn_error(&e)))?;
 
-    let cg_fds = match cgroup.map(Cgroup::prepare).transpose() {
+    let cg_fds = match cgroup.map(|c| c.prepare(recreate_cgroup)).transpose() {
         Ok(fds) => fds,
         Err(e) => {
             tracing::warn!(app = %spec.name, instance = index, error = %e, "cannot prepare the instance's cgroup; continuing without it");
