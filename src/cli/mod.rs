@@ -133,8 +133,8 @@ pub struct ConvertArgs {
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// A script, a command string, a config file (herder.toml), or existing apps
-    #[arg(required = true)]
+    /// A script, a command string, a config file (herder.toml, ecosystem.config.js …), or
+    /// existing apps; none: the config file of this directory
     pub targets: Vec<String>,
     /// App name (default: the script's file name)
     #[arg(short, long)]
@@ -399,6 +399,17 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
         instances: a.instances.clone(),
         args: a.args.clone(),
     };
+    // No target: the config file of this directory, as PM2 starts `ecosystem.config.js`.
+    let mut a = a;
+    if a.targets.is_empty() {
+        let file = DEFAULT_CONFIG_FILES.iter().find(|f| ctx.cwd.join(f).is_file()).ok_or_else(|| {
+            anyhow!(
+                "no config file here to start\nhint: give a script or a config file, or create one of {} (`herder init`)",
+                DEFAULT_CONFIG_FILES.join(", ")
+            )
+        })?;
+        a.targets.push(file.to_string());
+    }
     let first = &a.targets[0];
     let first_path = ctx.cwd.join(first);
     // A config file: every app in it, validated before anything is sent.
@@ -447,6 +458,17 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
         Err(errors) => config_failed(&errors),
     }
 }
+
+/// What `herder start` with no target looks for, in this order.
+const DEFAULT_CONFIG_FILES: &[&str] = &[
+    "herder.toml",
+    "ecosystem.config.js",
+    "ecosystem.config.cjs",
+    "ecosystem.config.mjs",
+    "ecosystem.json",
+    "ecosystem.yaml",
+    "ecosystem.yml",
+];
 
 /// Print warnings about a config (options herder ignores), one per line, on stderr.
 fn print_warnings(warnings: &[config::ConfigError]) {

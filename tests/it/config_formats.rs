@@ -564,6 +564,21 @@ fn warnings_name_ignored_options_and_do_not_fail() {
 }
 
 #[test]
+fn start_without_a_target_uses_the_config_file_of_the_directory() {
+    let h = TestHome::new();
+    let err = h.fails(&["start"]);
+    assert!(err.contains("no config file here") && err.contains("ecosystem.config.js"), "{err}");
+    let text = format!(
+        "module.exports = {{ apps: [{{ name: 'here', script: '{}', args: ['{}'] }}] }};\n",
+        fixture("idle.sh").display(),
+        h.tag("here")
+    );
+    h.write("ecosystem.config.js", &text);
+    h.ok(&["start"]);
+    h.wait_status("here", Status::Online, T);
+}
+
+#[test]
 fn init_writes_a_template_that_validates_and_never_overwrites() {
     let h = TestHome::new();
     h.ok(&["init"]);
