@@ -56,15 +56,6 @@ impl Reaper {
         waiters.insert(pid_of(&child), tx);
         Ok((child, rx))
     }
-
-    /// Register a pid that is already our child (an instance adopted across a re-exec).
-    pub fn watch(&self, pid: i32) -> oneshot::Receiver<ExitReason> {
-        let (tx, rx) = oneshot::channel();
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, tx);
-        // It may have exited already; a pass now delivers that.
-        reap_all(&self.waiters);
-        rx
-    }
 }
 
 fn reap_all(waiters: &Mutex<Waiters>) {
