@@ -185,20 +185,27 @@ pub struct StartArgs {
     pub args: Vec<String>,
 }
 
+/// `herder daemon`: run the daemon of `HERDER_HOME` in the foreground.
+pub fn run_daemon() -> Result<()> {
+    use std::io::IsTerminal;
+    let paths = Paths::from_env().context("cannot find herder's home")?;
+    if std::io::stderr().is_terminal() {
+        eprintln!(
+            "herder daemon (pid {}) for {}; its log is {}",
+            std::process::id(),
+            paths.home.display(),
+            paths.daemon_log().display()
+        );
+    }
+    crate::daemon::run(paths)?;
+    Ok(())
+}
+
 /// Run a client command; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     let paths = Paths::from_env().context("cannot find herder's home")?;
     if let Cmd::Daemon = cli.command {
-        use std::io::IsTerminal;
-        if std::io::stderr().is_terminal() {
-            eprintln!(
-                "herder daemon (pid {}) for {}; its log is {}",
-                std::process::id(),
-                paths.home.display(),
-                paths.daemon_log().display()
-            );
-        }
-        crate::daemon::run(paths)?;
+        run_daemon()?;
         return Ok(0);
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
