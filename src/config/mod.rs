@@ -324,8 +324,9 @@ pub fn load(path: &Path, opts: &LoadOptions, ctx: &ResolveContext) -> Result<Loa
     let mut names: Vec<(String, Span)> = Vec::new();
     for decl in selected {
         match resolve::resolve(decl, &base) {
-            Ok(spec) => {
+            Ok(mut spec) => {
                 names.push((spec.name.clone(), decl.name.as_ref().map_or(decl.span, |n| n.span)));
+                spec.env_name = opts.env_name.clone();
                 specs.push(spec);
             }
             Err(e) => {

@@ -71,6 +71,10 @@ pub struct AppSpec {
     /// A variable of `env` incremented per instance (`PORT` = 3000, 3001, …).
     #[serde(default)]
     pub increment_var: Option<String>,
+    /// The `--env <name>` the app was loaded with from `source`, to resolve it again the same
+    /// way on `restart`.
+    #[serde(default)]
+    pub env_name: Option<String>,
 }
 
 fn default_instance_var() -> String {
@@ -103,6 +107,7 @@ impl AppSpec {
             source: None,
             instance_var: default_instance_var(),
             increment_var: None,
+            env_name: None,
         }
     }
 }

@@ -405,6 +405,36 @@ fn restart_of_a_config_file_resolves_it_again() {
     assert_eq!(second["env"]["LEVEL"].as_str(), Some("two"));
     assert_eq!(second["env"]["MODE"].as_str(), Some("prod"));
     assert_eq!(h.list().len(), 1);
+
+    // `restart <app>` of an app from a file resolves that file again, with the `--env` the app
+    // was started with; an app started from a script restarts as it was.
+    let script = eco("apps/dump.js");
+    let args = ["start", script.to_str().unwrap(), "--name", "loose"];
+    let mut cmd = h.cmd(&args);
+    cmd.env("DUMP_DIR", &dumps);
+    assert_success(&cmd.output().unwrap(), &args);
+    let loose = read_dump(&dumps, "loose", 0);
+    write("three");
+    let args = ["restart", "all"];
+    let mut cmd = h.cmd(&args);
+    cmd.env("DUMP_DIR", &dumps);
+    assert_success(&cmd.output().unwrap(), &args);
+    let third = wait_for("the app restarted from its file", T, || {
+        let d = read_dump(&dumps, "again", 0);
+        (d["pid"] != second["pid"]).then_some(d)
+    });
+    assert_eq!(third["env"]["LEVEL"].as_str(), Some("three"));
+    assert_eq!(third["env"]["MODE"].as_str(), Some("prod"));
+    wait_for("the script app restarted", T, || {
+        (read_dump(&dumps, "loose", 0)["pid"] != loose["pid"]).then_some(())
+    });
+    // A file that no longer loads restarts nothing.
+    h.write("apps.yaml", "apps: [\n");
+    let before: Vec<_> = h.list().iter().map(|a| a.instances[0].pid).collect();
+    let err = h.fails(&["restart", "again"]);
+    assert!(err.contains("apps.yaml:"), "{err}");
+    let after: Vec<_> = h.list().iter().map(|a| a.instances[0].pid).collect();
+    assert_eq!(before, after);
 }
 
 #[test]
