@@ -650,3 +650,46 @@ fn environment_layers_and_names() {
     let spec = f.load_one("[[apps]]\nscript = \"app.js\"\nfilter_env = true\n");
     assert!(spec.env.is_empty(), "{:?}", spec.env);
 }
+
+#[test]
+fn yaml_extension_fields_hold_anchors() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    f.file(
+        "apps.yaml",
+        "x-defaults: &defaults\n  max_restarts: 4\n  env:\n    SHARED: yes\napps:\n  - <<: *defaults\n    name: a\n    script: app.js\n",
+    );
+    let specs = load_file(Path::new("apps.yaml"), &f.ctx()).unwrap();
+    assert_eq!(specs[0].max_restarts, 4);
+    assert_eq!(specs[0].env.get("SHARED").map(String::as_str), Some("yes"));
+    // Converted, the anchor's values are written out in the app.
+    let (toml, _) = convert_file(Path::new("apps.yaml"), &f.ctx()).unwrap();
+    f.file("converted.toml", &toml);
+    let again = load_file(Path::new("converted.toml"), &f.ctx()).unwrap();
+    assert_eq!(again[0].max_restarts, 4);
+    assert!(!toml.contains("x-defaults"), "{toml}");
+}
+
+#[test]
+fn convert_folds_deploy_env_under_env() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    f.file(
+        "ecosystem.json",
+        "{apps: [{name: 'a', script: 'app.js', instances: 0, max_restarts: '3', env: {A: 'app'}}],\n\
+         deploy: {production: {user: 'x', env: {A: 'deploy', B: 'deploy'}}}}",
+    );
+    let (toml, _) = convert_file(Path::new("ecosystem.json"), &f.ctx()).unwrap();
+    f.file("converted.toml", &toml);
+    for env_name in [None, Some("production".to_string())] {
+        let opts = LoadOptions { env_name, only: Vec::new() };
+        let strip = |mut specs: Vec<AppSpec>| {
+            specs.iter_mut().for_each(|s| s.source = None);
+            specs
+        };
+        let a = strip(load(Path::new("ecosystem.json"), &opts, &f.ctx()).unwrap().specs);
+        let b = strip(load(Path::new("converted.toml"), &opts, &f.ctx()).unwrap().specs);
+        assert_eq!(a, b, "{toml}");
+    }
+    assert!(toml.contains("instances = \"max\"") && toml.contains("max_restarts = 3"), "{toml}");
+}

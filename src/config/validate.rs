@@ -368,6 +368,8 @@ fn top_level<'a>(
                 apps = Some((entry.key.as_str(), &entry.value));
             }
             "deploy" => deploy(&entry.value, out, errors, warnings),
+            // Extension fields, as in docker compose: a place for YAML anchors.
+            key if key.starts_with("x-") => {}
             "static" => warnings.push(
                 ConfigError::new(
                     "`static` (PM2's built-in static file server) is not supported; it is ignored",
