@@ -693,3 +693,14 @@ fn convert_folds_deploy_env_under_env() {
     }
     assert!(toml.contains("instances = \"max\"") && toml.contains("max_restarts = 3"), "{toml}");
 }
+
+#[test]
+fn node_at_a_version_runs_node_with_a_warning() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    f.file("apps.json", "[{\"script\": \"app.js\", \"interpreter\": \"node@18.20.0\"}]");
+    let loaded = load(Path::new("apps.json"), &LoadOptions::default(), &f.ctx()).unwrap();
+    assert_eq!(loaded.specs[0].program, "node");
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(loaded.warnings[0].message.contains("uses `node` from PATH"), "{:?}", loaded.warnings);
+}

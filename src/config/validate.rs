@@ -1017,7 +1017,25 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             Field::Name => decl.name = cx.non_empty_string(key, v).map(spanned),
             Field::Script => decl.script = cx.non_empty_string(key, v).map(spanned),
             Field::Args => decl.args = cx.words(key, v).unwrap_or_default(),
-            Field::Interpreter => decl.interpreter = cx.non_empty_string(key, v),
+            Field::Interpreter => {
+                decl.interpreter = cx.non_empty_string(key, v).map(|i| match i.split_once('@') {
+                    // PM2 installs `node@<version>` through nvm; herder runs the `node` in PATH.
+                    Some(("node", _)) => {
+                        let note = "herder does not install Node versions; it uses `node` from PATH";
+                        cx.ignore(
+                            &FieldDef {
+                                support: Support::Later,
+                                ..now(Field::Interpreter, "interpreter", &[])
+                            },
+                            v,
+                            v.span,
+                            Some(note),
+                        );
+                        "node".to_string()
+                    }
+                    _ => i,
+                })
+            }
             Field::InterpreterArgs => decl.interpreter_args = cx.words(key, v).unwrap_or_default(),
             Field::Cwd => decl.cwd = cx.non_empty_string(key, v).map(spanned),
             Field::Shell => decl.shell = cx.bool(key, v),
