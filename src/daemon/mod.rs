@@ -196,7 +196,13 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
         }
     };
     let changed = Arc::new(Notify::new());
-    let ctx = Arc::new(Context { paths: paths.clone(), reaper, cgroups, changed: changed.clone() });
+    let ctx = Arc::new(Context {
+        paths: paths.clone(),
+        reaper,
+        cgroups,
+        logs: Arc::default(),
+        changed: changed.clone(),
+    });
     let daemon = Arc::new(Daemon {
         ctx,
         registry: Mutex::new(Registry::default()),

@@ -1,26 +1,38 @@
 //! Capture of app output: each instance's stdout and stderr are pipes read by the daemon and
-//! appended to `logs/<name>-<instance>.out.log` / `.err.log`.
+//! written, as whole lines, to the instance's log files (`logs/<name>-<instance>.out.log` /
+//! `.err.log` by default), with optional timestamps, JSON lines, a combined file, rotation
+//! ([`file`]) and a rate limit, and handed to `herder logs -f` followers.
 //!
-//! Readers hold no buffer of their own while they wait: a pipe is awaited for readability,
-//! then drained through one per-thread buffer straight into the file, so idle apps cost the
-//! daemon no memory and busy ones move data in large chunks.
+//! Readers hold no buffer while they wait: a pipe is awaited for readability, then drained
+//! through one per-thread buffer. Only the unfinished last line of a read is kept per stream,
+//! so that a line is never split between two writes, two writers or two files.
+
+pub mod file;
+pub mod format;
 
 use std::cell::RefCell;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::collections::HashMap;
+use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use tokio::net::unix::pipe;
+use tokio::sync::broadcast;
 
 use crate::paths::Paths;
+pub use file::{LogFile, Rotation, WriteError};
+use format::{Stamp, TimeFormat};
 
-/// Size of the per-thread copy buffer.
+/// Size of the per-thread read buffer.
 const CHUNK: usize = 256 * 1024;
+/// A line longer than this is written in pieces rather than held in memory.
+const MAX_LINE: usize = 64 * 1024 * 1024;
 
 thread_local! {
-    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static READ_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static OUT_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A name made safe for a file name: anything but `[A-Za-z0-9._-]` becomes `-`.
@@ -28,35 +40,192 @@ pub fn file_safe(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect()
 }
 
-/// The stdout and stderr log paths of one instance.
+/// The default stdout and stderr log paths of one instance.
 pub fn instance_paths(paths: &Paths, name: &str, index: u32) -> (PathBuf, PathBuf) {
     let base = format!("{}-{index}", file_safe(name));
     let dir = paths.logs_dir();
     (dir.join(format!("{base}.out.log")), dir.join(format!("{base}.err.log")))
 }
 
-/// Open a log file for appending (0640), creating it.
-pub fn open_append(path: &PathBuf) -> io::Result<File> {
-    OpenOptions::new().create(true).append(true).mode(0o640).open(path)
+/// How `spec`'s instance `index` logs. (The spec's log settings arrive with the config
+/// fields; until then every instance gets its two files under `logs/`.)
+pub fn policy_of(paths: &Paths, spec: &crate::protocol::AppSpec, index: u32) -> LogPolicy {
+    let (out, err) = instance_paths(paths, &spec.name, index);
+    LogPolicy { out: Some(out), err: Some(err), ..LogPolicy::default() }
 }
 
-/// Copy everything read from `pipe_fd` to `file` until the pipe closes.
-pub fn capture(pipe_fd: OwnedFd, mut file: File, app: &str, index: u32) {
-    let app = app.to_string();
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    Out,
+    Err,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Out => "out",
+            Stream::Err => "err",
+        }
+    }
+}
+
+/// At most `lines` lines per `per`; the rest are dropped and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub lines: u64,
+    pub per: Duration,
+}
+
+/// How an instance's output is written.
+#[derive(Debug, Clone, Default)]
+pub struct LogPolicy {
+    /// stdout file; `None` drops stdout (`/dev/null`, `disable_logs`).
+    pub out: Option<PathBuf>,
+    /// stderr file; `None` drops stderr.
+    pub err: Option<PathBuf>,
+    /// A file receiving both streams (`log_file`).
+    pub combined: Option<PathBuf>,
+    /// Prefix each line with the time it was read.
+    pub time: Option<TimeFormat>,
+    /// One JSON object per line.
+    pub json: bool,
+    pub rotation: Rotation,
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Lines handed to followers (`herder logs -f`): whole lines of one read.
+#[derive(Debug, Clone)]
+pub struct LogEvent {
+    pub app: Arc<str>,
+    pub instance: u32,
+    pub stream: Stream,
+    /// Unix time of the read, ms.
+    pub at_ms: u64,
+    pub lines: Arc<[u8]>,
+}
+
+/// One writer per log path, shared by every stream that writes there (merged instances, the
+/// combined file), and the channel to followers.
+pub struct Hub {
+    files: Mutex<HashMap<PathBuf, Weak<Mutex<LogFile>>>>,
+    follow: broadcast::Sender<LogEvent>,
+}
+
+pub type SharedFile = Arc<Mutex<LogFile>>;
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub { files: Mutex::default(), follow: broadcast::channel(4096).0 }
+    }
+}
+
+impl Hub {
+    /// The writer of `path`, opening it if no stream writes there yet.
+    pub fn file(&self, path: &Path, rotation: &Rotation) -> io::Result<SharedFile> {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = files.get(path).and_then(Weak::upgrade) {
+            return Ok(f);
+        }
+        files.retain(|_, w| w.strong_count() > 0);
+        let f = Arc::new(Mutex::new(LogFile::open(path.to_path_buf(), rotation.clone())?));
+        files.insert(path.to_path_buf(), Arc::downgrade(&f));
+        Ok(f)
+    }
+
+    /// Every open writer whose path satisfies `pick`.
+    pub fn open_files(&self, pick: impl Fn(&Path) -> bool) -> Vec<SharedFile> {
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        files.iter().filter(|(p, _)| pick(p)).filter_map(|(_, w)| w.upgrade()).collect()
+    }
+
+    /// Write errors of the files at `paths`, for `show`.
+    pub fn errors(&self, paths: &[&Path]) -> Vec<(PathBuf, WriteError)> {
+        self.open_files(|p| paths.contains(&p))
+            .iter()
+            .filter_map(|f| {
+                let f = f.lock().unwrap_or_else(|e| e.into_inner());
+                f.error().map(|e| (f.path().to_path_buf(), e.clone()))
+            })
+            .collect()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<LogEvent> {
+        self.follow.subscribe()
+    }
+}
+
+/// Where one stream of one instance goes.
+pub struct Sink {
+    pub app: Arc<str>,
+    pub instance: u32,
+    pub stream: Stream,
+    pub files: Vec<SharedFile>,
+    pub time: Option<TimeFormat>,
+    pub json: bool,
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Sink {
+    /// Open the files `policy` names for `stream`.
+    pub fn open(hub: &Hub, policy: &LogPolicy, app: &str, instance: u32, stream: Stream) -> io::Result<Sink> {
+        let own = match stream {
+            Stream::Out => &policy.out,
+            Stream::Err => &policy.err,
+        };
+        let mut files = Vec::new();
+        for path in own.iter().chain(policy.combined.iter()) {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            files.push(hub.file(path, &policy.rotation)?);
+        }
+        Ok(Sink {
+            app: app.into(),
+            instance,
+            stream,
+            files,
+            time: policy.time.clone(),
+            json: policy.json,
+            rate_limit: policy.rate_limit,
+        })
+    }
+}
+
+/// Per-stream state between reads.
+struct StreamState {
+    /// The unfinished last line of the previous read.
+    partial: Vec<u8>,
+    window: Instant,
+    in_window: u64,
+    suppressed: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Read `pipe_fd` until it closes, writing through `sink`.
+pub fn capture(pipe_fd: OwnedFd, sink: Sink, hub: &Arc<Hub>) {
     let rx = match pipe::Receiver::from_owned_fd(pipe_fd) {
         Ok(rx) => rx,
         Err(e) => {
-            tracing::error!(app = %app, instance = index, error = %e, "cannot read the app's output");
+            tracing::error!(app = %sink.app, instance = sink.instance, error = %e, "cannot read the app's output");
             return;
         }
     };
+    let hub = hub.clone();
     tokio::spawn(async move {
-        let mut write_failed = false;
+        let mut st = StreamState { partial: Vec::new(), window: Instant::now(), in_window: 0, suppressed: 0 };
         loop {
             if rx.readable().await.is_err() {
-                return;
+                break;
             }
-            let done = BUF.with(|buf| {
+            let done = READ_BUF.with(|buf| {
                 let mut buf = buf.borrow_mut();
                 if buf.len() < CHUNK {
                     buf.resize(CHUNK, 0);
@@ -65,16 +234,7 @@ pub fn capture(pipe_fd: OwnedFd, mut file: File, app: &str, index: u32) {
                 for _ in 0..16 {
                     match rx.try_read(&mut buf) {
                         Ok(0) => return true,
-                        Ok(n) => {
-                            if let Err(e) = file.write_all(&buf[..n]) {
-                                if !write_failed {
-                                    tracing::error!(app = %app, instance = index, error = %e, "cannot write the app's log");
-                                    write_failed = true;
-                                }
-                            } else {
-                                write_failed = false;
-                            }
-                        }
+                        Ok(n) => process(&sink, &hub, &mut st, &buf[..n]),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(_) => return true,
@@ -83,16 +243,255 @@ pub fn capture(pipe_fd: OwnedFd, mut file: File, app: &str, index: u32) {
                 false
             });
             if done {
-                return;
+                break;
             }
             tokio::task::yield_now().await;
         }
+        finish(&sink, &hub, &mut st);
+    });
+}
+
+/// Handle one read: whole lines go out, the unfinished tail waits for the next read.
+fn process(sink: &Sink, hub: &Hub, st: &mut StreamState, chunk: &[u8]) {
+    let Some(last_nl) = memchr::memrchr(b'\n', chunk) else {
+        st.partial.extend_from_slice(chunk);
+        if st.partial.len() >= MAX_LINE {
+            let line = std::mem::take(&mut st.partial);
+            emit(sink, hub, st, &[&line]);
+        }
+        return;
+    };
+    let (lines, tail) = chunk.split_at(last_nl + 1);
+    let partial = std::mem::take(&mut st.partial);
+    emit(sink, hub, st, &[&partial, lines]);
+    st.partial = partial;
+    st.partial.clear();
+    if st.partial.capacity() > CHUNK {
+        st.partial.shrink_to(CHUNK);
+    }
+    st.partial.extend_from_slice(tail);
+}
+
+/// The pipe closed: write what is left, the last line even without a newline.
+fn finish(sink: &Sink, hub: &Hub, st: &mut StreamState) {
+    if !st.partial.is_empty() {
+        let mut line = std::mem::take(&mut st.partial);
+        if sink.time.is_some() || sink.json || sink.files.len() > 1 {
+            line.push(b'\n');
+        }
+        emit(sink, hub, st, &[&line]);
+    }
+    if st.suppressed > 0 {
+        let marker = suppressed_marker(st.suppressed);
+        st.suppressed = 0;
+        write_formatted(sink, hub, &[&marker]);
+    }
+}
+
+fn suppressed_marker(n: u64) -> Vec<u8> {
+    format!("… suppressed {n} lines (log_rate_limit)\n").into_bytes()
+}
+
+/// Write `parts` (whole lines, the last possibly unterminated at EOF), applying the rate
+/// limit.
+fn emit(sink: &Sink, hub: &Hub, st: &mut StreamState, parts: &[&[u8]]) {
+    let Some(limit) = sink.rate_limit else {
+        write_formatted(sink, hub, parts);
+        return;
+    };
+    // Keep the lines that fit in the window; count the rest.
+    let mut kept: Vec<u8> = Vec::new();
+    for part in parts {
+        let mut start = 0;
+        while start < part.len() {
+            let end = memchr::memchr(b'\n', &part[start..]).map(|i| start + i + 1).unwrap_or(part.len());
+            if st.window.elapsed() >= limit.per {
+                if st.suppressed > 0 {
+                    kept.extend_from_slice(&suppressed_marker(st.suppressed));
+                    st.suppressed = 0;
+                }
+                st.window = Instant::now();
+                st.in_window = 0;
+            }
+            if st.in_window < limit.lines {
+                st.in_window += 1;
+                kept.extend_from_slice(&part[start..end]);
+            } else {
+                st.suppressed += 1;
+            }
+            start = end;
+        }
+    }
+    write_formatted(sink, hub, &[&kept]);
+}
+
+/// Format (timestamps, JSON) and write whole lines to every file of the sink and to followers.
+fn write_formatted(sink: &Sink, hub: &Hub, parts: &[&[u8]]) {
+    if parts.iter().all(|p| p.is_empty()) {
+        return;
+    }
+    let at_ms = now_ms();
+    if sink.time.is_none() && !sink.json {
+        for f in &sink.files {
+            f.lock().unwrap_or_else(|e| e.into_inner()).write_lines(parts);
+        }
+        follow(sink, hub, at_ms, parts);
+        return;
+    }
+    OUT_BUF.with(|out| {
+        let mut out = out.borrow_mut();
+        out.clear();
+        // One timestamp per read: every line of it reached herder at the same moment.
+        let stamp = Stamp::now();
+        let prefix = sink.time.as_ref().map(|t| t.render(&stamp));
+        for part in parts {
+            for line in part.split_inclusive(|b| *b == b'\n') {
+                if sink.json {
+                    format::json_line(&mut out, &stamp, &sink.app, sink.instance, sink.stream, line);
+                } else {
+                    if let Some(p) = &prefix {
+                        out.extend_from_slice(p.as_bytes());
+                        out.push(b' ');
+                    }
+                    out.extend_from_slice(line);
+                }
+            }
+        }
+        for f in &sink.files {
+            f.lock().unwrap_or_else(|e| e.into_inner()).write_lines(&[&out]);
+        }
+        follow(sink, hub, at_ms, &[&out]);
+        if out.capacity() > 4 * CHUNK {
+            out.shrink_to(CHUNK);
+        }
+    });
+}
+
+fn follow(sink: &Sink, hub: &Hub, at_ms: u64, parts: &[&[u8]]) {
+    if hub.follow.receiver_count() == 0 {
+        return;
+    }
+    let lines: Arc<[u8]> = parts.concat().into();
+    let _ = hub.follow.send(LogEvent {
+        app: sink.app.clone(),
+        instance: sink.instance,
+        stream: sink.stream,
+        at_ms,
+        lines,
     });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sink(hub: &Hub, policy: &LogPolicy, stream: Stream) -> Sink {
+        Sink::open(hub, policy, "app", 0, stream).unwrap()
+    }
+
+    fn state() -> StreamState {
+        StreamState { partial: Vec::new(), window: Instant::now(), in_window: 0, suppressed: 0 }
+    }
+
+    /// Everything written to `path` and its rotated files, oldest first.
+    fn all_text(path: &Path) -> String {
+        let mut files = file::rotated_files(path);
+        files.push(path.to_path_buf());
+        files.iter().map(|f| std::fs::read_to_string(f).unwrap()).collect()
+    }
+
+    #[test]
+    fn partial_lines_wait_for_their_end_and_the_last_one_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.log");
+        let hub = Hub::default();
+        let policy = LogPolicy { out: Some(out.clone()), ..LogPolicy::default() };
+        let s = sink(&hub, &policy, Stream::Out);
+        let mut st = state();
+        process(&s, &hub, &mut st, b"one\ntw");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "one\n");
+        process(&s, &hub, &mut st, b"o\nthree");
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "one\ntwo\n");
+        finish(&s, &hub, &mut st);
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "one\ntwo\nthree", "bytes kept as they were");
+    }
+
+    #[test]
+    fn rotation_happens_at_line_boundaries_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.log");
+        let hub = Hub::default();
+        let rotation = Rotation { max_size: Some(100), retain: 1000, ..Rotation::default() };
+        let policy = LogPolicy { out: Some(out.clone()), rotation, ..LogPolicy::default() };
+        let s = sink(&hub, &policy, Stream::Out);
+        let mut st = state();
+        let text: String = (0..500).map(|i| format!("line {i} {}\n", "x".repeat(i % 37))).collect();
+        // Feed it in odd-sized reads so lines straddle reads.
+        for chunk in text.as_bytes().chunks(23) {
+            process(&s, &hub, &mut st, chunk);
+        }
+        finish(&s, &hub, &mut st);
+        let rotated = file::rotated_files(&out);
+        assert!(rotated.len() > 10, "{} rotations", rotated.len());
+        for f in &rotated {
+            let t = std::fs::read_to_string(f).unwrap();
+            assert!(t.ends_with('\n') && t.starts_with("line "), "{f:?} holds whole lines: {t:?}");
+        }
+        assert_eq!(all_text(&out), text);
+    }
+
+    #[test]
+    fn the_rate_limit_keeps_the_limit_and_writes_a_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.log");
+        let hub = Hub::default();
+        let rate_limit = Some(RateLimit { lines: 10, per: Duration::from_secs(3600) });
+        let policy = LogPolicy { out: Some(out.clone()), rate_limit, ..LogPolicy::default() };
+        let s = sink(&hub, &policy, Stream::Out);
+        let mut st = state();
+        let text: String = (0..25).map(|i| format!("{i}\n")).collect();
+        process(&s, &hub, &mut st, text.as_bytes());
+        finish(&s, &hub, &mut st);
+        let got = std::fs::read_to_string(&out).unwrap();
+        let want: String = (0..10).map(|i| format!("{i}\n")).collect::<String>()
+            + "… suppressed 15 lines (log_rate_limit)\n";
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn two_streams_sharing_a_file_never_interleave_half_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let both = dir.path().join("both.log");
+        let hub = Hub::default();
+        let policy = LogPolicy { combined: Some(both.clone()), ..LogPolicy::default() };
+        let (a, b) = (sink(&hub, &policy, Stream::Out), sink(&hub, &policy, Stream::Err));
+        let (mut sa, mut sb) = (state(), state());
+        process(&a, &hub, &mut sa, b"out-1 start ");
+        process(&b, &hub, &mut sb, b"err-1 whole\nerr-2 start ");
+        process(&a, &hub, &mut sa, b"end\n");
+        process(&b, &hub, &mut sb, b"end\n");
+        assert_eq!(
+            std::fs::read_to_string(&both).unwrap(),
+            "err-1 whole\nout-1 start end\nerr-2 start end\n"
+        );
+    }
+
+    #[test]
+    fn timestamps_prefix_every_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.log");
+        let hub = Hub::default();
+        let time = Some(TimeFormat::parse("[T]YYYY").unwrap());
+        let policy = LogPolicy { out: Some(out.clone()), time, ..LogPolicy::default() };
+        let s = sink(&hub, &policy, Stream::Out);
+        let mut st = state();
+        process(&s, &hub, &mut st, b"a\nb\n");
+        let got = std::fs::read_to_string(&out).unwrap();
+        let lines: Vec<&str> = got.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with('T') && lines[0].ends_with(" a"), "{got}");
+        assert!(lines[1].ends_with(" b"), "{got}");
+    }
 
     #[test]
     fn names_are_made_file_safe() {

@@ -34,6 +34,8 @@ pub struct Context {
     pub paths: Paths,
     pub reaper: Reaper,
     pub cgroups: Option<CgroupRoot>,
+    /// Log writers shared by instances, and the channel to `logs -f` followers.
+    pub logs: Arc<crate::logs::Hub>,
     /// Woken whenever something worth persisting changed (a pid, a status).
     pub changed: Arc<Notify>,
 }

@@ -11,7 +11,7 @@ use super::cgroup::Cgroup;
 use super::fork::{self, CgroupTarget, Plan};
 use super::tree;
 use super::Context;
-use crate::logs;
+use crate::logs::{self, Sink, Stream};
 pub use crate::protocol::signal_number;
 use crate::protocol::{AppSpec, ExitReason};
 
@@ -51,11 +51,12 @@ pub fn spawn_instance(
     if !spec.cwd.is_dir() {
         return Err(err(format!("its working directory {} does not exist", spec.cwd.display())));
     }
-    let (out_path, err_path) = logs::instance_paths(&ctx.paths, &spec.name, index);
-    let out_file =
-        logs::open_append(&out_path).map_err(|e| err(format!("cannot open {}: {e}", out_path.display())))?;
-    let err_file =
-        logs::open_append(&err_path).map_err(|e| err(format!("cannot open {}: {e}", err_path.display())))?;
+    let policy = logs::policy_of(&ctx.paths, spec, index);
+    let open = |stream| {
+        Sink::open(&ctx.logs, &policy, &spec.name, index, stream)
+            .map_err(|e| err(format!("cannot open its {} log: {e}", stream.as_str())))
+    };
+    let (out_sink, err_sink) = (open(Stream::Out)?, open(Stream::Err)?);
 
     let index_s = index.to_string();
     let home = ctx.paths.home.to_string_lossy();
@@ -102,8 +103,8 @@ pub fn spawn_instance(
     drop(cg_fds);
     let pid = child.pid;
     let start_ticks = tree::start_ticks(pid);
-    logs::capture(child.stdout, out_file, &spec.name, index);
-    logs::capture(child.stderr, err_file, &spec.name, index);
+    logs::capture(child.stdout, out_sink, &ctx.logs);
+    logs::capture(child.stderr, err_sink, &ctx.logs);
     Ok(Spawned { pid, start_ticks, started, exit })
 }
 
