@@ -19,6 +19,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
+use crate::logs::{LogFile, Rotation};
 use crate::paths::Paths;
 use crate::protocol::{self, ErrorKind, ErrorReply, FrameError, Hello, HelloReply, Request, Response};
 use crate::supervisor::cgroup::CgroupRoot;
@@ -169,17 +170,44 @@ fn bind(paths: &Paths) -> Result<StdUnixListener, DaemonError> {
     Ok(listener)
 }
 
+/// `daemon.log` is rotated like app logs: past 10 MB it is renamed aside, five are kept.
+const DAEMON_LOG_ROTATION: Rotation =
+    Rotation { max_size: Some(10 * 1024 * 1024), interval: None, retain: 5, compress: false };
+
+/// The daemon's own log, written one whole event at a time through a [`LogFile`].
+struct DaemonLog(Mutex<LogFile>);
+
+thread_local! {
+    /// Set while this thread writes to the daemon log, so that an error the log file reports
+    /// about itself (through tracing) is dropped instead of locking the file twice.
+    static IN_DAEMON_LOG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+impl io::Write for &DaemonLog {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !IN_DAEMON_LOG.with(|f| f.replace(true)) {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).write_lines(&[buf]);
+            IN_DAEMON_LOG.with(|f| f.set(false));
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 fn init_tracing(paths: &Paths) {
-    let file = std::fs::OpenOptions::new().create(true).append(true).open(paths.daemon_log());
     // `HERDER_LOG=debug` or `HERDER_LOG=herder::supervisor=debug,info`.
     let filter: tracing_subscriber::filter::Targets = std::env::var("HERDER_LOG")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO));
-    if let Ok(file) = file {
+    if let Ok(file) = LogFile::open(paths.daemon_log(), DAEMON_LOG_ROTATION) {
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
-        let layer = tracing_subscriber::fmt::layer().with_writer(Mutex::new(file)).with_ansi(false);
+        let log: &'static DaemonLog = Box::leak(Box::new(DaemonLog(Mutex::new(file))));
+        let layer = tracing_subscriber::fmt::layer().with_writer(move || log).with_ansi(false);
         let _ = tracing_subscriber::registry().with(layer).with(filter).try_init();
     }
 }
