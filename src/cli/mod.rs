@@ -1,5 +1,6 @@
 //! The command line: clap definitions, one function per command, rendering in [`render`].
 
+mod logs;
 mod render;
 
 use std::collections::BTreeMap;
@@ -57,6 +58,14 @@ pub enum Cmd {
     Init(InitArgs),
     /// Print the herder.toml equivalent to a config file (a PM2 ecosystem file, YAML, JSON)
     Convert(ConvertArgs),
+    /// Print the last lines of apps' logs, then follow new lines
+    #[command(visible_alias = "log")]
+    Logs(logs::LogsArgs),
+    /// Empty the apps' current log files (every app's without a target)
+    Flush(FlushArgs),
+    /// Reopen every log file (after an external logrotate moved them)
+    #[command(visible_alias = "reloadLogs")]
+    ReloadLogs,
     /// Stop every app, then the daemon
     Kill,
     /// Run the daemon in the foreground
@@ -67,6 +76,12 @@ pub enum Cmd {
 pub struct Targets {
     /// App names, ids, namespaces, or `all`
     #[arg(required = true)]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct FlushArgs {
+    /// App names, ids or namespaces (default: every app)
     pub targets: Vec<String>,
 }
 
@@ -286,6 +301,9 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
             }
             Ok(0)
         }
+        Cmd::Logs(a) => logs::logs(paths, a).await,
+        Cmd::Flush(a) => logs::flush(paths, a.targets).await,
+        Cmd::ReloadLogs => logs::reload(paths).await,
         Cmd::Kill => kill(paths).await,
         Cmd::Validate(a) => validate(&a),
         Cmd::Init(a) => init(&a),

@@ -210,6 +210,16 @@ pub fn show(app: &AppInfo) -> String {
             kv("recent exits", h.join(", "));
         }
     }
+    if !app.log_errors.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nlog write errors (the app keeps running; lines are dropped until writes succeed)"
+        );
+        for e in &app.log_errors {
+            let _ =
+                writeln!(out, "{:>24}  {} ({} dropped)", e.path.display(), e.message, bytes(e.dropped_bytes));
+        }
+    }
     let _ = writeln!(out, "\nenv");
     for (k, v) in &s.env {
         let _ = writeln!(out, "{k:>24}  {}", mask(k, v));

@@ -97,6 +97,11 @@ impl Client {
         protocol::write_frame(&mut self.stream, req).await.map_err(closed)?;
         protocol::read_frame(&mut self.stream).await.map_err(closed)
     }
+
+    /// Read the next frame of a stream that follows a response (`logs -f`).
+    pub async fn next(&mut self) -> Result<Response, ClientError> {
+        protocol::read_frame(&mut self.stream).await.map_err(closed)
+    }
 }
 
 fn closed(e: FrameError) -> ClientError {

@@ -41,6 +41,10 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
             let apps = stop_everything(d).await;
             Ok(Response::Done { apps })
         }
+        Request::Flush { targets } => super::logs::flush(d, targets).await,
+        Request::ReloadLogs => super::logs::reload(d).await,
+        // Served by the connection, which hands itself over to a follower.
+        Request::Logs { .. } => Err(bad("`Logs` is answered by the connection")),
     };
     if durable && result.is_ok() {
         d.persist().await;
@@ -62,6 +66,7 @@ fn ping(d: &Daemon) -> DaemonInfo {
         cgroup_root: d.ctx.cgroups.as_ref().map(|c| c.path.clone()),
         cgroup_note: d.cgroup_note.clone(),
         subreaper: d.subreaper,
+        followers: d.followers.load(std::sync::atomic::Ordering::Relaxed),
     }
 }
 
@@ -270,7 +275,10 @@ fn show(d: &Daemon, target: &Target) -> Result<Response, ErrorReply> {
         return Err(bad(format!("the target matches {} apps ({}); name one", ids.len(), names.join(", "))));
     }
     let app = reg.apps.get(&ids[0]).map(|a| a.info(&d.ctx.paths, true));
-    app.map(|app| Response::Show { app: Box::new(app) }).ok_or_else(|| bad("the app is gone"))
+    drop(reg);
+    let mut app = app.ok_or_else(|| bad("the app is gone"))?;
+    app.log_errors = super::logs::write_errors(d, &app);
+    Ok(Response::Show { app: Box::new(app) })
 }
 
 /// Remove every app and stop it; used by `kill` and on SIGTERM/SIGINT.

@@ -5,6 +5,7 @@
 
 mod handlers;
 pub mod lock;
+mod logs;
 mod recovery;
 pub mod registry;
 pub mod state;
@@ -12,6 +13,7 @@ pub mod state;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener as StdUnixListener;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -54,6 +56,8 @@ pub(crate) struct Daemon {
     pub persisting: tokio::sync::Mutex<()>,
     pub subreaper: bool,
     pub cgroup_note: Option<String>,
+    /// Clients following logs right now.
+    pub followers: AtomicUsize,
 }
 
 impl Daemon {
@@ -240,6 +244,7 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
         persisting: tokio::sync::Mutex::new(()),
         subreaper,
         cgroup_note,
+        followers: AtomicUsize::new(0),
     });
     tracing::info!(pid = std::process::id(), version = protocol::PROGRAM_VERSION, home = %paths.home.display(), subreaper, "daemon started");
 
@@ -264,6 +269,7 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Runtime)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Runtime)?;
+    let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(DaemonError::Runtime)?;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -285,6 +291,15 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
                 break;
             }
             _ = sighup.recv() => tracing::info!("SIGHUP ignored"),
+            // As PM2: SIGUSR2 reopens the log files (after an external logrotate).
+            _ = sigusr2.recv() => {
+                let daemon = daemon.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = logs::reload(&daemon).await {
+                        tracing::error!(error = %e.message, "SIGUSR2: cannot reopen every log file");
+                    }
+                });
+            }
         }
     }
     persister.abort();
@@ -358,6 +373,21 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
                 return;
             }
         };
+        if let Request::Logs { targets, follow, out, err } = req {
+            let (resp, follower) = match logs::open(&daemon, targets, follow, out, err).await {
+                Ok(opened) => (opened.reply, opened.follower),
+                Err(e) => (Response::Error(e), None),
+            };
+            if protocol::write_frame(&mut stream, &resp).await.is_err() {
+                return;
+            }
+            drop(resp);
+            match follower {
+                // The connection now carries the stream of lines until the client hangs up.
+                Some(f) => return f.run(stream).await,
+                None => continue,
+            }
+        }
         let is_kill = matches!(req, Request::Kill);
         let resp = handlers::handle(&daemon, req).await;
         let written = protocol::write_frame(&mut stream, &resp).await;

@@ -102,6 +102,7 @@ impl App {
             log_files: (0..self.instances.len() as u32)
                 .map(|i| crate::logs::instance_paths(paths, &self.spec.name, i))
                 .collect(),
+            log_errors: Vec::new(),
         }
     }
 }

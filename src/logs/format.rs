@@ -18,6 +18,12 @@ impl Stamp {
         Stamp { zoned: jiff::ZonedDateTime::now() }
     }
 
+    /// The moment `ms` (Unix time in milliseconds), in the machine's time zone.
+    pub fn from_unix_ms(ms: i64) -> Stamp {
+        let ts = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        Stamp { zoned: ts.to_zoned_datetime(local_zone().clone()) }
+    }
+
     /// RFC 3339 with milliseconds and offset, for JSON lines.
     pub fn rfc3339(&self) -> String {
         self.zoned.strftime("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string()
@@ -96,6 +102,63 @@ impl TimeFormat {
     }
 }
 
+fn local_zone() -> &'static jiff::tz::TimeZone {
+    static ZONE: std::sync::OnceLock<jiff::tz::TimeZone> = std::sync::OnceLock::new();
+    ZONE.get_or_init(jiff::tz::TimeZone::system)
+}
+
+/// The time a log line was written, in Unix milliseconds, when the line carries one: a JSON
+/// line's `timestamp`, or a leading `YYYY-MM-DD[T ]HH:mm:ss[.SSS][ ][Z|±HH:mm|±HHmm]` (PM2's
+/// default and the usual `log_date_format`s; without an offset, the machine's time zone).
+pub fn line_time(line: &[u8]) -> Option<i64> {
+    if line.first() == Some(&b'{') {
+        let v: serde_json::Value = serde_json::from_slice(line).ok()?;
+        let ts: jiff::Timestamp = v.get("timestamp")?.as_str()?.parse().ok()?;
+        return Some(ts.as_millisecond());
+    }
+    let num = |b: &[u8]| -> Option<i32> {
+        b.iter().try_fold(0i32, |acc, c| c.is_ascii_digit().then(|| acc * 10 + i32::from(c - b'0')))
+    };
+    if line.len() < 19
+        || line[4] != b'-'
+        || line[7] != b'-'
+        || !matches!(line[10], b'T' | b' ')
+        || line[13] != b':'
+        || line[16] != b':'
+    {
+        return None;
+    }
+    let (y, mo, d) = (num(&line[0..4])?, num(&line[5..7])?, num(&line[8..10])?);
+    let (h, mi, s) = (num(&line[11..13])?, num(&line[14..16])?, num(&line[17..19])?);
+    let mut rest = &line[19..];
+    let mut nanos = 0i32;
+    if let Some(frac) = rest.strip_prefix(b".").or_else(|| rest.strip_prefix(b",")) {
+        let digits = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+        if digits > 0 {
+            let used = digits.min(9);
+            nanos = num(&frac[..used])? * 10i32.pow(9 - used as u32);
+            rest = &frac[digits..];
+        }
+    }
+    let dt =
+        jiff::civil::DateTime::new(y as i16, mo as i8, d as i8, h as i8, mi as i8, s as i8, nanos).ok()?;
+    let rest = rest.strip_prefix(b" ").unwrap_or(rest);
+    let offset = match rest.first() {
+        Some(b'Z') => Some(0),
+        Some(sign @ (b'+' | b'-')) if rest.len() >= 5 => {
+            let hh = num(&rest[1..3])?;
+            let mm = if rest[3] == b':' { num(rest.get(4..6)?)? } else { num(&rest[3..5])? };
+            Some(if *sign == b'-' { -(hh * 3600 + mm * 60) } else { hh * 3600 + mm * 60 })
+        }
+        _ => None,
+    };
+    let ts = match offset {
+        Some(secs) => jiff::tz::Offset::from_seconds(secs).ok()?.to_timestamp(dt).ok()?,
+        None => local_zone().to_timestamp(dt).ok()?,
+    };
+    Some(ts.as_millisecond())
+}
+
 fn push_literal(out: &mut String, c: char) {
     if c == '%' {
         out.push_str("%%");
@@ -139,6 +202,24 @@ mod tests {
         let f = TimeFormat::parse("[at] D/M/YY h:mm A [100%]").unwrap();
         assert_eq!(f.render(&fixed()), "at 4/3/26 5:06 AM 100%");
         assert!(TimeFormat::parse("[oops").is_err());
+    }
+
+    #[test]
+    fn times_are_read_back_from_lines() {
+        let utc = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_millisecond();
+        let want = utc("2026-03-04T05:06:07.089Z");
+        assert_eq!(line_time(b"2026-03-04T05:06:07.089Z hello"), Some(want));
+        assert_eq!(line_time(b"2026-03-04 07:06:07.089 +02:00 hello"), Some(want));
+        assert_eq!(line_time(b"2026-03-04T00:06:07.089-0500: hello"), Some(want));
+        assert_eq!(line_time(b"2026-03-04T05:06:07 hello"), line_time(b"2026-03-04 05:06:07"));
+        let mut json = Vec::new();
+        json_line(&mut json, &fixed(), "web", 0, Stream::Out, b"hi\n");
+        assert_eq!(line_time(&json[..json.len() - 1]), Some(want));
+        assert_eq!(line_time(b"hello 2026-03-04T05:06:07"), None);
+        assert_eq!(line_time(b"2026-13-04T05:06:07 bad month"), None);
+        assert_eq!(line_time(b"{not json"), None);
+        let ms = utc("2026-03-04T05:06:07.089Z");
+        assert_eq!(line_time(Stamp::from_unix_ms(ms).rfc3339().as_bytes()), Some(ms));
     }
 
     #[test]

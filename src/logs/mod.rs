@@ -15,7 +15,8 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockWriteGuard, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::net::unix::pipe;
@@ -103,7 +104,16 @@ pub struct LogEvent {
     pub stream: Stream,
     /// Unix time of the read, ms.
     pub at_ms: u64,
+    /// Lines this stream of this process sent before this event (counted only while someone
+    /// follows): a follower that sees a gap knows how many lines it missed.
+    pub seq: u64,
     pub lines: Arc<[u8]>,
+}
+
+/// Lines in `bytes`: its newlines, plus an unterminated last line.
+pub fn count_lines(bytes: &[u8]) -> u64 {
+    let n = memchr::memchr_iter(b'\n', bytes).count() as u64;
+    n + u64::from(bytes.last().is_some_and(|b| *b != b'\n'))
 }
 
 /// One writer per log path, shared by every stream that writes there (merged instances, the
@@ -111,13 +121,16 @@ pub struct LogEvent {
 pub struct Hub {
     files: Mutex<HashMap<PathBuf, Weak<Mutex<LogFile>>>>,
     follow: broadcast::Sender<LogEvent>,
+    /// Held shared by every write (files and followers together), exclusively by
+    /// [`Hub::pause_writes`].
+    gate: RwLock<()>,
 }
 
 pub type SharedFile = Arc<Mutex<LogFile>>;
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub { files: Mutex::default(), follow: broadcast::channel(4096).0 }
+        Hub { files: Mutex::default(), follow: broadcast::channel(4096).0, gate: RwLock::default() }
     }
 }
 
@@ -154,6 +167,14 @@ impl Hub {
     pub fn subscribe(&self) -> broadcast::Receiver<LogEvent> {
         self.follow.subscribe()
     }
+
+    /// Stop every log write until the guard is dropped. A follower subscribes and measures
+    /// the files under it, so each line is either in the files as measured or in its
+    /// stream, never in both nor in neither. Writes may block on a stalled disk: take it off
+    /// the async threads.
+    pub fn pause_writes(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Where one stream of one instance goes.
@@ -165,6 +186,8 @@ pub struct Sink {
     pub time: Option<TimeFormat>,
     pub json: bool,
     pub rate_limit: Option<RateLimit>,
+    /// Lines sent to followers (see [`LogEvent::seq`]).
+    followed: AtomicU64,
 }
 
 impl Sink {
@@ -189,6 +212,7 @@ impl Sink {
             time: policy.time.clone(),
             json: policy.json,
             rate_limit: policy.rate_limit,
+            followed: AtomicU64::new(0),
         })
     }
 }
@@ -330,6 +354,7 @@ fn write_formatted(sink: &Sink, hub: &Hub, parts: &[&[u8]]) {
     if parts.iter().all(|p| p.is_empty()) {
         return;
     }
+    let _writing = hub.gate.read().unwrap_or_else(|e| e.into_inner());
     let at_ms = now_ms();
     if sink.time.is_none() && !sink.json {
         for f in &sink.files {
@@ -372,11 +397,13 @@ fn follow(sink: &Sink, hub: &Hub, at_ms: u64, parts: &[&[u8]]) {
         return;
     }
     let lines: Arc<[u8]> = parts.concat().into();
+    let seq = sink.followed.fetch_add(count_lines(&lines), Ordering::Relaxed);
     let _ = hub.follow.send(LogEvent {
         app: sink.app.clone(),
         instance: sink.instance,
         stream: sink.stream,
         at_ms,
+        seq,
         lines,
     });
 }

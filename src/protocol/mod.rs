@@ -105,6 +105,24 @@ pub enum Request {
     },
     /// Stop every app, then the daemon.
     Kill,
+    /// `herder logs`: the apps' log files and where each ended at this moment
+    /// ([`Response::Logs`]); with `follow`, every line written after that moment follows as
+    /// [`Response::LogLines`] frames on the same connection until the client hangs up.
+    Logs {
+        targets: Vec<Target>,
+        follow: bool,
+        /// Which streams to follow (both when both are false).
+        #[serde(default)]
+        out: bool,
+        #[serde(default)]
+        err: bool,
+    },
+    /// Empty the apps' current log files (`targets` empty: every app).
+    Flush {
+        targets: Vec<Target>,
+    },
+    /// Reopen every open log file (after an external logrotate moved them).
+    ReloadLogs,
 }
 
 /// The daemon's answer to a request.
@@ -121,7 +139,98 @@ pub enum Response {
     Show {
         app: Box<AppInfo>,
     },
+    /// The apps of a `Logs` request and where their files ended when it was answered: the
+    /// lines before a mark are in the files, those after it come as [`Response::LogLines`].
+    Logs {
+        apps: Vec<AppInfo>,
+        marks: Vec<FileMark>,
+    },
+    /// Lines that reached the log files of followed apps, in order per stream.
+    LogLines(Vec<LogItem>),
+    /// The files a `Flush` or `ReloadLogs` acted on.
+    LogFiles {
+        files: Vec<PathBuf>,
+    },
     Error(ErrorReply),
+}
+
+/// Where a log file ended when a `Logs` request was answered: a file at `path` with inode
+/// `inode` (after a rotation, the file renamed aside) held `size` bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileMark {
+    pub path: PathBuf,
+    pub inode: u64,
+    pub size: u64,
+}
+
+/// Which output of an instance a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogStream {
+    Out,
+    Err,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Out => "out",
+            LogStream::Err => "err",
+        }
+    }
+}
+
+/// One element of a follow stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LogItem {
+    /// Lines as written to the log file (timestamps and JSON included). A piece of a very
+    /// long line may end without a newline; the next item of the same stream continues it.
+    Lines { app: String, instance: u32, stream: LogStream, at_ms: u64, text: LogBytes },
+    /// The follower fell behind and these lines were not sent (they are in the files).
+    Skipped { app: String, instance: u32, stream: LogStream, lines: u64 },
+}
+
+/// Bytes of app output: a JSON string when they are UTF-8 (the usual case), else an array
+/// of numbers, so that no byte is changed on the way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogBytes(pub Vec<u8>);
+
+impl Serialize for LogBytes {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => s.serialize_bytes(&self.0),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LogBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = LogBytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string or an array of bytes")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<LogBytes, E> {
+                Ok(LogBytes(v.as_bytes().to_vec()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<LogBytes, E> {
+                Ok(LogBytes(v.into_bytes()))
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<LogBytes, E> {
+                Ok(LogBytes(v.to_vec()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<LogBytes, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    v.push(b);
+                }
+                Ok(LogBytes(v))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// An error the client shows to the user.
@@ -156,6 +265,9 @@ pub struct DaemonInfo {
     pub cgroup_note: Option<String>,
     /// Whether the daemon is a child subreaper.
     pub subreaper: bool,
+    /// Clients following logs (`herder logs`) right now.
+    #[serde(default)]
+    pub followers: usize,
 }
 
 /// States of an instance (DESIGN.md, Lifecycle).
@@ -334,6 +446,19 @@ pub struct AppInfo {
     pub instances: Vec<InstanceInfo>,
     /// Paths of the stdout and stderr log files of each instance.
     pub log_files: Vec<(PathBuf, PathBuf)>,
+    /// Log files that cannot be written right now (filled by `show`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_errors: Vec<LogWriteError>,
+}
+
+/// A log file whose writes fail: the app keeps running, its lines are dropped until writes
+/// succeed again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogWriteError {
+    pub path: PathBuf,
+    pub message: String,
+    /// Bytes dropped since the error began.
+    pub dropped_bytes: u64,
 }
 
 /// Errors of the framing layer.
@@ -355,16 +480,22 @@ where
     W: AsyncWriteExt + Unpin,
     T: Serialize,
 {
-    let body = serde_json::to_vec(msg)?;
-    if body.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge(body.len()));
-    }
-    let mut buf = Vec::with_capacity(4 + body.len());
-    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&body);
+    let buf = encode_frame(msg)?;
     w.write_all(&buf).await?;
     w.flush().await?;
     Ok(())
+}
+
+/// One frame's bytes (length prefix included), for writers that send them piece by piece.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let mut buf = vec![0u8; 4];
+    serde_json::to_writer(&mut buf, msg)?;
+    let len = buf.len() - 4;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    buf[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(buf)
 }
 
 /// Read one frame; [`FrameError::Closed`] on a clean end of stream before a frame starts.
@@ -414,6 +545,16 @@ mod tests {
         drop(a);
         let got: Result<Request, _> = read_frame(&mut b).await;
         assert!(matches!(got, Err(FrameError::Closed)));
+    }
+
+    #[test]
+    fn log_bytes_travel_unchanged() {
+        for bytes in [&b"plain text\n"[..], b"caf\xc3\xa9\n", b"not utf-8 \xff\xfe\n", b""] {
+            let json = serde_json::to_string(&LogBytes(bytes.to_vec())).unwrap();
+            let back: LogBytes = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.0, bytes, "{json}");
+        }
+        assert_eq!(serde_json::to_string(&LogBytes(b"hi\n".to_vec())).unwrap(), r#""hi\n""#);
     }
 
     #[test]

@@ -6,5 +6,6 @@ mod config_errors;
 mod config_formats;
 mod daemon;
 mod lifecycle;
+mod logs;
 mod recovery;
 mod tree;

@@ -1,0 +1,679 @@
+//! `herder logs`: the last lines of each selected instance's log files, read backwards across
+//! rotated (and gzipped) files, merged in time order where the lines carry timestamps; then
+//! every new line, as the daemon sends them. Also `flush` and `reload-logs`.
+//!
+//! The daemon answers with the files' sizes at the moment it began streaming (writes paused),
+//! so the tail stops exactly where the stream starts: no line shown twice, none missed.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+
+use super::expect_ok;
+use crate::client::{self, Client, ClientError};
+use crate::logs::file::rotated_files;
+use crate::logs::format::{line_time, Stamp, TimeFormat};
+use crate::paths::Paths;
+use crate::protocol::{AppInfo, FileMark, LogItem, LogStream, Request, Response, Target};
+
+/// PM2's default format of `--timestamp`.
+const DEFAULT_TIMESTAMP: &str = "YYYY-MM-DD-HH:mm:ss";
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// App names, ids, namespaces, or `all` (the default)
+    pub targets: Vec<String>,
+    /// Lines to show from the end of each log file
+    #[arg(long, default_value_t = 15, value_name = "N")]
+    pub lines: usize,
+    /// Print the last lines and exit, without following
+    #[arg(long, conflicts_with = "follow")]
+    pub nostream: bool,
+    /// Follow (the default; for habit's sake)
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only stderr
+    #[arg(long)]
+    pub err: bool,
+    /// Only stdout
+    #[arg(long)]
+    pub out: bool,
+    /// One JSON object per line (timestamp, app, instance, stream, message)
+    #[arg(long, conflicts_with = "raw")]
+    pub json: bool,
+    /// The lines only: no `name|` prefixes, headers or colors
+    #[arg(long)]
+    pub raw: bool,
+    /// Prefix each line with its time (`--timestamp=FORMAT` in dayjs tokens; default
+    /// YYYY-MM-DD-HH:mm:ss)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = DEFAULT_TIMESTAMP, value_name = "FORMAT")]
+    pub timestamp: Option<String>,
+}
+
+/// A write to stdout failed; a closed pipe (`herder logs | head`) ends the command quietly.
+fn stdout_failed(e: io::Error) -> Result<i32> {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        Ok(0)
+    } else {
+        Err(anyhow!("cannot write to stdout: {e}"))
+    }
+}
+
+pub async fn logs(paths: &Paths, a: LogsArgs) -> Result<i32> {
+    let time = match &a.timestamp {
+        Some(f) => Some(TimeFormat::parse(f).map_err(|e| anyhow!("--timestamp: {e}"))?),
+        None => None,
+    };
+    let targets: Vec<Target> = if a.targets.is_empty() {
+        vec![Target::All]
+    } else {
+        a.targets.iter().map(|t| Target::parse(t)).collect()
+    };
+    let follow = !a.nostream;
+    let mut c = Client::connect(paths, true).await?;
+    let req = Request::Logs { targets, follow, out: a.out, err: a.err };
+    let Response::Logs { apps, marks } = expect_ok(c.request(&req).await?)? else {
+        bail!("unexpected answer from the daemon");
+    };
+    let (want_out, want_err) = if a.out || a.err { (a.out, a.err) } else { (true, true) };
+    let color = !a.raw && !a.json && io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut p = Printer::new(&apps, Mode { raw: a.raw, json: a.json, color, time });
+
+    let sources = sources(&apps, want_out, want_err);
+    if let Err(e) = print_tails(&mut p, &sources, &marks, a.lines) {
+        return stdout_failed(e);
+    }
+    if !follow {
+        return Ok(0);
+    }
+    loop {
+        match c.next().await {
+            Ok(Response::LogLines(items)) => {
+                let res = items.into_iter().try_for_each(|item| p.item(item)).and_then(|()| p.flush());
+                if let Err(e) = res {
+                    return stdout_failed(e);
+                }
+            }
+            Ok(Response::Error(e)) => bail!("{}", e.message),
+            Ok(_) => {}
+            Err(ClientError::Closed) => {
+                let _ = p.flush();
+                eprintln!("herder logs: the daemon stopped; no more lines");
+                return Ok(1);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `herder flush [app…]`: empty the apps' current log files.
+pub async fn flush(paths: &Paths, targets: Vec<String>) -> Result<i32> {
+    let targets = targets.iter().map(|t| Target::parse(t)).collect();
+    let Response::LogFiles { files } = expect_ok(client::call(paths, &Request::Flush { targets }).await?)?
+    else {
+        bail!("unexpected answer from the daemon");
+    };
+    let mut text = String::new();
+    for f in &files {
+        text.push_str(&format!("flushed {}\n", f.display()));
+    }
+    if files.is_empty() {
+        text.push_str("no log file to flush\n");
+    }
+    super::out(&text)?;
+    Ok(0)
+}
+
+/// `herder reload-logs`: the daemon reopens every log file (after an external logrotate).
+pub async fn reload(paths: &Paths) -> Result<i32> {
+    let Response::LogFiles { files } = expect_ok(client::call(paths, &Request::ReloadLogs).await?)? else {
+        bail!("unexpected answer from the daemon");
+    };
+    super::out(&format!("reopened {} log file(s)\n", files.len()))?;
+    Ok(0)
+}
+
+/// One file to tail: an instance's stdout or stderr file, or one file both write to.
+#[derive(Debug, Clone)]
+struct Source {
+    app: String,
+    instance: u32,
+    /// `None`: both streams go to this file.
+    stream: Option<LogStream>,
+    path: PathBuf,
+}
+
+fn sources(apps: &[AppInfo], out: bool, err: bool) -> Vec<Source> {
+    let mut v: Vec<Source> = Vec::new();
+    for app in apps {
+        for (i, (o, e)) in app.log_files.iter().enumerate() {
+            let instance = app.instances.get(i).map(|x| x.index).unwrap_or(i as u32);
+            let mut add = |stream, path: &PathBuf| {
+                match v.iter_mut().find(|s| s.path == *path) {
+                    // stdout and stderr (or merged instances) share the file.
+                    Some(s) if s.app == app.spec.name && s.instance == instance => s.stream = None,
+                    Some(_) => {}
+                    None => v.push(Source {
+                        app: app.spec.name.clone(),
+                        instance,
+                        stream: Some(stream),
+                        path: path.clone(),
+                    }),
+                }
+            };
+            if out {
+                add(LogStream::Out, o);
+            }
+            if err {
+                add(LogStream::Err, e);
+            }
+        }
+    }
+    v
+}
+
+/// A tailed line and the time it carries.
+struct Line {
+    time: Option<i64>,
+    bytes: Vec<u8>,
+}
+
+fn print_tails(p: &mut Printer, sources: &[Source], marks: &[FileMark], n: usize) -> io::Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let mut timed: Vec<(usize, Vec<Line>)> = Vec::new();
+    let mut untimed: Vec<(usize, Vec<Line>)> = Vec::new();
+    for (i, s) in sources.iter().enumerate() {
+        let mark = marks.iter().find(|m| m.path == s.path);
+        let lines = match tail_lines(&s.path, mark, n) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("herder logs: cannot read {}: {e}", s.path.display());
+                continue;
+            }
+        };
+        let mut lines: Vec<Line> =
+            lines.into_iter().map(|b| Line { time: line_time(&b), bytes: b }).collect();
+        let has_times =
+            lines.first().is_some_and(|l| l.time.is_some()) && lines.last().is_some_and(|l| l.time.is_some());
+        if has_times {
+            // A line without a time (a stack trace under a stamped line) goes with the one above.
+            let mut last = None;
+            for l in &mut lines {
+                match l.time {
+                    Some(t) => last = Some(t),
+                    None => l.time = last,
+                }
+            }
+            timed.push((i, lines));
+        } else {
+            untimed.push((i, lines));
+        }
+    }
+    for (i, lines) in &untimed {
+        let s = &sources[*i];
+        p.header(&format!("{} last {n} lines:", s.path.display()))?;
+        for l in lines {
+            p.line(&s.app, s.instance, s.stream, l.time, &l.bytes)?;
+            p.end_line()?;
+        }
+    }
+    match timed.len() {
+        0 => {}
+        1 => p.header(&format!("{} last {n} lines:", sources[timed[0].0].path.display()))?,
+        k => {
+            let names: Vec<String> = timed
+                .iter()
+                .map(|(i, _)| sources[*i].path.file_name().unwrap_or_default().to_string_lossy().into_owned())
+                .collect();
+            p.header(&format!("last {n} lines of {k} files in time order ({}):", names.join(", ")))?;
+        }
+    }
+    // Merge the files: each in its own order, the earliest next line first.
+    let mut next = vec![0usize; timed.len()];
+    loop {
+        let pick = (0..timed.len())
+            .filter(|&f| next[f] < timed[f].1.len())
+            .min_by_key(|&f| (timed[f].1[next[f]].time, f));
+        let Some(f) = pick else { break };
+        let l = &timed[f].1[next[f]];
+        let s = &sources[timed[f].0];
+        p.line(&s.app, s.instance, s.stream, l.time, &l.bytes)?;
+        p.end_line()?;
+        next[f] += 1;
+    }
+    p.flush()
+}
+
+/// Rotated files of `path`, oldest first, without half-written compressions and without the
+/// `.gz` of a file whose compression has not finished (the plain one is still whole).
+fn rotated(path: &Path) -> Vec<PathBuf> {
+    let all = rotated_files(path);
+    all.iter()
+        .filter(|p| {
+            let name = p.to_string_lossy();
+            if name.ends_with(".tmp") {
+                return false;
+            }
+            match name.strip_suffix(".gz") {
+                Some(plain) => !all.iter().any(|q| q.as_os_str() == plain),
+                None => true,
+            }
+        })
+        .cloned()
+        .collect()
+}
+
+/// The last `n` lines (without their newlines) of `path` as it was at `mark`, continuing
+/// back into the rotated files when it holds fewer. Without a mark the file did not exist
+/// when the daemon answered: only its rotated files count.
+fn tail_lines(path: &Path, mark: Option<&FileMark>, n: usize) -> io::Result<Vec<Vec<u8>>> {
+    let rotated = rotated(path);
+    let is_marked = |f: &File| mark.is_some_and(|m| f.metadata().is_ok_and(|md| md.ino() == m.inode));
+    // The marked file, and the rotated files older than it.
+    let mut current: Option<(File, u64)> = None;
+    let mut older: &[PathBuf] = &rotated;
+    if let Some(m) = mark {
+        if let Some(f) = File::open(path).ok().filter(is_marked) {
+            current = Some((f, m.size));
+        } else {
+            // Rotated since the daemon answered: renamed aside, same inode.
+            for (i, r) in rotated.iter().enumerate() {
+                if let Some(f) = File::open(r).ok().filter(is_marked) {
+                    current = Some((f, m.size));
+                    older = &rotated[..i];
+                    break;
+                }
+            }
+        }
+    }
+    // Newest file first.
+    let mut found: Vec<Vec<Vec<u8>>> = Vec::new();
+    let mut count = 0;
+    if let Some((f, end)) = current {
+        let end = end.min(f.metadata()?.len());
+        let lines = last_lines(&f, end, n)?;
+        count += lines.len();
+        found.push(lines);
+    }
+    for r in older.iter().rev() {
+        if count >= n {
+            break;
+        }
+        let lines = match File::open(r) {
+            Ok(f) if r.extension().is_some_and(|e| e == "gz") => last_lines_gz(f, n - count)?,
+            Ok(f) => {
+                let end = f.metadata()?.len();
+                last_lines(&f, end, n - count)?
+            }
+            // Pruned or compressed meanwhile.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        count += lines.len();
+        found.push(lines);
+    }
+    let mut all: Vec<Vec<u8>> = found.into_iter().rev().flatten().collect();
+    let extra = all.len().saturating_sub(n);
+    all.drain(..extra);
+    Ok(all)
+}
+
+/// The last `want` lines of the first `end` bytes of `f`, read backwards in blocks.
+fn last_lines(f: &File, end: u64, want: usize) -> io::Result<Vec<Vec<u8>>> {
+    const BLOCK: u64 = 64 * 1024;
+    if want == 0 || end == 0 {
+        return Ok(Vec::new());
+    }
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    let mut pos = end;
+    let mut newlines = 0;
+    // `want` whole lines need `want` newlines after the one that ends the line before them
+    // (the file's last newline ends its last line).
+    while pos > 0 && newlines <= want {
+        let start = pos.saturating_sub(BLOCK);
+        let mut buf = vec![0u8; (pos - start) as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            match f.read_at(&mut buf[got..], start + got as u64) {
+                Ok(0) => break,
+                Ok(k) => got += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // A file emptied meanwhile (`flush`) leaves zeros here; keep what was read.
+        buf.truncate(got);
+        newlines += memchr::memchr_iter(b'\n', &buf).count();
+        blocks.push(buf);
+        pos = start;
+    }
+    let data: Vec<u8> = blocks.into_iter().rev().flatten().collect();
+    let body = data.strip_suffix(b"\n").unwrap_or(&data);
+    let mut lines: Vec<&[u8]> = body.split(|b| *b == b'\n').collect();
+    if pos > 0 {
+        // The first piece is the end of a line that started before what was read.
+        lines.remove(0);
+    }
+    let skip = lines.len().saturating_sub(want);
+    Ok(lines[skip..].iter().map(|l| l.to_vec()).collect())
+}
+
+/// The last `want` lines of a gzipped rotated file (read from its start: gzip cannot seek).
+fn last_lines_gz(f: File, want: usize) -> io::Result<Vec<Vec<u8>>> {
+    let mut keep: VecDeque<Vec<u8>> = VecDeque::with_capacity(want.min(4096) + 1);
+    let mut r = BufReader::new(flate2::read::MultiGzDecoder::new(f));
+    loop {
+        let mut line = Vec::new();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        if keep.len() == want {
+            keep.pop_front();
+        }
+        if want > 0 {
+            keep.push_back(line);
+        }
+    }
+    Ok(keep.into())
+}
+
+struct Mode {
+    raw: bool,
+    json: bool,
+    color: bool,
+    time: Option<TimeFormat>,
+}
+
+/// Colors of app prefixes in a terminal, by app.
+const COLORS: &[&str] = &["36", "32", "35", "33", "34", "96", "92", "95", "93", "94"];
+
+/// Writes lines with their `name|` prefixes (or as JSON).
+struct Printer {
+    out: io::BufWriter<io::Stdout>,
+    mode: Mode,
+    /// Instances and color of each app, by name.
+    apps: HashMap<String, (usize, &'static str)>,
+    width: usize,
+    /// Streams whose last piece ended in the middle of a line.
+    mid_line: HashSet<(String, u32, LogStream)>,
+}
+
+impl Printer {
+    fn new(apps: &[AppInfo], mode: Mode) -> Printer {
+        let mut p = Printer {
+            out: io::BufWriter::with_capacity(64 * 1024, io::stdout()),
+            mode,
+            apps: HashMap::new(),
+            width: 0,
+            mid_line: HashSet::new(),
+        };
+        for (i, a) in apps.iter().enumerate() {
+            p.apps.insert(a.spec.name.clone(), (a.instances.len(), COLORS[i % COLORS.len()]));
+            let w = p.label(&a.spec.name, 0).chars().count() + if a.instances.len() > 1 { 2 } else { 0 };
+            p.width = p.width.max(w);
+        }
+        p
+    }
+
+    fn label(&self, app: &str, instance: u32) -> String {
+        match self.apps.get(app) {
+            Some((n, _)) if *n > 1 => format!("{app}:{instance}"),
+            Some(_) => app.to_string(),
+            // An app started after following began.
+            None if instance > 0 => format!("{app}:{instance}"),
+            None => app.to_string(),
+        }
+    }
+
+    fn color_of(&self, app: &str) -> &'static str {
+        self.apps.get(app).map(|(_, c)| *c).unwrap_or_else(|| {
+            let h = app.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+            COLORS[h % COLORS.len()]
+        })
+    }
+
+    fn header(&mut self, text: &str) -> io::Result<()> {
+        if self.mode.raw || self.mode.json {
+            return Ok(());
+        }
+        if self.mode.color {
+            writeln!(self.out, "\x1b[2m{text}\x1b[0m")
+        } else {
+            writeln!(self.out, "{text}")
+        }
+    }
+
+    /// Write the start of a line (prefix, time) and `bytes` (without a newline; see
+    /// [`Printer::end_line`]).
+    fn line(
+        &mut self,
+        app: &str,
+        instance: u32,
+        stream: Option<LogStream>,
+        time: Option<i64>,
+        bytes: &[u8],
+    ) -> io::Result<()> {
+        let bytes = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+        if self.mode.json {
+            return self.json_line(app, instance, stream, time, bytes);
+        }
+        if !self.mode.raw {
+            let label = self.label(app, instance);
+            if self.mode.color {
+                let sep = if stream == Some(LogStream::Err) { "31" } else { self.color_of(app) };
+                let c = self.color_of(app);
+                write!(self.out, "\x1b[{c}m{label:<w$}\x1b[0m\x1b[{sep}m|\x1b[0m ", w = self.width)?;
+            } else {
+                write!(self.out, "{label}| ")?;
+            }
+        }
+        if let (Some(f), Some(t)) = (&self.mode.time, time) {
+            let stamp = f.render(&Stamp::from_unix_ms(t));
+            write!(self.out, "{stamp} ")?;
+        }
+        self.out.write_all(bytes)
+    }
+
+    fn end_line(&mut self) -> io::Result<()> {
+        if self.mode.json {
+            return Ok(());
+        }
+        self.out.write_all(b"\n")
+    }
+
+    fn json_line(
+        &mut self,
+        app: &str,
+        instance: u32,
+        stream: Option<LogStream>,
+        time: Option<i64>,
+        bytes: &[u8],
+    ) -> io::Result<()> {
+        // `log_type = "json"` lines already are such objects.
+        if bytes.first() == Some(&b'{')
+            && serde_json::from_slice::<serde_json::Value>(bytes).is_ok_and(|v| v.get("message").is_some())
+        {
+            self.out.write_all(bytes)?;
+            return self.out.write_all(b"\n");
+        }
+        let obj = serde_json::json!({
+            "timestamp": time.map(|t| Stamp::from_unix_ms(t).rfc3339()),
+            "app": app,
+            "instance": instance,
+            "stream": stream.map(LogStream::as_str),
+            "message": String::from_utf8_lossy(bytes),
+        });
+        serde_json::to_writer(&mut self.out, &obj).map_err(io::Error::other)?;
+        self.out.write_all(b"\n")
+    }
+
+    /// One item of the follow stream.
+    fn item(&mut self, item: LogItem) -> io::Result<()> {
+        match item {
+            LogItem::Lines { app, instance, stream, at_ms, text } => {
+                let key = (app, instance, stream);
+                let mut rest = &text.0[..];
+                while !rest.is_empty() {
+                    let (piece, ends) = match memchr::memchr(b'\n', rest) {
+                        Some(i) => (&rest[..i], true),
+                        None => (rest, false),
+                    };
+                    rest = &rest[(piece.len() + usize::from(ends)).min(rest.len())..];
+                    if self.mid_line.remove(&key) && !self.mode.json {
+                        // The rest of a very long line sent in pieces.
+                        self.out.write_all(piece)?;
+                    } else {
+                        self.line(&key.0, key.1, Some(stream), Some(at_ms as i64), piece)?;
+                    }
+                    if ends {
+                        self.end_line()?;
+                    } else {
+                        self.mid_line.insert(key.clone());
+                    }
+                }
+                Ok(())
+            }
+            LogItem::Skipped { app, instance, stream, lines } => {
+                let note =
+                    format!("… {lines} lines skipped (the follower fell behind; they are in the log files)");
+                if self.mode.raw || self.mode.json {
+                    self.flush()?;
+                    eprintln!("herder logs: {} {}: {note}", self.label(&app, instance), stream.as_str());
+                    return Ok(());
+                }
+                self.line(&app, instance, Some(stream), None, note.as_bytes())?;
+                self.end_line()
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(range: std::ops::Range<u32>) -> String {
+        range.map(|i| format!("line {i}\n")).collect()
+    }
+
+    fn text(v: Vec<Vec<u8>>) -> Vec<String> {
+        v.into_iter().map(|l| String::from_utf8(l).unwrap()).collect()
+    }
+
+    fn want(range: std::ops::Range<u32>) -> Vec<String> {
+        range.map(|i| format!("line {i}")).collect()
+    }
+
+    fn gz(path: &Path, content: &str) {
+        let f = File::create(path).unwrap();
+        let mut enc = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+        enc.write_all(content.as_bytes()).unwrap();
+        enc.finish().unwrap();
+    }
+
+    fn mark_of(path: &Path) -> FileMark {
+        let md = std::fs::metadata(path).unwrap();
+        FileMark { path: path.to_path_buf(), inode: md.ino(), size: md.len() }
+    }
+
+    #[test]
+    fn backwards_in_small_and_large_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.log");
+        std::fs::write(&p, lines(0..100_000)).unwrap();
+        let f = File::open(&p).unwrap();
+        let len = f.metadata().unwrap().len();
+        assert_eq!(text(last_lines(&f, len, 3).unwrap()), want(99_997..100_000));
+        assert_eq!(text(last_lines(&f, len, 20_000).unwrap()), want(80_000..100_000));
+        assert_eq!(text(last_lines(&f, len, 200_000).unwrap()).len(), 100_000);
+        std::fs::write(&p, "no newline at the end").unwrap();
+        let f = File::open(&p).unwrap();
+        assert_eq!(text(last_lines(&f, 21, 5).unwrap()), ["no newline at the end"]);
+        assert!(last_lines(&f, 0, 5).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_tail_reaches_back_through_rotated_and_gzipped_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("web-0.out.log");
+        gz(&dir.path().join("web-0.out.log.20260101-000000.000.gz"), &lines(0..20));
+        std::fs::write(dir.path().join("web-0.out.log.20260102-000000.000"), lines(20..40)).unwrap();
+        std::fs::write(&p, lines(40..70)).unwrap();
+        // A compression in progress is not a file to read.
+        std::fs::write(dir.path().join("web-0.out.log.20260102-000000.000.gz.tmp"), "junk").unwrap();
+        let m = mark_of(&p);
+        assert_eq!(text(tail_lines(&p, Some(&m), 10).unwrap()), want(60..70));
+        assert_eq!(text(tail_lines(&p, Some(&m), 50).unwrap()), want(20..70));
+        assert_eq!(text(tail_lines(&p, Some(&m), 60).unwrap()), want(10..70));
+        assert_eq!(text(tail_lines(&p, Some(&m), 1000).unwrap()), want(0..70));
+    }
+
+    #[test]
+    fn the_tail_stops_at_the_mark_even_after_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.log");
+        std::fs::write(dir.path().join("w.log.20260101-000000.000"), lines(0..10)).unwrap();
+        std::fs::write(&p, lines(10..20)).unwrap();
+        let m = mark_of(&p);
+        // Written after the mark: the stream shows these.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(lines(20..25).as_bytes())
+            .unwrap();
+        assert_eq!(text(tail_lines(&p, Some(&m), 5).unwrap()), want(15..20));
+        // Then rotated: the marked file is now the newest rotated one.
+        std::fs::rename(&p, dir.path().join("w.log.20260102-000000.000")).unwrap();
+        std::fs::write(&p, lines(25..30)).unwrap();
+        assert_eq!(text(tail_lines(&p, Some(&m), 15).unwrap()), want(5..20));
+        // No mark: the file began after the daemon answered.
+        assert_eq!(text(tail_lines(&p, None, 3).unwrap()), want(22..25));
+    }
+
+    #[test]
+    fn the_plain_file_wins_over_its_unfinished_gzip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.log");
+        let r = dir.path().join("w.log.20260101-000000.000");
+        std::fs::write(&r, lines(0..10)).unwrap();
+        gz(&dir.path().join("w.log.20260101-000000.000.gz"), &lines(0..10));
+        std::fs::write(&p, "").unwrap();
+        let m = mark_of(&p);
+        assert_eq!(text(tail_lines(&p, Some(&m), 100).unwrap()), want(0..10));
+    }
+
+    #[test]
+    fn shared_files_are_tailed_once() {
+        let mut spec = crate::protocol::AppSpec::new("web", "/bin/true", PathBuf::from("/"));
+        spec.instances = 2;
+        let info = |i| crate::protocol::InstanceInfo::new(i);
+        let app = AppInfo {
+            id: 0,
+            spec,
+            instances: vec![info(0), info(1)],
+            log_files: vec![
+                ("/l/web.log".into(), "/l/web.log".into()),
+                ("/l/web.log".into(), "/l/web.log".into()),
+            ],
+            log_errors: Vec::new(),
+        };
+        let s = sources(&[app], true, true);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].stream, None);
+    }
+}
