@@ -216,11 +216,11 @@ fn write_all_vectored(file: &mut File, parts: &[&[u8]]) -> io::Result<()> {
     Ok(())
 }
 
-/// `web-0.out.log` rotated at a time becomes `web-0.out.log.20261123-120000.123`: names sort
-/// by age, which `herder logs` relies on.
+/// `web-0.out.log` rotated at a time becomes `web-0.out.log.20261123-120000.123456` (then
+/// `-0001`, `-0002`… within one microsecond): names sort by age, which `herder logs` relies on.
 pub fn rotated_name(path: &Path, at: SystemTime) -> PathBuf {
     let ts = jiff::Timestamp::try_from(at).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
-    let stamp = ts.strftime("%Y%m%d-%H%M%S.%3f").to_string();
+    let stamp = ts.strftime("%Y%m%d-%H%M%S.%6f").to_string();
     let mut name = path.as_os_str().to_owned();
     name.push(".");
     name.push(stamp);
@@ -229,7 +229,8 @@ pub fn rotated_name(path: &Path, at: SystemTime) -> PathBuf {
     let mut n = 1;
     while taken(&candidate) {
         let mut again = name.clone();
-        again.push(format!("-{n}"));
+        // Zero-padded so that names keep sorting by age.
+        again.push(format!("-{n:04}"));
         candidate = PathBuf::from(again);
         n += 1;
     }

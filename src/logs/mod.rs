@@ -448,11 +448,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("o.log");
         let hub = Hub::default();
-        let rotation = Rotation { max_size: Some(100), retain: 1000, ..Rotation::default() };
+        let rotation = Rotation { max_size: Some(100), retain: usize::MAX, ..Rotation::default() };
         let policy = LogPolicy { out: Some(out.clone()), rotation, ..LogPolicy::default() };
         let s = sink(&hub, &policy, Stream::Out);
         let mut st = state();
-        let text: String = (0..500).map(|i| format!("line {i} {}\n", "x".repeat(i % 37))).collect();
+        // Enough rotations to happen many times within one clock tick.
+        let text: String = (0..3000).map(|i| format!("line {i} {}\n", "x".repeat(i % 37))).collect();
         // Feed it in odd-sized reads so lines straddle reads.
         for chunk in text.as_bytes().chunks(23) {
             process(&s, &hub, &mut st, chunk);
