@@ -183,15 +183,17 @@ impl LogFile {
         self.reopen_quietly();
         self.size = 0;
         self.opened = SystemTime::now();
+        if !self.rotation.compress {
+            prune(&self.path, self.rotation.retain);
+            return;
+        }
         let (path, rotation) = (self.path.clone(), self.rotation.clone());
-        // Compression and pruning are slow file work: off the writer's thread.
+        // Compression is slow file work: off the writer's thread, pruning after it.
         std::thread::Builder::new()
             .name("herder-logrotate".into())
             .spawn(move || {
-                if rotation.compress {
-                    if let Err(e) = compress(&aside) {
-                        tracing::error!(file = %aside.display(), error = %e, "cannot compress a rotated log");
-                    }
+                if let Err(e) = compress(&aside) {
+                    tracing::error!(file = %aside.display(), error = %e, "cannot compress a rotated log");
                 }
                 prune(&path, rotation.retain);
             })
