@@ -501,8 +501,9 @@ mod tests {
         let policy = LogPolicy { out: Some(out.clone()), rotation, ..LogPolicy::default() };
         let s = sink(&hub, &policy, Stream::Out);
         let mut st = state();
-        process(&s, &hub, &mut st, "a".repeat(63).as_bytes());
-        process(&s, &hub, &mut st, b"\nsecond line\n");
+        // The first line fills the file; the next write rotates it first.
+        process(&s, &hub, &mut st, format!("{}\n", "a".repeat(63)).as_bytes());
+        process(&s, &hub, &mut st, b"second line\n");
         let deadline = Instant::now() + Duration::from_secs(10);
         let gz = loop {
             let gz: Vec<PathBuf> = file::rotated_files(&out)
