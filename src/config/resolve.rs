@@ -90,6 +90,8 @@ pub struct AppDecl {
     pub increment_var: Option<String>,
     /// Sets `PORT`.
     pub port: Option<u16>,
+    /// Log settings; paths as written (resolved against `cwd`).
+    pub logs: crate::protocol::spec::LogSpec,
 }
 
 /// An `env_<name>` table.
@@ -342,6 +344,12 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
     }
     if let Some(v) = decl.autostart {
         spec.autostart = v;
+    }
+    spec.logs = decl.logs.clone();
+    for p in
+        [&mut spec.logs.out_file, &mut spec.logs.error_file, &mut spec.logs.log_file].into_iter().flatten()
+    {
+        *p = spec.cwd.join(&*p);
     }
     spec.source = base.source.map(Path::to_path_buf);
     Ok(spec)

@@ -150,19 +150,19 @@ pub const FIELDS: &[FieldDef] = &[
     later(Field::ListenTimeout, "listen_timeout", &[]),
     later(Field::Health, "health", &[]),
     later(Field::Watchdog, "watchdog", &[]),
-    later(Field::OutFile, "out_file", &["output", "out", "out_log"]),
-    later(Field::ErrorFile, "error_file", &["error", "err", "err_file", "err_log"]),
-    later(Field::LogFile, "log_file", &["log"]),
-    later(Field::MergeLogs, "merge_logs", &["combine_logs"]),
-    later(Field::Time, "time", &[]),
-    later(Field::LogDateFormat, "log_date_format", &[]),
-    later(Field::LogType, "log_type", &[]),
-    later(Field::DisableLogs, "disable_logs", &[]),
-    later(Field::LogMaxSize, "log_max_size", &[]),
-    later(Field::LogRetain, "log_retain", &[]),
-    later(Field::LogCompress, "log_compress", &[]),
-    later(Field::LogRotateInterval, "log_rotate_interval", &[]),
-    later(Field::LogRateLimit, "log_rate_limit", &[]),
+    now(Field::OutFile, "out_file", &["output", "out", "out_log"]),
+    now(Field::ErrorFile, "error_file", &["error", "err", "err_file", "err_log"]),
+    now(Field::LogFile, "log_file", &["log"]),
+    now(Field::MergeLogs, "merge_logs", &["combine_logs"]),
+    now(Field::Time, "time", &[]),
+    now(Field::LogDateFormat, "log_date_format", &[]),
+    now(Field::LogType, "log_type", &[]),
+    now(Field::DisableLogs, "disable_logs", &[]),
+    now(Field::LogMaxSize, "log_max_size", &[]),
+    now(Field::LogRetain, "log_retain", &[]),
+    now(Field::LogCompress, "log_compress", &[]),
+    now(Field::LogRotateInterval, "log_rotate_interval", &[]),
+    now(Field::LogRateLimit, "log_rate_limit", &[]),
     later(Field::PidFile, "pid_file", &["pid"]),
     later(Field::Balancer, "balancer", &[]),
     later(Field::Image, "image", &[]),
@@ -877,15 +877,17 @@ impl AppCx<'_, '_> {
         }
     }
 
-    fn log_rate_limit(&mut self, key: &str, value: &Value) {
+    /// `"1000/10s"` (lines per interval) or an integer (lines per second).
+    fn log_rate_limit(&mut self, key: &str, value: &Value) -> Option<(u64, u64)> {
         match &value.kind {
-            Kind::Int(i) if *i > 0 => {}
+            Kind::Int(i) if *i > 0 => Some((*i as u64, 1000)),
             Kind::Str(s) => {
-                let ok = s.split_once('/').is_some_and(|(n, per)| {
-                    n.trim().parse::<u64>().is_ok_and(|n| n > 0)
-                        && units::parse_duration(per).is_ok_and(|ms| ms > 0)
+                let parsed = s.split_once('/').and_then(|(n, per)| {
+                    let n = n.trim().parse::<u64>().ok().filter(|n| *n > 0)?;
+                    let per = units::parse_duration(per).ok().filter(|ms| *ms > 0)?;
+                    Some((n, per))
                 });
-                if !ok {
+                if parsed.is_none() {
                     let msg = format!("`{key}` in app {}: invalid rate `{s}`", self.label);
                     self.push(
                         ConfigError::new(msg)
@@ -893,8 +895,12 @@ impl AppCx<'_, '_> {
                             .with_hint("write lines per interval, e.g. \"1000/10s\""),
                     );
                 }
+                parsed
             }
-            _ => self.type_error(key, value, "lines per second, or a string such as \"1000/10s\""),
+            _ => {
+                self.type_error(key, value, "lines per second, or a string such as \"1000/10s\"");
+                None
+            }
         }
     }
 
@@ -1080,49 +1086,60 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             Field::IgnoreWatch => {
                 cx.strings(key, v);
             }
-            Field::WatchDelay | Field::ListenTimeout | Field::LogRotateInterval => {
+            Field::WatchDelay | Field::ListenTimeout => {
                 cx.duration(key, v);
             }
+            Field::LogRotateInterval => decl.logs.rotate_interval_ms = cx.duration(key, v),
             Field::Watchdog => {
                 if !matches!(v.kind, Kind::Bool(_)) {
                     cx.duration(key, v);
                 }
             }
-            Field::MaxMemoryRestart | Field::MemoryLimit | Field::LogMaxSize => {
+            Field::MaxMemoryRestart | Field::MemoryLimit => {
                 cx.size(key, v);
             }
+            Field::LogMaxSize => decl.logs.max_size = cx.size(key, v),
             Field::CpuLimit => cx.cpu_limit(key, v),
-            Field::ShutdownWithMessage
-            | Field::WaitReady
-            | Field::MergeLogs
-            | Field::Time
-            | Field::DisableLogs
-            | Field::LogCompress => {
+            Field::ShutdownWithMessage | Field::WaitReady => {
                 cx.bool(key, v);
             }
-            Field::OutFile | Field::ErrorFile | Field::PidFile | Field::LogDateFormat | Field::Image => {
+            Field::MergeLogs => decl.logs.merge_logs = cx.bool(key, v).unwrap_or(false),
+            Field::Time => decl.logs.time = cx.bool(key, v).unwrap_or(false),
+            Field::DisableLogs => decl.logs.disable = cx.bool(key, v).unwrap_or(false),
+            Field::LogCompress => decl.logs.compress = cx.bool(key, v).unwrap_or(false),
+            Field::PidFile | Field::Image => {
                 cx.non_empty_string(key, v);
             }
-            Field::LogFile => {
-                if !matches!(v.kind, Kind::Bool(_)) {
-                    cx.non_empty_string(key, v);
+            Field::OutFile => decl.logs.out_file = cx.non_empty_string(key, v).map(Into::into),
+            Field::ErrorFile => decl.logs.error_file = cx.non_empty_string(key, v).map(Into::into),
+            Field::LogDateFormat => {
+                if let Some(f) = cx.non_empty_string(key, v) {
+                    match crate::logs::format::TimeFormat::parse(&f) {
+                        Ok(_) => decl.logs.date_format = Some(f),
+                        Err(e) => {
+                            let msg = format!("`{key}` in app {}: {e}", cx.label);
+                            cx.push(ConfigError::new(msg).at(v.span));
+                        }
+                    }
                 }
             }
+            Field::LogFile => match v.kind {
+                Kind::Bool(b) => decl.logs.log_file_default = b,
+                _ => decl.logs.log_file = cx.non_empty_string(key, v).map(Into::into),
+            },
             Field::LogType => {
                 if let Some(t) = cx.string(key, v) {
                     if t != "json" && t != "raw" {
                         let msg = format!("`{key}` in app {}: unknown log type `{t}`", cx.label);
                         cx.push(ConfigError::new(msg).at(v.span).with_hint("use \"json\" or \"raw\""));
-                    } else if t == "json" {
-                        cx.ignore(def, v, entry.key_span, None);
+                    } else {
+                        decl.logs.json = t == "json";
                     }
                 }
                 continue;
             }
-            Field::LogRetain => {
-                cx.u32(key, v);
-            }
-            Field::LogRateLimit => cx.log_rate_limit(key, v),
+            Field::LogRetain => decl.logs.retain = cx.u32(key, v),
+            Field::LogRateLimit => decl.logs.rate_limit = cx.log_rate_limit(key, v),
             Field::Health => cx.tables(key, v),
             Field::Balancer => {
                 if !matches!(v.kind, Kind::Table(_)) {

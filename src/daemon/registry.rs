@@ -100,7 +100,11 @@ impl App {
             spec: if env { (*self.spec).clone() } else { (*self.listing).clone() },
             instances: self.instances.iter().map(InstanceHandle::snapshot).collect(),
             log_files: (0..self.instances.len() as u32)
-                .map(|i| crate::logs::instance_paths(paths, &self.spec.name, i))
+                .map(|i| {
+                    let policy = crate::logs::policy_of(paths, &self.spec, i);
+                    let shown = |p: Option<std::path::PathBuf>| p.unwrap_or_else(|| "/dev/null".into());
+                    (shown(policy.out), shown(policy.err))
+                })
                 .collect(),
             log_errors: Vec::new(),
         }

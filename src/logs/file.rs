@@ -79,25 +79,48 @@ impl LogFile {
         self.error.as_ref()
     }
 
-    fn limit_reached(&self, incoming: u64) -> bool {
-        self.rotation.max_size.is_some_and(|m| self.size > 0 && self.size + incoming > m)
-            || self
-                .rotation
-                .interval
-                .is_some_and(|i| SystemTime::now().duration_since(self.opened).is_ok_and(|age| age >= i))
+    fn age_reached(&self) -> bool {
+        self.rotation
+            .interval
+            .is_some_and(|i| SystemTime::now().duration_since(self.opened).is_ok_and(|age| age >= i))
     }
 
-    /// Append `parts` (whole lines, except that a caller in raw mode may end with a partial
-    /// line). Rotates first when a limit is reached and the file is at a line boundary.
+    /// Append `parts` (whole lines, except that the last may be unterminated at the end of a
+    /// stream). Files rotate at line boundaries: a write that would pass `max_size` is split
+    /// between lines, and only a single line longer than `max_size` makes a file larger.
     pub fn write_lines(&mut self, parts: &[&[u8]]) {
         let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
         if len == 0 {
             return;
         }
-        if (self.rotate_pending || self.limit_reached(len)) && self.at_line_boundary() {
+        if (self.rotate_pending || self.age_reached()) && self.at_line_boundary() {
             self.rotate();
         }
-        self.append(parts, len);
+        match self.rotation.max_size {
+            Some(max) if self.size + len > max => {
+                let joined = parts.concat();
+                let mut rest: &[u8] = &joined;
+                while !rest.is_empty() {
+                    let room = max.saturating_sub(self.size) as usize;
+                    let take = if rest.len() <= room {
+                        rest.len()
+                    } else if let Some(i) = memchr::memrchr(b'\n', &rest[..room]) {
+                        i + 1
+                    } else if self.size > 0 && self.at_line_boundary() && self.rotate() {
+                        continue;
+                    } else {
+                        // A line longer than the limit (or a file that cannot rotate): whole.
+                        memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1)
+                    };
+                    self.append(&[&rest[..take]], take as u64);
+                    rest = &rest[take..];
+                    if !rest.is_empty() && self.at_line_boundary() {
+                        self.rotate();
+                    }
+                }
+            }
+            _ => self.append(parts, len),
+        }
         if self.rotation.max_size.is_some_and(|m| self.size >= m) {
             self.rotate_pending = true;
         }
@@ -171,13 +194,14 @@ impl LogFile {
         Ok(())
     }
 
-    /// Rename the file aside and start a new one; prune and compress the old ones.
-    fn rotate(&mut self) {
+    /// Rename the file aside and start a new one; prune and compress the old ones. Returns
+    /// whether the file was rotated.
+    fn rotate(&mut self) -> bool {
         self.rotate_pending = false;
         let aside = rotated_name(&self.path, SystemTime::now());
         if let Err(e) = fs::rename(&self.path, &aside) {
             tracing::error!(file = %self.path.display(), error = %e, "cannot rotate the log");
-            return;
+            return false;
         }
         self.file = None;
         self.reopen_quietly();
@@ -185,7 +209,7 @@ impl LogFile {
         self.opened = SystemTime::now();
         if !self.rotation.compress {
             prune(&self.path, self.rotation.retain);
-            return;
+            return true;
         }
         let (path, rotation) = (self.path.clone(), self.rotation.clone());
         // Compression is slow file work: off the writer's thread, pruning after it.
@@ -198,6 +222,7 @@ impl LogFile {
                 prune(&path, rotation.retain);
             })
             .ok();
+        true
     }
 }
 
@@ -255,7 +280,11 @@ pub fn rotated_files(path: &Path) -> Vec<PathBuf> {
                 .collect()
         })
         .unwrap_or_default();
-    files.sort();
+    // By age, which the name without `.gz` gives (`x.<t>.gz` is older than `x.<t>-0001`).
+    files.sort_by_cached_key(|p| {
+        let name = p.to_string_lossy();
+        name.strip_suffix(".gz").unwrap_or(&name).to_string()
+    });
     files
 }
 

@@ -48,11 +48,70 @@ pub fn instance_paths(paths: &Paths, name: &str, index: u32) -> (PathBuf, PathBu
     (dir.join(format!("{base}.out.log")), dir.join(format!("{base}.err.log")))
 }
 
-/// How `spec`'s instance `index` logs. (The spec's log settings arrive with the config
-/// fields; until then every instance gets its two files under `logs/`.)
+/// How `spec`'s instance `index` logs.
 pub fn policy_of(paths: &Paths, spec: &crate::protocol::AppSpec, index: u32) -> LogPolicy {
-    let (out, err) = instance_paths(paths, &spec.name, index);
-    LogPolicy { out: Some(out), err: Some(err), ..LogPolicy::default() }
+    use crate::protocol::spec::{DEFAULT_LOG_MAX_SIZE, DEFAULT_LOG_RETAIN};
+    let l = &spec.logs;
+    if l.disable {
+        return LogPolicy::default();
+    }
+    // Instances share their files when merged (or when there is only one), as in PM2;
+    // otherwise `-<n>` goes before the extension of a path the user gave.
+    let per_instance = spec.instances > 1 && !l.merge_logs;
+    let own = |given: &Option<PathBuf>, default: PathBuf| -> Option<PathBuf> {
+        match given {
+            Some(p) if p.as_os_str() == "/dev/null" || p.file_name().is_some_and(|n| n == "NULL") => None,
+            Some(p) if per_instance => Some(with_instance(p, index)),
+            Some(p) => Some(p.clone()),
+            None => Some(default),
+        }
+    };
+    let (out, err) = if l.merge_logs {
+        let base = paths.logs_dir().join(file_safe(&spec.name));
+        (base.with_extension("out.log"), base.with_extension("err.log"))
+    } else {
+        instance_paths(paths, &spec.name, index)
+    };
+    let combined_default = paths.logs_dir().join(format!("{}.log", file_safe(&spec.name)));
+    let combined = match (&l.log_file, l.log_file_default) {
+        (Some(_), _) => own(&l.log_file, combined_default),
+        (None, true) => {
+            own(&None, if per_instance { with_instance(&combined_default, index) } else { combined_default })
+        }
+        (None, false) => None,
+    };
+    let time = (l.time || l.date_format.is_some()).then(|| {
+        TimeFormat::parse(l.date_format.as_deref().unwrap_or(format::DEFAULT_FORMAT))
+            .unwrap_or_else(|_| TimeFormat::parse(format::DEFAULT_FORMAT).expect("the default format parses"))
+    });
+    LogPolicy {
+        out: own(&l.out_file, out),
+        err: own(&l.error_file, err),
+        combined,
+        time,
+        json: l.json,
+        rotation: Rotation {
+            max_size: match l.max_size {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => Some(DEFAULT_LOG_MAX_SIZE),
+            },
+            interval: l.rotate_interval_ms.filter(|ms| *ms > 0).map(Duration::from_millis),
+            retain: l.retain.unwrap_or(DEFAULT_LOG_RETAIN) as usize,
+            compress: l.compress,
+        },
+        rate_limit: l.rate_limit.map(|(lines, per)| RateLimit { lines, per: Duration::from_millis(per) }),
+    }
+}
+
+/// `app.log` for instance 2 becomes `app-2.log` (PM2's naming).
+fn with_instance(path: &Path, index: u32) -> PathBuf {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}-{index}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{index}"),
+    };
+    path.with_file_name(name)
 }
 
 /// Which stream a line came from.
@@ -488,6 +547,32 @@ mod tests {
             let t = std::fs::read_to_string(f).unwrap();
             assert!(t.ends_with('\n') && t.starts_with("line "), "{f:?} holds whole lines: {t:?}");
         }
+        assert_eq!(all_text(&out), text);
+    }
+
+    #[test]
+    fn one_large_read_is_split_between_lines_at_the_size_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.log");
+        let hub = Hub::default();
+        let rotation = Rotation { max_size: Some(100), retain: usize::MAX, ..Rotation::default() };
+        let policy = LogPolicy { out: Some(out.clone()), rotation, ..LogPolicy::default() };
+        let s = sink(&hub, &policy, Stream::Out);
+        let mut st = state();
+        let long = format!("{}\n", "L".repeat(250));
+        let text: String = (0..400).map(|i| format!("line {i}\n")).collect::<String>() + &long + "after\n";
+        process(&s, &hub, &mut st, text.as_bytes());
+        let mut files = file::rotated_files(&out);
+        files.push(out.clone());
+        for f in &files {
+            let t = std::fs::read_to_string(f).unwrap();
+            assert!(
+                t.len() <= 100 || t == long,
+                "{f:?} is {} bytes: only a line longer than the limit may pass it",
+                t.len()
+            );
+        }
+        assert!(files.len() > 20);
         assert_eq!(all_text(&out), text);
     }
 

@@ -63,6 +63,9 @@ pub struct AppSpec {
     pub kill_timeout_ms: u64,
     /// Start the app when it is added (false: registered as `stopped`).
     pub autostart: bool,
+    /// Where the output goes and how it is rotated.
+    #[serde(default)]
+    pub logs: LogSpec,
     /// Where the spec came from (a config file), for `show` and for reloading the env.
     pub source: Option<PathBuf>,
     /// The variable that holds the instance number (`HERDER_INSTANCE` is always set too).
@@ -104,10 +107,49 @@ impl AppSpec {
             kill_signal: DEFAULT_KILL_SIGNAL.to_string(),
             kill_timeout_ms: DEFAULT_KILL_TIMEOUT_MS,
             autostart: true,
+            logs: LogSpec::default(),
             source: None,
             instance_var: default_instance_var(),
             increment_var: None,
             env_name: None,
         }
     }
+}
+
+/// Default `log_max_size`: files rotate past 100 MiB unless told otherwise, so that a noisy app
+/// cannot fill the disk.
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 100 * 1024 * 1024;
+/// Default `log_retain`: rotated files kept per log.
+pub const DEFAULT_LOG_RETAIN: u32 = 10;
+
+/// The log settings of an app, as resolved from its config (paths absolute).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LogSpec {
+    /// stdout file (`out_file`); `None` is `logs/<name>-<n>.out.log`; `/dev/null` drops it.
+    pub out_file: Option<PathBuf>,
+    /// stderr file (`error_file`).
+    pub error_file: Option<PathBuf>,
+    /// A file for both streams (`log_file`).
+    pub log_file: Option<PathBuf>,
+    /// `log_file = true`: the combined file at its default place, `logs/<name>.log`.
+    pub log_file_default: bool,
+    /// Every instance writes the same files (no `-<n>` in the names).
+    pub merge_logs: bool,
+    /// Prefix lines with the time (`time`, or a `date_format`).
+    pub time: bool,
+    /// A dayjs-style format (`log_date_format`).
+    pub date_format: Option<String>,
+    /// One JSON object per line (`log_type = "json"`).
+    pub json: bool,
+    /// Drop all output (`disable_logs`).
+    pub disable: bool,
+    /// `log_max_size` in bytes; `Some(0)` turns size rotation off.
+    pub max_size: Option<u64>,
+    pub retain: Option<u32>,
+    pub compress: bool,
+    /// `log_rotate_interval` in ms.
+    pub rotate_interval_ms: Option<u64>,
+    /// `log_rate_limit`: at most `.0` lines per `.1` ms.
+    pub rate_limit: Option<(u64, u64)>,
 }

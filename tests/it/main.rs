@@ -6,6 +6,7 @@ mod config_errors;
 mod config_formats;
 mod daemon;
 mod lifecycle;
+mod log_config;
 mod logs;
 mod recovery;
 mod tree;
