@@ -1089,7 +1089,14 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             Field::WatchDelay | Field::ListenTimeout => {
                 cx.duration(key, v);
             }
-            Field::LogRotateInterval => decl.logs.rotate_interval_ms = cx.duration(key, v),
+            Field::LogRotateInterval => {
+                decl.logs.rotate_interval_ms = match &v.kind {
+                    Kind::Str(word) if word == "hourly" => Some(3_600_000),
+                    Kind::Str(word) if word == "daily" => Some(86_400_000),
+                    Kind::Str(word) if word == "weekly" => Some(604_800_000),
+                    _ => cx.duration(key, v),
+                }
+            }
             Field::Watchdog => {
                 if !matches!(v.kind, Kind::Bool(_)) {
                     cx.duration(key, v);

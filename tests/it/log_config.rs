@@ -102,7 +102,7 @@ fn timestamps_json_paths_and_dev_null() {
 #[test]
 fn a_flood_past_the_rate_limit_keeps_the_limit_and_a_marker() {
     let h = TestHome::new();
-    start_lines(&h, "limited", 500, "log_rate_limit = \"100/1h\"");
+    start_lines(&h, "limited", 500, "log_rate_limit = \"100/1h\"\nlog_rotate_interval = \"daily\"");
     let (out, _) = h.app("limited").log_files[0].clone();
     let text = wait_lines("the limited log", 101, || std::fs::read_to_string(&out).unwrap_or_default());
     let lines: Vec<&str> = text.lines().collect();
