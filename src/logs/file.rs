@@ -46,6 +46,9 @@ pub struct LogFile {
     rotate_pending: bool,
     /// The last write ended without a newline (raw mode): not a place to rotate.
     ends_mid_line: bool,
+    /// A failed write left a partial line that could not be cut off: the next write starts
+    /// with a newline.
+    broken_line: bool,
     error: Option<WriteError>,
 }
 
@@ -67,6 +70,7 @@ impl LogFile {
             rotation,
             rotate_pending: false,
             ends_mid_line: false,
+            broken_line: false,
             error: None,
         })
     }
@@ -138,6 +142,16 @@ impl LogFile {
             self.note_error(None, len);
             return;
         };
+        // A failed write left part of a line at the end of the file: finish it, so that it
+        // is not glued to the next line.
+        if self.broken_line {
+            if file.write_all(b"\n").is_err() {
+                self.note_error(None, len);
+                return;
+            }
+            self.size += 1;
+            self.broken_line = false;
+        }
         match write_all_vectored(file, parts) {
             Ok(()) => {
                 self.size += len;
@@ -146,7 +160,34 @@ impl LogFile {
                     tracing::warn!(file = %self.path.display(), dropped_bytes = e.dropped_bytes, "log writes resumed");
                 }
             }
-            Err(e) => self.note_error(Some(e), len),
+            Err((written, e)) => {
+                // Keep the whole lines that made it; cut off a partial one.
+                let joined_prefix = |n: usize| -> Option<usize> {
+                    let mut seen = 0;
+                    let mut last_nl = None;
+                    for p in parts {
+                        let take = (n - seen).min(p.len());
+                        if let Some(i) = memchr::memrchr(b'\n', &p[..take]) {
+                            last_nl = Some(seen + i + 1);
+                        }
+                        seen += take;
+                        if seen == n {
+                            break;
+                        }
+                    }
+                    last_nl
+                };
+                let keep = joined_prefix(written).unwrap_or(0) as u64;
+                if written as u64 > keep {
+                    if file.set_len(self.size + keep).is_ok() {
+                        self.ends_mid_line = false;
+                    } else {
+                        self.broken_line = true;
+                    }
+                }
+                self.size += keep;
+                self.note_error(Some(e), len - keep);
+            }
         }
     }
 
@@ -226,18 +267,24 @@ impl LogFile {
     }
 }
 
-fn write_all_vectored(file: &mut File, parts: &[&[u8]]) -> io::Result<()> {
+/// Write every part; on failure, how many bytes were written before it.
+fn write_all_vectored(file: &mut File, parts: &[&[u8]]) -> Result<(), (usize, io::Error)> {
     let mut slices: Vec<IoSlice<'_>> =
         parts.iter().filter(|p| !p.is_empty()).map(|p| IoSlice::new(p)).collect();
     let mut slices = &mut slices[..];
+    let mut written = 0;
     while !slices.is_empty() {
         match file.write_vectored(slices) {
             Ok(0) => {
-                return Err(io::Error::new(io::ErrorKind::WriteZero, "the log file accepts no more bytes"))
+                let e = io::Error::new(io::ErrorKind::WriteZero, "the log file accepts no more bytes");
+                return Err((written, e));
             }
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Ok(n) => {
+                written += n;
+                IoSlice::advance_slices(&mut slices, n);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err((written, e)),
         }
     }
     Ok(())

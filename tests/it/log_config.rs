@@ -127,3 +127,72 @@ fn merged_instances_share_one_file_and_a_combined_file_gets_both_streams() {
     assert_eq!(both.lines().count(), 200);
     assert!(both.lines().all(|l| l.starts_with("out ") || l.starts_with("err ")), "no line cut in two");
 }
+
+/// Unmounts a test's tmpfs when the test ends, however it ends.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_never_stops_the_app_or_the_daemon_and_logging_resumes() {
+    let h = TestHome::new();
+    let small = h.dir.path().join("small");
+    std::fs::create_dir(&small).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&small)
+        .output()
+        .unwrap();
+    if !mounted.status.success() {
+        // Mounting needs root (CI runs as root); say so rather than pass silently.
+        panic!("cannot mount a tmpfs for the disk-full test: {}", String::from_utf8_lossy(&mounted.stderr));
+    }
+    let _mount = Mount(small.clone());
+    let log = small.join("app.log");
+    let text = format!(
+        "[[apps]]\nname = \"ticker\"\nscript = \"{}\"\nout_file = \"{}\"\nlog_max_size = 0\n",
+        fixture("ticker.py").display(),
+        log.display()
+    );
+    let cfg = h.write("ticker.toml", &text);
+    h.ok(&["start", cfg.to_str().unwrap()]);
+    let pid = h.wait_status("ticker", Status::Online, T).instances[0].pid;
+    wait_for("the first lines", T, || (std::fs::metadata(&log).ok()?.len() > 0).then_some(()));
+
+    // Fill the file system.
+    let filler = small.join("filler");
+    let _ = std::process::Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", filler.display()))
+        .arg("bs=4k")
+        .output();
+    let show =
+        || -> serde_json::Value { serde_json::from_str(&h.ok(&["show", "ticker", "--json"])).unwrap() };
+    let err = wait_for("show to report the write error", T, || {
+        let v = show();
+        let errors = v["log_errors"].as_array()?.clone();
+        errors.first().map(|e| e["message"].as_str().unwrap_or_default().to_string())
+    });
+    assert!(err.contains("No space"), "{err}");
+    assert!(h.ok(&["show", "ticker"]).contains("No space"), "the human view shows it too");
+    let app = h.app("ticker");
+    assert_eq!(app.instances[0].status, Status::Online);
+    assert_eq!(app.instances[0].pid, pid, "the app kept running");
+    assert!(h.ok(&["ping"]).contains("pong"));
+
+    // Free the space: writing resumes and the error clears.
+    std::fs::remove_file(&filler).unwrap();
+    let before = std::fs::metadata(&log).unwrap().len();
+    wait_for("new lines after space was freed", T, || {
+        let grown = std::fs::metadata(&log).ok()?.len() > before + 100;
+        // An empty list is left out of the JSON.
+        let cleared = show()["log_errors"].as_array().is_none_or(Vec::is_empty);
+        (grown && cleared).then_some(())
+    });
+    let tail = std::fs::read_to_string(&log).unwrap();
+    assert!(tail.lines().all(|l| l.starts_with("tick ")), "no half line was written");
+}
