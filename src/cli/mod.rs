@@ -195,6 +195,30 @@ pub struct StartArgs {
     /// With a config file: apply each app's `env_<name>` (e.g. `--env production`)
     #[arg(long = "env", value_name = "NAME")]
     pub env_name: Option<String>,
+    /// stdout log file (`/dev/null` drops it)
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<String>,
+    /// stderr log file (`/dev/null` drops it)
+    #[arg(short = 'e', long = "error")]
+    pub error: Option<String>,
+    /// A log file for both streams (without a path: `logs/<name>.log`)
+    #[arg(short = 'l', long = "log", num_args = 0..=1, default_missing_value = "")]
+    pub log: Option<String>,
+    /// One log file for all instances
+    #[arg(long)]
+    pub merge_logs: bool,
+    /// Prefix each log line with the time
+    #[arg(long)]
+    pub time: bool,
+    /// Format of that time, in dayjs tokens (`YYYY-MM-DD HH:mm:ss Z`)
+    #[arg(long)]
+    pub log_date_format: Option<String>,
+    /// `json` for one JSON object per line
+    #[arg(long)]
+    pub log_type: Option<String>,
+    /// Discard the app's output
+    #[arg(long)]
+    pub disable_logs: bool,
     /// Arguments for the app, after `--`
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -401,6 +425,14 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
         stop_exit_codes: (!a.stop_exit_codes.is_empty()).then(|| a.stop_exit_codes.clone()),
         no_autorestart: a.no_autorestart,
         instances: a.instances.clone(),
+        out_file: a.output.clone(),
+        error_file: a.error.clone(),
+        log_file: a.log.clone(),
+        merge_logs: a.merge_logs,
+        time: a.time,
+        log_date_format: a.log_date_format.clone(),
+        log_type: a.log_type.clone(),
+        disable_logs: a.disable_logs,
         args: a.args.clone(),
     };
     // No target: the config file of this directory, as PM2 starts `ecosystem.config.js`.

@@ -83,6 +83,31 @@ pub fn decl(script: &str, ov: &Overrides, errors: &mut Vec<ConfigError>) -> AppD
             ),
         }
     }
+    let logs = &mut decl.logs;
+    logs.out_file = ov.out_file.clone().map(Into::into);
+    logs.error_file = ov.error_file.clone().map(Into::into);
+    match ov.log_file.as_deref() {
+        Some("") => logs.log_file_default = true,
+        Some(path) => logs.log_file = Some(path.into()),
+        None => {}
+    }
+    logs.merge_logs = ov.merge_logs;
+    logs.time = ov.time;
+    logs.disable = ov.disable_logs;
+    if let Some(format) = &ov.log_date_format {
+        match crate::logs::format::TimeFormat::parse(format) {
+            Ok(_) => logs.date_format = Some(format.clone()),
+            Err(e) => errors.push(ConfigError::new(format!("`--log-date-format`: {e}"))),
+        }
+    }
+    match ov.log_type.as_deref() {
+        None | Some("raw") => {}
+        Some("json") => logs.json = true,
+        Some(other) => errors.push(
+            ConfigError::new(format!("`--log-type`: unknown log type `{other}`"))
+                .with_hint("use `json` or `raw`"),
+        ),
+    }
     decl
 }
 

@@ -61,6 +61,17 @@ pub struct Overrides {
     pub stop_exit_codes: Option<Vec<String>>,
     pub no_autorestart: bool,
     pub instances: Option<String>,
+    /// `-o/--output`: the stdout file.
+    pub out_file: Option<String>,
+    /// `-e/--error`: the stderr file.
+    pub error_file: Option<String>,
+    /// `-l/--log [path]`: the combined file (`Some("")` for the default place).
+    pub log_file: Option<String>,
+    pub merge_logs: bool,
+    pub time: bool,
+    pub log_date_format: Option<String>,
+    pub log_type: Option<String>,
+    pub disable_logs: bool,
     /// Arguments after `--`.
     pub args: Vec<String>,
 }

@@ -196,3 +196,29 @@ fn a_full_disk_never_stops_the_app_or_the_daemon_and_logging_resumes() {
     let tail = std::fs::read_to_string(&log).unwrap();
     assert!(tail.lines().all(|l| l.starts_with("tick ")), "no half line was written");
 }
+
+#[test]
+fn pm2_log_flags_on_start() {
+    let h = TestHome::new();
+    let out = h.dir.path().join("flags-out.log");
+    h.ok(&[
+        "start",
+        fixture("lines.py").to_str().unwrap(),
+        "--name",
+        "flags",
+        "--no-autorestart",
+        "-o",
+        out.to_str().unwrap(),
+        "-e",
+        "/dev/null",
+        "--log-date-format",
+        "[ts]YYYY",
+        "--",
+        "3",
+        "0",
+    ]);
+    let text = wait_lines("the -o file", 3, || std::fs::read_to_string(&out).unwrap_or_default());
+    assert!(text.lines().all(|l| l.starts_with("ts2") && l.contains(" out ")), "{text}");
+    let err = h.fails(&["start", fixture("lines.py").to_str().unwrap(), "--log-type", "xml"]);
+    assert!(err.contains("--log-type") && err.contains("xml"), "{err}");
+}
