@@ -17,7 +17,7 @@ use clap::Args;
 use super::expect_ok;
 use crate::client::{self, Client, ClientError};
 use crate::logs::file::rotated_files;
-use crate::logs::format::{line_time, Stamp, TimeFormat};
+use crate::logs::format::{line_time, Stamp, TimeFormat, DEFAULT_FORMAT};
 use crate::paths::Paths;
 use crate::protocol::{AppInfo, FileMark, LogItem, LogStream, Request, Response, Target};
 
@@ -142,27 +142,45 @@ pub async fn reload(paths: &Paths) -> Result<i32> {
 #[derive(Debug, Clone)]
 struct Source {
     app: String,
-    instance: u32,
+    /// `None`: every instance writes to this file (`merge_logs`).
+    instance: Option<u32>,
     /// `None`: both streams go to this file.
     stream: Option<LogStream>,
     path: PathBuf,
+    /// The app's `log_date_format` (or `time`'s default), to read lines' times back.
+    format: Option<TimeFormat>,
 }
 
 fn sources(apps: &[AppInfo], out: bool, err: bool) -> Vec<Source> {
     let mut v: Vec<Source> = Vec::new();
     for app in apps {
+        let l = &app.spec.logs;
+        let format = (l.time || l.date_format.is_some())
+            .then(|| TimeFormat::parse(l.date_format.as_deref().unwrap_or(DEFAULT_FORMAT)).ok())
+            .flatten();
         for (i, (o, e)) in app.log_files.iter().enumerate() {
             let instance = app.instances.get(i).map(|x| x.index).unwrap_or(i as u32);
             let mut add = |stream, path: &PathBuf| {
+                // A dropped stream has nothing to show.
+                if path.as_os_str() == "/dev/null" {
+                    return;
+                }
                 match v.iter_mut().find(|s| s.path == *path) {
-                    // stdout and stderr (or merged instances) share the file.
-                    Some(s) if s.app == app.spec.name && s.instance == instance => s.stream = None,
+                    Some(s) if s.app == app.spec.name => {
+                        if s.instance != Some(instance) {
+                            s.instance = None;
+                        }
+                        if s.stream != Some(stream) {
+                            s.stream = None;
+                        }
+                    }
                     Some(_) => {}
                     None => v.push(Source {
                         app: app.spec.name.clone(),
-                        instance,
+                        instance: Some(instance),
                         stream: Some(stream),
                         path: path.clone(),
+                        format: format.clone(),
                     }),
                 }
             };
@@ -198,8 +216,8 @@ fn print_tails(p: &mut Printer, sources: &[Source], marks: &[FileMark], n: usize
                 continue;
             }
         };
-        let mut lines: Vec<Line> =
-            lines.into_iter().map(|b| Line { time: line_time(&b), bytes: b }).collect();
+        let time_of = |b: &[u8]| s.format.as_ref().and_then(|f| f.read_prefix(b)).or_else(|| line_time(b));
+        let mut lines: Vec<Line> = lines.into_iter().map(|b| Line { time: time_of(&b), bytes: b }).collect();
         let has_times =
             lines.first().is_some_and(|l| l.time.is_some()) && lines.last().is_some_and(|l| l.time.is_some());
         if has_times {
@@ -255,7 +273,8 @@ fn print_tails(p: &mut Printer, sources: &[Source], marks: &[FileMark], n: usize
 /// `.gz` of a file whose compression has not finished (the plain one is still whole).
 fn rotated(path: &Path) -> Vec<PathBuf> {
     let all = rotated_files(path);
-    all.iter()
+    let mut files: Vec<PathBuf> = all
+        .iter()
         .filter(|p| {
             let name = p.to_string_lossy();
             if name.ends_with(".tmp") {
@@ -267,7 +286,13 @@ fn rotated(path: &Path) -> Vec<PathBuf> {
             }
         })
         .cloned()
-        .collect()
+        .collect();
+    // By age, which the name without `.gz` gives: `x.<t>.gz` is older than `x.<t>-0001`.
+    files.sort_by_cached_key(|p| {
+        let name = p.to_string_lossy();
+        name.strip_suffix(".gz").unwrap_or(&name).to_string()
+    });
+    files
 }
 
 /// The last `n` lines (without their newlines) of `path` as it was at `mark`, continuing
@@ -419,19 +444,20 @@ impl Printer {
         };
         for (i, a) in apps.iter().enumerate() {
             p.apps.insert(a.spec.name.clone(), (a.instances.len(), COLORS[i % COLORS.len()]));
-            let w = p.label(&a.spec.name, 0).chars().count() + if a.instances.len() > 1 { 2 } else { 0 };
+            let w = p.label(&a.spec.name, None).chars().count() + if a.instances.len() > 1 { 2 } else { 0 };
             p.width = p.width.max(w);
         }
         p
     }
 
-    fn label(&self, app: &str, instance: u32) -> String {
-        match self.apps.get(app) {
-            Some((n, _)) if *n > 1 => format!("{app}:{instance}"),
-            Some(_) => app.to_string(),
+    fn label(&self, app: &str, instance: Option<u32>) -> String {
+        match (self.apps.get(app), instance) {
+            (_, None) => app.to_string(),
+            (Some((n, _)), Some(i)) if *n > 1 => format!("{app}:{i}"),
+            (Some(_), _) => app.to_string(),
             // An app started after following began.
-            None if instance > 0 => format!("{app}:{instance}"),
-            None => app.to_string(),
+            (None, Some(i)) if i > 0 => format!("{app}:{i}"),
+            (None, _) => app.to_string(),
         }
     }
 
@@ -458,7 +484,7 @@ impl Printer {
     fn line(
         &mut self,
         app: &str,
-        instance: u32,
+        instance: Option<u32>,
         stream: Option<LogStream>,
         time: Option<i64>,
         bytes: &[u8],
@@ -494,7 +520,7 @@ impl Printer {
     fn json_line(
         &mut self,
         app: &str,
-        instance: u32,
+        instance: Option<u32>,
         stream: Option<LogStream>,
         time: Option<i64>,
         bytes: &[u8],
@@ -533,7 +559,7 @@ impl Printer {
                         // The rest of a very long line sent in pieces.
                         self.out.write_all(piece)?;
                     } else {
-                        self.line(&key.0, key.1, Some(stream), Some(at_ms as i64), piece)?;
+                        self.line(&key.0, Some(key.1), Some(stream), Some(at_ms as i64), piece)?;
                     }
                     if ends {
                         self.end_line()?;
@@ -548,10 +574,14 @@ impl Printer {
                     format!("… {lines} lines skipped (the follower fell behind; they are in the log files)");
                 if self.mode.raw || self.mode.json {
                     self.flush()?;
-                    eprintln!("herder logs: {} {}: {note}", self.label(&app, instance), stream.as_str());
+                    eprintln!(
+                        "herder logs: {} {}: {note}",
+                        self.label(&app, Some(instance)),
+                        stream.as_str()
+                    );
                     return Ok(());
                 }
-                self.line(&app, instance, Some(stream), None, note.as_bytes())?;
+                self.line(&app, Some(instance), Some(stream), None, note.as_bytes())?;
                 self.end_line()
             }
         }
@@ -646,6 +676,17 @@ mod tests {
     }
 
     #[test]
+    fn gzipped_files_keep_their_place_among_rotations_of_the_same_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("w.log");
+        gz(&dir.path().join("w.log.20260101-000000.000000.gz"), &lines(0..10));
+        std::fs::write(dir.path().join("w.log.20260101-000000.000000-0001"), lines(10..20)).unwrap();
+        std::fs::write(&p, lines(20..25)).unwrap();
+        let m = mark_of(&p);
+        assert_eq!(text(tail_lines(&p, Some(&m), 100).unwrap()), want(0..25));
+    }
+
+    #[test]
     fn the_plain_file_wins_over_its_unfinished_gzip() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("w.log");
@@ -674,6 +715,6 @@ mod tests {
         };
         let s = sources(&[app], true, true);
         assert_eq!(s.len(), 1);
-        assert_eq!(s[0].stream, None);
+        assert_eq!((s[0].instance, s[0].stream), (None, None));
     }
 }

@@ -237,6 +237,8 @@ struct Queue {
     entries: VecDeque<Entry>,
     bytes: usize,
     sources: HashMap<SourceKey, Source>,
+    /// Lines were dropped since the last report.
+    dropped: bool,
 }
 
 fn wire_stream(s: Stream) -> LogStream {
@@ -260,6 +262,7 @@ impl Queue {
         }
         src.seen = ev.seq + lines;
         if self.bytes + ev.lines.len() > QUEUE_BYTES && !self.entries.is_empty() {
+            self.dropped = true;
             return;
         }
         let missed = ev.seq - src.delivered + src.carried;
@@ -274,9 +277,10 @@ impl Queue {
 
     /// With everything sent, report what was skipped since (when the queue was full).
     fn report_skipped(&mut self) {
-        if !self.entries.is_empty() {
+        if !self.dropped || !self.entries.is_empty() {
             return;
         }
+        self.dropped = false;
         for (key, src) in &mut self.sources {
             let missed = src.seen - src.delivered + src.carried;
             if missed > 0 {
@@ -399,6 +403,9 @@ impl Follower {
             }
         }
         tracing::debug!("a log follower left");
+        drop(self);
+        // Its queue may have held megabytes.
+        super::trim_memory();
     }
 }
 

@@ -95,6 +95,19 @@ impl TimeFormat {
         Ok(TimeFormat { strftime: out })
     }
 
+    /// The time at the start of `line` written in this format, in Unix milliseconds (the
+    /// machine's time zone unless the format has an offset); `None` when the line does not
+    /// start with one or the format lacks a date.
+    pub fn read_prefix(&self, line: &[u8]) -> Option<i64> {
+        let (tm, _) = jiff::fmt::strtime::BrokenDownTime::parse_prefix(&self.strftime, line).ok()?;
+        // With an offset or a Unix time (`X`) it is a moment already; else local time.
+        let ts = match tm.to_timestamp() {
+            Ok(ts) => ts,
+            Err(_) => local_zone().to_timestamp(tm.to_datetime().ok()?).ok()?,
+        };
+        Some(ts.as_millisecond())
+    }
+
     pub fn render(&self, stamp: &Stamp) -> String {
         let mut s = String::new();
         let _ = write!(s, "{}", stamp.zoned.strftime(&self.strftime));
@@ -220,6 +233,22 @@ mod tests {
         assert_eq!(line_time(b"{not json"), None);
         let ms = utc("2026-03-04T05:06:07.089Z");
         assert_eq!(line_time(Stamp::from_unix_ms(ms).rfc3339().as_bytes()), Some(ms));
+    }
+
+    #[test]
+    fn a_format_reads_back_what_it_wrote() {
+        let ms = "2026-03-04T05:06:07.089Z".parse::<jiff::Timestamp>().unwrap().as_millisecond();
+        for f in
+            ["D/M/YY h:mm:ss.SSS A Z", "YYYY-MM-DD HH:mm:ss.SSS", "[at] X", "DD MMM YYYY HH:mm:ss.SSS ZZ"]
+        {
+            let f = TimeFormat::parse(f).unwrap();
+            let line = format!("{} hello", f.render(&Stamp::from_unix_ms(ms)));
+            let got = f.read_prefix(line.as_bytes());
+            let want = if f.strftime.contains("%3f") { ms } else { ms / 1000 * 1000 };
+            assert_eq!(got, Some(want), "{f:?} on {line:?}");
+        }
+        assert_eq!(TimeFormat::parse("HH:mm:ss").unwrap().read_prefix(b"05:06:07 no date"), None);
+        assert_eq!(TimeFormat::parse(DEFAULT_FORMAT).unwrap().read_prefix(b"plain line"), None);
     }
 
     #[test]

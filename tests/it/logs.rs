@@ -158,34 +158,43 @@ fn logs_follow_of_two_apps_shows_each_new_line_promptly_with_name_prefixes() {
 }
 
 #[test]
-fn a_flood_on_both_streams_keeps_every_line_once_whole_and_in_order() {
+fn a_flood_on_both_streams_keeps_every_line_once_whole_and_in_order_across_rotations() {
     let h = TestHome::new();
-    const N: usize = 100_000;
-    let count = N.to_string();
-    h.ok(&[
-        "start",
-        fixture("flood.py").to_str().unwrap(),
-        "--name",
-        "flood",
-        "--no-autorestart",
-        "--",
-        &count,
-    ]);
+    const N: usize = 20_000;
+    let config = format!(
+        "[[apps]]\nname = \"flood\"\nscript = \"{}\"\nargs = [\"{N}\"]\nautorestart = false\n\
+         log_max_size = \"1K\"\nlog_retain = 100000\n",
+        fixture("flood.py").display()
+    );
+    let config = h.write("flood.toml", &config);
+    h.ok(&["start", config.to_str().unwrap()]);
     h.wait_status("flood", Status::Stopped, T);
+    let want = |kind: &str, n: usize| format!("{kind} {n} {}", "x".repeat(n % 40));
     for (file, kind) in [("flood-0.out.log", "o"), ("flood-0.err.log", "e")] {
         let path = log_path(&h, file);
-        let mut files = herder::logs::file::rotated_files(&path);
-        files.push(path);
-        let text: String = files.iter().map(|f| read(f)).collect();
+        // The app may exit before the daemon has drained its pipes.
+        let (text, rotated) = wait_for("every line in the files", T, || {
+            let mut files = herder::logs::file::rotated_files(&path);
+            let rotated = files.len();
+            files.push(path.clone());
+            let text: String = files.iter().map(|f| read(f)).collect();
+            (text.lines().count() >= N).then_some((text, rotated))
+        });
+        assert!(rotated > 100, "{file}: rotated {rotated} times");
         let mut n = 0;
         for line in text.lines() {
-            let want = format!("{kind} {n} {}", "x".repeat(n % 40));
-            assert_eq!(line, want, "{file}: line {n}");
+            assert_eq!(line, want(kind, n), "{file}: line {n}");
             n += 1;
         }
         assert_eq!(n, N, "{file}: every line");
         assert!(text.ends_with('\n'));
     }
+    // The last 50 lines span rotated files (each holds about 40 lines).
+    let current = read(&log_path(&h, "flood-0.err.log")).lines().count();
+    assert!(current < 50, "the current file holds {current} lines");
+    let got = h.ok(&["logs", "flood", "--nostream", "--lines", "50", "--err", "--raw"]);
+    let expected: String = (N - 50..N).map(|n| want("e", n) + "\n").collect();
+    assert_eq!(got, expected);
 }
 
 #[test]
