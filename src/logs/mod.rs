@@ -450,16 +450,22 @@ fn write_formatted(sink: &Sink, hub: &Hub, parts: &[&[u8]]) {
         out.clear();
         // One timestamp per read: every line of it reached herder at the same moment.
         let stamp = Stamp::now();
-        let prefix = sink.time.as_ref().map(|t| t.render(&stamp));
+        let prefix: Vec<u8> = match &sink.time {
+            Some(t) => [t.render(&stamp).as_bytes(), b" "].concat(),
+            None => Vec::new(),
+        };
         for part in parts {
-            for line in part.split_inclusive(|b| *b == b'\n') {
+            // memchr finds line ends many bytes at a time; a byte-wise split costs about
+            // a third of the throughput with timestamps on.
+            let mut start = 0;
+            while start < part.len() {
+                let end = memchr::memchr(b'\n', &part[start..]).map_or(part.len(), |i| start + i + 1);
+                let line = &part[start..end];
+                start = end;
                 if sink.json {
                     format::json_line(&mut out, &stamp, &sink.app, sink.instance, sink.stream, line);
                 } else {
-                    if let Some(p) = &prefix {
-                        out.extend_from_slice(p.as_bytes());
-                        out.push(b' ');
-                    }
+                    out.extend_from_slice(&prefix);
                     out.extend_from_slice(line);
                 }
             }
