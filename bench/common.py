@@ -588,12 +588,14 @@ def herder_build():
         return None
     mtime = datetime.datetime.fromtimestamp(os.path.getmtime(HERDER_BIN), datetime.timezone.utc)
     rc, head, _, _ = run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], timeout=10)
+    inside = HERDER_BIN.startswith(ROOT + os.sep)
     rc2, dirty, _, _ = run(["git", "-C", ROOT, "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock"],
                            timeout=10)
+    # A binary built elsewhere (e.g. from `git archive HEAD`) owes nothing to this working tree.
     return "%s built %s; git HEAD when measured: %s%s" % (
-        os.path.relpath(HERDER_BIN, ROOT) if HERDER_BIN.startswith(ROOT) else HERDER_BIN,
+        os.path.relpath(HERDER_BIN, ROOT) if inside else HERDER_BIN,
         mtime.strftime("%Y-%m-%d %H:%M UTC"), head.strip() if rc == 0 else "?",
-        ", with uncommitted changes in src/" if rc2 == 0 and dirty.strip() else "")
+        ", with uncommitted changes in src/" if inside and rc2 == 0 and dirty.strip() else "")
 
 
 def status_meminfo(field):

@@ -19,6 +19,10 @@ TARGETS = {
     "list100": ("<= 2 ms", 2.0, "PM2 about 135 ms"),
     "rss0": ("<= 4 MB", 4.0, "PM2 58 MB"),
     "rss100": ("<= 8 MB", 8.0, "PM2 76 MB"),
+    "logs": (">= 1000 MB/s", 1000.0, "PM2 about 190 MB/s"),
+    "logs_time": (">= 500 MB/s", 500.0, ""),
+    "logs_rss": ("< 32 MB", 32.0, ""),
+    "follow": ("<= 100 ms", 100.0, ""),
 }
 
 
@@ -56,6 +60,16 @@ def met(value, limit):
     return "met" if value <= limit else "**missed**"
 
 
+def at_least(value, limit):
+    if value is None:
+        return "not measured"
+    return "met" if value >= limit else "**missed**"
+
+
+def mbps(x):
+    return "—" if x is None else ("%.0f MB/s" % x)
+
+
 def med(d, *path):
     for k in path:
         if not isinstance(d, dict) or k not in d:
@@ -74,7 +88,10 @@ def main():
     lst = load(args.results, "list_latency")
     mem = load(args.results, "memory")
     ss = load(args.results, "start_stop")
-    parts = [p for p in (gap, lst, mem, ss) if p]
+    lt = load(args.results, "logs_throughput")
+    lf = load(args.results, "logs_follow_latency")
+    ll = load(args.results, "logs_lines")
+    parts = [p for p in (gap, lst, mem, ss, lt, lf, ll) if p]
     if not parts:
         sys.exit("no results in %s; run bench/run.sh first" % args.results)
     machine = parts[0]["machine"]
@@ -149,6 +166,34 @@ def main():
             h = med(s, "herder", what, "median")
             p = med(s, "pm2", what, "median")
             w("| %s | seconds, not minutes | %s | %s | %s | |" % (label, sec(h), sec(p), ratio(p, h)))
+    if lt:
+        s = lt["summary"]
+        for runner, key, label in (("", "logs", "log throughput, %d MB of 100-byte lines" % lt["mb"]),
+                                   ("-time", "logs_time", "log throughput with timestamps")):
+            hs, ps = med(s, "herder" + runner, "seconds", "median"), med(s, "pm2" + runner, "seconds", "median")
+            h, p = med(s, "herder" + runner, "mb_per_s", "median"), med(s, "pm2" + runner, "mb_per_s", "median")
+            why = med(s, "herder" + runner, "skipped")
+            w("| %s | %s | %s | %s | %s | %s |" % (
+                label, TARGETS[key][0], mbps(h) if not why else "not run (%s)" % why, mbps(p),
+                ratio(ps, hs), at_least(h, TARGETS[key][1])))
+        hs = [x for x in (med(s, "herder", "max_vmrss_kb"), med(s, "herder-time", "max_vmrss_kb")) if x]
+        ps = [x for x in (med(s, "pm2", "max_vmrss_kb"), med(s, "pm2-time", "max_vmrss_kb")) if x]
+        h, p = (max(hs) if hs else None), (max(ps) if ps else None)
+        w("| daemon VmRSS during the log runs (max) | %s | %s | %s | %s | %s |" % (
+            TARGETS["logs_rss"][0], mb(h), mb(p), ratio(p, h),
+            met(h / 1024 if h is not None else None, TARGETS["logs_rss"][1] - 1e-9)))
+    if lf:
+        r = lf["results"]
+        h, p = med(r, "herder", "latency_ms", "max"), med(r, "pm2", "latency_ms", "max")
+        w("| `logs` follow latency, two apps (max of %s lines) | %s | %s | %s | %s | %s |" % (
+            med(r, "herder", "latency_ms", "n"), TARGETS["follow"][0], ms(h), ms(p), ratio(p, h),
+            met(h, TARGETS["follow"][1])))
+    if ll:
+        ok = ll["all_lines_once_in_order"] and ll["rotation_applied"]
+        w("| every line kept, %s lines per stream, `log_max_size = \"%s\"` | all, once, in order | %s | | | %s |" % (
+            "{:,}".format(ll["lines_per_stream"]), ll["log_max_size"],
+            "yes" if ok else ("rotation not applied yet" if not ll["rotation_applied"] else "**no**"),
+            "met" if ok else ("not measured" if not ll["rotation_applied"] else "**missed**")))
     w("")
 
     # ---------------------------------------------------------------- restart gap
@@ -306,6 +351,104 @@ def main():
         for label, key in rows:
             h, p = med(s, "herder", key, "median"), med(s, "pm2", key, "median")
             w("| %s | %s | %s | %s |" % (label, sec(h), sec(p), ratio(p, h)))
+        w("")
+
+    # ---------------------------------------------------------------- logs
+    if lt or lf or ll:
+        w("## 5. Logs")
+        w("")
+        first = lt or lf or ll
+        w("herder measured: %s. Load average when each part started: %s. Other work (fuzzers, "
+          "builds) ran on the machine meanwhile." % (
+              first["machine"].get("herder_build") or "?",
+              "; ".join("%s %s" % (name, " ".join(x["machine"].get("loadavg_at_start", [])))
+                        for name, x in (("throughput", lt), ("follow latency", lf), ("lines", ll)) if x)))
+        w("")
+    if lt:
+        s = lt["summary"]
+        w("### Throughput")
+        w("")
+        w("`bench/logs_throughput.py`, measured %s. `bench/fixtures/blast.py` writes %d MB (10^6 bytes) "
+          "of 100-byte lines to stdout in 1 MB blocks, as fast as the reader takes them. For the "
+          "supervisors: from the fixture's first byte (its own stamp, so its start-up is not "
+          "counted) until the log file ends with its last line (polled every 2 ms). `direct` is the "
+          "same generator with stdout redirected to a file: the floor. %d rounds, runners "
+          "interleaved; between runs, log files removed, `sync`, and a wait until both daemons were "
+          "idle (PM2's keeps working for seconds after its file is complete). herder runs with "
+          "its defaults, so its file rotates at 100M during the run (bytes counted across the "
+          "rotated files). Daemon VmRSS sampled every 5 ms during each run." % (
+              lt["machine"]["date"], lt["mb"], lt["rounds"]))
+        w("")
+        w("| runner | command | median | p10 | p90 | seconds (median) | all bytes in the file | daemon VmRSS max | daemon VmHWM |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for k, x in s.items():
+            if "mb_per_s" not in x:
+                w("| %s | `%s` | not run: %s | | | | | | |" % (k, lt["commands"].get(k, k), x.get("skipped")))
+                continue
+            lost = x.get("incomplete_runs", 0)
+            w("| %s | `%s` | %s | %s | %s | %s | %s | %s | %s |" % (
+                k, lt["commands"].get(k, k), mbps(med(x, "mb_per_s", "median")), mbps(med(x, "mb_per_s", "p10")),
+                mbps(med(x, "mb_per_s", "p90")), sec(med(x, "seconds", "median")),
+                "yes" if not lost else "**no: lines lost in %d of %d runs**" % (lost, x.get("runs", 0)),
+                mb(x.get("max_vmrss_kb")), mb(x.get("vmhwm_kb"))))
+        w("")
+        h = med(s, "herder", "mb_per_s", "median")
+        ht = med(s, "herder-time", "mb_per_s", "median")
+        hr = max([x for x in (med(s, "herder", "max_vmrss_kb"), med(s, "herder-time", "max_vmrss_kb")) if x] or [0]) or None
+        w("Targets: herder ≥ 1 GB/s raw (%s: %s), ≥ 500 MB/s with timestamps (%s), daemon RSS under "
+          "32 MB throughout (%s); the issue's reference figures are about 1.7 GB/s for a direct write "
+          "and about 190 MB/s for PM2." % (
+              mbps(h), at_least(h, 1000.0),
+              ("%s: %s" % (mbps(ht), at_least(ht, 500.0))) if ht else "not measured: " + str(
+                  med(s, "herder-time", "skipped")),
+              met(hr / 1024 if hr else None, 32.0 - 1e-9)))
+        w("")
+    if lf:
+        r = lf["results"]
+        w("### Follow latency")
+        w("")
+        w("`bench/logs_follow_latency.py`, measured %s. Two apps in one namespace print a line every "
+          "%d ms carrying the wall clock of its write (`bench/fixtures/clock.py`); `logs <namespace> "
+          "--lines 0` runs with stdout on a pipe read by the script, which notes when each line "
+          "arrives. Latency = arrival − the time in the line. %d lines per app after a warm-up; "
+          "every line of each app must arrive once and in order." % (
+              lf["machine"]["date"], lf["interval_ms"], lf["lines_per_app"]))
+        w("")
+        w("| tool | command | lines | median | p90 | p99 | max | lines missing or out of order |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for k, x in r.items():
+            sm = x["latency_ms"]
+            w("| %s | `%s` | %s | %s | %s | %s | %s | %s |" % (
+                k, lf["commands"].get(k, k), sm.get("n"), ms(sm.get("median")), ms(sm.get("p90")),
+                ms(x.get("p99_ms")), ms(sm.get("max")), x["n_order_problems"]))
+        w("")
+        w("Target: each new line shown within 100 ms: %s." % met(med(r, "herder", "latency_ms", "max"), 100.0))
+        w("")
+    if ll:
+        w("### Every line kept under rotation")
+        w("")
+        w("`bench/logs_lines.py`, measured %s. `bench/fixtures/numbered.py` writes %s numbered "
+          "lines to stdout and as many to stderr as fast as it can (64 KB batches cut at odd "
+          "places, line lengths varying with the number), with `log_max_size = \"%s\"`, "
+          "`log_retain = 1000000`, `log_compress = %s`. Afterwards every file of each stream is "
+          "read oldest first and every line compared with the one expected." % (
+              ll["machine"]["date"], "{:,}".format(ll["lines_per_stream"]), ll["log_max_size"],
+              "true" if ll["compress"] else "false"))
+        w("")
+        w("| stream | lines found | rotated files | bytes | problems |")
+        w("| --- | --- | --- | --- | --- |")
+        for k, x in ll["streams"].items():
+            w("| %s | %s | %s | %s | %s |" % (k, "{:,}".format(x["lines"]), x["rotated_files"],
+                                              "{:,}".format(x["bytes"]),
+                                              "; ".join(x["problems"]) or "none: every line once, whole, in order"))
+        w("")
+        if not ll["rotation_applied"]:
+            w("**Rotation was not applied in this run**: the herder measured did not act on "
+              "`log_max_size` yet (%s). The lines were checked in the single current files only." % (
+                  "; ".join(ll.get("config_warnings", [])) or "no rotated file appeared"))
+        else:
+            w("Seconds from `start` until the app had exited and its files held everything: %.1f s." %
+              ll["seconds_until_done"])
         w("")
 
     notes = os.path.join(c.BENCH_DIR, "notes.md")
