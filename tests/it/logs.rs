@@ -245,3 +245,50 @@ fn the_daemon_notices_a_follower_hanging_up_while_no_line_flows() {
     f.child.wait().unwrap();
     wait_for("the daemon to drop the follower", T, || (followers(&h) == 0).then_some(()));
 }
+
+#[test]
+fn a_follower_that_stops_reading_never_slows_the_app_and_is_told_what_it_missed() {
+    let h = TestHome::new();
+    // Follows every app, including one started later; its stdout is not read for now, so it
+    // soon stops reading the socket.
+    let mut child =
+        h.cmd(&["logs", "--lines", "0"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for("the follower to be counted", T, || (followers(&h) == 1).then_some(()));
+    const N: usize = 300_000;
+    let count = N.to_string();
+    h.ok(&[
+        "start",
+        fixture("flood.py").to_str().unwrap(),
+        "--name",
+        "flood",
+        "--no-autorestart",
+        "--",
+        &count,
+    ]);
+    // About 13 MB of lines: far more than the follower's queue and the pipes hold.
+    h.wait_status("flood", Status::Stopped, T);
+
+    let out = child.stdout.take().unwrap();
+    let (mut printed, mut skipped) = (0u64, 0u64);
+    let mut last = std::collections::HashMap::<String, i64>::new();
+    let deadline = Instant::now() + T;
+    let mut lines = BufReader::new(out).lines();
+    while printed + skipped < 2 * N as u64 {
+        assert!(Instant::now() < deadline, "printed {printed} and skipped {skipped} of {} lines", 2 * N);
+        let line = lines.next().expect("more output").unwrap();
+        let rest = line.strip_prefix("flood| ").unwrap_or_else(|| panic!("{line:?}"));
+        if let Some(n) = rest.strip_prefix("… ").and_then(|r| r.split(' ').next()) {
+            skipped += n.parse::<u64>().unwrap();
+            continue;
+        }
+        let mut parts = rest.split(' ');
+        let (kind, n) = (parts.next().unwrap().to_string(), parts.next().unwrap().parse::<i64>().unwrap());
+        let before = last.insert(kind.clone(), n).unwrap_or(-1);
+        assert!(n > before, "{kind}: line {n} after {before}");
+        printed += 1;
+    }
+    assert!(skipped > 0, "the follower fell behind, so some lines were skipped");
+    assert_eq!(printed + skipped, 2 * N as u64, "every line printed or counted as skipped");
+    let _ = child.kill();
+    let _ = child.wait();
+}
