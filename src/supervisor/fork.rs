@@ -116,9 +116,6 @@ struct CloneArgs {
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-/// Capacity asked for each output pipe.
-const PIPE_SIZE: libc::c_int = 1 << 20;
-
 /// Where the child goes.
 pub struct CgroupTarget<'a> {
     /// The cgroup directory, for `CLONE_INTO_CGROUP`.
@@ -134,12 +131,6 @@ pub fn clone_child(plan: &Plan, cgroup: Option<CgroupTarget<'_>>) -> io::Result<
     let devnull = std::fs::File::open("/dev/null")?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    // Larger pipes let a fast writer hand over more per wake-up of the daemon (64 KiB by
-    // default). Best effort: the limit is /proc/sys/fs/pipe-max-size.
-    for fd in [&out_r, &err_r] {
-        // SAFETY: fcntl(2) on a pipe we own.
-        unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-    }
     let (status_r, status_w) = pipe()?;
 
     let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
