@@ -115,11 +115,14 @@ fn end_old_instance(pid: i32, ticks: u64, sig: i32, grace: Duration, cgroup: Opt
             pause = (pause * 2).min(Duration::from_millis(50));
         }
         unsafe { libc::kill(-pid, libc::SIGKILL) };
+        let mut victims = vec![pid];
         for p in before {
             if tree::marker_of(p).as_deref() == Some(marker) {
                 unsafe { libc::kill(p, libc::SIGKILL) };
+                victims.push(p);
             }
         }
+        tree::wait_all_gone(&victims, Duration::from_secs(5));
     }
     if let Some(cg) = cgroup {
         if cg.path.exists() {

@@ -498,10 +498,14 @@ impl Actor {
             let mut victims = tree::descendants(pid);
             victims.extend(tree_before);
             victims.extend(tree::find_marked(&marker, false));
-            for p in victims {
+            for &p in &victims {
                 // SAFETY: kill(2) on a descendant of the instance or a process carrying its
                 // marker.
                 unsafe { libc::kill(p, libc::SIGKILL) };
+            }
+            // kill(2) only queues the signal: the stop is done when they are gone.
+            if !tree::wait_all_gone(&victims, Duration::from_secs(5)) {
+                tracing::warn!(pids = ?victims, "processes of the instance outlived SIGKILL for 5 s");
             }
         })
         .await;

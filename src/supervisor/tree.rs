@@ -21,6 +21,27 @@ pub fn is_same_process(pid: i32, ticks: u64) -> bool {
     start_ticks(pid) == Some(ticks) && !is_zombie(pid)
 }
 
+/// Whether `pid` exists and is not a zombie.
+pub fn alive(pid: i32) -> bool {
+    !is_zombie(pid)
+}
+
+/// Wait until none of `pids` is alive, up to `timeout`. Returns whether all are gone.
+pub fn wait_all_gone(pids: &[i32], timeout: std::time::Duration) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = std::time::Duration::from_micros(200);
+    loop {
+        if !pids.iter().any(|&p| alive(p)) {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(std::time::Duration::from_millis(20));
+    }
+}
+
 fn is_zombie(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
