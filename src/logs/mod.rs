@@ -48,12 +48,15 @@ pub fn instance_paths(paths: &Paths, name: &str, index: u32) -> (PathBuf, PathBu
     (dir.join(format!("{base}.out.log")), dir.join(format!("{base}.err.log")))
 }
 
-/// How `spec`'s instance `index` logs.
-pub fn policy_of(paths: &Paths, spec: &crate::protocol::AppSpec, index: u32) -> LogPolicy {
-    use crate::protocol::spec::{DEFAULT_LOG_MAX_SIZE, DEFAULT_LOG_RETAIN};
+/// The files `spec`'s instance `index` writes: stdout, stderr, combined (`None`: dropped).
+pub fn log_paths(
+    paths: &Paths,
+    spec: &crate::protocol::AppSpec,
+    index: u32,
+) -> (Option<PathBuf>, Option<PathBuf>, Option<PathBuf>) {
     let l = &spec.logs;
     if l.disable {
-        return LogPolicy::default();
+        return (None, None, None);
     }
     // Instances share their files when merged (or when there is only one), as in PM2;
     // otherwise `-<n>` goes before the extension of a path the user gave.
@@ -80,13 +83,21 @@ pub fn policy_of(paths: &Paths, spec: &crate::protocol::AppSpec, index: u32) -> 
         }
         (None, false) => None,
     };
+    (own(&l.out_file, out), own(&l.error_file, err), combined)
+}
+
+/// How `spec`'s instance `index` logs.
+pub fn policy_of(paths: &Paths, spec: &crate::protocol::AppSpec, index: u32) -> LogPolicy {
+    use crate::protocol::spec::{DEFAULT_LOG_MAX_SIZE, DEFAULT_LOG_RETAIN};
+    let l = &spec.logs;
+    let (out, err, combined) = log_paths(paths, spec, index);
     let time = (l.time || l.date_format.is_some()).then(|| {
         TimeFormat::parse(l.date_format.as_deref().unwrap_or(format::DEFAULT_FORMAT))
             .unwrap_or_else(|_| TimeFormat::parse(format::DEFAULT_FORMAT).expect("the default format parses"))
     });
     LogPolicy {
-        out: own(&l.out_file, out),
-        err: own(&l.error_file, err),
+        out,
+        err,
         combined,
         time,
         json: l.json,
@@ -629,6 +640,30 @@ mod tests {
         let want: String = (0..10).map(|i| format!("{i}\n")).collect::<String>()
             + "… suppressed 15 lines (log_rate_limit)\n";
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn each_interval_keeps_the_limit_and_gets_its_own_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("o.log");
+        let hub = Hub::default();
+        let per = Duration::from_secs(3600);
+        let policy = LogPolicy {
+            out: Some(out.clone()),
+            rate_limit: Some(RateLimit { lines: 3, per }),
+            ..LogPolicy::default()
+        };
+        let s = sink(&hub, &policy, Stream::Out);
+        let mut st = state();
+        let flood = |from: u32| -> String { (from..from + 10).map(|i| format!("{i}\n")).collect() };
+        process(&s, &hub, &mut st, flood(0).as_bytes());
+        // The interval ends (moved back rather than waited for).
+        st.window -= per;
+        process(&s, &hub, &mut st, flood(100).as_bytes());
+        finish(&s, &hub, &mut st);
+        let got = std::fs::read_to_string(&out).unwrap();
+        let marker = "… suppressed 7 lines (log_rate_limit)\n";
+        assert_eq!(got, format!("0\n1\n2\n{marker}100\n101\n102\n{marker}"));
     }
 
     #[test]
