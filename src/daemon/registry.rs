@@ -101,9 +101,9 @@ impl App {
             instances: self.instances.iter().map(InstanceHandle::snapshot).collect(),
             log_files: (0..self.instances.len() as u32)
                 .map(|i| {
-                    let policy = crate::logs::policy_of(paths, &self.spec, i);
+                    let (out, err, _) = crate::logs::log_paths(paths, &self.spec, i);
                     let shown = |p: Option<std::path::PathBuf>| p.unwrap_or_else(|| "/dev/null".into());
-                    (shown(policy.out), shown(policy.err))
+                    (shown(out), shown(err))
                 })
                 .collect(),
             log_errors: Vec::new(),
