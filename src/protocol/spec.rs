@@ -63,8 +63,8 @@ pub struct AppSpec {
     pub kill_timeout_ms: u64,
     /// Start the app when it is added (false: registered as `stopped`).
     pub autostart: bool,
-    /// Where the output goes and how it is rotated.
-    #[serde(default)]
+    /// Where the output goes and how it is rotated (left out of the JSON when default).
+    #[serde(default, skip_serializing_if = "LogSpec::is_default")]
     pub logs: LogSpec,
     /// Where the spec came from (a config file), for `show` and for reloading the env.
     pub source: Option<PathBuf>,
@@ -152,4 +152,10 @@ pub struct LogSpec {
     pub rotate_interval_ms: Option<u64>,
     /// `log_rate_limit`: at most `.0` lines per `.1` ms.
     pub rate_limit: Option<(u64, u64)>,
+}
+
+impl LogSpec {
+    pub fn is_default(&self) -> bool {
+        *self == LogSpec::default()
+    }
 }
