@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod health;
 pub mod logs;
 pub mod paths;
 pub mod protocol;

@@ -219,6 +219,12 @@ pub struct StartArgs {
     /// Discard the app's output
     #[arg(long)]
     pub disable_logs: bool,
+    /// Online only after the app says it is ready (`READY=1` on `NOTIFY_SOCKET`)
+    #[arg(long)]
+    pub wait_ready: bool,
+    /// How long to wait for that (ms or `5s`; default 3 s)
+    #[arg(long)]
+    pub listen_timeout: Option<String>,
     /// Arguments for the app, after `--`
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -433,6 +439,8 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
         log_date_format: a.log_date_format.clone(),
         log_type: a.log_type.clone(),
         disable_logs: a.disable_logs,
+        wait_ready: a.wait_ready,
+        listen_timeout: a.listen_timeout.clone(),
         args: a.args.clone(),
     };
     // No target: the config file of this directory, as PM2 starts `ecosystem.config.js`.

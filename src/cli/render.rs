@@ -133,7 +133,14 @@ pub fn table(apps: &[AppInfo]) -> String {
         let cells: Vec<&str> = r.iter().map(String::as_str).collect();
         line(&mut out, &cells);
     }
-    // Why anything is errored, under the table.
+    // What the apps say of themselves (`STATUS=`), and why anything is errored, under the table.
+    for app in apps {
+        for i in &app.instances {
+            if let Some(text) = &i.status_text {
+                let _ = writeln!(out, "{}: {text}", app.spec.name);
+            }
+        }
+    }
     for app in apps {
         for i in &app.instances {
             if let Some(reason) = &i.reason {
@@ -194,6 +201,9 @@ pub fn show(app: &AppInfo) -> String {
         kv("unstable runs", i.unstable_restarts.to_string());
         kv("memory", i.memory_bytes.map(bytes).unwrap_or_else(|| "-".into()));
         kv("last exit", last_exit(i));
+        if let Some(text) = &i.status_text {
+            kv("app status", text.clone());
+        }
         if let Some(r) = &i.reason {
             kv("reason", r.clone());
         }

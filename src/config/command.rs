@@ -45,6 +45,10 @@ pub fn decl(script: &str, ov: &Overrides, errors: &mut Vec<ConfigError>) -> AppD
         duration("--exp-backoff-restart-delay", &ov.exp_backoff_restart_delay);
     decl.min_uptime_ms = duration("--min-uptime", &ov.min_uptime);
     decl.kill_timeout_ms = duration("--kill-timeout", &ov.kill_timeout);
+    decl.listen_timeout_ms = duration("--listen-timeout", &ov.listen_timeout);
+    if ov.wait_ready {
+        decl.wait_ready = Some(true);
+    }
 
     if let Some(value) = &ov.max_restarts {
         match value.trim().parse::<u32>() {

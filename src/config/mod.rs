@@ -72,6 +72,10 @@ pub struct Overrides {
     pub log_date_format: Option<String>,
     pub log_type: Option<String>,
     pub disable_logs: bool,
+    /// `--wait-ready`: online only after the ready signal.
+    pub wait_ready: bool,
+    /// `--listen-timeout`: how long to wait for it.
+    pub listen_timeout: Option<String>,
     /// Arguments after `--`.
     pub args: Vec<String>,
 }

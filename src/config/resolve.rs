@@ -92,6 +92,8 @@ pub struct AppDecl {
     pub port: Option<u16>,
     /// Log settings; paths as written (resolved against `cwd`).
     pub logs: crate::protocol::spec::LogSpec,
+    pub wait_ready: Option<bool>,
+    pub listen_timeout_ms: Option<u64>,
 }
 
 /// An `env_<name>` table.
@@ -346,6 +348,10 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
         spec.autostart = v;
     }
     spec.logs = decl.logs.clone();
+    spec.wait_ready = decl.wait_ready.unwrap_or(false);
+    if let Some(ms) = decl.listen_timeout_ms {
+        spec.listen_timeout_ms = ms;
+    }
     for p in
         [&mut spec.logs.out_file, &mut spec.logs.error_file, &mut spec.logs.log_file].into_iter().flatten()
     {

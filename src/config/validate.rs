@@ -146,8 +146,8 @@ pub const FIELDS: &[FieldDef] = &[
     later(Field::MemoryLimit, "memory_limit", &[]),
     later(Field::CpuLimit, "cpu_limit", &[]),
     later(Field::ShutdownWithMessage, "shutdown_with_message", &[]),
-    later(Field::WaitReady, "wait_ready", &[]),
-    later(Field::ListenTimeout, "listen_timeout", &[]),
+    now(Field::WaitReady, "wait_ready", &[]),
+    now(Field::ListenTimeout, "listen_timeout", &[]),
     later(Field::Health, "health", &[]),
     later(Field::Watchdog, "watchdog", &[]),
     now(Field::OutFile, "out_file", &["output", "out", "out_log"]),
@@ -1086,9 +1086,10 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             Field::IgnoreWatch => {
                 cx.strings(key, v);
             }
-            Field::WatchDelay | Field::ListenTimeout => {
+            Field::WatchDelay => {
                 cx.duration(key, v);
             }
+            Field::ListenTimeout => decl.listen_timeout_ms = cx.duration(key, v),
             Field::LogRotateInterval => {
                 decl.logs.rotate_interval_ms = match &v.kind {
                     Kind::Str(word) if word == "hourly" => Some(3_600_000),
@@ -1107,9 +1108,10 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             }
             Field::LogMaxSize => decl.logs.max_size = cx.size(key, v),
             Field::CpuLimit => cx.cpu_limit(key, v),
-            Field::ShutdownWithMessage | Field::WaitReady => {
+            Field::ShutdownWithMessage => {
                 cx.bool(key, v);
             }
+            Field::WaitReady => decl.wait_ready = cx.bool(key, v),
             Field::MergeLogs => decl.logs.merge_logs = cx.bool(key, v).unwrap_or(false),
             Field::Time => decl.logs.time = cx.bool(key, v).unwrap_or(false),
             Field::DisableLogs => decl.logs.disable = cx.bool(key, v).unwrap_or(false),

@@ -436,6 +436,9 @@ pub struct InstanceInfo {
     pub memory_bytes: Option<u64>,
     /// The last exits, newest last.
     pub history: Vec<ExitRecord>,
+    /// The app's own status line (`STATUS=` on `NOTIFY_SOCKET`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
 }
 
 /// A snapshot of one app and its instances.

@@ -15,6 +15,8 @@ pub const DEFAULT_MAX_RESTARTS: u32 = 16;
 pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 5_000;
 /// Default stop signal (PM2: a global SIGINT).
 pub const DEFAULT_KILL_SIGNAL: &str = "SIGTERM";
+/// Default `listen_timeout`: how long a `wait_ready` app has to say it is ready.
+pub const DEFAULT_LISTEN_TIMEOUT_MS: u64 = 3_000;
 /// Default namespace.
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// Default `instance_var`: the variable holding the instance number (PM2's).
@@ -78,6 +80,16 @@ pub struct AppSpec {
     /// way on `restart`.
     #[serde(default)]
     pub env_name: Option<String>,
+    /// `online` only after the app's ready signal (`READY=1` on `NOTIFY_SOCKET`).
+    #[serde(default)]
+    pub wait_ready: bool,
+    /// How long to wait for the ready signal (ms); past it the start has failed.
+    #[serde(default = "default_listen_timeout")]
+    pub listen_timeout_ms: u64,
+}
+
+fn default_listen_timeout() -> u64 {
+    DEFAULT_LISTEN_TIMEOUT_MS
 }
 
 fn default_instance_var() -> String {
@@ -112,6 +124,8 @@ impl AppSpec {
             instance_var: default_instance_var(),
             increment_var: None,
             env_name: None,
+            wait_ready: false,
+            listen_timeout_ms: DEFAULT_LISTEN_TIMEOUT_MS,
         }
     }
 }

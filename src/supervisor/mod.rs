@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::sleep_until;
 
+use crate::health::notify::{Notice, NotifySocket};
 use crate::paths::Paths;
 use crate::protocol::{AppSpec, ExitReason, ExitRecord, InstanceInfo, Status};
 use cgroup::{Cgroup, CgroupRoot};
@@ -86,6 +87,17 @@ impl InstanceHandle {
         info.pid = None;
         info.status = if info.status == Status::Errored { Status::Errored } else { Status::Stopped };
         info.cgroup = cgroup.as_ref().map(|c| c.path.clone());
+        let notify = match NotifySocket::bind(
+            &ctx.paths.run_dir(),
+            &ctx.paths.token(),
+            &format!("app-{app_id}-{index}"),
+        ) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(app = %spec.name, instance = index, error = %e, "no notify socket; `wait_ready` cannot see a ready signal");
+                None
+            }
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(info.clone());
         let actor = Actor {
@@ -97,6 +109,7 @@ impl InstanceHandle {
             policy: PolicyState::default(),
             cgroup,
             cgroup_dirty: true,
+            notify,
             auto_restart_pending: false,
         };
         tokio::spawn(actor.run(rx));
@@ -174,6 +187,7 @@ impl InstanceInfo {
             cgroup: None,
             memory_bytes: None,
             history: Vec::new(),
+            status_text: None,
         }
     }
 }
@@ -182,6 +196,8 @@ struct Running {
     pid: i32,
     exit: oneshot::Receiver<ExitReason>,
     started: Instant,
+    /// While a `wait_ready` instance is launching: when its ready signal is due.
+    ready_deadline: Option<tokio::time::Instant>,
 }
 
 enum Phase {
@@ -203,6 +219,8 @@ struct Actor {
     marker: String,
     /// The next launch is an automatic restart (counted in `restarts`).
     auto_restart_pending: bool,
+    /// The instance's `NOTIFY_SOCKET` (none if it could not be bound).
+    notify: Option<NotifySocket>,
 }
 
 fn now_ms() -> u64 {
@@ -223,6 +241,11 @@ impl Actor {
                 },
                 Phase::Running(mut run) => tokio::select! {
                     exit = &mut run.exit => self.exited(exit.ok(), run.started),
+                    notices = recv_notices(self.notify.as_ref()) => {
+                        self.on_notices(notices, &mut run);
+                        Phase::Running(run)
+                    }
+                    _ = sleep_until_some(run.ready_deadline) => self.failed_start(run).await,
                     cmd = rx.recv() => match cmd {
                         None => {
                             self.stop_process(run).await;
@@ -371,6 +394,7 @@ impl Actor {
             self.cgroup.as_ref(),
             self.cgroup_dirty,
             &self.marker,
+            self.notify.as_ref().map(|n| n.address.as_str()),
         );
         match spawned {
             Ok(s) => {
@@ -378,11 +402,20 @@ impl Actor {
                 self.info.pid = Some(s.pid as u32);
                 self.info.start_ticks = s.start_ticks;
                 self.info.started_at_ms = Some(now_ms());
-                self.info.status = Status::Online;
-                self.info.reason = None;
+                self.info.status_text = None;
+                let ready_deadline = self.spec.wait_ready.then(|| {
+                    tokio::time::Instant::now() + Duration::from_millis(self.spec.listen_timeout_ms)
+                });
+                if ready_deadline.is_some() {
+                    // Online only once the app says so.
+                    self.info.status = Status::Launching;
+                } else {
+                    self.info.status = Status::Online;
+                    self.info.reason = None;
+                }
                 self.publish();
                 tracing::info!(app = %self.spec.name, instance = self.info.index, pid = s.pid, "started");
-                Phase::Running(Running { pid: s.pid, exit: s.exit, started: s.started })
+                Phase::Running(Running { pid: s.pid, exit: s.exit, started: s.started, ready_deadline })
             }
             Err(e) => {
                 self.info.pid = None;
@@ -417,6 +450,49 @@ impl Actor {
         // What the app left behind (children of a crashed parent) would run twice after the
         // restart: end it first.
         self.kill_leftovers();
+        self.after_exit(exit, uptime_ms)
+    }
+
+    /// Messages from the app on its notify socket.
+    fn on_notices(&mut self, notices: Vec<Notice>, run: &mut Running) {
+        for n in notices {
+            match n {
+                Notice::Ready if self.info.status == Status::Launching => {
+                    run.ready_deadline = None;
+                    self.info.status = Status::Online;
+                    self.info.reason = None;
+                    tracing::info!(app = %self.spec.name, instance = self.info.index, "ready");
+                }
+                Notice::Status(text) => self.info.status_text = Some(text),
+                Notice::Ready
+                | Notice::Reloading
+                | Notice::Stopping
+                | Notice::Watchdog
+                | Notice::MainPid(_) => {}
+            }
+        }
+        self.publish();
+    }
+
+    /// A `wait_ready` instance gave no ready signal within `listen_timeout`: the start failed.
+    /// It is stopped and counts as an unstable run, so the restart policy (and in the end
+    /// `errored`) applies; it is never shown as online.
+    async fn failed_start(&mut self, run: Running) -> Phase {
+        let why = format!("no ready signal within `listen_timeout` ({} ms)", self.spec.listen_timeout_ms);
+        tracing::warn!(app = %self.spec.name, instance = self.info.index, "{why}");
+        self.stop_process(run).await;
+        let exit = self.info.last_exit.as_ref().map_or(ExitReason::Signal(libc::SIGKILL), |e| e.reason);
+        let phase = self.after_exit(exit, 0);
+        self.info.reason = Some(match self.info.reason.take() {
+            Some(r) => format!("{why}; {r}"),
+            None => why,
+        });
+        self.publish();
+        phase
+    }
+
+    /// Apply the restart policy to an exit.
+    fn after_exit(&mut self, exit: ExitReason, uptime_ms: u64) -> Phase {
         match policy::on_exit(&self.spec, &mut self.policy, exit, uptime_ms) {
             Decision::Restart { delay_ms } => {
                 self.info.unstable_restarts = self.policy.unstable;
@@ -509,6 +585,28 @@ impl Actor {
             }
         })
         .await;
+    }
+}
+
+/// The next notices of `socket`; never, without one.
+async fn recv_notices(socket: Option<&NotifySocket>) -> Vec<Notice> {
+    match socket {
+        Some(s) => match s.recv().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "notify socket failed");
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleep until `deadline`; never, without one.
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

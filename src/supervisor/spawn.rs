@@ -46,6 +46,7 @@ pub fn spawn_instance(
     cgroup: Option<&Cgroup>,
     recreate_cgroup: bool,
     marker: &str,
+    notify_socket: Option<&str>,
 ) -> Result<Spawned, SpawnError> {
     let err = |what: String| SpawnError { program: spec.program.clone(), what };
     if !spec.cwd.is_dir() {
@@ -76,6 +77,9 @@ pub fn spawn_instance(
     ];
     if let Some((var, value)) = &increment {
         extra.push((var, value.as_str()));
+    }
+    if let Some(address) = notify_socket {
+        extra.push(("NOTIFY_SOCKET", address));
     }
     let env = spec
         .env

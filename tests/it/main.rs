@@ -8,5 +8,6 @@ mod daemon;
 mod lifecycle;
 mod log_config;
 mod logs;
+mod ready;
 mod recovery;
 mod tree;

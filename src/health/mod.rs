@@ -1,0 +1,4 @@
+//! Readiness and health: the systemd notify protocol server ([`notify`]); probes, watchdogs
+//! and triggers come next.
+
+pub mod notify;

@@ -1,0 +1,71 @@
+//! Readiness: the systemd notify protocol and `wait_ready`.
+
+use std::time::Duration;
+
+use herder::protocol::Status;
+
+use crate::harness::*;
+
+const T: Duration = Duration::from_secs(20);
+
+#[test]
+fn a_notify_app_stays_launching_until_ready_then_goes_online_with_its_status() {
+    let h = TestHome::new();
+    let go = h.dir.path().join("go");
+    h.ok(&[
+        "start",
+        fixture("notify_ready.py").to_str().unwrap(),
+        "--name",
+        "notified",
+        "--wait-ready",
+        "--listen-timeout",
+        "30s",
+        "--",
+        go.to_str().unwrap(),
+    ]);
+    // Its first message arrives while it is still launching.
+    let app = wait_for("the first STATUS", T, || {
+        let a = h.app("notified");
+        (a.instances[0].status_text.as_deref() == Some("warming up")).then_some(a)
+    });
+    assert_eq!(app.instances[0].status, Status::Launching);
+    std::fs::write(&go, "").unwrap();
+    h.wait_status("notified", Status::Online, T);
+    let app = wait_for("the second STATUS", T, || {
+        let a = h.app("notified");
+        (a.instances[0].status_text.as_deref() == Some("Serving requests")).then_some(a)
+    });
+    assert_eq!(app.instances[0].restarts, 0);
+    let table = h.ok(&["list"]);
+    assert!(table.contains("online") && table.contains("notified: Serving requests"), "{table}");
+}
+
+#[test]
+fn wait_ready_without_a_signal_is_a_failed_start_never_online() {
+    let h = TestHome::new();
+    let tag = h.tag("silent");
+    h.ok(&[
+        "start",
+        fixture("idle.sh").to_str().unwrap(),
+        "--name",
+        "silent",
+        "--wait-ready",
+        "--listen-timeout",
+        "300",
+        "--max-restarts",
+        "1",
+        "--",
+        &tag,
+    ]);
+    let mut seen = Vec::new();
+    let app = wait_for("the failed starts to end errored", T, || {
+        let a = h.app("silent");
+        seen.push(a.instances[0].status);
+        (a.instances[0].status == Status::Errored).then_some(a)
+    });
+    assert!(!seen.contains(&Status::Online), "never shown online: {seen:?}");
+    let reason = app.instances[0].reason.as_deref().unwrap_or_default();
+    assert!(reason.contains("no ready signal within `listen_timeout` (300 ms)"), "{reason}");
+    assert!(pids_with_arg(&tag).is_empty(), "the failed instance was stopped");
+    assert!(h.ok(&["list"]).contains("no ready signal"));
+}
