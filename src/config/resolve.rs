@@ -94,6 +94,8 @@ pub struct AppDecl {
     pub logs: crate::protocol::spec::LogSpec,
     pub wait_ready: Option<bool>,
     pub listen_timeout_ms: Option<u64>,
+    /// `watchdog`: the app must send `WATCHDOG=1` at least this often (ms).
+    pub watchdog_ms: Option<u64>,
 }
 
 /// An `env_<name>` table.
@@ -349,6 +351,7 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
     }
     spec.logs = decl.logs.clone();
     spec.wait_ready = decl.wait_ready.unwrap_or(false);
+    spec.watchdog_ms = decl.watchdog_ms;
     if let Some(ms) = decl.listen_timeout_ms {
         spec.listen_timeout_ms = ms;
     }

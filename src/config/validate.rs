@@ -149,7 +149,7 @@ pub const FIELDS: &[FieldDef] = &[
     now(Field::WaitReady, "wait_ready", &[]),
     now(Field::ListenTimeout, "listen_timeout", &[]),
     later(Field::Health, "health", &[]),
-    later(Field::Watchdog, "watchdog", &[]),
+    now(Field::Watchdog, "watchdog", &[]),
     now(Field::OutFile, "out_file", &["output", "out", "out_log"]),
     now(Field::ErrorFile, "error_file", &["error", "err", "err_file", "err_log"]),
     now(Field::LogFile, "log_file", &["log"]),
@@ -1099,8 +1099,10 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
                 }
             }
             Field::Watchdog => {
-                if !matches!(v.kind, Kind::Bool(_)) {
-                    cx.duration(key, v);
+                decl.watchdog_ms = match v.kind {
+                    Kind::Bool(false) => None,
+                    Kind::Bool(true) => Some(crate::protocol::spec::DEFAULT_WATCHDOG_MS),
+                    _ => cx.duration(key, v).filter(|ms| *ms > 0),
                 }
             }
             Field::MaxMemoryRestart | Field::MemoryLimit => {

@@ -17,6 +17,8 @@ pub const DEFAULT_KILL_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_KILL_SIGNAL: &str = "SIGTERM";
 /// Default `listen_timeout`: how long a `wait_ready` app has to say it is ready.
 pub const DEFAULT_LISTEN_TIMEOUT_MS: u64 = 3_000;
+/// `watchdog = true`: the interval an app must send `WATCHDOG=1` within.
+pub const DEFAULT_WATCHDOG_MS: u64 = 10_000;
 /// Default namespace.
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// Default `instance_var`: the variable holding the instance number (PM2's).
@@ -86,6 +88,10 @@ pub struct AppSpec {
     /// How long to wait for the ready signal (ms); past it the start has failed.
     #[serde(default = "default_listen_timeout")]
     pub listen_timeout_ms: u64,
+    /// The app must send `WATCHDOG=1` at least this often (ms; `WATCHDOG_USEC` tells it), or
+    /// it is restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog_ms: Option<u64>,
 }
 
 fn default_listen_timeout() -> u64 {
@@ -126,6 +132,7 @@ impl AppSpec {
             env_name: None,
             wait_ready: false,
             listen_timeout_ms: DEFAULT_LISTEN_TIMEOUT_MS,
+            watchdog_ms: None,
         }
     }
 }

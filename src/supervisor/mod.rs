@@ -198,6 +198,8 @@ struct Running {
     started: Instant,
     /// While a `wait_ready` instance is launching: when its ready signal is due.
     ready_deadline: Option<tokio::time::Instant>,
+    /// With `watchdog`: when the next `WATCHDOG=1` is due.
+    watchdog_deadline: Option<tokio::time::Instant>,
 }
 
 enum Phase {
@@ -246,6 +248,7 @@ impl Actor {
                         Phase::Running(run)
                     }
                     _ = sleep_until_some(run.ready_deadline) => self.failed_start(run).await,
+                    _ = sleep_until_some(run.watchdog_deadline) => self.watchdog_missed(run).await,
                     cmd = rx.recv() => match cmd {
                         None => {
                             self.stop_process(run).await;
@@ -415,7 +418,14 @@ impl Actor {
                 }
                 self.publish();
                 tracing::info!(app = %self.spec.name, instance = self.info.index, pid = s.pid, "started");
-                Phase::Running(Running { pid: s.pid, exit: s.exit, started: s.started, ready_deadline })
+                let watchdog_deadline = self.watchdog_due();
+                Phase::Running(Running {
+                    pid: s.pid,
+                    exit: s.exit,
+                    started: s.started,
+                    ready_deadline,
+                    watchdog_deadline,
+                })
             }
             Err(e) => {
                 self.info.pid = None;
@@ -464,11 +474,8 @@ impl Actor {
                     tracing::info!(app = %self.spec.name, instance = self.info.index, "ready");
                 }
                 Notice::Status(text) => self.info.status_text = Some(text),
-                Notice::Ready
-                | Notice::Reloading
-                | Notice::Stopping
-                | Notice::Watchdog
-                | Notice::MainPid(_) => {}
+                Notice::Watchdog => run.watchdog_deadline = self.watchdog_due(),
+                Notice::Ready | Notice::Reloading | Notice::Stopping | Notice::MainPid(_) => {}
             }
         }
         self.publish();
@@ -487,6 +494,26 @@ impl Actor {
             Some(r) => format!("{why}; {r}"),
             None => why,
         });
+        self.publish();
+        phase
+    }
+
+    /// When the next `WATCHDOG=1` is due, if the app has a watchdog.
+    fn watchdog_due(&self) -> Option<tokio::time::Instant> {
+        // Without a notify socket the app could never ping.
+        self.notify.as_ref()?;
+        self.spec.watchdog_ms.map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms))
+    }
+
+    /// No `WATCHDOG=1` within `watchdog`: the app hangs. Stop it and restart it like a crash.
+    async fn watchdog_missed(&mut self, run: Running) -> Phase {
+        let why = format!("no `WATCHDOG=1` within `watchdog` ({} ms)", self.spec.watchdog_ms.unwrap_or(0));
+        tracing::warn!(app = %self.spec.name, instance = self.info.index, "{why}; restarting");
+        let started = run.started;
+        self.stop_process(run).await;
+        let exit = self.info.last_exit.as_ref().map_or(ExitReason::Signal(libc::SIGKILL), |e| e.reason);
+        let phase = self.after_exit(exit, started.elapsed().as_millis() as u64);
+        self.info.reason = Some(why);
         self.publish();
         phase
     }

@@ -81,6 +81,10 @@ pub fn spawn_instance(
     if let Some(address) = notify_socket {
         extra.push(("NOTIFY_SOCKET", address));
     }
+    let watchdog_usec = spec.watchdog_ms.map(|ms| (ms * 1000).to_string());
+    if let (Some(usec), Some(_)) = (&watchdog_usec, notify_socket) {
+        extra.push(("WATCHDOG_USEC", usec.as_str()));
+    }
     let env = spec
         .env
         .iter()

@@ -69,3 +69,34 @@ fn wait_ready_without_a_signal_is_a_failed_start_never_online() {
     assert!(pids_with_arg(&tag).is_empty(), "the failed instance was stopped");
     assert!(h.ok(&["list"]).contains("no ready signal"));
 }
+
+#[test]
+fn an_app_that_stops_sending_watchdog_pings_is_restarted() {
+    let h = TestHome::new();
+    let hang = h.dir.path().join("hang");
+    let text = format!(
+        "[[apps]]\nname = \"dog\"\nscript = \"{}\"\nargs = [\"{}\"]\nwatchdog = \"400ms\"\nkill_timeout = \"200ms\"\n",
+        fixture("watchdog.py").display(),
+        hang.display()
+    );
+    let cfg = h.write("dog.toml", &text);
+    h.ok(&["start", cfg.to_str().unwrap()]);
+    // It pings, so it is left alone: its status says so and it has not been restarted.
+    let app = wait_for("the pinging status", T, || {
+        let a = h.app("dog");
+        (a.instances[0].status_text.as_deref() == Some("pinging")).then_some(a)
+    });
+    assert_eq!(app.instances[0].restarts, 0);
+    let first = app.instances[0].pid;
+    std::fs::write(&hang, "").unwrap();
+    let app = wait_for("the hung app to be restarted", T, || {
+        let a = h.app("dog");
+        (a.instances[0].restarts >= 1).then_some(a)
+    });
+    assert!(
+        app.instances[0].reason.as_deref().unwrap_or_default().contains("WATCHDOG=1"),
+        "{:?}",
+        app.instances[0]
+    );
+    assert!(!first.is_some_and(pid_alive), "the hung process is gone");
+}
