@@ -127,7 +127,7 @@ pub struct CgroupTarget<'a> {
 /// Clone the child (into `cgroup` when given) to exec `plan` in a new session with stdin on
 /// /dev/null and stdout/stderr on new pipes. The caller registers the pid with the reaper
 /// (holding its lock around this call), then calls [`Pending::wait_exec`].
-pub fn clone_child(plan: &Plan, cgroup: Option<CgroupTarget<'_>>) -> io::Result<Pending> {
+pub fn clone_child(plan: &Plan, cgroup: Option<CgroupTarget<'_>>, fd3: Option<RawFd>) -> io::Result<Pending> {
     let devnull = std::fs::File::open("/dev/null")?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -141,6 +141,7 @@ pub fn clone_child(plan: &Plan, cgroup: Option<CgroupTarget<'_>>) -> io::Result<
         stdin: devnull.as_raw_fd(),
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
+        fd3,
         status: status_w.as_raw_fd(),
     };
 
@@ -218,6 +219,8 @@ struct ChildFds {
     stdin: RawFd,
     stdout: RawFd,
     stderr: RawFd,
+    /// Handed to the program as fd 3 (Node's IPC channel).
+    fd3: Option<RawFd>,
     status: RawFd,
 }
 
@@ -260,6 +263,16 @@ unsafe fn exec_child(
         }
         if libc::chdir(plan.cwd.as_ptr()) < 0 {
             fail(fds.status);
+        }
+        // Last, since fd 3 may be the status pipe: losing it then only costs the exec error
+        // report (the exit code 127 still tells).
+        if let Some(src) = fds.fd3 {
+            if src == 3 {
+                let flags = libc::fcntl(src, libc::F_GETFD);
+                libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(src, 3) < 0 {
+                fail(fds.status);
+            }
         }
         libc::execve(plan.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
         fail(fds.status)

@@ -200,6 +200,52 @@ struct Running {
     ready_deadline: Option<tokio::time::Instant>,
     /// With `watchdog`: when the next `WATCHDOG=1` is due.
     watchdog_deadline: Option<tokio::time::Instant>,
+    /// A Node app's IPC channel (`process.send('ready')`).
+    ipc: Option<IpcChannel>,
+}
+
+/// Our end of a Node app's IPC channel: JSON values, one per line.
+struct IpcChannel {
+    stream: tokio::net::UnixStream,
+    buf: Vec<u8>,
+}
+
+impl IpcChannel {
+    fn new(fd: std::os::fd::OwnedFd) -> Option<IpcChannel> {
+        let std = std::os::unix::net::UnixStream::from(fd);
+        std.set_nonblocking(true).ok()?;
+        Some(IpcChannel { stream: tokio::net::UnixStream::from_std(std).ok()?, buf: Vec::new() })
+    }
+}
+
+/// The next messages on a Node app's IPC channel (`Some(vec![])` for messages that mean
+/// nothing here); `None` once it is closed; never, without one.
+async fn recv_ipc(ipc: &mut Option<IpcChannel>) -> Option<Vec<Notice>> {
+    let Some(ch) = ipc else { return std::future::pending().await };
+    loop {
+        if let Some(nl) = ch.buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = ch.buf.drain(..=nl).collect();
+            // `process.send('ready')` arrives as the JSON string "ready".
+            let ready = serde_json::from_slice::<serde_json::Value>(&line).is_ok_and(|v| v == "ready");
+            return Some(if ready { vec![Notice::Ready] } else { Vec::new() });
+        }
+        if ch.stream.readable().await.is_err() {
+            return None;
+        }
+        let mut chunk = [0u8; 1024];
+        match ch.stream.try_read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => {
+                ch.buf.extend_from_slice(&chunk[..n]);
+                // A line this long is not a message of ours.
+                if ch.buf.len() > 64 * 1024 {
+                    ch.buf.clear();
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return None,
+        }
+    }
 }
 
 enum Phase {
@@ -245,6 +291,13 @@ impl Actor {
                     exit = &mut run.exit => self.exited(exit.ok(), run.started),
                     notices = recv_notices(self.notify.as_ref()) => {
                         self.on_notices(notices, &mut run);
+                        Phase::Running(run)
+                    }
+                    msg = recv_ipc(&mut run.ipc) => {
+                        match msg {
+                            Some(notices) => self.on_notices(notices, &mut run),
+                            None => run.ipc = None,
+                        }
                         Phase::Running(run)
                     }
                     _ = sleep_until_some(run.ready_deadline) => self.failed_start(run).await,
@@ -425,6 +478,7 @@ impl Actor {
                     started: s.started,
                     ready_deadline,
                     watchdog_deadline,
+                    ipc: s.ipc.and_then(IpcChannel::new),
                 })
             }
             Err(e) => {

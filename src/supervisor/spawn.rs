@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
@@ -21,6 +22,27 @@ pub struct Spawned {
     pub start_ticks: Option<u64>,
     pub started: Instant,
     pub exit: oneshot::Receiver<ExitReason>,
+    /// Our end of a Node app's IPC channel (`NODE_CHANNEL_FD`), for `process.send('ready')`.
+    pub ipc: Option<OwnedFd>,
+}
+
+/// Whether `spec` runs under Node.
+fn is_node(spec: &AppSpec) -> bool {
+    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).starts_with("node");
+    spec.interpreter.as_deref().is_some_and(base) || base(&spec.program)
+}
+
+/// A connected pair of stream sockets, close-on-exec.
+fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair(2) writes two descriptors into the array.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) }
+        != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Why a process could not be started, worded for `list` and `show`.
@@ -81,6 +103,17 @@ pub fn spawn_instance(
     if let Some(address) = notify_socket {
         extra.push(("NOTIFY_SOCKET", address));
     }
+    // Node apps signal readiness with `process.send('ready')` over an IPC channel, as under
+    // PM2. Only with `wait_ready`: an open channel keeps a Node process alive.
+    let ipc = if spec.wait_ready && is_node(spec) {
+        Some(socketpair().map_err(|e| err(format!("cannot create its IPC channel: {e}")))?)
+    } else {
+        None
+    };
+    if ipc.is_some() {
+        extra.push(("NODE_CHANNEL_FD", "3"));
+        extra.push(("NODE_CHANNEL_SERIALIZATION_MODE", "json"));
+    }
     let watchdog_usec = spec.watchdog_ms.map(|ms| (ms * 1000).to_string());
     if let (Some(usec), Some(_)) = (&watchdog_usec, notify_socket) {
         extra.push(("WATCHDOG_USEC", usec.as_str()));
@@ -104,7 +137,10 @@ pub fn spawn_instance(
     let target = cg_fds.as_ref().map(|(dir, procs)| CgroupTarget { dir, procs });
     let (pending, exit) = ctx
         .reaper
-        .spawn_with(|| fork::clone_child(&plan, target), |p| p.pid)
+        .spawn_with(
+            || fork::clone_child(&plan, target, ipc.as_ref().map(|(_, child)| child.as_raw_fd())),
+            |p| p.pid,
+        )
         .map_err(|e| err(describe_spawn_error(&e)))?;
     let child = pending.wait_exec().map_err(|e| err(describe_spawn_error(&e)))?;
     let started = Instant::now();
@@ -113,7 +149,7 @@ pub fn spawn_instance(
     let start_ticks = tree::start_ticks(pid);
     logs::capture(child.stdout, out_sink, &ctx.logs);
     logs::capture(child.stderr, err_sink, &ctx.logs);
-    Ok(Spawned { pid, start_ticks, started, exit })
+    Ok(Spawned { pid, start_ticks, started, exit, ipc: ipc.map(|(ours, _)| ours) })
 }
 
 fn describe_spawn_error(e: &io::Error) -> String {

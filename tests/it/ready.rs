@@ -100,3 +100,32 @@ fn an_app_that_stops_sending_watchdog_pings_is_restarted() {
     );
     assert!(!first.is_some_and(pid_alive), "the hung process is gone");
 }
+
+#[test]
+fn a_node_app_calling_process_send_ready_goes_online_only_then() {
+    let h = TestHome::new();
+    let go = h.dir.path().join("go");
+    h.ok(&[
+        "start",
+        fixture("ready.js").to_str().unwrap(),
+        "--name",
+        "noder",
+        "--wait-ready",
+        "--listen-timeout",
+        "30s",
+        "--",
+        go.to_str().unwrap(),
+    ]);
+    // Running (node is up and polling) but not ready.
+    let app = h.wait_status("noder", Status::Launching, T);
+    let pid = app.instances[0].pid.unwrap();
+    wait_for("node to run its script", T, || {
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        cmd.windows(8).any(|w| w == b"ready.js").then_some(())
+    });
+    assert_eq!(h.app("noder").instances[0].status, Status::Launching);
+    std::fs::write(&go, "").unwrap();
+    let app = h.wait_status("noder", Status::Online, T);
+    assert_eq!(app.instances[0].pid, Some(pid));
+    assert_eq!(app.instances[0].restarts, 0);
+}
