@@ -204,6 +204,14 @@ pub fn show(app: &AppInfo) -> String {
         if let Some(text) = &i.status_text {
             kv("app status", text.clone());
         }
+        for p in &i.probes {
+            let state = if p.healthy { "healthy" } else { "unhealthy" };
+            let last = p.last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default();
+            kv(
+                &format!("{} probe", p.kind),
+                format!("{} — {state}, {} failures in a row{last}", p.target, p.failures),
+            );
+        }
         if let Some(r) = &i.reason {
             kv("reason", r.clone());
         }

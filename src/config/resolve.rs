@@ -96,6 +96,7 @@ pub struct AppDecl {
     pub listen_timeout_ms: Option<u64>,
     /// `watchdog`: the app must send `WATCHDOG=1` at least this often (ms).
     pub watchdog_ms: Option<u64>,
+    pub health: Vec<crate::protocol::spec::ProbeSpec>,
 }
 
 /// An `env_<name>` table.
@@ -352,6 +353,7 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
     spec.logs = decl.logs.clone();
     spec.wait_ready = decl.wait_ready.unwrap_or(false);
     spec.watchdog_ms = decl.watchdog_ms;
+    spec.health = decl.health.clone();
     if let Some(ms) = decl.listen_timeout_ms {
         spec.listen_timeout_ms = ms;
     }

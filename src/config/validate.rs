@@ -13,6 +13,7 @@ use super::signal::{parse_signal, signal_from_number, signal_names};
 use super::units::{self, UnitError};
 use super::value::{Kind, Span, Table, Value};
 use super::ConfigError;
+use crate::protocol::spec::{ProbeCheck, ProbeKind, ProbeSpec};
 
 /// The keys of an app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +149,7 @@ pub const FIELDS: &[FieldDef] = &[
     later(Field::ShutdownWithMessage, "shutdown_with_message", &[]),
     now(Field::WaitReady, "wait_ready", &[]),
     now(Field::ListenTimeout, "listen_timeout", &[]),
-    later(Field::Health, "health", &[]),
+    now(Field::Health, "health", &[]),
     now(Field::Watchdog, "watchdog", &[]),
     now(Field::OutFile, "out_file", &["output", "out", "out_log"]),
     now(Field::ErrorFile, "error_file", &["error", "err", "err_file", "err_log"]),
@@ -904,18 +905,122 @@ impl AppCx<'_, '_> {
         }
     }
 
-    fn tables(&mut self, key: &str, value: &Value) {
-        match &value.kind {
-            Kind::Table(_) => {}
-            Kind::Array(items) => {
-                for item in items {
-                    if !matches!(item.kind, Kind::Table(_)) {
-                        self.type_error(key, item, "a table or a list of tables");
+    /// `health`: a probe table or a list of them.
+    fn probes(&mut self, key: &str, value: &Value) -> Vec<ProbeSpec> {
+        let items: Vec<&Value> = match &value.kind {
+            Kind::Table(_) => vec![value],
+            Kind::Array(items) => items.iter().collect(),
+            _ => {
+                self.type_error(key, value, "a table or a list of tables");
+                return Vec::new();
+            }
+        };
+        items.into_iter().filter_map(|item| self.probe(key, item)).collect()
+    }
+
+    fn probe(&mut self, key: &str, value: &Value) -> Option<ProbeSpec> {
+        const KEYS: &[&str] = &[
+            "kind",
+            "http",
+            "tcp",
+            "exec",
+            "interval",
+            "timeout",
+            "failure_threshold",
+            "success_threshold",
+            "initial_delay",
+        ];
+        let Kind::Table(table) = &value.kind else {
+            self.type_error(key, value, "a table or a list of tables");
+            return None;
+        };
+        let errors_before = self.cx.errors.len();
+        let mut kind = ProbeKind::Liveness;
+        let mut checks = Vec::new();
+        let mut probe = ProbeSpec::new(kind, ProbeCheck::Tcp(String::new()));
+        for e in &table.entries {
+            let k = format!("{key}.{}", e.key);
+            let v = &e.value;
+            match e.key.as_str() {
+                "kind" => match self.string(&k, v).as_deref() {
+                    Some("liveness") => kind = ProbeKind::Liveness,
+                    Some("readiness") => kind = ProbeKind::Readiness,
+                    Some(other) => {
+                        let msg = format!("`{k}` in app {}: unknown probe kind `{other}`", self.label);
+                        self.push(
+                            ConfigError::new(msg).at(v.span).with_hint("use \"liveness\" or \"readiness\""),
+                        );
+                    }
+                    None => {}
+                },
+                "http" => {
+                    if let Some(url) = self.non_empty_string(&k, v) {
+                        if url.starts_with("http://") {
+                            checks.push(ProbeCheck::Http(url));
+                        } else {
+                            let msg = format!("`{k}` in app {}: `{url}` is not an http:// URL", self.label);
+                            self.push(
+                                ConfigError::new(msg)
+                                    .at(v.span)
+                                    .with_hint("e.g. \"http://127.0.0.1:3000/health\""),
+                            );
+                        }
                     }
                 }
+                "tcp" => {
+                    if let Some(addr) = self.non_empty_string(&k, v) {
+                        if addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+                            checks.push(ProbeCheck::Tcp(addr));
+                        } else {
+                            let msg = format!("`{k}` in app {}: `{addr}` is not host:port", self.label);
+                            self.push(ConfigError::new(msg).at(v.span).with_hint("e.g. \"127.0.0.1:5432\""));
+                        }
+                    }
+                }
+                "exec" => {
+                    if let Some(words) = self.words(&k, v).filter(|w| !w.is_empty()) {
+                        checks.push(ProbeCheck::Exec(words));
+                    }
+                }
+                "interval" => {
+                    probe.interval_ms = self.duration(&k, v).filter(|ms| *ms > 0).unwrap_or(probe.interval_ms)
+                }
+                "timeout" => {
+                    probe.timeout_ms = self.duration(&k, v).filter(|ms| *ms > 0).unwrap_or(probe.timeout_ms)
+                }
+                "initial_delay" => probe.initial_delay_ms = self.duration(&k, v).unwrap_or(0),
+                "failure_threshold" => {
+                    probe.failure_threshold =
+                        self.u32(&k, v).filter(|n| *n > 0).unwrap_or(probe.failure_threshold)
+                }
+                "success_threshold" => {
+                    probe.success_threshold =
+                        self.u32(&k, v).filter(|n| *n > 0).unwrap_or(probe.success_threshold)
+                }
+                other => {
+                    let mut err = ConfigError::new(format!(
+                        "unknown key `{other}` in a `{key}` probe of app {}",
+                        self.label
+                    ))
+                    .at(e.key_span);
+                    if let Some(s) = did_you_mean(other, KEYS) {
+                        err = err.with_hint(format!("did you mean `{s}`?"));
+                    }
+                    self.push(err);
+                }
             }
-            _ => self.type_error(key, value, "a table or a list of tables"),
         }
+        if checks.len() != 1 {
+            let msg =
+                format!("a `{key}` probe of app {} needs exactly one of `http`, `tcp` or `exec`", self.label);
+            self.push(ConfigError::new(msg).at(value.span));
+        }
+        if self.cx.errors.len() != errors_before {
+            return None;
+        }
+        probe.kind = kind;
+        probe.check = checks.pop()?;
+        Some(probe)
     }
 }
 
@@ -1151,7 +1256,7 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             }
             Field::LogRetain => decl.logs.retain = cx.u32(key, v),
             Field::LogRateLimit => decl.logs.rate_limit = cx.log_rate_limit(key, v),
-            Field::Health => cx.tables(key, v),
+            Field::Health => decl.health = cx.probes(key, v),
             Field::Balancer => {
                 if !matches!(v.kind, Kind::Table(_)) {
                     cx.type_error(key, v, "a table");

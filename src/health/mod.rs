@@ -2,3 +2,4 @@
 //! and triggers come next.
 
 pub mod notify;
+pub mod probe;

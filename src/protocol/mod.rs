@@ -439,6 +439,23 @@ pub struct InstanceInfo {
     /// The app's own status line (`STATUS=` on `NOTIFY_SOCKET`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_text: Option<String>,
+    /// The state of each health probe.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<ProbeState>,
+}
+
+/// The state of one health probe of an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeState {
+    /// `liveness` or `readiness`.
+    pub kind: String,
+    /// What it checks, e.g. `http http://127.0.0.1:3000/health`.
+    pub target: String,
+    pub healthy: bool,
+    /// Results in a row of the current kind (failures while unhealthy, successes while healthy).
+    pub failures: u32,
+    pub successes: u32,
+    pub last_error: Option<String>,
 }
 
 /// A snapshot of one app and its instances.

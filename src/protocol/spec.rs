@@ -92,6 +92,9 @@ pub struct AppSpec {
     /// it is restarted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watchdog_ms: Option<u64>,
+    /// Health probes (`[[apps.health]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<ProbeSpec>,
 }
 
 fn default_listen_timeout() -> u64 {
@@ -133,6 +136,7 @@ impl AppSpec {
             wait_ready: false,
             listen_timeout_ms: DEFAULT_LISTEN_TIMEOUT_MS,
             watchdog_ms: None,
+            health: Vec::new(),
         }
     }
 }
@@ -178,5 +182,53 @@ pub struct LogSpec {
 impl LogSpec {
     pub fn is_default(&self) -> bool {
         *self == LogSpec::default()
+    }
+}
+
+/// What a probe's failures do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    /// `failure_threshold` failures in a row restart the instance.
+    Liveness,
+    /// The instance is `online` only while it passes.
+    Readiness,
+}
+
+/// What a probe checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeCheck {
+    /// GET the URL; a 2xx or 3xx answer is healthy.
+    Http(String),
+    /// Connect to `host:port`.
+    Tcp(String),
+    /// Run the command (split shell-style, no shell) in the app's cwd and env; exit 0 is healthy.
+    Exec(Vec<String>),
+}
+
+/// One `[[apps.health]]` probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeSpec {
+    pub kind: ProbeKind,
+    pub check: ProbeCheck,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub initial_delay_ms: u64,
+}
+
+impl ProbeSpec {
+    pub fn new(kind: ProbeKind, check: ProbeCheck) -> ProbeSpec {
+        ProbeSpec {
+            kind,
+            check,
+            interval_ms: 5_000,
+            timeout_ms: 1_000,
+            failure_threshold: 3,
+            success_threshold: 1,
+            initial_delay_ms: 0,
+        }
     }
 }

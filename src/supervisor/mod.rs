@@ -21,7 +21,10 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::sleep_until;
 
 use crate::health::notify::{Notice, NotifySocket};
+use crate::health::probe::{self, ProbeResult};
 use crate::paths::Paths;
+use crate::protocol::spec::ProbeKind;
+use crate::protocol::ProbeState;
 use crate::protocol::{AppSpec, ExitReason, ExitRecord, InstanceInfo, Status};
 use cgroup::{Cgroup, CgroupRoot};
 use policy::{Decision, PolicyState};
@@ -188,6 +191,7 @@ impl InstanceInfo {
             memory_bytes: None,
             history: Vec::new(),
             status_text: None,
+            probes: Vec::new(),
         }
     }
 }
@@ -202,6 +206,30 @@ struct Running {
     watchdog_deadline: Option<tokio::time::Instant>,
     /// A Node app's IPC channel (`process.send('ready')`).
     ipc: Option<IpcChannel>,
+    /// Its health probes, which end with it.
+    probes: Option<Probes>,
+}
+
+/// The probe tasks of a running instance and their results.
+struct Probes {
+    results: mpsc::Receiver<ProbeResult>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The next probe result; never, without probes.
+async fn recv_probe(probes: &mut Option<Probes>) -> Option<ProbeResult> {
+    match probes {
+        Some(p) => p.results.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Our end of a Node app's IPC channel: JSON values, one per line.
@@ -300,6 +328,13 @@ impl Actor {
                         }
                         Phase::Running(run)
                     }
+                    result = recv_probe(&mut run.probes) => match result {
+                        Some(result) => self.on_probe(result, run).await,
+                        None => {
+                            run.probes = None;
+                            Phase::Running(run)
+                        }
+                    },
                     _ = sleep_until_some(run.ready_deadline) => self.failed_start(run).await,
                     _ = sleep_until_some(run.watchdog_deadline) => self.watchdog_missed(run).await,
                     cmd = rx.recv() => match cmd {
@@ -462,8 +497,10 @@ impl Actor {
                 let ready_deadline = self.spec.wait_ready.then(|| {
                     tokio::time::Instant::now() + Duration::from_millis(self.spec.listen_timeout_ms)
                 });
-                if ready_deadline.is_some() {
-                    // Online only once the app says so.
+                let probes = self.start_probes();
+                let readiness = self.spec.health.iter().any(|p| p.kind == ProbeKind::Readiness);
+                if ready_deadline.is_some() || readiness {
+                    // Online only once the app says so and its readiness probes pass.
                     self.info.status = Status::Launching;
                 } else {
                     self.info.status = Status::Online;
@@ -479,6 +516,7 @@ impl Actor {
                     ready_deadline,
                     watchdog_deadline,
                     ipc: s.ipc.and_then(IpcChannel::new),
+                    probes,
                 })
             }
             Err(e) => {
@@ -521,11 +559,10 @@ impl Actor {
     fn on_notices(&mut self, notices: Vec<Notice>, run: &mut Running) {
         for n in notices {
             match n {
-                Notice::Ready if self.info.status == Status::Launching => {
+                Notice::Ready if run.ready_deadline.is_some() => {
                     run.ready_deadline = None;
-                    self.info.status = Status::Online;
-                    self.info.reason = None;
                     tracing::info!(app = %self.spec.name, instance = self.info.index, "ready");
+                    self.maybe_online(run);
                 }
                 Notice::Status(text) => self.info.status_text = Some(text),
                 Notice::Watchdog => run.watchdog_deadline = self.watchdog_due(),
@@ -550,6 +587,100 @@ impl Actor {
         });
         self.publish();
         phase
+    }
+
+    /// Start the instance's health probes (fresh state each run).
+    fn start_probes(&mut self) -> Option<Probes> {
+        self.info.probes = self
+            .spec
+            .health
+            .iter()
+            .map(|p| ProbeState {
+                kind: match p.kind {
+                    ProbeKind::Liveness => "liveness".into(),
+                    ProbeKind::Readiness => "readiness".into(),
+                },
+                target: probe::describe(&p.check),
+                // Alive until proven otherwise; ready once proven.
+                healthy: p.kind == ProbeKind::Liveness,
+                failures: 0,
+                successes: 0,
+                last_error: None,
+            })
+            .collect();
+        if self.spec.health.is_empty() {
+            return None;
+        }
+        let (results, tasks) = probe::start(
+            self.spec.health.clone(),
+            self.ctx.reaper.clone(),
+            self.spec.cwd.clone(),
+            self.spec.env.clone(),
+        );
+        Some(Probes { results, tasks })
+    }
+
+    /// `launching` → `online` once the ready signal (if awaited) came and every readiness
+    /// probe passes.
+    fn maybe_online(&mut self, run: &Running) {
+        let probes_ready = self
+            .spec
+            .health
+            .iter()
+            .zip(&self.info.probes)
+            .all(|(spec, state)| spec.kind != ProbeKind::Readiness || state.healthy);
+        if self.info.status == Status::Launching && run.ready_deadline.is_none() && probes_ready {
+            self.info.status = Status::Online;
+            self.info.reason = None;
+            tracing::info!(app = %self.spec.name, instance = self.info.index, "online");
+        }
+    }
+
+    /// One probe result: count it, and act when a threshold is crossed.
+    async fn on_probe(&mut self, result: ProbeResult, mut run: Running) -> Phase {
+        let Some(spec) = self.spec.health.get(result.index).cloned() else { return Phase::Running(run) };
+        let Some(state) = self.info.probes.get_mut(result.index) else { return Phase::Running(run) };
+        let was_healthy = state.healthy;
+        match result.outcome {
+            Ok(()) => {
+                state.successes += 1;
+                state.failures = 0;
+                if state.successes >= spec.success_threshold {
+                    state.healthy = true;
+                }
+            }
+            Err(e) => {
+                state.failures += 1;
+                state.successes = 0;
+                state.last_error = Some(e);
+                if state.failures >= spec.failure_threshold {
+                    state.healthy = false;
+                }
+            }
+        }
+        let (healthy, failures, last) = (state.healthy, state.failures, state.last_error.clone());
+        if healthy != was_healthy {
+            tracing::info!(app = %self.spec.name, instance = self.info.index, probe = %probe::describe(&spec.check), healthy, "health changed");
+        }
+        if spec.kind == ProbeKind::Liveness && !healthy {
+            let why = format!(
+                "liveness probe `{}` failed {failures} times in a row ({})",
+                probe::describe(&spec.check),
+                last.unwrap_or_default()
+            );
+            tracing::warn!(app = %self.spec.name, instance = self.info.index, "{why}; restarting");
+            let started = run.started;
+            run.probes = None;
+            self.stop_process(run).await;
+            let exit = self.info.last_exit.as_ref().map_or(ExitReason::Signal(libc::SIGKILL), |e| e.reason);
+            let phase = self.after_exit(exit, started.elapsed().as_millis() as u64);
+            self.info.reason = Some(why);
+            self.publish();
+            return phase;
+        }
+        self.maybe_online(&run);
+        self.publish();
+        Phase::Running(run)
     }
 
     /// When the next `WATCHDOG=1` is due, if the app has a watchdog.

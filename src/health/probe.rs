@@ -1,0 +1,192 @@
+//! Health probes: `http` (GET, 2xx/3xx is healthy), `tcp` (connect), `exec` (exit 0). A probe
+//! task runs beside each running instance and reports every result to the instance's actor,
+//! which keeps the counts and acts (restart on liveness failures, `online` on readiness).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+
+use crate::protocol::spec::{ProbeCheck, ProbeSpec};
+use crate::supervisor::fork::{self, Plan};
+use crate::supervisor::reaper::Reaper;
+
+/// One result of probe `index`.
+#[derive(Debug)]
+pub struct ProbeResult {
+    pub index: usize,
+    /// `Err` says why the probe failed.
+    pub outcome: Result<(), String>,
+}
+
+/// What a probe targets, for `show`.
+pub fn describe(check: &ProbeCheck) -> String {
+    match check {
+        ProbeCheck::Http(url) => format!("http {url}"),
+        ProbeCheck::Tcp(addr) => format!("tcp {addr}"),
+        ProbeCheck::Exec(cmd) => format!("exec {}", cmd.join(" ")),
+    }
+}
+
+/// Run every probe of an instance on its schedule until the receiver is dropped.
+pub fn start(
+    probes: Vec<ProbeSpec>,
+    reaper: Reaper,
+    cwd: std::path::PathBuf,
+    env: BTreeMap<String, String>,
+) -> (mpsc::Receiver<ProbeResult>, Vec<tokio::task::JoinHandle<()>>) {
+    let (tx, rx) = mpsc::channel(16);
+    let tasks = probes
+        .into_iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let (tx, reaper, cwd, env) = (tx.clone(), reaper.clone(), cwd.clone(), env.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(p.initial_delay_ms)).await;
+                let mut tick = tokio::time::interval(Duration::from_millis(p.interval_ms));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let timeout = Duration::from_millis(p.timeout_ms);
+                    let outcome =
+                        match tokio::time::timeout(timeout, check(&p.check, &reaper, &cwd, &env)).await {
+                            Ok(r) => r,
+                            Err(_) => Err(format!("no answer within {} ms", p.timeout_ms)),
+                        };
+                    if tx.send(ProbeResult { index, outcome }).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    (rx, tasks)
+}
+
+async fn check(
+    check: &ProbeCheck,
+    reaper: &Reaper,
+    cwd: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    match check {
+        ProbeCheck::Tcp(addr) => {
+            TcpStream::connect(addr).await.map(drop).map_err(|e| format!("connect {addr}: {e}"))
+        }
+        ProbeCheck::Http(url) => http_get(url).await,
+        ProbeCheck::Exec(cmd) => exec(cmd, reaper, cwd, env).await,
+    }
+}
+
+/// `http://host:port/path` into the address and the request path.
+fn split_url(url: &str) -> Option<(String, String, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
+    Some((addr, authority.to_string(), path.to_string()))
+}
+
+async fn http_get(url: &str) -> Result<(), String> {
+    let (addr, host, path) = split_url(url).ok_or_else(|| format!("`{url}` is not an http:// URL"))?;
+    let mut s = TcpStream::connect(&addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: herder-probe\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut head = Vec::with_capacity(64);
+    let mut byte = [0u8; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        let n = s.read(&mut byte).await.map_err(|e| format!("read from {addr}: {e}"))?;
+        if n == 0 {
+            return Err(format!("{addr} closed the connection without an answer"));
+        }
+        head.extend_from_slice(&byte[..n]);
+        if head.len() > 4096 {
+            return Err(format!("{addr} sent no HTTP status line"));
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{addr} sent no HTTP status line"))?;
+    if (200..400).contains(&code) {
+        Ok(())
+    } else {
+        Err(format!("GET {url} answered {code}"))
+    }
+}
+
+async fn exec(
+    cmd: &[String],
+    reaper: &Reaper,
+    cwd: &Path,
+    env: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let plan = Plan::new(
+        &cmd[0],
+        cmd[1..].iter().map(String::as_str),
+        env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        cwd,
+    )
+    .map_err(|e| format!("cannot run `{}`: {e}", cmd[0]))?;
+    // Through the reaper: the daemon reaps every child, so it must know this one.
+    let (pending, exit) = reaper
+        .spawn_with(|| fork::clone_child(&plan, None, None), |p| p.pid)
+        .map_err(|e| format!("cannot run `{}`: {e}", cmd[0]))?;
+    let pid = pending.pid;
+    let child = pending.wait_exec().map_err(|e| format!("cannot run `{}`: {e}", cmd[0]))?;
+    // Its output is not kept; drain it so that it cannot block on a full pipe.
+    for fd in [child.stdout, child.stderr] {
+        if let Ok(rx) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let mut rx = rx;
+                while matches!(rx.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    }
+    // Killed if the probe times out (this future is dropped then).
+    let guard = KillOnDrop(pid);
+    let result = exit.await;
+    std::mem::forget(guard);
+    match result {
+        Ok(crate::protocol::ExitReason::Code(0)) => Ok(()),
+        Ok(other) => Err(format!("`{}` exited with {other}", cmd.join(" "))),
+        Err(_) => Err(format!("`{}` vanished", cmd.join(" "))),
+    }
+}
+
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the probe's own child, not yet reaped (its exit was not seen).
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_address_host_and_path() {
+        assert_eq!(
+            split_url("http://127.0.0.1:8080/health?x=1"),
+            Some(("127.0.0.1:8080".into(), "127.0.0.1:8080".into(), "/health?x=1".into()))
+        );
+        assert_eq!(
+            split_url("http://example.test"),
+            Some(("example.test:80".into(), "example.test".into(), "/".into()))
+        );
+        assert_eq!(split_url("https://x"), None);
+    }
+}
