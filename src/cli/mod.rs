@@ -61,6 +61,8 @@ pub enum Cmd {
     /// Print the last lines of apps' logs, then follow new lines
     #[command(visible_alias = "log")]
     Logs(logs::LogsArgs),
+    /// Stream supervision events (start, exit, restart, errored, ready, health, watchdog)
+    Events(JsonFlag),
     /// Empty the apps' current log files (every app's without a target)
     Flush(FlushArgs),
     /// Reopen every log file (after an external logrotate moved them)
@@ -332,6 +334,7 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::Logs(a) => logs::logs(paths, a).await,
+        Cmd::Events(f) => events(paths, f.json).await,
         Cmd::Flush(a) => logs::flush(paths, a.targets).await,
         Cmd::ReloadLogs => logs::reload(paths).await,
         Cmd::Kill => kill(paths).await,
@@ -367,6 +370,22 @@ fn print_done(req: &Request, apps: &[AppInfo]) -> Result<()> {
         text.push_str(&render::table(apps));
     }
     out(&text)
+}
+
+/// `herder events`: print events as they happen, one per line, until interrupted.
+async fn events(paths: &Paths, json: bool) -> Result<i32> {
+    let mut c = Client::connect(paths, true).await?;
+    c.send(&Request::Events).await?;
+    loop {
+        match c.next().await? {
+            Response::Event(e) => {
+                let line = if json { serde_json::to_string(&e)? } else { render::event(&e) };
+                out(&(line + "\n"))?;
+            }
+            Response::Error(e) => bail!("{}", e.message),
+            _ => {}
+        }
+    }
 }
 
 async fn kill(paths: &Paths) -> Result<i32> {

@@ -154,6 +154,24 @@ pub fn table(apps: &[AppInfo]) -> String {
     out
 }
 
+/// One event, for people: `12:00:01.123 web:0 exit code 1 (after 50 ms)`.
+pub fn event(e: &crate::protocol::Event) -> String {
+    let ts = jiff::Timestamp::from_millisecond(e.at_ms as i64)
+        .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::system()).strftime("%H:%M:%S%.3f").to_string())
+        .unwrap_or_default();
+    let mut s = format!("{ts} {}:{} {}", e.app, e.instance, e.kind);
+    if let Some(exit) = &e.exit {
+        let _ = write!(s, " {exit}");
+    }
+    if let Some(pid) = e.pid {
+        let _ = write!(s, " pid {pid}");
+    }
+    if let Some(d) = &e.detail {
+        let _ = write!(s, " ({d})");
+    }
+    s
+}
+
 /// Everything about one app.
 pub fn show(app: &AppInfo) -> String {
     let s = &app.spec;

@@ -93,6 +93,11 @@ impl Client {
     }
 
     /// Send one request and read its response.
+    /// Send a request without waiting for an answer (a stream follows).
+    pub async fn send(&mut self, req: &Request) -> Result<(), ClientError> {
+        protocol::write_frame(&mut self.stream, req).await.map_err(closed)
+    }
+
     pub async fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
         protocol::write_frame(&mut self.stream, req).await.map_err(closed)?;
         protocol::read_frame(&mut self.stream).await.map_err(closed)

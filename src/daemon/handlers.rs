@@ -27,6 +27,8 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
     );
     let result = match req {
         Request::Ping => Ok(Response::Pong(ping(d))),
+        // Served by the connection itself, as a stream.
+        Request::Events => Err(bad("`Events` is a stream: send it on a connection of its own")),
         Request::Start { specs } => start(d, specs).await,
         Request::StartExisting { targets } => start_existing(d, &targets).await,
         Request::Stop { targets } => on_instances(d, &targets, |h| async move { h.stop().await }).await,
@@ -67,6 +69,7 @@ fn ping(d: &Daemon) -> DaemonInfo {
         cgroup_note: d.cgroup_note.clone(),
         subreaper: d.subreaper,
         followers: d.followers.load(std::sync::atomic::Ordering::Relaxed),
+        event_followers: d.ctx.events.receiver_count(),
     }
 }
 

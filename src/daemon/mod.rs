@@ -233,6 +233,7 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
         reaper,
         cgroups,
         logs: Arc::default(),
+        events: tokio::sync::broadcast::channel(1024).0,
         changed: changed.clone(),
     });
     let daemon = Arc::new(Daemon {
@@ -329,6 +330,38 @@ async fn sample_memory(daemon: Arc<Daemon>) {
     }
 }
 
+/// `herder events`: every event as a frame, until the client hangs up (noticed at once, even
+/// when nothing happens). A client too slow to keep up is told how many events it missed.
+async fn stream_events(daemon: &Daemon, mut stream: UnixStream) {
+    use tokio::io::AsyncReadExt;
+    use tokio::sync::broadcast::error::RecvError;
+    let mut rx = daemon.ctx.events.subscribe();
+    let (mut read, mut write) = stream.split();
+    let mut byte = [0u8; 1];
+    loop {
+        let event = tokio::select! {
+            got = rx.recv() => match got {
+                Ok(e) => e,
+                Err(RecvError::Lagged(n)) => protocol::Event {
+                    at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+                    kind: "lagged".into(),
+                    app: String::new(),
+                    instance: 0,
+                    pid: None,
+                    exit: None,
+                    detail: Some(format!("{n} events skipped: this client read too slowly")),
+                },
+                Err(RecvError::Closed) => return,
+            },
+            // The client sends nothing: a read ending means it hung up.
+            _ = read.read(&mut byte) => return,
+        };
+        if protocol::write_frame(&mut write, &Response::Event(event)).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Serve one client: check its uid, handshake, then answer requests until it hangs up.
 async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
     // SAFETY: geteuid(2) has no preconditions.
@@ -373,6 +406,9 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
                 return;
             }
         };
+        if let Request::Events = req {
+            return stream_events(&daemon, stream).await;
+        }
         if let Request::Logs { targets, follow, out, err } = req {
             let (resp, follower) = match logs::open(&daemon, targets, follow, out, err).await {
                 Ok(opened) => (opened.reply, opened.follower),

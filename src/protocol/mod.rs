@@ -70,6 +70,8 @@ impl Target {
 pub enum Request {
     /// Liveness and identity of the daemon.
     Ping,
+    /// Stream every supervision event ([`Response::Event`] frames) until the client hangs up.
+    Events,
     /// Add these apps and start them; apps whose name already exists are updated to the new
     /// spec and restarted (as `pm2 start ecosystem.config.js` does).
     Start {
@@ -129,6 +131,8 @@ pub enum Request {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
     Pong(DaemonInfo),
+    /// One event of an `Events` stream.
+    Event(Event),
     /// The request was carried out on these apps.
     Done {
         apps: Vec<AppInfo>,
@@ -268,6 +272,9 @@ pub struct DaemonInfo {
     /// Clients following logs (`herder logs`) right now.
     #[serde(default)]
     pub followers: usize,
+    /// Clients streaming events (`herder events`) right now.
+    #[serde(default)]
+    pub event_followers: usize,
 }
 
 /// States of an instance (DESIGN.md, Lifecycle).
@@ -399,6 +406,24 @@ pub fn signal_number(name: &str) -> Option<i32> {
         _ => return None,
     };
     Some(n)
+}
+
+/// Something that happened to an instance, as `herder events` and hooks see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Unix time, ms.
+    pub at_ms: u64,
+    /// `start`, `exit`, `restart`, `errored`, `ready`, `health`, `watchdog`, `lagged`.
+    pub kind: String,
+    pub app: String,
+    pub instance: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitReason>,
+    /// Why, in words (a probe's error, a restart's cause…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// One exit in an instance's history.

@@ -40,6 +40,8 @@ pub struct Context {
     pub cgroups: Option<CgroupRoot>,
     /// Log writers shared by instances, and the channel to `logs -f` followers.
     pub logs: Arc<crate::logs::Hub>,
+    /// Every instance's events, for `herder events` and hooks.
+    pub events: tokio::sync::broadcast::Sender<crate::protocol::Event>,
     /// Woken whenever something worth persisting changed (a pid, a status).
     pub changed: Arc<Notify>,
 }
@@ -410,6 +412,7 @@ impl Actor {
             }
             Cmd::Restart(spec, reply) => {
                 let was_up = running.is_some();
+                self.event("restart", None, Some("requested".into()));
                 if let Some(run) = running {
                     self.stop_process(run).await;
                 }
@@ -468,6 +471,22 @@ impl Actor {
         self.publish();
     }
 
+    /// Tell `herder events` (and hooks) that `kind` happened.
+    fn event(&self, kind: &str, exit: Option<ExitReason>, detail: Option<String>) {
+        if self.ctx.events.receiver_count() == 0 {
+            return;
+        }
+        let _ = self.ctx.events.send(crate::protocol::Event {
+            at_ms: now_ms(),
+            kind: kind.to_string(),
+            app: self.spec.name.clone(),
+            instance: self.info.index,
+            pid: self.info.pid,
+            exit,
+            detail,
+        });
+    }
+
     fn publish(&self) {
         self.status.send_replace(self.info.clone());
         self.ctx.changed.notify_one();
@@ -508,6 +527,7 @@ impl Actor {
                 }
                 self.publish();
                 tracing::info!(app = %self.spec.name, instance = self.info.index, pid = s.pid, "started");
+                self.event("start", None, None);
                 let watchdog_deadline = self.watchdog_due();
                 Phase::Running(Running {
                     pid: s.pid,
@@ -549,6 +569,7 @@ impl Actor {
         let exit = exit.unwrap_or(ExitReason::Signal(libc::SIGKILL));
         let uptime_ms = self.record_exit(exit, started);
         tracing::info!(app = %self.spec.name, instance = self.info.index, %exit, uptime_ms, "exited");
+        self.event("exit", Some(exit), Some(format!("after {uptime_ms} ms")));
         // What the app left behind (children of a crashed parent) would run twice after the
         // restart: end it first.
         self.kill_leftovers();
@@ -633,6 +654,7 @@ impl Actor {
             self.info.status = Status::Online;
             self.info.reason = None;
             tracing::info!(app = %self.spec.name, instance = self.info.index, "online");
+            self.event("ready", None, None);
         }
     }
 
@@ -661,6 +683,13 @@ impl Actor {
         let (healthy, failures, last) = (state.healthy, state.failures, state.last_error.clone());
         if healthy != was_healthy {
             tracing::info!(app = %self.spec.name, instance = self.info.index, probe = %probe::describe(&spec.check), healthy, "health changed");
+            let state = if healthy { "healthy" } else { "unhealthy" };
+            let detail = format!(
+                "{} probe `{}` is {state}",
+                self.info.probes[result.index].kind,
+                probe::describe(&spec.check)
+            );
+            self.event("health", None, Some(detail));
         }
         if spec.kind == ProbeKind::Liveness && !healthy {
             let why = format!(
@@ -694,6 +723,7 @@ impl Actor {
     async fn watchdog_missed(&mut self, run: Running) -> Phase {
         let why = format!("no `WATCHDOG=1` within `watchdog` ({} ms)", self.spec.watchdog_ms.unwrap_or(0));
         tracing::warn!(app = %self.spec.name, instance = self.info.index, "{why}; restarting");
+        self.event("watchdog", None, Some(why.clone()));
         let started = run.started;
         self.stop_process(run).await;
         let exit = self.info.last_exit.as_ref().map_or(ExitReason::Signal(libc::SIGKILL), |e| e.reason);
@@ -709,6 +739,7 @@ impl Actor {
             Decision::Restart { delay_ms } => {
                 self.info.unstable_restarts = self.policy.unstable;
                 self.auto_restart_pending = true;
+                self.event("restart", Some(exit), Some(format!("in {delay_ms} ms")));
                 if delay_ms == 0 {
                     self.launch()
                 } else {
@@ -719,6 +750,9 @@ impl Actor {
             }
             Decision::Halt { status, reason } => {
                 self.info.unstable_restarts = self.policy.unstable;
+                if status == Status::Errored {
+                    self.event("errored", Some(exit), reason.clone());
+                }
                 self.info.status = status;
                 self.info.reason = reason;
                 self.publish();

@@ -5,6 +5,7 @@ mod harness;
 mod config_errors;
 mod config_formats;
 mod daemon;
+mod events;
 mod health;
 mod lifecycle;
 mod log_config;

@@ -1,0 +1,69 @@
+//! `herder events`: the stream of supervision events.
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::harness::*;
+
+const T: Duration = Duration::from_secs(20);
+
+#[test]
+fn events_stream_start_exit_restart_and_errored() {
+    let h = TestHome::new();
+    h.ok(&["ping"]);
+    let mut follower = h.cmd(&["events", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = mpsc::channel::<serde_json::Value>();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    wait_for("the follower to subscribe", T, || {
+        let info: serde_json::Value = serde_json::from_str(&h.ok(&["ping", "--json"])).ok()?;
+        (info["event_followers"].as_u64()? >= 1).then_some(())
+    });
+    h.ok(&[
+        "start",
+        fixture("crash.sh").to_str().unwrap(),
+        "--name",
+        "crashy",
+        "--max-restarts",
+        "1",
+        "--",
+        "4",
+    ]);
+    let mut got: Vec<serde_json::Value> = Vec::new();
+    wait_for("the errored event", T, || {
+        while let Ok(v) = rx.try_recv() {
+            got.push(v);
+        }
+        got.last().is_some_and(|v| v["kind"] == "errored").then_some(())
+    });
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let kinds: Vec<&str> = got.iter().map(|v| v["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["start", "exit", "restart", "start", "exit", "errored"], "{got:?}");
+    assert_eq!(got[1]["app"], "crashy");
+    assert_eq!(got[1]["exit"]["code"], 4);
+    assert!(got[5]["detail"].as_str().unwrap().contains("unstable"));
+}
+
+#[test]
+fn the_daemon_notices_an_events_client_hanging_up() {
+    let h = TestHome::new();
+    h.ok(&["ping"]);
+    let mut follower = h.cmd(&["events"]).stdout(Stdio::null()).spawn().unwrap();
+    let count = || -> Option<u64> {
+        let info: serde_json::Value = serde_json::from_str(&h.ok(&["ping", "--json"])).ok()?;
+        info["event_followers"].as_u64()
+    };
+    wait_for("the follower to subscribe", T, || (count()? == 1).then_some(()));
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    wait_for("the daemon to drop it", T, || (count()? == 0).then_some(()));
+}
