@@ -97,6 +97,8 @@ pub struct AppDecl {
     /// `watchdog`: the app must send `WATCHDOG=1` at least this often (ms).
     pub watchdog_ms: Option<u64>,
     pub health: Vec<crate::protocol::spec::ProbeSpec>,
+    pub cron_restart: Option<String>,
+    pub cron_timezone: Option<String>,
 }
 
 /// An `env_<name>` table.
@@ -354,6 +356,8 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
     spec.wait_ready = decl.wait_ready.unwrap_or(false);
     spec.watchdog_ms = decl.watchdog_ms;
     spec.health = decl.health.clone();
+    spec.cron_restart = decl.cron_restart.clone();
+    spec.cron_timezone = decl.cron_timezone.clone();
     if let Some(ms) = decl.listen_timeout_ms {
         spec.listen_timeout_ms = ms;
     }

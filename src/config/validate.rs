@@ -48,6 +48,7 @@ pub enum Field {
     User,
     Group,
     CronRestart,
+    CronTimezone,
     Watch,
     IgnoreWatch,
     WatchDelay,
@@ -139,7 +140,8 @@ pub const FIELDS: &[FieldDef] = &[
     now(Field::KillTimeout, "kill_timeout", &[]),
     later(Field::User, "user", &["uid"]),
     later(Field::Group, "group", &["gid"]),
-    later(Field::CronRestart, "cron_restart", &["cron"]),
+    now(Field::CronRestart, "cron_restart", &["cron"]),
+    now(Field::CronTimezone, "cron_timezone", &[]),
     later(Field::Watch, "watch", &[]),
     later(Field::IgnoreWatch, "ignore_watch", &[]),
     later(Field::WatchDelay, "watch_delay", &[]),
@@ -828,24 +830,28 @@ impl AppCx<'_, '_> {
         }
     }
 
-    fn cron(&mut self, key: &str, value: &Value) {
+    /// `cron_restart`: a cron expression; `0` (PM2) turns it off.
+    fn cron(&mut self, key: &str, value: &Value) -> Option<String> {
         let text = match &value.kind {
-            Kind::Int(0) => return,
+            Kind::Int(0) => return None,
             Kind::Str(s) => s.trim().to_string(),
-            _ => return self.type_error(key, value, "a cron expression such as \"0 3 * * *\""),
+            _ => {
+                self.type_error(key, value, "a cron expression such as \"0 3 * * *\"");
+                return None;
+            }
         };
-        let fields: Vec<&str> = text.split_whitespace().collect();
-        let ok = text == "0"
-            || (text.starts_with('@') && text.len() > 1)
-            || ((5..=6).contains(&fields.len())
-                && fields
-                    .iter()
-                    .all(|f| f.chars().all(|c| c.is_ascii_alphanumeric() || "*/,-?#".contains(c))));
-        if !ok {
-            let msg = format!("`{key}` in app {}: invalid cron expression `{text}`", self.label);
-            let hint =
-                "write 5 fields (minute hour day month weekday), or 6 with seconds first, e.g. \"0 3 * * *\"";
-            self.push(ConfigError::new(msg).at(value.span).with_hint(hint));
+        if text == "0" {
+            return None;
+        }
+        match crate::health::cron::Schedule::parse(&text, Some("UTC")) {
+            Ok(_) => Some(text),
+            Err(e) => {
+                let msg = format!("`{key}` in app {}: {e}", self.label);
+                let hint =
+                    "write 5 fields (minute hour day month weekday), or 6 with seconds first, e.g. \"0 3 * * *\"";
+                self.push(ConfigError::new(msg).at(value.span).with_hint(hint));
+                None
+            }
         }
     }
 
@@ -1182,7 +1188,21 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             Field::KillSignal => decl.kill_signal = cx.signal(key, v),
             Field::KillTimeout => decl.kill_timeout_ms = cx.duration(key, v),
             Field::User | Field::Group => cx.user(key, v),
-            Field::CronRestart => cx.cron(key, v),
+            Field::CronRestart => decl.cron_restart = cx.cron(key, v),
+            Field::CronTimezone => {
+                if let Some(tz) = cx.non_empty_string(key, v) {
+                    if jiff02::tz::TimeZone::get(&tz).is_ok() {
+                        decl.cron_timezone = Some(tz);
+                    } else {
+                        let msg = format!("`{key}` in app {}: unknown time zone `{tz}`", cx.label);
+                        cx.push(
+                            ConfigError::new(msg)
+                                .at(v.span)
+                                .with_hint("an IANA name such as \"Europe/Paris\" or \"UTC\""),
+                        );
+                    }
+                }
+            }
             Field::Watch => {
                 if !matches!(v.kind, Kind::Bool(_)) {
                     cx.strings(key, v);

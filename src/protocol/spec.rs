@@ -95,6 +95,12 @@ pub struct AppSpec {
     /// Health probes (`[[apps.health]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<ProbeSpec>,
+    /// Restart on this cron schedule (`cron_restart`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron_restart: Option<String>,
+    /// The time zone of `cron_restart` (IANA name; the machine's by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cron_timezone: Option<String>,
 }
 
 fn default_listen_timeout() -> u64 {
@@ -137,6 +143,8 @@ impl AppSpec {
             listen_timeout_ms: DEFAULT_LISTEN_TIMEOUT_MS,
             watchdog_ms: None,
             health: Vec::new(),
+            cron_restart: None,
+            cron_timezone: None,
         }
     }
 }

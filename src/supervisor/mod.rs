@@ -210,6 +210,8 @@ struct Running {
     ipc: Option<IpcChannel>,
     /// Its health probes, which end with it.
     probes: Option<Probes>,
+    /// With `cron_restart`: when the next scheduled restart is due.
+    cron_deadline: Option<tokio::time::Instant>,
 }
 
 /// The probe tasks of a running instance and their results.
@@ -338,6 +340,7 @@ impl Actor {
                         }
                     },
                     _ = sleep_until_some(run.ready_deadline) => self.failed_start(run).await,
+                    _ = sleep_until_some(run.cron_deadline) => self.cron_restart(run).await,
                     _ = sleep_until_some(run.watchdog_deadline) => self.watchdog_missed(run).await,
                     cmd = rx.recv() => match cmd {
                         None => {
@@ -537,6 +540,7 @@ impl Actor {
                     watchdog_deadline,
                     ipc: s.ipc.and_then(IpcChannel::new),
                     probes,
+                    cron_deadline: self.cron_due(),
                 })
             }
             Err(e) => {
@@ -710,6 +714,29 @@ impl Actor {
         self.maybe_online(&run);
         self.publish();
         Phase::Running(run)
+    }
+
+    /// When the next `cron_restart` is due, if the app has one.
+    fn cron_due(&self) -> Option<tokio::time::Instant> {
+        let expr = self.spec.cron_restart.as_deref()?;
+        let schedule = match crate::health::cron::Schedule::parse(expr, self.spec.cron_timezone.as_deref()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(app = %self.spec.name, error = %e, "cron_restart ignored");
+                return None;
+            }
+        };
+        schedule.until_next().map(|d| tokio::time::Instant::now() + d)
+    }
+
+    /// The `cron_restart` schedule came due: restart the instance.
+    async fn cron_restart(&mut self, run: Running) -> Phase {
+        let expr = self.spec.cron_restart.clone().unwrap_or_default();
+        tracing::info!(app = %self.spec.name, instance = self.info.index, cron = %expr, "scheduled restart");
+        self.event("restart", None, Some(format!("cron_restart `{expr}`")));
+        self.stop_process(run).await;
+        self.info.restarts += 1;
+        self.launch()
     }
 
     /// When the next `WATCHDOG=1` is due, if the app has a watchdog.

@@ -67,3 +67,47 @@ fn the_daemon_notices_an_events_client_hanging_up() {
     follower.wait().unwrap();
     wait_for("the daemon to drop it", T, || (count()? == 0).then_some(()));
 }
+
+#[test]
+fn cron_restart_every_two_seconds_shows_in_events() {
+    let h = TestHome::new();
+    h.ok(&["ping"]);
+    let mut follower = h.cmd(&["events", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = mpsc::channel::<serde_json::Value>();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    wait_for("the follower to subscribe", T, || {
+        let info: serde_json::Value = serde_json::from_str(&h.ok(&["ping", "--json"])).ok()?;
+        (info["event_followers"].as_u64()? >= 1).then_some(())
+    });
+    let text = format!(
+        "[[apps]]\nname = \"cronned\"\nscript = \"{}\"\nargs = [\"{}\"]\ncron_restart = \"*/2 * * * * *\"\ncron_timezone = \"UTC\"\n",
+        fixture("idle.sh").display(),
+        h.tag("cronned")
+    );
+    let cfg = h.write("cron.toml", &text);
+    h.ok(&["start", cfg.to_str().unwrap()]);
+    let mut restarts: Vec<u64> = Vec::new();
+    wait_for("three scheduled restarts", T, || {
+        while let Ok(v) = rx.try_recv() {
+            if v["kind"] == "restart" && v["detail"].as_str().unwrap_or_default().contains("cron_restart") {
+                restarts.push(v["at_ms"].as_u64().unwrap());
+            }
+        }
+        (restarts.len() >= 3).then_some(())
+    });
+    let _ = follower.kill();
+    let _ = follower.wait();
+    // On even seconds: two seconds apart (give or take the machine's scheduling).
+    for w in restarts.windows(2) {
+        let gap = w[1] - w[0];
+        assert!((1000..=3000).contains(&gap), "gaps of about 2 s: {restarts:?}");
+    }
+    assert!(h.app("cronned").instances[0].restarts >= 3);
+}
