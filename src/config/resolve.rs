@@ -99,6 +99,7 @@ pub struct AppDecl {
     pub health: Vec<crate::protocol::spec::ProbeSpec>,
     pub cron_restart: Option<String>,
     pub cron_timezone: Option<String>,
+    pub hooks: Vec<crate::protocol::spec::HookSpec>,
 }
 
 /// An `env_<name>` table.
@@ -358,6 +359,7 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
     spec.health = decl.health.clone();
     spec.cron_restart = decl.cron_restart.clone();
     spec.cron_timezone = decl.cron_timezone.clone();
+    spec.hooks = decl.hooks.clone();
     if let Some(ms) = decl.listen_timeout_ms {
         spec.listen_timeout_ms = ms;
     }

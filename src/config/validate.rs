@@ -13,7 +13,7 @@ use super::signal::{parse_signal, signal_from_number, signal_names};
 use super::units::{self, UnitError};
 use super::value::{Kind, Span, Table, Value};
 use super::ConfigError;
-use crate::protocol::spec::{ProbeCheck, ProbeKind, ProbeSpec};
+use crate::protocol::spec::{HookAction, HookSpec, ProbeCheck, ProbeKind, ProbeSpec};
 
 /// The keys of an app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +49,7 @@ pub enum Field {
     Group,
     CronRestart,
     CronTimezone,
+    Hooks,
     Watch,
     IgnoreWatch,
     WatchDelay,
@@ -142,6 +143,7 @@ pub const FIELDS: &[FieldDef] = &[
     later(Field::Group, "group", &["gid"]),
     now(Field::CronRestart, "cron_restart", &["cron"]),
     now(Field::CronTimezone, "cron_timezone", &[]),
+    now(Field::Hooks, "hooks", &[]),
     later(Field::Watch, "watch", &[]),
     later(Field::IgnoreWatch, "ignore_watch", &[]),
     later(Field::WatchDelay, "watch_delay", &[]),
@@ -911,6 +913,104 @@ impl AppCx<'_, '_> {
         }
     }
 
+    /// `hooks`: a hook table or a list of them.
+    fn hooks(&mut self, key: &str, value: &Value) -> Vec<HookSpec> {
+        const KEYS: &[&str] = &["events", "webhook", "command", "timeout", "retries"];
+        const KINDS: &[&str] = &["start", "exit", "restart", "errored", "ready", "health", "watchdog"];
+        let items: Vec<&Value> = match &value.kind {
+            Kind::Table(_) => vec![value],
+            Kind::Array(items) => items.iter().collect(),
+            _ => {
+                self.type_error(key, value, "a table or a list of tables");
+                return Vec::new();
+            }
+        };
+        let mut hooks = Vec::new();
+        for item in items {
+            let Kind::Table(table) = &item.kind else {
+                self.type_error(key, item, "a table or a list of tables");
+                continue;
+            };
+            let errors_before = self.cx.errors.len();
+            let mut hook = HookSpec {
+                events: Vec::new(),
+                action: HookAction::Command(Vec::new()),
+                timeout_ms: 5_000,
+                retries: 2,
+            };
+            let mut actions = Vec::new();
+            for e in &table.entries {
+                let k = format!("{key}.{}", e.key);
+                let v = &e.value;
+                match e.key.as_str() {
+                    "events" => {
+                        for kind in self.strings(&k, v).unwrap_or_default() {
+                            if KINDS.contains(&kind.as_str()) {
+                                hook.events.push(kind);
+                            } else {
+                                let mut err = ConfigError::new(format!(
+                                    "`{k}` in app {}: unknown event `{kind}`",
+                                    self.label
+                                ))
+                                .at(v.span);
+                                err = err.with_hint(match did_you_mean(&kind, KINDS) {
+                                    Some(s) => format!("did you mean `{s}`?"),
+                                    None => format!("events are {}", KINDS.join(", ")),
+                                });
+                                self.push(err);
+                            }
+                        }
+                    }
+                    "webhook" => {
+                        if let Some(url) = self.non_empty_string(&k, v) {
+                            if url.starts_with("http://") {
+                                actions.push(HookAction::Webhook(url));
+                            } else {
+                                let msg =
+                                    format!("`{k}` in app {}: `{url}` is not an http:// URL", self.label);
+                                self.push(ConfigError::new(msg).at(v.span));
+                            }
+                        }
+                    }
+                    "command" => {
+                        if let Some(words) = self.words(&k, v).filter(|w| !w.is_empty()) {
+                            actions.push(HookAction::Command(words));
+                        }
+                    }
+                    "timeout" => {
+                        hook.timeout_ms = self.duration(&k, v).filter(|ms| *ms > 0).unwrap_or(hook.timeout_ms)
+                    }
+                    "retries" => hook.retries = self.u32(&k, v).unwrap_or(hook.retries),
+                    other => {
+                        let mut err = ConfigError::new(format!(
+                            "unknown key `{other}` in a `{key}` entry of app {}",
+                            self.label
+                        ))
+                        .at(e.key_span);
+                        if let Some(s) = did_you_mean(other, KEYS) {
+                            err = err.with_hint(format!("did you mean `{s}`?"));
+                        }
+                        self.push(err);
+                    }
+                }
+            }
+            if actions.len() != 1 {
+                let msg = format!(
+                    "a `{key}` entry of app {} needs exactly one of `webhook` or `command`",
+                    self.label
+                );
+                self.push(ConfigError::new(msg).at(item.span));
+            }
+            if self.cx.errors.len() == errors_before {
+                if let Some(action) = actions.pop() {
+                    hook.action = action;
+                    hooks.push(hook);
+                }
+            }
+        }
+        hooks
+    }
+
     /// `health`: a probe table or a list of them.
     fn probes(&mut self, key: &str, value: &Value) -> Vec<ProbeSpec> {
         let items: Vec<&Value> = match &value.kind {
@@ -1277,6 +1377,7 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             Field::LogRetain => decl.logs.retain = cx.u32(key, v),
             Field::LogRateLimit => decl.logs.rate_limit = cx.log_rate_limit(key, v),
             Field::Health => decl.health = cx.probes(key, v),
+            Field::Hooks => decl.hooks = cx.hooks(key, v),
             Field::Balancer => {
                 if !matches!(v.kind, Kind::Table(_)) {
                     cx.type_error(key, v, "a table");

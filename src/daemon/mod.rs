@@ -266,6 +266,15 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
     };
 
     let sampler = tokio::spawn(sample_memory(daemon.clone()));
+    let hooks = {
+        let d = daemon.clone();
+        let spec_of = move |app: &str| d.registry().by_name(app).map(|a| a.spec().clone());
+        tokio::spawn(crate::health::hooks::run(
+            daemon.ctx.events.subscribe(),
+            spec_of,
+            daemon.ctx.reaper.clone(),
+        ))
+    };
 
     let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Runtime)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
@@ -305,6 +314,7 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
     }
     persister.abort();
     sampler.abort();
+    hooks.abort();
     daemon.persist().await;
     Ok(())
 }

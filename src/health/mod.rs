@@ -2,5 +2,6 @@
 //! and triggers come next.
 
 pub mod cron;
+pub mod hooks;
 pub mod notify;
 pub mod probe;

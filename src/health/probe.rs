@@ -93,30 +93,7 @@ fn split_url(url: &str) -> Option<(String, String, String)> {
 }
 
 async fn http_get(url: &str) -> Result<(), String> {
-    let (addr, host, path) = split_url(url).ok_or_else(|| format!("`{url}` is not an http:// URL"))?;
-    let mut s = TcpStream::connect(&addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: herder-probe\r\nConnection: close\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).await.map_err(|e| format!("send to {addr}: {e}"))?;
-    let mut head = Vec::with_capacity(64);
-    let mut byte = [0u8; 256];
-    while !head.windows(2).any(|w| w == b"\r\n") {
-        let n = s.read(&mut byte).await.map_err(|e| format!("read from {addr}: {e}"))?;
-        if n == 0 {
-            return Err(format!("{addr} closed the connection without an answer"));
-        }
-        head.extend_from_slice(&byte[..n]);
-        if head.len() > 4096 {
-            return Err(format!("{addr} sent no HTTP status line"));
-        }
-    }
-    let line = String::from_utf8_lossy(&head);
-    let code: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{addr} sent no HTTP status line"))?;
+    let code = http(url, "GET", None).await?;
     if (200..400).contains(&code) {
         Ok(())
     } else {
@@ -124,7 +101,39 @@ async fn http_get(url: &str) -> Result<(), String> {
     }
 }
 
-async fn exec(
+/// Send one HTTP/1.1 request (`Connection: close`) and return the answer's status code.
+pub(crate) async fn http(url: &str, method: &str, json_body: Option<&[u8]>) -> Result<u16, String> {
+    let (addr, host, path) = split_url(url).ok_or_else(|| format!("`{url}` is not an http:// URL"))?;
+    let mut s = TcpStream::connect(&addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: herder\r\nConnection: close\r\n");
+    if let Some(body) = json_body {
+        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(json_body.unwrap_or_default());
+    s.write_all(&bytes).await.map_err(|e| format!("send to {addr}: {e}"))?;
+    let mut head = Vec::with_capacity(64);
+    let mut chunk = [0u8; 256];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        let n = s.read(&mut chunk).await.map_err(|e| format!("read from {addr}: {e}"))?;
+        if n == 0 {
+            return Err(format!("{addr} closed the connection without an answer"));
+        }
+        head.extend_from_slice(&chunk[..n]);
+        if head.len() > 4096 {
+            return Err(format!("{addr} sent no HTTP status line"));
+        }
+    }
+    String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("{addr} sent no HTTP status line"))
+}
+
+pub(crate) async fn exec(
     cmd: &[String],
     reaper: &Reaper,
     cwd: &Path,

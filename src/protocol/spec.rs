@@ -101,6 +101,9 @@ pub struct AppSpec {
     /// The time zone of `cron_restart` (IANA name; the machine's by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron_timezone: Option<String>,
+    /// Webhooks and commands run on events (`[[apps.hooks]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hooks: Vec<HookSpec>,
 }
 
 fn default_listen_timeout() -> u64 {
@@ -145,6 +148,7 @@ impl AppSpec {
             health: Vec::new(),
             cron_restart: None,
             cron_timezone: None,
+            hooks: Vec::new(),
         }
     }
 }
@@ -239,4 +243,26 @@ impl ProbeSpec {
             initial_delay_ms: 0,
         }
     }
+}
+
+/// What a hook does with an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HookAction {
+    /// POST the event as JSON to this http:// URL.
+    Webhook(String),
+    /// Run this command (no shell) with the event in `HERDER_EVENT` (JSON) and
+    /// `HERDER_EVENT_KIND`.
+    Command(Vec<String>),
+}
+
+/// One `[[apps.hooks]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HookSpec {
+    /// Event kinds it receives (`exit`, `restart`, `errored`, `health`…); empty = all.
+    pub events: Vec<String>,
+    pub action: HookAction,
+    pub timeout_ms: u64,
+    /// Further attempts after a failed one.
+    pub retries: u32,
 }

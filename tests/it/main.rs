@@ -7,6 +7,7 @@ mod config_formats;
 mod daemon;
 mod events;
 mod health;
+mod hooks;
 mod lifecycle;
 mod log_config;
 mod logs;
