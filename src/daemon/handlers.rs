@@ -69,7 +69,7 @@ fn ping(d: &Daemon) -> DaemonInfo {
         cgroup_note: d.cgroup_note.clone(),
         subreaper: d.subreaper,
         followers: d.followers.load(std::sync::atomic::Ordering::Relaxed),
-        event_followers: d.ctx.events.receiver_count(),
+        event_followers: d.event_followers.load(std::sync::atomic::Ordering::Relaxed),
     }
 }
 

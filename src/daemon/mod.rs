@@ -58,6 +58,8 @@ pub(crate) struct Daemon {
     pub cgroup_note: Option<String>,
     /// Clients following logs right now.
     pub followers: AtomicUsize,
+    /// Clients streaming events (`herder events`) right now.
+    pub event_followers: AtomicUsize,
 }
 
 impl Daemon {
@@ -246,6 +248,7 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
         subreaper,
         cgroup_note,
         followers: AtomicUsize::new(0),
+        event_followers: AtomicUsize::new(0),
     });
     tracing::info!(pid = std::process::id(), version = protocol::PROGRAM_VERSION, home = %paths.home.display(), subreaper, "daemon started");
 
@@ -346,6 +349,14 @@ async fn stream_events(daemon: &Daemon, mut stream: UnixStream) {
     use tokio::io::AsyncReadExt;
     use tokio::sync::broadcast::error::RecvError;
     let mut rx = daemon.ctx.events.subscribe();
+    daemon.event_followers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    struct Leave<'a>(&'a std::sync::atomic::AtomicUsize);
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let _leave = Leave(&daemon.event_followers);
     let (mut read, mut write) = stream.split();
     let mut byte = [0u8; 1];
     loop {
