@@ -2,6 +2,7 @@
 
 mod logs;
 mod render;
+mod update;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -70,8 +71,13 @@ pub enum Cmd {
     ReloadLogs,
     /// Stop every app, then the daemon
     Kill,
+    /// Replace the daemon's program with the installed binary, in place: same pid, apps untouched
+    Update(JsonFlag),
     /// Run the daemon in the foreground
     Daemon,
+    /// Print what a daemon checks before it executes this binary (`herder update`)
+    #[command(hide = true)]
+    HandoverCheck,
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +256,10 @@ pub fn run_daemon() -> Result<()> {
 
 /// Run a client command; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    if let Cmd::HandoverCheck = cli.command {
+        out(&(serde_json::to_string(&crate::daemon::image::check_report())? + "\n"))?;
+        return Ok(0);
+    }
     let paths = Paths::from_env().context("cannot find herder's home")?;
     if let Cmd::Daemon = cli.command {
         run_daemon()?;
@@ -322,8 +332,12 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
             if f.json {
                 out(&(serde_json::to_string_pretty(&info)? + "\n"))?;
             } else {
+                let updated = match info.exec_generation {
+                    0 => String::new(),
+                    n => format!(", updated in place {n} time(s)"),
+                };
                 out(&format!(
-                    "pong: herder daemon {} (pid {}) for {}, up {}, {} app(s)\n",
+                    "pong: herder daemon {} (pid {}) for {}, up {}, {} app(s){updated}\n",
                     info.version,
                     info.pid,
                     info.home.display(),
@@ -338,10 +352,11 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
         Cmd::Flush(a) => logs::flush(paths, a.targets).await,
         Cmd::ReloadLogs => logs::reload(paths).await,
         Cmd::Kill => kill(paths).await,
+        Cmd::Update(f) => update::update(paths, f.json).await,
         Cmd::Validate(a) => validate(&a),
         Cmd::Init(a) => init(&a),
         Cmd::Convert(a) => convert(&a),
-        Cmd::Daemon => unreachable!("handled before the runtime starts"),
+        Cmd::Daemon | Cmd::HandoverCheck => unreachable!("handled before the runtime starts"),
     }
 }
 

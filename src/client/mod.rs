@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use tokio::net::UnixStream;
 
 use crate::paths::Paths;
-use crate::protocol::{self, FrameError, Hello, HelloReply, Request, Response};
+use crate::protocol::{self, ErrorKind, FrameError, Hello, HelloReply, Request, Response};
 
 /// How long a command waits for a daemon it started to accept connections.
 const SPAWN_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a request turned away by a daemon updating itself is sent again.
+const UPDATE_WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -24,7 +26,7 @@ pub enum ClientError {
     SpawnTimeout { secs: u64, log: String },
     #[error("cannot start the herder daemon: {0}")]
     Spawn(io::Error),
-    #[error("the daemon (pid {pid}) runs herder {daemon}, this is herder {client}\nhint: `herder kill` stops that daemon and its apps; the next command starts this version's daemon")]
+    #[error("the daemon (pid {pid}) runs herder {daemon}, this is herder {client}\nhint: `herder update` moves the daemon to the installed herder without restarting any app (`herder kill` stops it and its apps)")]
     VersionMismatch { pid: u32, daemon: String, client: String },
     #[error("the daemon closed the connection (is it owned by another user?)")]
     Closed,
@@ -43,13 +45,39 @@ pub struct Client {
 impl Client {
     /// Connect to the daemon of `paths`; with `spawn`, start one when none runs.
     pub async fn connect(paths: &Paths, spawn: bool) -> Result<Client, ClientError> {
+        Self::connect_with(paths, spawn, Hello::current()).await
+    }
+
+    /// Connect to ask for `Update` only, which a daemon of any version serves. Returns the
+    /// daemon's pid and version with the connection.
+    pub async fn connect_for_update(paths: &Paths) -> Result<(Client, String), ClientError> {
+        let hello = Hello { update: true, ..Hello::current() };
+        let mut stream = Self::connect_stream(paths, false).await?;
+        protocol::write_frame(&mut stream, &hello).await.map_err(closed)?;
+        match protocol::read_frame(&mut stream).await.map_err(closed)? {
+            HelloReply::Welcome { pid, version } => Ok((Client { stream, daemon_pid: pid }, version)),
+            // A daemon older than `herder update`.
+            HelloReply::Mismatch { version, pid, .. } => Err(ClientError::VersionMismatch {
+                pid,
+                daemon: version,
+                client: protocol::PROGRAM_VERSION.to_string(),
+            }),
+        }
+    }
+
+    async fn connect_with(paths: &Paths, spawn: bool, hello: Hello) -> Result<Client, ClientError> {
+        let stream = Self::connect_stream(paths, spawn).await?;
+        Self::handshake(stream, hello).await
+    }
+
+    async fn connect_stream(paths: &Paths, spawn: bool) -> Result<UnixStream, ClientError> {
         let sock = paths.socket();
         let deadline = Instant::now() + SPAWN_DEADLINE;
         let mut child: Option<Child> = None;
         let mut pause = Duration::from_millis(1);
         loop {
             match UnixStream::connect(&sock).await {
-                Ok(stream) => return Self::handshake(stream).await,
+                Ok(stream) => return Ok(stream),
                 Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
                     if !spawn {
                         return Err(ClientError::NoDaemon { home: paths.home.display().to_string() });
@@ -79,8 +107,8 @@ impl Client {
         }
     }
 
-    async fn handshake(mut stream: UnixStream) -> Result<Client, ClientError> {
-        protocol::write_frame(&mut stream, &Hello::current()).await.map_err(closed)?;
+    async fn handshake(mut stream: UnixStream, hello: Hello) -> Result<Client, ClientError> {
+        protocol::write_frame(&mut stream, &hello).await.map_err(closed)?;
         let reply: HelloReply = protocol::read_frame(&mut stream).await.map_err(closed)?;
         match reply {
             HelloReply::Welcome { pid, .. } => Ok(Client { stream, daemon_pid: pid }),
@@ -167,7 +195,19 @@ pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
     }
 }
 
-/// Convenience: connect (spawning a daemon) and send one request.
+/// Convenience: connect (spawning a daemon) and send one request. A request turned away
+/// because the daemon is updating itself is sent again once it can be served.
 pub async fn call(paths: &Paths, req: &Request) -> Result<Response, ClientError> {
-    Client::connect(paths, true).await?.request(req).await
+    let deadline = Instant::now() + UPDATE_WAIT;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        let resp = Client::connect(paths, true).await?.request(req).await?;
+        match resp {
+            Response::Error(e) if e.kind == ErrorKind::Updating && Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return Ok(other),
+        }
+    }
 }

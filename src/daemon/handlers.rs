@@ -47,6 +47,8 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         Request::ReloadLogs => super::logs::reload(d).await,
         // Served by the connection, which hands itself over to a follower.
         Request::Logs { .. } => Err(bad("`Logs` is answered by the connection")),
+        // Served by the connection, whose descriptor goes to the new image.
+        Request::Update => Err(bad("`Update` is answered by the connection")),
     };
     if durable && result.is_ok() {
         d.persist().await;
@@ -70,7 +72,19 @@ fn ping(d: &Daemon) -> DaemonInfo {
         subreaper: d.subreaper,
         followers: d.followers.load(std::sync::atomic::Ordering::Relaxed),
         event_followers: d.event_followers.load(std::sync::atomic::Ordering::Relaxed),
+        build_id: d.image.build_id.clone(),
+        exec_generation: d.image.generation,
+        image_started_ms: d.image_started_ms,
+        exe: d.image.exe.clone(),
     }
+}
+
+/// Unix time now, ms.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Snapshots of `ids` (every app when `None`), with their environments when `env` is set.

@@ -19,7 +19,19 @@ pub enum LockError {
 
 /// The held lock; dropping it releases the lock.
 pub struct DaemonLock {
-    _file: File,
+    file: File,
+}
+
+impl DaemonLock {
+    /// The lock an earlier image of this process held (`herder update`): the flock belongs to
+    /// the open file, which the descriptor kept across exec.
+    pub(crate) fn inherited(file: File) -> DaemonLock {
+        DaemonLock { file }
+    }
+
+    pub(crate) fn fd(&self) -> std::os::fd::RawFd {
+        self.file.as_raw_fd()
+    }
 }
 
 /// Take the lock and record our pid in `daemon.pid`.
@@ -50,7 +62,7 @@ pub fn acquire(paths: &Paths) -> Result<DaemonLock, LockError> {
         std::fs::rename(&tmp, &pid_path)
     };
     write_pid().map_err(|source| LockError::Io { path: pid_path.display().to_string(), source })?;
-    Ok(DaemonLock { _file: file })
+    Ok(DaemonLock { file })
 }
 
 /// The pid in `daemon.pid`, if any.

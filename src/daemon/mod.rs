@@ -4,6 +4,8 @@
 //! [`run`] is a library function so tests and `herder daemon` start it the same way.
 
 mod handlers;
+mod handover;
+pub mod image;
 pub mod lock;
 mod logs;
 mod recovery;
@@ -60,6 +62,12 @@ pub(crate) struct Daemon {
     pub followers: AtomicUsize,
     /// Clients streaming events (`herder events`) right now.
     pub event_followers: AtomicUsize,
+    /// The program image this process runs (`herder update` replaces it).
+    pub image: crate::protocol::ImageInfo,
+    /// Unix time this image started, ms.
+    pub image_started_ms: u64,
+    /// Requests under way, and their pause during `herder update`.
+    pub handover: handover::Gate,
 }
 
 impl Daemon {
@@ -111,12 +119,21 @@ const PERSIST_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Run the daemon for `paths` until `herder kill` or SIGTERM/SIGINT.
 pub fn run(paths: Paths) -> Result<(), DaemonError> {
+    // First, before anything opens a descriptor: what an earlier image of this process left.
+    let mut takeover = handover::Takeover::from_env();
     paths.ensure().map_err(|source| DaemonError::Home { path: paths.home.display().to_string(), source })?;
-    let _lock = lock::acquire(&paths)?;
+    let lock = match takeover.lock() {
+        Some(lock) => lock,
+        None => lock::acquire(&paths)?,
+    };
     init_tracing(&paths);
+    takeover.log_error();
     // SAFETY: prctl(2) with integer arguments only.
     let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0;
-    let listener = bind(&paths)?;
+    let listener = match takeover.listener() {
+        Some(listener) => listener,
+        None => bind(&paths)?,
+    };
     limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -127,7 +144,7 @@ pub fn run(paths: Paths) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    let result = runtime.block_on(serve(paths.clone(), listener, subreaper));
+    let result = runtime.block_on(serve(paths.clone(), listener, subreaper, lock.fd(), takeover));
     let _ = std::fs::remove_file(paths.socket());
     let _ = std::fs::remove_file(paths.pid_file());
     tracing::info!("daemon stopped");
@@ -218,10 +235,17 @@ fn init_tracing(paths: &Paths) {
     }
 }
 
-async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Result<(), DaemonError> {
+async fn serve(
+    paths: Paths,
+    listener: StdUnixListener,
+    subreaper: bool,
+    lock_fd: std::os::fd::RawFd,
+    takeover: handover::Takeover,
+) -> Result<(), DaemonError> {
+    use std::os::fd::AsRawFd;
     let listener = UnixListener::from_std(listener)
         .map_err(|source| DaemonError::Socket { path: paths.socket().display().to_string(), source })?;
-    let reaper = Reaper::start().map_err(DaemonError::Runtime)?;
+    let (reaper, exits) = Reaper::start_adopting(&takeover.pids()).map_err(DaemonError::Runtime)?;
     let (cgroups, cgroup_note) = match CgroupRoot::detect(&paths.token()) {
         Ok(root) => (Some(root), None),
         Err(why) => {
@@ -238,10 +262,17 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
         events: tokio::sync::broadcast::channel(1024).0,
         changed: changed.clone(),
     });
+    let (image, started) = match takeover.previous() {
+        Some((prev, uptime)) => (
+            image::this_image(prev.exe.clone(), prev.generation + 1),
+            Instant::now().checked_sub(uptime).unwrap_or_else(Instant::now),
+        ),
+        None => (image::this_image(image::current_exe(), 0), Instant::now()),
+    };
     let daemon = Arc::new(Daemon {
         ctx,
         registry: Mutex::new(Registry::default()),
-        started: Instant::now(),
+        started,
         shutdown: Notify::new(),
         apps_added: Notify::new(),
         persisting: tokio::sync::Mutex::new(()),
@@ -249,10 +280,17 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
         cgroup_note,
         followers: AtomicUsize::new(0),
         event_followers: AtomicUsize::new(0),
+        image,
+        image_started_ms: handlers::now_ms(),
+        handover: handover::Gate::new(lock_fd, listener.as_raw_fd()),
     });
-    tracing::info!(pid = std::process::id(), version = protocol::PROGRAM_VERSION, home = %paths.home.display(), subreaper, "daemon started");
+    tracing::info!(pid = std::process::id(), version = protocol::PROGRAM_VERSION, home = %paths.home.display(), subreaper, generation = daemon.image.generation, "daemon started");
 
-    recovery::recover(&daemon).await;
+    if takeover.is_takeover() {
+        handover::adopt(&daemon, takeover, exits).await;
+    } else {
+        recovery::recover(&daemon).await;
+    }
 
     // Persist whenever an instance or the registry changes; bursts coalesce into one write.
     let persister = {
@@ -283,9 +321,14 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
     let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Runtime)?;
     let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(DaemonError::Runtime)?;
+    // Blocked by the previous image across `execve` (see `handover`); handled from here on.
+    handover::unblock_signals();
+    let mut accept_switch = daemon.handover.accept_switch();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
+            // `herder update` stops accepting while it hands the socket over.
+            _ = accept_switch.changed() => daemon.handover.accept_switched(),
+            accepted = listener.accept(), if !*accept_switch.borrow() => match accepted {
                 Ok((stream, _)) => {
                     let daemon = daemon.clone();
                     tokio::spawn(async move { connection(daemon, stream).await });
@@ -294,11 +337,13 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
             },
             _ = daemon.shutdown.notified() => break,
             _ = sigterm.recv() => {
+                daemon.handover.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
                 tracing::info!("SIGTERM: stopping every app");
                 handlers::stop_everything(&daemon).await;
                 break;
             }
             _ = sigint.recv() => {
+                daemon.handover.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
                 tracing::info!("SIGINT: stopping every app");
                 handlers::stop_everything(&daemon).await;
                 break;
@@ -403,7 +448,9 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
         Ok(h) => h,
         Err(_) => return,
     };
-    if hello.protocol != protocol::PROTOCOL_VERSION || hello.version != protocol::PROGRAM_VERSION {
+    let mismatch = hello.protocol != protocol::PROTOCOL_VERSION || hello.version != protocol::PROGRAM_VERSION;
+    // A client of any version may ask for `Update`, and only that.
+    if mismatch && !hello.update {
         let reply = HelloReply::Mismatch {
             protocol: protocol::PROTOCOL_VERSION,
             version: protocol::PROGRAM_VERSION.to_string(),
@@ -427,6 +474,18 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
                 return;
             }
         };
+        if let Request::Update = req {
+            return handover::update(&daemon, stream).await;
+        }
+        if mismatch {
+            let message = format!(
+                "this daemon runs herder {}: only `herder update` is served",
+                protocol::PROGRAM_VERSION
+            );
+            let reply = Response::Error(ErrorReply { kind: ErrorKind::BadRequest, message });
+            let _ = protocol::write_frame(&mut stream, &reply).await;
+            return;
+        }
         if let Request::Events = req {
             return stream_events(&daemon, stream).await;
         }
@@ -446,7 +505,10 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
             }
         }
         let is_kill = matches!(req, Request::Kill);
-        let resp = handlers::handle(&daemon, req).await;
+        let resp = match daemon.handover.enter() {
+            Some(_busy) => handlers::handle(&daemon, req).await,
+            None => handover::Gate::updating_reply(),
+        };
         let written = protocol::write_frame(&mut stream, &resp).await;
         drop(resp);
         trim_memory();

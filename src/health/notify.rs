@@ -76,6 +76,24 @@ impl NotifySocket {
         Ok(NotifySocket { sock: UnixDatagram::from_std(std)?, path, address })
     }
 
+    /// The socket's descriptor and the file to remove when done, for `herder update`.
+    pub fn raw_parts(&self) -> (std::os::fd::RawFd, Option<&Path>) {
+        use std::os::fd::AsRawFd;
+        (self.sock.as_raw_fd(), self.path.as_deref())
+    }
+
+    /// A socket bound by an earlier image of this process (`herder update`). Must run inside
+    /// the tokio runtime.
+    pub fn from_inherited(
+        fd: std::os::fd::OwnedFd,
+        path: Option<PathBuf>,
+        address: String,
+    ) -> io::Result<NotifySocket> {
+        let std = StdDatagram::from(fd);
+        std.set_nonblocking(true)?;
+        Ok(NotifySocket { sock: UnixDatagram::from_std(std)?, path, address })
+    }
+
     /// Wait for the next datagram and parse it.
     pub async fn recv(&self) -> io::Result<Vec<Notice>> {
         loop {

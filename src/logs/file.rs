@@ -6,6 +6,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// When a file is rotated and what happens to the old ones.
@@ -254,17 +255,27 @@ impl LogFile {
         }
         let (path, rotation) = (self.path.clone(), self.rotation.clone());
         // Compression is slow file work: off the writer's thread, pruning after it.
-        std::thread::Builder::new()
-            .name("herder-logrotate".into())
-            .spawn(move || {
-                if let Err(e) = compress(&aside) {
-                    tracing::error!(file = %aside.display(), error = %e, "cannot compress a rotated log");
-                }
-                prune(&path, rotation.retain);
-            })
-            .ok();
+        COMPRESSING.fetch_add(1, Ordering::SeqCst);
+        let spawned = std::thread::Builder::new().name("herder-logrotate".into()).spawn(move || {
+            if let Err(e) = compress(&aside) {
+                tracing::error!(file = %aside.display(), error = %e, "cannot compress a rotated log");
+            }
+            prune(&path, rotation.retain);
+            COMPRESSING.fetch_sub(1, Ordering::SeqCst);
+        });
+        if spawned.is_err() {
+            COMPRESSING.fetch_sub(1, Ordering::SeqCst);
+        }
         true
     }
+}
+
+/// Rotated files being compressed right now (`herder update` waits for them: a compression cut
+/// short would leave a `.gz.tmp` beside the rotated file).
+static COMPRESSING: AtomicUsize = AtomicUsize::new(0);
+
+pub fn compressions_running() -> usize {
+    COMPRESSING.load(Ordering::SeqCst)
 }
 
 /// Write every part; on failure, how many bytes were written before it.

@@ -9,6 +9,7 @@
 
 pub mod file;
 pub mod format;
+pub mod handover;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -194,13 +195,20 @@ pub struct Hub {
     /// Held shared by every write (files and followers together), exclusively by
     /// [`Hub::pause_writes`].
     gate: RwLock<()>,
+    /// Every running capture, to hold them still for `herder update`.
+    captures: handover::Captures,
 }
 
 pub type SharedFile = Arc<Mutex<LogFile>>;
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub { files: Mutex::default(), follow: broadcast::channel(4096).0, gate: RwLock::default() }
+        Hub {
+            files: Mutex::default(),
+            follow: broadcast::channel(4096).0,
+            gate: RwLock::default(),
+            captures: handover::Captures::default(),
+        }
     }
 }
 
@@ -258,6 +266,8 @@ pub struct Sink {
     pub rate_limit: Option<RateLimit>,
     /// Lines sent to followers (see [`LogEvent::seq`]).
     followed: AtomicU64,
+    /// The app (id and spec) whose output this is, for `herder update`.
+    pub owner: Option<(u32, Arc<crate::protocol::AppSpec>)>,
 }
 
 impl Sink {
@@ -283,12 +293,19 @@ impl Sink {
             json: policy.json,
             rate_limit: policy.rate_limit,
             followed: AtomicU64::new(0),
+            owner: None,
         })
+    }
+
+    /// Say which app (id and spec) this output belongs to.
+    pub fn owned_by(mut self, app_id: u32, spec: Arc<crate::protocol::AppSpec>) -> Sink {
+        self.owner = Some((app_id, spec));
+        self
     }
 }
 
 /// Per-stream state between reads.
-struct StreamState {
+pub(crate) struct StreamState {
     /// The unfinished last line of the previous read.
     partial: Vec<u8>,
     window: Instant,
@@ -303,9 +320,21 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+impl StreamState {
+    fn new() -> StreamState {
+        StreamState { partial: Vec::new(), window: Instant::now(), in_window: 0, suppressed: 0 }
+    }
+}
+
 /// Read `pipe_fd` until it closes, writing through `sink`.
 pub fn capture(pipe_fd: OwnedFd, sink: Sink, hub: &Arc<Hub>) {
     grow_pipe(&pipe_fd);
+    read_pipe(pipe_fd, sink, hub, StreamState::new());
+}
+
+/// The reading task of [`capture`], from state `st` (a fresh one, or one handed over by an
+/// earlier image of the daemon).
+fn read_pipe(pipe_fd: OwnedFd, sink: Sink, hub: &Arc<Hub>, mut st: StreamState) {
     let rx = match pipe::Receiver::from_owned_fd(pipe_fd) {
         Ok(rx) => rx,
         Err(e) => {
@@ -314,11 +343,20 @@ pub fn capture(pipe_fd: OwnedFd, sink: Sink, hub: &Arc<Hub>) {
         }
     };
     let hub = hub.clone();
+    let (id, mut holds) = hub.captures.register();
     tokio::spawn(async move {
-        let mut st = StreamState { partial: Vec::new(), window: Instant::now(), in_window: 0, suppressed: 0 };
         loop {
-            if rx.readable().await.is_err() {
-                break;
+            tokio::select! {
+                biased;
+                // Between two reads: every byte read so far is written, except the unfinished
+                // last line, which goes along with the state.
+                Some(hold) = holds.recv() => {
+                    handover::hold(hold, &rx, &sink, &st).await;
+                    continue;
+                }
+                readable = rx.readable() => if readable.is_err() {
+                    break;
+                },
             }
             let done = READ_BUF.with(|buf| {
                 let mut buf = buf.borrow_mut();
@@ -343,6 +381,7 @@ pub fn capture(pipe_fd: OwnedFd, sink: Sink, hub: &Arc<Hub>) {
             tokio::task::yield_now().await;
         }
         finish(&sink, &hub, &mut st);
+        hub.captures.unregister(id);
     });
 }
 

@@ -29,11 +29,15 @@ pub const MAX_FRAME: usize = 16 * 1024 * 1024;
 pub struct Hello {
     pub protocol: u32,
     pub version: String,
+    /// The client only asks for [`Request::Update`], which a daemon of any version accepts
+    /// (it is how a daemon of another version is moved to the installed one).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub update: bool,
 }
 
 impl Hello {
     pub fn current() -> Self {
-        Hello { protocol: PROTOCOL_VERSION, version: PROGRAM_VERSION.to_string() }
+        Hello { protocol: PROTOCOL_VERSION, version: PROGRAM_VERSION.to_string(), update: false }
     }
 }
 
@@ -125,6 +129,11 @@ pub enum Request {
     },
     /// Reopen every open log file (after an external logrotate moved them).
     ReloadLogs,
+    /// Re-execute the daemon's binary in place (same pid, apps untouched); answered with
+    /// [`Response::Updated`] by the new image, or an error by the old one, which keeps running.
+    /// Its spelling (`"Update"`) and that of the answer never change, so any two versions can
+    /// do it.
+    Update,
 }
 
 /// The daemon's answer to a request.
@@ -155,7 +164,28 @@ pub enum Response {
     LogFiles {
         files: Vec<PathBuf>,
     },
+    /// `Update` is done: the daemon `pid` now runs the image `to`.
+    Updated {
+        pid: u32,
+        from: ImageInfo,
+        to: ImageInfo,
+    },
     Error(ErrorReply),
+}
+
+/// Which program image a daemon runs: the same pid runs a new one after each `Update`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub version: String,
+    /// The binary's GNU build id (hex), which differs between any two builds.
+    #[serde(default)]
+    pub build_id: Option<String>,
+    /// Images this daemon process ran before this one (0 until its first update).
+    #[serde(default)]
+    pub generation: u32,
+    /// The binary the daemon was started from, which `Update` executes again.
+    #[serde(default)]
+    pub exe: PathBuf,
 }
 
 /// Where a log file ended when a `Logs` request was answered: a file at `path` with inode
@@ -253,6 +283,9 @@ pub enum ErrorKind {
     BadRequest,
     /// The daemon failed to do what was asked.
     Internal,
+    /// The daemon is replacing its image (`herder update`); nothing was done: send the request
+    /// again in a moment.
+    Updating,
 }
 
 /// What `ping` reports.
@@ -275,6 +308,18 @@ pub struct DaemonInfo {
     /// Clients streaming events (`herder events`) right now.
     #[serde(default)]
     pub event_followers: usize,
+    /// The binary's GNU build id (hex).
+    #[serde(default)]
+    pub build_id: Option<String>,
+    /// Updates in place since the daemon started (its pid stays the same).
+    #[serde(default)]
+    pub exec_generation: u32,
+    /// Unix time the running image started (at the last update, or the daemon's start), ms.
+    #[serde(default)]
+    pub image_started_ms: u64,
+    /// The binary `herder update` executes again.
+    #[serde(default)]
+    pub exe: PathBuf,
 }
 
 /// States of an instance (DESIGN.md, Lifecycle).

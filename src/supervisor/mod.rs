@@ -8,6 +8,7 @@
 
 pub mod cgroup;
 pub mod fork;
+pub mod handover;
 pub mod policy;
 pub mod reaper;
 pub mod spawn;
@@ -32,6 +33,17 @@ use reaper::Reaper;
 
 /// Exits kept in an instance's history.
 const HISTORY_LEN: usize = 10;
+
+/// Bind instance `index` of app `app_id`'s `NOTIFY_SOCKET`.
+fn bind_notify(ctx: &Context, app_id: u32, index: u32, spec: &AppSpec) -> Option<NotifySocket> {
+    match NotifySocket::bind(&ctx.paths.run_dir(), &ctx.paths.token(), &format!("app-{app_id}-{index}")) {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(app = %spec.name, instance = index, error = %e, "no notify socket; `wait_ready` cannot see a ready signal");
+            None
+        }
+    }
+}
 
 /// What every actor shares.
 pub struct Context {
@@ -61,6 +73,8 @@ enum Cmd {
     Reset(oneshot::Sender<()>),
     /// Stop, remove the cgroup and end the actor.
     Shutdown(oneshot::Sender<()>),
+    /// Report the state and hold still until told to go on (`herder update`).
+    Hold(oneshot::Sender<handover::InstanceState>, oneshot::Receiver<()>),
 }
 
 /// A cloneable handle to one instance's actor.
@@ -87,26 +101,30 @@ impl InstanceHandle {
         spec: Arc<AppSpec>,
         mut info: InstanceInfo,
     ) -> InstanceHandle {
-        let cgroup = ctx.cgroups.as_ref().map(|root| root.instance(app_id, index));
-        info.index = index;
         info.pid = None;
         info.status = if info.status == Status::Errored { Status::Errored } else { Status::Stopped };
+        let notify = bind_notify(&ctx, app_id, index, &spec);
+        Self::start_actor(ctx, app_id, index, spec, info, notify, |_| Phase::Idle)
+    }
+
+    /// Start the actor of an instance in the phase `first` sets up.
+    fn start_actor(
+        ctx: Arc<Context>,
+        app_id: u32,
+        index: u32,
+        spec: Arc<AppSpec>,
+        mut info: InstanceInfo,
+        notify: Option<NotifySocket>,
+        first: impl FnOnce(&mut Actor) -> Phase,
+    ) -> InstanceHandle {
+        let cgroup = ctx.cgroups.as_ref().map(|root| root.instance(app_id, index));
+        info.index = index;
         info.cgroup = cgroup.as_ref().map(|c| c.path.clone());
-        let notify = match NotifySocket::bind(
-            &ctx.paths.run_dir(),
-            &ctx.paths.token(),
-            &format!("app-{app_id}-{index}"),
-        ) {
-            Ok(n) => Some(n),
-            Err(e) => {
-                tracing::warn!(app = %spec.name, instance = index, error = %e, "no notify socket; `wait_ready` cannot see a ready signal");
-                None
-            }
-        };
         let (tx, rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(info.clone());
-        let actor = Actor {
+        let mut actor = Actor {
             marker: ctx.marker(app_id, index),
+            app_id,
             ctx,
             spec,
             info,
@@ -117,7 +135,9 @@ impl InstanceHandle {
             notify,
             auto_restart_pending: false,
         };
-        tokio::spawn(actor.run(rx));
+        let phase = first(&mut actor);
+        actor.status.send_replace(actor.info.clone());
+        tokio::spawn(actor.run(rx, phase));
         InstanceHandle { tx, status, memory: Arc::default() }
     }
 
@@ -288,6 +308,7 @@ enum Phase {
 
 struct Actor {
     ctx: Arc<Context>,
+    app_id: u32,
     spec: Arc<AppSpec>,
     info: InstanceInfo,
     status: watch::Sender<InstanceInfo>,
@@ -308,8 +329,7 @@ fn now_ms() -> u64 {
 }
 
 impl Actor {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>) {
-        let mut phase = Phase::Idle;
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, mut phase: Phase) {
         loop {
             phase = match phase {
                 Phase::Idle => match rx.recv().await {
@@ -367,6 +387,8 @@ impl Actor {
                                 self.reset();
                                 let _ = reply.send(());
                                 Phase::Waiting(until)
+                            } else if let Cmd::Hold(reply, resume) = cmd {
+                                self.hold(Phase::Waiting(until), reply, resume).await
                             } else {
                                 self.auto_restart_pending = false;
                                 match self.command(cmd, None).await {
@@ -464,6 +486,9 @@ impl Actor {
                 let _ = reply.send(());
                 None
             }
+            Cmd::Hold(reply, resume) => {
+                Some(self.hold(running.map_or(Phase::Idle, Phase::Running), reply, resume).await)
+            }
         }
     }
 
@@ -502,6 +527,7 @@ impl Actor {
         }
         let spawned = spawn::spawn_instance(
             &self.ctx,
+            self.app_id,
             &self.spec,
             self.info.index,
             self.cgroup.as_ref(),

@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -17,30 +18,69 @@ use tokio::sync::oneshot;
 
 use crate::protocol::ExitReason;
 
-type Waiters = HashMap<i32, oneshot::Sender<ExitReason>>;
+pub type Waiters = HashMap<i32, oneshot::Sender<ExitReason>>;
 
 /// A cloneable handle to the reaper task.
 #[derive(Clone)]
 pub struct Reaper {
     waiters: Arc<Mutex<Waiters>>,
+    /// While set (during `herder update`), nothing is reaped: children that exit stay zombies
+    /// whose status the next image collects.
+    paused: Arc<AtomicBool>,
 }
 
 impl Reaper {
     /// Install the SIGCHLD handler and start the reaping task. Must run inside a tokio runtime.
     pub fn start() -> io::Result<Reaper> {
+        Ok(Self::start_adopting(&[])?.0)
+    }
+
+    /// Like [`Reaper::start`], with `pids` (children of an earlier image of this process)
+    /// registered before the first pass, so that one that exited meanwhile is reaped as theirs.
+    pub fn start_adopting(pids: &[i32]) -> io::Result<(Reaper, HashMap<i32, oneshot::Receiver<ExitReason>>)> {
         let mut sigchld = signal(SignalKind::child())?;
-        let waiters: Arc<Mutex<Waiters>> = Arc::default();
-        let task_waiters = waiters.clone();
+        let mut exits = HashMap::new();
+        let mut waiters = Waiters::new();
+        for &pid in pids {
+            let (tx, rx) = oneshot::channel();
+            waiters.insert(pid, tx);
+            exits.insert(pid, rx);
+        }
+        let reaper = Reaper { waiters: Arc::new(Mutex::new(waiters)), paused: Arc::default() };
+        let task = reaper.clone();
         tokio::spawn(async move {
             // Children that exited before the handler existed are reaped on the first pass.
             loop {
-                reap_all(&task_waiters);
+                reap_all(&task);
                 if sigchld.recv().await.is_none() {
                     break;
                 }
             }
         });
-        Ok(Reaper { waiters })
+        Ok((reaper, exits))
+    }
+
+    /// Stop reaping until [`Reaper::resume`]; once this returns, no `waitpid` runs.
+    pub fn pause(&self) {
+        let _waiters = self.lock();
+        self.paused.store(true, Ordering::SeqCst);
+    }
+
+    /// Reap again, starting with whatever exited while paused.
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::SeqCst);
+        reap_all(self);
+    }
+
+    /// Hold off every spawn (they all go through [`Reaper::spawn_with`]) while the guard lives:
+    /// no child can be created, and inherit a descriptor, while the daemon prepares to execute
+    /// its new image.
+    pub fn hold_spawns(&self) -> MutexGuard<'_, Waiters> {
+        self.lock()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Waiters> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Create a child with `make` and register its pid (given by `pid_of`) before anything
@@ -50,7 +90,7 @@ impl Reaper {
         make: impl FnOnce() -> io::Result<T>,
         pid_of: impl Fn(&T) -> i32,
     ) -> io::Result<(T, oneshot::Receiver<ExitReason>)> {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut waiters = self.lock();
         let child = make()?;
         let (tx, rx) = oneshot::channel();
         waiters.insert(pid_of(&child), tx);
@@ -58,8 +98,11 @@ impl Reaper {
     }
 }
 
-fn reap_all(waiters: &Mutex<Waiters>) {
-    let mut waiters = waiters.lock().unwrap_or_else(|e| e.into_inner());
+fn reap_all(reaper: &Reaper) {
+    let mut waiters = reaper.lock();
+    if reaper.paused.load(Ordering::SeqCst) {
+        return;
+    }
     loop {
         let reason = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => (pid, ExitReason::Code(code)),

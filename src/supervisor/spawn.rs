@@ -60,10 +60,12 @@ impl fmt::Display for SpawnError {
 
 impl std::error::Error for SpawnError {}
 
-/// Spawn instance `index` of `spec` and start copying its output to its log files.
+/// Spawn instance `index` of app `app_id` and start copying its output to its log files.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_instance(
     ctx: &Context,
-    spec: &AppSpec,
+    app_id: u32,
+    spec: &std::sync::Arc<AppSpec>,
     index: u32,
     cgroup: Option<&Cgroup>,
     recreate_cgroup: bool,
@@ -77,6 +79,7 @@ pub fn spawn_instance(
     let policy = logs::policy_of(&ctx.paths, spec, index);
     let open = |stream| {
         Sink::open(&ctx.logs, &policy, &spec.name, index, stream)
+            .map(|sink| sink.owned_by(app_id, spec.clone()))
             .map_err(|e| err(format!("cannot open its {} log: {e}", stream.as_str())))
     };
     let (out_sink, err_sink) = (open(Stream::Out)?, open(Stream::Err)?);

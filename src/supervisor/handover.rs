@@ -1,0 +1,216 @@
+//! One instance across `herder update`: its actor holds still and reports what the next image
+//! of the daemon needs ([`InstanceState`]: counters, policy memory, the phase with its pid and
+//! deadlines, the descriptors of its notify socket and IPC channel), and the next image starts
+//! an actor in that same phase. The process itself is untouched: it stays a child of the same
+//! pid, so the new image waits for it as for any child.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::policy::PolicyState;
+use super::{bind_notify, Actor, Cmd, Context, InstanceHandle, IpcChannel, Phase, Running};
+use crate::health::notify::NotifySocket;
+use crate::protocol::{AppSpec, ExitReason, InstanceInfo};
+
+/// What the next image needs of one instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceState {
+    pub info: InstanceInfo,
+    pub unstable: u32,
+    #[serde(default)]
+    pub backoff_ms: Option<u64>,
+    pub cgroup_dirty: bool,
+    pub auto_restart_pending: bool,
+    #[serde(default)]
+    pub notify: Option<NotifyState>,
+    pub phase: PhaseState,
+}
+
+/// An instance's `NOTIFY_SOCKET`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NotifyState {
+    pub fd: RawFd,
+    pub path: Option<PathBuf>,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PhaseState {
+    Idle,
+    /// Waiting to restart for this long still.
+    Waiting {
+        remaining_ms: u64,
+    },
+    Running {
+        pid: i32,
+        uptime_ms: u64,
+        /// A `wait_ready` instance's ready signal is due in this long.
+        #[serde(default)]
+        ready_in_ms: Option<u64>,
+        /// The next `WATCHDOG=1` is due in this long.
+        #[serde(default)]
+        watchdog_in_ms: Option<u64>,
+        /// Our end of a Node app's IPC channel.
+        #[serde(default)]
+        ipc_fd: Option<RawFd>,
+    },
+}
+
+impl InstanceState {
+    /// The pid of the running process, if any.
+    pub fn pid(&self) -> Option<i32> {
+        match self.phase {
+            PhaseState::Running { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// The descriptors the state names.
+    pub fn fds(&self) -> Vec<RawFd> {
+        let mut fds: Vec<RawFd> = self.notify.iter().map(|n| n.fd).collect();
+        if let PhaseState::Running { ipc_fd: Some(fd), .. } = self.phase {
+            fds.push(fd);
+        }
+        fds
+    }
+}
+
+impl InstanceHandle {
+    /// Ask the actor to hold still and report its state; it goes on when `resume` fires or
+    /// is dropped. `None` if the actor is gone.
+    pub async fn hold(&self, resume: oneshot::Receiver<()>) -> Option<InstanceState> {
+        self.ask(|tx| Cmd::Hold(tx, resume)).await
+    }
+
+    /// Start the actor of an instance an earlier image of the daemon ran, in the same phase.
+    /// `exit` yields the exit of its process (registered with the reaper); `take` claims an
+    /// inherited descriptor by number.
+    pub fn adopt(
+        ctx: Arc<Context>,
+        app_id: u32,
+        index: u32,
+        spec: Arc<AppSpec>,
+        state: InstanceState,
+        exit: Option<oneshot::Receiver<ExitReason>>,
+        take: &mut dyn FnMut(RawFd) -> Option<OwnedFd>,
+    ) -> InstanceHandle {
+        let notify = match state.notify.as_ref() {
+            Some(n) => take(n.fd).and_then(|fd| {
+                NotifySocket::from_inherited(fd, n.path.clone(), n.address.clone())
+                    .map_err(|e| tracing::warn!(app = %spec.name, instance = index, error = %e, "cannot keep the notify socket"))
+                    .ok()
+            }),
+            None => None,
+        }
+        .or_else(|| bind_notify(&ctx, app_id, index, &spec));
+        let ipc = match state.phase {
+            PhaseState::Running { ipc_fd: Some(fd), .. } => take(fd),
+            _ => None,
+        };
+        let InstanceState { info, unstable, backoff_ms, cgroup_dirty, auto_restart_pending, phase, .. } =
+            state;
+        Self::start_actor(ctx, app_id, index, spec, info, notify, move |actor| {
+            actor.policy = PolicyState { unstable, backoff_ms };
+            actor.cgroup_dirty = cgroup_dirty;
+            actor.auto_restart_pending = auto_restart_pending;
+            actor.resume_phase(phase, exit, ipc)
+        })
+    }
+}
+
+fn remaining(deadline: Option<tokio::time::Instant>, now: tokio::time::Instant) -> Option<u64> {
+    deadline.map(|d| d.saturating_duration_since(now).as_millis() as u64)
+}
+
+impl Actor {
+    /// `Cmd::Hold`: report the state, hold still until told to go on, then go on in `phase`.
+    pub(super) async fn hold(
+        &mut self,
+        phase: Phase,
+        reply: oneshot::Sender<InstanceState>,
+        resume: oneshot::Receiver<()>,
+    ) -> Phase {
+        // An exit reaped before the reaper paused is handled now; one after it waits, as a
+        // zombie, for the next image.
+        let phase = match phase {
+            Phase::Running(mut run) => match run.exit.try_recv() {
+                Ok(exit) => self.exited(Some(exit), run.started),
+                Err(_) => Phase::Running(run),
+            },
+            other => other,
+        };
+        if reply.send(self.state(&phase)).is_ok() {
+            let _ = resume.await;
+        }
+        phase
+    }
+
+    fn state(&self, phase: &Phase) -> InstanceState {
+        let now = tokio::time::Instant::now();
+        let phase = match phase {
+            Phase::Idle => PhaseState::Idle,
+            Phase::Waiting(until) => {
+                PhaseState::Waiting { remaining_ms: remaining(Some(*until), now).unwrap_or(0) }
+            }
+            Phase::Running(run) => PhaseState::Running {
+                pid: run.pid,
+                uptime_ms: run.started.elapsed().as_millis() as u64,
+                ready_in_ms: remaining(run.ready_deadline, now),
+                watchdog_in_ms: remaining(run.watchdog_deadline, now),
+                ipc_fd: run.ipc.as_ref().map(|c| c.stream.as_raw_fd()),
+            },
+        };
+        InstanceState {
+            info: self.info.clone(),
+            unstable: self.policy.unstable,
+            backoff_ms: self.policy.backoff_ms,
+            cgroup_dirty: self.cgroup_dirty,
+            auto_restart_pending: self.auto_restart_pending,
+            notify: self.notify.as_ref().map(|n| {
+                let (fd, path) = n.raw_parts();
+                NotifyState { fd, path: path.map(PathBuf::from), address: n.address.clone() }
+            }),
+            phase,
+        }
+    }
+
+    /// The phase of an adopted instance.
+    fn resume_phase(
+        &mut self,
+        phase: PhaseState,
+        exit: Option<oneshot::Receiver<ExitReason>>,
+        ipc: Option<OwnedFd>,
+    ) -> Phase {
+        let now = tokio::time::Instant::now();
+        match phase {
+            PhaseState::Idle => Phase::Idle,
+            PhaseState::Waiting { remaining_ms } => Phase::Waiting(now + Duration::from_millis(remaining_ms)),
+            PhaseState::Running { pid, uptime_ms, ready_in_ms, watchdog_in_ms, .. } => {
+                // Without a registered exit the process cannot be waited for: a closed
+                // channel reads as killed, and the restart policy applies.
+                let exit = exit.unwrap_or_else(|| oneshot::channel().1);
+                let probes_before = std::mem::take(&mut self.info.probes);
+                let probes = self.start_probes();
+                if probes_before.len() == self.info.probes.len() {
+                    self.info.probes = probes_before;
+                }
+                let started = Instant::now();
+                Phase::Running(Running {
+                    pid,
+                    exit,
+                    started: started.checked_sub(Duration::from_millis(uptime_ms)).unwrap_or(started),
+                    ready_deadline: ready_in_ms.map(|ms| now + Duration::from_millis(ms)),
+                    watchdog_deadline: watchdog_in_ms.map(|ms| now + Duration::from_millis(ms)),
+                    ipc: ipc.and_then(IpcChannel::new),
+                    probes,
+                    cron_deadline: self.cron_due(),
+                })
+            }
+        }
+    }
+}

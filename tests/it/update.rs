@@ -1,0 +1,239 @@
+//! `herder update`: the daemon executes its binary again in place. Apps keep their pids, no
+//! log line is lost or doubled, the notify sockets and the watchdog carry on; a binary that
+//! cannot take over leaves the daemon as it was.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herder::protocol::{DaemonInfo, Status};
+
+use crate::harness::*;
+
+const T: Duration = Duration::from_secs(20);
+
+fn ping(h: &TestHome) -> DaemonInfo {
+    serde_json::from_str(&h.ok(&["ping", "--json"])).unwrap()
+}
+
+/// The numbers in the counter's log, one per line.
+fn numbers(log: &Path) -> Vec<u64> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.parse().unwrap_or_else(|_| panic!("a line that is not a number: {l:?}")))
+        .collect()
+}
+
+/// Every number from 0 to the last, once each, in order.
+fn assert_consecutive(nums: &[u64]) {
+    for (i, n) in nums.iter().enumerate() {
+        assert_eq!(
+            *n,
+            i as u64,
+            "line {i} of the log holds {n}: {} lines, lost or doubled around it",
+            nums.len()
+        );
+    }
+}
+
+fn wait_lines(log: &Path, at_least: usize) -> usize {
+    wait_for(&format!("{at_least} lines in {}", log.display()), T, || {
+        let n = numbers(log).len();
+        (n >= at_least).then_some(n)
+    })
+}
+
+/// Every instance's pid, by app and index.
+fn pids(h: &TestHome) -> Vec<(String, u32, Option<u32>)> {
+    let mut v: Vec<_> = h
+        .list()
+        .into_iter()
+        .flat_map(|a| a.instances.into_iter().map(move |i| (a.spec.name.clone(), i.index, i.pid)))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn update_keeps_every_pid_and_every_log_line() {
+    let h = TestHome::new();
+    let hang = h.dir.path().join("hang");
+    let text = format!(
+        r#"
+[[apps]]
+name = "counter"
+script = "{numbered}"
+
+[[apps]]
+name = "idle"
+script = "{idle}"
+args = ["{tag}"]
+instances = 2
+
+[[apps]]
+name = "dog"
+script = "{watchdog}"
+args = ["{hang}"]
+watchdog = "1500ms"
+wait_ready = true
+kill_timeout = "200ms"
+"#,
+        numbered = fixture("numbered.py").display(),
+        idle = fixture("idle.sh").display(),
+        tag = h.tag("idle"),
+        watchdog = fixture("watchdog.py").display(),
+        hang = hang.display(),
+    );
+    let cfg = h.write("apps.toml", &text);
+    h.ok(&["start", cfg.to_str().unwrap()]);
+    for app in ["counter", "idle", "dog"] {
+        h.wait_status(app, Status::Online, T);
+    }
+    wait_for("the watchdog app's status", T, || {
+        (h.app("dog").instances[0].status_text.as_deref() == Some("pinging")).then_some(())
+    });
+    let log = h.home.join("logs/counter-0.out.log");
+    wait_lines(&log, 100);
+    let before = pids(&h);
+    assert!(before.iter().all(|(_, _, p)| p.is_some()), "{before:?}");
+    let old = ping(&h);
+    assert_eq!(old.exec_generation, 0);
+
+    // Other commands during the update are answered (sent again by the client if the daemon
+    // turned them away while it was busy).
+    let done = Arc::new(AtomicBool::new(false));
+    let lister = {
+        let (done, home, dir) = (done.clone(), h.home.clone(), h.dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            let mut runs = 0;
+            while !done.load(Ordering::SeqCst) || runs == 0 {
+                let out = Command::new(BIN)
+                    .arg("list")
+                    .env("HERDER_HOME", &home)
+                    .current_dir(&dir)
+                    .output()
+                    .unwrap();
+                assert!(
+                    out.status.success(),
+                    "a list during the update failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                runs += 1;
+            }
+        })
+    };
+    let out = h.ok(&["update"]);
+    done.store(true, Ordering::SeqCst);
+    lister.join().unwrap();
+    assert!(
+        out.contains(&format!("pid {}", old.pid)) && out.contains("image 0") && out.contains("image 1"),
+        "{out}"
+    );
+
+    // The same process runs a new image.
+    let new = ping(&h);
+    assert_eq!(new.pid, old.pid, "same pid");
+    assert_eq!(new.exec_generation, 1);
+    assert!(new.build_id.is_some() && new.build_id == old.build_id, "same binary: {:?}", new.build_id);
+    assert!(new.image_started_ms >= old.image_started_ms);
+    assert!(new.uptime_ms >= old.uptime_ms, "the daemon's uptime goes on");
+
+    // The counter goes on writing through the new image.
+    let at_update = numbers(&log).len();
+    wait_lines(&log, at_update + 300);
+    assert_eq!(pids(&h), before, "every app keeps its pid");
+    for app in h.list() {
+        for i in &app.instances {
+            assert_eq!((i.status, i.restarts), (Status::Online, 0), "`{}` {i:?}", app.spec.name);
+        }
+    }
+
+    // The watchdog app's notify socket and deadline carried over: its next status arrives,
+    // and once it stops pinging the new image restarts it.
+    std::fs::write(&hang, "").unwrap();
+    wait_for("the status sent after the update", T, || {
+        (h.app("dog").instances[0].status_text.as_deref() == Some("hung")).then_some(())
+    });
+    wait_for("the hung app to be restarted", T, || (h.app("dog").instances[0].restarts >= 1).then_some(()));
+
+    h.ok(&["stop", "counter"]);
+    let nums = numbers(&log);
+    assert!(nums.len() > at_update + 300);
+    assert_consecutive(&nums);
+    let state = std::fs::read_to_string(h.home.join("state.json")).unwrap();
+    assert!(state.contains(&format!("\"pid\":{}", before.iter().find(|p| p.0 == "idle").unwrap().2.unwrap())));
+}
+
+/// A copy of the binary at a path of the test's own, which it can replace.
+fn own_binary(h: &TestHome) -> PathBuf {
+    let dir = h.dir.path().join("bin");
+    std::fs::create_dir_all(&dir).unwrap();
+    let exe = dir.join("herder");
+    install(&exe, Path::new(BIN));
+    exe
+}
+
+/// Put `from` at `to` the way installers do: a new file renamed over the old one.
+fn install(to: &Path, from: &Path) {
+    let tmp = to.with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    if std::fs::hard_link(from, &tmp).is_err() {
+        std::fs::copy(from, &tmp).unwrap();
+    }
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+#[test]
+fn update_to_a_binary_that_cannot_run_keeps_the_daemon_as_it_was() {
+    let h = TestHome::new();
+    let exe = own_binary(&h);
+    // The daemon is started from the test's copy, so that is the path it executes again.
+    let out = Command::new(&exe).arg("ping").env("HERDER_HOME", &h.home).output().unwrap();
+    assert!(out.status.success());
+    h.ok(&["start", fixture("numbered.py").to_str().unwrap(), "--name", "counter"]);
+    let log = h.home.join("logs/counter-0.out.log");
+    wait_lines(&log, 50);
+    let old = ping(&h);
+    assert_eq!(old.exe, exe);
+    let pid = h.app("counter").instances[0].pid;
+
+    let text = h.dir.path().join("not-a-binary");
+    std::fs::write(&text, "this is not a program\n").unwrap();
+    install(&exe, &text);
+    let err = h.fails(&["update"]);
+    assert!(
+        err.contains("cannot update the daemon")
+            && err.contains(&exe.display().to_string())
+            && err.contains("permission denied")
+            && err.contains(&format!("pid {}", old.pid)),
+        "{err}"
+    );
+
+    // Nothing changed, and nothing stopped: supervision and logs go on in the old image.
+    let same = ping(&h);
+    assert_eq!((same.pid, same.exec_generation), (old.pid, 0));
+    let at_failure = numbers(&log).len();
+    wait_lines(&log, at_failure + 100);
+    assert_eq!(h.app("counter").instances[0].pid, pid);
+    assert_eq!(h.app("counter").instances[0].restarts, 0);
+
+    // With a working binary back at the path, the update succeeds.
+    install(&exe, Path::new(BIN));
+    h.ok(&["update"]);
+    let new = ping(&h);
+    assert_eq!((new.pid, new.exec_generation), (old.pid, 1));
+    assert_eq!(h.app("counter").instances[0].pid, pid);
+    h.ok(&["stop", "counter"]);
+    assert_consecutive(&numbers(&log));
+}
+
+#[test]
+fn update_without_a_daemon_starts_nothing() {
+    let h = TestHome::new();
+    let out = h.ok(&["update"]);
+    assert!(out.contains("no daemon is running"), "{out}");
+    assert!(!h.home.join("herder.sock").exists());
+}
