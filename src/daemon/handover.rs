@@ -6,9 +6,11 @@
 //! 1. answers every other request with `Updating` (clients send it again) and waits for the
 //!    requests under way to finish, then stops accepting (new clients wait in the listening
 //!    socket's backlog, which the new image inherits);
-//! 2. pauses the reaper: a child that exits from now on stays a zombie for the new image;
-//! 3. holds every instance actor still (each reports its phase, pid, counters, deadlines and
-//!    descriptors) and every log capture between two reads (each reports its pipe and the
+//! 2. holds every instance actor still, then pauses the reaper (a child that exits from now on
+//!    stays a zombie for the new image), then asks each actor for its state (phase, pid,
+//!    counters, deadlines, descriptors), which handles first an exit delivered before the
+//!    pause;
+//! 3. holds every log capture still between two reads (each reports its pipe and the
 //!    unfinished last line; what the app writes meanwhile waits in the pipe), and waits for
 //!    rotated logs being compressed;
 //! 4. writes `state.json` (so a new image that dies at once is recovered as after a crash) and
@@ -258,32 +260,41 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
     }
     d.handover.pause_accepting(true).await;
     undo.accept_paused = true;
-    d.ctx.reaper.pause();
-    undo.reaper_paused = true;
-
-    let deadline = tokio::time::Instant::now() + HOLD_TIMEOUT;
     let (next_id, apps): (u32, Vec<App>) = {
         let reg = d.registry();
         (reg.next_id, reg.apps.values().cloned().collect())
     };
-    // Dropping these lets every actor go on.
-    let mut resume_actors: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut app_states = Vec::new();
+    // An actor stopping its process when the update comes holds still once it is done.
+    let longest_stop = apps.iter().map(|a| a.spec().kill_timeout_ms).max().unwrap_or(0);
+    let deadline = tokio::time::Instant::now() + HOLD_TIMEOUT + Duration::from_millis(longest_stop);
+    // The actors hold still while the reaper still runs (a stop under way needs it); then the
+    // reaper pauses; then each reports, handling first an exit delivered before the pause.
+    let mut held_actors = Vec::new();
     for app in &apps {
-        let mut instances = Vec::new();
         for h in &app.instances {
-            let (tx, rx) = oneshot::channel();
-            resume_actors.push(tx);
-            match tokio::time::timeout_at(deadline, h.hold(rx)).await {
-                Ok(Some(state)) => instances.push(state),
+            match tokio::time::timeout_at(deadline, h.hold()).await {
+                Ok(Some(held)) => held_actors.push(held),
                 Ok(None) => return format!("`{}`: an instance's supervisor is gone", app.spec().name),
                 Err(_) => {
                     return format!(
-                        "`{}` did not hold still within {} s (an instance is stopping?); try again",
-                        app.spec().name,
-                        HOLD_TIMEOUT.as_secs()
+                        "`{}` did not hold still in time (an instance is stopping?); try again",
+                        app.spec().name
                     )
                 }
+            }
+        }
+    }
+    d.ctx.reaper.pause();
+    undo.reaper_paused = true;
+    let mut held_iter = held_actors.iter_mut();
+    let mut app_states = Vec::new();
+    for app in &apps {
+        let mut instances = Vec::new();
+        for _ in &app.instances {
+            let Some(held) = held_iter.next() else { break };
+            match tokio::time::timeout_at(deadline, held.state()).await {
+                Ok(Some(state)) => instances.push(state),
+                _ => return format!("`{}`: an instance did not report its state", app.spec().name),
             }
         }
         app_states.push(AppState { id: app.id, spec: (**app.spec()).clone(), instances });
@@ -356,7 +367,7 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
     let exec_result = tokio::task::spawn_blocking(move || execute(&exe, memfd_raw, &fds, &reaper)).await;
     drop(memfd);
     drop(held);
-    drop(resume_actors);
+    drop(held_actors);
     match exec_result {
         Ok(e) => format!("cannot execute {}: {e}", d.image.exe.display()),
         Err(e) => format!("the update failed: {e}"),
@@ -613,10 +624,22 @@ impl Takeover {
     }
 
     /// Pids of the running instances, to register with the reaper before its first pass.
+    /// Nothing has reaped since the previous image paused its reaper, so each is alive or a
+    /// zombie; one that is neither (reaped all the same) is left out, and its instance's actor
+    /// sees its exit at once.
     pub fn pids(&self) -> Vec<i32> {
-        self.doc
-            .iter()
-            .flat_map(|d| d.apps.iter().flat_map(|a| a.instances.iter().filter_map(InstanceState::pid)))
+        let instances = self.doc.iter().flat_map(|d| d.apps.iter().flat_map(|a| a.instances.iter()));
+        instances
+            .filter_map(|st| {
+                let pid = st.pid()?;
+                match st.info.start_ticks {
+                    Some(ticks) if crate::supervisor::tree::start_ticks(pid) != Some(ticks) => {
+                        tracing::warn!(pid, "an adopted process is gone; its exit status is unknown");
+                        None
+                    }
+                    _ => Some(pid),
+                }
+            })
             .collect()
     }
 

@@ -80,11 +80,39 @@ impl InstanceState {
     }
 }
 
+/// What an actor receives with `Cmd::Hold`.
+pub(super) struct HoldRequest {
+    held: oneshot::Sender<()>,
+    report: oneshot::Receiver<oneshot::Sender<InstanceState>>,
+    resume: oneshot::Receiver<()>,
+}
+
+/// An actor holding still: it acts on nothing (no exit, no timer, no command) until this is
+/// dropped.
+pub struct Held {
+    report: Option<oneshot::Sender<oneshot::Sender<InstanceState>>>,
+    _resume: oneshot::Sender<()>,
+}
+
+impl Held {
+    /// The actor's state as of now. An exit the reaper already delivered is handled first, so
+    /// once the reaper is paused the state says exactly which processes still run. `None` if
+    /// asked twice or the actor is gone.
+    pub async fn state(&mut self) -> Option<InstanceState> {
+        let (tx, rx) = oneshot::channel();
+        self.report.take()?.send(tx).ok()?;
+        rx.await.ok()
+    }
+}
+
 impl InstanceHandle {
-    /// Ask the actor to hold still and report its state; it goes on when `resume` fires or
-    /// is dropped. `None` if the actor is gone.
-    pub async fn hold(&self, resume: oneshot::Receiver<()>) -> Option<InstanceState> {
-        self.ask(|tx| Cmd::Hold(tx, resume)).await
+    /// Ask the actor to hold still (once it is done with what it is doing, a stop say).
+    /// `None` if the actor is gone.
+    pub async fn hold(&self) -> Option<Held> {
+        let (report_tx, report) = oneshot::channel();
+        let (resume_tx, resume) = oneshot::channel();
+        self.ask(|held| Cmd::Hold(HoldRequest { held, report, resume })).await?;
+        Some(Held { report: Some(report_tx), _resume: resume_tx })
     }
 
     /// Start the actor of an instance an earlier image of the daemon ran, in the same phase.
@@ -128,24 +156,24 @@ fn remaining(deadline: Option<tokio::time::Instant>, now: tokio::time::Instant) 
 }
 
 impl Actor {
-    /// `Cmd::Hold`: report the state, hold still until told to go on, then go on in `phase`.
-    pub(super) async fn hold(
-        &mut self,
-        phase: Phase,
-        reply: oneshot::Sender<InstanceState>,
-        resume: oneshot::Receiver<()>,
-    ) -> Phase {
-        // An exit reaped before the reaper paused is handled now; one after it waits, as a
-        // zombie, for the next image.
-        let phase = match phase {
-            Phase::Running(mut run) => match run.exit.try_recv() {
-                Ok(exit) => self.exited(Some(exit), run.started),
-                Err(_) => Phase::Running(run),
-            },
-            other => other,
-        };
-        if reply.send(self.state(&phase)).is_ok() {
-            let _ = resume.await;
+    /// `Cmd::Hold`: hold still; report the state when asked; then go on in `phase` once let go.
+    pub(super) async fn hold(&mut self, mut phase: Phase, req: HoldRequest) -> Phase {
+        if req.held.send(()).is_err() {
+            return phase;
+        }
+        if let Ok(reply) = req.report.await {
+            // Asked after the reaper paused: an exit reaped before that is handled now; one
+            // after it waits, as a zombie, for the next image.
+            phase = match phase {
+                Phase::Running(mut run) => match run.exit.try_recv() {
+                    Ok(exit) => self.exited(Some(exit), run.started),
+                    Err(_) => Phase::Running(run),
+                },
+                other => other,
+            };
+            if reply.send(self.state(&phase)).is_ok() {
+                let _ = req.resume.await;
+            }
         }
         phase
     }

@@ -73,8 +73,8 @@ enum Cmd {
     Reset(oneshot::Sender<()>),
     /// Stop, remove the cgroup and end the actor.
     Shutdown(oneshot::Sender<()>),
-    /// Report the state and hold still until told to go on (`herder update`).
-    Hold(oneshot::Sender<handover::InstanceState>, oneshot::Receiver<()>),
+    /// Hold still, report the state when asked, go on when let go (`herder update`).
+    Hold(handover::HoldRequest),
 }
 
 /// A cloneable handle to one instance's actor.
@@ -387,8 +387,8 @@ impl Actor {
                                 self.reset();
                                 let _ = reply.send(());
                                 Phase::Waiting(until)
-                            } else if let Cmd::Hold(reply, resume) = cmd {
-                                self.hold(Phase::Waiting(until), reply, resume).await
+                            } else if let Cmd::Hold(req) = cmd {
+                                self.hold(Phase::Waiting(until), req).await
                             } else {
                                 self.auto_restart_pending = false;
                                 match self.command(cmd, None).await {
@@ -486,9 +486,7 @@ impl Actor {
                 let _ = reply.send(());
                 None
             }
-            Cmd::Hold(reply, resume) => {
-                Some(self.hold(running.map_or(Phase::Idle, Phase::Running), reply, resume).await)
-            }
+            Cmd::Hold(req) => Some(self.hold(running.map_or(Phase::Idle, Phase::Running), req).await),
         }
     }
 

@@ -237,3 +237,54 @@ fn update_without_a_daemon_starts_nothing() {
     assert!(out.contains("no daemon is running"), "{out}");
     assert!(!h.home.join("herder.sock").exists());
 }
+
+#[test]
+fn an_app_killed_while_the_daemon_holds_still_is_reaped_and_restarted_by_the_new_image() {
+    let h = TestHome::new();
+    let exe = own_binary(&h);
+    let out = Command::new(&exe).arg("ping").env("HERDER_HOME", &h.home).output().unwrap();
+    assert!(out.status.success());
+    h.ok(&["start", fixture("idle.sh").to_str().unwrap(), "--name", "victim", "--", &h.tag("victim")]);
+    h.ok(&["start", fixture("idle.sh").to_str().unwrap(), "--name", "bystander", "--", &h.tag("bystander")]);
+    let victim = h.wait_status("victim", Status::Online, T).instances[0].pid.unwrap();
+    let bystander = h.wait_status("bystander", Status::Online, T).instances[0].pid.unwrap();
+
+    // A wrapper in the binary's place (as some installs have): its `handover-check` waits
+    // for the test, so the test acts while the daemon holds everything still.
+    let (checking, go) = (h.dir.path().join("checking"), h.dir.path().join("go"));
+    let wrapper = h.write(
+        "wrapper.sh",
+        &format!(
+            "#!/bin/sh\nif [ \"$1\" = handover-check ]; then\n  touch '{}'\n  while [ ! -e '{}' ]; do sleep 0.01; done\nfi\nexec '{BIN}' \"$@\"\n",
+            checking.display(),
+            go.display()
+        ),
+    );
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    install(&exe, &wrapper);
+    let update = h.cmd(&["update"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    wait_for("the daemon to check the new binary", T, || checking.exists().then_some(()));
+    // SIGUSR1, not SIGKILL: an exit the daemon could not see would read as SIGKILL.
+    // SAFETY: kill(2) on the test's own app.
+    unsafe { libc::kill(victim as i32, libc::SIGUSR1) };
+    // Nothing reaps it now: it stays a zombie of the daemon.
+    wait_for("the victim to be a zombie", T, || (!pid_alive(victim)).then_some(()));
+    std::fs::write(&go, "").unwrap();
+    let out = update.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+
+    // The new image reaped it as an exit and restarted it; the other app is untouched.
+    let app = wait_for("the victim to be restarted", T, || {
+        let a = h.app("victim");
+        (a.instances[0].restarts == 1 && a.instances[0].status == Status::Online).then_some(a)
+    });
+    assert_eq!(
+        app.instances[0].last_exit.as_ref().map(|e| e.reason),
+        Some(herder::protocol::ExitReason::Signal(libc::SIGUSR1))
+    );
+    assert_ne!(app.instances[0].pid, Some(victim));
+    assert!(!std::path::Path::new(&format!("/proc/{victim}")).exists(), "the zombie was reaped");
+    let b = h.app("bystander");
+    assert_eq!((b.instances[0].pid, b.instances[0].restarts), (Some(bystander), 0));
+    assert_eq!(ping(&h).exec_generation, 1);
+}
