@@ -103,7 +103,11 @@ pub async fn logs(paths: &Paths, a: LogsArgs) -> Result<i32> {
             Ok(_) => {}
             Err(ClientError::Closed) => {
                 let _ = p.flush();
-                eprintln!("herder logs: the daemon stopped; no more lines");
+                if super::update::replaced_in_place(paths, c.daemon_pid).await {
+                    eprintln!("herder logs: {}", super::update::STREAM_ENDED_BY_UPDATE);
+                } else {
+                    eprintln!("herder logs: the daemon stopped; no more lines");
+                }
                 return Ok(1);
             }
             Err(e) => return Err(e.into()),

@@ -392,7 +392,13 @@ async fn events(paths: &Paths, json: bool) -> Result<i32> {
     let mut c = Client::connect(paths, true).await?;
     c.send(&Request::Events).await?;
     loop {
-        match c.next().await? {
+        let next = match c.next().await {
+            Err(client::ClientError::Closed) if update::replaced_in_place(paths, c.daemon_pid).await => {
+                bail!("{}", update::STREAM_ENDED_BY_UPDATE)
+            }
+            next => next?,
+        };
+        match next {
             Response::Event(e) => {
                 let line = if json { serde_json::to_string(&e)? } else { render::event(&e) };
                 out(&(line + "\n"))?;

@@ -85,3 +85,17 @@ pub(super) async fn update(paths: &Paths, json: bool) -> Result<i32> {
     }
     Ok(0)
 }
+
+/// After a stream ended: whether the daemon `pid` still runs, in a new image (`herder update`)
+/// rather than stopped. Its new image answers once it has taken over.
+pub(super) async fn replaced_in_place(paths: &Paths, pid: u32) -> bool {
+    match Client::connect(paths, false).await {
+        Ok(c) => c.daemon_pid == pid,
+        Err(ClientError::VersionMismatch { pid: p, .. }) => p == pid,
+        Err(_) => false,
+    }
+}
+
+/// What a stream (`logs -f`, `events`) says when the daemon was updated under it.
+pub(super) const STREAM_ENDED_BY_UPDATE: &str =
+    "the daemon was updated in place (`herder update`); run the command again to go on";
