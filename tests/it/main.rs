@@ -14,3 +14,4 @@ mod logs;
 mod ready;
 mod recovery;
 mod tree;
+mod watch;
