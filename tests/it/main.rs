@@ -11,6 +11,7 @@ mod hooks;
 mod lifecycle;
 mod log_config;
 mod logs;
+mod metrics;
 mod monitoring;
 mod ready;
 mod recovery;
