@@ -42,7 +42,7 @@ pub enum Cmd {
     Delete(Targets),
     /// List every app with its state
     #[command(visible_aliases = ["ls", "status", "l", "ps"])]
-    List(JsonFlag),
+    List(ListArgs),
     /// Show everything about one app
     #[command(visible_aliases = ["describe", "desc", "info"])]
     Show(ShowArgs),
@@ -62,8 +62,11 @@ pub enum Cmd {
     /// Print the last lines of apps' logs, then follow new lines
     #[command(visible_alias = "log")]
     Logs(logs::LogsArgs),
-    /// Stream supervision events (start, exit, restart, errored, ready, health, watchdog)
+    /// Stream supervision events (start, exit, restart, errored, ready, health, watchdog,
+    /// memory, oom)
     Events(JsonFlag),
+    /// Print metrics in the Prometheus text format, or serve them over HTTP (`--listen`)
+    Metrics(MetricsArgs),
     /// Empty the apps' current log files (every app's without a target)
     Flush(FlushArgs),
     /// Reopen every log file (after an external logrotate moved them)
@@ -98,6 +101,28 @@ pub struct JsonFlag {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Order rows by id, name, namespace, pid, uptime, restarts, status, cpu or mem,
+    /// optionally `:asc` or `:desc` (`--sort cpu:desc`)
+    #[arg(long, value_name = "FIELD[:DIR]")]
+    pub sort: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Serve them at http://ADDR/metrics from now on (loopback only; a bare port means
+    /// 127.0.0.1); kept across daemon restarts
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Stop serving them
+    #[arg(long, conflicts_with = "listen")]
+    pub off: bool,
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +258,18 @@ pub struct StartArgs {
     /// How long to wait for that (ms or `5s`; default 3 s)
     #[arg(long)]
     pub listen_timeout: Option<String>,
+    /// Restart when files change: the app's directory, or `--watch=src,lib`
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = ".", value_name = "PATHS")]
+    pub watch: Option<String>,
+    /// Leave these out of `--watch` (a name or a glob; repeatable)
+    #[arg(long, value_name = "PATTERN")]
+    pub ignore_watch: Vec<String>,
+    /// How long files must be quiet before the restart (ms or `1s`)
+    #[arg(long)]
+    pub watch_delay: Option<String>,
+    /// Stop a Node app with the IPC message 'shutdown' instead of a signal
+    #[arg(long)]
+    pub shutdown_with_message: bool,
     /// Arguments for the app, after `--`
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -302,9 +339,13 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
         }
         Cmd::Reset(t) => act(paths, Request::Reset { targets: targets(&t.targets) }).await,
         Cmd::List(f) => {
-            let Response::List { apps } = expect_ok(client::call(paths, &Request::List).await?)? else {
+            let sort = f.sort.as_deref().map(render::SortKey::parse).transpose().map_err(|e| anyhow!(e))?;
+            let Response::List { mut apps } = expect_ok(client::call(paths, &Request::List).await?)? else {
                 bail!("unexpected answer from the daemon");
             };
+            if let Some(key) = sort {
+                key.sort(&mut apps);
+            }
             if f.json {
                 out(&(serde_json::to_string_pretty(&apps)? + "\n"))?;
             } else {
@@ -349,6 +390,18 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
         }
         Cmd::Logs(a) => logs::logs(paths, a).await,
         Cmd::Events(f) => events(paths, f.json).await,
+        Cmd::Metrics(a) => {
+            let req = Request::Metrics { listen: a.listen.clone(), off: a.off };
+            let Response::Metrics { text, listen } = expect_ok(client::call(paths, &req).await?)? else {
+                bail!("unexpected answer from the daemon");
+            };
+            match (&a.listen, a.off, listen) {
+                (Some(_), _, Some(addr)) => out(&format!("metrics served at http://{addr}/metrics\n"))?,
+                (_, true, _) => out("metrics endpoint stopped\n")?,
+                _ => out(&text)?,
+            }
+            Ok(0)
+        }
         Cmd::Flush(a) => logs::flush(paths, a.targets).await,
         Cmd::ReloadLogs => logs::reload(paths).await,
         Cmd::Kill => kill(paths).await,
@@ -481,6 +534,10 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
         disable_logs: a.disable_logs,
         wait_ready: a.wait_ready,
         listen_timeout: a.listen_timeout.clone(),
+        watch: a.watch.as_ref().map(|w| w.split(',').map(str::to_string).collect()),
+        ignore_watch: a.ignore_watch.clone(),
+        watch_delay: a.watch_delay.clone(),
+        shutdown_with_message: a.shutdown_with_message,
         args: a.args.clone(),
     };
     // No target: the config file of this directory, as PM2 starts `ecosystem.config.js`.

@@ -100,6 +100,14 @@ pub struct AppDecl {
     pub cron_restart: Option<String>,
     pub cron_timezone: Option<String>,
     pub hooks: Vec<crate::protocol::spec::HookSpec>,
+    /// `watch`: paths as written, relative to `cwd` (`true` is `"."`).
+    pub watch: Vec<String>,
+    pub ignore_watch: Vec<String>,
+    pub watch_delay_ms: Option<u64>,
+    pub shutdown_with_message: Option<bool>,
+    pub max_memory_restart: Option<u64>,
+    pub memory_limit: Option<u64>,
+    pub cpu_limit_millis: Option<u32>,
 }
 
 /// An `env_<name>` table.
@@ -360,6 +368,13 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
     spec.cron_restart = decl.cron_restart.clone();
     spec.cron_timezone = decl.cron_timezone.clone();
     spec.hooks = decl.hooks.clone();
+    spec.watch = decl.watch.iter().map(|p| normalize(&spec.cwd.join(p))).collect();
+    spec.ignore_watch = decl.ignore_watch.clone();
+    spec.watch_delay_ms = decl.watch_delay_ms.unwrap_or(0);
+    spec.shutdown_with_message = decl.shutdown_with_message.unwrap_or(false);
+    spec.max_memory_restart = decl.max_memory_restart;
+    spec.memory_limit = decl.memory_limit;
+    spec.cpu_limit_millis = decl.cpu_limit_millis;
     if let Some(ms) = decl.listen_timeout_ms {
         spec.listen_timeout_ms = ms;
     }

@@ -78,6 +78,9 @@ struct Doc {
     /// The `herder update` client's connection, which the new image answers.
     #[serde(default)]
     reply_fd: Option<RawFd>,
+    /// The metrics endpoint's listening socket, if one is served.
+    #[serde(default)]
+    metrics_fd: Option<RawFd>,
     from: ImageInfo,
     /// How long the daemon process has run.
     uptime_ms: u64,
@@ -333,6 +336,7 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
         lock_fd: d.handover.lock_fd,
         listener_fd: d.handover.listener_fd,
         reply_fd: Some(client.as_raw_fd()),
+        metrics_fd: d.metrics.listener_fd(),
         from: d.image.clone(),
         uptime_ms: d.started.elapsed().as_millis() as u64,
         next_id,
@@ -351,6 +355,7 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
         return "the daemon is stopping (SIGTERM or SIGINT came)".into();
     }
     let mut fds = vec![doc.lock_fd, doc.listener_fd, client.as_raw_fd(), memfd.as_raw_fd()];
+    fds.extend(doc.metrics_fd);
     fds.extend(doc.apps.iter().flat_map(|a| a.instances.iter().flat_map(InstanceState::fds)));
     fds.extend(doc.captures.iter().map(|c| c.fd));
     tracing::info!(
@@ -677,6 +682,7 @@ fn read_inherited(var: &std::ffi::OsStr) -> Result<(Doc, HashMap<RawFd, OwnedFd>
         serde_json::from_slice(&bytes).map_err(|e| format!("the handover document is corrupt: {e}"))?;
     let mut numbers = vec![doc.lock_fd, doc.listener_fd];
     numbers.extend(doc.reply_fd);
+    numbers.extend(doc.metrics_fd);
     numbers.extend(doc.apps.iter().flat_map(|a| a.instances.iter().flat_map(InstanceState::fds)));
     numbers.extend(doc.captures.iter().map(|c| c.fd));
     let mut fds = HashMap::new();
@@ -737,8 +743,19 @@ pub(crate) async fn adopt(
     mut exits: HashMap<i32, oneshot::Receiver<ExitReason>>,
 ) {
     let Some(doc) = t.doc.take() else { return };
-    let Doc { from, next_id, apps, captures, reply_fd, .. } = doc;
+    let Doc { from, next_id, apps, captures, reply_fd, metrics_fd, .. } = doc;
     let mut take = |fd: RawFd| t.fds.remove(&fd);
+    if let Some(fd) = metrics_fd.and_then(&mut take) {
+        let std = std::net::TcpListener::from(fd);
+        let served = std
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpListener::from_std(std))
+            .map_err(|e| e.to_string())
+            .and_then(|l| super::metrics::serve(d, l));
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the metrics endpoint is not served any more");
+        }
+    }
     let mut adopted = 0;
     {
         let mut reg = d.registry();
@@ -843,6 +860,7 @@ mod tests {
             lock_fd: 5,
             listener_fd: 6,
             reply_fd: Some(7),
+            metrics_fd: None,
             from: image::this_image(PathBuf::from("/usr/bin/herder"), 2),
             uptime_ms: 1234,
             next_id: 3,

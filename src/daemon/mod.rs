@@ -8,6 +8,7 @@ mod handover;
 pub mod image;
 pub mod lock;
 mod logs;
+mod metrics;
 mod recovery;
 pub mod registry;
 pub mod state;
@@ -62,6 +63,8 @@ pub(crate) struct Daemon {
     pub followers: AtomicUsize,
     /// Clients streaming events (`herder events`) right now.
     pub event_followers: AtomicUsize,
+    /// The metrics endpoint, when one is asked for.
+    pub metrics: metrics::Endpoint,
     /// The program image this process runs (`herder update` replaces it).
     pub image: crate::protocol::ImageInfo,
     /// Unix time this image started, ms.
@@ -80,6 +83,7 @@ impl Daemon {
         PersistedState {
             version: STATE_VERSION,
             next_id: reg.next_id,
+            metrics_listen: self.metrics.address(),
             apps: reg
                 .apps
                 .values()
@@ -253,11 +257,16 @@ async fn serve(
             (None, Some(why))
         }
     };
+    let limits = crate::supervisor::limits::LimitRoots::detect(&paths.token(), cgroups.as_ref());
+    if let Some(note) = &limits.note {
+        tracing::info!(note = %note, "kernel limits");
+    }
     let changed = Arc::new(Notify::new());
     let ctx = Arc::new(Context {
         paths: paths.clone(),
         reaper,
         cgroups,
+        limits,
         logs: Arc::default(),
         events: tokio::sync::broadcast::channel(1024).0,
         changed: changed.clone(),
@@ -280,6 +289,7 @@ async fn serve(
         cgroup_note,
         followers: AtomicUsize::new(0),
         event_followers: AtomicUsize::new(0),
+        metrics: metrics::Endpoint::default(),
         image,
         image_started_ms: handlers::now_ms(),
         handover: handover::Gate::new(lock_fd, listener.as_raw_fd()),
@@ -290,6 +300,16 @@ async fn serve(
         handover::adopt(&daemon, takeover, exits).await;
     } else {
         recovery::recover(&daemon).await;
+    }
+    if let Some(listen) = std::env::var("HERDER_METRICS_LISTEN").ok().filter(|v| !v.trim().is_empty()) {
+        match metrics::parse_listen(&listen) {
+            Ok(addr) => {
+                if let Err(e) = metrics::listen(&daemon, addr).await {
+                    tracing::error!(error = %e, "HERDER_METRICS_LISTEN: no metrics endpoint");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "HERDER_METRICS_LISTEN: no metrics endpoint"),
+        }
     }
 
     // Persist whenever an instance or the registry changes; bursts coalesce into one write.
@@ -364,26 +384,53 @@ async fn serve(
     sampler.abort();
     hooks.abort();
     daemon.persist().await;
+    // herder's own groups go with the daemon once empty (a group still holding an app's
+    // process stays, for the next daemon to find).
+    if let Some(root) = &daemon.ctx.cgroups {
+        let _ = std::fs::remove_dir(&root.path);
+    }
+    daemon.ctx.limits.remove_roots();
     Ok(())
 }
 
-/// Every `SAMPLE_INTERVAL`, read each running instance's memory, so that `list` answers from
-/// memory instead of reading /proc for every instance on every request.
+/// How often instances are measured (`HERDER_SAMPLE_INTERVAL` overrides it, e.g. `250ms`).
+pub(crate) fn sample_interval() -> std::time::Duration {
+    std::env::var("HERDER_SAMPLE_INTERVAL")
+        .ok()
+        .and_then(|v| crate::config::units::parse_duration(&v).ok())
+        .filter(|ms| *ms >= 10)
+        .map_or(std::time::Duration::from_secs(1), std::time::Duration::from_millis)
+}
+
+/// Every sample interval, measure each running instance's process tree (CPU and memory), so
+/// that `list` answers from memory, and restart those over `max_memory_restart`.
 async fn sample_memory(daemon: Arc<Daemon>) {
-    const SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+    let mut tick = tokio::time::interval(sample_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let handles: Vec<_> = daemon.registry().apps.values().flat_map(|a| a.instances.clone()).collect();
+        let handles: Vec<_> = daemon
+            .registry()
+            .apps
+            .values()
+            .flat_map(|a| a.instances.iter().map(|h| (h.clone(), a.spec().max_memory_restart)))
+            .collect();
         if handles.is_empty() {
             // Nothing to sample: sleep until an app is added instead of ticking.
             daemon.apps_added.notified().await;
             continue;
         }
-        for h in &handles {
-            h.sample();
-        }
-        drop(handles);
+        // Reading /proc and cgroup files blocks: off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            let now = std::time::Instant::now();
+            for (h, limit) in &handles {
+                if let (Some((pid, rss)), Some(limit)) = (h.sample(now), limit) {
+                    if rss > *limit {
+                        h.memory_restart(pid, rss);
+                    }
+                }
+            }
+        })
+        .await;
         tick.tick().await;
     }
 }

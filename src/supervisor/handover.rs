@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::policy::PolicyState;
-use super::{bind_notify, Actor, Cmd, Context, InstanceHandle, IpcChannel, Phase, Running};
+use super::{bind_notify, Actor, Cmd, Context, InstanceHandle, IpcChannel, Phase, Running, WatchDue};
 use crate::health::notify::NotifySocket;
 use crate::protocol::{AppSpec, ExitReason, InstanceInfo};
 
@@ -28,7 +28,21 @@ pub struct InstanceState {
     pub auto_restart_pending: bool,
     #[serde(default)]
     pub notify: Option<NotifyState>,
+    /// With `watch`: the app's files were watched (the new image watches them again).
+    #[serde(default)]
+    pub watching: bool,
+    /// Watched files changed: the restart is due in this long.
+    #[serde(default)]
+    pub watch_due: Option<WatchDueState>,
     pub phase: PhaseState,
+}
+
+/// A burst of changes to watched files, waiting for quiet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WatchDueState {
+    pub first_age_ms: u64,
+    pub due_in_ms: u64,
+    pub path: PathBuf,
 }
 
 /// An instance's `NOTIFY_SOCKET`.
@@ -49,6 +63,9 @@ pub enum PhaseState {
     Running {
         pid: i32,
         uptime_ms: u64,
+        /// Where the kernel counts OOM kills of the instance, and the count at its start.
+        #[serde(default)]
+        oom: Option<(PathBuf, u64)>,
         /// A `wait_ready` instance's ready signal is due in this long.
         #[serde(default)]
         ready_in_ms: Option<u64>,
@@ -140,12 +157,30 @@ impl InstanceHandle {
             PhaseState::Running { ipc_fd: Some(fd), .. } => take(fd),
             _ => None,
         };
-        let InstanceState { info, unstable, backoff_ms, cgroup_dirty, auto_restart_pending, phase, .. } =
-            state;
+        let InstanceState {
+            info,
+            unstable,
+            backoff_ms,
+            cgroup_dirty,
+            auto_restart_pending,
+            watching,
+            watch_due,
+            phase,
+            ..
+        } = state;
         Self::start_actor(ctx, app_id, index, spec, info, notify, move |actor| {
             actor.policy = PolicyState { unstable, backoff_ms };
             actor.cgroup_dirty = cgroup_dirty;
             actor.auto_restart_pending = auto_restart_pending;
+            if watching {
+                actor.watcher = actor.start_watching();
+            }
+            let now = tokio::time::Instant::now();
+            actor.watch_due = watch_due.map(|w| WatchDue {
+                first: now.checked_sub(Duration::from_millis(w.first_age_ms)).unwrap_or(now),
+                due: now + Duration::from_millis(w.due_in_ms),
+                path: w.path,
+            });
             actor.resume_phase(phase, exit, ipc)
         })
     }
@@ -166,7 +201,7 @@ impl Actor {
             // after it waits, as a zombie, for the next image.
             phase = match phase {
                 Phase::Running(mut run) => match run.exit.try_recv() {
-                    Ok(exit) => self.exited(Some(exit), run.started),
+                    Ok(exit) => self.exited(Some(exit), &run),
                     Err(_) => Phase::Running(run),
                 },
                 other => other,
@@ -188,6 +223,7 @@ impl Actor {
             Phase::Running(run) => PhaseState::Running {
                 pid: run.pid,
                 uptime_ms: run.started.elapsed().as_millis() as u64,
+                oom: run.oom.clone(),
                 ready_in_ms: remaining(run.ready_deadline, now),
                 watchdog_in_ms: remaining(run.watchdog_deadline, now),
                 ipc_fd: run.ipc.as_ref().map(|c| c.stream.as_raw_fd()),
@@ -202,6 +238,12 @@ impl Actor {
             notify: self.notify.as_ref().map(|n| {
                 let (fd, path) = n.raw_parts();
                 NotifyState { fd, path: path.map(PathBuf::from), address: n.address.clone() }
+            }),
+            watching: self.watcher.is_some(),
+            watch_due: self.watch_due.as_ref().map(|w| WatchDueState {
+                first_age_ms: now.saturating_duration_since(w.first).as_millis() as u64,
+                due_in_ms: w.due.saturating_duration_since(now).as_millis() as u64,
+                path: w.path.clone(),
             }),
             phase,
         }
@@ -218,7 +260,7 @@ impl Actor {
         match phase {
             PhaseState::Idle => Phase::Idle,
             PhaseState::Waiting { remaining_ms } => Phase::Waiting(now + Duration::from_millis(remaining_ms)),
-            PhaseState::Running { pid, uptime_ms, ready_in_ms, watchdog_in_ms, .. } => {
+            PhaseState::Running { pid, uptime_ms, oom, ready_in_ms, watchdog_in_ms, .. } => {
                 // Without a registered exit the process cannot be waited for: a closed
                 // channel reads as killed, and the restart policy applies.
                 let exit = exit.unwrap_or_else(|| oneshot::channel().1);
@@ -230,6 +272,7 @@ impl Actor {
                 let started = Instant::now();
                 Phase::Running(Running {
                     pid,
+                    oom,
                     exit,
                     started: started.checked_sub(Duration::from_millis(uptime_ms)).unwrap_or(started),
                     ready_deadline: ready_in_ms.map(|ms| now + Duration::from_millis(ms)),

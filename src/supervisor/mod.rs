@@ -9,12 +9,14 @@
 pub mod cgroup;
 pub mod fork;
 pub mod handover;
+pub mod limits;
 pub mod policy;
 pub mod reaper;
 pub mod spawn;
 pub mod tree;
+pub mod usage;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +25,7 @@ use tokio::time::sleep_until;
 
 use crate::health::notify::{Notice, NotifySocket};
 use crate::health::probe::{self, ProbeResult};
+use crate::health::watch::{Ignore, Watcher};
 use crate::paths::Paths;
 use crate::protocol::spec::ProbeKind;
 use crate::protocol::ProbeState;
@@ -50,6 +53,8 @@ pub struct Context {
     pub paths: Paths,
     pub reaper: Reaper,
     pub cgroups: Option<CgroupRoot>,
+    /// Where `memory_limit` and `cpu_limit` can be set.
+    pub limits: limits::LimitRoots,
     /// Log writers shared by instances, and the channel to `logs -f` followers.
     pub logs: Arc<crate::logs::Hub>,
     /// Every instance's events, for `herder events` and hooks.
@@ -73,6 +78,11 @@ enum Cmd {
     Reset(oneshot::Sender<()>),
     /// Stop, remove the cgroup and end the actor.
     Shutdown(oneshot::Sender<()>),
+    /// The process `pid` holds `rss` bytes, over `max_memory_restart`: restart it gracefully.
+    MemoryRestart {
+        pid: i32,
+        rss: u64,
+    },
     /// Hold still, report the state when asked, go on when let go (`herder update`).
     Hold(handover::HoldRequest),
 }
@@ -82,8 +92,8 @@ enum Cmd {
 pub struct InstanceHandle {
     tx: mpsc::UnboundedSender<Cmd>,
     status: watch::Receiver<InstanceInfo>,
-    /// Resident memory of the main process at the last sample, in bytes (0: unknown).
-    memory: Arc<AtomicU64>,
+    /// CPU and memory of the process tree at the last samples.
+    usage: Arc<std::sync::Mutex<usage::Usage>>,
 }
 
 impl InstanceHandle {
@@ -123,8 +133,8 @@ impl InstanceHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(info.clone());
         let mut actor = Actor {
-            marker: ctx.marker(app_id, index),
             app_id,
+            marker: ctx.marker(app_id, index),
             ctx,
             spec,
             info,
@@ -134,26 +144,51 @@ impl InstanceHandle {
             cgroup_dirty: true,
             notify,
             auto_restart_pending: false,
+            watcher: None,
+            watch_due: None,
         };
         let phase = first(&mut actor);
         actor.status.send_replace(actor.info.clone());
         tokio::spawn(actor.run(rx, phase));
-        InstanceHandle { tx, status, memory: Arc::default() }
+        InstanceHandle { tx, status, usage: Arc::default() }
     }
 
-    /// The latest state, with the memory of the last sample.
+    /// The latest state, with the figures of the last sample.
     pub fn snapshot(&self) -> InstanceInfo {
         let mut info = self.status.borrow().clone();
-        let memory = self.memory.load(Ordering::Relaxed);
-        info.memory_bytes = (info.pid.is_some() && memory > 0).then_some(memory);
+        let u = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        if info.pid.is_some() && u.pid() == info.pid.map(|p| p as i32) {
+            info.memory_bytes = u.rss;
+            info.cpu_percent = u.cpu_percent;
+            info.cpu_seconds = u.cpu_seconds;
+            info.processes = u.processes;
+        }
         info
     }
 
-    /// Read the main process's memory now (called by the daemon's sampler).
-    pub fn sample(&self) {
-        let pid = self.status.borrow().pid;
-        let memory = pid.and_then(|p| tree::rss_bytes(p as i32)).unwrap_or(0);
-        self.memory.store(memory, Ordering::Relaxed);
+    /// [`InstanceHandle::snapshot`] with the recent samples (for `show` and `monit`).
+    pub fn snapshot_with_history(&self) -> InstanceInfo {
+        let mut info = self.snapshot();
+        info.usage_history =
+            self.usage.lock().unwrap_or_else(|e| e.into_inner()).history.iter().copied().collect();
+        info
+    }
+
+    /// Measure the instance's process tree now (called by the daemon's sampler). Returns the
+    /// pid and its tree's resident memory.
+    pub fn sample(&self, now: std::time::Instant) -> Option<(i32, u64)> {
+        let (pid, cgroup) = {
+            let info = self.status.borrow();
+            (info.pid.map(|p| p as i32), info.cgroup.clone())
+        };
+        let reading = pid.and_then(|p| usage::measure(p, cgroup.as_deref()));
+        self.usage.lock().unwrap_or_else(|e| e.into_inner()).update(pid, reading, now);
+        Some((pid?, reading?.rss))
+    }
+
+    /// The tree of `pid` went over `max_memory_restart` with `rss` bytes.
+    pub fn memory_restart(&self, pid: i32, rss: u64) {
+        let _ = self.tx.send(Cmd::MemoryRestart { pid, rss });
     }
 
     /// The latest state as last published, without reading /proc.
@@ -211,6 +246,10 @@ impl InstanceInfo {
             reason: None,
             cgroup: None,
             memory_bytes: None,
+            cpu_percent: None,
+            cpu_seconds: None,
+            processes: None,
+            usage_history: Vec::new(),
             history: Vec::new(),
             status_text: None,
             probes: Vec::new(),
@@ -220,6 +259,8 @@ impl InstanceInfo {
 
 struct Running {
     pid: i32,
+    /// Where the kernel counts OOM kills of the instance, and the count at its start.
+    oom: Option<(PathBuf, u64)>,
     exit: oneshot::Receiver<ExitReason>,
     started: Instant,
     /// While a `wait_ready` instance is launching: when its ready signal is due.
@@ -306,9 +347,19 @@ enum Phase {
     Waiting(tokio::time::Instant),
 }
 
+/// A burst of changes to watched files, waiting for quiet.
+struct WatchDue {
+    /// The first change of the burst.
+    first: tokio::time::Instant,
+    /// When the restart comes unless more changes arrive.
+    due: tokio::time::Instant,
+    /// The first path that changed, for the event.
+    path: PathBuf,
+}
+
 struct Actor {
-    ctx: Arc<Context>,
     app_id: u32,
+    ctx: Arc<Context>,
     spec: Arc<AppSpec>,
     info: InstanceInfo,
     status: watch::Sender<InstanceInfo>,
@@ -322,6 +373,10 @@ struct Actor {
     auto_restart_pending: bool,
     /// The instance's `NOTIFY_SOCKET` (none if it could not be bound).
     notify: Option<NotifySocket>,
+    /// With `watch`: the app's files, watched from its start until it is stopped.
+    watcher: Option<Watcher>,
+    /// A watched file changed: when the restart is due.
+    watch_due: Option<WatchDue>,
 }
 
 fn now_ms() -> u64 {
@@ -332,15 +387,22 @@ impl Actor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, mut phase: Phase) {
         loop {
             phase = match phase {
-                Phase::Idle => match rx.recv().await {
-                    None => break,
-                    Some(cmd) => match self.command(cmd, None).await {
-                        Some(p) => p,
+                Phase::Idle => tokio::select! {
+                    cmd = rx.recv() => match cmd {
                         None => break,
+                        Some(cmd) => match self.command(cmd, None).await {
+                            Some(p) => p,
+                            None => break,
+                        },
                     },
+                    // An app that gave up (errored) is tried again once its files change:
+                    // the fix for a crash on start is an edit.
+                    path = watch_changed(&mut self.watcher), if self.info.status == Status::Errored => {
+                        self.watch_start(path)
+                    }
                 },
                 Phase::Running(mut run) => tokio::select! {
-                    exit = &mut run.exit => self.exited(exit.ok(), run.started),
+                    exit = &mut run.exit => self.exited(exit.ok(), &run),
                     notices = recv_notices(self.notify.as_ref()) => {
                         self.on_notices(notices, &mut run);
                         Phase::Running(run)
@@ -362,6 +424,11 @@ impl Actor {
                     _ = sleep_until_some(run.ready_deadline) => self.failed_start(run).await,
                     _ = sleep_until_some(run.cron_deadline) => self.cron_restart(run).await,
                     _ = sleep_until_some(run.watchdog_deadline) => self.watchdog_missed(run).await,
+                    path = watch_changed(&mut self.watcher) => {
+                        self.on_watch_change(path);
+                        Phase::Running(run)
+                    }
+                    _ = sleep_until_some(self.watch_due.as_ref().map(|d| d.due)) => self.watch_restart(run).await,
                     cmd = rx.recv() => match cmd {
                         None => {
                             self.stop_process(run).await;
@@ -375,6 +442,7 @@ impl Actor {
                 },
                 Phase::Waiting(until) => tokio::select! {
                     _ = sleep_until(until) => self.launch(),
+                    path = watch_changed(&mut self.watcher) => self.watch_start(path),
                     cmd = rx.recv() => match cmd {
                         None => break,
                         Some(cmd) => {
@@ -408,6 +476,7 @@ impl Actor {
             }
             cg.remove();
         }
+        self.ctx.limits.remove(self.app_id, self.info.index);
     }
 
     /// Carry out `cmd`; `running` is the live process, if any. `None` ends the actor.
@@ -429,6 +498,9 @@ impl Actor {
                 if let Some(run) = running {
                     self.stop_process(run).await;
                 }
+                // A stopped app is not watched (as `pm2 stop`); `start` watches it again.
+                self.watcher = None;
+                self.watch_due = None;
                 self.info.status = Status::Stopped;
                 self.info.reason = None;
                 self.publish();
@@ -442,6 +514,9 @@ impl Actor {
                     self.stop_process(run).await;
                 }
                 if let Some(spec) = spec {
+                    if spec.watch != self.spec.watch || spec.ignore_watch != self.spec.ignore_watch {
+                        self.watcher = None;
+                    }
                     self.spec = spec;
                 }
                 if was_up {
@@ -473,6 +548,11 @@ impl Actor {
                 let _ = reply.send(());
                 Some(running.map_or(Phase::Idle, Phase::Running))
             }
+            Cmd::MemoryRestart { pid, rss } => match running {
+                Some(run) if run.pid == pid => Some(self.memory_restart(run, rss).await),
+                // A sample of a process that is already gone: nothing to do.
+                other => Some(other.map_or(Phase::Idle, Phase::Running)),
+            },
             Cmd::Shutdown(reply) => {
                 if let Some(run) = running {
                     self.stop_process(run).await;
@@ -525,21 +605,28 @@ impl Actor {
         }
         let spawned = spawn::spawn_instance(
             &self.ctx,
-            self.app_id,
             &self.spec,
+            self.app_id,
             self.info.index,
             self.cgroup.as_ref(),
             self.cgroup_dirty,
             &self.marker,
             self.notify.as_ref().map(|n| n.address.as_str()),
         );
+        self.watch_due = None;
+        if self.watcher.is_none() && !self.spec.watch.is_empty() {
+            self.watcher = self.start_watching();
+        }
         match spawned {
             Ok(s) => {
                 self.cgroup_dirty = false;
                 self.info.pid = Some(s.pid as u32);
                 self.info.start_ticks = s.start_ticks;
                 self.info.started_at_ms = Some(now_ms());
-                self.info.status_text = None;
+                self.info.status_text = s.limit_note.clone();
+                if let Some(note) = &s.limit_note {
+                    self.event("limits", None, Some(note.clone()));
+                }
                 let ready_deadline = self.spec.wait_ready.then(|| {
                     tokio::time::Instant::now() + Duration::from_millis(self.spec.listen_timeout_ms)
                 });
@@ -558,6 +645,7 @@ impl Actor {
                 let watchdog_deadline = self.watchdog_due();
                 Phase::Running(Running {
                     pid: s.pid,
+                    oom: s.oom,
                     exit: s.exit,
                     started: s.started,
                     ready_deadline,
@@ -578,9 +666,20 @@ impl Actor {
         }
     }
 
-    fn record_exit(&mut self, exit: ExitReason, started: Instant) -> u64 {
+    fn record_exit(&mut self, exit: ExitReason, started: Instant, oom: Option<&(PathBuf, u64)>) -> u64 {
         let uptime_ms = started.elapsed().as_millis() as u64;
-        let rec = ExitRecord { at_ms: now_ms(), reason: exit, uptime_ms };
+        // A SIGKILL while the kernel's count of OOM kills in the instance's group went up.
+        let oom_killed = exit == ExitReason::Signal(libc::SIGKILL)
+            && oom.is_some_and(|(file, before)| limits::oom_count(file) > *before);
+        if oom_killed {
+            tracing::warn!(app = %self.spec.name, instance = self.info.index, "killed by the kernel: over `memory_limit`");
+            self.event(
+                "oom",
+                Some(exit),
+                self.spec.memory_limit.map(|b| format!("over memory_limit ({b} bytes)")),
+            );
+        }
+        let rec = ExitRecord { at_ms: now_ms(), reason: exit, uptime_ms, oom_killed };
         self.info.last_exit = Some(rec.clone());
         self.info.history.push(rec);
         if self.info.history.len() > HISTORY_LEN {
@@ -592,10 +691,10 @@ impl Actor {
     }
 
     /// The main process exited on its own.
-    fn exited(&mut self, exit: Option<ExitReason>, started: Instant) -> Phase {
+    fn exited(&mut self, exit: Option<ExitReason>, run: &Running) -> Phase {
         // A closed channel means the reaper is gone, which only happens at daemon exit.
         let exit = exit.unwrap_or(ExitReason::Signal(libc::SIGKILL));
-        let uptime_ms = self.record_exit(exit, started);
+        let uptime_ms = self.record_exit(exit, run.started, run.oom.as_ref());
         tracing::info!(app = %self.spec.name, instance = self.info.index, %exit, uptime_ms, "exited");
         self.event("exit", Some(exit), Some(format!("after {uptime_ms} ms")));
         // What the app left behind (children of a crashed parent) would run twice after the
@@ -763,6 +862,95 @@ impl Actor {
         self.launch()
     }
 
+    /// Watch the app's `watch` paths, leaving out its own log files and herder's home.
+    fn start_watching(&mut self) -> Option<Watcher> {
+        let spec = &self.spec;
+        let mut logs = Vec::new();
+        for i in 0..spec.instances.max(1) {
+            let (out, err, combined) = crate::logs::log_paths(&self.ctx.paths, spec, i);
+            logs.extend([out, err, combined].into_iter().flatten());
+        }
+        let ignore =
+            Ignore::new(&spec.cwd, &spec.ignore_watch, &logs, std::slice::from_ref(&self.ctx.paths.home));
+        match Watcher::new(&spec.watch, ignore) {
+            Ok(w) => {
+                tracing::info!(app = %spec.name, instance = self.info.index, dirs = w.watched(), "watching files");
+                if let Some(note) = &w.note {
+                    tracing::warn!(app = %spec.name, "{note}");
+                    self.info.status_text = Some(format!("watch: {note}"));
+                }
+                Some(w)
+            }
+            Err(e) => {
+                let why = format!("`watch` is off: {e}");
+                tracing::warn!(app = %spec.name, instance = self.info.index, "{why}");
+                self.event("watch", None, Some(why));
+                None
+            }
+        }
+    }
+
+    /// A watched file changed: the restart waits until files are quiet for `watch_delay`, but
+    /// a stream of changes that never pauses delays it at most ten times that.
+    fn on_watch_change(&mut self, path: PathBuf) {
+        let now = tokio::time::Instant::now();
+        let quiet = self.watch_quiet();
+        match &mut self.watch_due {
+            Some(d) => d.due = (now + quiet).min(d.first + quiet * 10),
+            None => self.watch_due = Some(WatchDue { first: now, due: now + quiet, path }),
+        }
+    }
+
+    /// How long files must stay quiet after a change before the restart.
+    fn watch_quiet(&self) -> Duration {
+        Duration::from_millis(self.spec.watch_delay_ms).max(crate::health::watch::MIN_QUIET)
+    }
+
+    /// Watched files changed and have been quiet since: restart the instance once.
+    async fn watch_restart(&mut self, run: Running) -> Phase {
+        let path = self.watch_due.take().map(|d| d.path).unwrap_or_default();
+        let why = format!("`watch`: {} changed", path.display());
+        tracing::info!(app = %self.spec.name, instance = self.info.index, "{why}; restarting");
+        self.event("restart", None, Some(why));
+        self.stop_process(run).await;
+        self.info.restarts += 1;
+        let phase = self.launch();
+        // What the app wrote while stopping and starting is its own doing, not an edit.
+        if let Some(w) = &mut self.watcher {
+            w.drain();
+        }
+        phase
+    }
+
+    /// Watched files changed while the app was down (waiting to restart, or errored): start
+    /// it now, with a fresh restart budget.
+    fn watch_start(&mut self, path: PathBuf) -> Phase {
+        let why = format!("`watch`: {} changed", path.display());
+        tracing::info!(app = %self.spec.name, instance = self.info.index, "{why}; starting");
+        self.event("restart", None, Some(why));
+        self.auto_restart_pending = false;
+        self.policy = PolicyState::default();
+        self.info.unstable_restarts = 0;
+        self.info.restarts += 1;
+        let phase = self.launch();
+        if let Some(w) = &mut self.watcher {
+            w.drain();
+        }
+        phase
+    }
+
+    /// The tree went over `max_memory_restart`: restart it gracefully (stop signal, then
+    /// `kill_timeout`), as a restart the policy does not count as a crash.
+    async fn memory_restart(&mut self, run: Running, rss: u64) -> Phase {
+        let limit = self.spec.max_memory_restart.unwrap_or(0);
+        let why = format!("memory {} over `max_memory_restart` ({})", human_bytes(rss), human_bytes(limit));
+        tracing::warn!(app = %self.spec.name, instance = self.info.index, "{why}; restarting");
+        self.event("memory", None, Some(why));
+        self.stop_process(run).await;
+        self.info.restarts += 1;
+        self.launch()
+    }
+
     /// When the next `WATCHDOG=1` is due, if the app has a watchdog.
     fn watchdog_due(&self) -> Option<tokio::time::Instant> {
         // Without a notify socket the app could never ping.
@@ -834,8 +1022,9 @@ impl Actor {
         self.publish();
         let sig = spawn::signal_number(&self.spec.kill_signal).unwrap_or(libc::SIGTERM);
         let tree_before = if self.cgroup.is_none() { tree::descendants(run.pid) } else { Vec::new() };
+        let told = self.spec.shutdown_with_message && send_shutdown(&mut run.ipc).await;
         // SAFETY: kill(2) on the process group the instance leads (it called setsid).
-        if unsafe { libc::kill(-run.pid, sig) } != 0 {
+        if !told && unsafe { libc::kill(-run.pid, sig) } != 0 {
             unsafe { libc::kill(run.pid, sig) };
         }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.spec.kill_timeout_ms);
@@ -852,7 +1041,7 @@ impl Actor {
                 tokio::time::timeout(Duration::from_secs(5), &mut run.exit).await.ok().and_then(Result::ok);
         }
         let exit = exit.unwrap_or(ExitReason::Signal(libc::SIGKILL));
-        self.record_exit(exit, run.started);
+        self.record_exit(exit, run.started, run.oom.as_ref());
         tracing::info!(app = %self.spec.name, instance = self.info.index, %exit, "stopped");
     }
 
@@ -900,6 +1089,34 @@ async fn recv_notices(socket: Option<&NotifySocket>) -> Vec<Notice> {
 }
 
 /// Sleep until `deadline`; never, without one.
+fn human_bytes(b: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if b >= 1024 * 1024 * 1024 {
+        format!("{:.1} GiB", b as f64 / (MIB * 1024.0))
+    } else {
+        format!("{:.1} MiB", b as f64 / MIB)
+    }
+}
+
+/// `shutdown_with_message`: send `'shutdown'` on a Node app's IPC channel, as PM2 does.
+/// False when there is no channel (not a Node app) or it is closed: the caller signals.
+async fn send_shutdown(ipc: &mut Option<IpcChannel>) -> bool {
+    use tokio::io::AsyncWriteExt;
+    let Some(ch) = ipc else { return false };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), ch.stream.write_all(b"\"shutdown\"\n")).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The next change to the watched files; never, without a watcher.
+async fn watch_changed(watcher: &mut Option<Watcher>) -> PathBuf {
+    match watcher {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => sleep_until(d).await,

@@ -101,6 +101,13 @@ kill_timeout = "200ms"
     assert!(before.iter().all(|(_, _, p)| p.is_some()), "{before:?}");
     let old = ping(&h);
     assert_eq!(old.exec_generation, 0);
+    let served = h.ok(&["metrics", "--listen", "127.0.0.1:0"]);
+    let metrics = served
+        .trim()
+        .strip_prefix("metrics served at http://")
+        .unwrap()
+        .trim_end_matches("/metrics")
+        .to_string();
 
     // Other commands during the update are answered (sent again by the client if the daemon
     // turned them away while it was busy).
@@ -151,6 +158,9 @@ kill_timeout = "200ms"
         }
     }
 
+    // The metrics endpoint's socket carried over too: nothing bound it again.
+    assert!(scrape(&metrics).contains("herder_app_up{app=\"counter\""), "{}", scrape(&metrics));
+
     // The watchdog app's notify socket and deadline carried over: its next status arrives,
     // and once it stops pinging the new image restarts it.
     std::fs::write(&hang, "").unwrap();
@@ -165,6 +175,16 @@ kill_timeout = "200ms"
     assert_consecutive(&nums);
     let state = std::fs::read_to_string(h.home.join("state.json")).unwrap();
     assert!(state.contains(&format!("\"pid\":{}", before.iter().find(|p| p.0 == "idle").unwrap().2.unwrap())));
+}
+
+/// `GET /metrics` from the endpoint at `addr`.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: herder\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
 }
 
 /// A copy of the binary at a path of the test's own, which it can replace.
