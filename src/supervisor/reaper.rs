@@ -5,6 +5,9 @@
 //! hands the exit status of registered pids to their owners; everything else is reaped and
 //! dropped. Spawning happens under the same lock as reaping, so an instance that exits at once
 //! can never be reaped before its pid is registered.
+//!
+//! For `herder update` the reaper pauses (children that exit stay zombies for the next image,
+//! which registers the adopted pids before its first pass) and can hold off every spawn.
 
 use std::collections::HashMap;
 use std::io;
