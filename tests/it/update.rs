@@ -308,3 +308,48 @@ fn an_app_killed_while_the_daemon_holds_still_is_reaped_and_restarted_by_the_new
     assert_eq!((b.instances[0].pid, b.instances[0].restarts), (Some(bystander), 0));
     assert_eq!(ping(&h).exec_generation, 1);
 }
+
+#[test]
+fn a_handover_document_the_binary_cannot_read_makes_it_start_as_after_a_crash() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let h = TestHome::new();
+    h.ok(&["start", fixture("idle.sh").to_str().unwrap(), "--name", "app", "--", &h.tag("app")]);
+    let old = h.wait_status("app", Status::Online, T).instances[0].pid.unwrap();
+    let daemon = h.daemon_pid().unwrap();
+    // SAFETY: kill(2) on the test's own daemon.
+    unsafe { libc::kill(daemon as i32, libc::SIGKILL) };
+    wait_for("the daemon to die", T, || (!pid_alive(daemon)).then_some(()));
+
+    // A daemon started as if an image of another version had handed over.
+    let doc = h.write("handover.json", r#"{"version": 99, "lock_fd": 3, "listener_fd": 4}"#);
+    let doc = std::fs::File::open(doc).unwrap();
+    let fd = doc.as_raw_fd();
+    let mut cmd = h.cmd(&["daemon"]);
+    cmd.env("HERDER_TAKEOVER", fd.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: fcntl(2) on a descriptor of this process, in the child before exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::fcntl(fd, libc::F_SETFD, 0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    // It recovers as after a crash: the old instance ended, the app started once again.
+    let app = wait_for("the app to run again", T, || {
+        let a = h.list().into_iter().find(|a| a.spec.name == "app")?;
+        (a.instances[0].status == Status::Online && a.instances[0].pid != Some(old)).then_some(a)
+    });
+    assert!(!pid_alive(old));
+    // (A shell forking its `sleep` shows its own arguments for an instant.)
+    wait_for("one process of the app", T, || {
+        (pids_with_arg(&h.tag("app")) == [app.instances[0].pid.unwrap()]).then_some(())
+    });
+    let log = std::fs::read_to_string(h.home.join("daemon.log")).unwrap();
+    assert!(log.contains("cannot take over") && log.contains("version 99"), "{log}");
+    assert_eq!(ping(&h).exec_generation, 0);
+    h.ok(&["kill"]);
+    child.wait().unwrap();
+}
