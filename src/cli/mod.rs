@@ -233,6 +233,18 @@ pub struct StartArgs {
     /// How long to wait for that (ms or `5s`; default 3 s)
     #[arg(long)]
     pub listen_timeout: Option<String>,
+    /// Restart when files change: the app's directory, or `--watch=src,lib`
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = ".", value_name = "PATHS")]
+    pub watch: Option<String>,
+    /// Leave these out of `--watch` (a name or a glob; repeatable)
+    #[arg(long, value_name = "PATTERN")]
+    pub ignore_watch: Vec<String>,
+    /// How long files must be quiet before the restart (ms or `1s`)
+    #[arg(long)]
+    pub watch_delay: Option<String>,
+    /// Stop a Node app with the IPC message 'shutdown' instead of a signal
+    #[arg(long)]
+    pub shutdown_with_message: bool,
     /// Arguments for the app, after `--`
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -468,6 +480,10 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
         disable_logs: a.disable_logs,
         wait_ready: a.wait_ready,
         listen_timeout: a.listen_timeout.clone(),
+        watch: a.watch.as_ref().map(|w| w.split(',').map(str::to_string).collect()),
+        ignore_watch: a.ignore_watch.clone(),
+        watch_delay: a.watch_delay.clone(),
+        shutdown_with_message: a.shutdown_with_message,
         args: a.args.clone(),
     };
     // No target: the config file of this directory, as PM2 starts `ecosystem.config.js`.

@@ -49,6 +49,27 @@ pub fn decl(script: &str, ov: &Overrides, errors: &mut Vec<ConfigError>) -> AppD
     if ov.wait_ready {
         decl.wait_ready = Some(true);
     }
+    decl.watch_delay_ms = duration("--watch-delay", &ov.watch_delay);
+    if ov.shutdown_with_message {
+        decl.shutdown_with_message = Some(true);
+    }
+    if let Some(paths) = &ov.watch {
+        if paths.iter().any(|p| p.trim().is_empty()) {
+            errors.push(
+                ConfigError::new("`--watch`: a path is empty").with_hint("`--watch` or `--watch=src,lib`"),
+            );
+        } else {
+            decl.watch = paths.clone();
+        }
+    }
+    for p in &ov.ignore_watch {
+        match crate::health::watch::Ignore::check(p) {
+            Ok(()) => decl.ignore_watch.push(p.clone()),
+            Err(e) => {
+                errors.push(ConfigError::new(format!("`--ignore-watch`: `{p}` is not a valid pattern: {e}")))
+            }
+        }
+    }
 
     if let Some(value) = &ov.max_restarts {
         match value.trim().parse::<u32>() {

@@ -76,6 +76,11 @@ pub struct Overrides {
     pub wait_ready: bool,
     /// `--listen-timeout`: how long to wait for it.
     pub listen_timeout: Option<String>,
+    /// `--watch[=paths]`: restart on file changes.
+    pub watch: Option<Vec<String>>,
+    pub ignore_watch: Vec<String>,
+    pub watch_delay: Option<String>,
+    pub shutdown_with_message: bool,
     /// Arguments after `--`.
     pub args: Vec<String>,
 }

@@ -100,6 +100,11 @@ pub struct AppDecl {
     pub cron_restart: Option<String>,
     pub cron_timezone: Option<String>,
     pub hooks: Vec<crate::protocol::spec::HookSpec>,
+    /// `watch`: paths as written, relative to `cwd` (`true` is `"."`).
+    pub watch: Vec<String>,
+    pub ignore_watch: Vec<String>,
+    pub watch_delay_ms: Option<u64>,
+    pub shutdown_with_message: Option<bool>,
 }
 
 /// An `env_<name>` table.
@@ -360,6 +365,10 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
     spec.cron_restart = decl.cron_restart.clone();
     spec.cron_timezone = decl.cron_timezone.clone();
     spec.hooks = decl.hooks.clone();
+    spec.watch = decl.watch.iter().map(|p| normalize(&spec.cwd.join(p))).collect();
+    spec.ignore_watch = decl.ignore_watch.clone();
+    spec.watch_delay_ms = decl.watch_delay_ms.unwrap_or(0);
+    spec.shutdown_with_message = decl.shutdown_with_message.unwrap_or(false);
     if let Some(ms) = decl.listen_timeout_ms {
         spec.listen_timeout_ms = ms;
     }

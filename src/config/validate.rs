@@ -144,13 +144,13 @@ pub const FIELDS: &[FieldDef] = &[
     now(Field::CronRestart, "cron_restart", &["cron"]),
     now(Field::CronTimezone, "cron_timezone", &[]),
     now(Field::Hooks, "hooks", &[]),
-    later(Field::Watch, "watch", &[]),
-    later(Field::IgnoreWatch, "ignore_watch", &[]),
-    later(Field::WatchDelay, "watch_delay", &[]),
+    now(Field::Watch, "watch", &[]),
+    now(Field::IgnoreWatch, "ignore_watch", &[]),
+    now(Field::WatchDelay, "watch_delay", &[]),
     later(Field::MaxMemoryRestart, "max_memory_restart", &[]),
     later(Field::MemoryLimit, "memory_limit", &[]),
     later(Field::CpuLimit, "cpu_limit", &[]),
-    later(Field::ShutdownWithMessage, "shutdown_with_message", &[]),
+    now(Field::ShutdownWithMessage, "shutdown_with_message", &[]),
     now(Field::WaitReady, "wait_ready", &[]),
     now(Field::ListenTimeout, "listen_timeout", &[]),
     now(Field::Health, "health", &[]),
@@ -684,6 +684,33 @@ impl AppCx<'_, '_> {
                 None
             }
         }
+    }
+
+    /// `watch = ["src", "app.js"]`: non-empty paths.
+    fn watch_paths(&mut self, key: &str, value: &Value) -> Vec<String> {
+        let paths = self.strings(key, value).unwrap_or_default();
+        if paths.iter().any(|p| p.trim().is_empty()) {
+            let msg = format!("`{key}` in app {}: a path is empty", self.label);
+            self.push(ConfigError::new(msg).at(value.span).with_hint("use `true` to watch the app's `cwd`"));
+            return Vec::new();
+        }
+        paths
+    }
+
+    /// `ignore_watch`: names or globs, each of which must compile.
+    fn ignore_patterns(&mut self, key: &str, value: &Value) -> Vec<String> {
+        let patterns = self.strings(key, value).unwrap_or_default();
+        for p in &patterns {
+            if let Err(e) = crate::health::watch::Ignore::check(p) {
+                let msg = format!("`{key}` in app {}: `{p}` is not a valid pattern: {e}", self.label);
+                self.push(
+                    ConfigError::new(msg)
+                        .at(value.span)
+                        .with_hint("a name such as \"dist\" or a glob such as \"**/*.tmp\""),
+                );
+            }
+        }
+        patterns
     }
 
     fn var_name(&mut self, key: &str, value: &Value) -> Option<String> {
@@ -1304,16 +1331,15 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
                 }
             }
             Field::Watch => {
-                if !matches!(v.kind, Kind::Bool(_)) {
-                    cx.strings(key, v);
+                decl.watch = match v.kind {
+                    Kind::Bool(true) => vec![".".to_string()],
+                    Kind::Bool(false) => Vec::new(),
+                    _ => cx.watch_paths(key, v),
                 }
             }
-            Field::IgnoreWatch => {
-                cx.strings(key, v);
-            }
-            Field::WatchDelay => {
-                cx.duration(key, v);
-            }
+            Field::IgnoreWatch => decl.ignore_watch = cx.ignore_patterns(key, v),
+            Field::WatchDelay => decl.watch_delay_ms = cx.duration(key, v),
+            Field::ShutdownWithMessage => decl.shutdown_with_message = cx.bool(key, v),
             Field::ListenTimeout => decl.listen_timeout_ms = cx.duration(key, v),
             Field::LogRotateInterval => {
                 decl.logs.rotate_interval_ms = match &v.kind {
@@ -1335,9 +1361,6 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             }
             Field::LogMaxSize => decl.logs.max_size = cx.size(key, v),
             Field::CpuLimit => cx.cpu_limit(key, v),
-            Field::ShutdownWithMessage => {
-                cx.bool(key, v);
-            }
             Field::WaitReady => decl.wait_ready = cx.bool(key, v),
             Field::MergeLogs => decl.logs.merge_logs = cx.bool(key, v).unwrap_or(false),
             Field::Time => decl.logs.time = cx.bool(key, v).unwrap_or(false),

@@ -104,6 +104,23 @@ pub struct AppSpec {
     /// Webhooks and commands run on events (`[[apps.hooks]]`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hooks: Vec<HookSpec>,
+    /// Restart when a file under one of these paths changes (`watch`; absolute).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch: Vec<PathBuf>,
+    /// Changes to paths matching these are not restarts (`ignore_watch`): a name matches any
+    /// path component (`dist`), a glob matches the path relative to `cwd` (`**/*.log`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore_watch: Vec<String>,
+    /// How long files must stay quiet after a change before the restart (ms).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub watch_delay_ms: u64,
+    /// Stop a Node app by sending it the IPC message `'shutdown'` instead of `kill_signal`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shutdown_with_message: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn default_listen_timeout() -> u64 {
@@ -149,6 +166,10 @@ impl AppSpec {
             cron_restart: None,
             cron_timezone: None,
             hooks: Vec::new(),
+            watch: Vec::new(),
+            ignore_watch: Vec::new(),
+            watch_delay_ms: 0,
+            shutdown_with_message: false,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod reaper;
 pub mod spawn;
 pub mod tree;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -22,6 +23,7 @@ use tokio::time::sleep_until;
 
 use crate::health::notify::{Notice, NotifySocket};
 use crate::health::probe::{self, ProbeResult};
+use crate::health::watch::{Ignore, Watcher};
 use crate::paths::Paths;
 use crate::protocol::spec::ProbeKind;
 use crate::protocol::ProbeState;
@@ -116,6 +118,8 @@ impl InstanceHandle {
             cgroup_dirty: true,
             notify,
             auto_restart_pending: false,
+            watcher: None,
+            watch_due: None,
         };
         tokio::spawn(actor.run(rx));
         InstanceHandle { tx, status, memory: Arc::default() }
@@ -286,6 +290,16 @@ enum Phase {
     Waiting(tokio::time::Instant),
 }
 
+/// A burst of changes to watched files, waiting for quiet.
+struct WatchDue {
+    /// The first change of the burst.
+    first: tokio::time::Instant,
+    /// When the restart comes unless more changes arrive.
+    due: tokio::time::Instant,
+    /// The first path that changed, for the event.
+    path: PathBuf,
+}
+
 struct Actor {
     ctx: Arc<Context>,
     spec: Arc<AppSpec>,
@@ -301,6 +315,10 @@ struct Actor {
     auto_restart_pending: bool,
     /// The instance's `NOTIFY_SOCKET` (none if it could not be bound).
     notify: Option<NotifySocket>,
+    /// With `watch`: the app's files, watched from its start until it is stopped.
+    watcher: Option<Watcher>,
+    /// A watched file changed: when the restart is due.
+    watch_due: Option<WatchDue>,
 }
 
 fn now_ms() -> u64 {
@@ -312,12 +330,19 @@ impl Actor {
         let mut phase = Phase::Idle;
         loop {
             phase = match phase {
-                Phase::Idle => match rx.recv().await {
-                    None => break,
-                    Some(cmd) => match self.command(cmd, None).await {
-                        Some(p) => p,
+                Phase::Idle => tokio::select! {
+                    cmd = rx.recv() => match cmd {
                         None => break,
+                        Some(cmd) => match self.command(cmd, None).await {
+                            Some(p) => p,
+                            None => break,
+                        },
                     },
+                    // An app that gave up (errored) is tried again once its files change:
+                    // the fix for a crash on start is an edit.
+                    path = watch_changed(&mut self.watcher), if self.info.status == Status::Errored => {
+                        self.watch_start(path)
+                    }
                 },
                 Phase::Running(mut run) => tokio::select! {
                     exit = &mut run.exit => self.exited(exit.ok(), run.started),
@@ -342,6 +367,11 @@ impl Actor {
                     _ = sleep_until_some(run.ready_deadline) => self.failed_start(run).await,
                     _ = sleep_until_some(run.cron_deadline) => self.cron_restart(run).await,
                     _ = sleep_until_some(run.watchdog_deadline) => self.watchdog_missed(run).await,
+                    path = watch_changed(&mut self.watcher) => {
+                        self.on_watch_change(path);
+                        Phase::Running(run)
+                    }
+                    _ = sleep_until_some(self.watch_due.as_ref().map(|d| d.due)) => self.watch_restart(run).await,
                     cmd = rx.recv() => match cmd {
                         None => {
                             self.stop_process(run).await;
@@ -355,6 +385,7 @@ impl Actor {
                 },
                 Phase::Waiting(until) => tokio::select! {
                     _ = sleep_until(until) => self.launch(),
+                    path = watch_changed(&mut self.watcher) => self.watch_start(path),
                     cmd = rx.recv() => match cmd {
                         None => break,
                         Some(cmd) => {
@@ -407,6 +438,9 @@ impl Actor {
                 if let Some(run) = running {
                     self.stop_process(run).await;
                 }
+                // A stopped app is not watched (as `pm2 stop`); `start` watches it again.
+                self.watcher = None;
+                self.watch_due = None;
                 self.info.status = Status::Stopped;
                 self.info.reason = None;
                 self.publish();
@@ -420,6 +454,9 @@ impl Actor {
                     self.stop_process(run).await;
                 }
                 if let Some(spec) = spec {
+                    if spec.watch != self.spec.watch || spec.ignore_watch != self.spec.ignore_watch {
+                        self.watcher = None;
+                    }
                     self.spec = spec;
                 }
                 if was_up {
@@ -509,6 +546,10 @@ impl Actor {
             &self.marker,
             self.notify.as_ref().map(|n| n.address.as_str()),
         );
+        self.watch_due = None;
+        if self.watcher.is_none() && !self.spec.watch.is_empty() {
+            self.watcher = self.start_watching();
+        }
         match spawned {
             Ok(s) => {
                 self.cgroup_dirty = false;
@@ -739,6 +780,83 @@ impl Actor {
         self.launch()
     }
 
+    /// Watch the app's `watch` paths, leaving out its own log files and herder's home.
+    fn start_watching(&mut self) -> Option<Watcher> {
+        let spec = &self.spec;
+        let mut logs = Vec::new();
+        for i in 0..spec.instances.max(1) {
+            let (out, err, combined) = crate::logs::log_paths(&self.ctx.paths, spec, i);
+            logs.extend([out, err, combined].into_iter().flatten());
+        }
+        let ignore =
+            Ignore::new(&spec.cwd, &spec.ignore_watch, &logs, std::slice::from_ref(&self.ctx.paths.home));
+        match Watcher::new(&spec.watch, ignore) {
+            Ok(w) => {
+                tracing::info!(app = %spec.name, instance = self.info.index, dirs = w.watched(), "watching files");
+                if let Some(note) = &w.note {
+                    tracing::warn!(app = %spec.name, "{note}");
+                    self.info.status_text = Some(format!("watch: {note}"));
+                }
+                Some(w)
+            }
+            Err(e) => {
+                let why = format!("`watch` is off: {e}");
+                tracing::warn!(app = %spec.name, instance = self.info.index, "{why}");
+                self.event("watch", None, Some(why));
+                None
+            }
+        }
+    }
+
+    /// A watched file changed: the restart waits until files are quiet for `watch_delay`, but
+    /// a stream of changes that never pauses delays it at most ten times that.
+    fn on_watch_change(&mut self, path: PathBuf) {
+        let now = tokio::time::Instant::now();
+        let quiet = self.watch_quiet();
+        match &mut self.watch_due {
+            Some(d) => d.due = (now + quiet).min(d.first + quiet * 10),
+            None => self.watch_due = Some(WatchDue { first: now, due: now + quiet, path }),
+        }
+    }
+
+    /// How long files must stay quiet after a change before the restart.
+    fn watch_quiet(&self) -> Duration {
+        Duration::from_millis(self.spec.watch_delay_ms).max(crate::health::watch::MIN_QUIET)
+    }
+
+    /// Watched files changed and have been quiet since: restart the instance once.
+    async fn watch_restart(&mut self, run: Running) -> Phase {
+        let path = self.watch_due.take().map(|d| d.path).unwrap_or_default();
+        let why = format!("`watch`: {} changed", path.display());
+        tracing::info!(app = %self.spec.name, instance = self.info.index, "{why}; restarting");
+        self.event("restart", None, Some(why));
+        self.stop_process(run).await;
+        self.info.restarts += 1;
+        let phase = self.launch();
+        // What the app wrote while stopping and starting is its own doing, not an edit.
+        if let Some(w) = &mut self.watcher {
+            w.drain();
+        }
+        phase
+    }
+
+    /// Watched files changed while the app was down (waiting to restart, or errored): start
+    /// it now, with a fresh restart budget.
+    fn watch_start(&mut self, path: PathBuf) -> Phase {
+        let why = format!("`watch`: {} changed", path.display());
+        tracing::info!(app = %self.spec.name, instance = self.info.index, "{why}; starting");
+        self.event("restart", None, Some(why));
+        self.auto_restart_pending = false;
+        self.policy = PolicyState::default();
+        self.info.unstable_restarts = 0;
+        self.info.restarts += 1;
+        let phase = self.launch();
+        if let Some(w) = &mut self.watcher {
+            w.drain();
+        }
+        phase
+    }
+
     /// When the next `WATCHDOG=1` is due, if the app has a watchdog.
     fn watchdog_due(&self) -> Option<tokio::time::Instant> {
         // Without a notify socket the app could never ping.
@@ -810,8 +928,9 @@ impl Actor {
         self.publish();
         let sig = spawn::signal_number(&self.spec.kill_signal).unwrap_or(libc::SIGTERM);
         let tree_before = if self.cgroup.is_none() { tree::descendants(run.pid) } else { Vec::new() };
+        let told = self.spec.shutdown_with_message && send_shutdown(&mut run.ipc).await;
         // SAFETY: kill(2) on the process group the instance leads (it called setsid).
-        if unsafe { libc::kill(-run.pid, sig) } != 0 {
+        if !told && unsafe { libc::kill(-run.pid, sig) } != 0 {
             unsafe { libc::kill(run.pid, sig) };
         }
         let deadline = tokio::time::Instant::now() + Duration::from_millis(self.spec.kill_timeout_ms);
@@ -876,6 +995,25 @@ async fn recv_notices(socket: Option<&NotifySocket>) -> Vec<Notice> {
 }
 
 /// Sleep until `deadline`; never, without one.
+/// `shutdown_with_message`: send `'shutdown'` on a Node app's IPC channel, as PM2 does.
+/// False when there is no channel (not a Node app) or it is closed: the caller signals.
+async fn send_shutdown(ipc: &mut Option<IpcChannel>) -> bool {
+    use tokio::io::AsyncWriteExt;
+    let Some(ch) = ipc else { return false };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), ch.stream.write_all(b"\"shutdown\"\n")).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The next change to the watched files; never, without a watcher.
+async fn watch_changed(watcher: &mut Option<Watcher>) -> PathBuf {
+    match watcher {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => sleep_until(d).await,

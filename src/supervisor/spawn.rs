@@ -104,8 +104,9 @@ pub fn spawn_instance(
         extra.push(("NOTIFY_SOCKET", address));
     }
     // Node apps signal readiness with `process.send('ready')` over an IPC channel, as under
-    // PM2. Only with `wait_ready`: an open channel keeps a Node process alive.
-    let ipc = if spec.wait_ready && is_node(spec) {
+    // PM2, and `shutdown_with_message` stops them with `'shutdown'` on it. Only then: an open
+    // channel keeps a Node process alive.
+    let ipc = if (spec.wait_ready || spec.shutdown_with_message) && is_node(spec) {
         Some(socketpair().map_err(|e| err(format!("cannot create its IPC channel: {e}")))?)
     } else {
         None

@@ -16,3 +16,4 @@ mod monit;
 mod ready;
 mod recovery;
 mod tree;
+mod watch;

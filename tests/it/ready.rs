@@ -129,3 +129,32 @@ fn a_node_app_calling_process_send_ready_goes_online_only_then() {
     assert_eq!(app.instances[0].pid, Some(pid));
     assert_eq!(app.instances[0].restarts, 0);
 }
+
+#[test]
+fn an_app_using_the_sd_notify_library_goes_online_when_it_says_ready() {
+    let h = TestHome::new();
+    let go = h.dir.path().join("go");
+    h.ok(&[
+        "start",
+        fixture("notify_lib.sh").to_str().unwrap(),
+        "--name",
+        "lib",
+        "--wait-ready",
+        "--listen-timeout",
+        "30s",
+        "--",
+        go.to_str().unwrap(),
+    ]);
+    let app = wait_for("the library's STATUS", T, || {
+        let a = h.app("lib");
+        (a.instances[0].status_text.as_deref() == Some("loading with libsystemd")).then_some(a)
+    });
+    assert_eq!(app.instances[0].status, Status::Launching);
+    std::fs::write(&go, "").unwrap();
+    h.wait_status("lib", Status::Online, T);
+    let app = wait_for("the ready STATUS", T, || {
+        let a = h.app("lib");
+        (a.instances[0].status_text.as_deref() == Some("ready via libsystemd")).then_some(a)
+    });
+    assert_eq!(app.instances[0].restarts, 0);
+}
