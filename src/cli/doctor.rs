@@ -65,7 +65,7 @@ pub struct Report {
 impl Report {
     /// Something essential is missing.
     pub fn failed(&self) -> bool {
-        self.checks.iter().any(|c| c.essential && c.level != Level::Ok)
+        self.checks.iter().any(|c| c.essential && c.level == Level::Missing)
     }
 }
 
@@ -273,7 +273,11 @@ fn v1(controller: &str) -> Option<V1> {
 
 fn cgroups(paths: &Paths, daemon: Option<&DaemonInfo>) -> Vec<Check> {
     let located = CgroupRoot::locate(&paths.token());
-    let disabled = std::env::var_os("HERDER_NO_CGROUP").is_some();
+    // The running daemon's environment counts, else this shell's (a daemon started from it).
+    let disabled = match daemon {
+        Some(info) => info.cgroup_note.as_deref().is_some_and(|n| n.contains("HERDER_NO_CGROUP")),
+        None => std::env::var_os("HERDER_NO_CGROUP").is_some(),
+    };
     let v2 = match (daemon, &located) {
         (Some(info), _) => match (&info.cgroup_root, &info.cgroup_note) {
             (Some(root), _) => {

@@ -76,7 +76,14 @@ pub async fn run(paths: &Paths) -> Result<i32> {
     // that errors print as usual.
     let client = Client::connect(paths, true).await?;
 
-    let mut terminal = ratatui::try_init()?;
+    let mut terminal = match ratatui::try_init() {
+        Ok(t) => t,
+        Err(e) => {
+            // Raw mode may be on already.
+            ratatui::restore();
+            return Err(anyhow::anyhow!("cannot set up the terminal: {e}"));
+        }
+    };
     let result = event_loop(&mut terminal, paths, client).await;
     ratatui::restore();
     result.map(|()| 0)

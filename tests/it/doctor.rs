@@ -130,8 +130,10 @@ fn doctor_shows_cgroups_degraded_under_herder_no_cgroup() {
     let out = h.cmd(&["ping"]).env("HERDER_NO_CGROUP", "1").output().unwrap();
     assert!(out.status.success());
     let (_, r) = doctor(&h, false);
-    assert_eq!(level(&r, "cgroup-v2"), "degraded", "{r:#}");
-    assert!(get(&r, "cgroup-v2")["detail"].as_str().unwrap().contains("HERDER_NO_CGROUP"), "{r:#}");
+    for id in ["cgroup-v2", "cgroup-memory", "cgroup-cpu", "cgroup-pids"] {
+        assert_eq!(level(&r, id), "degraded", "{r:#}");
+        assert!(get(&r, id)["detail"].as_str().unwrap().contains("HERDER_NO_CGROUP"), "{r:#}");
+    }
 }
 
 #[test]
@@ -143,4 +145,16 @@ fn doctor_fails_when_the_home_is_unusable() {
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(level(&r, "home"), "missing");
     assert!(get(&r, "home")["detail"].as_str().unwrap().contains("not a directory"), "{r:#}");
+}
+
+#[test]
+fn doctor_flags_a_home_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = TestHome::new();
+    std::fs::create_dir(&h.home).unwrap();
+    std::fs::set_permissions(&h.home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (code, r) = doctor(&h, false);
+    assert_eq!(code, Some(0), "a loose mode is not fatal");
+    assert_eq!(level(&r, "home"), "degraded", "{r:#}");
+    assert!(get(&r, "home")["detail"].as_str().unwrap().contains("0755"), "{r:#}");
 }
