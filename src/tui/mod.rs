@@ -350,3 +350,48 @@ fn tail(apps: &[AppInfo], marks: &[crate::protocol::FileMark]) -> Vec<LogLine> {
     }
     lines.into_iter().map(|(_, l)| l).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tui::model::tests::app;
+
+    fn texts(lines: &[LogLine]) -> Vec<(LogStream, &str)> {
+        lines.iter().map(|l| (l.stream, l.text.as_str())).collect()
+    }
+
+    #[test]
+    fn tail_merges_timestamped_files_in_time_order_and_others_file_by_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, err) = (dir.path().join("a.out.log"), dir.path().join("a.err.log"));
+        let mut a = app(0, "a", &[(crate::protocol::Status::Online, Some(1), 0)]);
+        a.log_files = vec![(out.clone(), err.clone())];
+
+        std::fs::write(&out, "2024-01-01 10:00:00 one\n2024-01-01 10:00:02 three\n").unwrap();
+        std::fs::write(&err, "2024-01-01 10:00:01 two\n").unwrap();
+        let got = tail(std::slice::from_ref(&a), &[]);
+        // No marks: the daemon saw no files, so only rotated ones (none) count.
+        assert!(got.is_empty());
+        let mark = |p: &std::path::Path| {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(p).unwrap();
+            crate::protocol::FileMark { path: p.to_path_buf(), inode: m.ino(), size: m.len() }
+        };
+        let marks = [mark(&out), mark(&err)];
+        let got = tail(std::slice::from_ref(&a), &marks);
+        assert_eq!(
+            texts(&got),
+            [
+                (LogStream::Out, "2024-01-01 10:00:00 one"),
+                (LogStream::Err, "2024-01-01 10:00:01 two"),
+                (LogStream::Out, "2024-01-01 10:00:02 three"),
+            ]
+        );
+
+        std::fs::write(&out, "b\nc\n").unwrap();
+        std::fs::write(&err, "a\n").unwrap();
+        let marks = [mark(&out), mark(&err)];
+        let got = tail(std::slice::from_ref(&a), &marks);
+        assert_eq!(texts(&got), [(LogStream::Out, "b"), (LogStream::Out, "c"), (LogStream::Err, "a")]);
+    }
+}

@@ -321,6 +321,15 @@ mod tests {
     }
 
     #[test]
+    fn tiny_terminals_do_not_break_drawing() {
+        let m = busy_model();
+        for (w, h) in [(1, 1), (10, 4), (30, 8), (200, 3)] {
+            let t = text(&render(&m, w, h));
+            assert_eq!(t.lines().count(), h as usize);
+        }
+    }
+
+    #[test]
     fn uptime_is_measured_against_the_model_clock() {
         let mut m = busy_model();
         let row = |m: &Model| {
