@@ -42,7 +42,7 @@ pub enum Cmd {
     Delete(Targets),
     /// List every app with its state
     #[command(visible_aliases = ["ls", "status", "l", "ps"])]
-    List(JsonFlag),
+    List(ListArgs),
     /// Show everything about one app
     #[command(visible_aliases = ["describe", "desc", "info"])]
     Show(ShowArgs),
@@ -98,6 +98,17 @@ pub struct JsonFlag {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Order rows by id, name, namespace, pid, uptime, restarts, status, cpu or mem,
+    /// optionally `:asc` or `:desc` (`--sort cpu:desc`)
+    #[arg(long, value_name = "FIELD[:DIR]")]
+    pub sort: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -310,9 +321,13 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
         }
         Cmd::Reset(t) => act(paths, Request::Reset { targets: targets(&t.targets) }).await,
         Cmd::List(f) => {
-            let Response::List { apps } = expect_ok(client::call(paths, &Request::List).await?)? else {
+            let sort = f.sort.as_deref().map(render::SortKey::parse).transpose().map_err(|e| anyhow!(e))?;
+            let Response::List { mut apps } = expect_ok(client::call(paths, &Request::List).await?)? else {
                 bail!("unexpected answer from the daemon");
             };
+            if let Some(key) = sort {
+                key.sort(&mut apps);
+            }
             if f.json {
                 out(&(serde_json::to_string_pretty(&apps)? + "\n"))?;
             } else {

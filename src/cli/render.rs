@@ -53,7 +53,98 @@ fn user() -> String {
 }
 
 fn last_exit(i: &InstanceInfo) -> String {
-    i.last_exit.as_ref().map(|e| e.reason.to_string()).unwrap_or_else(|| "-".into())
+    match &i.last_exit {
+        Some(e) if e.oom_killed => "oom-killed".into(),
+        Some(e) => e.reason.to_string(),
+        None => "-".into(),
+    }
+}
+
+fn cpu(i: &InstanceInfo) -> String {
+    i.cpu_percent.map(|c| format!("{c:.0}%")).unwrap_or_else(|| "-".into())
+}
+
+/// `list --sort field[:asc|desc]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SortKey {
+    field: SortField,
+    descending: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SortField {
+    Id,
+    Name,
+    Namespace,
+    Pid,
+    Uptime,
+    Restarts,
+    Status,
+    Cpu,
+    Mem,
+}
+
+impl SortKey {
+    pub fn parse(text: &str) -> Result<SortKey, String> {
+        let (field, dir) = text.split_once(':').unwrap_or((text, "asc"));
+        let field = match field.trim().to_ascii_lowercase().as_str() {
+            "id" => SortField::Id,
+            "name" => SortField::Name,
+            "namespace" => SortField::Namespace,
+            "pid" => SortField::Pid,
+            "uptime" => SortField::Uptime,
+            "restarts" | "restart" => SortField::Restarts,
+            "status" => SortField::Status,
+            "cpu" => SortField::Cpu,
+            "mem" | "memory" => SortField::Mem,
+            other => {
+                return Err(format!(
+                    "`--sort`: unknown field `{other}`\nhint: one of id, name, namespace, pid, uptime, restarts, status, cpu, mem"
+                ))
+            }
+        };
+        let descending = match dir.trim() {
+            "asc" => false,
+            "desc" => true,
+            other => return Err(format!("`--sort`: unknown direction `{other}`\nhint: `asc` or `desc`")),
+        };
+        Ok(SortKey { field, descending })
+    }
+
+    /// Order `apps` (by their first instance for per-instance fields; sums for cpu and mem).
+    pub fn sort(self, apps: &mut [AppInfo]) {
+        use std::cmp::Ordering;
+        let num = |a: &AppInfo| -> f64 {
+            let first = a.instances.first();
+            match self.field {
+                SortField::Id => a.id as f64,
+                SortField::Pid => first.and_then(|i| i.pid).unwrap_or(0) as f64,
+                // Longest-running first reads best ascending: sort by start time, newest last.
+                SortField::Uptime => -(first.and_then(|i| i.started_at_ms).unwrap_or(u64::MAX) as f64),
+                SortField::Restarts => a.instances.iter().map(|i| i.restarts as f64).sum(),
+                SortField::Cpu => a.instances.iter().filter_map(|i| i.cpu_percent).map(f64::from).sum(),
+                SortField::Mem => a.instances.iter().filter_map(|i| i.memory_bytes).map(|b| b as f64).sum(),
+                _ => 0.0,
+            }
+        };
+        let text = |a: &AppInfo| -> String {
+            match self.field {
+                SortField::Name => a.spec.name.clone(),
+                SortField::Namespace => a.spec.namespace.clone(),
+                SortField::Status => a.instances.first().map(|i| i.status.to_string()).unwrap_or_default(),
+                _ => String::new(),
+            }
+        };
+        apps.sort_by(|a, b| {
+            let o = text(a).cmp(&text(b)).then(num(a).partial_cmp(&num(b)).unwrap_or(Ordering::Equal));
+            let o = o.then(a.id.cmp(&b.id));
+            if self.descending {
+                o.reverse()
+            } else {
+                o
+            }
+        });
+    }
 }
 
 fn uptime(i: &InstanceInfo) -> String {
@@ -82,10 +173,11 @@ pub fn table(apps: &[AppInfo]) -> String {
         "cpu",
         "mem",
         "user",
+        "watching",
         "last exit",
     ];
     let user = user();
-    let mut rows: Vec<[String; 12]> = Vec::new();
+    let mut rows: Vec<[String; 13]> = Vec::new();
     for app in apps {
         for i in &app.instances {
             let name = if app.instances.len() > 1 {
@@ -102,9 +194,10 @@ pub fn table(apps: &[AppInfo]) -> String {
                 uptime(i),
                 i.restarts.to_string(),
                 i.status.to_string(),
-                "-".into(),
+                cpu(i),
                 i.memory_bytes.map(bytes).unwrap_or_else(|| "-".into()),
                 user.clone(),
+                if app.spec.watch.is_empty() { "disabled" } else { "enabled" }.into(),
                 last_exit(i),
             ]);
         }
@@ -207,6 +300,20 @@ pub fn show(app: &AppInfo) -> String {
     kv("stop_exit_codes", format!("{:?}", s.stop_exit_codes));
     kv("kill_signal", s.kill_signal.clone());
     kv("kill_timeout", format!("{} ms", s.kill_timeout_ms));
+    let limit = |b: Option<u64>| b.map(bytes).unwrap_or_else(|| "none".into());
+    kv("max_memory_restart", limit(s.max_memory_restart));
+    kv("memory_limit", limit(s.memory_limit));
+    kv(
+        "cpu_limit",
+        s.cpu_limit_millis.map(|m| format!("{} CPUs", m as f64 / 1000.0)).unwrap_or_else(|| "none".into()),
+    );
+    if !s.watch.is_empty() {
+        let paths: Vec<String> = s.watch.iter().map(|p| p.display().to_string()).collect();
+        kv("watch", paths.join(", "));
+        if !s.ignore_watch.is_empty() {
+            kv("ignore_watch", s.ignore_watch.join(", "));
+        }
+    }
     for (i, (o, e)) in app.instances.iter().zip(&app.log_files) {
         let _ = writeln!(out, "\ninstance {}", i.index);
         let mut kv = |k: &str, v: String| {
@@ -217,7 +324,20 @@ pub fn show(app: &AppInfo) -> String {
         kv("uptime", uptime(i));
         kv("restarts", i.restarts.to_string());
         kv("unstable runs", i.unstable_restarts.to_string());
+        kv("cpu", cpu(i));
         kv("memory", i.memory_bytes.map(bytes).unwrap_or_else(|| "-".into()));
+        if let Some(n) = i.processes {
+            kv("processes", n.to_string());
+        }
+        if let Some(secs) = i.cpu_seconds {
+            kv("cpu time", format!("{secs:.2} s"));
+        }
+        if !i.usage_history.is_empty() {
+            let cpu: Vec<f64> = i.usage_history.iter().map(|(c, _)| f64::from(*c)).collect();
+            let mem: Vec<f64> = i.usage_history.iter().map(|(_, m)| *m as f64).collect();
+            kv("cpu history", sparkline(&cpu));
+            kv("memory history", sparkline(&mem));
+        }
         kv("last exit", last_exit(i));
         if let Some(text) = &i.status_text {
             kv("app status", text.clone());
@@ -241,7 +361,10 @@ pub fn show(app: &AppInfo) -> String {
                 .history
                 .iter()
                 .rev()
-                .map(|x| format!("{} after {}", x.reason, duration(x.uptime_ms)))
+                .map(|x| {
+                    let why = if x.oom_killed { "oom-killed".to_string() } else { x.reason.to_string() };
+                    format!("{why} after {}", duration(x.uptime_ms))
+                })
                 .collect();
             kv("recent exits", h.join(", "));
         }
@@ -261,6 +384,16 @@ pub fn show(app: &AppInfo) -> String {
         let _ = writeln!(out, "{k:>24}  {}", mask(k, v));
     }
     out
+}
+
+/// `▁▂▄█`-style line of `values`, scaled to their maximum.
+pub fn sparkline(values: &[f64]) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let max = values.iter().copied().fold(0.0_f64, f64::max);
+    values
+        .iter()
+        .map(|v| if max <= 0.0 { BARS[0] } else { BARS[((v / max) * 7.0).round().clamp(0.0, 7.0) as usize] })
+        .collect()
 }
 
 /// Secret-looking values are masked in output.

@@ -105,6 +105,9 @@ pub struct AppDecl {
     pub ignore_watch: Vec<String>,
     pub watch_delay_ms: Option<u64>,
     pub shutdown_with_message: Option<bool>,
+    pub max_memory_restart: Option<u64>,
+    pub memory_limit: Option<u64>,
+    pub cpu_limit_millis: Option<u32>,
 }
 
 /// An `env_<name>` table.
@@ -369,6 +372,9 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
     spec.ignore_watch = decl.ignore_watch.clone();
     spec.watch_delay_ms = decl.watch_delay_ms.unwrap_or(0);
     spec.shutdown_with_message = decl.shutdown_with_message.unwrap_or(false);
+    spec.max_memory_restart = decl.max_memory_restart;
+    spec.memory_limit = decl.memory_limit;
+    spec.cpu_limit_millis = decl.cpu_limit_millis;
     if let Some(ms) = decl.listen_timeout_ms {
         spec.listen_timeout_ms = ms;
     }

@@ -147,9 +147,9 @@ pub const FIELDS: &[FieldDef] = &[
     now(Field::Watch, "watch", &[]),
     now(Field::IgnoreWatch, "ignore_watch", &[]),
     now(Field::WatchDelay, "watch_delay", &[]),
-    later(Field::MaxMemoryRestart, "max_memory_restart", &[]),
-    later(Field::MemoryLimit, "memory_limit", &[]),
-    later(Field::CpuLimit, "cpu_limit", &[]),
+    now(Field::MaxMemoryRestart, "max_memory_restart", &[]),
+    now(Field::MemoryLimit, "memory_limit", &[]),
+    now(Field::CpuLimit, "cpu_limit", &[]),
     now(Field::ShutdownWithMessage, "shutdown_with_message", &[]),
     now(Field::WaitReady, "wait_ready", &[]),
     now(Field::ListenTimeout, "listen_timeout", &[]),
@@ -884,18 +884,19 @@ impl AppCx<'_, '_> {
         }
     }
 
-    fn cpu_limit(&mut self, key: &str, value: &Value) {
-        let ok = match &value.kind {
-            Kind::Int(i) => *i > 0,
-            Kind::Float(x) => *x > 0.0 && x.is_finite(),
-            Kind::Str(s) => s
-                .trim()
-                .strip_suffix('%')
-                .and_then(|n| n.trim().parse::<f64>().ok())
-                .is_some_and(|n| n > 0.0 && n.is_finite()),
-            _ => false,
+    /// A CPU limit in thousandths of a CPU: `1.5` or `"150%"` is 1500.
+    fn cpu_limit(&mut self, key: &str, value: &Value) -> Option<u32> {
+        let cpus = match &value.kind {
+            Kind::Int(i) => Some(*i as f64),
+            Kind::Float(x) => Some(*x),
+            Kind::Str(s) => {
+                s.trim().strip_suffix('%').and_then(|n| n.trim().parse::<f64>().ok()).map(|p| p / 100.0)
+            }
+            _ => None,
         };
-        if !ok {
+        let millis =
+            cpus.filter(|c| c.is_finite() && *c >= 0.01 && *c <= 4096.0).map(|c| (c * 1000.0).round() as u32);
+        if millis.is_none() {
             let msg = format!("`{key}` in app {}: invalid CPU limit {value}", self.label);
             self.push(
                 ConfigError::new(msg)
@@ -903,6 +904,18 @@ impl AppCx<'_, '_> {
                     .with_hint("write a number of CPUs (`1.5`) or a percentage (`\"150%\"`)"),
             );
         }
+        millis
+    }
+
+    /// `memory_limit`: a size the kernel can enforce (at least 4 MiB).
+    fn memory_limit(&mut self, key: &str, value: &Value) -> Option<u64> {
+        let bytes = self.size(key, value)?;
+        if bytes < 4 * 1024 * 1024 {
+            let msg = format!("`{key}` in app {}: {bytes} bytes is too small to run anything", self.label);
+            self.push(ConfigError::new(msg).at(value.span).with_hint("at least \"4M\""));
+            return None;
+        }
+        Some(bytes)
     }
 
     fn user(&mut self, key: &str, value: &Value) {
@@ -943,7 +956,10 @@ impl AppCx<'_, '_> {
     /// `hooks`: a hook table or a list of them.
     fn hooks(&mut self, key: &str, value: &Value) -> Vec<HookSpec> {
         const KEYS: &[&str] = &["events", "webhook", "command", "timeout", "retries"];
-        const KINDS: &[&str] = &["start", "exit", "restart", "errored", "ready", "health", "watchdog"];
+        const KINDS: &[&str] = &[
+            "start", "exit", "restart", "errored", "ready", "health", "watchdog", "memory", "oom", "limits",
+            "watch",
+        ];
         let items: Vec<&Value> = match &value.kind {
             Kind::Table(_) => vec![value],
             Kind::Array(items) => items.iter().collect(),
@@ -1356,11 +1372,10 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
                     _ => cx.duration(key, v).filter(|ms| *ms > 0),
                 }
             }
-            Field::MaxMemoryRestart | Field::MemoryLimit => {
-                cx.size(key, v);
-            }
+            Field::MaxMemoryRestart => decl.max_memory_restart = cx.size(key, v).filter(|b| *b > 0),
+            Field::MemoryLimit => decl.memory_limit = cx.memory_limit(key, v),
             Field::LogMaxSize => decl.logs.max_size = cx.size(key, v),
-            Field::CpuLimit => cx.cpu_limit(key, v),
+            Field::CpuLimit => decl.cpu_limit_millis = cx.cpu_limit(key, v),
             Field::WaitReady => decl.wait_ready = cx.bool(key, v),
             Field::MergeLogs => decl.logs.merge_logs = cx.bool(key, v).unwrap_or(false),
             Field::Time => decl.logs.time = cx.bool(key, v).unwrap_or(false),

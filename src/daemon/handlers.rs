@@ -70,6 +70,9 @@ fn ping(d: &Daemon) -> DaemonInfo {
         subreaper: d.subreaper,
         followers: d.followers.load(std::sync::atomic::Ordering::Relaxed),
         event_followers: d.event_followers.load(std::sync::atomic::Ordering::Relaxed),
+        limits: d.ctx.limits.describe(),
+        limits_note: d.ctx.limits.note.clone(),
+        sample_interval_ms: super::sample_interval().as_millis() as u64,
     }
 }
 

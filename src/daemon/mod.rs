@@ -229,11 +229,16 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
             (None, Some(why))
         }
     };
+    let limits = crate::supervisor::limits::LimitRoots::detect(&paths.token(), cgroups.as_ref());
+    if let Some(note) = &limits.note {
+        tracing::info!(note = %note, "kernel limits");
+    }
     let changed = Arc::new(Notify::new());
     let ctx = Arc::new(Context {
         paths: paths.clone(),
         reaper,
         cgroups,
+        limits,
         logs: Arc::default(),
         events: tokio::sync::broadcast::channel(1024).0,
         changed: changed.clone(),
@@ -319,26 +324,53 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
     sampler.abort();
     hooks.abort();
     daemon.persist().await;
+    // herder's own groups go with the daemon once empty (a group still holding an app's
+    // process stays, for the next daemon to find).
+    if let Some(root) = &daemon.ctx.cgroups {
+        let _ = std::fs::remove_dir(&root.path);
+    }
+    daemon.ctx.limits.remove_roots();
     Ok(())
 }
 
-/// Every `SAMPLE_INTERVAL`, read each running instance's memory, so that `list` answers from
-/// memory instead of reading /proc for every instance on every request.
+/// How often instances are measured (`HERDER_SAMPLE_INTERVAL` overrides it, e.g. `250ms`).
+pub(crate) fn sample_interval() -> std::time::Duration {
+    std::env::var("HERDER_SAMPLE_INTERVAL")
+        .ok()
+        .and_then(|v| crate::config::units::parse_duration(&v).ok())
+        .filter(|ms| *ms >= 10)
+        .map_or(std::time::Duration::from_secs(1), std::time::Duration::from_millis)
+}
+
+/// Every sample interval, measure each running instance's process tree (CPU and memory), so
+/// that `list` answers from memory, and restart those over `max_memory_restart`.
 async fn sample_memory(daemon: Arc<Daemon>) {
-    const SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+    let mut tick = tokio::time::interval(sample_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let handles: Vec<_> = daemon.registry().apps.values().flat_map(|a| a.instances.clone()).collect();
+        let handles: Vec<_> = daemon
+            .registry()
+            .apps
+            .values()
+            .flat_map(|a| a.instances.iter().map(|h| (h.clone(), a.spec().max_memory_restart)))
+            .collect();
         if handles.is_empty() {
             // Nothing to sample: sleep until an app is added instead of ticking.
             daemon.apps_added.notified().await;
             continue;
         }
-        for h in &handles {
-            h.sample();
-        }
-        drop(handles);
+        // Reading /proc and cgroup files blocks: off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || {
+            let now = std::time::Instant::now();
+            for (h, limit) in &handles {
+                if let (Some((pid, rss)), Some(limit)) = (h.sample(now), limit) {
+                    if rss > *limit {
+                        h.memory_restart(pid, rss);
+                    }
+                }
+            }
+        })
+        .await;
         tick.tick().await;
     }
 }

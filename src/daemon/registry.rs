@@ -93,12 +93,14 @@ impl App {
         self.spec = spec;
     }
 
-    /// A snapshot for the client, with the environment when `env` is set.
-    pub fn info(&self, paths: &crate::paths::Paths, env: bool) -> AppInfo {
+    /// A snapshot for the client, with the environment and the recent CPU and memory samples
+    /// when `full` is set.
+    pub fn info(&self, paths: &crate::paths::Paths, full: bool) -> AppInfo {
+        let snapshot = if full { InstanceHandle::snapshot_with_history } else { InstanceHandle::snapshot };
         AppInfo {
             id: self.id,
-            spec: if env { (*self.spec).clone() } else { (*self.listing).clone() },
-            instances: self.instances.iter().map(InstanceHandle::snapshot).collect(),
+            spec: if full { (*self.spec).clone() } else { (*self.listing).clone() },
+            instances: self.instances.iter().map(snapshot).collect(),
             log_files: (0..self.instances.len() as u32)
                 .map(|i| {
                     let (out, err, _) = crate::logs::log_paths(paths, &self.spec, i);

@@ -148,7 +148,7 @@ pub(crate) async fn exec(
     .map_err(|e| format!("cannot run `{}`: {e}", cmd[0]))?;
     // Through the reaper: the daemon reaps every child, so it must know this one.
     let (pending, exit) = reaper
-        .spawn_with(|| fork::clone_child(&plan, None, None), |p| p.pid)
+        .spawn_with(|| fork::clone_child(&plan, None, None, &[]), |p| p.pid)
         .map_err(|e| format!("cannot run `{}`: {e}", cmd[0]))?;
     let pid = pending.pid;
     let child = pending.wait_exec().map_err(|e| format!("cannot run `{}`: {e}", cmd[0]))?;

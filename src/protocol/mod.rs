@@ -275,6 +275,15 @@ pub struct DaemonInfo {
     /// Clients streaming events (`herder events`) right now.
     #[serde(default)]
     pub event_followers: usize,
+    /// How `memory_limit` and `cpu_limit` are applied (`memory: cgroup v1, cpu: cgroup v2`).
+    #[serde(default)]
+    pub limits: String,
+    /// Why some limit cannot be applied on this machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits_note: Option<String>,
+    /// Milliseconds between two measurements of every instance.
+    #[serde(default)]
+    pub sample_interval_ms: u64,
 }
 
 /// States of an instance (DESIGN.md, Lifecycle).
@@ -434,10 +443,13 @@ pub struct ExitRecord {
     pub reason: ExitReason,
     /// How long the run lasted, ms.
     pub uptime_ms: u64,
+    /// The kernel killed it for going over its `memory_limit`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub oom_killed: bool,
 }
 
 /// A snapshot of one instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceInfo {
     pub index: u32,
     pub status: Status,
@@ -457,8 +469,20 @@ pub struct InstanceInfo {
     pub reason: Option<String>,
     /// The instance's cgroup, when it has one.
     pub cgroup: Option<PathBuf>,
-    /// Resident memory of the main process in bytes, read at snapshot time.
+    /// Resident memory of the instance's whole process tree in bytes, at the last sample.
     pub memory_bytes: Option<u64>,
+    /// CPU use over the last sample interval, in percent of one core (200: two full cores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f32>,
+    /// CPU time used by the current process tree so far, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_seconds: Option<f64>,
+    /// Processes in the instance's tree at the last sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<u32>,
+    /// The last samples as (CPU %, memory bytes), oldest first (filled by `show`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub usage_history: Vec<(f32, u64)>,
     /// The last exits, newest last.
     pub history: Vec<ExitRecord>,
     /// The app's own status line (`STATUS=` on `NOTIFY_SOCKET`).
@@ -484,7 +508,7 @@ pub struct ProbeState {
 }
 
 /// A snapshot of one app and its instances.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppInfo {
     pub id: u32,
     pub spec: AppSpec,

@@ -117,6 +117,15 @@ pub struct AppSpec {
     /// Stop a Node app by sending it the IPC message `'shutdown'` instead of `kill_signal`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shutdown_with_message: bool,
+    /// Restart an instance gracefully once its process tree holds more memory (bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_restart: Option<u64>,
+    /// Kernel memory limit of an instance (bytes; cgroup `memory.max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<u64>,
+    /// Kernel CPU limit of an instance, in thousandths of a CPU (1500: one and a half).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit_millis: Option<u32>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -170,6 +179,9 @@ impl AppSpec {
             ignore_watch: Vec::new(),
             watch_delay_ms: 0,
             shutdown_with_message: false,
+            max_memory_restart: None,
+            memory_limit: None,
+            cpu_limit_millis: None,
         }
     }
 }

@@ -127,7 +127,15 @@ pub struct CgroupTarget<'a> {
 /// Clone the child (into `cgroup` when given) to exec `plan` in a new session with stdin on
 /// /dev/null and stdout/stderr on new pipes. The caller registers the pid with the reaper
 /// (holding its lock around this call), then calls [`Pending::wait_exec`].
-pub fn clone_child(plan: &Plan, cgroup: Option<CgroupTarget<'_>>, fd3: Option<RawFd>) -> io::Result<Pending> {
+///
+/// `join` are `cgroup.procs` files of further (v1) groups the child moves itself into before
+/// exec, where its memory and CPU limits are set.
+pub fn clone_child(
+    plan: &Plan,
+    cgroup: Option<CgroupTarget<'_>>,
+    fd3: Option<RawFd>,
+    join: &[RawFd],
+) -> io::Result<Pending> {
     let devnull = std::fs::File::open("/dev/null")?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -172,7 +180,7 @@ pub fn clone_child(plan: &Plan, cgroup: Option<CgroupTarget<'_>>, fd3: Option<Ra
     };
     if pid == 0 {
         // SAFETY: in the child; every pointer refers to memory prepared above.
-        unsafe { exec_child(plan, &argv, &envp, &fds, join_procs) }
+        unsafe { exec_child(plan, &argv, &envp, &fds, join_procs, join) }
     }
     if pid < 0 {
         return Err(io::Error::last_os_error());
@@ -231,6 +239,7 @@ unsafe fn exec_child(
     envp: &[*const libc::c_char],
     fds: &ChildFds,
     join_procs: Option<RawFd>,
+    join: &[RawFd],
 ) -> ! {
     // SAFETY (whole body): plain system calls on descriptors and C strings prepared by the
     // parent.
@@ -244,6 +253,12 @@ unsafe fn exec_child(
             // Failure leaves the child in the daemon's group; stop still works through the
             // process group and the process tree.
             libc::write(procs, b"0".as_ptr().cast(), 1);
+        }
+        for &procs in join {
+            // A limit that cannot be joined must not be silently skipped: fail the start.
+            if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
+                fail(fds.status);
+            }
         }
         if libc::setsid() < 0 {
             fail(fds.status);

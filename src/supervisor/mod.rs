@@ -8,13 +8,14 @@
 
 pub mod cgroup;
 pub mod fork;
+pub mod limits;
 pub mod policy;
 pub mod reaper;
 pub mod spawn;
 pub mod tree;
+pub mod usage;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -40,6 +41,8 @@ pub struct Context {
     pub paths: Paths,
     pub reaper: Reaper,
     pub cgroups: Option<CgroupRoot>,
+    /// Where `memory_limit` and `cpu_limit` can be set.
+    pub limits: limits::LimitRoots,
     /// Log writers shared by instances, and the channel to `logs -f` followers.
     pub logs: Arc<crate::logs::Hub>,
     /// Every instance's events, for `herder events` and hooks.
@@ -63,6 +66,11 @@ enum Cmd {
     Reset(oneshot::Sender<()>),
     /// Stop, remove the cgroup and end the actor.
     Shutdown(oneshot::Sender<()>),
+    /// The process `pid` holds `rss` bytes, over `max_memory_restart`: restart it gracefully.
+    MemoryRestart {
+        pid: i32,
+        rss: u64,
+    },
 }
 
 /// A cloneable handle to one instance's actor.
@@ -70,8 +78,8 @@ enum Cmd {
 pub struct InstanceHandle {
     tx: mpsc::UnboundedSender<Cmd>,
     status: watch::Receiver<InstanceInfo>,
-    /// Resident memory of the main process at the last sample, in bytes (0: unknown).
-    memory: Arc<AtomicU64>,
+    /// CPU and memory of the process tree at the last samples.
+    usage: Arc<std::sync::Mutex<usage::Usage>>,
 }
 
 impl InstanceHandle {
@@ -108,6 +116,7 @@ impl InstanceHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(info.clone());
         let actor = Actor {
+            app_id,
             marker: ctx.marker(app_id, index),
             ctx,
             spec,
@@ -122,22 +131,45 @@ impl InstanceHandle {
             watch_due: None,
         };
         tokio::spawn(actor.run(rx));
-        InstanceHandle { tx, status, memory: Arc::default() }
+        InstanceHandle { tx, status, usage: Arc::default() }
     }
 
-    /// The latest state, with the memory of the last sample.
+    /// The latest state, with the figures of the last sample.
     pub fn snapshot(&self) -> InstanceInfo {
         let mut info = self.status.borrow().clone();
-        let memory = self.memory.load(Ordering::Relaxed);
-        info.memory_bytes = (info.pid.is_some() && memory > 0).then_some(memory);
+        let u = self.usage.lock().unwrap_or_else(|e| e.into_inner());
+        if info.pid.is_some() && u.pid() == info.pid.map(|p| p as i32) {
+            info.memory_bytes = u.rss;
+            info.cpu_percent = u.cpu_percent;
+            info.cpu_seconds = u.cpu_seconds;
+            info.processes = u.processes;
+        }
         info
     }
 
-    /// Read the main process's memory now (called by the daemon's sampler).
-    pub fn sample(&self) {
-        let pid = self.status.borrow().pid;
-        let memory = pid.and_then(|p| tree::rss_bytes(p as i32)).unwrap_or(0);
-        self.memory.store(memory, Ordering::Relaxed);
+    /// [`InstanceHandle::snapshot`] with the recent samples (for `show` and `monit`).
+    pub fn snapshot_with_history(&self) -> InstanceInfo {
+        let mut info = self.snapshot();
+        info.usage_history =
+            self.usage.lock().unwrap_or_else(|e| e.into_inner()).history.iter().copied().collect();
+        info
+    }
+
+    /// Measure the instance's process tree now (called by the daemon's sampler). Returns the
+    /// pid and its tree's resident memory.
+    pub fn sample(&self, now: std::time::Instant) -> Option<(i32, u64)> {
+        let (pid, cgroup) = {
+            let info = self.status.borrow();
+            (info.pid.map(|p| p as i32), info.cgroup.clone())
+        };
+        let reading = pid.and_then(|p| usage::measure(p, cgroup.as_deref()));
+        self.usage.lock().unwrap_or_else(|e| e.into_inner()).update(pid, reading, now);
+        Some((pid?, reading?.rss))
+    }
+
+    /// The tree of `pid` went over `max_memory_restart` with `rss` bytes.
+    pub fn memory_restart(&self, pid: i32, rss: u64) {
+        let _ = self.tx.send(Cmd::MemoryRestart { pid, rss });
     }
 
     /// The latest state as last published, without reading /proc.
@@ -195,6 +227,10 @@ impl InstanceInfo {
             reason: None,
             cgroup: None,
             memory_bytes: None,
+            cpu_percent: None,
+            cpu_seconds: None,
+            processes: None,
+            usage_history: Vec::new(),
             history: Vec::new(),
             status_text: None,
             probes: Vec::new(),
@@ -204,6 +240,8 @@ impl InstanceInfo {
 
 struct Running {
     pid: i32,
+    /// Where the kernel counts OOM kills of the instance, and the count at its start.
+    oom: Option<(PathBuf, u64)>,
     exit: oneshot::Receiver<ExitReason>,
     started: Instant,
     /// While a `wait_ready` instance is launching: when its ready signal is due.
@@ -301,6 +339,7 @@ struct WatchDue {
 }
 
 struct Actor {
+    app_id: u32,
     ctx: Arc<Context>,
     spec: Arc<AppSpec>,
     info: InstanceInfo,
@@ -345,7 +384,7 @@ impl Actor {
                     }
                 },
                 Phase::Running(mut run) => tokio::select! {
-                    exit = &mut run.exit => self.exited(exit.ok(), run.started),
+                    exit = &mut run.exit => self.exited(exit.ok(), &run),
                     notices = recv_notices(self.notify.as_ref()) => {
                         self.on_notices(notices, &mut run);
                         Phase::Running(run)
@@ -417,6 +456,7 @@ impl Actor {
             }
             cg.remove();
         }
+        self.ctx.limits.remove(self.app_id, self.info.index);
     }
 
     /// Carry out `cmd`; `running` is the live process, if any. `None` ends the actor.
@@ -488,6 +528,11 @@ impl Actor {
                 let _ = reply.send(());
                 Some(running.map_or(Phase::Idle, Phase::Running))
             }
+            Cmd::MemoryRestart { pid, rss } => match running {
+                Some(run) if run.pid == pid => Some(self.memory_restart(run, rss).await),
+                // A sample of a process that is already gone: nothing to do.
+                other => Some(other.map_or(Phase::Idle, Phase::Running)),
+            },
             Cmd::Shutdown(reply) => {
                 if let Some(run) = running {
                     self.stop_process(run).await;
@@ -540,6 +585,7 @@ impl Actor {
         let spawned = spawn::spawn_instance(
             &self.ctx,
             &self.spec,
+            self.app_id,
             self.info.index,
             self.cgroup.as_ref(),
             self.cgroup_dirty,
@@ -556,7 +602,10 @@ impl Actor {
                 self.info.pid = Some(s.pid as u32);
                 self.info.start_ticks = s.start_ticks;
                 self.info.started_at_ms = Some(now_ms());
-                self.info.status_text = None;
+                self.info.status_text = s.limit_note.clone();
+                if let Some(note) = &s.limit_note {
+                    self.event("limits", None, Some(note.clone()));
+                }
                 let ready_deadline = self.spec.wait_ready.then(|| {
                     tokio::time::Instant::now() + Duration::from_millis(self.spec.listen_timeout_ms)
                 });
@@ -575,6 +624,7 @@ impl Actor {
                 let watchdog_deadline = self.watchdog_due();
                 Phase::Running(Running {
                     pid: s.pid,
+                    oom: s.oom,
                     exit: s.exit,
                     started: s.started,
                     ready_deadline,
@@ -595,9 +645,20 @@ impl Actor {
         }
     }
 
-    fn record_exit(&mut self, exit: ExitReason, started: Instant) -> u64 {
+    fn record_exit(&mut self, exit: ExitReason, started: Instant, oom: Option<&(PathBuf, u64)>) -> u64 {
         let uptime_ms = started.elapsed().as_millis() as u64;
-        let rec = ExitRecord { at_ms: now_ms(), reason: exit, uptime_ms };
+        // A SIGKILL while the kernel's count of OOM kills in the instance's group went up.
+        let oom_killed = exit == ExitReason::Signal(libc::SIGKILL)
+            && oom.is_some_and(|(file, before)| limits::oom_count(file) > *before);
+        if oom_killed {
+            tracing::warn!(app = %self.spec.name, instance = self.info.index, "killed by the kernel: over `memory_limit`");
+            self.event(
+                "oom",
+                Some(exit),
+                self.spec.memory_limit.map(|b| format!("over memory_limit ({b} bytes)")),
+            );
+        }
+        let rec = ExitRecord { at_ms: now_ms(), reason: exit, uptime_ms, oom_killed };
         self.info.last_exit = Some(rec.clone());
         self.info.history.push(rec);
         if self.info.history.len() > HISTORY_LEN {
@@ -609,10 +670,10 @@ impl Actor {
     }
 
     /// The main process exited on its own.
-    fn exited(&mut self, exit: Option<ExitReason>, started: Instant) -> Phase {
+    fn exited(&mut self, exit: Option<ExitReason>, run: &Running) -> Phase {
         // A closed channel means the reaper is gone, which only happens at daemon exit.
         let exit = exit.unwrap_or(ExitReason::Signal(libc::SIGKILL));
-        let uptime_ms = self.record_exit(exit, started);
+        let uptime_ms = self.record_exit(exit, run.started, run.oom.as_ref());
         tracing::info!(app = %self.spec.name, instance = self.info.index, %exit, uptime_ms, "exited");
         self.event("exit", Some(exit), Some(format!("after {uptime_ms} ms")));
         // What the app left behind (children of a crashed parent) would run twice after the
@@ -857,6 +918,18 @@ impl Actor {
         phase
     }
 
+    /// The tree went over `max_memory_restart`: restart it gracefully (stop signal, then
+    /// `kill_timeout`), as a restart the policy does not count as a crash.
+    async fn memory_restart(&mut self, run: Running, rss: u64) -> Phase {
+        let limit = self.spec.max_memory_restart.unwrap_or(0);
+        let why = format!("memory {} over `max_memory_restart` ({})", human_bytes(rss), human_bytes(limit));
+        tracing::warn!(app = %self.spec.name, instance = self.info.index, "{why}; restarting");
+        self.event("memory", None, Some(why));
+        self.stop_process(run).await;
+        self.info.restarts += 1;
+        self.launch()
+    }
+
     /// When the next `WATCHDOG=1` is due, if the app has a watchdog.
     fn watchdog_due(&self) -> Option<tokio::time::Instant> {
         // Without a notify socket the app could never ping.
@@ -947,7 +1020,7 @@ impl Actor {
                 tokio::time::timeout(Duration::from_secs(5), &mut run.exit).await.ok().and_then(Result::ok);
         }
         let exit = exit.unwrap_or(ExitReason::Signal(libc::SIGKILL));
-        self.record_exit(exit, run.started);
+        self.record_exit(exit, run.started, run.oom.as_ref());
         tracing::info!(app = %self.spec.name, instance = self.info.index, %exit, "stopped");
     }
 
@@ -995,6 +1068,15 @@ async fn recv_notices(socket: Option<&NotifySocket>) -> Vec<Notice> {
 }
 
 /// Sleep until `deadline`; never, without one.
+fn human_bytes(b: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if b >= 1024 * 1024 * 1024 {
+        format!("{:.1} GiB", b as f64 / (MIB * 1024.0))
+    } else {
+        format!("{:.1} MiB", b as f64 / MIB)
+    }
+}
+
 /// `shutdown_with_message`: send `'shutdown'` on a Node app's IPC channel, as PM2 does.
 /// False when there is no channel (not a Node app) or it is closed: the caller signals.
 async fn send_shutdown(ipc: &mut Option<IpcChannel>) -> bool {

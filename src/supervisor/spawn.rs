@@ -24,6 +24,10 @@ pub struct Spawned {
     pub exit: oneshot::Receiver<ExitReason>,
     /// Our end of a Node app's IPC channel (`NODE_CHANNEL_FD`), for `process.send('ready')`.
     pub ipc: Option<OwnedFd>,
+    /// Where the kernel counts the instance's OOM kills, and the count at its start.
+    pub oom: Option<(std::path::PathBuf, u64)>,
+    /// A limit of the spec that this machine cannot apply, in words.
+    pub limit_note: Option<String>,
 }
 
 /// Whether `spec` runs under Node.
@@ -61,9 +65,11 @@ impl fmt::Display for SpawnError {
 impl std::error::Error for SpawnError {}
 
 /// Spawn instance `index` of `spec` and start copying its output to its log files.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_instance(
     ctx: &Context,
     spec: &AppSpec,
+    app_id: u32,
     index: u32,
     cgroup: Option<&Cgroup>,
     recreate_cgroup: bool,
@@ -135,11 +141,25 @@ pub fn spawn_instance(
             None
         }
     };
+    let (limits, limit_note) =
+        if spec.memory_limit.is_some() || spec.cpu_limit_millis.is_some() || cg_fds.is_some() {
+            let v2 = cg_fds.as_ref().and(cgroup);
+            match ctx.limits.apply(v2, app_id, index, spec) {
+                Ok(applied) => (applied, None),
+                Err(e) => {
+                    tracing::warn!(app = %spec.name, instance = index, error = %e, "limits not applied");
+                    (super::limits::Applied::default(), Some(format!("limits not applied: {e}")))
+                }
+            }
+        } else {
+            (super::limits::Applied::default(), None)
+        };
+    let join: Vec<std::os::fd::RawFd> = limits.join.iter().map(|f| f.as_raw_fd()).collect();
     let target = cg_fds.as_ref().map(|(dir, procs)| CgroupTarget { dir, procs });
     let (pending, exit) = ctx
         .reaper
         .spawn_with(
-            || fork::clone_child(&plan, target, ipc.as_ref().map(|(_, child)| child.as_raw_fd())),
+            || fork::clone_child(&plan, target, ipc.as_ref().map(|(_, child)| child.as_raw_fd()), &join),
             |p| p.pid,
         )
         .map_err(|e| err(describe_spawn_error(&e)))?;
@@ -150,7 +170,16 @@ pub fn spawn_instance(
     let start_ticks = tree::start_ticks(pid);
     logs::capture(child.stdout, out_sink, &ctx.logs);
     logs::capture(child.stderr, err_sink, &ctx.logs);
-    Ok(Spawned { pid, start_ticks, started, exit, ipc: ipc.map(|(ours, _)| ours) })
+    drop(join);
+    Ok(Spawned {
+        pid,
+        start_ticks,
+        started,
+        exit,
+        ipc: ipc.map(|(ours, _)| ours),
+        oom: limits.oom,
+        limit_note,
+    })
 }
 
 fn describe_spawn_error(e: &io::Error) -> String {

@@ -13,6 +13,7 @@ mod lifecycle;
 mod log_config;
 mod logs;
 mod monit;
+mod monitoring;
 mod ready;
 mod recovery;
 mod tree;

@@ -75,7 +75,7 @@ fn an_app_that_stops_sending_watchdog_pings_is_restarted() {
     let h = TestHome::new();
     let hang = h.dir.path().join("hang");
     let text = format!(
-        "[[apps]]\nname = \"dog\"\nscript = \"{}\"\nargs = [\"{}\"]\nwatchdog = \"400ms\"\nkill_timeout = \"200ms\"\n",
+        "[[apps]]\nname = \"dog\"\nscript = \"{}\"\nargs = [\"{}\"]\nwatchdog = \"1s\"\nkill_timeout = \"200ms\"\n",
         fixture("watchdog.py").display(),
         hang.display()
     );

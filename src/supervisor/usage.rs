@@ -1,0 +1,192 @@
+//! What an instance costs: CPU time and resident memory of its whole process tree.
+//!
+//! With a cgroup, CPU time is the group's `cpu.stat` (every process it ever held, exited ones
+//! included) and memory the sum of the resident sets of the pids in `cgroup.procs`. Without
+//! one, the tree is walked from the main pid through `/proc/<pid>/task/*/children`. Either way
+//! only the instance's own pids are read: never a scan of all of /proc.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+use std::time::Instant;
+
+use super::tree;
+
+/// One reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reading {
+    /// CPU time used so far (user + system), in microseconds.
+    pub cpu_us: u64,
+    /// Resident memory of every process, in bytes.
+    pub rss: u64,
+    /// How many processes.
+    pub processes: u32,
+}
+
+/// Read a small /proc or cgroup file into `buf`; the text read.
+fn read_small<'a>(path: &Path, buf: &'a mut [u8]) -> Option<&'a str> {
+    let mut f = File::open(path).ok()?;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return None,
+        }
+    }
+    std::str::from_utf8(&buf[..n]).ok()
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// utime + stime of `pid` (and, with `children`, of its waited-for children) in microseconds.
+fn proc_cpu_us(pid: i32, children: bool) -> Option<u64> {
+    let mut buf = [0u8; 1024];
+    let stat = read_small(Path::new(&format!("/proc/{pid}/stat")), &mut buf)?;
+    // Fields after the command name (which may hold spaces): state is field 3.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().take(15).collect();
+    // utime 14, stime 15, cutime 16, cstime 17 → indexes 11..=14 here.
+    let n = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    let mut ticks = n(11) + n(12);
+    if children {
+        ticks += n(13) + n(14);
+    }
+    Some(ticks * 1_000_000 / clock_ticks())
+}
+
+/// `usage_usec` of a cgroup v2 group's `cpu.stat`, or `cpuacct.usage` (ns) of a v1 group.
+fn cgroup_cpu_us(group: &Path) -> Option<u64> {
+    let mut buf = [0u8; 512];
+    if let Some(text) = read_small(&group.join("cpu.stat"), &mut buf) {
+        if let Some(v) = text.lines().find_map(|l| l.strip_prefix("usage_usec ")) {
+            return v.trim().parse().ok();
+        }
+    }
+    None
+}
+
+/// Pids listed in a group's `cgroup.procs`.
+fn cgroup_pids(group: &Path) -> Option<Vec<i32>> {
+    let mut buf = [0u8; 4096];
+    let text = read_small(&group.join("cgroup.procs"), &mut buf)?;
+    Some(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// Measure the instance whose main process is `pid`, in `cgroup` if it has one.
+pub fn measure(pid: i32, cgroup: Option<&Path>) -> Option<Reading> {
+    if let Some(group) = cgroup {
+        if let (Some(cpu_us), Some(pids)) = (cgroup_cpu_us(group), cgroup_pids(group)) {
+            if !pids.is_empty() {
+                let rss = pids.iter().filter_map(|p| tree::rss_bytes(*p)).sum();
+                return Some(Reading { cpu_us, rss, processes: pids.len() as u32 });
+            }
+        }
+    }
+    let mut pids = vec![pid];
+    pids.extend(tree::descendants(pid));
+    let rss = pids.iter().filter_map(|p| tree::rss_bytes(*p)).sum::<u64>();
+    if rss == 0 {
+        return None;
+    }
+    // The main process's waited-for children count through it; live descendants by themselves.
+    let cpu_us = proc_cpu_us(pid, true).unwrap_or(0)
+        + pids[1..].iter().filter_map(|p| proc_cpu_us(*p, false)).sum::<u64>();
+    Some(Reading { cpu_us, rss, processes: pids.len() as u32 })
+}
+
+/// Samples kept for `monit`'s sparklines.
+pub const HISTORY: usize = 60;
+
+/// The running figures of one instance, updated at every sample.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    /// The process measured: a new pid starts the CPU figures over.
+    pid: Option<i32>,
+    last: Option<(Instant, u64)>,
+    /// CPU use over the last interval, percent of one core.
+    pub cpu_percent: Option<f32>,
+    /// CPU time of the current process tree so far, in seconds.
+    pub cpu_seconds: Option<f64>,
+    pub rss: Option<u64>,
+    pub processes: Option<u32>,
+    /// Recent (cpu %, rss) samples, oldest first.
+    pub history: std::collections::VecDeque<(f32, u64)>,
+}
+
+impl Usage {
+    /// The process the figures are of.
+    pub fn pid(&self) -> Option<i32> {
+        self.pid
+    }
+
+    /// Take a reading of `pid` (none: the instance is not running).
+    pub fn update(&mut self, pid: Option<i32>, reading: Option<Reading>, now: Instant) {
+        if pid != self.pid {
+            *self = Usage { history: std::mem::take(&mut self.history), pid, ..Usage::default() };
+        }
+        let Some(r) = reading.filter(|_| pid.is_some()) else {
+            self.cpu_percent = None;
+            self.rss = None;
+            self.processes = None;
+            return;
+        };
+        if let Some((at, cpu)) = self.last {
+            let wall = now.duration_since(at).as_micros() as f64;
+            if wall > 0.0 {
+                // A child that exited without being waited for takes its time with it.
+                let used = r.cpu_us.saturating_sub(cpu) as f64;
+                self.cpu_percent = Some((used / wall * 100.0) as f32);
+            }
+        }
+        self.last = Some((now, r.cpu_us));
+        self.cpu_seconds = Some(r.cpu_us as f64 / 1e6);
+        self.rss = Some(r.rss);
+        self.processes = Some(r.processes);
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back((self.cpu_percent.unwrap_or(0.0), r.rss));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn percent_is_cpu_time_over_wall_time() {
+        let mut u = Usage::default();
+        let t0 = Instant::now();
+        u.update(Some(7), Some(Reading { cpu_us: 1_000_000, rss: 10, processes: 1 }), t0);
+        assert_eq!(u.cpu_percent, None, "one reading has no rate yet");
+        u.update(
+            Some(7),
+            Some(Reading { cpu_us: 1_500_000, rss: 20, processes: 2 }),
+            t0 + Duration::from_secs(1),
+        );
+        assert_eq!(u.cpu_percent, Some(50.0));
+        assert_eq!((u.rss, u.processes), (Some(20), Some(2)));
+        // A restart (new pid) starts the rate over.
+        u.update(Some(8), Some(Reading { cpu_us: 10, rss: 5, processes: 1 }), t0 + Duration::from_secs(2));
+        assert_eq!(u.cpu_percent, None);
+        assert_eq!(u.history.len(), 3);
+        u.update(None, None, t0 + Duration::from_secs(3));
+        assert_eq!((u.rss, u.cpu_percent), (None, None));
+    }
+
+    #[test]
+    fn measures_this_process() {
+        let r = measure(std::process::id() as i32, None).unwrap();
+        assert!(r.rss > 1024 * 1024 && r.processes >= 1);
+    }
+}
