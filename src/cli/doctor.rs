@@ -21,6 +21,7 @@ use crate::health::notify::NotifySocket;
 use crate::paths::Paths;
 use crate::protocol::{DaemonInfo, Request, Response, PROGRAM_VERSION};
 use crate::supervisor::cgroup::CgroupRoot;
+use crate::supervisor::limits;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -236,39 +237,30 @@ async fn daemon(paths: &Paths) -> (Check, Option<DaemonInfo>) {
     (c, Some(info))
 }
 
-const NO_CGROUP: &str =
-    "stop finds an app's processes through process groups and the process tree instead of \
-                         one kernel group, and memory is read per process";
+const NO_CGROUP: &str = "stop finds an app's processes through process groups and the process tree instead \
+                         of one kernel group, and CPU and memory are summed over that tree from /proc";
 
-/// A cgroup v1 controller's mount and this process's group in it.
+/// A cgroup v1 controller's mount and this process's group in it (where a daemon started here
+/// puts its `herder-<token>` group).
 struct V1 {
     mount: PathBuf,
     group: PathBuf,
 }
 
-/// The v1 hierarchy that holds `controller`, from mountinfo and /proc/self/cgroup.
 fn v1(controller: &str) -> Option<V1> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mount = mountinfo.lines().find_map(|line| {
-        // `35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory`
-        let (left, right) = line.split_once(" - ")?;
-        let mut r = right.split_whitespace();
-        if r.next()? != "cgroup" {
-            return None;
-        }
-        let opts = r.nth(1)?;
-        let mount = left.split_whitespace().nth(4)?;
-        opts.split(',').any(|o| o == controller).then(|| PathBuf::from(mount))
-    })?;
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let rel = own.lines().find_map(|l| {
-        let mut f = l.splitn(3, ':');
-        let (_, list, path) = (f.next()?, f.next()?, f.next()?);
-        list.split(',').any(|c| c == controller).then(|| path.to_string())
-    })?;
+    let mount = limits::v1_mount(&mountinfo, controller)?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let rel = limits::own_v1_group(&own, controller).unwrap_or_default();
     let rel = rel.trim_start_matches('/');
     let group = if rel.is_empty() { mount.clone() } else { mount.join(rel) };
     Some(V1 { mount, group })
+}
+
+/// How the running daemon applies limits through `controller`, from its `limits` description
+/// (`memory: cgroup v1, cpu: unavailable`); `None` from a daemon that does not say.
+fn daemon_limit<'a>(info: &'a DaemonInfo, controller: &str) -> Option<&'a str> {
+    info.limits.split(", ").find_map(|part| part.strip_prefix(controller)?.strip_prefix(": "))
 }
 
 fn cgroups(paths: &Paths, daemon: Option<&DaemonInfo>) -> Vec<Check> {
@@ -316,11 +308,19 @@ fn cgroups(paths: &Paths, daemon: Option<&DaemonInfo>) -> Vec<Check> {
         ),
     };
     let mut checks = vec![v2];
-    // Controllers: those the v2 group offers, else the v1 hierarchies of a hybrid host.
+    // Controllers. The v2 ones herder's group gets are those its parent group passes down
+    // (`cgroup.subtree_control`), or, once it exists, those it has.
     let v2_controllers: Vec<String> = located
         .as_ref()
         .ok()
-        .and_then(|loc| std::fs::read_to_string(loc.group.join("cgroup.controllers")).ok())
+        .and_then(|loc| {
+            let file = if loc.root.is_dir() {
+                loc.root.join("cgroup.controllers")
+            } else {
+                loc.group.join("cgroup.subtree_control")
+            };
+            std::fs::read_to_string(file).ok()
+        })
         .map(|s| s.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default();
     let controllers: [(&'static str, &str, &str); 3] = [
@@ -330,34 +330,45 @@ fn cgroups(paths: &Paths, daemon: Option<&DaemonInfo>) -> Vec<Check> {
             "`memory_limit` cannot be enforced by the kernel (`max_memory_restart` still works)",
         ),
         ("cgroup-cpu", "cpu", "`cpu_limit` cannot be enforced by the kernel"),
-        ("cgroup-pids", "pids", "herder does not use it yet: nothing degrades"),
+        ("cgroup-pids", "pids", "herder does not use it: nothing degrades"),
     ];
     for (id, name, degrades) in controllers {
+        let from_daemon = daemon.and_then(|info| Some((daemon_limit(info, name)?, info)));
         let c = if disabled {
             check(id, Level::Degraded, "disabled by `HERDER_NO_CGROUP`", degrades)
+        } else if let Some((how, info)) = from_daemon {
+            if how == "unavailable" {
+                let why = info.limits_note.as_deref().unwrap_or("no controller");
+                check(id, Level::Missing, format!("the daemon cannot use it: {why}"), degrades)
+            } else {
+                check(id, Level::Ok, format!("the daemon applies `{name}` limits through {how}"), "")
+            }
         } else if v2_controllers.iter().any(|c| c == name) {
-            check(id, Level::Ok, "v2 controller available to herder's group", "")
+            check(id, Level::Ok, "cgroup v2 controller available to herder's group", "")
         } else {
             match v1(name) {
                 Some(v) if access(&v.group, libc::W_OK) => check(
                     id,
                     Level::Ok,
-                    format!("v1 controller at {}, group {} writable", v.mount.display(), v.group.display()),
+                    format!("cgroup v1 controller at {}, {} writable", v.mount.display(), v.group.display()),
                     "",
                 ),
                 Some(v) => check(
                     id,
                     Level::Degraded,
                     format!(
-                        "v1 controller at {}, but {} is not writable",
+                        "cgroup v1 controller at {}, but {} is not writable",
                         v.mount.display(),
                         v.group.display()
                     ),
                     degrades,
                 ),
-                None => {
-                    check(id, Level::Missing, "neither the v2 group nor a v1 hierarchy offers it", degrades)
-                }
+                None => check(
+                    id,
+                    Level::Missing,
+                    "neither herder's v2 group nor a v1 hierarchy offers it",
+                    degrades,
+                ),
             }
         };
         checks.push(c);

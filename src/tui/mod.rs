@@ -1,5 +1,6 @@
 //! `herder monit`: a terminal dashboard that is a plain protocol client. Every second it asks
-//! the daemon for the list (CPU and memory history is kept here, one sample per refresh); it
+//! the daemon for the list and keeps one CPU and memory sample per instance per refresh
+//! (starting from the daemon's last minute, which `show` carries, when an app is selected); it
 //! follows the selected app's logs on a connection of their own; restart and stop go out as
 //! the same requests `herder restart` and `herder stop` send.
 //!
@@ -53,6 +54,11 @@ enum Msg {
     LogError {
         generation: u64,
         message: String,
+    },
+    /// The daemon's recent samples of an app's instances.
+    Seed {
+        app_id: u32,
+        instances: Vec<(u32, Vec<(f32, u64)>)>,
     },
     Notice(String),
 }
@@ -139,11 +145,19 @@ async fn event_loop(terminal: &mut ratatui::DefaultTerminal, paths: &Paths, clie
                     follower = None;
                 }
                 Msg::LogTail { .. } | Msg::LogItems { .. } | Msg::LogError { .. } => {}
+                Msg::Seed { app_id, instances } => m.seed(app_id, instances),
                 Msg::Notice(n) => m.notice = Some(n),
             }
         }
         if quit {
             break Ok(());
+        }
+        // The daemon keeps the last minute of samples: start the selected app's sparklines
+        // from there rather than from nothing.
+        if let Some(app_id) = m.selected_row().map(|r| r.app_id) {
+            if m.error.is_none() && m.seeded.insert(app_id) {
+                tokio::spawn(seed(paths.clone(), app_id, tx.clone()));
+            }
         }
         // Follow the selected app's logs; after a failure, again at the next refresh.
         let want = m.selected_row().map(|r| r.app_id);
@@ -283,6 +297,16 @@ async fn act(paths: Paths, action: Action, tx: mpsc::UnboundedSender<Msg>, refre
     };
     let _ = tx.send(Msg::Notice(text));
     refresh.notify_one();
+}
+
+/// Ask the daemon for an app's recent samples (`show` carries them).
+async fn seed(paths: Paths, app_id: u32, tx: mpsc::UnboundedSender<Msg>) {
+    let Ok(mut c) = Client::connect(&paths, false).await else { return };
+    let req = Request::Show { target: Target::Name(app_id.to_string()) };
+    if let Ok(Response::Show { app }) = c.request(&req).await {
+        let instances = app.instances.into_iter().map(|i| (i.index, i.usage_history)).collect();
+        let _ = tx.send(Msg::Seed { app_id, instances });
+    }
 }
 
 /// Follow one app's logs: the last lines of its files, then every new line.

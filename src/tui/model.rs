@@ -4,7 +4,9 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::protocol::{AppInfo, InstanceInfo, LogItem, LogStream, Status};
+use std::collections::HashSet;
+
+use crate::protocol::{AppInfo, LogItem, LogStream, Status};
 
 /// Samples of history kept per instance (the widest sparkline shows fewer).
 pub const HISTORY: usize = 300;
@@ -39,11 +41,6 @@ impl Row {
             self.name.clone()
         }
     }
-}
-
-/// The CPU share of an instance as the daemon reports it; `None` until the daemon samples CPU.
-fn cpu_percent(_i: &InstanceInfo) -> Option<f64> {
-    None
 }
 
 /// Samples of one instance, oldest first; `None` where the instance had no process.
@@ -110,6 +107,8 @@ pub struct Model {
     pub rows: Vec<Row>,
     pub selected: usize,
     pub history: HashMap<(u32, u32), History>,
+    /// Apps whose history was asked of the daemon (once each, when first selected).
+    pub seeded: HashSet<u32>,
     /// The app whose lines `logs` holds.
     pub logs_app: Option<u32>,
     pub logs: VecDeque<LogLine>,
@@ -141,7 +140,7 @@ impl Model {
                     instances: app.instances.len(),
                     status: i.status,
                     pid: i.pid,
-                    cpu_percent: cpu_percent(i),
+                    cpu_percent: i.cpu_percent.map(f64::from),
                     memory_bytes: i.memory_bytes,
                     restarts: i.restarts,
                     started_at_ms: i.started_at_ms,
@@ -162,6 +161,22 @@ impl Model {
         self.now_ms = now_ms;
         self.refreshes += 1;
         self.error = None;
+    }
+
+    /// The daemon's recent samples of an app's instances (`(index, [(cpu %, bytes)])`, oldest
+    /// first): they replace what this dashboard has gathered when they go further back.
+    pub fn seed(&mut self, app_id: u32, instances: Vec<(u32, Vec<(f32, u64)>)>) {
+        for (index, samples) in instances {
+            let Some(h) = self.history.get_mut(&(app_id, index)) else { continue };
+            if samples.len() <= h.cpu.len() {
+                continue;
+            }
+            let mut seeded = History::default();
+            for (cpu, mem) in samples.into_iter().rev().take(HISTORY).rev() {
+                seeded.push(Some(f64::from(cpu)), Some(mem));
+            }
+            *h = seeded;
+        }
     }
 
     pub fn selected_row(&self) -> Option<&Row> {
@@ -370,6 +385,23 @@ pub(crate) mod tests {
         assert_eq!(h.mem.len(), HISTORY);
         assert_eq!(h.mem.back(), Some(&None));
         assert_eq!(h.mem[0], Some(2048));
+    }
+
+    #[test]
+    fn the_daemons_history_replaces_a_shorter_one() {
+        let mut m = Model::default();
+        let mut a = app(0, "a", &[(Status::Online, Some(2), 0)]);
+        a.instances[0].cpu_percent = Some(12.5);
+        m.update(&[a.clone()], 0);
+        m.update(&[a], 0);
+        assert_eq!(m.selected_history().unwrap().cpu, [Some(125), Some(125)]);
+        m.seed(0, vec![(0, vec![(1.0, 10), (2.0, 20), (3.0, 30)]), (7, vec![(1.0, 1)])]);
+        let h = m.selected_history().unwrap();
+        assert_eq!(h.cpu, [Some(10), Some(20), Some(30)]);
+        assert_eq!(h.mem, [Some(10), Some(20), Some(30)]);
+        assert_eq!(m.history.len(), 1, "unknown instances are not added");
+        m.seed(0, vec![(0, vec![(9.0, 90)])]);
+        assert_eq!(m.selected_history().unwrap().cpu.len(), 3, "a shorter history is ignored");
     }
 
     #[test]

@@ -257,9 +257,10 @@ mod tests {
     fn busy_model() -> Model {
         let mut m = Model::default();
         m.daemon_pid = Some(4000);
-        let apps = |mem: u32| {
+        let apps = |k: u32| {
             let mut web = app(0, "web", &[(Status::Online, Some(4242), 1), (Status::Online, Some(4243), 0)]);
-            web.instances[0].memory_bytes = Some(u64::from(mem) * 1024 * 1024);
+            web.instances[0].memory_bytes = Some(u64::from(10 + k * 5) * 1024 * 1024);
+            web.instances[0].cpu_percent = Some(k as f32 * 4.5);
             vec![
                 web,
                 app(1, "worker", &[(Status::Errored, None, 16)]),
@@ -267,12 +268,8 @@ mod tests {
             ]
         };
         for k in 0..12u32 {
-            m.update(&apps(10 + k * 5), 1_000 + 3_600_000 + u64::from(k) * 1000);
+            m.update(&apps(k), 1_000 + 3_600_000 + u64::from(k) * 1000);
         }
-        // The daemon does not report CPU yet: give `web:0` a history by hand, rising to 50%.
-        let h = m.history.get_mut(&(0, 0)).unwrap();
-        h.cpu = (0..12u64).map(|k| Some(k * 45)).collect();
-        m.rows[0].cpu_percent = Some(49.5);
         m.follow_logs(Some(0));
         m.log_items(vec![
             item(0, LogStream::Out, "listening on :3000\n"),

@@ -107,6 +107,11 @@ fn doctor_reports_every_check_and_the_facts_of_this_machine() {
         "{r:#}"
     );
     assert_eq!(level(&r, "subreaper"), if pong["subreaper"] == true { "ok" } else { "missing" });
+    let limits = pong["limits"].as_str().unwrap();
+    for (id, name) in [("cgroup-memory", "memory"), ("cgroup-cpu", "cpu")] {
+        let unavailable = limits.contains(&format!("{name}: unavailable"));
+        assert_eq!(level(&r, id), if unavailable { "missing" } else { "ok" }, "{limits}: {r:#}");
+    }
     assert_eq!(level(&r, "home"), "ok");
 
     // The text form lists the same checks.

@@ -85,6 +85,9 @@ fn monit_in_tmux_shows_apps_refreshes_and_restarts_the_selected_app() {
     });
     assert!(row(&first, "clk").unwrap().contains('▶'), "{}", diag("clk is selected first", &first));
 
+    // The daemon's CPU figure reaches the table.
+    wait_for("clk's cpu share", T, || row(&tmux.screen(), "clk")?.contains('%').then_some(()));
+
     // Refreshed every second: idle's row changes (its uptime advances) while nothing happens
     // to it.
     let before = row(&first, "idle").unwrap();
