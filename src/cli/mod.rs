@@ -62,8 +62,11 @@ pub enum Cmd {
     /// Print the last lines of apps' logs, then follow new lines
     #[command(visible_alias = "log")]
     Logs(logs::LogsArgs),
-    /// Stream supervision events (start, exit, restart, errored, ready, health, watchdog)
+    /// Stream supervision events (start, exit, restart, errored, ready, health, watchdog,
+    /// memory, oom)
     Events(JsonFlag),
+    /// Print metrics in the Prometheus text format, or serve them over HTTP (`--listen`)
+    Metrics(MetricsArgs),
     /// Empty the apps' current log files (every app's without a target)
     Flush(FlushArgs),
     /// Reopen every log file (after an external logrotate moved them)
@@ -109,6 +112,17 @@ pub struct ListArgs {
     /// optionally `:asc` or `:desc` (`--sort cpu:desc`)
     #[arg(long, value_name = "FIELD[:DIR]")]
     pub sort: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Serve them at http://ADDR/metrics from now on (loopback only; a bare port means
+    /// 127.0.0.1); kept across daemon restarts
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Stop serving them
+    #[arg(long, conflicts_with = "listen")]
+    pub off: bool,
 }
 
 #[derive(Debug, Args)]
@@ -368,6 +382,18 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
         }
         Cmd::Logs(a) => logs::logs(paths, a).await,
         Cmd::Events(f) => events(paths, f.json).await,
+        Cmd::Metrics(a) => {
+            let req = Request::Metrics { listen: a.listen.clone(), off: a.off };
+            let Response::Metrics { text, listen } = expect_ok(client::call(paths, &req).await?)? else {
+                bail!("unexpected answer from the daemon");
+            };
+            match (&a.listen, a.off, listen) {
+                (Some(_), _, Some(addr)) => out(&format!("metrics served at http://{addr}/metrics\n"))?,
+                (_, true, _) => out("metrics endpoint stopped\n")?,
+                _ => out(&text)?,
+            }
+            Ok(0)
+        }
         Cmd::Flush(a) => logs::flush(paths, a.targets).await,
         Cmd::ReloadLogs => logs::reload(paths).await,
         Cmd::Monit => crate::tui::run(paths).await,

@@ -39,6 +39,7 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         // The table has no use for every app's whole environment; `show` has it.
         Request::List => Ok(Response::List { apps: list(d, None, false) }),
         Request::Show { target } => show(d, &target),
+        Request::Metrics { listen, off } => metrics(d, listen.as_deref(), off).await,
         Request::Kill => {
             let apps = stop_everything(d).await;
             Ok(Response::Done { apps })
@@ -271,6 +272,18 @@ async fn send_signal(d: &Arc<Daemon>, signal: &str, targets: &[Target]) -> Resul
         return Err(bad(format!("no signal sent: {}", failures.join("; "))));
     }
     Ok(Response::Done { apps: list(d, Some(&ids), false) })
+}
+
+async fn metrics(d: &Arc<Daemon>, listen: Option<&str>, off: bool) -> Result<Response, ErrorReply> {
+    if off {
+        d.metrics.stop();
+        d.persist().await;
+    } else if let Some(text) = listen {
+        let addr = super::metrics::parse_listen(text).map_err(bad)?;
+        super::metrics::listen(d, addr).await.map_err(bad)?;
+        d.persist().await;
+    }
+    Ok(Response::Metrics { text: super::metrics::render(d), listen: d.metrics.address() })
 }
 
 fn show(d: &Daemon, target: &Target) -> Result<Response, ErrorReply> {

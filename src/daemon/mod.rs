@@ -6,6 +6,7 @@
 mod handlers;
 pub mod lock;
 mod logs;
+mod metrics;
 mod recovery;
 pub mod registry;
 pub mod state;
@@ -60,6 +61,8 @@ pub(crate) struct Daemon {
     pub followers: AtomicUsize,
     /// Clients streaming events (`herder events`) right now.
     pub event_followers: AtomicUsize,
+    /// The metrics endpoint, when one is asked for.
+    pub metrics: metrics::Endpoint,
 }
 
 impl Daemon {
@@ -72,6 +75,7 @@ impl Daemon {
         PersistedState {
             version: STATE_VERSION,
             next_id: reg.next_id,
+            metrics_listen: self.metrics.address(),
             apps: reg
                 .apps
                 .values()
@@ -254,10 +258,21 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
         cgroup_note,
         followers: AtomicUsize::new(0),
         event_followers: AtomicUsize::new(0),
+        metrics: metrics::Endpoint::default(),
     });
     tracing::info!(pid = std::process::id(), version = protocol::PROGRAM_VERSION, home = %paths.home.display(), subreaper, "daemon started");
 
     recovery::recover(&daemon).await;
+    if let Some(listen) = std::env::var("HERDER_METRICS_LISTEN").ok().filter(|v| !v.trim().is_empty()) {
+        match metrics::parse_listen(&listen) {
+            Ok(addr) => {
+                if let Err(e) = metrics::listen(&daemon, addr).await {
+                    tracing::error!(error = %e, "HERDER_METRICS_LISTEN: no metrics endpoint");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "HERDER_METRICS_LISTEN: no metrics endpoint"),
+        }
+    }
 
     // Persist whenever an instance or the registry changes; bursts coalesce into one write.
     let persister = {

@@ -26,6 +26,11 @@ pub(crate) async fn recover(d: &Arc<Daemon>) {
             return;
         }
     };
+    if let Some(addr) = old.metrics_listen {
+        if let Err(e) = super::metrics::listen(d, addr).await {
+            tracing::warn!(error = %e, "the metrics endpoint of the previous daemon is not served");
+        }
+    }
     let started = Instant::now();
     let mut ends = JoinSet::new();
     for app in &old.apps {

@@ -18,6 +18,9 @@ pub struct PersistedState {
     pub version: u32,
     pub next_id: u32,
     pub apps: Vec<PersistedApp>,
+    /// Where the metrics endpoint listens (`herder metrics --listen`), to listen there again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +74,7 @@ mod tests {
         let st = PersistedState {
             version: STATE_VERSION,
             next_id: 3,
+            metrics_listen: Some("127.0.0.1:9209".parse().unwrap()),
             apps: vec![PersistedApp {
                 id: 2,
                 spec: AppSpec::new("web", "/bin/sleep", dir.path().to_path_buf()),

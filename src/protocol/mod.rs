@@ -105,6 +105,14 @@ pub enum Request {
     Show {
         target: Target,
     },
+    /// The metrics in the Prometheus text format; with `listen`, also serve them over HTTP
+    /// there from now on; with `off`, stop serving them.
+    Metrics {
+        #[serde(default)]
+        listen: Option<String>,
+        #[serde(default)]
+        off: bool,
+    },
     /// Stop every app, then the daemon.
     Kill,
     /// `herder logs`: the apps' log files and where each ended at this moment
@@ -154,6 +162,11 @@ pub enum Response {
     /// The files a `Flush` or `ReloadLogs` acted on.
     LogFiles {
         files: Vec<PathBuf>,
+    },
+    /// The metrics, and where they are served over HTTP, if anywhere.
+    Metrics {
+        text: String,
+        listen: Option<std::net::SocketAddr>,
     },
     Error(ErrorReply),
 }

@@ -12,6 +12,7 @@ mod hooks;
 mod lifecycle;
 mod log_config;
 mod logs;
+mod metrics;
 mod monit;
 mod monitoring;
 mod ready;

@@ -1,0 +1,283 @@
+//! Metrics: the apps' and the daemon's figures in the Prometheus text format (version 0.0.4),
+//! for `herder metrics` and an opt-in HTTP endpoint (`herder metrics --listen`, or
+//! `HERDER_METRICS_LISTEN` in the daemon's environment).
+//!
+//! The endpoint is a small HTTP/1.1 server of its own: `GET /metrics` (and `/`) answer the
+//! text, anything else 404; one request per connection. It answers from the sampler's figures,
+//! so a scrape never reads /proc for the apps.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::Daemon;
+use crate::protocol::{AppInfo, Status};
+
+/// The running endpoint, if any.
+#[derive(Default)]
+pub(crate) struct Endpoint {
+    inner: Mutex<Option<(SocketAddr, tokio::task::JoinHandle<()>)>>,
+}
+
+impl Endpoint {
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|(a, _)| *a)
+    }
+
+    /// Stop serving.
+    pub fn stop(&self) {
+        if let Some((_, task)) = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+/// Parse and check an address for the endpoint: loopback only, since it has no
+/// authentication.
+pub(crate) fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let text = text.trim();
+    let addr: SocketAddr = match text.parse() {
+        Ok(a) => a,
+        // A bare port means 127.0.0.1.
+        Err(_) => match text.parse::<u16>() {
+            Ok(port) => SocketAddr::from(([127, 0, 0, 1], port)),
+            Err(_) => return Err(format!("`{text}` is not an address such as 127.0.0.1:9209")),
+        },
+    };
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "{addr} is not a loopback address: the metrics endpoint has no authentication\nhint: listen on 127.0.0.1 and let a local agent or a proxy expose it"
+        ));
+    }
+    Ok(addr)
+}
+
+/// Serve the metrics on `addr` (replacing an endpoint already running).
+pub(crate) async fn listen(daemon: &Arc<Daemon>, addr: SocketAddr) -> Result<SocketAddr, String> {
+    if daemon.metrics.address() == Some(addr) {
+        return Ok(addr);
+    }
+    let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    daemon.metrics.stop();
+    let d = Arc::downgrade(daemon);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Some(daemon) = d.upgrade() else { return };
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(10), answer(&daemon, stream)).await;
+            });
+        }
+    });
+    *daemon.metrics.inner.lock().unwrap_or_else(|e| e.into_inner()) = Some((bound, task));
+    tracing::info!(%bound, "metrics endpoint listening");
+    Ok(bound)
+}
+
+async fn answer(daemon: &Daemon, mut stream: TcpStream) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > 16 * 1024 {
+            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "").await;
+        }
+    }
+    let line =
+        String::from_utf8_lossy(&head[..head.iter().position(|b| *b == b'\r').unwrap_or(0)]).into_owned();
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = path.split('?').next().unwrap_or("");
+    match (method, path) {
+        ("GET" | "HEAD", "/metrics" | "/") => {
+            let body = if method == "HEAD" { String::new() } else { render(daemon) };
+            respond(&mut stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body).await
+        }
+        ("GET" | "HEAD", _) => {
+            respond(&mut stream, "404 Not Found", "text/plain", "not found: try /metrics\n").await
+        }
+        _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", "GET /metrics\n").await,
+    }
+}
+
+async fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// A label value escaped as the text format wants (`\`, `"` and newlines).
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// A metric family: its help, type and samples.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl<'a> Family<'a> {
+    fn new(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family<'a> {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        Family { out }
+    }
+
+    fn sample(&mut self, name: &str, labels: &str, value: f64) {
+        let value = if value.is_finite() { value } else { 0.0 };
+        if labels.is_empty() {
+            let _ = writeln!(self.out, "{name} {value}");
+        } else {
+            let _ = writeln!(self.out, "{name}{{{labels}}} {value}");
+        }
+    }
+}
+
+/// Every metric, in the text format.
+pub(crate) fn render(daemon: &Daemon) -> String {
+    let apps: Vec<AppInfo> =
+        daemon.registry().apps.values().map(|a| a.info(&daemon.ctx.paths, false)).collect();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut out = String::with_capacity(512 + apps.len() * 1024);
+    let labels = |a: &AppInfo, index: u32| {
+        format!(
+            "app=\"{}\",namespace=\"{}\",id=\"{}\",instance=\"{index}\"",
+            esc(&a.spec.name),
+            esc(&a.spec.namespace),
+            a.id
+        )
+    };
+    type Get = fn(&crate::protocol::InstanceInfo, u64) -> Option<f64>;
+    let per_instance: [(&str, &str, &str, Get); 7] = [
+        ("herder_app_up", "gauge", "1 when the instance is online, else 0.", |i, _| {
+            Some(if i.status == Status::Online { 1.0 } else { 0.0 })
+        }),
+        (
+            "herder_app_restarts_total",
+            "counter",
+            "Restarts of the instance since it was added or reset.",
+            |i, _| Some(i.restarts as f64),
+        ),
+        (
+            "herder_app_cpu_seconds_total",
+            "counter",
+            "CPU time used by the instance's current process tree, in seconds.",
+            |i, _| i.cpu_seconds,
+        ),
+        (
+            "herder_app_cpu_ratio",
+            "gauge",
+            "CPU use over the last sample interval, in cores (1 = one full core).",
+            |i, _| i.cpu_percent.map(|c| f64::from(c) / 100.0),
+        ),
+        (
+            "herder_app_memory_bytes",
+            "gauge",
+            "Resident memory of the instance's whole process tree, in bytes.",
+            |i, _| i.memory_bytes.map(|b| b as f64),
+        ),
+        ("herder_app_processes", "gauge", "Processes in the instance's tree.", |i, _| {
+            i.processes.map(f64::from)
+        }),
+        ("herder_app_uptime_seconds", "gauge", "Seconds since the instance's process started.", |i, now| {
+            i.pid.and(i.started_at_ms).map(|t| now.saturating_sub(t) as f64 / 1000.0)
+        }),
+    ];
+    for (name, kind, help, get) in per_instance {
+        let mut f = Family::new(&mut out, name, kind, help);
+        for a in &apps {
+            for i in &a.instances {
+                if let Some(v) = get(i, now_ms) {
+                    f.sample(name, &labels(a, i.index), v);
+                }
+            }
+        }
+    }
+    {
+        let name = "herder_app_status";
+        let mut f = Family::new(&mut out, name, "gauge", "1 for the instance's current status.");
+        for a in &apps {
+            for i in &a.instances {
+                f.sample(name, &format!("{},status=\"{}\"", labels(a, i.index), i.status), 1.0);
+            }
+        }
+    }
+    {
+        let name = "herder_app_oom_kills_total";
+        let mut f =
+            Family::new(&mut out, name, "counter", "Kernel OOM kills among the instance's recent exits.");
+        for a in &apps {
+            for i in &a.instances {
+                let n = i.history.iter().filter(|e| e.oom_killed).count();
+                f.sample(name, &labels(a, i.index), n as f64);
+            }
+        }
+    }
+    // The daemon itself.
+    let uptime = daemon.started.elapsed().as_secs_f64();
+    let (cpu, rss) = crate::supervisor::usage::measure(std::process::id() as i32, None)
+        .map_or((0.0, 0.0), |r| (r.cpu_us as f64 / 1e6, r.rss as f64));
+    let daemon_series: [(&str, &str, &str, f64); 6] = [
+        ("herder_daemon_uptime_seconds", "gauge", "Seconds since the daemon started.", uptime),
+        ("herder_daemon_apps", "gauge", "Apps the daemon supervises.", apps.len() as f64),
+        (
+            "herder_daemon_instances",
+            "gauge",
+            "Instances the daemon supervises.",
+            apps.iter().map(|a| a.instances.len()).sum::<usize>() as f64,
+        ),
+        ("herder_daemon_cpu_seconds_total", "counter", "CPU time used by the daemon, in seconds.", cpu),
+        ("herder_daemon_memory_bytes", "gauge", "Resident memory of the daemon, in bytes.", rss),
+        (
+            "herder_daemon_log_followers",
+            "gauge",
+            "Clients following logs right now.",
+            daemon.followers.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        ),
+    ];
+    for (name, kind, help, v) in daemon_series {
+        Family::new(&mut out, name, kind, help).sample(name, "", v);
+    }
+    let name = "herder_build_info";
+    Family::new(&mut out, name, "gauge", "The daemon's version.").sample(
+        name,
+        &format!("version=\"{}\"", esc(crate::protocol::PROGRAM_VERSION)),
+        1.0,
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_are_loopback_only() {
+        assert_eq!(parse_listen("127.0.0.1:9209").unwrap(), "127.0.0.1:9209".parse().unwrap());
+        assert_eq!(parse_listen("9300").unwrap(), "127.0.0.1:9300".parse().unwrap());
+        assert_eq!(parse_listen("[::1]:9209").unwrap(), "[::1]:9209".parse().unwrap());
+        assert!(parse_listen("0.0.0.0:9209").unwrap_err().contains("not a loopback address"));
+        assert!(parse_listen("localhost:x").unwrap_err().contains("not an address"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

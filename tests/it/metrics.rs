@@ -1,0 +1,163 @@
+//! The metrics endpoint: Prometheus text that a parser accepts, with the promised series.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use herder::protocol::Status;
+
+use crate::harness::*;
+
+const T: Duration = Duration::from_secs(20);
+
+fn get(addr: &str, path: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head.to_string(), body.to_string())
+}
+
+/// A strict reading of the text format (0.0.4): every line is `# HELP`, `# TYPE` or a sample
+/// `name{label="value",…} number` of a family whose TYPE came before it.
+fn check_text_format(body: &str) {
+    let mut typed: Vec<String> = Vec::new();
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.chars().enumerate().all(|(i, c)| {
+                c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+            })
+    };
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(valid_name(name) && ["counter", "gauge"].contains(&kind), "{line}");
+            typed.push(name.to_string());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            assert!(valid_name(rest.split(' ').next().unwrap()), "{line}");
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value: {line}"));
+        assert!(value.parse::<f64>().is_ok(), "bad value: {line}");
+        let name = series.split('{').next().unwrap();
+        assert!(valid_name(name), "bad name: {line}");
+        assert!(typed.last().is_some_and(|t| t == name), "sample before its TYPE: {line}");
+        if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+            let inner = labels
+                .strip_prefix('{')
+                .and_then(|l| l.strip_suffix('}'))
+                .unwrap_or_else(|| panic!("{line}"));
+            // key="value" pairs; values may hold escaped quotes.
+            let mut rest = inner;
+            while !rest.is_empty() {
+                let (key, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                assert!(valid_name(key), "bad label name: {line}");
+                let mut end = None;
+                let mut escaped = false;
+                for (i, c) in after.char_indices() {
+                    match c {
+                        '\\' if !escaped => escaped = true,
+                        '"' if !escaped => {
+                            end = Some(i);
+                            break;
+                        }
+                        _ => escaped = false,
+                    }
+                }
+                let end = end.unwrap_or_else(|| panic!("unterminated label: {line}"));
+                rest = after[end + 1..].strip_prefix(',').unwrap_or(&after[end + 1..]);
+            }
+        }
+    }
+}
+
+#[test]
+fn the_endpoint_serves_parseable_prometheus_text_with_every_series() {
+    let h = TestHome::new();
+    h.ok(&["start", fixture("idle.sh").to_str().unwrap(), "--name", "web", "--", &h.tag("w")]);
+    // A name that needs escaping in a label value (checked by the strict reading below).
+    h.ok(&["start", fixture("idle.sh").to_str().unwrap(), "--name", "odd \"name\"", "--", &h.tag("o")]);
+    h.ok(&["start", fixture("crash.sh").to_str().unwrap(), "--name", "crashy", "--max-restarts", "2"]);
+    h.wait_status("web", Status::Online, T);
+    h.wait_status("crashy", Status::Errored, T);
+    wait_for("a sample", T, || h.app("web").instances[0].memory_bytes);
+    let said = h.ok(&["metrics", "--listen", "127.0.0.1:0"]);
+    let addr = said
+        .trim()
+        .strip_prefix("metrics served at http://")
+        .unwrap()
+        .strip_suffix("/metrics")
+        .unwrap()
+        .to_string();
+
+    let (head, body) = get(&addr, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("text/plain; version=0.0.4"), "{head}");
+    check_text_format(&body);
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let value = |metric: &str, app: &str| {
+        scrape.samples.iter().find(|s| s.metric == metric && s.labels.get("app") == Some(app)).map(
+            |s| match s.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                ref other => panic!("{metric}: {other:?}"),
+            },
+        )
+    };
+    let web = "web";
+    assert!(body.contains("app=\"odd \\\"name\\\"\""), "{body}");
+    assert_eq!(value("herder_app_up", web), Some(1.0));
+    assert_eq!(value("herder_app_up", "crashy"), Some(0.0));
+    assert_eq!(value("herder_app_restarts_total", "crashy"), Some(2.0));
+    assert!(value("herder_app_memory_bytes", web).unwrap() > 100_000.0);
+    assert!(value("herder_app_cpu_seconds_total", web).is_some());
+    assert!(value("herder_app_uptime_seconds", web).unwrap() >= 0.0);
+    let status = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "herder_app_status" && s.labels.get("app") == Some("crashy"))
+        .unwrap();
+    assert_eq!(status.labels.get("status"), Some("errored"));
+    for daemon_series in [
+        "herder_daemon_uptime_seconds",
+        "herder_daemon_memory_bytes",
+        "herder_daemon_cpu_seconds_total",
+        "herder_daemon_apps",
+    ] {
+        assert!(scrape.samples.iter().any(|s| s.metric == daemon_series), "{daemon_series} missing");
+    }
+    assert_eq!(
+        scrape.samples.iter().find(|s| s.metric == "herder_daemon_apps").map(|s| &s.value),
+        Some(&prometheus_parse::Value::Gauge(3.0))
+    );
+    // `herder metrics` prints the same text.
+    check_text_format(&h.ok(&["metrics"]));
+
+    let (head, _) = get(&addr, "/nope");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    // A new daemon (after a crash) serves them at the same address.
+    let daemon = h.daemon_pid().unwrap();
+    // SAFETY: kill(2) on the test's own daemon.
+    unsafe { libc::kill(daemon as i32, libc::SIGKILL) };
+    wait_for("the old daemon to go", T, || (!pid_alive(daemon)).then_some(()));
+    h.ok(&["list"]);
+    let (head, body) = wait_for("the endpoint again", T, || {
+        TcpStream::connect(&addr).ok()?;
+        Some(get(&addr, "/metrics"))
+    });
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    check_text_format(&body);
+
+    h.ok(&["metrics", "--off"]);
+    assert!(TcpStream::connect(&addr).is_err(), "still listening after --off");
+}
+
+#[test]
+fn the_endpoint_refuses_addresses_beyond_loopback() {
+    let h = TestHome::new();
+    let err = h.fails(&["metrics", "--listen", "0.0.0.0:9209"]);
+    assert!(err.contains("not a loopback address"), "{err}");
+}
