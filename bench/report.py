@@ -23,6 +23,10 @@ TARGETS = {
     "logs_time": (">= 500 MB/s", 500.0, ""),
     "logs_rss": ("< 32 MB", 32.0, ""),
     "follow": ("<= 100 ms", 100.0, ""),
+    "mon_cpu": ("< 1% of a core", 1.0, ""),
+    "mon_cpu_many": ("< 5% of a core", 5.0, ""),
+    "mon_list_many": ("<= 20 ms", 20.0, ""),
+    "mon_rss_many": ("< 32 MB", 32.0, ""),
 }
 
 
@@ -66,6 +70,16 @@ def at_least(value, limit):
     return "met" if value >= limit else "**missed**"
 
 
+def pct(x):
+    return "—" if x is None else ("%.3f %%" % x)
+
+
+def below(value, limit):
+    if value is None:
+        return "not measured"
+    return "met" if value < limit else "**missed**"
+
+
 def mbps(x):
     return "—" if x is None else ("%.0f MB/s" % x)
 
@@ -76,6 +90,123 @@ def med(d, *path):
             return None
         d = d[k]
     return d
+
+
+def monitoring_section(w, mon):
+    r = mon["results"]
+    p1 = r.get("phase_apps") or {}
+    p2 = r.get("phase_many")
+    tools1 = p1.get("tools", {})
+    w("## 6. Monitoring: what sampling costs the daemon")
+    w("")
+    w("`bench/monitoring.py`, measured %s%s. The daemon's own CPU time is utime + stime of its whole "
+      "process (every thread, live or exited) from `/proc/<pid>/stat`, read every second over a "
+      "%.0f s window in which nothing else talks to it, shown as %% of one core (the kernel counts in "
+      "%s ms ticks: %.3f %% over the window). The apps are `sleep 100000`, started from config files "
+      "and all listed `online` %.0f s before the window. herder measures every instance's CPU and "
+      "memory every `sample_interval` (%s ms here, from `herder ping --json`). PM2's God daemon does "
+      "not sample on a timer: it measures its apps (pidusage) only when a client asks (`jlist`, "
+      "`monit`) and checks `max_memory_restart` on its 30 s worker tick; so its figure is what an "
+      "idle PM2 costs, not the cost of sampling every second." % (
+          mon["machine"]["date"], " (`--quick`: a smoke test, not a result)" if mon.get("quick") else "",
+          mon["window_s"], 1000 // mon.get("clk_tck", 100), 100 / mon.get("clk_tck", 100) / mon["window_s"],
+          mon["settle_s"],
+          med(tools1, "herder", "sample_interval_ms") or "?"))
+    w("")
+    w("Commands: herder `%s`; PM2 `%s`." % (mon["commands"]["herder"], mon["commands"]["pm2"]))
+    w("")
+    w("| phase | tool | apps | daemon CPU, window average | busiest 10 s | daemon VmRSS (median in the window) | "
+      "VmHWM | threads | load average at the window's start / end | machine busy in the window |")
+    w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for label, ph in (("1: both tools at once", p1), ("2: one tool at a time", p2)):
+        if not ph:
+            continue
+        for name, d in ph["tools"].items():
+            if "error" in d:
+                w("| %s | %s | %s | not measured: %s | | | | | | |" % (label, name, ph["apps"], d["error"]))
+                continue
+            win = d.get("window") or ph.get("window", {})
+            dm = d.get("daemon", {})
+            per10 = dm.get("cpu_pct_per_10s") or []
+            w("| %s | %s | %s | %s (%.2f s of CPU in %.0f s) | %s | %s | %s | %s | %s / %s | %s %% of %s cores |" % (
+                label, name, ph["apps"], pct(dm.get("cpu_pct_of_core")), dm.get("cpu_s", 0), dm.get("wall_s", 0),
+                pct(max(per10)) if per10 else "—", mb(med(dm, "vmrss_kb", "median")), mb(dm.get("vmhwm_kb")),
+                dm.get("threads", "—"), " ".join("%.2f" % x for x in win.get("loadavg_start", [])),
+                " ".join("%.2f" % x for x in win.get("loadavg_end", [])), win.get("machine_busy_pct", "—"),
+                mon["machine"].get("nproc")))
+    w("")
+    q = [("phase 1", p1["quiet"])] if p1.get("quiet") else []
+    for name, d in (p2 or {}).get("tools", {}).items():
+        if d.get("quiet"):
+            q.append(("phase 2 (%s)" % name, d["quiet"]))
+    if q:
+        w("Waiting for a quiet machine (1-min load average under %s, at most %.0f s in all): %s." % (
+            mon["quiet_load"], mon["wait_max_s"], "; ".join(
+                "%s waited %.0f s, load %s%s" % (lbl, x["waited_s"], " ".join("%.2f" % v for v in x["loadavg_before"]),
+                                                "" if x["quiet"] else " (**never quiet: measured anyway**)")
+                for lbl, x in q)))
+        w("")
+    if p2:
+        n = p2["apps"]
+        w("### %d idle apps" % n)
+        w("")
+        for name, d in p2["tools"].items():
+            if "error" in d:
+                continue
+            st = d["start"]
+            w("%s: %d apps started from %d config files (`start` took %s s each, in that order), all "
+              "running after %.1f s; daemon VmRSS %s / VmHWM %s right after the start, %s after the list "
+              "runs; %s instances listed `online` at the end." % (
+                  name, n, st["batches"], " / ".join("%.2f" % x for x in st["start_cli_s"]), st["all_running_s"],
+                  mb(st.get("vmrss_kb")), mb(st.get("vmhwm_kb")), mb(med(d, "after_lists", "vmrss_kb")),
+                  d.get("listed_online_after")))
+            w("")
+        w("List latency with %d apps, after each tool's CPU window: wall clock of one CLI call from the "
+          "python harness (as in section 2), %d runs per command, interleaved with `/bin/true` (the "
+          "harness's fork+exec floor, included in every figure)." % (n, mon["runs"]))
+        w("")
+        w("| command | median | p95 | p10 | max | output | CPU per call: CLI | CPU per call: daemon | failures |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        rows = []
+        for name, d in p2["tools"].items():
+            if "error" in d:
+                continue
+            lr = d["list"]
+            for label, x in lr["results"].items():
+                if label.startswith("/bin/true") and name != "herder":
+                    continue
+                rows.append((lr, label, x))
+        for lr, label, x in rows:
+            sm = x["summary"]
+            sp = lr.get("cpu_per_call", {}).get(label, {})
+            w("| `%s` | %s | %s | %s | %s | %s | %s | %s | %d |" % (
+                lr["commands"].get(label, label), ms(sm.get("median")), ms(sm.get("p95")), ms(sm.get("p10")),
+                ms(sm.get("max")), "{:,} bytes".format(x.get("output_bytes", 0)),
+                ms(sp.get("cli_cpu_ms_per_call"), 1) if sp else "—",
+                ms(sp.get("daemon_cpu_ms_per_call"), 1) if sp else "—", x["failures"]))
+        w("")
+        w("CPU per call: each list command run %d times in a row on its own; the CLI's CPU from the "
+          "children's rusage, the daemon's from its utime + stime (10 ms ticks, so small values are "
+          "coarse)." % mon["runs"])
+        w("")
+    h1 = med(tools1, "herder", "daemon", "cpu_pct_of_core")
+    p1c = med(tools1, "pm2", "daemon", "cpu_pct_of_core")
+    parts = ["with %s apps sampled every second, herder's daemon used %s of a core (target < 1 %%: %s; "
+             "PM2 %s)" % (p1.get("apps"), pct(h1), below(h1, 1.0), pct(p1c))]
+    if p2:
+        hc = med(p2, "tools", "herder", "daemon", "cpu_pct_of_core")
+        hl = med(p2, "tools", "herder", "list", "results", "herder list", "summary", "median")
+        hr = med(p2, "tools", "herder", "peak_vmrss_kb")
+        parts.append("with %d idle apps, sampling used %s of a core (target < 5 %%: %s), `herder list` "
+                     "answered in %s (median; target 20 ms: %s) and the daemon's peak RSS was %s "
+                     "(target < 32 MB: %s)" % (
+                         p2["apps"], pct(hc), below(hc, 5.0), ms(hl), met(hl, 20.0), mb(hr),
+                         below(hr / 1024 if hr is not None else None, 32.0)))
+    if not p2 or "pm2" not in p2["tools"]:
+        parts.append("PM2 was not run with %s apps (`--many-tools herder,pm2` adds it)" % (
+            p2["apps"] if p2 else "many"))
+    w("Targets (issue 6): " + "; ".join(parts) + ".")
+    w("")
 
 
 def main():
@@ -91,7 +222,8 @@ def main():
     lt = load(args.results, "logs_throughput")
     lf = load(args.results, "logs_follow_latency")
     ll = load(args.results, "logs_lines")
-    parts = [p for p in (gap, lst, mem, ss, lt, lf, ll) if p]
+    mon = load(args.results, "monitoring")
+    parts = [p for p in (gap, lst, mem, ss, lt, lf, ll, mon) if p]
     if not parts:
         sys.exit("no results in %s; run bench/run.sh first" % args.results)
     machine = parts[0]["machine"]
@@ -194,6 +326,33 @@ def main():
             "{:,}".format(ll["lines_per_stream"]), ll["log_max_size"],
             "yes" if ok else ("rotation not applied yet" if not ll["rotation_applied"] else "**no**"),
             "met" if ok else ("not measured" if not ll["rotation_applied"] else "**missed**")))
+    if mon:
+        r = mon["results"]
+        p1 = r.get("phase_apps") or {}
+        h = med(p1, "tools", "herder", "daemon", "cpu_pct_of_core")
+        p = med(p1, "tools", "pm2", "daemon", "cpu_pct_of_core")
+        w("| daemon CPU, %s idle apps, %.0f s average (herder samples every %s ms) | %s | %s | %s | %s | %s |" % (
+            p1.get("apps"), mon["window_s"], med(p1, "tools", "herder", "sample_interval_ms") or "?",
+            TARGETS["mon_cpu"][0], pct(h), pct(p), ratio(p, h), below(h, TARGETS["mon_cpu"][1])))
+        p2 = r.get("phase_many")
+        if p2:
+            n = p2["apps"]
+            h = med(p2, "tools", "herder", "daemon", "cpu_pct_of_core")
+            p = med(p2, "tools", "pm2", "daemon", "cpu_pct_of_core")
+            w("| daemon CPU, %d idle apps (the cost of sampling them) | %s | %s | %s | %s | %s |" % (
+                n, TARGETS["mon_cpu_many"][0], pct(h), pct(p) if p is not None else "not run",
+                ratio(p, h), below(h, TARGETS["mon_cpu_many"][1])))
+            lr = med(p2, "tools", "herder", "list", "results") or {}
+            h = med(lr, "herder list", "summary", "median")
+            p = med(p2, "tools", "pm2", "list", "results", "pm2 jlist", "summary", "median")
+            w("| `herder list`, %d apps (median; p95 %s) | %s | %s | %s | %s | %s |" % (
+                n, ms(med(lr, "herder list", "summary", "p95")), TARGETS["mon_list_many"][0], ms(h),
+                ms(p) if p is not None else "not run", ratio(p, h), met(h, TARGETS["mon_list_many"][1])))
+            h = med(p2, "tools", "herder", "peak_vmrss_kb")
+            p = med(p2, "tools", "pm2", "peak_vmrss_kb")
+            w("| daemon RSS, %d apps (peak: VmHWM, start-up included) | %s | %s | %s | %s | %s |" % (
+                n, TARGETS["mon_rss_many"][0], mb(h), mb(p) if p is not None else "not run", ratio(p, h),
+                below(h / 1024 if h is not None else None, TARGETS["mon_rss_many"][1])))
     w("")
 
     # ---------------------------------------------------------------- restart gap
@@ -450,6 +609,9 @@ def main():
             w("Seconds from `start` until the app had exited and its files held everything: %.1f s." %
               ll["seconds_until_done"])
         w("")
+
+    if mon:
+        monitoring_section(w, mon)
 
     notes = os.path.join(c.BENCH_DIR, "notes.md")
     if os.path.exists(notes):

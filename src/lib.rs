@@ -2,7 +2,7 @@
 //!
 //! The `herder` binary is a thin client ([`cli`], [`client`]) that talks to one daemon per
 //! `HERDER_HOME` ([`daemon`]) over a Unix socket ([`protocol`]). The daemon supervises each
-//! instance of each app with its own task ([`supervisor`]) and captures its output ([`logs`]).
+//! instance of each app with its own task ([`supervisor`]) and captures its output ([`logs`]). `herder monit` is a terminal client ([`tui`]).
 
 pub mod cli;
 pub mod client;
@@ -13,3 +13,4 @@ pub mod logs;
 pub mod paths;
 pub mod protocol;
 pub mod supervisor;
+pub mod tui;

@@ -302,7 +302,7 @@ fn rotated(path: &Path) -> Vec<PathBuf> {
 /// The last `n` lines (without their newlines) of `path` as it was at `mark`, continuing
 /// back into the rotated files when it holds fewer. Without a mark the file did not exist
 /// when the daemon answered: only its rotated files count.
-fn tail_lines(path: &Path, mark: Option<&FileMark>, n: usize) -> io::Result<Vec<Vec<u8>>> {
+pub(crate) fn tail_lines(path: &Path, mark: Option<&FileMark>, n: usize) -> io::Result<Vec<Vec<u8>>> {
     let rotated = rotated(path);
     let is_marked = |f: &File| mark.is_some_and(|m| f.metadata().is_ok_and(|md| md.ino() == m.inode));
     // The marked file, and the rotated files older than it.

@@ -1,7 +1,8 @@
 //! The command line: clap definitions, one function per command, rendering in [`render`].
 
-mod logs;
-mod render;
+mod doctor;
+pub(crate) mod logs;
+pub(crate) mod render;
 mod update;
 
 use std::collections::BTreeMap;
@@ -72,6 +73,11 @@ pub enum Cmd {
     /// Reopen every log file (after an external logrotate moved them)
     #[command(visible_alias = "reloadLogs")]
     ReloadLogs,
+    /// A terminal dashboard: apps, CPU and memory sparklines, live logs, keys to restart/stop
+    Monit,
+    /// What this machine offers herder (cgroups, subreaper, pidfd, notify sockets, node,
+    /// python3) and what degrades without it
+    Doctor(JsonFlag),
     /// Stop every app, then the daemon
     Kill,
     /// Replace the daemon's program with the installed binary, in place: same pid, apps untouched
@@ -404,6 +410,8 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
         }
         Cmd::Flush(a) => logs::flush(paths, a.targets).await,
         Cmd::ReloadLogs => logs::reload(paths).await,
+        Cmd::Monit => crate::tui::run(paths).await,
+        Cmd::Doctor(f) => doctor::doctor(paths, f.json).await,
         Cmd::Kill => kill(paths).await,
         Cmd::Update(f) => update::update(paths, f.json).await,
         Cmd::Validate(a) => validate(&a),

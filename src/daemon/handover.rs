@@ -54,7 +54,7 @@ use super::registry::App;
 use super::Daemon;
 use crate::logs::handover::CaptureState;
 use crate::protocol::{self, AppSpec, ErrorKind, ErrorReply, ExitReason, ImageInfo, Response};
-use crate::supervisor::handover::InstanceState;
+use crate::supervisor::handover::{Exits, InstanceState};
 use crate::supervisor::InstanceHandle;
 
 /// Version of the handover document. A new binary reads every older version (fields are only
@@ -628,24 +628,26 @@ impl Takeover {
         self.doc.is_some()
     }
 
-    /// Pids of the running instances, to register with the reaper before its first pass.
-    /// Nothing has reaped since the previous image paused its reaper, so each is alive or a
-    /// zombie; one that is neither (reaped all the same) is left out, and its instance's actor
-    /// sees its exit at once.
+    /// Pids of the running instances (and of the processes they named with `MAINPID=`), to
+    /// register with the reaper before its first pass. Nothing has reaped since the previous
+    /// image paused its reaper, so each is alive or a zombie; one that is neither (reaped all
+    /// the same) is left out, and its instance's actor sees its exit at once.
     pub fn pids(&self) -> Vec<i32> {
+        use crate::supervisor::tree::start_ticks;
         let instances = self.doc.iter().flat_map(|d| d.apps.iter().flat_map(|a| a.instances.iter()));
-        instances
-            .filter_map(|st| {
-                let pid = st.pid()?;
+        let mut pids = Vec::new();
+        for st in instances {
+            if let Some(pid) = st.pid() {
                 match st.info.start_ticks {
-                    Some(ticks) if crate::supervisor::tree::start_ticks(pid) != Some(ticks) => {
+                    Some(ticks) if start_ticks(pid) != Some(ticks) => {
                         tracing::warn!(pid, "an adopted process is gone; its exit status is unknown");
-                        None
                     }
-                    _ => Some(pid),
+                    _ => pids.push(pid),
                 }
-            })
-            .collect()
+            }
+            pids.extend(st.next_main().filter(|pid| start_ticks(*pid).is_some()));
+        }
+        pids
     }
 
     /// The image this one replaced, and how long the daemon process has run.
@@ -766,15 +768,18 @@ pub(crate) async fn adopt(
                 .instances
                 .into_iter()
                 .map(|st| {
-                    let exit = st.pid().and_then(|p| exits.remove(&p));
-                    adopted += usize::from(exit.is_some());
+                    let exits = Exits {
+                        main: st.pid().and_then(|p| exits.remove(&p)),
+                        next_main: st.next_main().and_then(|p| exits.remove(&p)),
+                    };
+                    adopted += usize::from(exits.main.is_some());
                     InstanceHandle::adopt(
                         d.ctx.clone(),
                         app.id,
                         st.info.index,
                         spec.clone(),
                         st,
-                        exit,
+                        exits,
                         &mut take,
                     )
                 })

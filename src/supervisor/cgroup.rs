@@ -20,9 +20,20 @@ pub struct CgroupRoot {
     pub path: PathBuf,
 }
 
+/// Where the groups of a daemon started from this process would go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The cgroup2 mount point.
+    pub mount: PathBuf,
+    /// This process's own v2 group (the daemon's parent group).
+    pub group: PathBuf,
+    /// `herder-<token>` inside it.
+    pub root: PathBuf,
+}
+
 impl CgroupRoot {
-    /// Find a writable cgroup v2 hierarchy and create `herder-<token>` in the daemon's group.
-    pub fn detect(token: &str) -> Result<CgroupRoot, String> {
+    /// Find the cgroup v2 hierarchy and the group herder would use, creating nothing.
+    pub fn locate(token: &str) -> Result<Location, String> {
         if std::env::var_os("HERDER_NO_CGROUP").is_some() {
             return Err("disabled by `HERDER_NO_CGROUP`".into());
         }
@@ -32,8 +43,15 @@ impl CgroupRoot {
         let own = fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
         let rel = own_v2_group(&own).ok_or("the daemon is in no cgroup v2 group")?;
-        let base = mount.join(rel.trim_start_matches('/'));
-        let path = base.join(format!("herder-{token}"));
+        let rel = rel.trim_start_matches('/');
+        let group = if rel.is_empty() { mount.clone() } else { mount.join(rel) };
+        let root = group.join(format!("herder-{token}"));
+        Ok(Location { mount, group, root })
+    }
+
+    /// Find a writable cgroup v2 hierarchy and create `herder-<token>` in the daemon's group.
+    pub fn detect(token: &str) -> Result<CgroupRoot, String> {
+        let path = Self::locate(token)?.root;
         match fs::create_dir(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}

@@ -223,6 +223,37 @@ fn clone3_unsupported(e: io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL) | Some(libc::E2BIG))
 }
 
+/// Whether this kernel has `clone3` with `CLONE_INTO_CGROUP` (for `herder doctor`): `Ok`, or
+/// the error a real clone would get (`ENOSYS`: no clone3; `EINVAL`/`E2BIG`: no such flag). It
+/// asks with a descriptor that cannot be open, which the kernel refuses (`EBADF`) only once it
+/// knows the flag, before any process is created.
+pub fn probe_clone_into_cgroup() -> Result<(), io::Error> {
+    let mut args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: i32::MAX as u64,
+        ..Default::default()
+    };
+    // SAFETY: with a descriptor that is not open the call fails before any process exists.
+    let r = unsafe {
+        libc::syscall(libc::SYS_clone3, &mut args as *mut CloneArgs, std::mem::size_of::<CloneArgs>())
+    };
+    match r {
+        // Cannot happen (the descriptor is not open); if it did, this is the child.
+        // SAFETY: _exit(2) in a child that must not run the parent's code.
+        0 => unsafe { libc::_exit(0) },
+        r if r > 0 => {
+            // SAFETY: reap the child the probe unexpectedly created.
+            unsafe { libc::waitpid(r as i32, std::ptr::null_mut(), 0) };
+            Ok(())
+        }
+        _ => match io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::EBADF) => Ok(()),
+            e => Err(e),
+        },
+    }
+}
+
 struct ChildFds {
     stdin: RawFd,
     stdout: RawFd,

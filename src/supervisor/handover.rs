@@ -13,9 +13,16 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::policy::PolicyState;
-use super::{bind_notify, Actor, Cmd, Context, InstanceHandle, IpcChannel, Phase, Running, WatchDue};
+use super::{bind_notify, tree, Actor, Cmd, Context, InstanceHandle, IpcChannel, Phase, Running, WatchDue};
 use crate::health::notify::NotifySocket;
 use crate::protocol::{AppSpec, ExitReason, InstanceInfo};
+
+/// The exits of an adopted instance's processes, registered with the reaper.
+pub struct Exits {
+    pub main: Option<oneshot::Receiver<ExitReason>>,
+    /// Of the process named by `MAINPID=`.
+    pub next_main: Option<oneshot::Receiver<ExitReason>>,
+}
 
 /// What the next image needs of one instance.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +82,9 @@ pub enum PhaseState {
         /// Our end of a Node app's IPC channel.
         #[serde(default)]
         ipc_fd: Option<RawFd>,
+        /// `MAINPID=`: the process that takes over as the main one when `pid` exits.
+        #[serde(default)]
+        next_main: Option<i32>,
     },
 }
 
@@ -83,6 +93,14 @@ impl InstanceState {
     pub fn pid(&self) -> Option<i32> {
         match self.phase {
             PhaseState::Running { pid, .. } => Some(pid),
+            _ => None,
+        }
+    }
+
+    /// The process named by `MAINPID=` to take over from the running one, if any.
+    pub fn next_main(&self) -> Option<i32> {
+        match self.phase {
+            PhaseState::Running { next_main, .. } => next_main,
             _ => None,
         }
     }
@@ -133,15 +151,15 @@ impl InstanceHandle {
     }
 
     /// Start the actor of an instance an earlier image of the daemon ran, in the same phase.
-    /// `exit` yields the exit of its process (registered with the reaper); `take` claims an
-    /// inherited descriptor by number.
+    /// `exits` yield the exits of its processes (registered with the reaper); `take` claims
+    /// an inherited descriptor by number.
     pub fn adopt(
         ctx: Arc<Context>,
         app_id: u32,
         index: u32,
         spec: Arc<AppSpec>,
         state: InstanceState,
-        exit: Option<oneshot::Receiver<ExitReason>>,
+        exits: Exits,
         take: &mut dyn FnMut(RawFd) -> Option<OwnedFd>,
     ) -> InstanceHandle {
         let notify = match state.notify.as_ref() {
@@ -181,7 +199,7 @@ impl InstanceHandle {
                 due: now + Duration::from_millis(w.due_in_ms),
                 path: w.path,
             });
-            actor.resume_phase(phase, exit, ipc)
+            actor.resume_phase(phase, exits, ipc)
         })
     }
 }
@@ -197,13 +215,26 @@ impl Actor {
             return phase;
         }
         if let Ok(reply) = req.report.await {
-            // Asked after the reaper paused: an exit reaped before that is handled now; one
-            // after it waits, as a zombie, for the next image.
+            // Asked after the reaper paused: an exit reaped before that is handled now (as the
+            // run loop does); one after it waits, as a zombie, for the next image.
             phase = match phase {
-                Phase::Running(mut run) => match run.exit.try_recv() {
-                    Ok(exit) => self.exited(Some(exit), &run),
-                    Err(_) => Phase::Running(run),
-                },
+                Phase::Running(mut run) => {
+                    if let Some((_, rx)) = &mut run.next_main {
+                        if rx.try_recv().is_ok() {
+                            run.next_main = None;
+                        }
+                    }
+                    match run.exit.try_recv() {
+                        Ok(exit) => match run.next_main.take() {
+                            Some((pid, rx)) if tree::alive(pid) => {
+                                self.switch_main(&mut run, pid, rx, Some(exit));
+                                Phase::Running(run)
+                            }
+                            _ => self.exited(Some(exit), &run),
+                        },
+                        Err(_) => Phase::Running(run),
+                    }
+                }
                 other => other,
             };
             if reply.send(self.state(&phase)).is_ok() {
@@ -227,6 +258,7 @@ impl Actor {
                 ready_in_ms: remaining(run.ready_deadline, now),
                 watchdog_in_ms: remaining(run.watchdog_deadline, now),
                 ipc_fd: run.ipc.as_ref().map(|c| c.stream.as_raw_fd()),
+                next_main: run.next_main.as_ref().map(|(pid, _)| *pid),
             },
         };
         InstanceState {
@@ -250,20 +282,16 @@ impl Actor {
     }
 
     /// The phase of an adopted instance.
-    fn resume_phase(
-        &mut self,
-        phase: PhaseState,
-        exit: Option<oneshot::Receiver<ExitReason>>,
-        ipc: Option<OwnedFd>,
-    ) -> Phase {
+    fn resume_phase(&mut self, phase: PhaseState, exits: Exits, ipc: Option<OwnedFd>) -> Phase {
         let now = tokio::time::Instant::now();
         match phase {
             PhaseState::Idle => Phase::Idle,
             PhaseState::Waiting { remaining_ms } => Phase::Waiting(now + Duration::from_millis(remaining_ms)),
-            PhaseState::Running { pid, uptime_ms, oom, ready_in_ms, watchdog_in_ms, .. } => {
+            PhaseState::Running { pid, uptime_ms, oom, ready_in_ms, watchdog_in_ms, next_main, .. } => {
                 // Without a registered exit the process cannot be waited for: a closed
                 // channel reads as killed, and the restart policy applies.
-                let exit = exit.unwrap_or_else(|| oneshot::channel().1);
+                let exit = exits.main.unwrap_or_else(|| oneshot::channel().1);
+                let next_main = next_main.zip(exits.next_main);
                 let probes_before = std::mem::take(&mut self.info.probes);
                 let probes = self.start_probes();
                 if probes_before.len() == self.info.probes.len() {
@@ -272,6 +300,7 @@ impl Actor {
                 let started = Instant::now();
                 Phase::Running(Running {
                     pid,
+                    next_main,
                     oom,
                     exit,
                     started: started.checked_sub(Duration::from_millis(uptime_ms)).unwrap_or(started),

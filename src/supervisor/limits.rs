@@ -40,7 +40,7 @@ pub struct Applied {
 }
 
 /// The `(name, options)` of v1 hierarchies in mountinfo with their mount points.
-fn v1_mount(mountinfo: &str, controller: &str) -> Option<PathBuf> {
+pub(crate) fn v1_mount(mountinfo: &str, controller: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         let (left, right) = line.split_once(" - ")?;
         let mut r = right.split_whitespace();
@@ -54,7 +54,7 @@ fn v1_mount(mountinfo: &str, controller: &str) -> Option<PathBuf> {
 }
 
 /// The daemon's group in the v1 hierarchy holding `controller`, from /proc/self/cgroup.
-fn own_v1_group(cgroup: &str, controller: &str) -> Option<String> {
+pub(crate) fn own_v1_group(cgroup: &str, controller: &str) -> Option<String> {
     cgroup.lines().find_map(|l| {
         let mut parts = l.splitn(3, ':');
         let _id = parts.next()?;

@@ -259,6 +259,8 @@ impl InstanceInfo {
 
 struct Running {
     pid: i32,
+    /// `MAINPID=`: the process that takes over as the main one when `pid` exits.
+    next_main: Option<(i32, oneshot::Receiver<ExitReason>)>,
     /// Where the kernel counts OOM kills of the instance, and the count at its start.
     oom: Option<(PathBuf, u64)>,
     exit: oneshot::Receiver<ExitReason>,
@@ -341,6 +343,8 @@ async fn recv_ipc(ipc: &mut Option<IpcChannel>) -> Option<Vec<Notice>> {
     }
 }
 
+// One per actor, moved only when the phase changes: boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Phase {
     Idle,
     Running(Running),
@@ -402,7 +406,13 @@ impl Actor {
                     }
                 },
                 Phase::Running(mut run) => tokio::select! {
-                    exit = &mut run.exit => self.exited(exit.ok(), &run),
+                    exit = &mut run.exit => match run.next_main.take() {
+                        Some((pid, rx)) if tree::alive(pid) => {
+                            self.switch_main(&mut run, pid, rx, exit.ok());
+                            Phase::Running(run)
+                        }
+                        _ => self.exited(exit.ok(), &run),
+                    },
                     notices = recv_notices(self.notify.as_ref()) => {
                         self.on_notices(notices, &mut run);
                         Phase::Running(run)
@@ -645,6 +655,7 @@ impl Actor {
                 let watchdog_deadline = self.watchdog_due();
                 Phase::Running(Running {
                     pid: s.pid,
+                    next_main: None,
                     oom: s.oom,
                     exit: s.exit,
                     started: s.started,
@@ -714,9 +725,59 @@ impl Actor {
                 }
                 Notice::Status(text) => self.info.status_text = Some(text),
                 Notice::Watchdog => run.watchdog_deadline = self.watchdog_due(),
-                Notice::Ready | Notice::Reloading | Notice::Stopping | Notice::MainPid(_) => {}
+                Notice::Stopping => {
+                    // The app is shutting down on its own; its exit is handled as any other.
+                    self.info.status = Status::Stopping;
+                    self.event("stopping", None, Some("the app sent `STOPPING=1`".into()));
+                }
+                Notice::MainPid(pid) => self.main_pid(run, pid as i32),
+                Notice::Ready | Notice::Reloading => {}
             }
         }
+        self.publish();
+    }
+
+    /// `MAINPID=<pid>`: a process of the instance will be its main one (an app that re-executes
+    /// or forks its server). Honoured when `pid` is a descendant of the instance and the daemon
+    /// is a subreaper, so that it becomes the daemon's child when the current one exits.
+    fn main_pid(&mut self, run: &mut Running, pid: i32) {
+        if pid <= 0 || pid == run.pid {
+            return;
+        }
+        // SAFETY: prctl(2) reading a flag of this process.
+        let mut subreaper: libc::c_int = 0;
+        let is_subreaper =
+            unsafe { libc::prctl(libc::PR_GET_CHILD_SUBREAPER, &mut subreaper as *mut libc::c_int) } == 0
+                && subreaper != 0;
+        let ours = match &self.cgroup {
+            Some(cg) if cg.populated() => cg.pids().contains(&pid),
+            _ => tree::descendants(run.pid).contains(&pid),
+        };
+        if !ours || !is_subreaper {
+            tracing::warn!(app = %self.spec.name, instance = self.info.index, pid, ours, is_subreaper, "`MAINPID=` ignored");
+            return;
+        }
+        if let Some(rx) = self.ctx.reaper.adopt(pid) {
+            run.next_main = Some((pid, rx));
+            tracing::info!(app = %self.spec.name, instance = self.info.index, pid, "`MAINPID=`: main process once the current one exits");
+        }
+    }
+
+    /// The main process exited after naming its successor (`MAINPID=`), which lives on: it is
+    /// the instance's main process from now on.
+    fn switch_main(
+        &mut self,
+        run: &mut Running,
+        pid: i32,
+        exit: oneshot::Receiver<ExitReason>,
+        old: Option<ExitReason>,
+    ) {
+        tracing::info!(app = %self.spec.name, instance = self.info.index, old = run.pid, pid, "main process handed over");
+        self.event("mainpid", old, Some(format!("pid {} handed over to pid {pid}", run.pid)));
+        run.pid = pid;
+        run.exit = exit;
+        self.info.pid = Some(pid as u32);
+        self.info.start_ticks = tree::start_ticks(pid);
         self.publish();
     }
 

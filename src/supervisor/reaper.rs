@@ -99,6 +99,19 @@ impl Reaper {
         waiters.insert(pid_of(&child), tx);
         Ok((child, rx))
     }
+
+    /// Register for the exit of `pid`, a descendant that is to become our child (an app's new
+    /// main process, `MAINPID=`): once its parent exits it is re-parented to the daemon (a
+    /// subreaper) and reaped here. `None` if it is gone or already registered.
+    pub fn adopt(&self, pid: i32) -> Option<oneshot::Receiver<ExitReason>> {
+        let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+        if waiters.contains_key(&pid) || !super::tree::alive(pid) {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        waiters.insert(pid, tx);
+        Some(rx)
+    }
 }
 
 fn reap_all(reaper: &Reaper) {

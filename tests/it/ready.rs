@@ -158,3 +158,28 @@ fn an_app_using_the_sd_notify_library_goes_online_when_it_says_ready() {
     });
     assert_eq!(app.instances[0].restarts, 0);
 }
+
+#[test]
+fn mainpid_hands_the_instance_over_to_the_named_process() {
+    let h = TestHome::new();
+    let go = h.dir.path().join("go");
+    h.ok(&["start", fixture("mainpid.py").to_str().unwrap(), "--name", "forker", "--", go.to_str().unwrap()]);
+    let app = wait_for("the hand-over status", T, || {
+        let a = h.app("forker");
+        a.instances[0].status_text.as_deref()?.starts_with("handed over to").then_some(a)
+    });
+    let first = app.instances[0].pid.unwrap();
+    let child: u32 =
+        app.instances[0].status_text.as_deref().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    std::fs::write(&go, "").unwrap();
+    let app = wait_for("the new main pid", T, || {
+        let a = h.app("forker");
+        (a.instances[0].pid == Some(child)).then_some(a)
+    });
+    assert_eq!(app.instances[0].status, Status::Online);
+    assert_eq!(app.instances[0].restarts, 0, "a hand-over is not a crash");
+    assert!(!pid_alive(first));
+    h.ok(&["stop", "forker"]);
+    assert!(!pid_alive(child), "stop ends the new main process");
+    assert_eq!(h.app("forker").instances[0].status, Status::Stopped);
+}
