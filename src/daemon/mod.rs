@@ -3,12 +3,15 @@
 //!
 //! [`run`] is a library function so tests and `herder daemon` start it the same way.
 
+pub mod dump;
+mod foreground;
 mod handlers;
 pub mod lock;
 mod logs;
 mod metrics;
 mod recovery;
 pub mod registry;
+mod sd_notify;
 pub mod state;
 
 use std::io;
@@ -28,6 +31,7 @@ use crate::protocol::{self, ErrorKind, ErrorReply, FrameError, Hello, HelloReply
 use crate::supervisor::cgroup::CgroupRoot;
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::Context;
+pub use foreground::Foreground;
 pub use lock::LockError;
 use registry::Registry;
 use state::{PersistedApp, PersistedState, STATE_VERSION};
@@ -63,6 +67,8 @@ pub(crate) struct Daemon {
     pub event_followers: AtomicUsize,
     /// The metrics endpoint, when one is asked for.
     pub metrics: metrics::Endpoint,
+    /// Instances the last stop of everything had to kill past their `kill_timeout`.
+    pub killed_at_stop: Mutex<Vec<String>>,
 }
 
 impl Daemon {
@@ -113,8 +119,26 @@ impl Daemon {
 /// depend on it being instant: leftover cgroups (or marked processes) are found regardless.
 const PERSIST_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// How the daemon runs besides serving its socket.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Once crash recovery is done, start the apps of `dump.json` that do not run
+    /// (`herder daemon --resurrect`, at boot).
+    pub resurrect: bool,
+    /// `herder run`: start these apps and show their output (see [`Foreground`]).
+    pub foreground: Option<Foreground>,
+}
+
 /// Run the daemon for `paths` until `herder kill` or SIGTERM/SIGINT.
 pub fn run(paths: Paths) -> Result<(), DaemonError> {
+    run_with(paths, Options::default()).map(drop)
+}
+
+/// Run the daemon with `options`; returns the exit code (see [`Foreground`]; always 0
+/// without it).
+pub fn run_with(paths: Paths, options: Options) -> Result<i32, DaemonError> {
+    // Before any thread exists: the environment is changed here.
+    let manager = sd_notify::Manager::take_from_env();
     paths.ensure().map_err(|source| DaemonError::Home { path: paths.home.display().to_string(), source })?;
     let _lock = lock::acquire(&paths)?;
     init_tracing(&paths);
@@ -131,7 +155,7 @@ pub fn run(paths: Paths) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    let result = runtime.block_on(serve(paths.clone(), listener, subreaper));
+    let result = runtime.block_on(serve(paths.clone(), listener, subreaper, options, manager));
     let _ = std::fs::remove_file(paths.socket());
     let _ = std::fs::remove_file(paths.pid_file());
     tracing::info!("daemon stopped");
@@ -222,9 +246,21 @@ fn init_tracing(paths: &Paths) {
     }
 }
 
-async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Result<(), DaemonError> {
+async fn serve(
+    paths: Paths,
+    listener: StdUnixListener,
+    subreaper: bool,
+    options: Options,
+    manager: sd_notify::Manager,
+) -> Result<i32, DaemonError> {
     let listener = UnixListener::from_std(listener)
         .map_err(|source| DaemonError::Socket { path: paths.socket().display().to_string(), source })?;
+    // Early, so that a SIGTERM while apps start (as PID 1, where an unhandled SIGTERM is
+    // ignored) is not lost.
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Runtime)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Runtime)?;
+    let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(DaemonError::Runtime)?;
     let reaper = Reaper::start().map_err(DaemonError::Runtime)?;
     let (cgroups, cgroup_note) = match CgroupRoot::detect(&paths.token()) {
         Ok(root) => (Some(root), None),
@@ -259,8 +295,18 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
         followers: AtomicUsize::new(0),
         event_followers: AtomicUsize::new(0),
         metrics: metrics::Endpoint::default(),
+        killed_at_stop: Mutex::new(Vec::new()),
     });
     tracing::info!(pid = std::process::id(), version = protocol::PROGRAM_VERSION, home = %paths.home.display(), subreaper, "daemon started");
+
+    // `herder run`: the output is followed from before the first app starts.
+    let output = match &options.foreground {
+        Some(fg) => Some(
+            foreground::Output::start(&daemon.ctx.logs, daemon.ctx.events.subscribe(), &fg.specs)
+                .map_err(DaemonError::Runtime)?,
+        ),
+        None => None,
+    };
 
     recovery::recover(&daemon).await;
     if let Some(listen) = std::env::var("HERDER_METRICS_LISTEN").ok().filter(|v| !v.trim().is_empty()) {
@@ -299,11 +345,60 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
         ))
     };
 
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Runtime)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Runtime)?;
-    let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(DaemonError::Runtime)?;
+    // Hooks and the persister see the apps started from here on.
+    if options.resurrect {
+        match handlers::resurrect(&daemon).await {
+            Ok(report) => {
+                if let Some(why) = &report.fallback {
+                    eprintln!(
+                        "error: {why}\nresurrected from the previous save, {}, instead",
+                        report.source.display()
+                    );
+                }
+            }
+            // No dump yet is the normal state of a new machine.
+            Err(e)
+                if !daemon.ctx.paths.dump().exists()
+                    && !dump::backup_of(&daemon.ctx.paths.dump()).exists() =>
+            {
+                tracing::info!(reason = %e.message, "nothing to resurrect");
+            }
+            Err(e) => {
+                tracing::error!(error = %e.message, "cannot resurrect the saved apps");
+                eprintln!("error: {}", e.message);
+            }
+        }
+    }
+    let mut start_failed = false;
+    if let (Some(fg), Some(out)) = (&options.foreground, &output) {
+        match handlers::handle(&daemon, Request::Start { specs: fg.specs.clone() }).await {
+            Response::Error(e) => {
+                out.say(format!("cannot start the apps of {}: {}", fg.source, e.message));
+                start_failed = true;
+            }
+            _ => out.say(format!(
+                "{} app(s) of {} running (herder pid {}, home {}); `herder list` in another shell shows them",
+                fg.specs.len(),
+                fg.source,
+                std::process::id(),
+                paths.home.display()
+            )),
+        }
+    }
+
+    let exit_when_empty = options.foreground.as_ref().is_some_and(|f| f.exit_when_empty);
+    let mut emptied = false;
+    let say = |text: String| {
+        if let Some(out) = &output {
+            out.say(text);
+        }
+    };
+    // Serving: tell systemd (`Type=notify`), which then starts the units ordered after us.
+    manager.notify(&format!("READY=1\nSTATUS=serving {} app(s)", daemon.registry().apps.len()));
     loop {
+        if start_failed {
+            break;
+        }
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
@@ -312,14 +407,27 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
                 }
                 Err(e) => tracing::warn!(error = %e, "accept failed"),
             },
-            _ = daemon.shutdown.notified() => break,
+            _ = daemon.shutdown.notified() => {
+                manager.notify("STOPPING=1");
+                say("`herder kill`: every app stopped".into());
+                break;
+            }
+            _ = foreground::until_empty(&daemon), if exit_when_empty => {
+                say("no app is left running (--exit-when-empty): stopping".into());
+                emptied = true;
+                break;
+            }
             _ = sigterm.recv() => {
                 tracing::info!("SIGTERM: stopping every app");
+                say("SIGTERM: stopping every app".into());
+                manager.notify("STOPPING=1");
                 handlers::stop_everything(&daemon).await;
                 break;
             }
             _ = sigint.recv() => {
                 tracing::info!("SIGINT: stopping every app");
+                say("SIGINT: stopping every app".into());
+                manager.notify("STOPPING=1");
                 handlers::stop_everything(&daemon).await;
                 break;
             }
@@ -335,6 +443,11 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
             }
         }
     }
+    // With `--exit-when-empty`, what counts is how the apps ended; otherwise how they stopped.
+    let failed = if emptied { foreground::errored(&daemon) } else { Vec::new() };
+    if emptied {
+        handlers::stop_everything(&daemon).await;
+    }
     persister.abort();
     sampler.abort();
     hooks.abort();
@@ -345,7 +458,20 @@ async fn serve(paths: Paths, listener: StdUnixListener, subreaper: bool) -> Resu
         let _ = std::fs::remove_dir(&root.path);
     }
     daemon.ctx.limits.remove_roots();
-    Ok(())
+    let killed = std::mem::take(&mut *daemon.killed_at_stop.lock().unwrap_or_else(|e| e.into_inner()));
+    let clean = failed.is_empty() && killed.is_empty() && !start_failed;
+    let code = if output.is_none() || clean { 0 } else { 1 };
+    if let Some(out) = output {
+        if !killed.is_empty() {
+            out.say(format!("killed after their kill_timeout: {}", killed.join(", ")));
+        }
+        if !failed.is_empty() {
+            out.say(format!("errored: {}", failed.join(", ")));
+        }
+        out.say(format!("exiting with {code}"));
+        out.finish(&daemon.ctx.logs).await;
+    }
+    Ok(code)
 }
 
 /// How often instances are measured (`HERDER_SAMPLE_INTERVAL` overrides it, e.g. `250ms`).

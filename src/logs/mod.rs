@@ -194,13 +194,20 @@ pub struct Hub {
     /// Held shared by every write (files and followers together), exclusively by
     /// [`Hub::pause_writes`].
     gate: RwLock<()>,
+    /// Output pipes being read right now.
+    open_pipes: tokio::sync::watch::Sender<usize>,
 }
 
 pub type SharedFile = Arc<Mutex<LogFile>>;
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub { files: Mutex::default(), follow: broadcast::channel(4096).0, gate: RwLock::default() }
+        Hub {
+            files: Mutex::default(),
+            follow: broadcast::channel(4096).0,
+            gate: RwLock::default(),
+            open_pipes: tokio::sync::watch::channel(0).0,
+        }
     }
 }
 
@@ -244,6 +251,12 @@ impl Hub {
     /// the async threads.
     pub fn pause_writes(&self) -> RwLockWriteGuard<'_, ()> {
         self.gate.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait until every output pipe has been read to its end (the last lines of stopped apps
+    /// written and handed to followers).
+    pub async fn pipes_drained(&self) {
+        let _ = self.open_pipes.subscribe().wait_for(|n| *n == 0).await;
     }
 }
 
@@ -314,6 +327,7 @@ pub fn capture(pipe_fd: OwnedFd, sink: Sink, hub: &Arc<Hub>) {
         }
     };
     let hub = hub.clone();
+    hub.open_pipes.send_modify(|n| *n += 1);
     tokio::spawn(async move {
         let mut st = StreamState { partial: Vec::new(), window: Instant::now(), in_window: 0, suppressed: 0 };
         loop {
@@ -343,6 +357,7 @@ pub fn capture(pipe_fd: OwnedFd, sink: Sink, hub: &Arc<Hub>) {
             tokio::task::yield_now().await;
         }
         finish(&sink, &hub, &mut st);
+        hub.open_pipes.send_modify(|n| *n = n.saturating_sub(1));
     });
 }
 

@@ -133,6 +133,13 @@ pub enum Request {
     },
     /// Reopen every open log file (after an external logrotate moved them).
     ReloadLogs,
+    /// Write every app (spec, environment, whether it runs) to `dump.json`; an empty list
+    /// only with `force`.
+    Save {
+        force: bool,
+    },
+    /// Start the apps of `dump.json` (or its `.bak`) that are not running.
+    Resurrect,
 }
 
 /// The daemon's answer to a request.
@@ -168,7 +175,28 @@ pub enum Response {
         text: String,
         listen: Option<std::net::SocketAddr>,
     },
+    /// `Save` wrote these apps to `path`; the previous save is `backup`.
+    Saved {
+        path: PathBuf,
+        apps: Vec<String>,
+        backup: Option<PathBuf>,
+    },
+    /// What `Resurrect` did with the apps of `source`.
+    Resurrected(ResurrectReport),
     Error(ErrorReply),
+}
+
+/// The answer to `Resurrect`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResurrectReport {
+    /// The file the apps came from (`dump.json`, or `dump.json.bak` when that was unusable).
+    pub source: PathBuf,
+    /// Why `dump.json` was not used, when `source` is the backup.
+    pub fallback: Option<String>,
+    /// Apps started (or, saved stopped, registered stopped).
+    pub apps: Vec<AppInfo>,
+    /// Saved apps left alone because they already run (or exist, stopped on purpose).
+    pub skipped: Vec<String>,
 }
 
 /// Where a log file ended when a `Logs` request was answered: a file at `path` with inode
