@@ -7,10 +7,15 @@ use clap::Parser;
 fn main() -> ExitCode {
     // The daemon is long-lived: start it without the argument parser, so that none of the
     // parser's code is paged into it (a few hundred KB of its resident memory).
-    let mut args = std::env::args_os().skip(1);
-    if let (Some(verb), None) = (args.next(), args.next()) {
-        if verb == "daemon" {
-            return match herder::cli::run_daemon() {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    if let [verb, rest @ ..] = args.as_slice() {
+        let resurrect = match rest {
+            [] => Some(false),
+            [flag] if flag == "--resurrect" => Some(true),
+            _ => None,
+        };
+        if let (true, Some(resurrect)) = (verb == "daemon", resurrect) {
+            return match herder::cli::run_daemon(resurrect) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

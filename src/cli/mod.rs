@@ -3,6 +3,7 @@
 mod doctor;
 pub(crate) mod logs;
 pub(crate) mod render;
+mod startup;
 mod update;
 
 use std::collections::BTreeMap;
@@ -82,11 +83,52 @@ pub enum Cmd {
     Kill,
     /// Replace the daemon's program with the installed binary, in place: same pid, apps untouched
     Update(JsonFlag),
+    /// Record every app (spec and environment) in dump.json, for `resurrect` and boot
+    #[command(visible_alias = "dump")]
+    Save(SaveArgs),
+    /// Start the apps of dump.json that are not running
+    Resurrect,
+    /// Write and enable a systemd unit that runs herder at boot
+    Startup(startup::StartupArgs),
+    /// Disable and remove the unit `startup` wrote
+    Unstartup(startup::UnstartupArgs),
+    /// Run apps in the foreground, for containers: output on stdout, PID 1 duties
+    Run(RunArgs),
     /// Run the daemon in the foreground
-    Daemon,
+    Daemon(DaemonArgs),
     /// Print what a daemon checks before it executes this binary (`herder update`)
     #[command(hide = true)]
     HandoverCheck,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Save even an empty list (replacing the saved apps with none)
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Start the apps of dump.json once ready (for boot)
+    #[arg(long)]
+    pub resurrect: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The config file (default: this directory's herder.toml or ecosystem.config.js …)
+    pub file: Option<String>,
+    /// Start only these apps (by name)
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub only: Vec<String>,
+    /// Apply each app's `env_<name>`
+    #[arg(long = "env", value_name = "NAME")]
+    pub env_name: Option<String>,
+    /// Stop and exit once no app is left running (all stopped, done or errored); the exit
+    /// code is 1 if one is errored
+    #[arg(long)]
+    pub exit_when_empty: bool,
 }
 
 #[derive(Debug, Args)]
@@ -281,8 +323,8 @@ pub struct StartArgs {
     pub args: Vec<String>,
 }
 
-/// `herder daemon`: run the daemon of `HERDER_HOME` in the foreground.
-pub fn run_daemon() -> Result<()> {
+/// `herder daemon [--resurrect]`: run the daemon of `HERDER_HOME` in the foreground.
+pub fn run_daemon(resurrect: bool) -> Result<()> {
     use std::io::IsTerminal;
     let paths = Paths::from_env().context("cannot find herder's home")?;
     if std::io::stderr().is_terminal() {
@@ -293,7 +335,7 @@ pub fn run_daemon() -> Result<()> {
             paths.daemon_log().display()
         );
     }
-    crate::daemon::run(paths)?;
+    crate::daemon::run_with(paths, crate::daemon::Options { resurrect, foreground: None })?;
     Ok(())
 }
 
@@ -304,9 +346,15 @@ pub fn run(cli: Cli) -> Result<i32> {
         return Ok(0);
     }
     let paths = Paths::from_env().context("cannot find herder's home")?;
-    if let Cmd::Daemon = cli.command {
-        run_daemon()?;
-        return Ok(0);
+    match cli.command {
+        Cmd::Daemon(a) => {
+            run_daemon(a.resurrect)?;
+            return Ok(0);
+        }
+        Cmd::Run(a) => return run_foreground(paths, a),
+        Cmd::Startup(a) => return startup::startup(&a),
+        Cmd::Unstartup(a) => return startup::unstartup(&a),
+        _ => {}
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(dispatch(&paths, cli.command))
@@ -417,7 +465,11 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
         Cmd::Validate(a) => validate(&a),
         Cmd::Init(a) => init(&a),
         Cmd::Convert(a) => convert(&a),
-        Cmd::Daemon | Cmd::HandoverCheck => unreachable!("handled before the runtime starts"),
+        Cmd::Save(a) => save(paths, a.force).await,
+        Cmd::Resurrect => resurrect(paths).await,
+        Cmd::Daemon(_) | Cmd::Run(_) | Cmd::Startup(_) | Cmd::Unstartup(_) | Cmd::HandoverCheck => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }
 
@@ -503,6 +555,83 @@ async fn kill(paths: &Paths) -> Result<i32> {
     }
     out(&format!("stopped {n} app(s) and the daemon (pid {pid})\n"))?;
     Ok(0)
+}
+
+/// `herder save [--force]`.
+async fn save(paths: &Paths, force: bool) -> Result<i32> {
+    let Response::Saved { path, apps, backup } =
+        expect_ok(client::call(paths, &Request::Save { force }).await?)?
+    else {
+        bail!("unexpected answer from the daemon");
+    };
+    let names: Vec<String> = apps.iter().map(|n| format!("`{n}`")).collect();
+    let mut text = format!("saved {} app(s) to {}", apps.len(), path.display());
+    if !names.is_empty() {
+        text.push_str(&format!(": {}", names.join(", ")));
+    }
+    text.push('\n');
+    if let Some(b) = backup {
+        text.push_str(&format!("the previous save is {}\n", b.display()));
+    }
+    out(&text)?;
+    Ok(0)
+}
+
+/// `herder resurrect`: the saved apps that do not run are started.
+async fn resurrect(paths: &Paths) -> Result<i32> {
+    let Response::Resurrected(report) = expect_ok(client::call(paths, &Request::Resurrect).await?)? else {
+        bail!("unexpected answer from the daemon");
+    };
+    if let Some(why) = &report.fallback {
+        eprintln!("error: {why}");
+        eprintln!("resurrecting from the previous save, {}, instead", report.source.display());
+    }
+    let mut text = String::new();
+    if !report.skipped.is_empty() {
+        let names: Vec<String> = report.skipped.iter().map(|n| format!("`{n}`")).collect();
+        text.push_str(&format!("already there, left alone: {}\n", names.join(", ")));
+    }
+    let names: Vec<String> = report.apps.iter().map(|a| format!("`{}`", a.spec.name)).collect();
+    if names.is_empty() {
+        text.push_str(&format!("nothing to resurrect from {}\n", report.source.display()));
+    } else {
+        text.push_str(&format!("resurrected {} from {}\n", names.join(", "), report.source.display()));
+        text.push_str(&render::table(&report.apps));
+    }
+    out(&text)?;
+    Ok(0)
+}
+
+/// `herder run [config]`: the daemon in the foreground with the config's apps.
+fn run_foreground(paths: Paths, a: RunArgs) -> Result<i32> {
+    let ctx = resolve_context()?;
+    let file = match a.file {
+        Some(f) => f,
+        None => DEFAULT_CONFIG_FILES.iter().find(|f| ctx.cwd.join(f).is_file()).map(|f| f.to_string()).ok_or_else(
+            || {
+                anyhow!(
+                    "no config file here to run\nhint: give one (`herder run herder.toml`), or create one of {} (`herder init`)",
+                    DEFAULT_CONFIG_FILES.join(", ")
+                )
+            },
+        )?,
+    };
+    if !ctx.cwd.join(&file).is_file() {
+        bail!("config file {} not found", ctx.cwd.join(&file).display());
+    }
+    let opts = config::LoadOptions { env_name: a.env_name, only: a.only };
+    let loaded = match config::load(Path::new(&file), &opts, &ctx) {
+        Ok(l) => l,
+        Err(errors) => return config_failed(&errors),
+    };
+    print_warnings(&loaded.warnings);
+    let foreground =
+        crate::daemon::Foreground { specs: loaded.specs, source: file, exit_when_empty: a.exit_when_empty };
+    let code = crate::daemon::run_with(
+        paths,
+        crate::daemon::Options { resurrect: false, foreground: Some(foreground) },
+    )?;
+    Ok(code)
 }
 
 fn shell_env() -> BTreeMap<String, String> {

@@ -158,6 +158,11 @@ fn spawn_daemon(paths: &Paths) -> io::Result<Child> {
     let mut cmd = Command::new(exe);
     cmd.arg("daemon")
         .env("HERDER_HOME", &paths.home)
+        // A command run by a systemd unit must not make the daemon it starts report to
+        // that unit's manager.
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
         .current_dir("/")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
+use super::dump::{self, Dump, DumpedApp};
 use super::registry::App;
 use super::Daemon;
 use crate::protocol::{
-    signal_number, AppInfo, AppSpec, DaemonInfo, ErrorKind, ErrorReply, Request, Response, Target,
+    signal_number, AppInfo, AppSpec, DaemonInfo, ErrorKind, ErrorReply, ExitReason, Request, Response,
+    ResurrectReport, Status, Target,
 };
 use crate::supervisor::InstanceHandle;
 
@@ -24,6 +26,7 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
             | Request::Stop { .. }
             | Request::Restart { .. }
             | Request::Reset { .. }
+            | Request::Resurrect
     );
     let result = match req {
         Request::Ping => Ok(Response::Pong(ping(d))),
@@ -48,6 +51,8 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         Request::ReloadLogs => super::logs::reload(d).await,
         // Served by the connection, which hands itself over to a follower.
         Request::Logs { .. } => Err(bad("`Logs` is answered by the connection")),
+        Request::Save { force } => save(d, force).await,
+        Request::Resurrect => resurrect(d).await.map(Response::Resurrected),
         // Served by the connection, whose descriptor goes to the new image.
         Request::Update => Err(bad("`Update` is answered by the connection")),
     };
@@ -154,13 +159,21 @@ fn check_specs(specs: &[AppSpec]) -> Result<(), ErrorReply> {
 }
 
 /// Add new apps and start them; apps that exist by name get the new spec and are restarted.
-async fn start(d: &Arc<Daemon>, specs: Vec<AppSpec>) -> Result<Response, ErrorReply> {
+pub(crate) async fn start(d: &Arc<Daemon>, specs: Vec<AppSpec>) -> Result<Response, ErrorReply> {
     check_specs(&specs)?;
+    let specs = specs.into_iter().map(|s| (s.autostart, s)).collect();
+    let ids = start_apps(d, specs).await;
+    Ok(Response::Done { apps: list(d, Some(&ids), false) })
+}
+
+/// Add each app, started when its flag is set (else registered `stopped`); an app that exists
+/// by name gets the new spec and is restarted. Returns the apps' ids.
+async fn start_apps(d: &Arc<Daemon>, specs: Vec<(bool, AppSpec)>) -> Vec<u32> {
     let mut set = JoinSet::new();
     let mut ids = Vec::new();
     {
         let mut reg = d.registry();
-        for spec in specs {
+        for (run, spec) in specs {
             let spec = Arc::new(spec);
             let count = spec.instances as usize;
             let existing = reg.apps.values_mut().find(|a| a.spec().name == spec.name);
@@ -187,7 +200,7 @@ async fn start(d: &Arc<Daemon>, specs: Vec<AppSpec>) -> Result<Response, ErrorRe
                     let instances: Vec<InstanceHandle> = (0..count as u32)
                         .map(|i| InstanceHandle::spawn(d.ctx.clone(), id, i, spec.clone()))
                         .collect();
-                    if spec.autostart {
+                    if run {
                         for h in &instances {
                             let h = h.clone();
                             set.spawn(async move { h.start().await });
@@ -202,7 +215,93 @@ async fn start(d: &Arc<Daemon>, specs: Vec<AppSpec>) -> Result<Response, ErrorRe
     d.ctx.changed.notify_one();
     d.apps_added.notify_one();
     while set.join_next().await.is_some() {}
-    Ok(Response::Done { apps: list(d, Some(&ids), false) })
+    ids
+}
+
+/// `herder save`: every app, whole (environment included), into `dump.json`.
+async fn save(d: &Arc<Daemon>, force: bool) -> Result<Response, ErrorReply> {
+    let apps: Vec<DumpedApp> = d
+        .registry()
+        .apps
+        .values()
+        .map(|a| DumpedApp {
+            spec: (**a.spec()).clone(),
+            running: a.instances.iter().any(|h| h.info().status != Status::Stopped),
+        })
+        .collect();
+    let path = d.ctx.paths.dump();
+    if apps.is_empty() && !force {
+        let saved = match dump::read(&path) {
+            Ok(old) => format!(" (it holds {} app(s))", old.apps.len()),
+            Err(_) => String::new(),
+        };
+        return Err(bad(format!(
+            "no app to save: this would replace {}{saved} with an empty list\nhint: `herder save --force` saves the empty list",
+            path.display()
+        )));
+    }
+    let names = apps.iter().map(|a| a.spec.name.clone()).collect();
+    let dump = Dump::new(apps);
+    let target = path.clone();
+    let saved = tokio::task::spawn_blocking(move || dump::save(&target, &dump))
+        .await
+        .map_err(|e| internal(format!("the save failed: {e}")))?
+        .map_err(|e| internal(format!("cannot write {}: {e}", path.display())))?;
+    tracing::info!(path = %path.display(), "saved the apps");
+    Ok(Response::Saved { path, apps: names, backup: saved.backup })
+}
+
+/// `herder resurrect` and `herder daemon --resurrect`: start the saved apps that do not run.
+/// An app of the same name that runs is left alone; one that is stopped or errored gets the
+/// saved spec and is started if it ran when saved. Apps saved `stopped` come back stopped.
+pub(crate) async fn resurrect(d: &Arc<Daemon>) -> Result<ResurrectReport, ErrorReply> {
+    let path = d.ctx.paths.dump();
+    if !path.exists() && !dump::backup_of(&path).exists() {
+        return Err(ErrorReply {
+            kind: ErrorKind::NotFound,
+            message: format!(
+                "no saved apps: {} does not exist\nhint: `herder save` records the apps that run now",
+                path.display()
+            ),
+        });
+    }
+    let loaded = tokio::task::spawn_blocking(move || dump::load(&path))
+        .await
+        .map_err(|e| internal(format!("cannot read the dump: {e}")))?
+        .map_err(|e| ErrorReply { kind: ErrorKind::NotFound, message: format!("cannot resurrect: {e}") })?;
+    if let Some(why) = &loaded.fallback {
+        tracing::warn!(error = %why, source = %loaded.source.display(), "resurrecting from the previous save");
+    }
+    let mut todo = Vec::new();
+    let mut skipped = Vec::new();
+    {
+        let reg = d.registry();
+        for app in loaded.dump.apps {
+            let idle = |a: &App| {
+                a.instances.iter().all(|h| matches!(h.info().status, Status::Stopped | Status::Errored))
+            };
+            match reg.by_name(&app.spec.name) {
+                Some(existing) if !idle(existing) || !app.running => skipped.push(app.spec.name),
+                _ => todo.push((app.running, app.spec)),
+            }
+        }
+    }
+    let specs: Vec<AppSpec> = todo.iter().map(|(_, s)| s.clone()).collect();
+    if !specs.is_empty() {
+        check_specs(&specs)?;
+    }
+    let ids = start_apps(d, todo).await;
+    tracing::info!(source = %loaded.source.display(), apps = ids.len(), skipped = skipped.len(), "resurrected");
+    Ok(ResurrectReport {
+        source: loaded.source,
+        fallback: loaded.fallback.map(|e| e.to_string()),
+        apps: list(d, Some(&ids), false),
+        skipped,
+    })
+}
+
+fn internal(message: String) -> ErrorReply {
+    ErrorReply { kind: ErrorKind::Internal, message }
 }
 
 /// `herder start <name|id|namespace>`: start what is stopped, restart what runs.
@@ -323,7 +422,32 @@ pub(crate) async fn stop_everything(d: &Arc<Daemon>) -> Vec<AppInfo> {
         std::mem::take(&mut reg.apps).into_values().collect()
     };
     let infos = removed.iter().map(|a| a.info(&d.ctx.paths, true)).collect();
+    // What runs now, to tell afterwards which instances outlived their `kill_timeout`.
+    let running: Vec<(String, i32, InstanceHandle)> = removed
+        .iter()
+        .flat_map(|a| {
+            let sig = signal_number(&a.spec().kill_signal).unwrap_or(libc::SIGTERM);
+            a.instances
+                .iter()
+                .filter(|h| h.info().status.is_running())
+                .map(move |h| (a.spec().name.clone(), sig, h.clone()))
+        })
+        .collect();
     join_instances(&removed, |h| async move { h.shutdown().await }).await;
+    // A stop that ran out of time ends with SIGKILL (unless SIGKILL was the stop signal).
+    let killed: Vec<String> = running
+        .iter()
+        .filter_map(|(name, sig, h)| {
+            let info = h.info();
+            let reason = info.last_exit.map(|e| e.reason);
+            (*sig != libc::SIGKILL && reason == Some(ExitReason::Signal(libc::SIGKILL)))
+                .then(|| format!("{name}:{}", info.index))
+        })
+        .collect();
+    if !killed.is_empty() {
+        tracing::warn!(instances = ?killed, "killed after their kill_timeout");
+    }
+    *d.killed_at_stop.lock().unwrap_or_else(|e| e.into_inner()) = killed;
     d.persist().await;
     infos
 }

@@ -115,6 +115,11 @@ pub(crate) struct Gate {
     pub stopping: AtomicBool,
     lock_fd: RawFd,
     listener_fd: RawFd,
+    /// `herder run`: a container's program, replaced with its container.
+    foreground: bool,
+    /// The service manager's `NOTIFY_SOCKET` (taken out of the environment at start), for
+    /// the next image.
+    service_notify: Option<OsString>,
 }
 
 /// A request counted in; counted out when dropped.
@@ -127,7 +132,12 @@ impl Drop for Busy<'_> {
 }
 
 impl Gate {
-    pub fn new(lock_fd: RawFd, listener_fd: RawFd) -> Gate {
+    pub fn new(
+        lock_fd: RawFd,
+        listener_fd: RawFd,
+        foreground: bool,
+        service_notify: Option<OsString>,
+    ) -> Gate {
         Gate {
             updating: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -137,6 +147,8 @@ impl Gate {
             stopping: AtomicBool::new(false),
             lock_fd,
             listener_fd,
+            foreground,
+            service_notify,
         }
     }
 
@@ -229,6 +241,15 @@ impl Undo<'_> {
 /// Serve `Update` on `stream`: on success this never returns (the process runs the new image,
 /// which answers); on failure the daemon goes on as it was and the client gets the error.
 pub(crate) async fn update(d: &Arc<Daemon>, mut stream: UnixStream) {
+    if d.handover.foreground {
+        let message = "`herder run` (a container's foreground program) is not updated in place\nhint: start the container again with the new herder".to_string();
+        let _ = protocol::write_frame(
+            &mut stream,
+            &Response::Error(ErrorReply { kind: ErrorKind::BadRequest, message }),
+        )
+        .await;
+        return;
+    }
     if d.handover.updating.swap(true, Ordering::SeqCst) {
         let reply = Response::Error(ErrorReply {
             kind: ErrorKind::BadRequest,
@@ -369,7 +390,9 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
     );
     let reaper = d.ctx.reaper.clone();
     let memfd_raw = memfd.as_raw_fd();
-    let exec_result = tokio::task::spawn_blocking(move || execute(&exe, memfd_raw, &fds, &reaper)).await;
+    let service_notify = d.handover.service_notify.clone();
+    let exec_result =
+        tokio::task::spawn_blocking(move || execute(&exe, memfd_raw, &fds, service_notify, &reaper)).await;
     drop(memfd);
     drop(held);
     drop(held_actors);
@@ -501,11 +524,13 @@ fn set_cloexec(fd: RawFd, on: bool) -> io::Result<()> {
 }
 
 /// Clear close-on-exec on `fds` and execute `exe` with this process's arguments and
-/// environment plus `HERDER_TAKEOVER`. Returns only on failure, with everything as it was.
+/// environment plus `HERDER_TAKEOVER` (and the service manager's `NOTIFY_SOCKET`, which the
+/// daemon took out of its environment). Returns only on failure, with everything as it was.
 fn execute(
     exe: &Path,
     doc_fd: RawFd,
     fds: &[RawFd],
+    service_notify: Option<OsString>,
     reaper: &crate::supervisor::reaper::Reaper,
 ) -> io::Error {
     let cstr =
@@ -523,6 +548,11 @@ fn execute(
             })
             .collect::<io::Result<_>>()?;
         env.push(cstr(format!("{TAKEOVER_VAR}={doc_fd}").into_bytes())?);
+        if let Some(address) = service_notify {
+            let mut kv = OsString::from("NOTIFY_SOCKET=");
+            kv.push(address);
+            env.push(cstr(kv.into_vec())?);
+        }
         Ok((path, argv, env))
     })();
     let (path, argv, env) = match prepared {
@@ -846,7 +876,7 @@ mod tests {
         let reaper_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let reaper = reaper_rt.block_on(async { crate::supervisor::reaper::Reaper::start().unwrap() });
         let fds = [a.as_raw_fd(), b.as_raw_fd()];
-        let err = execute(Path::new("/nonexistent/herder"), a.as_raw_fd(), &fds, &reaper);
+        let err = execute(Path::new("/nonexistent/herder"), a.as_raw_fd(), &fds, None, &reaper);
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         for fd in fds {
             // SAFETY: F_GETFD on our own descriptors.

@@ -3,6 +3,8 @@
 //!
 //! [`run`] is a library function so tests and `herder daemon` start it the same way.
 
+pub mod dump;
+mod foreground;
 mod handlers;
 mod handover;
 pub mod image;
@@ -11,6 +13,7 @@ mod logs;
 mod metrics;
 mod recovery;
 pub mod registry;
+mod sd_notify;
 pub mod state;
 
 use std::io;
@@ -30,6 +33,7 @@ use crate::protocol::{self, ErrorKind, ErrorReply, FrameError, Hello, HelloReply
 use crate::supervisor::cgroup::CgroupRoot;
 use crate::supervisor::reaper::Reaper;
 use crate::supervisor::Context;
+pub use foreground::Foreground;
 pub use lock::LockError;
 use registry::Registry;
 use state::{PersistedApp, PersistedState, STATE_VERSION};
@@ -65,6 +69,8 @@ pub(crate) struct Daemon {
     pub event_followers: AtomicUsize,
     /// The metrics endpoint, when one is asked for.
     pub metrics: metrics::Endpoint,
+    /// Instances the last stop of everything had to kill past their `kill_timeout`.
+    pub killed_at_stop: Mutex<Vec<String>>,
     /// The program image this process runs (`herder update` replaces it).
     pub image: crate::protocol::ImageInfo,
     /// Unix time this image started, ms.
@@ -121,9 +127,27 @@ impl Daemon {
 /// depend on it being instant: leftover cgroups (or marked processes) are found regardless.
 const PERSIST_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// How the daemon runs besides serving its socket.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Once crash recovery is done, start the apps of `dump.json` that do not run
+    /// (`herder daemon --resurrect`, at boot).
+    pub resurrect: bool,
+    /// `herder run`: start these apps and show their output (see [`Foreground`]).
+    pub foreground: Option<Foreground>,
+}
+
 /// Run the daemon for `paths` until `herder kill` or SIGTERM/SIGINT.
 pub fn run(paths: Paths) -> Result<(), DaemonError> {
-    // First, before anything opens a descriptor: what an earlier image of this process left.
+    run_with(paths, Options::default()).map(drop)
+}
+
+/// Run the daemon with `options`; returns the exit code (see [`Foreground`]; always 0
+/// without it).
+pub fn run_with(paths: Paths, options: Options) -> Result<i32, DaemonError> {
+    // Before any thread exists: the environment is changed here.
+    let manager = sd_notify::Manager::take_from_env();
+    // Before anything opens a descriptor: what an earlier image of this process left.
     let mut takeover = handover::Takeover::from_env();
     paths.ensure().map_err(|source| DaemonError::Home { path: paths.home.display().to_string(), source })?;
     let lock = match takeover.lock() {
@@ -148,7 +172,8 @@ pub fn run(paths: Paths) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    let result = runtime.block_on(serve(paths.clone(), listener, subreaper, lock.fd(), takeover));
+    let result =
+        runtime.block_on(serve(paths.clone(), listener, subreaper, lock.fd(), options, manager, takeover));
     let _ = std::fs::remove_file(paths.socket());
     let _ = std::fs::remove_file(paths.pid_file());
     tracing::info!("daemon stopped");
@@ -244,11 +269,21 @@ async fn serve(
     listener: StdUnixListener,
     subreaper: bool,
     lock_fd: std::os::fd::RawFd,
+    options: Options,
+    manager: sd_notify::Manager,
     takeover: handover::Takeover,
-) -> Result<(), DaemonError> {
+) -> Result<i32, DaemonError> {
     use std::os::fd::AsRawFd;
     let listener = UnixListener::from_std(listener)
         .map_err(|source| DaemonError::Socket { path: paths.socket().display().to_string(), source })?;
+    // Early, so that a SIGTERM while apps start (as PID 1, where an unhandled SIGTERM is
+    // ignored) is not lost.
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Runtime)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Runtime)?;
+    let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(DaemonError::Runtime)?;
+    // Blocked by the previous image across `execve` (see `handover`); handled from here on.
+    handover::unblock_signals();
     let (reaper, exits) = Reaper::start_adopting(&takeover.pids()).map_err(DaemonError::Runtime)?;
     let (cgroups, cgroup_note) = match CgroupRoot::detect(&paths.token()) {
         Ok(root) => (Some(root), None),
@@ -290,13 +325,31 @@ async fn serve(
         followers: AtomicUsize::new(0),
         event_followers: AtomicUsize::new(0),
         metrics: metrics::Endpoint::default(),
+        killed_at_stop: Mutex::new(Vec::new()),
         image,
         image_started_ms: handlers::now_ms(),
-        handover: handover::Gate::new(lock_fd, listener.as_raw_fd()),
+        handover: handover::Gate::new(
+            lock_fd,
+            listener.as_raw_fd(),
+            options.foreground.is_some(),
+            manager.address().map(ToOwned::to_owned),
+        ),
     });
     tracing::info!(pid = std::process::id(), version = protocol::PROGRAM_VERSION, home = %paths.home.display(), subreaper, generation = daemon.image.generation, "daemon started");
 
-    if takeover.is_takeover() {
+    // `herder run`: the output is followed from before the first app starts.
+    let output = match &options.foreground {
+        Some(fg) => Some(
+            foreground::Output::start(&daemon.ctx.logs, daemon.ctx.events.subscribe(), &fg.specs)
+                .map_err(DaemonError::Runtime)?,
+        ),
+        None => None,
+    };
+
+    // An update in place (`herder update`) adopts the apps as they run: nothing to recover,
+    // resurrect or start.
+    let took_over = takeover.is_takeover();
+    if took_over {
         handover::adopt(&daemon, takeover, exits).await;
     } else {
         recovery::recover(&daemon).await;
@@ -337,14 +390,61 @@ async fn serve(
         ))
     };
 
-    let mut sigterm = signal(SignalKind::terminate()).map_err(DaemonError::Runtime)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(DaemonError::Runtime)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Runtime)?;
-    let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(DaemonError::Runtime)?;
-    // Blocked by the previous image across `execve` (see `handover`); handled from here on.
-    handover::unblock_signals();
+    // Hooks and the persister see the apps started from here on.
+    if options.resurrect && !took_over {
+        match handlers::resurrect(&daemon).await {
+            Ok(report) => {
+                if let Some(why) = &report.fallback {
+                    eprintln!(
+                        "error: {why}\nresurrected from the previous save, {}, instead",
+                        report.source.display()
+                    );
+                }
+            }
+            // No dump yet is the normal state of a new machine.
+            Err(e)
+                if !daemon.ctx.paths.dump().exists()
+                    && !dump::backup_of(&daemon.ctx.paths.dump()).exists() =>
+            {
+                tracing::info!(reason = %e.message, "nothing to resurrect");
+            }
+            Err(e) => {
+                tracing::error!(error = %e.message, "cannot resurrect the saved apps");
+                eprintln!("error: {}", e.message);
+            }
+        }
+    }
+    let mut start_failed = false;
+    if let (Some(fg), Some(out), false) = (&options.foreground, &output, took_over) {
+        match handlers::handle(&daemon, Request::Start { specs: fg.specs.clone() }).await {
+            Response::Error(e) => {
+                out.say(format!("cannot start the apps of {}: {}", fg.source, e.message));
+                start_failed = true;
+            }
+            _ => out.say(format!(
+                "{} app(s) of {} running (herder pid {}, home {}); `herder list` in another shell shows them",
+                fg.specs.len(),
+                fg.source,
+                std::process::id(),
+                paths.home.display()
+            )),
+        }
+    }
+
+    let exit_when_empty = options.foreground.as_ref().is_some_and(|f| f.exit_when_empty);
+    let mut emptied = false;
+    let say = |text: String| {
+        if let Some(out) = &output {
+            out.say(text);
+        }
+    };
+    // Serving: tell systemd (`Type=notify`), which then starts the units ordered after us.
+    manager.notify(&format!("READY=1\nSTATUS=serving {} app(s)", daemon.registry().apps.len()));
     let mut accept_switch = daemon.handover.accept_switch();
     loop {
+        if start_failed {
+            break;
+        }
         tokio::select! {
             // `herder update` stops accepting while it hands the socket over.
             _ = accept_switch.changed() => daemon.handover.accept_switched(),
@@ -355,16 +455,29 @@ async fn serve(
                 }
                 Err(e) => tracing::warn!(error = %e, "accept failed"),
             },
-            _ = daemon.shutdown.notified() => break,
+            _ = daemon.shutdown.notified() => {
+                manager.notify("STOPPING=1");
+                say("`herder kill`: every app stopped".into());
+                break;
+            }
+            _ = foreground::until_empty(&daemon), if exit_when_empty => {
+                say("no app is left running (--exit-when-empty): stopping".into());
+                emptied = true;
+                break;
+            }
             _ = sigterm.recv() => {
                 daemon.handover.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
                 tracing::info!("SIGTERM: stopping every app");
+                say("SIGTERM: stopping every app".into());
+                manager.notify("STOPPING=1");
                 handlers::stop_everything(&daemon).await;
                 break;
             }
             _ = sigint.recv() => {
                 daemon.handover.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
                 tracing::info!("SIGINT: stopping every app");
+                say("SIGINT: stopping every app".into());
+                manager.notify("STOPPING=1");
                 handlers::stop_everything(&daemon).await;
                 break;
             }
@@ -380,6 +493,11 @@ async fn serve(
             }
         }
     }
+    // With `--exit-when-empty`, what counts is how the apps ended; otherwise how they stopped.
+    let failed = if emptied { foreground::errored(&daemon) } else { Vec::new() };
+    if emptied {
+        handlers::stop_everything(&daemon).await;
+    }
     persister.abort();
     sampler.abort();
     hooks.abort();
@@ -390,7 +508,20 @@ async fn serve(
         let _ = std::fs::remove_dir(&root.path);
     }
     daemon.ctx.limits.remove_roots();
-    Ok(())
+    let killed = std::mem::take(&mut *daemon.killed_at_stop.lock().unwrap_or_else(|e| e.into_inner()));
+    let clean = failed.is_empty() && killed.is_empty() && !start_failed;
+    let code = if output.is_none() || clean { 0 } else { 1 };
+    if let Some(out) = output {
+        if !killed.is_empty() {
+            out.say(format!("killed after their kill_timeout: {}", killed.join(", ")));
+        }
+        if !failed.is_empty() {
+            out.say(format!("errored: {}", failed.join(", ")));
+        }
+        out.say(format!("exiting with {code}"));
+        out.finish(&daemon.ctx.logs).await;
+    }
+    Ok(code)
 }
 
 /// How often instances are measured (`HERDER_SAMPLE_INTERVAL` overrides it, e.g. `250ms`).

@@ -142,7 +142,9 @@ pub(crate) async fn exec(
     let plan = Plan::new(
         &cmd[0],
         cmd[1..].iter().map(String::as_str),
-        env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        env.iter()
+            .filter(|(k, _)| !crate::supervisor::spawn::SERVICE_MANAGER_VARS.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_str())),
         cwd,
     )
     .map_err(|e| format!("cannot run `{}`: {e}", cmd[0]))?;

@@ -197,6 +197,8 @@ pub struct Hub {
     gate: RwLock<()>,
     /// Every running capture, to hold them still for `herder update`.
     captures: handover::Captures,
+    /// Output pipes being read right now.
+    open_pipes: tokio::sync::watch::Sender<usize>,
 }
 
 pub type SharedFile = Arc<Mutex<LogFile>>;
@@ -208,6 +210,7 @@ impl Default for Hub {
             follow: broadcast::channel(4096).0,
             gate: RwLock::default(),
             captures: handover::Captures::default(),
+            open_pipes: tokio::sync::watch::channel(0).0,
         }
     }
 }
@@ -252,6 +255,12 @@ impl Hub {
     /// the async threads.
     pub fn pause_writes(&self) -> RwLockWriteGuard<'_, ()> {
         self.gate.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wait until every output pipe has been read to its end (the last lines of stopped apps
+    /// written and handed to followers).
+    pub async fn pipes_drained(&self) {
+        let _ = self.open_pipes.subscribe().wait_for(|n| *n == 0).await;
     }
 }
 
@@ -344,6 +353,7 @@ fn read_pipe(pipe_fd: OwnedFd, sink: Sink, hub: &Arc<Hub>, mut st: StreamState) 
     };
     let hub = hub.clone();
     let (id, mut holds) = hub.captures.register();
+    hub.open_pipes.send_modify(|n| *n += 1);
     tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -382,6 +392,7 @@ fn read_pipe(pipe_fd: OwnedFd, sink: Sink, hub: &Arc<Hub>, mut st: StreamState) 
         }
         finish(&sink, &hub, &mut st);
         hub.captures.unregister(id);
+        hub.open_pipes.send_modify(|n| *n = n.saturating_sub(1));
     });
 }
 

@@ -137,6 +137,13 @@ pub enum Request {
     },
     /// Reopen every open log file (after an external logrotate moved them).
     ReloadLogs,
+    /// Write every app (spec, environment, whether it runs) to `dump.json`; an empty list
+    /// only with `force`.
+    Save {
+        force: bool,
+    },
+    /// Start the apps of `dump.json` (or its `.bak`) that are not running.
+    Resurrect,
     /// Re-execute the daemon's binary in place (same pid, apps untouched); answered with
     /// [`Response::Updated`] by the new image, or an error by the old one, which keeps running.
     /// Its spelling (`"Update"`) and that of the answer never change, so any two versions can
@@ -177,6 +184,14 @@ pub enum Response {
         text: String,
         listen: Option<std::net::SocketAddr>,
     },
+    /// `Save` wrote these apps to `path`; the previous save is `backup`.
+    Saved {
+        path: PathBuf,
+        apps: Vec<String>,
+        backup: Option<PathBuf>,
+    },
+    /// What `Resurrect` did with the apps of `source`.
+    Resurrected(ResurrectReport),
     /// `Update` is done: the daemon `pid` now runs the image `to`.
     Updated {
         pid: u32,
@@ -184,6 +199,19 @@ pub enum Response {
         to: ImageInfo,
     },
     Error(ErrorReply),
+}
+
+/// The answer to `Resurrect`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ResurrectReport {
+    /// The file the apps came from (`dump.json`, or `dump.json.bak` when that was unusable).
+    pub source: PathBuf,
+    /// Why `dump.json` was not used, when `source` is the backup.
+    pub fallback: Option<String>,
+    /// Apps started (or, saved stopped, registered stopped).
+    pub apps: Vec<AppInfo>,
+    /// Saved apps left alone because they already run (or exist, stopped on purpose).
+    pub skipped: Vec<String>,
 }
 
 /// Which program image a daemon runs: the same pid runs a new one after each `Update`.

@@ -191,6 +191,11 @@ impl InstanceHandle {
         let _ = self.tx.send(Cmd::MemoryRestart { pid, rss });
     }
 
+    /// A receiver of every state the instance publishes (it ends with the actor).
+    pub fn watch(&self) -> watch::Receiver<InstanceInfo> {
+        self.status.clone()
+    }
+
     /// The latest state as last published, without reading /proc.
     pub fn info(&self) -> InstanceInfo {
         self.status.borrow().clone()

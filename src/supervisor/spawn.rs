@@ -16,6 +16,11 @@ use crate::logs::{self, Sink, Stream};
 pub use crate::protocol::signal_number;
 use crate::protocol::{AppSpec, ExitReason};
 
+/// Variables by which a service manager (systemd) talks to the process it started. An app
+/// captured with them (`herder start` run from a unit, `herder run` under systemd) must not
+/// send its `READY=1` to herder's own manager: it gets herder's notify socket or none.
+pub(crate) const SERVICE_MANAGER_VARS: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+
 /// A started process.
 pub struct Spawned {
     pub pid: i32,
@@ -129,7 +134,7 @@ pub fn spawn_instance(
     let env = spec
         .env
         .iter()
-        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k) && !SERVICE_MANAGER_VARS.contains(&k.as_str()))
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .chain(extra.iter().copied());
     let plan = Plan::new(&spec.program, spec.args.iter().map(String::as_str), env, &spec.cwd)

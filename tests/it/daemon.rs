@@ -68,7 +68,7 @@ fn a_stale_socket_is_replaced() {
     h.ok(&["ping"]);
     let pid = h.daemon_pid().unwrap();
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-    wait_for("the daemon to die", Duration::from_secs(5), || (!pid_alive(pid)).then_some(()));
+    wait_for("the daemon to die", Duration::from_secs(20), || (!pid_alive(pid)).then_some(()));
     assert!(h.home.join("herder.sock").exists(), "the killed daemon left its socket");
     let out = h.ok(&["ping"]);
     let new = h.daemon_pid().unwrap();

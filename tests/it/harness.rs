@@ -86,10 +86,11 @@ impl TestHome {
         let out = self.run(args);
         assert!(
             out.status.success(),
-            "herder {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            "herder {args:?} failed ({}):\nstdout: {}\nstderr: {}\ndaemon.log:\n{}",
             out.status,
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.home.join("daemon.log")).unwrap_or_default()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -136,7 +137,12 @@ impl Drop for TestHome {
     fn drop(&mut self) {
         let _ = self.cmd(&["kill"]).output();
         if let Some(pid) = self.daemon_pid() {
-            if pid_alive(pid) {
+            // A daemon in a PID namespace (`herder run` as PID 1) records its pid there: never
+            // kill the host's pid 1, nor anything that is not a herder.
+            let is_herder = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| c.split(|b| *b == 0).next().is_some_and(|a| a.ends_with(b"herder")))
+                .unwrap_or(false);
+            if pid > 1 && is_herder && pid_alive(pid) {
                 // SAFETY: kill(2) on the test's own daemon.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             }

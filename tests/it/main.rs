@@ -4,6 +4,7 @@ mod harness;
 
 mod config_errors;
 mod config_formats;
+mod container;
 mod daemon;
 mod doctor;
 mod events;
@@ -15,8 +16,10 @@ mod logs;
 mod metrics;
 mod monit;
 mod monitoring;
+mod persistence;
 mod ready;
 mod recovery;
+mod startup;
 mod tree;
 mod update;
 mod watch;
