@@ -49,7 +49,16 @@ impl Client {
         let mut pause = Duration::from_millis(1);
         loop {
             match UnixStream::connect(&sock).await {
-                Ok(stream) => return Self::handshake(stream).await,
+                Ok(stream) => match Self::handshake(stream).await {
+                    // A daemon that is going away (killed, its last threads still exiting)
+                    // can still accept; the next attempt finds its socket dead and starts one.
+                    Err(ClientError::Closed) if spawn && Instant::now() < deadline => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(50));
+                        continue;
+                    }
+                    other => return other,
+                },
                 Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
                     if !spawn {
                         return Err(ClientError::NoDaemon { home: paths.home.display().to_string() });
