@@ -45,39 +45,32 @@ pub struct Client {
 impl Client {
     /// Connect to the daemon of `paths`; with `spawn`, start one when none runs.
     pub async fn connect(paths: &Paths, spawn: bool) -> Result<Client, ClientError> {
-        Self::connect_with(paths, spawn, Hello::current()).await
+        Ok(Self::connect_with(paths, spawn, Hello::current()).await?.0)
     }
 
     /// Connect to ask for `Update` only, which a daemon of any version serves. Returns the
-    /// daemon's pid and version with the connection.
+    /// daemon's version with the connection.
     pub async fn connect_for_update(paths: &Paths) -> Result<(Client, String), ClientError> {
-        let hello = Hello { update: true, ..Hello::current() };
-        let mut stream = Self::connect_stream(paths, false).await?;
-        protocol::write_frame(&mut stream, &hello).await.map_err(closed)?;
-        match protocol::read_frame(&mut stream).await.map_err(closed)? {
-            HelloReply::Welcome { pid, version } => Ok((Client { stream, daemon_pid: pid }, version)),
-            // A daemon older than `herder update`.
-            HelloReply::Mismatch { version, pid, .. } => Err(ClientError::VersionMismatch {
-                pid,
-                daemon: version,
-                client: protocol::PROGRAM_VERSION.to_string(),
-            }),
-        }
+        Self::connect_with(paths, false, Hello { update: true, ..Hello::current() }).await
     }
 
-    async fn connect_with(paths: &Paths, spawn: bool, hello: Hello) -> Result<Client, ClientError> {
-        let stream = Self::connect_stream(paths, spawn).await?;
-        Self::handshake(stream, hello).await
-    }
-
-    async fn connect_stream(paths: &Paths, spawn: bool) -> Result<UnixStream, ClientError> {
+    async fn connect_with(paths: &Paths, spawn: bool, hello: Hello) -> Result<(Client, String), ClientError> {
         let sock = paths.socket();
         let deadline = Instant::now() + SPAWN_DEADLINE;
         let mut child: Option<Child> = None;
         let mut pause = Duration::from_millis(1);
         loop {
             match UnixStream::connect(&sock).await {
-                Ok(stream) => return Ok(stream),
+                Ok(stream) => match Self::handshake(stream, &hello).await {
+                    // A daemon that is going away (killed, its last threads still exiting)
+                    // can still accept; the next attempt finds its socket dead and starts one.
+                    Err(ClientError::Closed) if spawn && Instant::now() < deadline => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(50));
+                        continue;
+                    }
+                    other => return other,
+                },
                 Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
                     if !spawn {
                         return Err(ClientError::NoDaemon { home: paths.home.display().to_string() });
@@ -107,11 +100,12 @@ impl Client {
         }
     }
 
-    async fn handshake(mut stream: UnixStream, hello: Hello) -> Result<Client, ClientError> {
-        protocol::write_frame(&mut stream, &hello).await.map_err(closed)?;
+    /// The handshake; the daemon's version with the connection.
+    async fn handshake(mut stream: UnixStream, hello: &Hello) -> Result<(Client, String), ClientError> {
+        protocol::write_frame(&mut stream, hello).await.map_err(closed)?;
         let reply: HelloReply = protocol::read_frame(&mut stream).await.map_err(closed)?;
         match reply {
-            HelloReply::Welcome { pid, .. } => Ok(Client { stream, daemon_pid: pid }),
+            HelloReply::Welcome { pid, version } => Ok((Client { stream, daemon_pid: pid }, version)),
             HelloReply::Mismatch { version, pid, .. } => Err(ClientError::VersionMismatch {
                 pid,
                 daemon: version,

@@ -59,10 +59,16 @@ pub(crate) async fn recover(d: &Arc<Daemon>) {
         .await;
     } else {
         let prefix = format!("{}-", d.ctx.paths.token());
-        for pid in tree::find_marked(&prefix, true) {
-            // SAFETY: kill(2) on a process carrying this home's instance marker.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+        let _ = tokio::task::spawn_blocking(move || {
+            let marked = tree::find_marked(&prefix, true);
+            for &pid in &marked {
+                // SAFETY: kill(2) on a process carrying this home's instance marker.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            // SIGKILL is only queued: the new instances start once the old ones are gone.
+            tree::wait_all_gone(&marked, Duration::from_secs(5));
+        })
+        .await;
     }
 
     let mut starts = JoinSet::new();
