@@ -145,6 +145,7 @@ mod tests {
     use super::*;
     use crate::logs::LogPolicy;
     use std::io::Write;
+    use std::os::fd::FromRawFd;
 
     fn pipe() -> (OwnedFd, std::fs::File) {
         let mut fds = [0; 2];
@@ -153,7 +154,6 @@ mod tests {
         // SAFETY: both are new and owned here.
         unsafe { (OwnedFd::from_raw_fd(fds[0]), std::fs::File::from_raw_fd(fds[1])) }
     }
-    use std::os::fd::FromRawFd;
 
     async fn wait_for_text(path: &std::path::Path, want: &str) {
         let deadline = Instant::now() + Duration::from_secs(10);
