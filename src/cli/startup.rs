@@ -101,6 +101,9 @@ pub fn render(u: &Unit) -> String {
     }
     s.push_str(&format!("ExecStart={} daemon --resurrect\n", exec_arg(&u.exe.to_string_lossy())));
     s.push_str("Restart=on-failure\nRestartSec=2\n");
+    // Every instance holds descriptors of the daemon, which raises its soft limit to this hard
+    // one; the apps get the soft 1024 (a program using select(2) breaks past it).
+    s.push_str("LimitNOFILE=1024:65536\n");
     // SIGTERM to the daemon only: it stops every app within its own kill_timeout. Whatever
     // is left when systemd's timeout runs out is killed.
     s.push_str("KillMode=mixed\n");
@@ -466,6 +469,7 @@ mod tests {
             "Environment=\"PATH=/usr/bin:/bin\"",
             "ExecStart=/usr/local/bin/herder daemon --resurrect",
             "KillMode=mixed",
+            "LimitNOFILE=1024:65536",
             "WantedBy=multi-user.target",
             "After=network-online.target",
         ] {

@@ -81,6 +81,10 @@ struct Doc {
     /// The metrics endpoint's listening socket, if one is served.
     #[serde(default)]
     metrics_fd: Option<RawFd>,
+    /// The open file soft limit the daemon was started with (before it raised its own), which
+    /// the apps get.
+    #[serde(default)]
+    nofile_soft: Option<u64>,
     from: ImageInfo,
     /// How long the daemon process has run.
     uptime_ms: u64,
@@ -358,6 +362,7 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
         listener_fd: d.handover.listener_fd,
         reply_fd: Some(client.as_raw_fd()),
         metrics_fd: d.metrics.listener_fd(),
+        nofile_soft: crate::supervisor::nofile::original(),
         from: d.image.clone(),
         uptime_ms: d.started.elapsed().as_millis() as u64,
         next_id,
@@ -680,6 +685,11 @@ impl Takeover {
         pids
     }
 
+    /// The open file soft limit the first image started with.
+    pub fn nofile_soft(&self) -> Option<u64> {
+        self.doc.as_ref()?.nofile_soft
+    }
+
     /// The image this one replaced, and how long the daemon process has run.
     pub fn previous(&self) -> Option<(&ImageInfo, Duration)> {
         self.doc.as_ref().map(|d| (&d.from, Duration::from_millis(d.uptime_ms)))
@@ -896,6 +906,7 @@ mod tests {
             listener_fd: 6,
             reply_fd: Some(7),
             metrics_fd: None,
+            nofile_soft: Some(1024),
             from: image::this_image(PathBuf::from("/usr/bin/herder"), 2),
             uptime_ms: 1234,
             next_id: 3,

@@ -78,8 +78,18 @@ pub(crate) fn serve(daemon: &Arc<Daemon>, listener: TcpListener) -> Result<Socke
     daemon.metrics.stop();
     let d = Arc::downgrade(daemon);
     let task = tokio::spawn(async move {
+        let mut errors = super::AcceptErrors::new("metrics endpoint");
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => {
+                    errors.accepted();
+                    stream
+                }
+                Err(e) => {
+                    errors.failed(&e).await;
+                    continue;
+                }
+            };
             let Some(daemon) = d.upgrade() else { return };
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(Duration::from_secs(10), answer(&daemon, stream)).await;

@@ -156,6 +156,7 @@ pub fn run_with(paths: Paths, options: Options) -> Result<i32, DaemonError> {
     };
     init_tracing(&paths);
     takeover.log_error();
+    raise_nofile(takeover.nofile_soft());
     // SAFETY: prctl(2) with integer arguments only.
     let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0;
     let listener = match takeover.listener() {
@@ -180,6 +181,22 @@ pub fn run_with(paths: Paths, options: Options) -> Result<i32, DaemonError> {
     // Blocking tasks (a stuck file system, say) must not keep the process alive.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
+}
+
+/// Every instance holds descriptors of the daemon: raise its soft limit to the hard one (the
+/// apps get the original back, see [`crate::supervisor::nofile`]).
+fn raise_nofile(original: Option<u64>) {
+    match crate::supervisor::nofile::raise(original) {
+        Ok(r) if r.soft != r.original => {
+            tracing::info!(
+                from = r.original,
+                to = r.soft,
+                "raised the open file limit (apps keep the original)"
+            )
+        }
+        Ok(r) => tracing::info!(limit = r.soft, "open file limit (the hard limit already)"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
 }
 
 /// glibc gives each thread that allocates its own arena and keeps freed memory there; the
@@ -441,6 +458,7 @@ async fn serve(
     // Serving: tell systemd (`Type=notify`), which then starts the units ordered after us.
     manager.notify(&format!("READY=1\nSTATUS=serving {} app(s)", daemon.registry().apps.len()));
     let mut accept_switch = daemon.handover.accept_switch();
+    let mut accept_errors = AcceptErrors::new("control socket");
     loop {
         if start_failed {
             break;
@@ -450,10 +468,11 @@ async fn serve(
             _ = accept_switch.changed() => daemon.handover.accept_switched(),
             accepted = listener.accept(), if !*accept_switch.borrow() => match accepted {
                 Ok((stream, _)) => {
+                    accept_errors.accepted();
                     let daemon = daemon.clone();
                     tokio::spawn(async move { connection(daemon, stream).await });
                 }
-                Err(e) => tracing::warn!(error = %e, "accept failed"),
+                Err(e) => accept_errors.failed(&e).await,
             },
             _ = daemon.shutdown.notified() => {
                 manager.notify("STOPPING=1");
@@ -522,6 +541,36 @@ async fn serve(
         out.finish(&daemon.ctx.logs).await;
     }
     Ok(code)
+}
+
+/// How long an accept loop pauses after a failure before it tries again.
+const ACCEPT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Failures of an accept loop. A connection that cannot be accepted (`EMFILE`: out of
+/// descriptors) stays in the backlog and fails again at once, so the loop would spin: it logs
+/// the first failure of a streak and pauses before each new try.
+pub(crate) struct AcceptErrors {
+    socket: &'static str,
+    failing: bool,
+}
+
+impl AcceptErrors {
+    pub fn new(socket: &'static str) -> AcceptErrors {
+        AcceptErrors { socket, failing: false }
+    }
+
+    pub fn accepted(&mut self) {
+        if std::mem::take(&mut self.failing) {
+            tracing::info!(socket = self.socket, "accepting connections again");
+        }
+    }
+
+    pub async fn failed(&mut self, e: &io::Error) {
+        if !std::mem::replace(&mut self.failing, true) {
+            tracing::warn!(socket = self.socket, error = %e, "cannot accept connections; trying again every 100 ms");
+        }
+        tokio::time::sleep(ACCEPT_RETRY).await;
+    }
 }
 
 /// How often instances are measured (`HERDER_SAMPLE_INTERVAL` overrides it, e.g. `250ms`).

@@ -152,6 +152,7 @@ pub fn clone_child(
         fd3,
         status: status_w.as_raw_fd(),
     };
+    let nofile = super::nofile::for_children();
 
     let mut join_procs: Option<RawFd> = None;
     let pid = match &cgroup {
@@ -180,7 +181,7 @@ pub fn clone_child(
     };
     if pid == 0 {
         // SAFETY: in the child; every pointer refers to memory prepared above.
-        unsafe { exec_child(plan, &argv, &envp, &fds, join_procs, join) }
+        unsafe { exec_child(plan, &argv, &envp, &fds, nofile.as_ref(), join_procs, join) }
     }
     if pid < 0 {
         return Err(io::Error::last_os_error());
@@ -269,6 +270,7 @@ unsafe fn exec_child(
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
     fds: &ChildFds,
+    nofile: Option<&libc::rlimit>,
     join_procs: Option<RawFd>,
     join: &[RawFd],
 ) -> ! {
@@ -299,6 +301,11 @@ unsafe fn exec_child(
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
         // Rust ignores SIGPIPE; apps expect the default. (Handlers are reset by exec.)
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // The daemon raised its own open file limit; the app gets the one herder was started
+        // with (a program using select(2) breaks on descriptors past 1023).
+        if let Some(limit) = nofile {
+            libc::setrlimit(libc::RLIMIT_NOFILE, limit);
+        }
         for (src, dst) in [(fds.stdin, 0), (fds.stdout, 1), (fds.stderr, 2)] {
             if src == dst {
                 let flags = libc::fcntl(src, libc::F_GETFD);

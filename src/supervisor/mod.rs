@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod fork;
 pub mod handover;
 pub mod limits;
+pub mod nofile;
 pub mod policy;
 pub mod reaper;
 pub mod spawn;

@@ -16,6 +16,7 @@ mod logs;
 mod metrics;
 mod monit;
 mod monitoring;
+mod nofile;
 mod persistence;
 mod ready;
 mod recovery;
