@@ -366,11 +366,12 @@ async fn serve(
     // An update in place (`herder update`) adopts the apps as they run: nothing to recover,
     // resurrect or start.
     let took_over = takeover.is_takeover();
-    if took_over {
+    let recovered = if took_over {
         handover::adopt(&daemon, takeover, exits).await;
+        0
     } else {
-        recovery::recover(&daemon).await;
-    }
+        recovery::recover(&daemon).await
+    };
     if let Some(listen) = std::env::var("HERDER_METRICS_LISTEN").ok().filter(|v| !v.trim().is_empty()) {
         match metrics::parse_listen(&listen) {
             Ok(addr) => {
@@ -407,8 +408,14 @@ async fn serve(
         ))
     };
 
-    // Hooks and the persister see the apps started from here on.
-    if options.resurrect && !took_over {
+    // Hooks and the persister see the apps started from here on. `--resurrect` (the unit's
+    // `Restart=on-failure` too) brings the saved apps back only on a fresh start: after a
+    // crash, `state.json` says what ran since the save (an app stopped or deleted since stays
+    // so).
+    if options.resurrect && !took_over && recovered > 0 {
+        tracing::info!(apps = recovered, "not resurrecting: the apps of the previous daemon (which did not stop cleanly) were recovered as they were");
+    } else if options.resurrect && !took_over {
+        tracing::info!("resurrecting the saved apps: no previous daemon's apps to recover");
         match handlers::resurrect(&daemon).await {
             Ok(report) => {
                 if let Some(why) = &report.fallback {

@@ -14,16 +14,18 @@ use crate::protocol::{signal_number, Status};
 use crate::supervisor::cgroup::Cgroup;
 use crate::supervisor::{tree, InstanceHandle};
 
-pub(crate) async fn recover(d: &Arc<Daemon>) {
+/// Recover the apps of the daemon that wrote `state.json`; returns how many there were (none
+/// after a clean stop, which leaves no app behind, or without a usable state file).
+pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
     let path = d.ctx.paths.state();
     let old = match state::load(&path) {
         Ok(Some(s)) => s,
-        Ok(None) => return,
+        Ok(None) => return 0,
         Err(e) => {
             let aside = path.with_extension("json.corrupt");
             let _ = std::fs::rename(&path, &aside);
             tracing::error!(error = %e, kept = %aside.display(), "cannot recover the apps of the previous daemon");
-            return;
+            return 0;
         }
     };
     if let Some(addr) = old.metrics_listen {
@@ -103,12 +105,14 @@ pub(crate) async fn recover(d: &Arc<Daemon>) {
     while starts.join_next().await.is_some() {}
     d.ctx.changed.notify_one();
     d.apps_added.notify_one();
+    let apps = d.registry().apps.len();
     tracing::info!(
-        apps = d.registry().apps.len(),
+        apps,
         restarted,
         elapsed_ms = started.elapsed().as_millis() as u64,
         "recovered the apps of the previous daemon"
     );
+    apps
 }
 
 /// Stop what is left of one instance of the dead daemon: its stop signal to the process

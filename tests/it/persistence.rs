@@ -202,3 +202,74 @@ fn a_command_run_under_systemd_passes_its_notify_socket_to_no_one() {
     let daemon = h.daemon_pid().unwrap();
     assert!(!environ(daemon).iter().any(|v| v.starts_with("NOTIFY_SOCKET=")), "the daemon it started");
 }
+
+/// `herder daemon --resurrect` as the unit runs it, in the background; returns once it serves.
+fn unit_daemon(h: &TestHome) -> std::process::Child {
+    let (sock, path) = notify_listener(h);
+    let daemon = h
+        .cmd(&["daemon", "--resurrect"])
+        .env("NOTIFY_SOCKET", &path)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = recv_text(&sock);
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    let _ = std::fs::remove_file(path);
+    daemon
+}
+
+#[test]
+fn daemon_resurrect_after_a_crash_keeps_apps_stopped_or_deleted_since_the_save() {
+    let h = TestHome::new();
+    let idle = fixture("idle.sh");
+    let idle = idle.to_str().unwrap();
+    let tags: Vec<String> = ["kept", "parked", "gone"].iter().map(|t| h.tag(t)).collect();
+    for (name, tag) in ["kept", "parked", "gone"].iter().zip(&tags) {
+        h.ok(&["start", idle, "--name", name, "--", tag]);
+        h.wait_status(name, Status::Online, T);
+    }
+    h.ok(&["save"]);
+    h.ok(&["stop", "parked"]);
+    h.ok(&["delete", "gone"]);
+    let kept = h.app("kept").instances[0].pid.unwrap();
+    let dump = std::fs::read(h.home.join("dump.json")).unwrap();
+
+    let crashed = h.daemon_pid().unwrap();
+    // SAFETY: kill(2) on the test's own daemon.
+    unsafe { libc::kill(crashed as i32, libc::SIGKILL) };
+    wait_for("the daemon to die", T, || (!pid_alive(crashed)).then_some(()));
+    // systemd's `Restart=on-failure` starts the unit's command again.
+    let mut daemon = unit_daemon(&h);
+    let apps = h.list();
+    let names: Vec<&str> = apps.iter().map(|a| a.spec.name.as_str()).collect();
+    assert_eq!(names, ["kept", "parked"], "the deleted app stays deleted");
+    assert_eq!(h.app("parked").instances[0].status, Status::Stopped, "the stopped app stays stopped");
+    assert!(pids_with_arg(&tags[1]).is_empty() && pids_with_arg(&tags[2]).is_empty());
+    let now = h.wait_status("kept", Status::Online, T).instances[0].pid.unwrap();
+    assert_ne!(now, kept, "the running app was recovered (started again)");
+    let log = std::fs::read_to_string(h.home.join("daemon.log")).unwrap();
+    assert!(log.contains("not resurrecting"), "{log}");
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+
+    // A fresh start (no state.json: a new machine, or after a clean stop) resurrects the save.
+    let fresh = TestHome::new();
+    std::fs::create_dir_all(&fresh.home).unwrap();
+    std::fs::write(fresh.home.join("dump.json"), dump).unwrap();
+    let mut daemon = unit_daemon(&fresh);
+    for name in ["kept", "parked", "gone"] {
+        fresh.wait_status(name, Status::Online, T);
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+    // After a clean stop, the next start is a fresh one too.
+    let mut daemon = unit_daemon(&fresh);
+    for name in ["kept", "parked", "gone"] {
+        fresh.wait_status(name, Status::Online, T);
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success());
+}
