@@ -90,6 +90,7 @@ impl Daemon {
             version: STATE_VERSION,
             next_id: reg.next_id,
             metrics_listen: self.metrics.address(),
+            boot_id: state::boot_id(),
             apps: reg
                 .apps
                 .values()

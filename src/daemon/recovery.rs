@@ -34,8 +34,17 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
         }
     }
     let started = Instant::now();
+    // After a reboot the old instances are gone, and their pids (start times included) may be
+    // those of unrelated processes now: nothing is killed by pid or marker.
+    let this_boot = state::same_boot(old.boot_id.as_deref(), state::boot_id().as_deref());
+    if !this_boot {
+        tracing::info!(
+            written_in = old.boot_id.as_deref().unwrap_or("-"),
+            "state.json is of an earlier boot: its processes are not looked for"
+        );
+    }
     let mut ends = JoinSet::new();
-    for app in &old.apps {
+    for app in old.apps.iter().filter(|_| this_boot) {
         let sig = signal_number(&app.spec.kill_signal).unwrap_or(libc::SIGTERM);
         let grace = Duration::from_millis(app.spec.kill_timeout_ms);
         for inst in &app.instances {
@@ -59,7 +68,7 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
             }
         })
         .await;
-    } else {
+    } else if this_boot {
         let prefix = format!("{}-", d.ctx.paths.token());
         let _ = tokio::task::spawn_blocking(move || {
             let marked = tree::find_marked(&prefix, true);

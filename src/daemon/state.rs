@@ -21,6 +21,32 @@ pub struct PersistedState {
     /// Where the metrics endpoint listens (`herder metrics --listen`), to listen there again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The kernel's boot id when this was written: after a reboot, the pids and start times
+    /// recorded here may belong to unrelated processes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+}
+
+/// This boot's id (`/proc/sys/kernel/random/boot_id`), if the kernel tells it.
+pub fn boot_id() -> Option<String> {
+    static ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    })
+    .clone()
+}
+
+/// Whether the state written during boot `recorded` is of the boot `current`. Unknown on either
+/// side (a state file of an older herder, a kernel that does not tell) counts as the same
+/// boot: the recorded start times still tell a reused pid.
+pub fn same_boot(recorded: Option<&str>, current: Option<&str>) -> bool {
+    match (recorded, current) {
+        (Some(r), Some(c)) => r == c,
+        _ => true,
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -75,6 +101,7 @@ mod tests {
             version: STATE_VERSION,
             next_id: 3,
             metrics_listen: Some("127.0.0.1:9209".parse().unwrap()),
+            boot_id: boot_id(),
             apps: vec![PersistedApp {
                 id: 2,
                 spec: AppSpec::new("web", "/bin/sleep", dir.path().to_path_buf()),
@@ -87,6 +114,30 @@ mod tests {
         let back = load(&path).unwrap().unwrap();
         assert_eq!(back.apps[0].spec, st.apps[0].spec);
         assert_eq!(back.next_id, 3);
+        assert_eq!(back.boot_id, boot_id());
+    }
+
+    #[test]
+    fn another_boot_is_told_by_its_id_and_unknown_counts_as_this_one() {
+        let cases = [
+            (Some("a"), Some("a"), true),
+            (Some("a"), Some("b"), false),
+            (None, Some("b"), true),
+            (Some("a"), None, true),
+            (None, None, true),
+        ];
+        for (recorded, current, same) in cases {
+            assert_eq!(same_boot(recorded, current), same, "{recorded:?} {current:?}");
+        }
+        assert!(boot_id().is_some_and(|id| id.len() == 36), "{:?}", boot_id());
+    }
+
+    #[test]
+    fn a_state_file_without_a_boot_id_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(&path, br#"{"version":1,"next_id":0,"apps":[]}"#).unwrap();
+        assert_eq!(load(&path).unwrap().unwrap().boot_id, None);
     }
 
     #[test]
