@@ -111,7 +111,8 @@ async fn answer(daemon: &Daemon, mut stream: TcpStream) -> std::io::Result<()> {
         }
         head.extend_from_slice(&buf[..n]);
         if head.len() > 16 * 1024 {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "").await;
+            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "", false)
+                .await;
         }
     }
     let line =
@@ -119,25 +120,33 @@ async fn answer(daemon: &Daemon, mut stream: TcpStream) -> std::io::Result<()> {
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");
-    match (method, path) {
+    // HEAD: the head GET would get (its Content-Length included), without the body.
+    let head_only = method == "HEAD";
+    let (status, kind, body) = match (method, path) {
         ("GET" | "HEAD", "/metrics" | "/") => {
-            let body = if method == "HEAD" { String::new() } else { render(daemon) };
-            respond(&mut stream, "200 OK", "text/plain; version=0.0.4; charset=utf-8", &body).await
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", render(daemon))
         }
-        ("GET" | "HEAD", _) => {
-            respond(&mut stream, "404 Not Found", "text/plain", "not found: try /metrics\n").await
-        }
-        _ => respond(&mut stream, "405 Method Not Allowed", "text/plain", "GET /metrics\n").await,
-    }
+        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", "not found: try /metrics\n".into()),
+        _ => ("405 Method Not Allowed", "text/plain", "GET /metrics\n".into()),
+    };
+    respond(&mut stream, status, kind, &body, head_only).await
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &str) -> std::io::Result<()> {
+async fn respond(
+    stream: &mut TcpStream,
+    status: &str,
+    kind: &str,
+    body: &str,
+    head_only: bool,
+) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
+    if !head_only {
+        stream.write_all(body.as_bytes()).await?;
+    }
     stream.shutdown().await
 }
 
@@ -179,7 +188,7 @@ pub(crate) fn render(daemon: &Daemon) -> String {
     let mut out = String::with_capacity(512 + apps.len() * 1024);
     let labels = |a: &AppInfo, index: u32| {
         format!(
-            "app=\"{}\",namespace=\"{}\",id=\"{}\",instance=\"{index}\"",
+            "app=\"{}\",namespace=\"{}\",id=\"{}\",index=\"{index}\"",
             esc(&a.spec.name),
             esc(&a.spec.namespace),
             a.id
@@ -199,7 +208,7 @@ pub(crate) fn render(daemon: &Daemon) -> String {
         (
             "herder_app_cpu_seconds_total",
             "counter",
-            "CPU time used by the instance's current process tree, in seconds.",
+            "CPU time used by the instance's current process tree, in seconds (starts over with a new process).",
             |i, _| i.cpu_seconds,
         ),
         (
@@ -242,19 +251,23 @@ pub(crate) fn render(daemon: &Daemon) -> String {
     }
     {
         let name = "herder_app_oom_kills_total";
-        let mut f =
-            Family::new(&mut out, name, "counter", "Kernel OOM kills among the instance's recent exits.");
+        let mut f = Family::new(
+            &mut out,
+            name,
+            "counter",
+            "Kernel OOM kills of the instance since it was added or reset.",
+        );
         for a in &apps {
             for i in &a.instances {
-                let n = i.history.iter().filter(|e| e.oom_killed).count();
-                f.sample(name, &labels(a, i.index), n as f64);
+                f.sample(name, &labels(a, i.index), i.oom_kills as f64);
             }
         }
     }
     // The daemon itself.
     let uptime = daemon.started.elapsed().as_secs_f64();
-    let (cpu, rss) = crate::supervisor::usage::measure(std::process::id() as i32, None)
-        .map_or((0.0, 0.0), |r| (r.cpu_us as f64 / 1e6, r.rss as f64));
+    // Its own process only: a walk of its descendants would count every app.
+    let (cpu, rss) =
+        crate::supervisor::usage::own().map_or((0.0, 0.0), |r| (r.cpu_us as f64 / 1e6, r.rss as f64));
     let daemon_series: [(&str, &str, &str, f64); 6] = [
         ("herder_daemon_uptime_seconds", "gauge", "Seconds since the daemon started.", uptime),
         ("herder_daemon_apps", "gauge", "Apps the daemon supervises.", apps.len() as f64),

@@ -571,6 +571,10 @@ pub struct InstanceInfo {
     pub usage_history: Vec<(f32, u64)>,
     /// The last exits, newest last.
     pub history: Vec<ExitRecord>,
+    /// Kernel OOM kills since the app was added or reset (a counter: `history` keeps only the
+    /// last exits).
+    #[serde(default)]
+    pub oom_kills: u64,
     /// The app's own status line (`STATUS=` on `NOTIFY_SOCKET`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_text: Option<String>,

@@ -257,6 +257,7 @@ impl InstanceInfo {
             processes: None,
             usage_history: Vec::new(),
             history: Vec::new(),
+            oom_kills: 0,
             status_text: None,
             probes: Vec::new(),
         }
@@ -589,6 +590,7 @@ impl Actor {
     fn reset(&mut self) {
         self.info.restarts = 0;
         self.info.unstable_restarts = 0;
+        self.info.oom_kills = 0;
         self.policy = PolicyState::default();
         self.publish();
     }
@@ -689,6 +691,7 @@ impl Actor {
         let oom_killed = exit == ExitReason::Signal(libc::SIGKILL)
             && oom.is_some_and(|(file, before)| limits::oom_count(file) > *before);
         if oom_killed {
+            self.info.oom_kills += 1;
             tracing::warn!(app = %self.spec.name, instance = self.info.index, "killed by the kernel: over `memory_limit`");
             self.event(
                 "oom",

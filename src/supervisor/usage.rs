@@ -103,6 +103,13 @@ pub fn measure(pid: i32, cgroup: Option<&Path>) -> Option<Reading> {
     Some(Reading { cpu_us, rss, processes: pids.len() as u32 })
 }
 
+/// The daemon's own CPU time (without its children: the apps it reaps) and resident memory,
+/// from `/proc/self` alone.
+pub fn own() -> Option<Reading> {
+    let pid = std::process::id() as i32;
+    Some(Reading { cpu_us: proc_cpu_us(pid, false)?, rss: tree::rss_bytes(pid)?, processes: 1 })
+}
+
 /// Samples kept for `monit`'s sparklines.
 pub const HISTORY: usize = 60;
 
@@ -112,6 +119,9 @@ pub struct Usage {
     /// The process measured: a new pid starts the CPU figures over.
     pid: Option<i32>,
     last: Option<(Instant, u64)>,
+    /// CPU time counted for the current process, µs: the first reading, then what each reading
+    /// adds to the one before (never less, so the figure is a counter).
+    cpu_total_us: u64,
     /// CPU use over the last interval, percent of one core.
     pub cpu_percent: Option<f32>,
     /// CPU time of the current process tree so far, in seconds.
@@ -139,16 +149,23 @@ impl Usage {
             self.processes = None;
             return;
         };
-        if let Some((at, cpu)) = self.last {
-            let wall = now.duration_since(at).as_micros() as f64;
-            if wall > 0.0 {
-                // A child that exited without being waited for takes its time with it.
-                let used = r.cpu_us.saturating_sub(cpu) as f64;
-                self.cpu_percent = Some((used / wall * 100.0) as f32);
+        // Without a cgroup, a descendant that leaves the tree (exits without being waited for,
+        // or is re-parented) takes its time with it and the reading goes down: that interval
+        // adds nothing, and the count goes on from the lower reading.
+        let used = match self.last {
+            Some((at, cpu)) => {
+                let used = r.cpu_us.saturating_sub(cpu);
+                let wall = now.duration_since(at).as_micros() as f64;
+                if wall > 0.0 {
+                    self.cpu_percent = Some((used as f64 / wall * 100.0) as f32);
+                }
+                used
             }
-        }
+            None => r.cpu_us,
+        };
+        self.cpu_total_us += used;
         self.last = Some((now, r.cpu_us));
-        self.cpu_seconds = Some(r.cpu_us as f64 / 1e6);
+        self.cpu_seconds = Some(self.cpu_total_us as f64 / 1e6);
         self.rss = Some(r.rss);
         self.processes = Some(r.processes);
         if self.history.len() == HISTORY {
@@ -182,6 +199,41 @@ mod tests {
         assert_eq!(u.history.len(), 3);
         u.update(None, None, t0 + Duration::from_secs(3));
         assert_eq!((u.rss, u.cpu_percent), (None, None));
+    }
+
+    #[test]
+    fn cpu_seconds_never_go_down_until_the_pid_changes() {
+        let mut u = Usage::default();
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let r = |cpu_us: u64| Some(Reading { cpu_us, rss: 10, processes: 2 });
+        let mut seen = Vec::new();
+        // A descendant with 3 s of CPU leaves the tree between the second and third readings.
+        for (s, cpu) in [(0, 5_000_000), (1, 5_500_000), (2, 2_700_000), (3, 3_000_000)] {
+            u.update(Some(7), r(cpu), at(s));
+            seen.push(u.cpu_seconds.unwrap());
+        }
+        assert_eq!(seen, vec![5.0, 5.5, 5.5, 5.8]);
+        assert_eq!(u.cpu_percent, Some(30.0));
+        // A new process starts the count over.
+        u.update(Some(8), r(100_000), at(4));
+        assert_eq!(u.cpu_seconds, Some(0.1));
+    }
+
+    #[test]
+    fn own_usage_is_this_process_alone() {
+        let r = own().unwrap();
+        assert_eq!(r.processes, 1);
+        assert!(r.rss > 1024 * 1024);
+        // A waited-for child's time would count only with `children`.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"])
+            .spawn()
+            .unwrap();
+        child.wait().unwrap();
+        let alone = own().unwrap().cpu_us;
+        let with_children = proc_cpu_us(std::process::id() as i32, true).unwrap();
+        assert!(with_children > alone, "{with_children} µs with children, {alone} µs alone");
     }
 
     #[test]

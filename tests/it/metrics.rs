@@ -11,9 +11,13 @@ use crate::harness::*;
 const T: Duration = Duration::from_secs(20);
 
 fn get(addr: &str, path: &str) -> (String, String) {
+    request(addr, "GET", path)
+}
+
+fn request(addr: &str, method: &str, path: &str) -> (String, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(T)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
@@ -82,9 +86,14 @@ fn the_endpoint_serves_parseable_prometheus_text_with_every_series() {
     // A name that needs escaping in a label value (checked by the strict reading below).
     h.ok(&["start", fixture("idle.sh").to_str().unwrap(), "--name", "odd \"name\"", "--", &h.tag("o")]);
     h.ok(&["start", fixture("crash.sh").to_str().unwrap(), "--name", "crashy", "--max-restarts", "2"]);
+    // 60 MB resident, which the daemon's own memory must not include.
+    h.ok(&["start", fixture("grow.py").to_str().unwrap(), "--name", "big", "--", "1000", "60"]);
     h.wait_status("web", Status::Online, T);
     h.wait_status("crashy", Status::Errored, T);
     wait_for("a sample", T, || h.app("web").instances[0].memory_bytes);
+    wait_for("the big app's 60 MB", T, || {
+        (h.app("big").instances[0].memory_bytes? > 60 * 1024 * 1024).then_some(())
+    });
     let said = h.ok(&["metrics", "--listen", "127.0.0.1:0"]);
     let addr = said
         .trim()
@@ -120,6 +129,27 @@ fn the_endpoint_serves_parseable_prometheus_text_with_every_series() {
         .find(|s| s.metric == "herder_app_status" && s.labels.get("app") == Some("crashy"))
         .unwrap();
     assert_eq!(status.labels.get("status"), Some("errored"));
+    // The instance is `index`: `instance` is Prometheus's own label for the scraped target.
+    for sample in scrape.samples.iter().filter(|s| s.metric.starts_with("herder_app_")) {
+        assert!(sample.labels.get("instance").is_none(), "{sample:?}");
+        assert_eq!(sample.labels.get("index"), Some("0"), "{sample:?}");
+    }
+    // The daemon's own memory, without its apps'.
+    let daemon_rss = |pid: u32| {
+        let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap();
+        statm.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() * 4096.0
+    };
+    let daemon = h.daemon_pid().unwrap();
+    let reported =
+        match scrape.samples.iter().find(|s| s.metric == "herder_daemon_memory_bytes").unwrap().value {
+            prometheus_parse::Value::Gauge(v) => v,
+            ref other => panic!("{other:?}"),
+        };
+    let own = daemon_rss(daemon);
+    assert!(
+        reported > 0.0 && reported < own + 30.0 * 1024.0 * 1024.0,
+        "{reported} for a daemon of {own} bytes"
+    );
     for daemon_series in [
         "herder_daemon_uptime_seconds",
         "herder_daemon_memory_bytes",
@@ -130,8 +160,15 @@ fn the_endpoint_serves_parseable_prometheus_text_with_every_series() {
     }
     assert_eq!(
         scrape.samples.iter().find(|s| s.metric == "herder_daemon_apps").map(|s| &s.value),
-        Some(&prometheus_parse::Value::Gauge(3.0))
+        Some(&prometheus_parse::Value::Gauge(4.0))
     );
+    // HEAD: the same head as GET, its Content-Length included, and no body.
+    let (head, rest) = request(&addr, "HEAD", "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200") && rest.is_empty(), "{head}\n{rest}");
+    let length: usize =
+        head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+    // The body changes from one scrape to the next (uptimes, CPU) but not by much.
+    assert!(length.abs_diff(body.len()) < 200, "HEAD says {length}, GET gave {}", body.len());
     // `herder metrics` prints the same text.
     check_text_format(&h.ok(&["metrics"]));
 

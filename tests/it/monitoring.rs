@@ -67,6 +67,14 @@ fn memory_limit_gets_the_app_oom_killed_and_restarted() {
     assert_eq!(i.last_exit.unwrap().reason, herder::protocol::ExitReason::Signal(libc::SIGKILL));
     let table = h.ok(&["list"]);
     assert!(table.contains("oom-killed"), "{table}");
+    // A counter of its own, which does not depend on the last exits kept in the history.
+    assert!(i.oom_kills >= 1 && i.oom_kills as usize >= i.history.iter().filter(|e| e.oom_killed).count());
+    let metrics = h.ok(&["metrics"]);
+    let counted = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("herder_app_oom_kills_total{")?.split_once("} ")?.1.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(counted >= 1.0, "{metrics}");
     wait_for("the restart after the OOM kill", T, || (instance(&h, "hog").restarts >= 1).then_some(()));
     let peak = allocated_mb(&h, "hog").into_iter().max().unwrap();
     assert!(peak < 60, "the kernel let it allocate {peak} MB");
