@@ -76,6 +76,33 @@ impl NotifySocket {
         Ok(NotifySocket { sock: UnixDatagram::from_std(std)?, path, address })
     }
 
+    /// Every notice queued on the socket now, read without waiting and whatever the runtime
+    /// knows of the socket's readiness: a deadline that expired while the daemon did not run
+    /// (an update, a stopped daemon) is checked against what the app sent meanwhile, which the
+    /// runtime may not have seen yet.
+    pub fn queued(&self) -> Vec<Notice> {
+        use std::os::fd::AsRawFd;
+        let mut out = Vec::new();
+        BUF.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            if buf.len() < 4096 {
+                buf.resize(4096, 0);
+            }
+            // Bounded: an app sending without pause must not keep the caller here.
+            for _ in 0..256 {
+                // SAFETY: recv(2) into a buffer of the given length.
+                let n = unsafe {
+                    libc::recv(self.sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+                };
+                if n < 0 {
+                    break;
+                }
+                out.extend(parse(&buf[..n as usize]));
+            }
+        });
+        out
+    }
+
     /// The socket's descriptor and the file to remove when done, for `herder update`.
     pub fn raw_parts(&self) -> (std::os::fd::RawFd, Option<&Path>) {
         use std::os::fd::AsRawFd;
@@ -125,6 +152,21 @@ impl Drop for NotifySocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn queued_notices_are_read_before_the_runtime_sees_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = NotifySocket::bind(dir.path(), "t", "q").unwrap();
+        let app = StdDatagram::unbound().unwrap();
+        app.send_to(b"WATCHDOG=1", &sock.address).unwrap();
+        app.send_to(b"STATUS=two", &sock.address).unwrap();
+        // No await in between: the runtime has not polled the socket.
+        assert_eq!(sock.queued(), vec![Notice::Watchdog, Notice::Status("two".into())]);
+        assert!(sock.queued().is_empty());
+        // The async reader goes on with what comes next.
+        app.send_to(b"READY=1", &sock.address).unwrap();
+        assert_eq!(sock.recv().await.unwrap(), vec![Notice::Ready]);
+    }
 
     #[test]
     fn parses_the_protocol() {

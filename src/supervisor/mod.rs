@@ -38,6 +38,9 @@ use reaper::Reaper;
 /// Exits kept in an instance's history.
 const HISTORY_LEN: usize = 10;
 
+/// Notices (or IPC messages) handled in a row before commands and timers get a turn.
+const NOTICE_BURST: u32 = 64;
+
 /// Bind instance `index` of app `app_id`'s `NOTIFY_SOCKET`.
 fn bind_notify(ctx: &Context, app_id: u32, index: u32, spec: &AppSpec) -> Option<NotifySocket> {
     match NotifySocket::bind(&ctx.paths.run_dir(), &ctx.paths.token(), &format!("app-{app_id}-{index}")) {
@@ -318,6 +321,37 @@ impl IpcChannel {
         std.set_nonblocking(true).ok()?;
         Some(IpcChannel { stream: tokio::net::UnixStream::from_std(std).ok()?, buf: Vec::new() })
     }
+
+    /// The next whole message already read (`Some(vec![])` for one that means nothing here).
+    fn take_message(&mut self) -> Option<Vec<Notice>> {
+        let nl = self.buf.iter().position(|b| *b == b'\n')?;
+        let line: Vec<u8> = self.buf.drain(..=nl).collect();
+        // `process.send('ready')` arrives as the JSON string "ready".
+        let ready = serde_json::from_slice::<serde_json::Value>(&line).is_ok_and(|v| v == "ready");
+        Some(if ready { vec![Notice::Ready] } else { Vec::new() })
+    }
+
+    /// Every message queued now, read without waiting (see [`NotifySocket::queued`]).
+    fn queued(&mut self) -> Vec<Notice> {
+        use std::os::fd::AsRawFd;
+        let mut chunk = [0u8; 1024];
+        for _ in 0..64 {
+            // SAFETY: recv(2) into a local buffer of the given length.
+            let n = unsafe {
+                libc::recv(
+                    self.stream.as_raw_fd(),
+                    chunk.as_mut_ptr().cast(),
+                    chunk.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            self.buf.extend_from_slice(&chunk[..n as usize]);
+        }
+        std::iter::from_fn(|| self.take_message()).flatten().collect()
+    }
 }
 
 /// The next messages on a Node app's IPC channel (`Some(vec![])` for messages that mean
@@ -325,11 +359,8 @@ impl IpcChannel {
 async fn recv_ipc(ipc: &mut Option<IpcChannel>) -> Option<Vec<Notice>> {
     let Some(ch) = ipc else { return std::future::pending().await };
     loop {
-        if let Some(nl) = ch.buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = ch.buf.drain(..=nl).collect();
-            // `process.send('ready')` arrives as the JSON string "ready".
-            let ready = serde_json::from_slice::<serde_json::Value>(&line).is_ok_and(|v| v == "ready");
-            return Some(if ready { vec![Notice::Ready] } else { Vec::new() });
+        if let Some(notices) = ch.take_message() {
+            return Some(notices);
         }
         if ch.stream.readable().await.is_err() {
             return None;
@@ -396,6 +427,7 @@ fn now_ms() -> u64 {
 
 impl Actor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, mut phase: Phase) {
+        let mut notices_in_a_row = 0;
         loop {
             phase = match phase {
                 Phase::Idle => tokio::select! {
@@ -412,7 +444,13 @@ impl Actor {
                         self.watch_start(path)
                     }
                 },
+                // In this order: the exit, what the app said (a `WATCHDOG=1` or `READY=1` queued
+                // while the daemon did not run, as during an update, wins over the deadline it
+                // answers), commands, then the timers, which complete once each. Every
+                // `NOTICE_BURST` notices in a row, the others get a turn: a flood of notices
+                // must not hold a stop back.
                 Phase::Running(mut run) => tokio::select! {
+                    biased;
                     exit = &mut run.exit => match run.next_main.take() {
                         Some((pid, rx)) if tree::alive(pid) => {
                             self.switch_main(&mut run, pid, rx, exit.ok());
@@ -420,11 +458,13 @@ impl Actor {
                         }
                         _ => self.exited(exit.ok(), &run),
                     },
-                    notices = recv_notices(self.notify.as_ref()) => {
+                    notices = recv_notices(self.notify.as_ref()), if notices_in_a_row < NOTICE_BURST => {
+                        notices_in_a_row += 1;
                         self.on_notices(notices, &mut run);
                         Phase::Running(run)
                     }
-                    msg = recv_ipc(&mut run.ipc) => {
+                    msg = recv_ipc(&mut run.ipc), if notices_in_a_row < NOTICE_BURST => {
+                        notices_in_a_row += 1;
                         match msg {
                             Some(notices) => self.on_notices(notices, &mut run),
                             None => run.ipc = None,
@@ -438,14 +478,6 @@ impl Actor {
                             Phase::Running(run)
                         }
                     },
-                    _ = sleep_until_some(run.ready_deadline) => self.failed_start(run).await,
-                    _ = sleep_until_some(run.cron_deadline) => self.cron_restart(run).await,
-                    _ = sleep_until_some(run.watchdog_deadline) => self.watchdog_missed(run).await,
-                    path = watch_changed(&mut self.watcher) => {
-                        self.on_watch_change(path);
-                        Phase::Running(run)
-                    }
-                    _ = sleep_until_some(self.watch_due.as_ref().map(|d| d.due)) => self.watch_restart(run).await,
                     cmd = rx.recv() => match cmd {
                         None => {
                             self.stop_process(run).await;
@@ -456,6 +488,19 @@ impl Actor {
                             None => break,
                         },
                     },
+                    _ = sleep_until_some(run.ready_deadline) => self.failed_start(run).await,
+                    _ = sleep_until_some(run.cron_deadline) => self.cron_restart(run).await,
+                    _ = sleep_until_some(run.watchdog_deadline) => self.watchdog_missed(run).await,
+                    path = watch_changed(&mut self.watcher) => {
+                        self.on_watch_change(path);
+                        Phase::Running(run)
+                    }
+                    _ = sleep_until_some(self.watch_due.as_ref().map(|d| d.due)) => self.watch_restart(run).await,
+                    // The others' turn came and none was ready: notices again.
+                    _ = std::future::ready(()), if notices_in_a_row >= NOTICE_BURST => {
+                        notices_in_a_row = 0;
+                        Phase::Running(run)
+                    }
                 },
                 Phase::Waiting(until) => tokio::select! {
                     _ = sleep_until(until) => self.launch(),
@@ -746,6 +791,19 @@ impl Actor {
         self.publish();
     }
 
+    /// A deadline came: first handle what the app sent that is still queued. The runtime may
+    /// not have seen it yet (it was sent while the daemon did not run: an update, a stopped
+    /// daemon), and a `WATCHDOG=1` or `READY=1` there answers the deadline.
+    fn take_queued(&mut self, run: &mut Running) {
+        let mut notices = self.notify.as_ref().map(NotifySocket::queued).unwrap_or_default();
+        if let Some(ch) = &mut run.ipc {
+            notices.extend(ch.queued());
+        }
+        if !notices.is_empty() {
+            self.on_notices(notices, run);
+        }
+    }
+
     /// `MAINPID=<pid>`: a process of the instance will be its main one (an app that re-executes
     /// or forks its server). Honoured when `pid` is a descendant of the instance and the daemon
     /// is a subreaper, so that it becomes the daemon's child when the current one exits.
@@ -793,7 +851,11 @@ impl Actor {
     /// A `wait_ready` instance gave no ready signal within `listen_timeout`: the start failed.
     /// It is stopped and counts as an unstable run, so the restart policy (and in the end
     /// `errored`) applies; it is never shown as online.
-    async fn failed_start(&mut self, run: Running) -> Phase {
+    async fn failed_start(&mut self, mut run: Running) -> Phase {
+        self.take_queued(&mut run);
+        if run.ready_deadline.is_none() {
+            return Phase::Running(run);
+        }
         let why = format!("no ready signal within `listen_timeout` ({} ms)", self.spec.listen_timeout_ms);
         tracing::warn!(app = %self.spec.name, instance = self.info.index, "{why}");
         self.stop_process(run).await;
@@ -1029,7 +1091,11 @@ impl Actor {
     }
 
     /// No `WATCHDOG=1` within `watchdog`: the app hangs. Stop it and restart it like a crash.
-    async fn watchdog_missed(&mut self, run: Running) -> Phase {
+    async fn watchdog_missed(&mut self, mut run: Running) -> Phase {
+        self.take_queued(&mut run);
+        if run.watchdog_deadline.is_some_and(|d| d > tokio::time::Instant::now()) {
+            return Phase::Running(run);
+        }
         let why = format!("no `WATCHDOG=1` within `watchdog` ({} ms)", self.spec.watchdog_ms.unwrap_or(0));
         tracing::warn!(app = %self.spec.name, instance = self.info.index, "{why}; restarting");
         self.event("watchdog", None, Some(why.clone()));

@@ -183,3 +183,71 @@ fn mainpid_hands_the_instance_over_to_the_named_process() {
     assert!(!pid_alive(child), "stop ends the new main process");
     assert_eq!(h.app("forker").instances[0].status, Status::Stopped);
 }
+
+#[test]
+fn watchdog_pings_queued_while_the_daemon_did_not_run_win_over_the_expired_deadline() {
+    let h = TestHome::new();
+    let count = h.dir.path().join("count");
+    // Pings every 10 ms (dropping those the full socket queue refuses) and counts its rounds.
+    let pinger = h.write(
+        "pinger.py",
+        "import os, socket, sys, time\n\
+         addr = os.environ['NOTIFY_SOCKET']\n\
+         addr = '\\0' + addr[1:] if addr.startswith('@') else addr\n\
+         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         sock.setblocking(False)\n\
+         n = 0\n\
+         while True:\n\
+         \x20   n += 1\n\
+         \x20   try:\n\
+         \x20       sock.sendto(('WATCHDOG=1\\nSTATUS=ping %d' % n).encode(), addr)\n\
+         \x20   except BlockingIOError:\n\
+         \x20       pass\n\
+         \x20   with open(sys.argv[1] + '.tmp', 'w') as f:\n\
+         \x20       f.write(str(n))\n\
+         \x20   os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n\
+         \x20   time.sleep(0.01)\n",
+    );
+    let text = format!(
+        "[[apps]]\nname = \"dog\"\nscript = \"{}\"\nargs = [\"{}\"]\nwatchdog = \"250ms\"\nkill_timeout = \"200ms\"\n",
+        pinger.display(),
+        count.display()
+    );
+    let cfg = h.write("dog.toml", &text);
+    h.ok(&["start", cfg.to_str().unwrap()]);
+    let rounds = || std::fs::read_to_string(&count).ok()?.parse::<u64>().ok();
+    let pinged = |i: &herder::protocol::InstanceInfo| {
+        i.status_text.as_deref()?.strip_prefix("ping ")?.parse::<u64>().ok()
+    };
+    let pid = wait_for("the first pings", T, || {
+        let i = h.app("dog").instances[0].clone();
+        pinged(&i).and(i.pid)
+    });
+    let daemon = h.daemon_pid().unwrap();
+    // Whatever happens, the daemon runs again before the home is dropped.
+    struct Cont(u32);
+    impl Drop for Cont {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on the test's own daemon.
+            unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+        }
+    }
+    let _cont = Cont(daemon);
+    // Each round: the daemon stops (as while an update holds it still) long past the deadline,
+    // with pings queued. When it runs again the deadline has expired, and the runtime may not
+    // have seen the socket readable yet: the queued pings must still count.
+    for round in 0..2 {
+        let before = rounds().unwrap();
+        // SAFETY: kill(2) on the test's own daemon.
+        unsafe { libc::kill(daemon as i32, libc::SIGSTOP) };
+        wait_for("the app to ping on for twice the watchdog", T, || (rounds()? >= before + 50).then_some(()));
+        let resumed = rounds().unwrap();
+        // SAFETY: as above.
+        unsafe { libc::kill(daemon as i32, libc::SIGCONT) };
+        let i = wait_for("the daemon to take the pings sent since", T, || {
+            let i = h.app("dog").instances[0].clone();
+            (i.restarts > 0 || i.pid != Some(pid) || pinged(&i)? >= resumed).then_some(i)
+        });
+        assert_eq!((i.pid, i.restarts), (Some(pid), 0), "round {round}: restarted by the watchdog: {i:?}");
+    }
+}
