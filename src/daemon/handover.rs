@@ -193,6 +193,7 @@ impl Gate {
     }
 
     async fn wait_idle(&self, deadline: tokio::time::Instant) -> Result<(), String> {
+        let mut told = false;
         loop {
             let idle = self.idle.notified();
             tokio::pin!(idle);
@@ -200,6 +201,9 @@ impl Gate {
             let n = self.in_flight.load(Ordering::SeqCst);
             if n == 0 {
                 return Ok(());
+            }
+            if !std::mem::replace(&mut told, true) {
+                tracing::info!(requests = n, "update: waiting for the requests under way to be answered");
             }
             if tokio::time::timeout_at(deadline, idle).await.is_err() {
                 return Err(format!(

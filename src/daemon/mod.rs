@@ -740,11 +740,15 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
             }
         }
         let is_kill = matches!(req, Request::Kill);
-        let resp = match daemon.handover.enter() {
-            Some(_busy) => handlers::handle(&daemon, req).await,
+        // Counted in until the reply is written: an update must not replace the image while a
+        // reply is half sent.
+        let busy = daemon.handover.enter();
+        let resp = match &busy {
+            Some(_) => handlers::handle(&daemon, req).await,
             None => handover::Gate::updating_reply(),
         };
         let written = protocol::write_frame(&mut stream, &resp).await;
+        drop(busy);
         drop(resp);
         trim_memory();
         if written.is_err() {

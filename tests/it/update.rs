@@ -378,3 +378,58 @@ fn a_main_process_named_before_the_update_takes_over_after_it() {
     h.ok(&["stop", "forker"]);
     assert!(!pid_alive(child));
 }
+
+/// Read one frame from a blocking stream.
+fn read_frame_blocking<T: serde::de::DeserializeOwned>(s: &mut std::os::unix::net::UnixStream) -> T {
+    use std::io::Read;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body)
+        .unwrap_or_else(|e| panic!("the reply of {} bytes was cut short: {e}", body.len()));
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[test]
+fn an_update_waits_until_a_reply_under_way_is_written_whole() {
+    use herder::protocol::{encode_frame, Hello, HelloReply, Request, Response, Target};
+    use std::io::{Read, Write};
+    let h = TestHome::new();
+    // `show` answers with the environment: 1 MB, far more than a socket buffer, so the reply
+    // is written only as fast as the client reads it.
+    let big = "x".repeat(1 << 20);
+    let cfg = h.write(
+        "big.toml",
+        &format!(
+            "[[apps]]\nname = \"big\"\nscript = \"/bin/sleep\"\nargs = [\"1000\"]\nautostart = false\nenv = {{ BIG = \"{big}\" }}\n"
+        ),
+    );
+    h.ok(&["start", cfg.to_str().unwrap()]);
+    let old = ping(&h);
+    let mut s = std::os::unix::net::UnixStream::connect(h.home.join("herder.sock")).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    s.write_all(&encode_frame(&Hello::current()).unwrap()).unwrap();
+    let _: HelloReply = read_frame_blocking(&mut s);
+    s.write_all(&encode_frame(&Request::Show { target: Target::Name("big".into()) }).unwrap()).unwrap();
+    // The reply has begun: the daemon is writing it, blocked on the full socket buffer.
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let len = u32::from_be_bytes(len) as usize;
+    assert!(len > 1 << 20, "a reply of {len} bytes");
+
+    let mut update = h.cmd(&["update"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let log = h.home.join("daemon.log");
+    wait_for("the update to wait for the reply (or to go on without it)", T, || {
+        let waiting = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("update: waiting for the requests under way to be answered");
+        (waiting || update.try_wait().unwrap().is_some()).then_some(())
+    });
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap_or_else(|e| panic!("the reply was cut short by the update: {e}"));
+    let reply: Response = serde_json::from_slice(&body).unwrap();
+    assert!(matches!(reply, Response::Show { .. }), "{reply:?}");
+    assert!(update.wait().unwrap().success());
+    let new = ping(&h);
+    assert_eq!((new.pid, new.exec_generation), (old.pid, 1));
+}
