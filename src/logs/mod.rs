@@ -306,6 +306,21 @@ impl Sink {
         })
     }
 
+    /// A sink writing no file (its files cannot be opened): the lines still reach followers.
+    pub fn discard(policy: &LogPolicy, app: &str, instance: u32, stream: Stream) -> Sink {
+        Sink {
+            app: app.into(),
+            instance,
+            stream,
+            files: Vec::new(),
+            time: policy.time.clone(),
+            json: policy.json,
+            rate_limit: policy.rate_limit,
+            followed: AtomicU64::new(0),
+            owner: None,
+        }
+    }
+
     /// Say which app (id and spec) this output belongs to.
     pub fn owned_by(mut self, app_id: u32, spec: Arc<crate::protocol::AppSpec>) -> Sink {
         self.owner = Some((app_id, spec));

@@ -433,3 +433,31 @@ fn an_update_waits_until_a_reply_under_way_is_written_whole() {
     let new = ping(&h);
     assert_eq!((new.pid, new.exec_generation), (old.pid, 1));
 }
+
+#[test]
+fn a_log_file_that_cannot_be_opened_again_after_an_update_does_not_kill_the_app() {
+    let h = TestHome::new();
+    h.ok(&["start", fixture("ticker.py").to_str().unwrap(), "--name", "ticker"]);
+    let app = h.wait_status("ticker", Status::Online, T);
+    let pid = app.instances[0].pid.unwrap();
+    let (out, _) = app.log_files[0].clone();
+    wait_for("the first lines", T, || std::fs::metadata(&out).ok().filter(|m| m.len() > 0));
+    // The old image writes on to its open (now unlinked) file; the new one finds a directory
+    // where the file was.
+    std::fs::remove_file(&out).unwrap();
+    std::fs::create_dir(&out).unwrap();
+    h.ok(&["update"]);
+    let written = || {
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+        io.lines().find_map(|l| l.strip_prefix("wchar: ")?.parse::<u64>().ok())
+    };
+    let at = written().expect("the app is gone after the update (its output pipe was closed?)");
+    wait_for("the app to write on", T, || {
+        assert!(pid_alive(pid), "the app died after the update (its output pipe was closed?)");
+        (written()? > at + 1_000).then_some(())
+    });
+    let i = h.app("ticker").instances[0].clone();
+    assert_eq!((i.pid, i.restarts), (Some(pid), 0));
+    let log = std::fs::read_to_string(h.home.join("daemon.log")).unwrap();
+    assert!(log.contains("cannot open the log files again"), "{log}");
+}
