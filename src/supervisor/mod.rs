@@ -1072,15 +1072,19 @@ impl Actor {
     }
 
     /// The tree went over `max_memory_restart`: restart it gracefully (stop signal, then
-    /// `kill_timeout`), as a restart the policy does not count as a crash.
+    /// `kill_timeout`), not as a crash, but a run shorter than `min_uptime` counts as unstable
+    /// (see [`policy::on_memory_restart`]).
     async fn memory_restart(&mut self, run: Running, rss: u64) -> Phase {
         let limit = self.spec.max_memory_restart.unwrap_or(0);
         let why = format!("memory {} over `max_memory_restart` ({})", human_bytes(rss), human_bytes(limit));
         tracing::warn!(app = %self.spec.name, instance = self.info.index, "{why}; restarting");
-        self.event("memory", None, Some(why));
+        self.event("memory", None, Some(why.clone()));
+        let started = run.started;
         self.stop_process(run).await;
-        self.info.restarts += 1;
-        self.launch()
+        let uptime_ms = started.elapsed().as_millis() as u64;
+        let exit = self.info.last_exit.as_ref().map(|e| e.reason);
+        let decision = policy::on_memory_restart(&self.spec, &mut self.policy, uptime_ms, &why);
+        self.follow(decision, exit)
     }
 
     /// When the next `WATCHDOG=1` is due, if the app has a watchdog.
@@ -1110,11 +1114,17 @@ impl Actor {
 
     /// Apply the restart policy to an exit.
     fn after_exit(&mut self, exit: ExitReason, uptime_ms: u64) -> Phase {
-        match policy::on_exit(&self.spec, &mut self.policy, exit, uptime_ms) {
+        let decision = policy::on_exit(&self.spec, &mut self.policy, exit, uptime_ms);
+        self.follow(decision, Some(exit))
+    }
+
+    /// Carry out what the restart policy decided after the run that ended with `exit`.
+    fn follow(&mut self, decision: Decision, exit: Option<ExitReason>) -> Phase {
+        match decision {
             Decision::Restart { delay_ms } => {
                 self.info.unstable_restarts = self.policy.unstable;
                 self.auto_restart_pending = true;
-                self.event("restart", Some(exit), Some(format!("in {delay_ms} ms")));
+                self.event("restart", exit, Some(format!("in {delay_ms} ms")));
                 if delay_ms == 0 {
                     self.launch()
                 } else {
@@ -1126,7 +1136,7 @@ impl Actor {
             Decision::Halt { status, reason } => {
                 self.info.unstable_restarts = self.policy.unstable;
                 if status == Status::Errored {
-                    self.event("errored", Some(exit), reason.clone());
+                    self.event("errored", exit, reason.clone());
                 }
                 self.info.status = status;
                 self.info.reason = reason;

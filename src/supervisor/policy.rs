@@ -39,6 +39,28 @@ pub fn on_exit(spec: &AppSpec, st: &mut PolicyState, exit: ExitReason, uptime_ms
             },
         };
     }
+    next_restart(spec, st, uptime_ms, &format!("last exit: {exit}"))
+}
+
+/// Decide what follows a restart for `max_memory_restart` after a run of `uptime_ms`. It
+/// happens whatever `autorestart` says, but a run shorter than `min_uptime` is unstable like a
+/// crash: an app whose memory is over the limit from its start ends `errored` instead of
+/// restarting forever.
+pub fn on_memory_restart(spec: &AppSpec, st: &mut PolicyState, uptime_ms: u64, why: &str) -> Decision {
+    match next_restart(spec, st, uptime_ms, &format!("last: {why}")) {
+        Decision::Halt { status, reason } => Decision::Halt {
+            status,
+            reason: reason.map(|r| {
+                format!("{r}\nhint: the app's memory may be over `max_memory_restart` from its start")
+            }),
+        },
+        restart => restart,
+    }
+}
+
+/// Count the run as stable or not; past `max_restarts` unstable runs, halt, else restart after
+/// the delay the spec sets.
+fn next_restart(spec: &AppSpec, st: &mut PolicyState, uptime_ms: u64, last: &str) -> Decision {
     if uptime_ms < spec.min_uptime_ms {
         st.unstable += 1;
     } else {
@@ -48,7 +70,7 @@ pub fn on_exit(spec: &AppSpec, st: &mut PolicyState, exit: ExitReason, uptime_ms
         return Decision::Halt {
             status: Status::Errored,
             reason: Some(format!(
-                "{} unstable runs in a row (each shorter than `min_uptime` {} ms, over `max_restarts` {}); last exit: {exit}",
+                "{} unstable runs in a row (each shorter than `min_uptime` {} ms, over `max_restarts` {}); {last}",
                 st.unstable, spec.min_uptime_ms, spec.max_restarts
             )),
         };
@@ -173,6 +195,35 @@ mod tests {
             matches!(d, Decision::Halt { status: Status::Errored, reason: Some(ref r) } if r.contains("code 1")),
             "{d:?}"
         );
+    }
+
+    #[test]
+    fn memory_restarts_of_short_runs_end_errored_whatever_autorestart_says() {
+        let mut s = spec();
+        s.max_restarts = 2;
+        s.autorestart = false;
+        let mut st = PolicyState::default();
+        let why = "memory 12.0 MiB over `max_memory_restart` (5.0 MiB)";
+        // A long run is stable: restarted at once, however many times.
+        for _ in 0..5 {
+            assert_eq!(on_memory_restart(&s, &mut st, 5_000, why), restart(0));
+        }
+        assert_eq!(st.unstable, 0);
+        for _ in 0..2 {
+            assert_eq!(on_memory_restart(&s, &mut st, 10, why), restart(0));
+        }
+        match on_memory_restart(&s, &mut st, 10, why) {
+            Decision::Halt { status: Status::Errored, reason: Some(r) } => {
+                assert!(r.contains("3 unstable runs") && r.contains("over `max_memory_restart`"), "{r}")
+            }
+            d => panic!("{d:?}"),
+        }
+        // With a restart delay, unstable memory restarts wait like crashes.
+        let mut s = spec();
+        s.exp_backoff_restart_delay_ms = Some(100);
+        let mut st = PolicyState::default();
+        assert_eq!(on_memory_restart(&s, &mut st, 10, why), restart(100));
+        assert_eq!(on_memory_restart(&s, &mut st, 10, why), restart(150));
     }
 
     #[test]

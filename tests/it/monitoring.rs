@@ -52,6 +52,25 @@ fn max_memory_restart_restarts_a_growing_app_soon_after_it_crosses() {
 }
 
 #[test]
+fn max_memory_restart_below_the_apps_baseline_ends_errored_instead_of_restarting_forever() {
+    let h = TestHome::new();
+    // The interpreter alone is over 5 MB: every run is restarted as soon as it is measured.
+    let text = format!(
+        "[[apps]]\nname = \"fat\"\nscript = \"{}\"\nargs = [\"1\", \"1\"]\nmax_memory_restart = \"5M\"\nmax_restarts = 2\nkill_timeout = \"1s\"\n",
+        fixture("grow.py").display()
+    );
+    let cfg = h.write("fat.toml", &text);
+    let out =
+        h.cmd(&["start", cfg.to_str().unwrap()]).env("HERDER_SAMPLE_INTERVAL", "50ms").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let i = h.wait_status("fat", Status::Errored, T).instances[0].clone();
+    assert_eq!((i.restarts, i.unstable_restarts), (2, 3), "{i:?}");
+    let reason = i.reason.unwrap_or_default();
+    assert!(reason.contains("3 unstable runs") && reason.contains("max_memory_restart"), "{reason}");
+    assert!(i.pid.is_none());
+}
+
+#[test]
 fn memory_limit_gets_the_app_oom_killed_and_restarted() {
     let h = TestHome::new();
     let text = format!(
