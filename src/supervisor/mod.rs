@@ -7,6 +7,7 @@
 //! waiting `kill_timeout`, then killing every process left ([`tree`], [`cgroup`]).
 
 pub mod cgroup;
+pub mod delegate;
 pub mod fork;
 pub mod handover;
 pub mod limits;
