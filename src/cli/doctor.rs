@@ -323,6 +323,14 @@ fn cgroups(paths: &Paths, daemon: Option<&DaemonInfo>) -> Vec<Check> {
         })
         .map(|s| s.split_whitespace().map(str::to_string).collect())
         .unwrap_or_default();
+    // Those the group has but does not pass down yet: a daemon alone in it passes them down
+    // itself, by moving into a leaf of it (see `supervisor::delegate`).
+    let v2_offered: Vec<String> = located
+        .as_ref()
+        .ok()
+        .and_then(|loc| std::fs::read_to_string(loc.group.join("cgroup.controllers")).ok())
+        .map(|s| s.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
     let controllers: [(&'static str, &str, &str); 3] = [
         (
             "cgroup-memory",
@@ -360,6 +368,17 @@ fn cgroups(paths: &Paths, daemon: Option<&DaemonInfo>) -> Vec<Check> {
                         "cgroup v1 controller at {}, but {} is not writable",
                         v.mount.display(),
                         v.group.display()
+                    ),
+                    degrades,
+                ),
+                None if v2_offered.iter().any(|c| c == name) => check(
+                    id,
+                    Level::Degraded,
+                    format!(
+                        "cgroup v2 controller in {}, not passed down to its groups: a daemon alone in \
+                         its cgroup (as under `herder startup`) passes it down itself, one that shares \
+                         it with other processes cannot",
+                        located.as_ref().map(|l| l.group.display().to_string()).unwrap_or_default()
                     ),
                     degrades,
                 ),

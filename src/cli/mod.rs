@@ -394,7 +394,8 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
         Cmd::Reset(t) => act(paths, Request::Reset { targets: targets(&t.targets) }).await,
         Cmd::List(f) => {
             let sort = f.sort.as_deref().map(render::SortKey::parse).transpose().map_err(|e| anyhow!(e))?;
-            let Response::List { mut apps } = expect_ok(client::call(paths, &Request::List).await?)? else {
+            let req = if f.json { Request::List } else { Request::ListBrief };
+            let Response::List { mut apps } = expect_ok(client::call(paths, &req).await?)? else {
                 bail!("unexpected answer from the daemon");
             };
             if let Some(key) = sort {

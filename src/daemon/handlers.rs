@@ -41,6 +41,10 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         Request::Reset { targets } => on_instances(d, &targets, |h| async move { h.reset().await }).await,
         // The table has no use for every app's whole environment; `show` has it.
         Request::List => Ok(Response::List { apps: list(d, None, false) }),
+        Request::ListBrief => {
+            let ids: Vec<u32> = d.registry().apps.keys().copied().collect();
+            Ok(Response::List { apps: brief(d, &ids) })
+        }
         Request::Show { target } => show(d, &target),
         Request::Metrics { listen, off } => metrics(d, listen.as_deref(), off).await,
         Request::Kill => {
@@ -97,6 +101,13 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// Snapshots of `ids` (every app when `None`), with their environments when `env` is set.
+/// The apps `ids` as the table shows them (the answer to commands that change apps, which the
+/// CLI prints as a table).
+fn brief(d: &Daemon, ids: &[u32]) -> Vec<AppInfo> {
+    let reg = d.registry();
+    ids.iter().filter_map(|id| reg.apps.get(id)).map(|a| a.brief_info()).collect()
+}
+
 fn list(d: &Daemon, ids: Option<&[u32]>, env: bool) -> Vec<AppInfo> {
     let reg = d.registry();
     let paths = &d.ctx.paths;
@@ -133,7 +144,7 @@ where
         (ids, apps)
     };
     join_instances(&apps, f).await;
-    Ok(Response::Done { apps: list(d, Some(&ids), false) })
+    Ok(Response::Done { apps: brief(d, &ids) })
 }
 
 fn check_specs(specs: &[AppSpec]) -> Result<(), ErrorReply> {
@@ -163,7 +174,7 @@ pub(crate) async fn start(d: &Arc<Daemon>, specs: Vec<AppSpec>) -> Result<Respon
     check_specs(&specs)?;
     let specs = specs.into_iter().map(|s| (s.autostart, s)).collect();
     let ids = start_apps(d, specs).await;
-    Ok(Response::Done { apps: list(d, Some(&ids), false) })
+    Ok(Response::Done { apps: brief(d, &ids) })
 }
 
 /// Add each app, started when its flag is set (else registered `stopped`); an app that exists
@@ -346,7 +357,7 @@ async fn restart(
     }
     while set.join_next().await.is_some() {}
     d.ctx.changed.notify_one();
-    Ok(Response::Done { apps: list(d, Some(&ids), false) })
+    Ok(Response::Done { apps: brief(d, &ids) })
 }
 
 async fn delete(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorReply> {
@@ -384,7 +395,7 @@ async fn send_signal(d: &Arc<Daemon>, signal: &str, targets: &[Target]) -> Resul
     if delivered == 0 {
         return Err(bad(format!("no signal sent: {}", failures.join("; "))));
     }
-    Ok(Response::Done { apps: list(d, Some(&ids), false) })
+    Ok(Response::Done { apps: brief(d, &ids) })
 }
 
 async fn metrics(d: &Arc<Daemon>, listen: Option<&str>, off: bool) -> Result<Response, ErrorReply> {

@@ -96,7 +96,7 @@ impl Daemon {
                 .values()
                 .map(|a| PersistedApp {
                     id: a.id,
-                    spec: (**a.spec()).clone(),
+                    spec: a.spec().clone(),
                     instances: a.instances.iter().map(|h| h.info()).collect(),
                 })
                 .collect(),
@@ -109,8 +109,12 @@ impl Daemon {
         let st = self.persisted();
         let path = self.ctx.paths.state();
         let res = tokio::task::spawn_blocking(move || {
-            let bytes = serde_json::to_vec(&st).map_err(io::Error::other)?;
-            state::write_atomic(&path, &bytes).map(|()| bytes.len())
+            let mut len = 0;
+            state::write_atomic_with(&path, |w| {
+                let mut counted = Counted { inner: w, len: &mut len };
+                serde_json::to_writer(&mut counted, &st).map_err(io::Error::other)
+            })
+            .map(|()| len)
         })
         .await;
         match res {
@@ -207,6 +211,24 @@ fn limit_malloc_arenas() {
     // SAFETY: mallopt(3) with a documented parameter, before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// A writer that counts what goes through it.
+struct Counted<'a, W: ?Sized> {
+    inner: &'a mut W,
+    len: &'a mut usize,
+}
+
+impl<W: io::Write + ?Sized> io::Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        *self.len += n;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
     }
 }
 

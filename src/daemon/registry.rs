@@ -14,6 +14,8 @@ pub struct App {
     spec: Arc<AppSpec>,
     /// The spec without its environment, for `list`: made once per spec, not per request.
     listing: Arc<AppSpec>,
+    /// What the table of `list` shows of the spec (see [`crate::protocol::Request::ListBrief`]).
+    brief: Arc<AppSpec>,
     pub instances: Vec<InstanceHandle>,
 }
 
@@ -75,7 +77,37 @@ impl Registry {
 impl App {
     pub fn new(id: u32, spec: Arc<AppSpec>, instances: Vec<InstanceHandle>) -> App {
         let listing = Self::listing_of(&spec);
-        App { id, spec, listing, instances }
+        let brief = Self::brief_of(&spec);
+        App { id, spec, listing, brief, instances }
+    }
+
+    fn brief_of(spec: &AppSpec) -> Arc<AppSpec> {
+        let mut brief = AppSpec::new(spec.name.clone(), String::new(), std::path::PathBuf::new());
+        brief.script = String::new();
+        brief.namespace = spec.namespace.clone();
+        brief.instances = spec.instances;
+        brief.watch = spec.watch.clone();
+        Arc::new(brief)
+    }
+
+    /// The app as the table of `list` shows it.
+    pub fn brief_info(&self) -> AppInfo {
+        AppInfo {
+            id: self.id,
+            spec: (*self.brief).clone(),
+            instances: self
+                .instances
+                .iter()
+                .map(|h| {
+                    let mut i = h.snapshot();
+                    i.history = Vec::new();
+                    i.cgroup = None;
+                    i
+                })
+                .collect(),
+            log_files: Vec::new(),
+            log_errors: Vec::new(),
+        }
     }
 
     fn listing_of(spec: &AppSpec) -> Arc<AppSpec> {
@@ -90,6 +122,7 @@ impl App {
 
     pub fn set_spec(&mut self, spec: Arc<AppSpec>) {
         self.listing = Self::listing_of(&spec);
+        self.brief = Self::brief_of(&spec);
         self.spec = spec;
     }
 

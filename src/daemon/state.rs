@@ -52,17 +52,26 @@ pub fn same_boot(recorded: Option<&str>, current: Option<&str>) -> bool {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PersistedApp {
     pub id: u32,
-    pub spec: AppSpec,
+    /// Shared with the registry: persisting a thousand apps copies no spec.
+    pub spec: std::sync::Arc<AppSpec>,
     pub instances: Vec<InstanceInfo>,
 }
 
 /// Write `bytes` to `path` atomically with mode 0600.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// Write what `fill` writes to `path` atomically with mode 0600, streamed through a buffer
+/// (a large state is never held whole in memory).
+pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("state")));
     {
-        let mut f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
-        f.write_all(bytes)?;
+        let f = OpenOptions::new().create(true).truncate(true).write(true).mode(0o600).open(&tmp)?;
+        let mut w = io::BufWriter::with_capacity(64 * 1024, f);
+        fill(&mut w)?;
+        let f = w.into_inner().map_err(|e| e.into_error())?;
         f.sync_all()?;
     }
     fs::rename(&tmp, path)?;
@@ -104,7 +113,7 @@ mod tests {
             boot_id: boot_id(),
             apps: vec![PersistedApp {
                 id: 2,
-                spec: AppSpec::new("web", "/bin/sleep", dir.path().to_path_buf()),
+                spec: AppSpec::new("web", "/bin/sleep", dir.path().to_path_buf()).into(),
                 instances: vec![InstanceInfo::new(0)],
             }],
         };

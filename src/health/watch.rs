@@ -255,9 +255,15 @@ impl Watcher {
         let mut w =
             Watcher { fd, dirs: HashMap::new(), trees: Vec::new(), files: Vec::new(), ignore, note: None };
         for root in roots {
-            if root.is_dir() {
+            if root.is_dir() || !root.exists() {
+                // A path that does not exist yet is a directory to come (`dist`): its nearest
+                // existing ancestor is watched until it appears.
                 w.trees.push(root.clone());
-                w.add_tree(root);
+                if root.is_dir() {
+                    w.add_tree(root);
+                } else {
+                    w.watch_ancestor(root);
+                }
             } else if let Some(dir) = root.parent() {
                 // A file is watched through its directory: editors replace files by renaming.
                 w.files.push(root.clone());
@@ -272,6 +278,19 @@ impl Watcher {
             ));
         }
         Ok(w)
+    }
+
+    /// Watch the nearest existing ancestor of `path` (not its subdirectories), to see `path`
+    /// appear.
+    fn watch_ancestor(&mut self, path: &Path) {
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d.is_dir() {
+                self.add_dir(d);
+                return;
+            }
+            dir = d.parent();
+        }
     }
 
     /// How many directories are watched.
@@ -335,8 +354,29 @@ impl Watcher {
                 _ => return found,
             };
             for ev in events {
+                if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                    // Events were lost, directories created meanwhile among them: watch every
+                    // tree again (existing watches are kept) and count it as a change.
+                    for root in self.trees.clone() {
+                        if root.is_dir() {
+                            self.add_tree(&root);
+                        } else {
+                            self.watch_ancestor(&root);
+                        }
+                    }
+                    found.get_or_insert_with(|| {
+                        self.trees.first().or(self.files.first()).cloned().unwrap_or_default()
+                    });
+                    continue;
+                }
                 if ev.mask.contains(AddWatchFlags::IN_IGNORED) {
-                    self.dirs.remove(&ev.wd);
+                    // A watched directory is gone: if it was a watched path itself, watch for it
+                    // to come back (`rm -rf build && tsc`).
+                    if let Some(dir) = self.dirs.remove(&ev.wd) {
+                        if self.trees.contains(&dir) && track {
+                            self.watch_ancestor(&dir);
+                        }
+                    }
                     continue;
                 }
                 let Some(dir) = self.dirs.get(&ev.wd).cloned() else { continue };

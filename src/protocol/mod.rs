@@ -106,6 +106,10 @@ pub enum Request {
         targets: Vec<Target>,
     },
     List,
+    /// [`Request::List`] for the table of `herder list`: each app's spec holds only its name,
+    /// namespace, instance count and watched paths, and instances come without their exit
+    /// history, so that a thousand apps answer in a few milliseconds.
+    ListBrief,
     Show {
         target: Target,
     },

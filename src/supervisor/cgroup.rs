@@ -6,6 +6,12 @@
 //! `/sys/fs/cgroup/unified`) and the daemon's own group in `/proc/self/cgroup`. When there is
 //! no writable v2 hierarchy, [`CgroupRoot::detect`] says why and callers fall back to process
 //! groups and the process tree.
+//!
+//! To pass controllers down on cgroup v2, the daemon may move itself into a leaf of its group,
+//! `herder-<home token>-daemon` (see [`super::delegate`]). Everything that derives paths from
+//! `/proc/self/cgroup` goes through [`CgroupRoot::locate`], which takes that leaf off again, so
+//! a daemon that runs there (after `herder update`, or restarted from it) finds the same
+//! `herder-<token>` group and nests no further.
 
 use std::fs;
 use std::io::{self, Write};
@@ -17,7 +23,12 @@ use std::time::{Duration, Instant};
 /// The directory holding this daemon's instance groups.
 #[derive(Debug, Clone)]
 pub struct CgroupRoot {
+    /// `herder-<token>`.
     pub path: PathBuf,
+    /// The group it is in (the daemon's group, or the parent of the daemon's leaf).
+    pub group: PathBuf,
+    /// `herder-<token>-daemon` in `group`, where the daemon moves to pass controllers down.
+    pub leaf: PathBuf,
 }
 
 /// Where the groups of a daemon started from this process would go.
@@ -25,10 +36,17 @@ pub struct CgroupRoot {
 pub struct Location {
     /// The cgroup2 mount point.
     pub mount: PathBuf,
-    /// This process's own v2 group (the daemon's parent group).
+    /// This process's own v2 group, without the daemon's leaf if it is in that.
     pub group: PathBuf,
     /// `herder-<token>` inside it.
     pub root: PathBuf,
+    /// `herder-<token>-daemon` inside it (the daemon's leaf, which may not exist).
+    pub leaf: PathBuf,
+}
+
+/// The name of the leaf group the daemon of home `token` moves into (cgroup v2).
+pub fn daemon_leaf_name(token: &str) -> String {
+    format!("herder-{token}-daemon")
 }
 
 impl CgroupRoot {
@@ -43,15 +61,17 @@ impl CgroupRoot {
         let own = fs::read_to_string("/proc/self/cgroup")
             .map_err(|e| format!("cannot read /proc/self/cgroup: {e}"))?;
         let rel = own_v2_group(&own).ok_or("the daemon is in no cgroup v2 group")?;
-        let rel = rel.trim_start_matches('/');
+        let leaf_name = daemon_leaf_name(token);
+        let rel = without_leaf(&rel, &leaf_name);
         let group = if rel.is_empty() { mount.clone() } else { mount.join(rel) };
         let root = group.join(format!("herder-{token}"));
-        Ok(Location { mount, group, root })
+        let leaf = group.join(leaf_name);
+        Ok(Location { mount, group, root, leaf })
     }
 
     /// Find a writable cgroup v2 hierarchy and create `herder-<token>` in the daemon's group.
     pub fn detect(token: &str) -> Result<CgroupRoot, String> {
-        let path = Self::locate(token)?.root;
+        let Location { root: path, group, leaf, .. } = Self::locate(token)?;
         match fs::create_dir(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -60,7 +80,7 @@ impl CgroupRoot {
         if !path.join("cgroup.procs").exists() {
             return Err(format!("{} is not a cgroup", path.display()));
         }
-        Ok(CgroupRoot { path })
+        Ok(CgroupRoot { path, group, leaf })
     }
 
     /// The group of one instance (not created yet).
@@ -81,7 +101,7 @@ impl CgroupRoot {
 }
 
 /// The mount point of the cgroup2 file system, from mountinfo.
-fn v2_mount(mountinfo: &str) -> Option<PathBuf> {
+pub(crate) fn v2_mount(mountinfo: &str) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         // `36 25 0:30 / /sys/fs/cgroup rw,… - cgroup2 cgroup2 rw,…`
         let (left, right) = line.split_once(" - ")?;
@@ -114,6 +134,17 @@ fn unescape_mount(s: &str) -> String {
 /// The `0::/path` line of /proc/self/cgroup.
 fn own_v2_group(cgroup: &str) -> Option<String> {
     cgroup.lines().find_map(|l| l.strip_prefix("0::")).map(|p| p.to_string())
+}
+
+/// A v2 group path relative to the mount (no leading `/`), without a last component
+/// `leaf_name`: the group the daemon's leaf is in.
+fn without_leaf<'a>(rel: &'a str, leaf_name: &str) -> &'a str {
+    let rel = rel.trim_start_matches('/');
+    match rel.rsplit_once('/') {
+        Some((parent, last)) if last == leaf_name => parent,
+        None if rel == leaf_name => "",
+        _ => rel,
+    }
 }
 
 /// One instance's group.
@@ -244,5 +275,22 @@ mod tests {
         let c = "4:memory:/x\n0::/user.slice/session-1.scope\n";
         assert_eq!(own_v2_group(c).as_deref(), Some("/user.slice/session-1.scope"));
         assert_eq!(own_v2_group("4:memory:/x\n"), None);
+    }
+
+    #[test]
+    fn the_daemons_leaf_is_taken_off_its_own_group() {
+        let leaf = daemon_leaf_name("0123456789ab");
+        assert_eq!(leaf, "herder-0123456789ab-daemon");
+        // Under a unit, in a container's namespace root, and where it has not moved (yet).
+        assert_eq!(
+            without_leaf(&format!("/system.slice/herder.service/{leaf}"), &leaf),
+            "system.slice/herder.service"
+        );
+        assert_eq!(without_leaf(&format!("/{leaf}"), &leaf), "");
+        assert_eq!(without_leaf("/system.slice/herder.service", &leaf), "system.slice/herder.service");
+        assert_eq!(without_leaf("/", &leaf), "");
+        // Another home's leaf, or the leaf's name further up, is a group like any other.
+        assert_eq!(without_leaf("/a/herder-ffffffffffff-daemon", &leaf), "a/herder-ffffffffffff-daemon");
+        assert_eq!(without_leaf(&format!("/{leaf}/x"), &leaf), format!("{leaf}/x"));
     }
 }

@@ -1,8 +1,9 @@
 //! Kernel limits for instances: `memory_limit` and `cpu_limit` through cgroups, and the count
 //! of kernel OOM kills that tells an `oom-killed` exit from any other SIGKILL.
 //!
-//! Cgroup v2 is used when herder's group there can enable the `memory` and `cpu` controllers;
-//! otherwise the v1 `memory` and `cpu` hierarchies get a parallel group per instance
+//! Cgroup v2 is used when the daemon's group there offers the `memory` and `cpu` controllers
+//! and they can be passed down to herder's group (see [`super::delegate`], which may move the
+//! daemon into a leaf of its group for that); otherwise the v1 `memory` and `cpu` hierarchies get a parallel group per instance
 //! (`herder-<token>/app-<id>-<index>` under the daemon's own group), which the child joins
 //! before exec. Without either, limits are not applied and the daemon says why.
 
@@ -12,6 +13,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use super::cgroup::{Cgroup, CgroupRoot};
+use super::delegate::{delegate, Delegation};
 use crate::protocol::AppSpec;
 
 /// The CFS period used for `cpu_limit` (100 ms, the kernel's default).
@@ -76,24 +78,6 @@ fn v1_root(mountinfo: &str, own: &str, controller: &str, token: &str) -> Result<
     }
 }
 
-/// Turn on `controller` for the children of `group` (v2); whether it is on.
-fn enable_v2(group: &Path, controller: &str) -> bool {
-    let has = |file: &str| {
-        fs::read_to_string(group.join(file)).is_ok_and(|s| s.split_whitespace().any(|c| c == controller))
-    };
-    if has("cgroup.subtree_control") {
-        return true;
-    }
-    if !has("cgroup.controllers") {
-        return false;
-    }
-    fs::OpenOptions::new()
-        .write(true)
-        .open(group.join("cgroup.subtree_control"))
-        .and_then(|mut f| f.write_all(format!("+{controller}").as_bytes()))
-        .is_ok()
-}
-
 impl LimitRoots {
     /// What this machine allows, with herder's v2 root if there is one.
     pub fn detect(token: &str, v2: Option<&CgroupRoot>) -> LimitRoots {
@@ -102,31 +86,34 @@ impl LimitRoots {
             roots.note = Some("cgroups are disabled by `HERDER_NO_CGROUP`".into());
             return roots;
         }
-        if let Some(root) = v2 {
-            roots.v2_memory = enable_v2(&root.path, "memory");
-            roots.v2_cpu = enable_v2(&root.path, "cpu");
-        }
+        // What could be passed down from the daemon's v2 group, moving the daemon if need be.
+        let v2 = v2
+            .map(|root| {
+                let d = delegate(&root.group, &root.path, &root.leaf, std::process::id(), &["memory", "cpu"]);
+                if let Some(why) = &d.note {
+                    tracing::info!(reason = %why, "cgroup v2 controllers not passed down to the instances");
+                }
+                d
+            })
+            .unwrap_or_default();
+        roots.v2_memory = v2.enabled.iter().any(|c| c == "memory");
+        roots.v2_cpu = v2.enabled.iter().any(|c| c == "cpu");
         let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let mut missing = Vec::new();
         if !roots.v2_memory {
             match v1_root(&mountinfo, &own, "memory", token) {
                 Ok(p) => roots.v1_memory = Some(p),
-                Err(e) => missing.push(format!(
-                    "`memory_limit` cannot be applied: no cgroup v2 memory controller and {e}"
-                )),
+                Err(e) => missing.push(Missing { limit: "memory_limit", controller: "memory", v1: e }),
             }
         }
         if !roots.v2_cpu {
             match v1_root(&mountinfo, &own, "cpu", token) {
                 Ok(p) => roots.v1_cpu = Some(p),
-                Err(e) => missing
-                    .push(format!("`cpu_limit` cannot be applied: no cgroup v2 cpu controller and {e}")),
+                Err(e) => missing.push(Missing { limit: "cpu_limit", controller: "cpu", v1: e }),
             }
         }
-        if !missing.is_empty() {
-            roots.note = Some(missing.join("; "));
-        }
+        roots.note = missing_note(&missing, &v2);
         roots
     }
 
@@ -211,6 +198,44 @@ impl LimitRoots {
     }
 }
 
+/// A limit that neither cgroup version can apply, with why v1 cannot.
+struct Missing {
+    limit: &'static str,
+    controller: &'static str,
+    v1: String,
+}
+
+/// What cannot be limited and why, from v1's reasons and what v2 delegation found.
+fn missing_note(missing: &[Missing], v2: &Delegation) -> Option<String> {
+    if missing.is_empty() {
+        return None;
+    }
+    // Offered by the daemon's group but not passed down: one reason for all of them.
+    let (blocked, absent): (Vec<&Missing>, Vec<&Missing>) =
+        missing.iter().partition(|m| v2.note.is_some() && v2.offered.iter().any(|c| c == m.controller));
+    let mut parts: Vec<String> = absent
+        .iter()
+        .map(|m| {
+            format!("`{}` cannot be applied: no cgroup v2 {} controller and {}", m.limit, m.controller, m.v1)
+        })
+        .collect();
+    if let (Some(why), false) = (&v2.note, blocked.is_empty()) {
+        let limits: Vec<String> = blocked.iter().map(|m| format!("`{}`", m.limit)).collect();
+        let v1: Vec<&str> = blocked.iter().map(|m| m.v1.as_str()).collect();
+        let hint = if v2.shared {
+            "; run the daemon under `herder startup` or in its own cgroup to apply `memory_limit`/`cpu_limit`"
+        } else {
+            ""
+        };
+        parts.push(format!(
+            "{} cannot be applied: {why} (and {}){hint}",
+            limits.join(" and "),
+            v1.join(", ")
+        ));
+    }
+    Some(parts.join("; "))
+}
+
 /// A v1 group for one run: emptied of an earlier run's settings by being recreated when empty.
 fn fresh_v1_group(root: &Path, name: &str) -> Result<PathBuf, String> {
     let group = root.join(name);
@@ -273,5 +298,49 @@ mod tests {
         fs::write(&v1, "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n").unwrap();
         assert_eq!(oom_count(&v1), 1);
         assert_eq!(oom_count(&dir.path().join("missing")), 0);
+    }
+
+    #[test]
+    fn the_note_says_why_each_limit_cannot_be_applied() {
+        let v1 = |c: &str| format!("no cgroup v1 `{c}` hierarchy");
+        let both = [
+            Missing { limit: "memory_limit", controller: "memory", v1: v1("memory") },
+            Missing { limit: "cpu_limit", controller: "cpu", v1: v1("cpu") },
+        ];
+        assert_eq!(missing_note(&[], &Delegation::default()), None);
+        // Not offered at all (v2 without the controllers, or no v2 group).
+        assert_eq!(
+            missing_note(&both[..1], &Delegation::default()).unwrap(),
+            "`memory_limit` cannot be applied: no cgroup v2 memory controller and no cgroup v1 `memory` hierarchy"
+        );
+        // Offered, but the daemon shares its group: one reason, and what to do.
+        let shared = Delegation {
+            offered: vec!["memory".into(), "cpu".into()],
+            shared: true,
+            note: Some(
+                "the daemon shares its cgroup (/sys/fs/cgroup/user.slice) with other processes (pid 7)"
+                    .into(),
+            ),
+            ..Delegation::default()
+        };
+        assert_eq!(
+            missing_note(&both, &shared).unwrap(),
+            "`memory_limit` and `cpu_limit` cannot be applied: the daemon shares its cgroup \
+             (/sys/fs/cgroup/user.slice) with other processes (pid 7) (and no cgroup v1 `memory` hierarchy, \
+             no cgroup v1 `cpu` hierarchy); run the daemon under `herder startup` or in its own cgroup to \
+             apply `memory_limit`/`cpu_limit`"
+        );
+        // Only memory offered (and failing): cpu is simply absent.
+        let failed = Delegation {
+            offered: vec!["memory".into()],
+            moved: true,
+            note: Some(
+                "the daemon moved into L but `memory` cannot be enabled in G: Permission denied".into(),
+            ),
+            ..Delegation::default()
+        };
+        let note = missing_note(&both, &failed).unwrap();
+        assert!(note.starts_with("`cpu_limit` cannot be applied: no cgroup v2 cpu controller"), "{note}");
+        assert!(note.ends_with("`memory_limit` cannot be applied: the daemon moved into L but `memory` cannot be enabled in G: Permission denied (and no cgroup v1 `memory` hierarchy)"), "{note}");
     }
 }

@@ -7,6 +7,7 @@
 //! waiting `kill_timeout`, then killing every process left ([`tree`], [`cgroup`]).
 
 pub mod cgroup;
+pub mod delegate;
 pub mod fork;
 pub mod handover;
 pub mod limits;
@@ -438,10 +439,14 @@ impl Actor {
                             None => break,
                         },
                     },
-                    // An app that gave up (errored) is tried again once its files change:
-                    // the fix for a crash on start is an edit.
+                    // An app that gave up (errored) is tried again once its files change and
+                    // settle: the fix for a crash on start is an edit.
                     path = watch_changed(&mut self.watcher), if self.info.status == Status::Errored => {
-                        self.watch_start(path)
+                        self.on_watch_change(path);
+                        Phase::Idle
+                    }
+                    _ = sleep_until_some(self.watch_due.as_ref().map(|d| d.due)), if self.info.status == Status::Errored => {
+                        self.watch_start(true)
                     }
                 },
                 // In this order: the exit, what the app said (a `WATCHDOG=1` or `READY=1` queued
@@ -504,7 +509,11 @@ impl Actor {
                 },
                 Phase::Waiting(until) => tokio::select! {
                     _ = sleep_until(until) => self.launch(),
-                    path = watch_changed(&mut self.watcher) => self.watch_start(path),
+                    path = watch_changed(&mut self.watcher) => {
+                        self.on_watch_change(path);
+                        Phase::Waiting(until)
+                    }
+                    _ = sleep_until_some(self.watch_due.as_ref().map(|d| d.due)) => self.watch_start(false),
                     cmd = rx.recv() => match cmd {
                         None => break,
                         Some(cmd) => {
@@ -679,6 +688,10 @@ impl Actor {
         self.watch_due = None;
         if self.watcher.is_none() && !self.spec.watch.is_empty() {
             self.watcher = self.start_watching();
+        } else if let Some(w) = &mut self.watcher {
+            // Whatever changed up to this start (during a stop, a restart command, a backoff)
+            // is in the files the new process reads: not a reason to restart it again.
+            w.drain();
         }
         match spawned {
             Ok(s) => {
@@ -1046,29 +1059,24 @@ impl Actor {
         self.event("restart", None, Some(why));
         self.stop_process(run).await;
         self.info.restarts += 1;
-        let phase = self.launch();
-        // What the app wrote while stopping and starting is its own doing, not an edit.
-        if let Some(w) = &mut self.watcher {
-            w.drain();
-        }
-        phase
+        self.launch()
     }
 
-    /// Watched files changed while the app was down (waiting to restart, or errored): start
-    /// it now, with a fresh restart budget.
-    fn watch_start(&mut self, path: PathBuf) -> Phase {
+    /// Watched files changed while the app was down and have been quiet since: start it now.
+    /// Errored (`fresh_budget`), the edit is the fix and the restart budget starts over;
+    /// waiting to restart after a crash, the backoff is cut short but the budget stays.
+    fn watch_start(&mut self, fresh_budget: bool) -> Phase {
+        let path = self.watch_due.take().map(|d| d.path).unwrap_or_default();
         let why = format!("`watch`: {} changed", path.display());
         tracing::info!(app = %self.spec.name, instance = self.info.index, "{why}; starting");
         self.event("restart", None, Some(why));
-        self.auto_restart_pending = false;
-        self.policy = PolicyState::default();
-        self.info.unstable_restarts = 0;
-        self.info.restarts += 1;
-        let phase = self.launch();
-        if let Some(w) = &mut self.watcher {
-            w.drain();
+        if fresh_budget {
+            self.policy = PolicyState::default();
+            self.info.unstable_restarts = 0;
         }
-        phase
+        self.auto_restart_pending = false;
+        self.info.restarts += 1;
+        self.launch()
     }
 
     /// The tree went over `max_memory_restart`: restart it gracefully (stop signal, then
@@ -1114,6 +1122,12 @@ impl Actor {
 
     /// Apply the restart policy to an exit.
     fn after_exit(&mut self, exit: ExitReason, uptime_ms: u64) -> Phase {
+        // What the dying process wrote (a core file, a crash report) is not an edit: only
+        // changes from now on may start it early.
+        self.watch_due = None;
+        if let Some(w) = &mut self.watcher {
+            w.drain();
+        }
         let decision = policy::on_exit(&self.spec, &mut self.policy, exit, uptime_ms);
         self.follow(decision, Some(exit))
     }

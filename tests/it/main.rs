@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod cgroup_leaf;
 mod config_errors;
 mod config_formats;
 mod container;

@@ -215,3 +215,75 @@ fn shutdown_with_message_stops_a_node_app_by_ipc() {
     let exit = app.instances[0].last_exit.clone().unwrap();
     assert_eq!(exit.reason, herder::protocol::ExitReason::Code(0), "{exit:?}");
 }
+
+fn pid_changes_from(h: &TestHome, old: u32) -> u32 {
+    wait_for("a restart", T, || {
+        let i = h.app("w").instances[0].clone();
+        (i.status == Status::Online && i.pid.is_some_and(|p| p != old)).then(|| i.pid.unwrap())
+    })
+}
+
+#[test]
+fn a_watched_directory_that_appears_later_or_comes_back_is_watched() {
+    let h = TestHome::new();
+    let (proj, cfg) = project(&h, "watch = [\"dist\"]");
+    h.ok(&["start", cfg.to_str().unwrap()]);
+    let (_, first) = online_pid(&h);
+    // `dist` does not exist yet: its creation counts, and so do files in it afterwards.
+    std::fs::create_dir(proj.join("dist")).unwrap();
+    let second = pid_changes_from(&h, first);
+    let_time_pass(&h, 3);
+    write(&proj.join("dist/app.js"), "1");
+    let third = pid_changes_from(&h, second);
+    // A rebuild that removes the directory and writes it again (`rm -rf dist && tsc`).
+    let_time_pass(&h, 3);
+    std::fs::remove_dir_all(proj.join("dist")).unwrap();
+    let fourth = pid_changes_from(&h, third);
+    let_time_pass(&h, 3);
+    std::fs::create_dir(proj.join("dist")).unwrap();
+    let fifth = pid_changes_from(&h, fourth);
+    let_time_pass(&h, 3);
+    write(&proj.join("dist/app.js"), "2");
+    pid_changes_from(&h, fifth);
+}
+
+#[test]
+fn edits_before_a_requested_restart_do_not_restart_it_again() {
+    let h = TestHome::new();
+    let (proj, cfg) = project(&h, "watch = true\nwatch_delay = \"1500ms\"");
+    h.ok(&["start", cfg.to_str().unwrap()]);
+    let (_, first) = online_pid(&h);
+    // A deploy: files change, then the operator restarts at once.
+    write(&proj.join("config.txt"), "new");
+    h.ok(&["restart", "w"]);
+    let second = pid_changes_from(&h, first);
+    // Longer than `watch_delay`, by the app's clock.
+    let_time_pass(&h, 50);
+    let i = h.app("w").instances[0].clone();
+    assert_eq!((i.pid, i.restarts), (Some(second), 1), "the edit before the restart restarted it again");
+}
+
+#[test]
+fn what_a_crashing_app_writes_does_not_restart_it_past_its_budget() {
+    let h = TestHome::new();
+    let proj = h.dir.path().join("proj");
+    std::fs::create_dir_all(&proj).unwrap();
+    // It leaves a crash report in its own directory each time it dies.
+    write(&proj.join("app.py"), "open('crash-report.txt', 'a').write('boom\\n')\nraise SystemExit(1)\n");
+    let text = format!(
+        "[[apps]]\nname = \"w\"\nscript = \"app.py\"\ncwd = \"{}\"\nwatch = true\nmax_restarts = 3\nrestart_delay = \"300ms\"\n",
+        proj.display()
+    );
+    let cfg = h.write("w.toml", &text);
+    h.ok(&["start", cfg.to_str().unwrap()]);
+    let app = h.wait_status("w", Status::Errored, T);
+    assert_eq!(app.instances[0].restarts, 3);
+    // Another app's clock: time for any restart the reports could cause.
+    h.ok(&["start", fixture("beat.py").to_str().unwrap(), "--name", "clock"]);
+    let log = h.home.join("logs/clock-0.out.log");
+    wait_for("the clock to tick", T, || {
+        (std::fs::read_to_string(&log).map(|t| t.lines().count()).unwrap_or(0) >= 10).then_some(())
+    });
+    let app = h.app("w");
+    assert_eq!((app.instances[0].status, app.instances[0].restarts), (Status::Errored, 3));
+}
