@@ -380,7 +380,7 @@ pub fn show(app: &AppInfo) -> String {
         }
     }
     let _ = writeln!(out, "\nenv");
-    for (k, v) in &s.env {
+    for (k, v) in s.env.iter() {
         let _ = writeln!(out, "{k:>24}  {}", mask(k, v));
     }
     out

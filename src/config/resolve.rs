@@ -329,7 +329,7 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
         env.entry("PYTHONUNBUFFERED".to_string()).or_insert_with(|| "1".to_string());
     }
     spec.interpreter = Some(launch.interpreter);
-    spec.env = env;
+    spec.env = std::sync::Arc::new(env);
     if let Some(var) = &decl.instance_var {
         spec.instance_var = var.clone();
     }

@@ -341,7 +341,7 @@ fn env_overlays_the_shell_environment() {
     want.insert("PORT".into(), "3000".into());
     want.insert("DEBUG".into(), "true".into());
     want.insert("RATIO".into(), "0.5".into());
-    assert_eq!(spec.env, want);
+    assert_eq!(*spec.env, want);
 
     let errs = f.load("[[apps]]\nscript = \"app.js\"\nenv = { A = [1] }\n").unwrap_err();
     assert_eq!(
@@ -483,7 +483,7 @@ fn from_command_resolves_a_script_with_flags() {
     assert_eq!(spec.cwd, f.root());
     let mut want = f.ctx().env;
     want.insert("PYTHONUNBUFFERED".into(), "1".into());
-    assert_eq!(spec.env, want);
+    assert_eq!(*spec.env, want);
     assert_eq!(spec.source, None);
     assert_eq!(spec.restart_delay_ms, 2_000);
     assert_eq!(spec.exp_backoff_restart_delay_ms, Some(100));

@@ -156,7 +156,7 @@ mod tests {
             .iter()
             .map(|n| {
                 let mut spec = AppSpec::new(*n, "/bin/sleep", PathBuf::from("/"));
-                spec.env.insert("SECRET_TOKEN".into(), format!("t-{n}"));
+                std::sync::Arc::make_mut(&mut spec.env).insert("SECRET_TOKEN".into(), format!("t-{n}"));
                 DumpedApp { spec, running: true }
             })
             .collect();

@@ -184,7 +184,8 @@ async fn start_apps(d: &Arc<Daemon>, specs: Vec<(bool, AppSpec)>) -> Vec<u32> {
     let mut ids = Vec::new();
     {
         let mut reg = d.registry();
-        for (run, spec) in specs {
+        for (run, mut spec) in specs {
+            super::registry::share_env(&mut spec.env);
             let spec = Arc::new(spec);
             let count = spec.instances as usize;
             let existing = reg.apps.values_mut().find(|a| a.spec().name == spec.name);
@@ -335,14 +336,16 @@ async fn restart(
     let Some(env) = env else {
         return on_instances(d, targets, |h| async move { h.restart(None).await }).await;
     };
-    // `--update-env`: the new environment replaces the old one whole, removals included.
+    // `--update-env`: the new environment replaces the old one whole, removals included; the
+    // apps share it.
+    let shared_env = Arc::new(env);
     let (ids, apps) = {
         let mut reg = d.registry();
         let ids = reg.resolve(targets)?;
         for id in &ids {
             if let Some(app) = reg.apps.get_mut(id) {
                 let mut spec = (**app.spec()).clone();
-                spec.env = env.clone();
+                spec.env = shared_env.clone();
                 app.set_spec(Arc::new(spec));
             }
         }

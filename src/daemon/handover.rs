@@ -807,7 +807,9 @@ pub(crate) async fn adopt(
         let mut reg = d.registry();
         reg.next_id = next_id;
         for app in apps {
-            let spec = Arc::new(app.spec);
+            let mut spec = app.spec;
+            super::registry::share_env(&mut spec.env);
+            let spec = Arc::new(spec);
             let instances: Vec<InstanceHandle> = app
                 .instances
                 .into_iter()

@@ -87,7 +87,8 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
         let mut reg = d.registry();
         reg.next_id = old.next_id;
         for app in old.apps {
-            let spec = app.spec;
+            let mut spec = app.spec;
+            super::registry::share_env(&mut Arc::make_mut(&mut spec).env);
             let instances: Vec<InstanceHandle> = (0..spec.instances)
                 .map(|i| {
                     let info = app.instances.iter().find(|x| x.index == i).cloned();

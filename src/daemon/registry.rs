@@ -2,7 +2,7 @@
 //! namespace) to app ids.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::protocol::{AppInfo, AppSpec, ErrorKind, ErrorReply, Target};
 use crate::supervisor::InstanceHandle;
@@ -74,6 +74,28 @@ impl Registry {
     }
 }
 
+/// Environments in use, to share one map between apps whose environments are equal (apps
+/// started from one shell or file carry the same few kilobytes each).
+static ENVS: Mutex<Vec<Weak<BTreeMap<String, String>>>> = Mutex::new(Vec::new());
+
+/// Make `env` the shared copy of an equal environment already in use, if there is one.
+pub fn share_env(env: &mut Arc<BTreeMap<String, String>>) {
+    let mut envs = ENVS.lock().unwrap_or_else(|e| e.into_inner());
+    envs.retain(|w| w.strong_count() > 0);
+    for w in envs.iter() {
+        if let Some(shared) = w.upgrade() {
+            if Arc::ptr_eq(&shared, env) {
+                return;
+            }
+            if *shared == **env {
+                *env = shared;
+                return;
+            }
+        }
+    }
+    envs.push(Arc::downgrade(env));
+}
+
 impl App {
     pub fn new(id: u32, spec: Arc<AppSpec>, instances: Vec<InstanceHandle>) -> App {
         let listing = Self::listing_of(&spec);
@@ -112,7 +134,7 @@ impl App {
 
     fn listing_of(spec: &AppSpec) -> Arc<AppSpec> {
         let mut listing = spec.clone();
-        listing.env.clear();
+        listing.env = Default::default();
         Arc::new(listing)
     }
 
@@ -164,6 +186,18 @@ mod tests {
             r.apps.insert(a.id, a);
         }
         r
+    }
+
+    #[test]
+    fn equal_environments_are_shared() {
+        let env = |v: &str| Arc::new(BTreeMap::from([("A".to_string(), v.to_string())]));
+        let (mut a, mut b, mut c) = (env("1"), env("1"), env("2"));
+        share_env(&mut a);
+        share_env(&mut b);
+        share_env(&mut c);
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(c.get("A").map(String::as_str), Some("2"));
     }
 
     #[test]

@@ -62,7 +62,7 @@ async fn deliver(hook: &HookSpec, event: &Event, spec: &AppSpec, reaper: &Reaper
                 }
             }
             HookAction::Command(cmd) => {
-                let mut env = spec.env.clone();
+                let mut env = (*spec.env).clone();
                 env.insert("HERDER_EVENT".into(), String::from_utf8_lossy(&json).into_owned());
                 env.insert("HERDER_EVENT_KIND".into(), event.kind.clone());
                 env.insert("HERDER_APP".into(), event.app.clone());

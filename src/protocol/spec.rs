@@ -46,7 +46,7 @@ pub struct AppSpec {
     /// Working directory (absolute).
     pub cwd: PathBuf,
     /// The whole environment of the app (the shell's unless filtered, then the file's).
-    pub env: BTreeMap<String, String>,
+    pub env: std::sync::Arc<BTreeMap<String, String>>,
     /// Number of instances.
     pub instances: u32,
     /// Restart on exit.
@@ -152,7 +152,7 @@ impl AppSpec {
             args: Vec::new(),
             interpreter: None,
             cwd,
-            env: BTreeMap::new(),
+            env: Default::default(),
             instances: 1,
             autorestart: true,
             stop_exit_codes: Vec::new(),

@@ -908,7 +908,7 @@ impl Actor {
             self.spec.health.clone(),
             self.ctx.reaper.clone(),
             self.spec.cwd.clone(),
-            self.spec.env.clone(),
+            (*self.spec.env).clone(),
         );
         Some(Probes { results, tasks })
     }
