@@ -104,7 +104,8 @@ pub(crate) fn serve(daemon: &Arc<Daemon>, listener: TcpListener) -> Result<Socke
 async fn answer(daemon: &Daemon, mut stream: TcpStream) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+    // The end of the head: a blank line (CRLF, or bare LF from lenient clients).
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
         let n = stream.read(&mut buf).await?;
         if n == 0 {
             return Ok(());
@@ -116,7 +117,8 @@ async fn answer(daemon: &Daemon, mut stream: TcpStream) -> std::io::Result<()> {
         }
     }
     let line =
-        String::from_utf8_lossy(&head[..head.iter().position(|b| *b == b'\r').unwrap_or(0)]).into_owned();
+        String::from_utf8_lossy(&head[..head.iter().position(|b| matches!(b, b'\r' | b'\n')).unwrap_or(0)])
+            .into_owned();
     let mut parts = line.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = path.split('?').next().unwrap_or("");

@@ -167,10 +167,16 @@ impl LimitRoots {
             let value = quota.map_or(format!("max {CPU_PERIOD_US}"), |q| format!("{q} {CPU_PERIOD_US}"));
             write(&group.path.join("cpu.max"), &value)?;
         } else if let (Some(q), Some(root)) = (quota, &self.v1_cpu) {
-            let group = fresh_v1_group(root, &name)?;
+            // Where memory and cpu share one v1 hierarchy, the group made for the memory
+            // limit above is the same one: set the quota there, join it once.
+            let shared =
+                spec.memory_limit.is_some() && !self.v2_memory && self.v1_memory.as_ref() == Some(root);
+            let group = if shared { root.join(&name) } else { fresh_v1_group(root, &name)? };
             write(&group.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
             write(&group.join("cpu.cfs_quota_us"), &q.to_string())?;
-            applied.join.push(open_procs(&group)?);
+            if !shared {
+                applied.join.push(open_procs(&group)?);
+            }
         } else if quota.is_some() {
             return Err(self.note.clone().unwrap_or_else(|| "no cgroup cpu controller".into()));
         }

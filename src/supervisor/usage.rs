@@ -76,8 +76,14 @@ fn cgroup_cpu_us(group: &Path) -> Option<u64> {
 
 /// Pids listed in a group's `cgroup.procs`.
 fn cgroup_pids(group: &Path) -> Option<Vec<i32>> {
-    let mut buf = [0u8; 4096];
+    const STACK: usize = 4096;
+    let mut buf = [0u8; STACK];
     let text = read_small(&group.join("cgroup.procs"), &mut buf)?;
+    if text.len() < STACK {
+        return Some(text.lines().filter_map(|l| l.trim().parse().ok()).collect());
+    }
+    // Too many processes for the stack buffer (several hundred): read the whole list.
+    let text = std::fs::read_to_string(group.join("cgroup.procs")).ok()?;
     Some(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
 

@@ -172,6 +172,14 @@ fn the_endpoint_serves_parseable_prometheus_text_with_every_series() {
     // `herder metrics` prints the same text.
     check_text_format(&h.ok(&["metrics"]));
 
+    // A client that ends its lines with a bare LF is answered too.
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    write!(s, "GET /metrics HTTP/1.0\n\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+
     let (head, _) = get(&addr, "/nope");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 
