@@ -98,9 +98,9 @@ fn remove_tree(group: &Path, deadline: Instant) {
             remove_tree(&e.path(), deadline);
         }
     }
-    while std::fs::remove_dir(group).is_err() && group.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    poll(deadline.saturating_duration_since(Instant::now()), || {
+        (std::fs::remove_dir(group).is_ok() || !group.exists()).then_some(())
+    });
 }
 
 impl Drop for InLeaf {
@@ -108,9 +108,7 @@ impl Drop for InLeaf {
         let pid = self.h.daemon_pid();
         let _ = self.h.cmd(&["kill"]).output();
         let deadline = Instant::now() + T;
-        while pid.is_some_and(pid_alive) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        poll(T, || (!pid.is_some_and(pid_alive)).then_some(()));
         remove_tree(&self.group, deadline);
     }
 }

@@ -133,26 +133,17 @@ impl Run {
 
     /// Wait for the exit; panics with the output after `timeout`.
     fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // The readers take the last lines (unless something else holds the pipes).
-                let until = Instant::now() + Duration::from_secs(5);
-                while !self.readers.iter().all(|r| r.is_finished()) && Instant::now() < until {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "herder run did not exit within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
-                    self.stdout(),
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let Some(status) = poll(timeout, || self.child.try_wait().unwrap()) else {
+            let _ = self.child.kill();
+            panic!(
+                "herder run did not exit within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            );
+        };
+        // The readers take the last lines (unless something else holds the pipes).
+        poll(Duration::from_secs(5), || self.readers.iter().all(|r| r.is_finished()).then_some(()));
+        status
     }
 }
 
@@ -164,10 +155,7 @@ impl Drop for Run {
             return;
         }
         unsafe { libc::kill(self.herder as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        poll(Duration::from_secs(10), || self.child.try_wait().ok().flatten());
         unsafe { libc::kill(self.herder as i32, libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
