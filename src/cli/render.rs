@@ -2,13 +2,8 @@
 //! detail view of `show`.
 
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::protocol::{AppInfo, InstanceInfo, Status};
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+use crate::protocol::{now_ms, AppInfo, InstanceInfo, Status};
 
 /// `950ms`, `12s`, `5m`, `3h`, `2D`, as PM2 shows uptimes.
 pub fn duration(ms: u64) -> String {

@@ -42,10 +42,7 @@ pub struct DumpedApp {
 
 impl Dump {
     pub fn new(apps: Vec<DumpedApp>) -> Dump {
-        let saved_at_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let saved_at_ms = crate::protocol::now_ms();
         Dump {
             version: DUMP_VERSION,
             herder_version: crate::protocol::PROGRAM_VERSION.to_string(),

@@ -92,14 +92,6 @@ fn ping(d: &Daemon) -> DaemonInfo {
     }
 }
 
-/// Unix time now, ms.
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Snapshots of `ids` (every app when `None`), with their environments when `env` is set.
 /// The apps `ids` as the table shows them (the answer to commands that change apps, which the
 /// CLI prints as a table).

@@ -183,10 +183,7 @@ impl<'a> Family<'a> {
 pub(crate) fn render(daemon: &Daemon) -> String {
     let apps: Vec<AppInfo> =
         daemon.registry().apps.values().map(|a| a.info(&daemon.ctx.paths, false)).collect();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = crate::protocol::now_ms();
     let mut out = String::with_capacity(512 + apps.len() * 1024);
     let labels = |a: &AppInfo, index: u32| {
         format!(

@@ -367,7 +367,7 @@ async fn serve(
         metrics: metrics::Endpoint::default(),
         killed_at_stop: Mutex::new(Vec::new()),
         image,
-        image_started_ms: handlers::now_ms(),
+        image_started_ms: protocol::now_ms(),
         handover: handover::Gate::new(
             lock_fd,
             listener.as_raw_fd(),
@@ -666,7 +666,7 @@ async fn stream_events(daemon: &Daemon, mut stream: UnixStream) {
             got = rx.recv() => match got {
                 Ok(e) => e,
                 Err(RecvError::Lagged(n)) => protocol::Event {
-                    at_ms: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+                    at_ms: protocol::now_ms(),
                     kind: "lagged".into(),
                     app: String::new(),
                     instance: 0,

@@ -24,6 +24,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::broadcast;
 
 use crate::paths::Paths;
+use crate::protocol::now_ms;
 pub use file::{LogFile, Rotation, WriteError};
 use format::{Stamp, TimeFormat};
 
@@ -335,13 +336,6 @@ pub(crate) struct StreamState {
     window: Instant,
     in_window: u64,
     suppressed: u64,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl StreamState {

@@ -624,6 +624,14 @@ pub struct LogWriteError {
     pub dropped_bytes: u64,
 }
 
+/// Unix time now in milliseconds, as the protocol's `*_ms` timestamps are.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Errors of the framing layer.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {

@@ -20,7 +20,7 @@ pub mod usage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::time::sleep_until;
@@ -31,7 +31,7 @@ use crate::health::watch::{Ignore, Watcher};
 use crate::paths::Paths;
 use crate::protocol::spec::ProbeKind;
 use crate::protocol::ProbeState;
-use crate::protocol::{AppSpec, ExitReason, ExitRecord, InstanceInfo, Status};
+use crate::protocol::{now_ms, AppSpec, ExitReason, ExitRecord, InstanceInfo, Status};
 use cgroup::{Cgroup, CgroupRoot};
 use policy::{Decision, PolicyState};
 use reaper::Reaper;
@@ -420,10 +420,6 @@ struct Actor {
     watcher: Option<Watcher>,
     /// A watched file changed: when the restart is due.
     watch_due: Option<WatchDue>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Actor {

@@ -14,7 +14,7 @@ pub mod view;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Result;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use crate::client::{Client, ClientError};
 use crate::logs::format::line_time;
 use crate::paths::Paths;
-use crate::protocol::{AppInfo, LogItem, LogStream, Request, Response, Target};
+use crate::protocol::{now_ms, AppInfo, LogItem, LogStream, Request, Response, Target};
 use model::{Action, Key, LogLine, Model};
 
 /// How often the list is asked for (and the screen redrawn at the least).
@@ -61,10 +61,6 @@ enum Msg {
         instances: Vec<(u32, Vec<(f32, u64)>)>,
     },
     Notice(String),
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Run the dashboard until `q`; 1 when there is no terminal to draw on.
