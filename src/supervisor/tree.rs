@@ -2,6 +2,8 @@
 //! environment marker that ties a re-parented orphan to the instance that started it.
 
 use std::fs;
+use std::io::Read;
+use std::path::Path;
 
 /// Environment variable set in every instance; its value names the home, app and instance.
 pub const MARKER_VAR: &str = "HERDER_INSTANCE_ID";
@@ -9,11 +11,30 @@ pub const MARKER_VAR: &str = "HERDER_INSTANCE_ID";
 /// The start time of `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat), which
 /// together with the pid identifies a process across pid reuse.
 pub fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    // After ')' comes field 3 (state); starttime is field 22, so index 19 here.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    // From field 3 (state) on, starttime (field 22) is index 19.
+    with_stat(pid, |rest| rest.split_whitespace().nth(19)?.parse().ok())
+}
+
+/// Read a small /proc or cgroup file into `buf` (no allocation); the text read.
+pub(crate) fn read_small<'a>(path: &Path, buf: &'a mut [u8]) -> Option<&'a str> {
+    let mut f = fs::File::open(path).ok()?;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return None,
+        }
+    }
+    std::str::from_utf8(&buf[..n]).ok()
+}
+
+/// `f` of the fields of /proc/<pid>/stat from field 3 (state) on: the command name before
+/// them may contain spaces and parentheses, so they start after its last ')'.
+pub(crate) fn with_stat<T>(pid: i32, f: impl FnOnce(&str) -> Option<T>) -> Option<T> {
+    let mut buf = [0u8; 1024];
+    let stat = read_small(Path::new(&format!("/proc/{pid}/stat")), &mut buf)?;
+    f(stat.get(stat.rfind(')')? + 2..)?)
 }
 
 /// Whether `pid` is alive and is still the process that started at `ticks`.
@@ -43,10 +64,7 @@ pub fn wait_all_gone(pids: &[i32], timeout: std::time::Duration) -> bool {
 }
 
 fn is_zombie(pid: i32) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
-        .unwrap_or(true)
+    with_stat(pid, |rest| Some(rest.starts_with('Z'))).unwrap_or(true)
 }
 
 /// Direct children of `pid` (all its threads' children).
@@ -107,11 +125,8 @@ pub fn find_marked(marker: &str, prefix: bool) -> Vec<i32> {
 /// Resident set size of `pid` in bytes. Reads into a stack buffer: this runs for every
 /// instance at every sample.
 pub fn rss_bytes(pid: i32) -> Option<u64> {
-    use std::io::Read;
     let mut buf = [0u8; 128];
-    let mut f = fs::File::open(format!("/proc/{pid}/statm")).ok()?;
-    let n = f.read(&mut buf).ok()?;
-    let statm = std::str::from_utf8(&buf[..n]).ok()?;
+    let statm = read_small(Path::new(&format!("/proc/{pid}/statm")), &mut buf)?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };

@@ -5,8 +5,6 @@
 //! one, the tree is walked from the main pid through `/proc/<pid>/task/*/children`. Either way
 //! only the instance's own pids are read: never a scan of all of /proc.
 
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
@@ -23,20 +21,6 @@ pub struct Reading {
     pub processes: u32,
 }
 
-/// Read a small /proc or cgroup file into `buf`; the text read.
-fn read_small<'a>(path: &Path, buf: &'a mut [u8]) -> Option<&'a str> {
-    let mut f = File::open(path).ok()?;
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(_) => return None,
-        }
-    }
-    std::str::from_utf8(&buf[..n]).ok()
-}
-
 fn clock_ticks() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -49,24 +33,19 @@ fn clock_ticks() -> u64 {
 
 /// utime + stime of `pid` (and, with `children`, of its waited-for children) in microseconds.
 fn proc_cpu_us(pid: i32, children: bool) -> Option<u64> {
-    let mut buf = [0u8; 1024];
-    let stat = read_small(Path::new(&format!("/proc/{pid}/stat")), &mut buf)?;
-    // Fields after the command name (which may hold spaces): state is field 3.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().take(15).collect();
-    // utime 14, stime 15, cutime 16, cstime 17 → indexes 11..=14 here.
-    let n = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
-    let mut ticks = n(11) + n(12);
-    if children {
-        ticks += n(13) + n(14);
-    }
+    let ticks = tree::with_stat(pid, |rest| {
+        // utime 14, stime 15, cutime 16, cstime 17 → indexes 11..=14 from field 3 on.
+        let f: Vec<&str> = rest.split_whitespace().take(15).collect();
+        let n = |i: usize| f.get(i).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+        Some(n(11) + n(12) + if children { n(13) + n(14) } else { 0 })
+    })?;
     Some(ticks * 1_000_000 / clock_ticks())
 }
 
 /// `usage_usec` of a cgroup v2 group's `cpu.stat`, or `cpuacct.usage` (ns) of a v1 group.
 fn cgroup_cpu_us(group: &Path) -> Option<u64> {
     let mut buf = [0u8; 512];
-    if let Some(text) = read_small(&group.join("cpu.stat"), &mut buf) {
+    if let Some(text) = tree::read_small(&group.join("cpu.stat"), &mut buf) {
         if let Some(v) = text.lines().find_map(|l| l.strip_prefix("usage_usec ")) {
             return v.trim().parse().ok();
         }
@@ -78,7 +57,7 @@ fn cgroup_cpu_us(group: &Path) -> Option<u64> {
 fn cgroup_pids(group: &Path) -> Option<Vec<i32>> {
     const STACK: usize = 4096;
     let mut buf = [0u8; STACK];
-    let text = read_small(&group.join("cgroup.procs"), &mut buf)?;
+    let text = tree::read_small(&group.join("cgroup.procs"), &mut buf)?;
     if text.len() < STACK {
         return Some(text.lines().filter_map(|l| l.trim().parse().ok()).collect());
     }
