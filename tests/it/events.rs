@@ -1,7 +1,7 @@
 //! `herder events`: the stream of supervision events.
 
 use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -9,13 +9,28 @@ use crate::harness::*;
 
 const T: Duration = Duration::from_secs(20);
 
-#[test]
-fn events_stream_start_exit_restart_and_errored() {
-    let h = TestHome::new();
-    h.ok(&["ping"]);
-    let mut follower = h.cmd(&["events", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
+/// Clients streaming events right now, as `ping --json` counts them.
+fn followers(h: &TestHome) -> Option<u64> {
+    let info: serde_json::Value = serde_json::from_str(&h.ok(&["ping", "--json"])).ok()?;
+    info["event_followers"].as_u64()
+}
+
+/// A `herder events --json` client, killed when dropped.
+struct Follower(Child);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `herder events --json` and wait until the daemon counts it; its events arrive on
+/// the receiver.
+fn follow_events(h: &TestHome) -> (Follower, mpsc::Receiver<serde_json::Value>) {
+    let mut child = h.cmd(&["events", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
     let (tx, rx) = mpsc::channel::<serde_json::Value>();
-    let stdout = follower.stdout.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
@@ -23,10 +38,16 @@ fn events_stream_start_exit_restart_and_errored() {
             }
         }
     });
-    wait_for("the follower to subscribe", T, || {
-        let info: serde_json::Value = serde_json::from_str(&h.ok(&["ping", "--json"])).ok()?;
-        (info["event_followers"].as_u64()? >= 1).then_some(())
-    });
+    let follower = Follower(child);
+    wait_for("the follower to subscribe", T, || (followers(h)? >= 1).then_some(()));
+    (follower, rx)
+}
+
+#[test]
+fn events_stream_start_exit_restart_and_errored() {
+    let h = TestHome::new();
+    h.ok(&["ping"]);
+    let (follower, rx) = follow_events(&h);
     h.ok(&[
         "start",
         fixture("crash.sh").to_str().unwrap(),
@@ -44,8 +65,7 @@ fn events_stream_start_exit_restart_and_errored() {
         }
         got.last().is_some_and(|v| v["kind"] == "errored").then_some(())
     });
-    let _ = follower.kill();
-    let _ = follower.wait();
+    drop(follower);
     let kinds: Vec<&str> = got.iter().map(|v| v["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["start", "exit", "restart", "start", "exit", "errored"], "{got:?}");
     assert_eq!(got[1]["app"], "crashy");
@@ -58,34 +78,17 @@ fn the_daemon_notices_an_events_client_hanging_up() {
     let h = TestHome::new();
     h.ok(&["ping"]);
     let mut follower = h.cmd(&["events"]).stdout(Stdio::null()).spawn().unwrap();
-    let count = || -> Option<u64> {
-        let info: serde_json::Value = serde_json::from_str(&h.ok(&["ping", "--json"])).ok()?;
-        info["event_followers"].as_u64()
-    };
-    wait_for("the follower to subscribe", T, || (count()? == 1).then_some(()));
+    wait_for("the follower to subscribe", T, || (followers(&h)? == 1).then_some(()));
     follower.kill().unwrap();
     follower.wait().unwrap();
-    wait_for("the daemon to drop it", T, || (count()? == 0).then_some(()));
+    wait_for("the daemon to drop it", T, || (followers(&h)? == 0).then_some(()));
 }
 
 #[test]
 fn cron_restart_every_two_seconds_shows_in_events() {
     let h = TestHome::new();
     h.ok(&["ping"]);
-    let mut follower = h.cmd(&["events", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
-    let (tx, rx) = mpsc::channel::<serde_json::Value>();
-    let stdout = follower.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
-                return;
-            }
-        }
-    });
-    wait_for("the follower to subscribe", T, || {
-        let info: serde_json::Value = serde_json::from_str(&h.ok(&["ping", "--json"])).ok()?;
-        (info["event_followers"].as_u64()? >= 1).then_some(())
-    });
+    let (follower, rx) = follow_events(&h);
     let text = format!(
         "[[apps]]\nname = \"cronned\"\nscript = \"{}\"\nargs = [\"{}\"]\ncron_restart = \"*/2 * * * * *\"\ncron_timezone = \"UTC\"\n",
         fixture("idle.sh").display(),
@@ -102,8 +105,7 @@ fn cron_restart_every_two_seconds_shows_in_events() {
         }
         (restarts.len() >= 3).then_some(())
     });
-    let _ = follower.kill();
-    let _ = follower.wait();
+    drop(follower);
     // On even seconds: two seconds apart (give or take the machine's scheduling).
     for w in restarts.windows(2) {
         let gap = w[1] - w[0];
