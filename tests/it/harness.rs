@@ -155,3 +155,18 @@ impl Drop for TestHome {
         }
     }
 }
+
+/// Start `forker` (tests/fixtures/mainpid.py), which forks and names the child with
+/// `MAINPID=`, and wait until it said so. Returns the file that lets the parent exit, the
+/// parent's pid and the child's.
+pub fn start_forker(h: &TestHome) -> (PathBuf, u32, u32) {
+    let go = h.dir.path().join("go");
+    h.ok(&["start", fixture("mainpid.py").to_str().unwrap(), "--name", "forker", "--", go.to_str().unwrap()]);
+    let app = wait_for("the hand-over status", Duration::from_secs(20), || {
+        let a = h.app("forker");
+        a.instances[0].status_text.as_deref()?.starts_with("handed over to").then_some(a)
+    });
+    let first = app.instances[0].pid.unwrap();
+    let child = app.instances[0].status_text.as_deref().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    (go, first, child)
+}

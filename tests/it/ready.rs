@@ -162,15 +162,7 @@ fn an_app_using_the_sd_notify_library_goes_online_when_it_says_ready() {
 #[test]
 fn mainpid_hands_the_instance_over_to_the_named_process() {
     let h = TestHome::new();
-    let go = h.dir.path().join("go");
-    h.ok(&["start", fixture("mainpid.py").to_str().unwrap(), "--name", "forker", "--", go.to_str().unwrap()]);
-    let app = wait_for("the hand-over status", T, || {
-        let a = h.app("forker");
-        a.instances[0].status_text.as_deref()?.starts_with("handed over to").then_some(a)
-    });
-    let first = app.instances[0].pid.unwrap();
-    let child: u32 =
-        app.instances[0].status_text.as_deref().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    let (go, first, child) = start_forker(&h);
     std::fs::write(&go, "").unwrap();
     let app = wait_for("the new main pid", T, || {
         let a = h.app("forker");

@@ -357,15 +357,7 @@ fn a_handover_document_the_binary_cannot_read_makes_it_start_as_after_a_crash() 
 #[test]
 fn a_main_process_named_before_the_update_takes_over_after_it() {
     let h = TestHome::new();
-    let go = h.dir.path().join("go");
-    h.ok(&["start", fixture("mainpid.py").to_str().unwrap(), "--name", "forker", "--", go.to_str().unwrap()]);
-    let app = wait_for("the hand-over status", T, || {
-        let a = h.app("forker");
-        a.instances[0].status_text.as_deref()?.starts_with("handed over to").then_some(a)
-    });
-    let first = app.instances[0].pid.unwrap();
-    let child: u32 =
-        app.instances[0].status_text.as_deref().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    let (go, first, child) = start_forker(&h);
     h.ok(&["update"]);
     assert_eq!(h.app("forker").instances[0].pid, Some(first));
     // The first process exits only now, under the new image, which knows its successor.
