@@ -161,15 +161,7 @@ fn daemon_resurrect_notifies_systemd_when_ready_and_keeps_its_socket_from_apps()
     h.ok(&["save"]);
     h.ok(&["kill"]);
 
-    let (sock, path) = notify_listener(&h);
-    let mut daemon = h
-        .cmd(&["daemon", "--resurrect"])
-        .env("NOTIFY_SOCKET", &path)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let ready = recv_text(&sock);
-    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    let (mut daemon, sock, path) = unit_daemon(&h);
     // Ready means serving, with the saved apps started.
     let app = h.app("booted");
     assert!(app.instances[0].status.is_running(), "{:?}", app.instances[0].status);
@@ -203,8 +195,9 @@ fn a_command_run_under_systemd_passes_its_notify_socket_to_no_one() {
     assert!(!environ(daemon).iter().any(|v| v.starts_with("NOTIFY_SOCKET=")), "the daemon it started");
 }
 
-/// `herder daemon --resurrect` as the unit runs it, in the background; returns once it serves.
-fn unit_daemon(h: &TestHome) -> std::process::Child {
+/// `herder daemon --resurrect` as the unit runs it, in the background, with a notify socket
+/// of its own (returned with its path); returns once it said `READY=1`.
+fn unit_daemon(h: &TestHome) -> (std::process::Child, UnixDatagram, std::path::PathBuf) {
     let (sock, path) = notify_listener(h);
     let daemon = h
         .cmd(&["daemon", "--resurrect"])
@@ -214,8 +207,7 @@ fn unit_daemon(h: &TestHome) -> std::process::Child {
         .unwrap();
     let ready = recv_text(&sock);
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
-    let _ = std::fs::remove_file(path);
-    daemon
+    (daemon, sock, path)
 }
 
 #[test]
@@ -239,7 +231,7 @@ fn daemon_resurrect_after_a_crash_keeps_apps_stopped_or_deleted_since_the_save()
     unsafe { libc::kill(crashed as i32, libc::SIGKILL) };
     wait_for("the daemon to die", T, || (!pid_alive(crashed)).then_some(()));
     // systemd's `Restart=on-failure` starts the unit's command again.
-    let mut daemon = unit_daemon(&h);
+    let (mut daemon, ..) = unit_daemon(&h);
     let apps = h.list();
     let names: Vec<&str> = apps.iter().map(|a| a.spec.name.as_str()).collect();
     assert_eq!(names, ["kept", "parked"], "the deleted app stays deleted");
@@ -257,7 +249,7 @@ fn daemon_resurrect_after_a_crash_keeps_apps_stopped_or_deleted_since_the_save()
     let fresh = TestHome::new();
     std::fs::create_dir_all(&fresh.home).unwrap();
     std::fs::write(fresh.home.join("dump.json"), dump).unwrap();
-    let mut daemon = unit_daemon(&fresh);
+    let (mut daemon, ..) = unit_daemon(&fresh);
     for name in ["kept", "parked", "gone"] {
         fresh.wait_status(name, Status::Online, T);
     }
@@ -265,7 +257,7 @@ fn daemon_resurrect_after_a_crash_keeps_apps_stopped_or_deleted_since_the_save()
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
     assert!(daemon.wait().unwrap().success());
     // After a clean stop, the next start is a fresh one too.
-    let mut daemon = unit_daemon(&fresh);
+    let (mut daemon, ..) = unit_daemon(&fresh);
     for name in ["kept", "parked", "gone"] {
         fresh.wait_status(name, Status::Online, T);
     }
