@@ -142,6 +142,8 @@ fn saving_an_empty_list_needs_force() {
 /// A datagram listener standing in for systemd's `NOTIFY_SOCKET`.
 fn notify_listener(h: &TestHome) -> (UnixDatagram, std::path::PathBuf) {
     let path = h.dir.path().join("systemd-notify.sock");
+    // A listener of an earlier daemon in the same test is done with: take its place.
+    let _ = std::fs::remove_file(&path);
     let sock = UnixDatagram::bind(&path).unwrap();
     sock.set_read_timeout(Some(T)).unwrap();
     (sock, path)
