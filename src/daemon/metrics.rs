@@ -181,8 +181,7 @@ impl<'a> Family<'a> {
 
 /// Every metric, in the text format.
 pub(crate) fn render(daemon: &Daemon) -> String {
-    let apps: Vec<AppInfo> =
-        daemon.registry().apps.values().map(|a| a.info(&daemon.ctx.paths, false)).collect();
+    let apps: Vec<AppInfo> = daemon.registry().apps.values().map(|a| a.brief_info()).collect();
     let now_ms = crate::protocol::now_ms();
     let mut out = String::with_capacity(512 + apps.len() * 1024);
     let labels = |a: &AppInfo, index: u32| {
