@@ -336,7 +336,7 @@ impl Watcher {
     /// The next change that counts (the path that changed), waiting as long as it takes.
     pub async fn changed(&mut self) -> PathBuf {
         loop {
-            if let Some(p) = self.read_now(true) {
+            if let Some(p) = self.read_now() {
                 return p;
             }
             let Ok(mut guard) = self.fd.readable().await else { return std::future::pending().await };
@@ -344,9 +344,9 @@ impl Watcher {
         }
     }
 
-    /// A change that counts among the events queued now, if any; with `track`, directories
-    /// created are watched from now on.
-    fn read_now(&mut self, track: bool) -> Option<PathBuf> {
+    /// A change that counts among the events queued now, if any; directories created are
+    /// watched from now on.
+    fn read_now(&mut self) -> Option<PathBuf> {
         let mut found = None;
         loop {
             let events = match self.fd.get_ref().0.read_events() {
@@ -373,7 +373,7 @@ impl Watcher {
                     // A watched directory is gone: if it was a watched path itself, watch for it
                     // to come back (`rm -rf build && tsc`).
                     if let Some(dir) = self.dirs.remove(&ev.wd) {
-                        if self.trees.contains(&dir) && track {
+                        if self.trees.contains(&dir) {
                             self.watch_ancestor(&dir);
                         }
                     }
@@ -390,8 +390,7 @@ impl Watcher {
                 if !self.files.contains(&path) && !self.trees.iter().any(|t| path.starts_with(t)) {
                     continue;
                 }
-                if track
-                    && ev.mask.contains(AddWatchFlags::IN_ISDIR)
+                if ev.mask.contains(AddWatchFlags::IN_ISDIR)
                     && ev.mask.intersects(AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
                 {
                     self.add_tree(&path);
@@ -403,7 +402,7 @@ impl Watcher {
 
     /// Forget the changes queued so far (those the app made while restarting).
     pub fn drain(&mut self) {
-        self.read_now(true);
+        self.read_now();
     }
 }
 
