@@ -102,11 +102,19 @@ impl CgroupRoot {
 
 /// The mount point of the cgroup2 file system, from mountinfo.
 pub(crate) fn v2_mount(mountinfo: &str) -> Option<PathBuf> {
+    find_mount(mountinfo, |fstype, _| fstype == "cgroup2")
+}
+
+/// The mount point of the first mount in mountinfo whose file system type and super options
+/// `wanted` accepts.
+pub(crate) fn find_mount(mountinfo: &str, wanted: impl Fn(&str, &str) -> bool) -> Option<PathBuf> {
     mountinfo.lines().find_map(|line| {
         // `36 25 0:30 / /sys/fs/cgroup rw,… - cgroup2 cgroup2 rw,…`
         let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split_whitespace().next()?;
-        if fstype != "cgroup2" {
+        let mut r = right.split_whitespace();
+        let fstype = r.next()?;
+        let options = r.nth(1).unwrap_or("");
+        if !wanted(fstype, options) {
             return None;
         }
         let mount = left.split_whitespace().nth(4)?;

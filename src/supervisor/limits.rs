@@ -41,17 +41,10 @@ pub struct Applied {
     pub oom: Option<(PathBuf, u64)>,
 }
 
-/// The `(name, options)` of v1 hierarchies in mountinfo with their mount points.
+/// The mount point of the v1 hierarchy holding `controller`, from mountinfo.
 pub(crate) fn v1_mount(mountinfo: &str, controller: &str) -> Option<PathBuf> {
-    mountinfo.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        let mut r = right.split_whitespace();
-        if r.next()? != "cgroup" {
-            return None;
-        }
-        let opts = r.nth(1)?;
-        let mount = left.split_whitespace().nth(4)?;
-        opts.split(',').any(|o| o == controller).then(|| PathBuf::from(mount))
+    super::cgroup::find_mount(mountinfo, |fstype, options| {
+        fstype == "cgroup" && options.split(',').any(|o| o == controller)
     })
 }
 
