@@ -5,6 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
+use std::time::{Duration, Instant};
 
 use crate::paths::Paths;
 
@@ -46,13 +47,22 @@ pub fn acquire(paths: &Paths) -> Result<DaemonLock, LockError> {
         .mode(0o600)
         .open(&path)
         .map_err(io_err)?;
+    let deadline = Instant::now() + DYING_HOLDER_WAIT;
+    let mut pause = Duration::from_millis(2);
     // SAFETY: flock(2) on a descriptor we own.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let err = io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Err(LockError::Held { pid: read_pid(paths), home: paths.home.display().to_string() });
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io_err(err));
         }
-        return Err(io_err(err));
+        // A daemon killed a moment ago: its main thread is a zombie already, the others are
+        // still closing its descriptors (the lock among them). It is gone in a moment.
+        let pid = read_pid(paths);
+        if !pid.is_some_and(is_exiting) || Instant::now() >= deadline {
+            return Err(LockError::Held { pid, home: paths.home.display().to_string() });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
     let pid_path = paths.pid_file();
     let tmp = pid_path.with_extension("pid.tmp");
@@ -63,6 +73,14 @@ pub fn acquire(paths: &Paths) -> Result<DaemonLock, LockError> {
     };
     write_pid().map_err(|source| LockError::Io { path: pid_path.display().to_string(), source })?;
     Ok(DaemonLock { file })
+}
+
+/// How long a new daemon waits for the lock of one that is exiting.
+const DYING_HOLDER_WAIT: Duration = Duration::from_secs(10);
+
+/// Whether `pid` is a process whose main thread has exited (a zombie, or already reaped).
+fn is_exiting(pid: u32) -> bool {
+    crate::supervisor::tree::with_stat(pid as i32, |rest| Some(rest.starts_with(['Z', 'X']))).unwrap_or(true)
 }
 
 /// The pid in `daemon.pid`, if any.

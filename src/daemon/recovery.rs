@@ -134,8 +134,10 @@ fn end_old_instance(pid: i32, ticks: u64, sig: i32, grace: Duration, cgroup: Opt
         unsafe { libc::kill(-pid, sig) };
         let deadline = Instant::now() + grace;
         let mut pause = Duration::from_millis(1);
-        // SAFETY: signal 0 only checks for existence.
-        while unsafe { libc::kill(-pid, 0) } == 0 && Instant::now() < deadline {
+        // Orphans go to an init that may reap them late (or never): a zombie is gone for this
+        // purpose, so the wait is for the live processes known to be the instance's.
+        let live = || tree::alive(pid) || before.iter().any(|&p| tree::alive(p));
+        while live() && Instant::now() < deadline {
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));
         }

@@ -179,3 +179,31 @@ fn a_daemon_of_another_version_is_named_and_kill_still_stops_it() {
     let status = old.wait().unwrap();
     assert!(status.success(), "the old daemon exited on SIGTERM: {status}");
 }
+
+#[test]
+fn a_daemon_started_while_a_killed_one_is_still_exiting_waits_for_its_lock() {
+    let h = TestHome::new();
+    // The killed daemon's main thread is a zombie already; its last thread lets go of the
+    // lock a second later (as systemd's restart or a script may catch it).
+    let mut holder = Command::new("python3")
+        .arg(fixture("dying_holder.py"))
+        .arg(&h.home)
+        .arg("1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let pid = holder.id();
+    wait_for("the holder's main thread to exit", Duration::from_secs(10), || (!pid_alive(pid)).then_some(()));
+    let out = h.cmd(&["daemon"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let daemon =
+        wait_for("the new daemon to serve", Duration::from_secs(20), || h.daemon_pid().filter(|&d| d != pid));
+    assert!(h.ok(&["ping"]).contains(&format!("pid {daemon}")));
+    h.ok(&["kill"]);
+    let out = out.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    holder.wait().unwrap();
+}

@@ -207,7 +207,14 @@ fn unit_daemon(h: &TestHome) -> (std::process::Child, UnixDatagram, std::path::P
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let ready = recv_text(&sock);
+    let mut buf = [0u8; 4096];
+    let ready = match sock.recv(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(e) => {
+            let log = std::fs::read_to_string(h.home.join("daemon.log")).unwrap_or_default();
+            panic!("no READY=1 from the daemon within {T:?} ({e}); daemon.log:\n{log}")
+        }
+    };
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
     (daemon, sock, path)
 }

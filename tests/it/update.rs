@@ -337,6 +337,12 @@ fn a_handover_document_the_binary_cannot_read_makes_it_start_as_after_a_crash() 
         });
     }
     let mut child = cmd.spawn().unwrap();
+    // Once it holds the lock it says why it cannot take over; a command before that would
+    // start a daemon of its own, which could win the lock.
+    let log = h.home.join("daemon.log");
+    wait_for("the daemon to hold the lock", T, || {
+        std::fs::read_to_string(&log).ok()?.contains("cannot take over").then_some(())
+    });
     // It recovers as after a crash: the old instance ended, the app started once again.
     let app = wait_for("the app to run again", T, || {
         let a = h.list().into_iter().find(|a| a.spec.name == "app")?;
