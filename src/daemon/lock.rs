@@ -58,7 +58,7 @@ pub fn acquire(paths: &Paths) -> Result<DaemonLock, LockError> {
         // A daemon killed a moment ago: its main thread is a zombie already, the others are
         // still closing its descriptors (the lock among them). It is gone in a moment.
         let pid = read_pid(paths);
-        if !pid.is_some_and(is_exiting) || Instant::now() >= deadline {
+        if pid.is_none_or(|p| crate::supervisor::tree::alive(p as i32)) || Instant::now() >= deadline {
             return Err(LockError::Held { pid, home: paths.home.display().to_string() });
         }
         std::thread::sleep(pause);
@@ -77,11 +77,6 @@ pub fn acquire(paths: &Paths) -> Result<DaemonLock, LockError> {
 
 /// How long a new daemon waits for the lock of one that is exiting.
 const DYING_HOLDER_WAIT: Duration = Duration::from_secs(10);
-
-/// Whether `pid` is a process whose main thread has exited (a zombie, or already reaped).
-fn is_exiting(pid: u32) -> bool {
-    crate::supervisor::tree::with_stat(pid as i32, |rest| Some(rest.starts_with(['Z', 'X']))).unwrap_or(true)
-}
 
 /// The pid in `daemon.pid`, if any.
 pub fn read_pid(paths: &Paths) -> Option<u32> {

@@ -63,8 +63,9 @@ pub fn wait_all_gone(pids: &[i32], timeout: std::time::Duration) -> bool {
     }
 }
 
+/// A zombie, a process being reaped (`X`), or none at all.
 fn is_zombie(pid: i32) -> bool {
-    with_stat(pid, |rest| Some(rest.starts_with('Z'))).unwrap_or(true)
+    with_stat(pid, |rest| Some(rest.starts_with(['Z', 'X']))).unwrap_or(true)
 }
 
 /// Direct children of `pid` (all its threads' children).

@@ -149,10 +149,16 @@ fn notify_listener(h: &TestHome) -> (UnixDatagram, std::path::PathBuf) {
     (sock, path)
 }
 
-fn recv_text(sock: &UnixDatagram) -> String {
+/// The next notification from the daemon of `h`; without one in time, fail with its log.
+fn recv_text(h: &TestHome, sock: &UnixDatagram) -> String {
     let mut buf = [0u8; 4096];
-    let n = sock.recv(&mut buf).expect("a notification from the daemon");
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    match sock.recv(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(e) => {
+            let log = std::fs::read_to_string(h.home.join("daemon.log")).unwrap_or_default();
+            panic!("no notification from the daemon within {T:?} ({e}); daemon.log:\n{log}")
+        }
+    }
 }
 
 #[test]
@@ -174,7 +180,7 @@ fn daemon_resurrect_notifies_systemd_when_ready_and_keeps_its_socket_from_apps()
     assert!(env.iter().any(|v| v.starts_with("NOTIFY_SOCKET=") && v.contains("/run/")), "{env:?}");
 
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
-    assert!(recv_text(&sock).contains("STOPPING=1"));
+    assert!(recv_text(&h, &sock).contains("STOPPING=1"));
     assert!(daemon.wait().unwrap().success());
     assert!(pids_with_arg(&tag).is_empty(), "SIGTERM stopped the app");
 }
@@ -207,14 +213,7 @@ fn unit_daemon(h: &TestHome) -> (std::process::Child, UnixDatagram, std::path::P
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut buf = [0u8; 4096];
-    let ready = match sock.recv(&mut buf) {
-        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
-        Err(e) => {
-            let log = std::fs::read_to_string(h.home.join("daemon.log")).unwrap_or_default();
-            panic!("no READY=1 from the daemon within {T:?} ({e}); daemon.log:\n{log}")
-        }
-    };
+    let ready = recv_text(h, &sock);
     assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
     (daemon, sock, path)
 }
