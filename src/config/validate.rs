@@ -254,6 +254,15 @@ where
     best.map(|(_, c)| c)
 }
 
+/// The error for an unknown key `key` at `span`, hinting the nearest of `known`.
+fn unknown_key(message: String, span: Span, key: &str, known: &[&str]) -> ConfigError {
+    let err = ConfigError::new(message).at(span);
+    match did_you_mean(key, known) {
+        Some(s) => err.with_hint(format!("did you mean `{s}`?")),
+        None => err,
+    }
+}
+
 fn key_suggestion(key: &str) -> Option<String> {
     // Suggest in the style the user writes in.
     let camel = key.chars().any(|c| c.is_ascii_uppercase());
@@ -381,13 +390,7 @@ fn top_level<'a>(
                 )
                 .at(entry.key_span),
             ),
-            key => {
-                let mut e = ConfigError::new(format!("unknown key `{key}`")).at(entry.key_span);
-                if let Some(s) = did_you_mean(key, TOP_LEVEL) {
-                    e = e.with_hint(format!("did you mean `{s}`?"));
-                }
-                errors.push(e);
-            }
+            key => errors.push(unknown_key(format!("unknown key `{key}`"), entry.key_span, key, TOP_LEVEL)),
         }
     }
     let Some((key, apps)) = apps else {
@@ -1025,15 +1028,8 @@ impl AppCx<'_, '_> {
                     }
                     "retries" => hook.retries = self.u32(&k, v).unwrap_or(hook.retries),
                     other => {
-                        let mut err = ConfigError::new(format!(
-                            "unknown key `{other}` in a `{key}` entry of app {}",
-                            self.label
-                        ))
-                        .at(e.key_span);
-                        if let Some(s) = did_you_mean(other, KEYS) {
-                            err = err.with_hint(format!("did you mean `{s}`?"));
-                        }
-                        self.push(err);
+                        let msg = format!("unknown key `{other}` in a `{key}` entry of app {}", self.label);
+                        self.push(unknown_key(msg, e.key_span, other, KEYS));
                     }
                 }
             }
@@ -1147,15 +1143,8 @@ impl AppCx<'_, '_> {
                         self.u32(&k, v).filter(|n| *n > 0).unwrap_or(probe.success_threshold)
                 }
                 other => {
-                    let mut err = ConfigError::new(format!(
-                        "unknown key `{other}` in a `{key}` probe of app {}",
-                        self.label
-                    ))
-                    .at(e.key_span);
-                    if let Some(s) = did_you_mean(other, KEYS) {
-                        err = err.with_hint(format!("did you mean `{s}`?"));
-                    }
-                    self.push(err);
+                    let msg = format!("unknown key `{other}` in a `{key}` probe of app {}", self.label);
+                    self.push(unknown_key(msg, e.key_span, other, KEYS));
                 }
             }
         }
