@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::client::{self, Client};
 use crate::config::{self, Overrides, ResolveContext};
 use crate::paths::Paths;
-use crate::protocol::{AppInfo, Request, Response, Target};
+use crate::protocol::{AppInfo, OnExisting, Request, Response, Target};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -318,6 +318,10 @@ pub struct StartArgs {
     /// Stop a Node app with the IPC message 'shutdown' instead of a signal
     #[arg(long)]
     pub shutdown_with_message: bool,
+    /// Start the script even when an app of that name exists or it already runs: the app
+    /// gets this command and these flags and is restarted
+    #[arg(short, long)]
+    pub force: bool,
     /// Arguments for the app, after `--`
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -476,16 +480,33 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
 
 /// Send a request that acts on apps and print the apps it touched.
 async fn act(paths: &Paths, req: Request) -> Result<i32> {
-    let resp = expect_ok(client::call(paths, &req).await?)?;
-    if let Response::Done { apps } = resp {
-        print_done(&req, &apps)?;
+    match expect_ok(client::call(paths, &req).await?)? {
+        Response::Done { apps } => print_done(&req, &apps)?,
+        Response::Started { started, restarted } => print_started(&started, &restarted)?,
+        _ => {}
     }
     Ok(0)
 }
 
+/// What `start` did: `started `a`, `b`` and `restarted `c`` lines, then the table of them all.
+fn print_started(started: &[AppInfo], restarted: &[AppInfo]) -> Result<()> {
+    let names =
+        |apps: &[AppInfo]| apps.iter().map(|a| format!("`{}`", a.spec.name)).collect::<Vec<_>>().join(", ");
+    let mut text = String::new();
+    if !started.is_empty() {
+        text.push_str(&format!("started {}\n", names(started)));
+    }
+    if !restarted.is_empty() {
+        text.push_str(&format!("restarted {}\n", names(restarted)));
+    }
+    let mut all: Vec<AppInfo> = started.iter().chain(restarted).cloned().collect();
+    all.sort_by_key(|a| a.id);
+    text.push_str(&render::table(&all));
+    out(&text)
+}
+
 fn print_done(req: &Request, apps: &[AppInfo]) -> Result<()> {
     let verb = match req {
-        Request::Start { .. } | Request::StartExisting { .. } => "started",
         Request::Stop { .. } => "stopped",
         Request::Restart { .. } => "restarted",
         Request::Delete { .. } => "deleted",
@@ -700,7 +721,7 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
         return match config::load(Path::new(first), &opts, &ctx) {
             Ok(loaded) => {
                 print_warnings(&loaded.warnings);
-                act(paths, Request::Start { specs: loaded.specs }).await
+                act(paths, Request::Start { specs: loaded.specs, existing: OnExisting::Restart }).await
             }
             Err(errors) => config_failed(&errors),
         };
@@ -722,9 +743,8 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
         });
         if all_known {
             let req = Request::StartExisting { targets: targets(&a.targets) };
-            let resp = expect_ok(c.request(&req).await?)?;
-            if let Response::Done { apps } = resp {
-                print_done(&req, &apps)?;
+            if let Response::Started { started, restarted } = expect_ok(c.request(&req).await?)? {
+                print_started(&started, &restarted)?;
             }
             return Ok(0);
         }
@@ -733,7 +753,10 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
         }
     }
     match config::from_command(first, &ov, &ctx) {
-        Ok(spec) => act(paths, Request::Start { specs: vec![spec] }).await,
+        Ok(spec) => {
+            let existing = if a.force { OnExisting::Replace } else { OnExisting::Refuse };
+            act(paths, Request::Start { specs: vec![spec], existing }).await
+        }
         Err(errors) => config_failed(&errors),
     }
 }
@@ -750,7 +773,7 @@ async fn restart(paths: &Paths, a: RestartArgs) -> Result<i32> {
             return match config::load(Path::new(file), &opts, &ctx) {
                 Ok(loaded) => {
                     print_warnings(&loaded.warnings);
-                    act(paths, Request::Start { specs: loaded.specs }).await
+                    act(paths, Request::Start { specs: loaded.specs, existing: OnExisting::Restart }).await
                 }
                 Err(errors) => config_failed(&errors),
             };
@@ -825,8 +848,9 @@ async fn restart(paths: &Paths, a: RestartArgs) -> Result<i32> {
     }
     let others: Vec<String> = selected.iter().filter(|x| !from_file(x)).map(|x| x.id.to_string()).collect();
     let mut done = Vec::new();
-    if let Response::Done { apps } = expect_ok(c.request(&Request::Start { specs }).await?)? {
-        done.extend(apps);
+    let req = Request::Start { specs, existing: OnExisting::Restart };
+    if let Response::Started { started, restarted } = expect_ok(c.request(&req).await?)? {
+        done.extend(started.into_iter().chain(restarted));
     }
     if !others.is_empty() {
         let req = Request::Restart { targets: targets(&others), env };

@@ -321,11 +321,24 @@ pub fn load(path: &Path, opts: &LoadOptions, ctx: &ResolveContext) -> Result<Loa
     };
     let env_name = opts.env_name.as_deref();
     if let Some(name) = env_name {
-        let used = validated.deploy_env.contains_key(name)
-            || selected.iter().any(|d| d.named_env.iter().any(|n| n.name == name));
-        if !used && !selected.is_empty() {
-            warnings
-                .push(ConfigError::new(format!("no app sets `env_{name}`; `--env {name}` changes nothing")));
+        // An `--env` that no app defines would start or restart every app without the
+        // environment the user meant: an error, with the names that are defined.
+        let mut defined: Vec<&str> = validated.deploy_env.keys().map(String::as_str).collect();
+        for d in &selected {
+            defined.extend(d.named_env.iter().map(|n| n.name.as_str()));
+        }
+        defined.sort_unstable();
+        defined.dedup();
+        if !defined.contains(&name) && !selected.is_empty() && errors.is_empty() {
+            let e = ConfigError::new(format!(
+                "`--env {name}`: no app sets `env_{name}`; nothing was started or changed"
+            ));
+            let listed = defined.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+            errors.push(match validate::did_you_mean(name, &defined) {
+                Some(s) => e.with_hint(format!("did you mean `--env {s}`? (the file defines {listed})")),
+                None if defined.is_empty() => e.with_hint("the file defines no `env_<name>` environment"),
+                None => e.with_hint(format!("the file defines {listed}")),
+            });
         }
     }
 

@@ -11,8 +11,8 @@ use super::dump::{self, Dump, DumpedApp};
 use super::registry::App;
 use super::Daemon;
 use crate::protocol::{
-    signal_number, AppInfo, AppSpec, DaemonInfo, ErrorKind, ErrorReply, ExitReason, Request, Response,
-    ResurrectReport, Status, Target,
+    signal_number, AppInfo, AppSpec, DaemonInfo, ErrorKind, ErrorReply, ExitReason, OnExisting, Request,
+    Response, ResurrectReport, Status, Target,
 };
 use crate::supervisor::InstanceHandle;
 
@@ -32,7 +32,7 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         Request::Ping => Ok(Response::Pong(ping(d))),
         // Served by the connection itself, as a stream.
         Request::Events => Err(bad("`Events` is a stream: send it on a connection of its own")),
-        Request::Start { specs } => start(d, specs).await,
+        Request::Start { specs, existing } => start(d, specs, existing).await,
         Request::StartExisting { targets } => start_existing(d, &targets).await,
         Request::Stop { targets } => on_instances(d, &targets, |h| async move { h.stop().await }).await,
         Request::Restart { targets, env } => restart(d, &targets, env).await,
@@ -161,21 +161,63 @@ fn check_specs(specs: &[AppSpec]) -> Result<(), ErrorReply> {
     Ok(())
 }
 
-/// Add new apps and start them; apps that exist by name get the new spec and are restarted.
-pub(crate) async fn start(d: &Arc<Daemon>, specs: Vec<AppSpec>) -> Result<Response, ErrorReply> {
+/// Add new apps and start them; what happens to apps that exist by name is `existing`'s
+/// choice (see [`OnExisting`]).
+pub(crate) async fn start(
+    d: &Arc<Daemon>,
+    specs: Vec<AppSpec>,
+    existing: OnExisting,
+) -> Result<Response, ErrorReply> {
     check_specs(&specs)?;
     let specs = specs.into_iter().map(|s| (s.autostart, s)).collect();
-    let ids = start_apps(d, specs).await;
-    Ok(Response::Done { apps: brief(d, &ids) })
+    let done = start_apps(d, specs, existing).await?;
+    let ids = |restarted: bool| -> Vec<u32> {
+        done.iter().filter(|(_, r)| *r == restarted).map(|(id, _)| *id).collect()
+    };
+    Ok(Response::Started { started: brief(d, &ids(false)), restarted: brief(d, &ids(true)) })
+}
+
+/// Why `spec` may not take the place of `app` under [`OnExisting::Refuse`], if it may not.
+fn refusal(app: &App, spec: &AppSpec) -> Option<String> {
+    let old = app.spec();
+    let same_command = old.program == spec.program && old.args == spec.args && old.cwd == spec.cwd;
+    let running = app.instances.iter().any(|h| h.info().status.is_running());
+    let name = &spec.name;
+    if !same_command {
+        return Some(format!(
+            "an app named `{name}` already exists (id {}), running `{}`; nothing was started\n\
+             hint: give this one another name with `--name`, or replace `{name}` with `-f`",
+            app.id, old.script
+        ));
+    }
+    running.then(|| {
+        format!(
+            "`{name}` (id {}) already runs `{}`: script already launched; nothing was started\n\
+             hint: `herder restart {name}` restarts it; `-f` starts it again with these flags",
+            app.id, old.script
+        )
+    })
 }
 
 /// Add each app, started when its flag is set (else registered `stopped`); an app that exists
-/// by name gets the new spec and is restarted. Returns the apps' ids.
-async fn start_apps(d: &Arc<Daemon>, specs: Vec<(bool, AppSpec)>) -> Vec<u32> {
+/// by name is handled as `existing` says, every refusal checked before anything changes.
+/// Returns each app's id and whether it ran and was restarted.
+async fn start_apps(
+    d: &Arc<Daemon>,
+    specs: Vec<(bool, AppSpec)>,
+    existing: OnExisting,
+) -> Result<Vec<(u32, bool)>, ErrorReply> {
     let mut set = JoinSet::new();
-    let mut ids = Vec::new();
+    let mut done = Vec::new();
     {
         let mut reg = d.registry();
+        if existing == OnExisting::Refuse {
+            for (_, spec) in &specs {
+                if let Some(why) = reg.by_name(&spec.name).and_then(|app| refusal(app, spec)) {
+                    return Err(bad(why));
+                }
+            }
+        }
         for (run, mut spec) in specs {
             super::registry::share_env(&mut spec.env);
             let spec = Arc::new(spec);
@@ -183,6 +225,7 @@ async fn start_apps(d: &Arc<Daemon>, specs: Vec<(bool, AppSpec)>) -> Vec<u32> {
             let existing = reg.apps.values_mut().find(|a| a.spec().name == spec.name);
             match existing {
                 Some(app) => {
+                    let running = app.instances.iter().any(|h| h.info().status.is_running());
                     app.set_spec(spec.clone());
                     for h in app.instances.drain(count.min(app.instances.len())..) {
                         set.spawn(async move { h.shutdown().await });
@@ -196,7 +239,7 @@ async fn start_apps(d: &Arc<Daemon>, specs: Vec<(bool, AppSpec)>) -> Vec<u32> {
                         app.instances.push(h.clone());
                         set.spawn(async move { h.start().await });
                     }
-                    ids.push(app.id);
+                    done.push((app.id, running));
                 }
                 None => {
                     let id = reg.next_id;
@@ -211,7 +254,7 @@ async fn start_apps(d: &Arc<Daemon>, specs: Vec<(bool, AppSpec)>) -> Vec<u32> {
                         }
                     }
                     reg.apps.insert(id, App::new(id, spec, instances));
-                    ids.push(id);
+                    done.push((id, false));
                 }
             }
         }
@@ -219,7 +262,7 @@ async fn start_apps(d: &Arc<Daemon>, specs: Vec<(bool, AppSpec)>) -> Vec<u32> {
     d.ctx.changed.notify_one();
     d.apps_added.notify_one();
     while set.join_next().await.is_some() {}
-    ids
+    Ok(done)
 }
 
 /// `herder save`: every app, whole (environment included), into `dump.json`.
@@ -294,7 +337,8 @@ pub(crate) async fn resurrect(d: &Arc<Daemon>) -> Result<ResurrectReport, ErrorR
     if !specs.is_empty() {
         check_specs(&specs)?;
     }
-    let ids = start_apps(d, todo).await;
+    let ids: Vec<u32> =
+        start_apps(d, todo, OnExisting::Restart).await?.into_iter().map(|(id, _)| id).collect();
     tracing::info!(source = %loaded.source.display(), apps = ids.len(), skipped = skipped.len(), "resurrected");
     Ok(ResurrectReport {
         source: loaded.source,
@@ -310,14 +354,23 @@ fn internal(message: String) -> ErrorReply {
 
 /// `herder start <name|id|namespace>`: start what is stopped, restart what runs.
 async fn start_existing(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorReply> {
-    on_instances(d, targets, |h| async move {
+    let (ids, apps) = {
+        let reg = d.registry();
+        let ids = reg.resolve(targets)?;
+        (ids.clone(), reg.handles(&ids))
+    };
+    let ran = |a: &App| a.instances.iter().any(|h| h.info().status.is_running());
+    let restarted: Vec<u32> = apps.iter().filter(|a| ran(a)).map(|a| a.id).collect();
+    join_instances(&apps, |h| async move {
         if h.info().status.is_running() {
             h.restart(None).await
         } else {
             h.start().await
         }
     })
-    .await
+    .await;
+    let started: Vec<u32> = ids.iter().copied().filter(|id| !restarted.contains(id)).collect();
+    Ok(Response::Started { started: brief(d, &started), restarted: brief(d, &restarted) })
 }
 
 async fn restart(

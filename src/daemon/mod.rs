@@ -463,7 +463,12 @@ async fn serve(
     }
     let mut start_failed = false;
     if let (Some(fg), Some(out), false) = (&options.foreground, &output, took_over) {
-        match handlers::handle(&daemon, Request::Start { specs: fg.specs.clone() }).await {
+        match handlers::handle(
+            &daemon,
+            Request::Start { specs: fg.specs.clone(), existing: Default::default() },
+        )
+        .await
+        {
             Response::Error(e) => {
                 out.say(format!("cannot start the apps of {}: {}", fg.source, e.message));
                 start_failed = true;

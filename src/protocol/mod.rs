@@ -76,10 +76,12 @@ pub enum Request {
     Ping,
     /// Stream every supervision event ([`Response::Event`] frames) until the client hangs up.
     Events,
-    /// Add these apps and start them; apps whose name already exists are updated to the new
-    /// spec and restarted (as `pm2 start ecosystem.config.js` does).
+    /// Add these apps and start them; what happens to an app whose name already exists is
+    /// `existing`'s choice. Answered with [`Response::Started`].
     Start {
         specs: Vec<AppSpec>,
+        #[serde(default)]
+        existing: OnExisting,
     },
     /// Start (again) existing apps that are stopped or errored; restart running ones.
     StartExisting {
@@ -155,6 +157,22 @@ pub enum Request {
     Update,
 }
 
+/// What [`Request::Start`] does with an app whose name is already taken.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnExisting {
+    /// Give it the new spec and restart it (or start it, when it does not run): a config
+    /// file's apps, as `pm2 start ecosystem.config.js` does.
+    #[default]
+    Restart,
+    /// Refuse the whole request, unless the app runs nothing and has the same command (then it
+    /// is started with the new spec): `herder start <script>`, which must never replace
+    /// another app or start a second copy of a script behind the user's back.
+    Refuse,
+    /// Give it the new spec and restart it, whatever it ran (`herder start -f`).
+    Replace,
+}
+
 /// The daemon's answer to a request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Response {
@@ -164,6 +182,12 @@ pub enum Response {
     /// The request was carried out on these apps.
     Done {
         apps: Vec<AppInfo>,
+    },
+    /// What `Start` did: apps that were started (new ones, and existing ones that ran
+    /// nothing) and apps that ran and were restarted with their new spec.
+    Started {
+        started: Vec<AppInfo>,
+        restarted: Vec<AppInfo>,
     },
     List {
         apps: Vec<AppInfo>,
