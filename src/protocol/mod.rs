@@ -5,6 +5,7 @@
 //! [`Request`]s and reads one [`Response`] per request. Frames over [`MAX_FRAME`] are refused.
 //! This module depends on nothing else in the crate.
 
+pub mod secrets;
 pub mod spec;
 
 use std::collections::BTreeMap;

@@ -29,6 +29,7 @@ use crate::health::notify::{Notice, NotifySocket};
 use crate::health::probe::{self, ProbeResult};
 use crate::health::watch::{Ignore, Watcher};
 use crate::paths::Paths;
+use crate::protocol::secrets;
 use crate::protocol::spec::ProbeKind;
 use crate::protocol::ProbeState;
 use crate::protocol::{now_ms, AppSpec, ExitReason, ExitRecord, InstanceInfo, Status};
@@ -657,7 +658,7 @@ impl Actor {
             instance: self.info.index,
             pid: self.info.pid,
             exit,
-            detail,
+            detail: detail.map(|d| secrets::scrub(&d, &secrets::secret_values(&self.spec.env))),
         });
     }
 

@@ -1,47 +1,11 @@
 //! `herder events`: the stream of supervision events.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::Duration;
 
 use crate::harness::*;
 
 const T: Duration = Duration::from_secs(20);
-
-/// Clients streaming events right now, as `ping --json` counts them.
-fn followers(h: &TestHome) -> Option<u64> {
-    let info: serde_json::Value = serde_json::from_str(&h.ok(&["ping", "--json"])).ok()?;
-    info["event_followers"].as_u64()
-}
-
-/// A `herder events --json` client, killed when dropped.
-struct Follower(Child);
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Start `herder events --json` and wait until the daemon counts it; its events arrive on
-/// the receiver.
-fn follow_events(h: &TestHome) -> (Follower, mpsc::Receiver<serde_json::Value>) {
-    let mut child = h.cmd(&["events", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
-    let (tx, rx) = mpsc::channel::<serde_json::Value>();
-    let stdout = child.stdout.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
-                return;
-            }
-        }
-    });
-    let follower = Follower(child);
-    wait_for("the follower to subscribe", T, || (followers(h)? >= 1).then_some(()));
-    (follower, rx)
-}
 
 #[test]
 fn events_stream_start_exit_restart_and_errored() {

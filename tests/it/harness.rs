@@ -1,8 +1,10 @@
 //! Test harness: a temporary `HERDER_HOME` driving the real `herder` binary, and a wait-for
 //! helper with a deadline (never a fixed sleep).
 
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use herder::protocol::{AppInfo, Status};
@@ -43,8 +45,18 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// Pids of processes whose command line contains `needle`.
+/// Pids of processes whose command line contains `needle`, leaving out those whose parent's
+/// does too: a shell's child between its fork and its exec is the same app, not a second copy.
 pub fn pids_with_arg(needle: &str) -> Vec<u32> {
+    let found = pids_with_arg_all(needle);
+    let ppid = |p: u32| -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    };
+    found.iter().copied().filter(|&p| !ppid(p).is_some_and(|pp| found.contains(&pp))).collect()
+}
+
+fn pids_with_arg_all(needle: &str) -> Vec<u32> {
     let me = std::process::id();
     std::fs::read_dir("/proc")
         .unwrap()
@@ -169,4 +181,38 @@ pub fn start_forker(h: &TestHome) -> (PathBuf, u32, u32) {
     let first = app.instances[0].pid.unwrap();
     let child = app.instances[0].status_text.as_deref().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
     (go, first, child)
+}
+
+/// Clients streaming events right now, as `ping --json` counts them.
+pub fn followers(h: &TestHome) -> Option<u64> {
+    let info: serde_json::Value = serde_json::from_str(&h.ok(&["ping", "--json"])).ok()?;
+    info["event_followers"].as_u64()
+}
+
+/// A `herder events --json` client, killed when dropped.
+pub struct Follower(Child);
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Start `herder events --json` and wait until the daemon counts it; its events arrive on
+/// the receiver.
+pub fn follow_events(h: &TestHome) -> (Follower, mpsc::Receiver<serde_json::Value>) {
+    let mut child = h.cmd(&["events", "--json"]).stdout(Stdio::piped()).spawn().unwrap();
+    let (tx, rx) = mpsc::channel::<serde_json::Value>();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(serde_json::from_str(&line).unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let follower = Follower(child);
+    wait_for("the follower to subscribe", Duration::from_secs(20), || (followers(h)? >= 1).then_some(()));
+    (follower, rx)
 }

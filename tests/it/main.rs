@@ -21,6 +21,7 @@ mod nofile;
 mod persistence;
 mod ready;
 mod recovery;
+mod secrets;
 mod start_safety;
 mod startup;
 mod tree;

@@ -211,9 +211,11 @@ fn watchdog_pings_queued_while_the_daemon_did_not_run_win_over_the_expired_deadl
     let pinged = |i: &herder::protocol::InstanceInfo| {
         i.status_text.as_deref()?.strip_prefix("ping ")?.parse::<u64>().ok()
     };
-    let pid = wait_for("the first pings", T, || {
+    // Under load the interpreter may start slower than the watchdog allows; what counts is
+    // that the pinging process, once it pings, is not restarted.
+    let (pid, restarts) = wait_for("the first pings", T, || {
         let i = h.app("dog").instances[0].clone();
-        pinged(&i).and(i.pid)
+        pinged(&i).and(i.pid).map(|p| (p, i.restarts))
     });
     let daemon = h.daemon_pid().unwrap();
     // Whatever happens, the daemon runs again before the home is dropped.
@@ -238,8 +240,12 @@ fn watchdog_pings_queued_while_the_daemon_did_not_run_win_over_the_expired_deadl
         unsafe { libc::kill(daemon as i32, libc::SIGCONT) };
         let i = wait_for("the daemon to take the pings sent since", T, || {
             let i = h.app("dog").instances[0].clone();
-            (i.restarts > 0 || i.pid != Some(pid) || pinged(&i)? >= resumed).then_some(i)
+            (i.restarts > restarts || i.pid != Some(pid) || pinged(&i)? >= resumed).then_some(i)
         });
-        assert_eq!((i.pid, i.restarts), (Some(pid), 0), "round {round}: restarted by the watchdog: {i:?}");
+        assert_eq!(
+            (i.pid, i.restarts),
+            (Some(pid), restarts),
+            "round {round}: restarted by the watchdog: {i:?}"
+        );
     }
 }
