@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 /// tokio's scheduler statistics are the program's only use of the C math library: defining
 /// `pow` here (musl's, ported to Rust) keeps `libm.so` out of every herder process. Loading it
 /// runs its ifunc resolvers, which page in ~600 KB of it that would count in the daemon's
@@ -33,7 +31,13 @@ fn main() -> ExitCode {
             };
         }
     }
-    let cli = herder::cli::Cli::parse();
+    let cli = match herder::cli::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return ExitCode::from(1);
+        }
+    };
     match herder::cli::run(cli) {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {

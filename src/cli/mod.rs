@@ -2,6 +2,7 @@
 
 mod doctor;
 pub(crate) mod logs;
+pub mod pm2_flags;
 pub(crate) mod render;
 mod startup;
 mod update;
@@ -277,9 +278,39 @@ pub struct StartArgs {
     /// With a config file: start only these apps (by name)
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub only: Vec<String>,
-    /// With a config file: apply each app's `env_<name>` (e.g. `--env production`)
-    #[arg(long = "env", value_name = "NAME")]
-    pub env_name: Option<String>,
+    /// With a config file: apply each app's `env_<name>` (`--env production`); with a script:
+    /// set a variable (`--env NODE_ENV=production`, repeatable)
+    #[arg(long = "env", value_name = "NAME|KEY=VALUE")]
+    pub env: Vec<String>,
+    /// With a config file: restart running apps with the file's and this shell's environment
+    /// (always so); with app names: restart them with this shell's environment
+    #[arg(short = 'a', long)]
+    pub update_env: bool,
+    /// Restart the app when its memory (RSS of its process tree) exceeds this (`300M`, `1G`)
+    #[arg(long, value_name = "SIZE")]
+    pub max_memory_restart: Option<String>,
+    /// Restart the app at these times (cron: `"0 3 * * *"`, seconds first with 6 fields)
+    #[arg(short = 'c', long = "cron-restart", visible_alias = "cron", value_name = "EXPR")]
+    pub cron_restart: Option<String>,
+    /// Arguments for the interpreter, before the script (`--node-args="--max-old-space-size=512"`)
+    #[arg(long, visible_alias = "node-args", allow_hyphen_values = true, value_name = "ARGS")]
+    pub interpreter_args: Option<String>,
+    /// The variable that holds the instance number (default NODE_APP_INSTANCE)
+    #[arg(long, value_name = "NAME")]
+    pub instance_var: Option<String>,
+    /// Inherit nothing from this shell's environment, or (with names) leave out the variables
+    /// whose name contains one of them
+    #[arg(long, num_args = 0..=1, value_delimiter = ',', value_name = "NAMES")]
+    pub filter_env: Option<Vec<String>>,
+    /// The port the app listens on: sets `PORT`
+    #[arg(long)]
+    pub port: Option<String>,
+    /// Add the app as `stopped`, without starting it
+    #[arg(long)]
+    pub no_autostart: bool,
+    /// Run in the foreground instead of under the daemon, as `herder run` does (for containers)
+    #[arg(long)]
+    pub no_daemon: bool,
     /// stdout log file (`/dev/null` drops it)
     #[arg(short = 'o', long = "output")]
     pub output: Option<String>,
@@ -360,6 +391,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             return Ok(0);
         }
         Cmd::Run(a) => return run_foreground(paths, a),
+        Cmd::Start(a) if a.no_daemon => return start_foreground(paths, a),
         Cmd::Startup(a) => return startup::startup(&a),
         Cmd::Unstartup(a) => return startup::unstartup(&a),
         _ => {}
@@ -373,7 +405,28 @@ fn targets(v: &[String]) -> Vec<Target> {
 }
 
 /// Print `text` to stdout; a closed pipe (`herder list | head`) is not an error.
+/// `-s/--silent`: successful commands print nothing on stdout.
+static SILENT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Parse the command line, PM2's flags included (see [`pm2_flags`]): the parsed command, or
+/// why a flag is refused.
+pub fn parse(args: Vec<std::ffi::OsString>) -> std::result::Result<Cli, String> {
+    let read = pm2_flags::read(args)?;
+    for note in &read.notes {
+        eprintln!("note: {note}");
+    }
+    if read.no_color {
+        // Read by `logs`; set before any thread starts.
+        std::env::set_var("NO_COLOR", "1");
+    }
+    SILENT.store(read.silent, std::sync::atomic::Ordering::Relaxed);
+    Ok(Cli::parse_from(read.args))
+}
+
 fn out(text: &str) -> Result<()> {
+    if SILENT.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
     let mut stdout = std::io::stdout().lock();
     match stdout.write_all(text.as_bytes()).and_then(|_| stdout.flush()) {
         Ok(()) => Ok(()),
@@ -501,13 +554,21 @@ fn print_started(started: &[AppInfo], restarted: &[AppInfo]) -> Result<()> {
     let names =
         |apps: &[AppInfo]| apps.iter().map(|a| format!("`{}`", a.spec.name)).collect::<Vec<_>>().join(", ");
     let mut text = String::new();
+    let (added, started): (Vec<AppInfo>, Vec<AppInfo>) =
+        started.iter().cloned().partition(|a| !a.spec.autostart);
     if !started.is_empty() {
-        text.push_str(&format!("started {}\n", names(started)));
+        text.push_str(&format!("started {}\n", names(&started)));
+    }
+    if !added.is_empty() {
+        text.push_str(&format!(
+            "added {} as stopped (autostart is off; `herder start <name>` starts it)\n",
+            names(&added)
+        ));
     }
     if !restarted.is_empty() {
         text.push_str(&format!("restarted {}\n", names(restarted)));
     }
-    let mut all: Vec<AppInfo> = started.iter().chain(restarted).cloned().collect();
+    let mut all: Vec<AppInfo> = started.iter().chain(&added).chain(restarted).cloned().collect();
     all.sort_by_key(|a| a.id);
     text.push_str(&render::table(&all));
     out(&text)
@@ -675,9 +736,9 @@ fn resolve_context() -> Result<ResolveContext> {
     })
 }
 
-async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
-    let ctx = resolve_context()?;
-    let ov = Overrides {
+/// The flags of `herder start` that shape one app.
+fn start_overrides(a: &StartArgs) -> Overrides {
+    Overrides {
         name: a.name.clone(),
         namespace: a.namespace.clone(),
         interpreter: a.interpreter.clone(),
@@ -705,10 +766,47 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
         ignore_watch: a.ignore_watch.clone(),
         watch_delay: a.watch_delay.clone(),
         shutdown_with_message: a.shutdown_with_message,
+        max_memory_restart: a.max_memory_restart.clone(),
+        cron_restart: a.cron_restart.clone(),
+        interpreter_args: a.interpreter_args.clone(),
+        instance_var: a.instance_var.clone(),
+        filter_env: a.filter_env.clone(),
+        env: a.env.clone(),
+        port: a.port.clone(),
+        no_autostart: a.no_autostart,
         args: a.args.clone(),
-    };
+    }
+}
+
+/// What `herder start` was asked for.
+enum StartPlan {
+    /// The apps of a config file (started if missing, restarted if running).
+    File { specs: Vec<crate::protocol::AppSpec>, source: String },
+    /// One script or command with the flags.
+    Script(Box<crate::protocol::AppSpec>),
+    /// Apps the daemon has, by name, id or namespace.
+    Existing,
+}
+
+/// `--env` of `start`: one environment name for a config file.
+fn env_name_of(env: &[String], what: &str) -> Result<Option<String>> {
+    match env {
+        [] => Ok(None),
+        [name] if !name.contains('=') => Ok(Some(name.clone())),
+        [pair] => bail!(
+            "`--env {pair}`: with {what}, `--env` names an environment (`--env production` applies each app's `env_production`)\nhint: set variables in the file's `env`, or in the shell that runs herder"
+        ),
+        many => bail!("`--env` names one environment of the file (got {})", many.join(", ")),
+    }
+}
+
+/// Read what `herder start` names: `Ok(Err(code))` when that failed and was reported.
+fn plan_start(
+    a: &mut StartArgs,
+    ctx: &ResolveContext,
+    daemon_apps: Option<&[AppInfo]>,
+) -> Result<Result<StartPlan, i32>> {
     // No target: the config file of this directory, as PM2 starts `ecosystem.config.js`.
-    let mut a = a;
     if a.targets.is_empty() {
         let file = DEFAULT_CONFIG_FILES.iter().find(|f| ctx.cwd.join(f).is_file()).ok_or_else(|| {
             anyhow!(
@@ -718,55 +816,119 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
         })?;
         a.targets.push(file.to_string());
     }
-    let first = &a.targets[0];
-    let first_path = ctx.cwd.join(first);
+    let first = a.targets[0].clone();
+    let first_path = ctx.cwd.join(&first);
     // A config file: every app in it, validated before anything is sent.
-    if a.targets.len() == 1 && config::is_config_file(Path::new(first)) {
+    if a.targets.len() == 1 && config::is_config_file(Path::new(&first)) {
         if !first_path.is_file() {
             bail!("config file {} not found", first_path.display());
         }
-        let opts = config::LoadOptions { env_name: a.env_name.clone(), only: a.only.clone() };
-        return match config::load(Path::new(first), &opts, &ctx) {
+        let opts =
+            config::LoadOptions { env_name: env_name_of(&a.env, "a config file")?, only: a.only.clone() };
+        return Ok(match config::load(Path::new(&first), &opts, ctx) {
             Ok(loaded) => {
                 print_warnings(&loaded.warnings);
-                act(paths, Request::Start { specs: loaded.specs, existing: OnExisting::Restart }).await
+                Ok(StartPlan::File { specs: loaded.specs, source: first })
             }
-            Err(errors) => config_failed(&errors),
-        };
+            Err(errors) => Err(config_failed(&errors)?),
+        });
     }
-    if !a.only.is_empty() || a.env_name.is_some() {
-        bail!("`--only` and `--env` select apps and environments of a config file\nhint: herder start ecosystem.config.js --env production");
+    if !a.only.is_empty() {
+        bail!("`--only` selects apps of a config file\nhint: herder start ecosystem.config.js --only api,worker");
     }
     // A script file or a command string.
     let is_command = a.targets.len() == 1 && (first_path.is_file() || first.contains(char::is_whitespace));
     if !is_command {
-        // Existing apps by name, id or namespace?
-        let mut c = Client::connect(paths, true).await?;
-        let Response::List { apps } = expect_ok(c.request(&Request::List).await?)? else {
-            bail!("unexpected answer from the daemon");
-        };
-        let all_known = a.targets.iter().all(|t| {
-            t == "all"
-                || apps.iter().any(|x| x.spec.name == *t || x.id.to_string() == *t || x.spec.namespace == *t)
-        });
-        if all_known {
-            let req = Request::StartExisting { targets: targets(&a.targets) };
-            if let Response::Started { started, restarted } = expect_ok(c.request(&req).await?)? {
-                print_started(&started, &restarted)?;
+        if let Some(apps) = daemon_apps {
+            let all_known = a.targets.iter().all(|t| {
+                t == "all"
+                    || apps
+                        .iter()
+                        .any(|x| x.spec.name == *t || x.id.to_string() == *t || x.spec.namespace == *t)
+            });
+            if all_known {
+                if !a.env.is_empty() {
+                    bail!("`--env` applies to a script or a config file, not to apps that exist\nhint: `herder restart {} --update-env` restarts them with this shell's environment", a.targets.join(" "));
+                }
+                return Ok(Ok(StartPlan::Existing));
             }
-            return Ok(0);
         }
         if a.targets.len() > 1 {
             bail!("`herder start` takes one script or config file (got {})\nhint: quote a command with arguments: herder start \"python3 -m http.server\"", a.targets.len());
         }
     }
-    match config::from_command(first, &ov, &ctx) {
-        Ok(spec) => {
-            let existing = if a.force { OnExisting::Replace } else { OnExisting::Refuse };
-            act(paths, Request::Start { specs: vec![spec], existing }).await
-        }
-        Err(errors) => config_failed(&errors),
+    Ok(match config::from_command(&first, &start_overrides(a), ctx) {
+        Ok(spec) => Ok(StartPlan::Script(Box::new(spec))),
+        Err(errors) => Err(config_failed(&errors)?),
+    })
+}
+
+async fn start(paths: &Paths, mut a: Box<StartArgs>) -> Result<i32> {
+    let ctx = resolve_context()?;
+    // Names of apps that exist are asked of the daemon only when the target may be one.
+    let mut c = None;
+    let mut apps = None;
+    let one_file_or_command = |t: &str| {
+        config::is_config_file(Path::new(t)) || ctx.cwd.join(t).is_file() || t.contains(char::is_whitespace)
+    };
+    let maybe_existing = match a.targets.as_slice() {
+        [] => false,
+        [one] => !one_file_or_command(one),
+        _ => true,
+    };
+    if maybe_existing {
+        let mut client = Client::connect(paths, true).await?;
+        let Response::List { apps: listed } = expect_ok(client.request(&Request::ListBrief).await?)? else {
+            bail!("unexpected answer from the daemon");
+        };
+        apps = Some(listed);
+        c = Some(client);
     }
+    let plan = match plan_start(&mut a, &ctx, apps.as_deref())? {
+        Ok(plan) => plan,
+        Err(code) => return Ok(code),
+    };
+    match plan {
+        StartPlan::File { specs, .. } => {
+            act(paths, Request::Start { specs, existing: OnExisting::Restart }).await
+        }
+        StartPlan::Script(spec) => {
+            let existing = if a.force { OnExisting::Replace } else { OnExisting::Refuse };
+            act(paths, Request::Start { specs: vec![*spec], existing }).await
+        }
+        StartPlan::Existing => {
+            let mut c = c.expect("connected to list the apps");
+            if a.update_env {
+                let req = Request::Restart { targets: targets(&a.targets), env: Some(shell_env()) };
+                return act(paths, req).await;
+            }
+            let req = Request::StartExisting { targets: targets(&a.targets) };
+            if let Response::Started { started, restarted } = expect_ok(c.request(&req).await?)? {
+                print_started(&started, &restarted)?;
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// `herder start … --no-daemon`: the apps of a config file, or one script, in the foreground
+/// as `herder run` runs them.
+fn start_foreground(paths: Paths, mut a: Box<StartArgs>) -> Result<i32> {
+    let ctx = resolve_context()?;
+    let (specs, source) = match plan_start(&mut a, &ctx, None)? {
+        Err(code) => return Ok(code),
+        Ok(StartPlan::File { specs, source }) => (specs, source),
+        Ok(StartPlan::Script(spec)) => {
+            let source = spec.script.clone();
+            (vec![*spec], source)
+        }
+        Ok(StartPlan::Existing) => unreachable!("no daemon was asked"),
+    };
+    let foreground = crate::daemon::Foreground { specs, source, exit_when_empty: false };
+    Ok(crate::daemon::run_with(
+        paths,
+        crate::daemon::Options { resurrect: false, foreground: Some(foreground) },
+    )?)
 }
 
 /// `herder restart`: a config file's apps are resolved again from it; apps that were started

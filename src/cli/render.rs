@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::protocol::{now_ms, AppInfo, InstanceInfo, Status};
+use crate::protocol::{now_ms, AppInfo, ExitRecord, InstanceInfo, Status};
 
 /// `950ms`, `12s`, `5m`, `3h`, `2D`, as PM2 shows uptimes.
 pub fn duration(ms: u64) -> String {
@@ -50,6 +50,7 @@ fn user() -> String {
 fn last_exit(i: &InstanceInfo) -> String {
     match &i.last_exit {
         Some(e) if e.oom_killed => "oom-killed".into(),
+        Some(ExitRecord { memory_restart: Some(limit), .. }) => format!("memory > {}", bytes(*limit)),
         Some(e) => e.reason.to_string(),
         None => "-".into(),
     }
@@ -354,7 +355,11 @@ pub fn show(app: &AppInfo) -> String {
                 .iter()
                 .rev()
                 .map(|x| {
-                    let why = if x.oom_killed { "oom-killed".to_string() } else { x.reason.to_string() };
+                    let why = match x.memory_restart {
+                        _ if x.oom_killed => "oom-killed".to_string(),
+                        Some(limit) => format!("memory > {}", bytes(limit)),
+                        None => x.reason.to_string(),
+                    };
                     format!("{why} after {}", duration(x.uptime_ms))
                 })
                 .collect();

@@ -5,6 +5,7 @@ use super::resolve::{lexical_default_name, AppDecl, Instances, Spanned};
 use super::signal::parse_signal;
 use super::units::{self, UnitError};
 use super::validate::signal_hint;
+use super::validate::FilterEnv;
 use super::{ConfigError, Overrides};
 
 /// The declaration for `script` with `ov` applied; problems go to `errors`.
@@ -49,7 +50,14 @@ pub fn decl(script: &str, ov: &Overrides, errors: &mut Vec<ConfigError>) -> AppD
     if ov.wait_ready {
         decl.wait_ready = Some(true);
     }
-    decl.watch_delay_ms = duration("--watch-delay", &ov.watch_delay);
+    // PM2 reads a bare `--watch-delay 2` as seconds, herder's durations as ms: ask for a unit.
+    if let Some(bare) = ov.watch_delay.as_deref().filter(|v| v.trim().parse::<f64>().is_ok()) {
+        errors.push(ConfigError::new(format!("`--watch-delay {bare}`: give a unit")).with_hint(format!(
+            "`--watch-delay {bare}s` or `--watch-delay {bare}ms` (PM2 reads a bare number as seconds)"
+        )));
+    } else {
+        decl.watch_delay_ms = duration("--watch-delay", &ov.watch_delay);
+    }
     if ov.shutdown_with_message {
         decl.shutdown_with_message = Some(true);
     }
@@ -107,6 +115,61 @@ pub fn decl(script: &str, ov: &Overrides, errors: &mut Vec<ConfigError>) -> AppD
                     .with_hint("use a number, `max` (one per CPU), or `-N` (all CPUs but N)"),
             ),
         }
+    }
+    if let Some(value) = &ov.max_memory_restart {
+        match units::parse_size(value) {
+            Ok(0) => {}
+            Ok(bytes) => decl.max_memory_restart = Some(bytes),
+            Err(e) => errors.push(unit_error("--max-memory-restart", e)),
+        }
+    }
+    if let Some(expr) = ov.cron_restart.as_deref().map(str::trim).filter(|e| *e != "0") {
+        match crate::health::cron::Schedule::parse(expr, Some("UTC")) {
+            Ok(_) => decl.cron_restart = Some(expr.to_string()),
+            Err(e) => errors.push(ConfigError::new(format!("`--cron-restart`: {e}")).with_hint(
+                "5 fields (minute hour day month weekday), or 6 with seconds first: `--cron \"0 3 * * *\"`",
+            )),
+        }
+    }
+    if let Some(words) = &ov.interpreter_args {
+        match shell_words::split(words) {
+            Ok(w) => decl.interpreter_args = w,
+            Err(e) => errors.push(ConfigError::new(format!("`--interpreter-args`: {e}"))),
+        }
+    }
+    if let Some(name) = &ov.instance_var {
+        if name.is_empty() || name.contains(['=', '\0']) {
+            errors.push(ConfigError::new(format!("`--instance-var`: `{name}` is not a valid variable name")));
+        } else {
+            decl.instance_var = Some(name.clone());
+        }
+    }
+    match ov.filter_env.as_deref() {
+        None => {}
+        Some([]) => decl.filter_env = FilterEnv::All,
+        Some(names) => decl.filter_env = FilterEnv::Containing(names.to_vec()),
+    }
+    for pair in &ov.env {
+        match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !k.contains('\0') => {
+                decl.env.insert(k.to_string(), v.to_string());
+            }
+            _ => errors.push(
+                ConfigError::new(format!("`--env {pair}`: a script takes variables as `--env KEY=VALUE`"))
+                    .with_hint(format!(
+                        "named environments (`env_{pair}`) belong to config files: `herder start ecosystem.config.js --env {pair}`; for this script perhaps `--env NODE_ENV={pair}`"
+                    )),
+            ),
+        }
+    }
+    if let Some(value) = &ov.port {
+        match value.trim().parse::<u16>() {
+            Ok(port) if port > 0 => decl.port = Some(port),
+            _ => errors.push(ConfigError::new(format!("`--port`: `{value}` is not a port (1 to 65535)"))),
+        }
+    }
+    if ov.no_autostart {
+        decl.autostart = Some(false);
     }
     let logs = &mut decl.logs;
     logs.out_file = ov.out_file.clone().map(Into::into);

@@ -81,6 +81,22 @@ pub struct Overrides {
     pub ignore_watch: Vec<String>,
     pub watch_delay: Option<String>,
     pub shutdown_with_message: bool,
+    /// `--max-memory-restart 300M`.
+    pub max_memory_restart: Option<String>,
+    /// `-c/--cron/--cron-restart "0 3 * * *"`.
+    pub cron_restart: Option<String>,
+    /// `--node-args/--interpreter-args "--max-old-space-size=512"` (split shell-style).
+    pub interpreter_args: Option<String>,
+    /// `--instance-var INSTANCE_ID`.
+    pub instance_var: Option<String>,
+    /// `--filter-env [names]`: `Some(empty)` inherits nothing from the shell.
+    pub filter_env: Option<Vec<String>>,
+    /// `--env KEY=VALUE` (repeatable): variables of the app.
+    pub env: Vec<String>,
+    /// `--port N`: sets `PORT`.
+    pub port: Option<String>,
+    /// `--no-autostart`: added as `stopped`.
+    pub no_autostart: bool,
     /// Arguments after `--`.
     pub args: Vec<String>,
 }

@@ -109,6 +109,7 @@ impl App {
         brief.namespace = spec.namespace.clone();
         brief.instances = spec.instances;
         brief.watch = spec.watch.clone();
+        brief.autostart = spec.autostart;
         Arc::new(brief)
     }
 

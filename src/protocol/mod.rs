@@ -561,6 +561,9 @@ pub struct ExitRecord {
     /// The kernel killed it for going over its `memory_limit`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub oom_killed: bool,
+    /// herder restarted it for going over `max_memory_restart`: that limit, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_restart: Option<u64>,
 }
 
 /// A snapshot of one instance.

@@ -754,7 +754,7 @@ impl Actor {
                 self.spec.memory_limit.map(|b| format!("over memory_limit ({b} bytes)")),
             );
         }
-        let rec = ExitRecord { at_ms: now_ms(), reason: exit, uptime_ms, oom_killed };
+        let rec = ExitRecord { at_ms: now_ms(), reason: exit, uptime_ms, oom_killed, memory_restart: None };
         self.info.last_exit = Some(rec.clone());
         self.info.history.push(rec);
         if self.info.history.len() > HISTORY_LEN {
@@ -1086,6 +1086,10 @@ impl Actor {
         self.event("memory", None, Some(why.clone()));
         let started = run.started;
         self.stop_process(run).await;
+        // The exit says why it happened.
+        for rec in self.info.last_exit.iter_mut().chain(self.info.history.last_mut()) {
+            rec.memory_restart = Some(limit);
+        }
         let uptime_ms = started.elapsed().as_millis() as u64;
         let exit = self.info.last_exit.as_ref().map(|e| e.reason);
         let decision = policy::on_memory_restart(&self.spec, &mut self.policy, uptime_ms, &why);

@@ -29,13 +29,20 @@ pub enum Decision {
 /// Decide what follows `exit` after a run of `uptime_ms`.
 pub fn on_exit(spec: &AppSpec, st: &mut PolicyState, exit: ExitReason, uptime_ms: u64) -> Decision {
     let code_stops = matches!(exit, ExitReason::Code(c) if spec.stop_exit_codes.contains(&c));
-    if !spec.autorestart || code_stops {
-        let why = if code_stops { "its code is in `stop_exit_codes`" } else { "`autorestart` is off" };
+    if code_stops {
+        // A listed code is how the app says it is done: a normal stop.
+        let reason = match exit {
+            ExitReason::Code(0) => None,
+            other => Some(format!("exited with {other}, which `stop_exit_codes` lists: a normal stop")),
+        };
+        return Decision::Halt { status: Status::Stopped, reason };
+    }
+    if !spec.autorestart {
         return match exit {
             ExitReason::Code(0) => Decision::Halt { status: Status::Stopped, reason: None },
             other => Decision::Halt {
                 status: Status::Errored,
-                reason: Some(format!("exited with {other}; not restarted because {why}")),
+                reason: Some(format!("exited with {other}; not restarted because `autorestart` is off")),
             },
         };
     }
@@ -233,7 +240,7 @@ mod tests {
         let mut st = PolicyState::default();
         assert!(matches!(
             on_exit(&s, &mut st, ExitReason::Code(3), 5_000),
-            Decision::Halt { status: Status::Errored, .. }
+            Decision::Halt { status: Status::Stopped, reason: Some(r) } if r.contains("stop_exit_codes")
         ));
         assert!(matches!(
             on_exit(&s, &mut st, ExitReason::Code(0), 5_000),

@@ -83,6 +83,11 @@ fn stop_exit_codes_and_no_autorestart_leave_the_app_down() {
     h.ok(&["start", crash.to_str().unwrap(), "--name", "clean", "--stop-exit-codes", "0", "--", "0"]);
     let app = h.wait_status("clean", Status::Stopped, T);
     assert_eq!(app.instances[0].restarts, 0);
+    // A listed non-zero code is a normal stop too: `stopped`, not `errored`.
+    h.ok(&["start", crash.to_str().unwrap(), "--name", "done", "--stop-exit-codes", "0,3", "--", "3"]);
+    let app = h.wait_status("done", Status::Stopped, T);
+    assert_eq!(app.instances[0].restarts, 0);
+    assert_eq!(app.instances[0].last_exit.as_ref().unwrap().reason, ExitReason::Code(3));
     h.ok(&["start", crash.to_str().unwrap(), "--name", "once", "--no-autorestart", "--", "3"]);
     let app = h.wait_status("once", Status::Errored, T);
     assert_eq!(app.instances[0].restarts, 0);

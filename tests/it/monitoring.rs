@@ -45,6 +45,9 @@ fn max_memory_restart_restarts_a_growing_app_soon_after_it_crosses() {
     let exit = i.last_exit.clone().unwrap();
     assert!(!exit.oom_killed, "{exit:?}");
     assert_eq!(exit.reason, herder::protocol::ExitReason::Signal(libc::SIGTERM), "{exit:?}");
+    assert_eq!(exit.memory_restart, Some(60 * 1024 * 1024), "the exit says why: {exit:?}");
+    let table = h.ok(&["list"]);
+    assert!(table.contains("memory > 60.0mb"), "list's last exit names the limit:\n{table}");
     // Crossed 60 MB of allocations (plus the interpreter's ~10 MB) and was stopped within a few
     // 250 ms samples: at 40 MB/s, well before 60 + 40 MB.
     let peak = allocated_mb(&h, "leak").into_iter().max().unwrap();
