@@ -697,6 +697,8 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
         ignore_watch: a.ignore_watch.clone(),
         watch_delay: a.watch_delay.clone(),
         shutdown_with_message: a.shutdown_with_message,
+        user: None,
+        group: None,
         args: a.args.clone(),
     };
     // No target: the config file of this directory, as PM2 starts `ecosystem.config.js`.

@@ -81,6 +81,11 @@ pub struct Overrides {
     pub ignore_watch: Vec<String>,
     pub watch_delay: Option<String>,
     pub shutdown_with_message: bool,
+    /// The user to run as (`user`: a name or a numeric uid), for a daemon running as root.
+    pub user: Option<String>,
+    /// The group to run as (`group`: a name or a numeric gid); the user's primary group by
+    /// default.
+    pub group: Option<String>,
     /// Arguments after `--`.
     pub args: Vec<String>,
 }

@@ -25,4 +25,5 @@ mod start_safety;
 mod startup;
 mod tree;
 mod update;
+mod user;
 mod watch;
