@@ -187,7 +187,13 @@ pub fn spawn_instance(
             |p| p.pid,
         )
         .map_err(|e| err(describe_spawn_error(&e)))?;
-    let child = pending.wait_exec().map_err(|e| err(describe_spawn_error(&e)))?;
+    let child = pending.wait_exec().map_err(|e| match (account, e.raw_os_error()) {
+        // Denied to the app's user, which is not the daemon's.
+        (Some(a), Some(libc::EACCES)) => {
+            err(format!("permission denied (is it executable, and can the user `{}` reach it?)", a.name))
+        }
+        _ => err(describe_spawn_error(&e)),
+    })?;
     let started = Instant::now();
     drop(cg_fds);
     let pid = child.pid;

@@ -60,7 +60,7 @@ fn an_app_with_user_nobody_runs_with_nobodys_ids_groups_and_login_variables() {
     expected_groups.sort_unstable();
 
     // What the app sees, then its ready signal through `NOTIFY_SOCKET`, which it can reach
-    // although `HERDER_HOME` is root's and 0700.
+    // although `HERDER_HOME` is root's and 0700. Its readiness probe passes only as nobody.
     let script = h.write(
         "who.sh",
         "#!/bin/sh\n\
@@ -73,7 +73,8 @@ fn an_app_with_user_nobody_runs_with_nobodys_ids_groups_and_login_variables() {
     let config = h.write(
         "herder.toml",
         &format!(
-            "[[apps]]\nname = \"who\"\nscript = \"{}\"\nuser = \"nobody\"\nwait_ready = true\nlisten_timeout = \"15s\"\n",
+            "[[apps]]\nname = \"who\"\nscript = \"{}\"\nuser = \"nobody\"\nwait_ready = true\nlisten_timeout = \"15s\"\n\
+             [[apps.health]]\nkind = \"readiness\"\nexec = [\"sh\", \"-c\", \"test $(id -u) = {uid}\"]\ninterval = \"100ms\"\n",
             script.display()
         ),
     );
@@ -116,6 +117,22 @@ fn an_app_with_user_nobody_runs_with_nobodys_ids_groups_and_login_variables() {
     // Stopped and deleted, the socket's directory goes too.
     h.ok(&["delete", "who"]);
     assert!(!dir.exists(), "{} is left", dir.display());
+
+    // A script the user cannot reach fails its start and says why.
+    let private = h.dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let hidden = private.join("hidden.sh");
+    std::fs::write(&hidden, "#!/bin/sh\nexec sleep 100000\n").unwrap();
+    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = h.write(
+        "hidden.toml",
+        &format!("[[apps]]\nname = \"hidden\"\nscript = \"{}\"\nuser = \"nobody\"\n", hidden.display()),
+    );
+    h.ok(&["start", config.to_str().unwrap()]);
+    let app = h.wait_status("hidden", Status::Errored, T);
+    let reason = app.instances[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("can the user `nobody` reach it?"), "{reason}");
 }
 
 /// `herder <args>` as nobody (and group nogroup, no supplementary groups).
