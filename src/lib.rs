@@ -14,3 +14,4 @@ pub mod paths;
 pub mod protocol;
 pub mod supervisor;
 pub mod tui;
+pub mod users;

@@ -56,6 +56,41 @@ impl Paths {
         self.home.join("run")
     }
 
+    /// Where a root daemon puts the notify sockets of apps that run as another user, which
+    /// cannot reach `run/` in the 0700 home: `/run/herder-<token>` (the system's temporary
+    /// directory where there is no `/run`). See [`Paths::ensure_shared_run_dir`].
+    pub fn shared_run_dir(&self) -> PathBuf {
+        let base = if Path::new("/run").is_dir() { PathBuf::from("/run") } else { std::env::temp_dir() };
+        base.join(format!("herder-{}", self.token()))
+    }
+
+    /// Create [`Paths::shared_run_dir`] (0711: every user may pass through to the directory
+    /// of its own socket, none may list or create entries) and check that it is this
+    /// process's: a directory someone else made there (the temporary directory is writable by
+    /// all) is refused, not used.
+    pub fn ensure_shared_run_dir(&self) -> io::Result<PathBuf> {
+        use std::os::unix::fs::MetadataExt;
+        let dir = self.shared_run_dir();
+        match std::fs::DirBuilder::new().mode(0o711).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let meta = std::fs::symlink_metadata(&dir)?;
+        // SAFETY: geteuid(2) cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if !meta.is_dir() || meta.uid() != euid {
+            return Err(io::Error::other(format!(
+                "{} is not a directory of uid {euid}; remove it",
+                dir.display()
+            )));
+        }
+        if meta.mode() & 0o7777 != 0o711 {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711))?;
+        }
+        Ok(dir)
+    }
+
     /// Create the home (0700) and its folders; tighten the home's mode if it is looser.
     pub fn ensure(&self) -> io::Result<()> {
         create_private_dir(&self.home)?;

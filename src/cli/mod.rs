@@ -308,6 +308,15 @@ pub struct StartArgs {
     /// Add the app as `stopped`, without starting it
     #[arg(long)]
     pub no_autostart: bool,
+    /// Run the app as this user (a name or uid; the daemon must run as root)
+    #[arg(long = "uid", visible_alias = "user", value_name = "USER")]
+    pub user: Option<String>,
+    /// Run the app with this group (a name or gid; default the user's primary group)
+    #[arg(long = "gid", visible_alias = "group", value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Write the app's pid to this file while it runs (`-<n>` added per instance when several)
+    #[arg(short = 'p', long = "pid", value_name = "PATH")]
+    pub pid_file: Option<String>,
     /// Run in the foreground instead of under the daemon, as `herder run` does (for containers)
     #[arg(long)]
     pub no_daemon: bool,
@@ -774,6 +783,9 @@ fn start_overrides(a: &StartArgs) -> Overrides {
         env: a.env.clone(),
         port: a.port.clone(),
         no_autostart: a.no_autostart,
+        user: a.user.clone(),
+        group: a.group.clone(),
+        pid_file: a.pid_file.clone(),
         args: a.args.clone(),
     }
 }

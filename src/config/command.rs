@@ -103,6 +103,20 @@ pub fn decl(script: &str, ov: &Overrides, errors: &mut Vec<ConfigError>) -> AppD
     if ov.no_autorestart {
         decl.autorestart = Some(false);
     }
+    // `--user`, `--group`: the accounts are looked up when the app is resolved.
+    for (flag, value, slot) in [("--user", &ov.user, &mut decl.user), ("--group", &ov.group, &mut decl.group)]
+    {
+        match value.as_deref().map(str::trim) {
+            Some("") => errors.push(ConfigError::new(format!("`{flag}` is empty"))),
+            Some(v) => *slot = Some(Spanned::unknown(v.to_string())),
+            None => {}
+        }
+    }
+    match ov.pid_file.as_deref().map(str::trim) {
+        Some("") => errors.push(ConfigError::new("`--pid` is empty")),
+        Some(path) => decl.pid_file = Some(Spanned::unknown(path.to_string())),
+        None => {}
+    }
     if let Some(value) = &ov.instances {
         let parsed = match value.trim() {
             "max" => Some(Instances::Max),

@@ -20,9 +20,10 @@ pub fn to_toml(root: &Value, from: &str) -> String {
     let mut doc = DocumentMut::new();
     let mut array = ArrayOfTables::new();
     let mut dropped: Vec<String> = Vec::new();
+    let mut not_yet: Vec<String> = Vec::new();
     for app in apps {
         let Kind::Table(table) = &app.kind else { continue };
-        array.push(convert_app(table, &deploy, &mut dropped));
+        array.push(convert_app(table, &deploy, &mut dropped, &mut not_yet));
     }
     doc.insert("apps", Item::ArrayOfTables(array));
     let mut header = format!("# herder.toml converted by `herder convert` from {from}.\n");
@@ -30,6 +31,9 @@ pub fn to_toml(root: &Value, from: &str) -> String {
         .push_str("# Keep it next to the original: relative paths resolve against this file's directory.\n");
     if !dropped.is_empty() {
         header.push_str(&format!("# Dropped (no meaning in herder): {}.\n", dropped.join(", ")));
+    }
+    if !not_yet.is_empty() {
+        header.push_str(&format!("# Left out (not implemented in herder yet): {}.\n", not_yet.join(", ")));
     }
     header.push('\n');
     header + &doc.to_string()
@@ -74,7 +78,12 @@ fn split(root: &Value) -> (Vec<&Value>, DeployEnv) {
     (apps, deploy)
 }
 
-fn convert_app(table: &Table, deploy: &DeployEnv, dropped: &mut Vec<String>) -> TomlTable {
+fn convert_app(
+    table: &Table,
+    deploy: &DeployEnv,
+    dropped: &mut Vec<String>,
+    not_yet: &mut Vec<String>,
+) -> TomlTable {
     let mut out = TomlTable::new();
     let mut script_needs_shell = false;
     let mut has_shell = false;
@@ -97,7 +106,27 @@ fn convert_app(table: &Table, deploy: &DeployEnv, dropped: &mut Vec<String>) -> 
             continue;
         }
         let v = &entry.value;
+        let left_out = match (def.field, &v.kind) {
+            (Field::Balancer | Field::Image, _) => Some(def.name.to_string()),
+            (Field::ExecMode, Kind::Str(m)) if m.trim().trim_end_matches("_mode") == "cluster" => {
+                Some("exec_mode = \"cluster\"".to_string())
+            }
+            _ => None,
+        };
+        if let Some(what) = left_out {
+            if !not_yet.contains(&what) {
+                not_yet.push(what);
+            }
+            continue;
+        }
         let item = match def.field {
+            // PM2's `node@<version>`: herder runs the `node` in PATH.
+            Field::Interpreter => match &v.kind {
+                Kind::Str(i) if i.split_once('@').is_some_and(|(n, _)| n == "node") => {
+                    toml_edit::value("node")
+                }
+                _ => Item::Value(plain(v)),
+            },
             Field::Env => {
                 if let Kind::Table(t) = &v.kind {
                     env_keys = t.entries.iter().map(|e| e.key.clone()).collect();
@@ -122,7 +151,7 @@ fn convert_app(table: &Table, deploy: &DeployEnv, dropped: &mut Vec<String>) -> 
                 has_shell = true;
                 Item::Value(plain(v))
             }
-            Field::Health | Field::Balancer => match &v.kind {
+            Field::Health => match &v.kind {
                 Kind::Table(_) => Item::Table(nested_table(v)),
                 _ => Item::Value(plain(v)),
             },

@@ -97,6 +97,13 @@ pub struct Overrides {
     pub port: Option<String>,
     /// `--no-autostart`: added as `stopped`.
     pub no_autostart: bool,
+    /// The user to run as (`user`: a name or a numeric uid), for a daemon running as root.
+    pub user: Option<String>,
+    /// The group to run as (`group`: a name or a numeric gid); the user's primary group by
+    /// default.
+    pub group: Option<String>,
+    /// `-p/--pid PATH`: the pid file.
+    pub pid_file: Option<String>,
     /// Arguments after `--`.
     pub args: Vec<String>,
 }

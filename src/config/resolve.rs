@@ -108,6 +108,12 @@ pub struct AppDecl {
     pub max_memory_restart: Option<u64>,
     pub memory_limit: Option<u64>,
     pub cpu_limit_millis: Option<u32>,
+    /// `user`: a name or a numeric uid, as written.
+    pub user: Option<Spanned<String>>,
+    /// `group`: a name or a numeric gid, as written.
+    pub group: Option<Spanned<String>>,
+    /// `pid_file`, relative to `cwd`.
+    pub pid_file: Option<Spanned<String>>,
 }
 
 /// An `env_<name>` table.
@@ -278,7 +284,15 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
         return Err(errors);
     }
 
-    let env = match environment(decl, base) {
+    let account = match account(decl, base) {
+        Ok(account) => account,
+        Err(e) => {
+            errors.push(e);
+            None
+        }
+    };
+    let login = account.as_ref().filter(|_| decl.user.is_some()).map(crate::users::login_env);
+    let env = match environment(decl, base, login.as_deref().unwrap_or_default()) {
         Ok(env) => env,
         Err(mut e) => {
             errors.append(&mut e);
@@ -383,8 +397,39 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
     {
         *p = spec.cwd.join(&*p);
     }
+    spec.user = decl.user.as_ref().map(|u| u.value.clone());
+    spec.group = decl.group.as_ref().map(|g| g.value.clone());
+    spec.pid_file = decl.pid_file.as_ref().map(|p| normalize(&spec.cwd.join(&p.value)));
     spec.source = base.source.map(Path::to_path_buf);
     Ok(spec)
+}
+
+/// The account of `user`/`group`, if the app sets either: one that does not exist on this
+/// machine is an error where it is written. (Whether the daemon may switch to it is the
+/// daemon's check: `herder validate` must pass on a machine where herder does not run as
+/// root.)
+fn account(decl: &AppDecl, base: &Base<'_>) -> Result<Option<crate::users::Account>, ConfigError> {
+    if decl.user.is_none() && decl.group.is_none() {
+        return Ok(None);
+    }
+    let (user, group) = (decl.user.as_ref(), decl.group.as_ref());
+    crate::users::account(user.map(|u| u.value.as_str()), group.map(|g| g.value.as_str())).map(Some).map_err(
+        |e| {
+            let key = e.key();
+            let span = if key == "group" { &decl.group } else { &decl.user };
+            let span = span.as_ref().map_or(decl.span, |s| s.span);
+            let message = match base.origin {
+                Origin::File => format!("app {}: {e}", decl.label),
+                Origin::Flags => format!("app {}: `--{key} {}`: {}", decl.label, e.value(), e.problem()),
+            };
+            let (db, file) = if key == "group" { ("group", "/etc/group") } else { ("passwd", "/etc/passwd") };
+            let mut hint = format!("`getent {db}` lists the {key}s");
+            if crate::users::files_only() {
+                hint.push_str(&format!(" (this herder is linked statically and reads only {file})"));
+            }
+            ConfigError::new(message).at(span).with_hint(hint)
+        },
+    )
 }
 
 /// How to start the app.
@@ -405,9 +450,14 @@ enum Target {
     OnPath(PathBuf),
 }
 
-/// The app's environment: the shell's (less what `filter_env` drops) < `env_file` < PM2's
+/// The app's environment: the shell's (less what `filter_env` drops) < the `user`'s login
+/// variables (`login`: `HOME`, `USER`, `LOGNAME`, `SHELL`) < `env_file` < PM2's
 /// `deploy.<env>.env` < `env` (and `port`) < `env_<name>` selected by `--env <name>`.
-fn environment(decl: &AppDecl, base: &Base<'_>) -> Result<BTreeMap<String, String>, Vec<ConfigError>> {
+fn environment(
+    decl: &AppDecl,
+    base: &Base<'_>,
+    login: &[(&str, String)],
+) -> Result<BTreeMap<String, String>, Vec<ConfigError>> {
     let mut env: BTreeMap<String, String> = match &decl.filter_env {
         FilterEnv::None => base.env.clone(),
         FilterEnv::All => BTreeMap::new(),
@@ -418,6 +468,8 @@ fn environment(decl: &AppDecl, base: &Base<'_>) -> Result<BTreeMap<String, Strin
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
     };
+    // The shell's `HOME` and `USER` are those of whoever ran herder, not of the app's user.
+    env.extend(login.iter().map(|(k, v)| (k.to_string(), v.clone())));
     let mut errors = Vec::new();
     for file in &decl.env_file {
         let path = normalize(&base.dir.join(&file.value));

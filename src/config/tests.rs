@@ -702,5 +702,133 @@ fn node_at_a_version_runs_node_with_a_warning() {
     let loaded = load(Path::new("apps.json"), &LoadOptions::default(), &f.ctx()).unwrap();
     assert_eq!(loaded.specs[0].program, "node");
     assert_eq!(loaded.warnings.len(), 1);
-    assert!(loaded.warnings[0].message.contains("uses `node` from PATH"), "{:?}", loaded.warnings);
+    assert!(loaded.warnings[0].message.contains("runs `node` from PATH"), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn keys_not_implemented_yet_are_errors_in_herder_toml_with_their_line() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let toml = "[[apps]]\nname = \"web\"\nscript = \"app.js\"\nimage = \"web:1\"\nexec_mode = \"cluster\"\n\
+                interpreter = \"node@18\"\n[apps.balancer]\nlisten = 80\n";
+    let errs = f.load(toml).unwrap_err();
+    let found: Vec<(usize, &str)> = errs.iter().map(|e| (e.line.unwrap(), e.message.as_str())).collect();
+    assert_eq!(
+        found,
+        [
+            (4, "`image` in app `web` is not implemented yet"),
+            (5, "`exec_mode = \"cluster\"` in app `web` is not implemented yet"),
+            (6, "`interpreter = \"node@18\"` in app `web` asks for a Node version, which herder does not install"),
+            (7, "`balancer` in app `web` is not implemented yet"),
+        ],
+        "{errs}"
+    );
+    assert!(errs.iter().all(|e| e.hint.is_some() && e.file.as_deref() == Some(Path::new("herder.toml"))));
+    // Their "off" values are fine.
+    f.load_one("[[apps]]\nscript = \"app.js\"\nexec_mode = \"fork\"\n");
+}
+
+#[test]
+fn keys_not_implemented_yet_are_warnings_naming_them_in_pm2_files() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    f.file(
+        "ecosystem.json",
+        r#"{"apps": [{"name": "web", "script": "app.js", "exec_mode": "cluster", "image": "web:1",
+            "balancer": {"listen": 80}}, {"name": "api", "script": "app.js", "image": "api:1"}]}"#,
+    );
+    let loaded = load(Path::new("ecosystem.json"), &LoadOptions::default(), &f.ctx()).unwrap();
+    let warnings: Vec<&str> = loaded.warnings.iter().map(|w| w.message.as_str()).collect();
+    assert_eq!(
+        warnings,
+        [
+            "`exec_mode` (app `web`) is `cluster`, which is not implemented yet: the instances run as separate processes that do not share one port",
+            "`image` (apps `web`, `api`) is not implemented yet; it is ignored",
+            "`balancer` (app `web`) is not implemented yet; it is ignored",
+        ]
+    );
+    assert_eq!(loaded.specs.len(), 2);
+    // `convert` leaves them out, so that its herder.toml loads.
+    let (toml, _) = convert_file(Path::new("ecosystem.json"), &f.ctx()).unwrap();
+    assert!(
+        toml.contains(
+            "# Left out (not implemented in herder yet): exec_mode = \"cluster\", image, balancer."
+        ),
+        "{toml}"
+    );
+    f.file("converted.toml", &toml);
+    let converted = load(Path::new("converted.toml"), &LoadOptions::default(), &f.ctx()).unwrap();
+    assert_eq!(converted.specs.len(), 2);
+    assert!(converted.warnings.is_empty(), "{:?}", converted.warnings);
+}
+
+#[test]
+fn user_and_group_resolve_and_give_the_login_variables() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let spec =
+        f.load_one("[[apps]]\nscript = \"app.js\"\nuser = \"root\"\ngroup = 0\npid_file = \"run/app.pid\"\n");
+    assert_eq!(spec.user.as_deref(), Some("root"));
+    assert_eq!(spec.group.as_deref(), Some("0"));
+    assert_eq!(spec.pid_file, Some(f.root().join("run/app.pid")));
+    // The shell's HOME is whoever ran herder's; the app gets its user's.
+    let root = nix::unistd::User::from_name("root").unwrap().unwrap();
+    assert_eq!(spec.env.get("HOME").map(String::as_str), root.dir.to_str());
+    assert_eq!(spec.env.get("USER").map(String::as_str), Some("root"));
+    assert_eq!(spec.env.get("LOGNAME").map(String::as_str), Some("root"));
+    assert_eq!(spec.env.get("SHELL").map(String::as_str), root.shell.to_str());
+    // What the app's own env says wins.
+    let spec = f.load_one("[[apps]]\nscript = \"app.js\"\nuser = \"root\"\nenv = { HOME = \"/srv\" }\n");
+    assert_eq!(spec.env.get("HOME").map(String::as_str), Some("/srv"));
+    // Without `user`, the shell's stay.
+    let spec = f.load_one("[[apps]]\nscript = \"app.js\"\n");
+    assert_eq!(spec.env.get("HOME").map(String::as_str), Some("/home/someone"));
+    assert_eq!((spec.user, spec.group, spec.pid_file), (None, None, None));
+}
+
+#[test]
+fn unknown_users_and_groups_are_errors_naming_app_key_and_value() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let errs = f
+        .load("[[apps]]\nname = \"web\"\nscript = \"app.js\"\nuser = \"no-such-user-herder\"\n")
+        .unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs}");
+    assert_eq!(at(&errs.errors[0]), (4, 8));
+    assert_eq!(
+        errs.errors[0].message,
+        "app `web`: `user = \"no-such-user-herder\"`: no such user on this machine"
+    );
+    let errs =
+        f.load("[[apps]]\nname = \"web\"\nscript = \"app.js\"\nuser = \"root\"\ngroup = \"no-such-group-herder\"\n").unwrap_err();
+    assert_eq!(at(&errs.errors[0]), (5, 9));
+    assert_eq!(
+        errs.errors[0].message,
+        "app `web`: `group = \"no-such-group-herder\"`: no such group on this machine"
+    );
+    let errs = f.load("[[apps]]\nscript = \"app.js\"\nuser = -1\ngroup = [1]\n").unwrap_err();
+    assert_eq!(errs.len(), 2, "{errs}");
+    // PM2's `uid`/`gid` are the same keys.
+    f.file("ecosystem.json", r#"{"apps": [{"name": "w", "script": "app.js", "uid": "root", "gid": "0"}]}"#);
+    let loaded = load(Path::new("ecosystem.json"), &LoadOptions::default(), &f.ctx()).unwrap();
+    assert_eq!(
+        (loaded.specs[0].user.as_deref(), loaded.specs[0].group.as_deref()),
+        (Some("root"), Some("0"))
+    );
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+}
+
+#[test]
+fn start_flags_name_the_user_flag() {
+    let f = Fixture::new();
+    let script = f.file("app.js", "").display().to_string();
+    let ov = Overrides { user: Some("no-such-user-herder".into()), ..Overrides::default() };
+    let errs = from_command(&script, &ov, &f.ctx()).unwrap_err();
+    assert_eq!(
+        errs.errors[0].message,
+        "app `app`: `--user no-such-user-herder`: no such user on this machine"
+    );
+    let ov = Overrides { user: Some("root".into()), group: Some("0".into()), ..Overrides::default() };
+    let spec = from_command(&script, &ov, &f.ctx()).unwrap();
+    assert_eq!((spec.user.as_deref(), spec.group.as_deref()), (Some("root"), Some("0")));
 }

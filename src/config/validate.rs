@@ -3,8 +3,10 @@
 //!
 //! Keys are herder's snake_case names, which are PM2's; each also accepts its camelCase form
 //! (`maxRestarts`) and PM2's aliases (`exec_interpreter`, `node_args`, `out`, `cron`…). Every PM2
-//! option is known: those whose behaviour comes later are validated now and reported as
-//! warnings, like PM2 options that mean nothing in herder (APM, source maps, vizion).
+//! option is known. No key herder names is silently ignored: those whose behaviour comes
+//! later are validated now and are errors in herder.toml, warnings in PM2 files (which are
+//! shared with PM2); PM2 options that mean nothing in herder (APM, source maps, vizion) are
+//! warnings.
 
 use std::collections::BTreeMap;
 
@@ -44,7 +46,6 @@ pub enum Field {
     ExpBackoffRestartDelay,
     KillSignal,
     KillTimeout,
-    // Parsed and validated now; their behaviour comes with later work.
     User,
     Group,
     CronRestart,
@@ -75,6 +76,7 @@ pub enum Field {
     LogRotateInterval,
     LogRateLimit,
     PidFile,
+    // Validated now; their behaviour comes with later work.
     Balancer,
     Image,
     // PM2 options with no meaning in herder.
@@ -85,7 +87,8 @@ pub enum Field {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Support {
     Now,
-    /// Parsed and validated; a later release gives it its behaviour.
+    /// Parsed and validated; a later release gives it its behaviour. An error in herder.toml,
+    /// a warning in PM2 files.
     Later,
     /// A PM2 option that means nothing here (why, for the warning).
     Ignored(&'static str),
@@ -139,8 +142,8 @@ pub const FIELDS: &[FieldDef] = &[
     now(Field::ExpBackoffRestartDelay, "exp_backoff_restart_delay", &[]),
     now(Field::KillSignal, "kill_signal", &[]),
     now(Field::KillTimeout, "kill_timeout", &[]),
-    later(Field::User, "user", &["uid"]),
-    later(Field::Group, "group", &["gid"]),
+    now(Field::User, "user", &["uid"]),
+    now(Field::Group, "group", &["gid"]),
     now(Field::CronRestart, "cron_restart", &["cron"]),
     now(Field::CronTimezone, "cron_timezone", &[]),
     now(Field::Hooks, "hooks", &[]),
@@ -168,7 +171,7 @@ pub const FIELDS: &[FieldDef] = &[
     now(Field::LogCompress, "log_compress", &[]),
     now(Field::LogRotateInterval, "log_rotate_interval", &[]),
     now(Field::LogRateLimit, "log_rate_limit", &[]),
-    later(Field::PidFile, "pid_file", &["pid"]),
+    now(Field::PidFile, "pid_file", &["pid"]),
     later(Field::Balancer, "balancer", &[]),
     later(Field::Image, "image", &[]),
     ignored("treekill", "herder always stops the whole process tree"),
@@ -281,10 +284,30 @@ pub struct Validated {
 /// One key that herder accepts but ignores, where it is set.
 struct Ignore {
     key: &'static str,
-    support: Support,
+    /// What the warning says after the key and the apps.
+    why: Why,
     app: String,
     span: Span,
-    note: Option<&'static str>,
+}
+
+enum Why {
+    /// A PM2 option with no meaning in herder, and why.
+    Meaningless(&'static str),
+    /// A key whose behaviour comes later: the rest of the sentence.
+    Later(&'static str),
+}
+
+/// A key (or a value of one) that herder validates but does not act on yet.
+struct Later {
+    /// The key's canonical name, for the warning.
+    key: &'static str,
+    /// The key (and value) as written, for the error: "`exec_mode = \"cluster\"`".
+    written: String,
+    /// The rest of herder.toml's error: "is not implemented yet".
+    error: &'static str,
+    /// The rest of a PM2 file's warning: "is not implemented yet; it is ignored".
+    warning: &'static str,
+    hint: &'static str,
 }
 
 /// Every app of a config tree; problems go to `errors`, ignored options to `warnings` (one
@@ -340,18 +363,14 @@ fn summarize(ignores: Vec<Ignore>) -> Vec<ConfigError> {
             ignores[i..].iter().filter(|w| w.key == first.key).map(|w| w.app.as_str()).collect();
         let apps =
             if apps.len() == 1 { format!("app {}", apps[0]) } else { format!("apps {}", apps.join(", ")) };
-        let message = match first.support {
-            Support::Ignored(why) => {
+        let message = match first.why {
+            Why::Meaningless(why) => {
                 format!(
                     "`{}` ({apps}) is a PM2 option with no meaning in herder ({why}); it is ignored",
                     first.key
                 )
             }
-            _ => format!(
-                "`{}` ({apps}) is not supported yet; {}",
-                first.key,
-                first.note.unwrap_or("it is ignored for now")
-            ),
+            Why::Later(rest) => format!("`{}` ({apps}) {rest}", first.key),
         };
         out.push(ConfigError::new(message).at(first.span));
     }
@@ -510,16 +529,32 @@ impl AppCx<'_, '_> {
         self.cx.dialect == Dialect::Pm2
     }
 
-    fn ignore(&mut self, def: &FieldDef, value: &Value, span: Span, note: Option<&'static str>) {
-        if matches!(def.support, Support::Ignored(_)) || is_active(value) {
+    /// A PM2 option with no meaning in herder: a warning, in every format.
+    fn ignore(&mut self, def: &FieldDef, span: Span) {
+        if let Support::Ignored(why) = def.support {
             self.cx.ignores.push(Ignore {
                 key: def.name,
-                support: def.support,
+                why: Why::Meaningless(why),
                 app: self.label.clone(),
                 span,
-                note,
             });
         }
+    }
+
+    /// A key (or value) herder does not act on yet: an error in herder.toml, a warning in PM2
+    /// files (which PM2 reads too), none for a value that leaves the option off. Returns
+    /// whether the rest of the value is still used (in PM2 files).
+    fn not_yet(&mut self, later: Later, value: &Value, span: Span) -> bool {
+        if self.pm2() {
+            if is_active(value) {
+                let why = Why::Later(later.warning);
+                self.cx.ignores.push(Ignore { key: later.key, why, app: self.label.clone(), span });
+            }
+            return true;
+        }
+        let msg = format!("{} in app {} {}", later.written, self.label, later.error);
+        self.push(ConfigError::new(msg).at(span).with_hint(later.hint));
+        false
     }
 
     fn type_error(&mut self, key: &str, value: &Value, expected: &str) {
@@ -921,11 +956,21 @@ impl AppCx<'_, '_> {
         Some(bytes)
     }
 
-    fn user(&mut self, key: &str, value: &Value) {
+    /// `user` or `group`: a name, or a numeric id (an integer or a string of digits). Whether
+    /// it exists is checked when the app is resolved.
+    fn account(&mut self, key: &str, value: &Value) -> Option<String> {
         match &value.kind {
-            Kind::Str(s) if !s.trim().is_empty() => {}
-            Kind::Int(i) if *i >= 0 => {}
-            _ => self.type_error(key, value, "a user or group name, or a numeric id"),
+            Kind::Str(s) if !s.trim().is_empty() && !s.contains('\0') => Some(s.trim().to_string()),
+            Kind::Int(i) if u32::try_from(*i).is_ok() => Some(i.to_string()),
+            Kind::Int(i) => {
+                let msg = format!("`{key}` in app {}: `{i}` is not a valid id", self.label);
+                self.push(ConfigError::new(msg).at(value.span).with_hint("ids are 0 to 4294967295"));
+                None
+            }
+            _ => {
+                self.type_error(key, value, "a user or group name, or a numeric id");
+                None
+            }
         }
     }
 
@@ -1267,22 +1312,21 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             Field::Script => decl.script = cx.non_empty_string(key, v).map(spanned),
             Field::Args => decl.args = cx.words(key, v).unwrap_or_default(),
             Field::Interpreter => {
-                decl.interpreter = cx.non_empty_string(key, v).map(|i| match i.split_once('@') {
+                decl.interpreter = cx.non_empty_string(key, v).and_then(|i| match i.split_once('@') {
                     // PM2 installs `node@<version>` through nvm; herder runs the `node` in PATH.
-                    Some(("node", _)) => {
-                        let note = "herder does not install Node versions; it uses `node` from PATH";
-                        cx.ignore(
-                            &FieldDef {
-                                support: Support::Later,
-                                ..now(Field::Interpreter, "interpreter", &[])
-                            },
-                            v,
-                            v.span,
-                            Some(note),
-                        );
-                        "node".to_string()
-                    }
-                    _ => i,
+                    Some(("node", _)) => cx.not_yet(
+                        Later {
+                            key: "interpreter",
+                            written: format!("`{key} = \"{i}\"`"),
+                            error: "asks for a Node version, which herder does not install",
+                            warning: "asks for a Node version, which herder does not install; it runs `node` from PATH",
+                            hint: "write `interpreter = \"node\"`: herder runs the `node` in PATH",
+                        },
+                        v,
+                        v.span,
+                    )
+                    .then(|| "node".to_string()),
+                    _ => Some(i),
                 })
             }
             Field::InterpreterArgs => decl.interpreter_args = cx.words(key, v).unwrap_or_default(),
@@ -1301,12 +1345,19 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             Field::Instances => decl.instances = cx.instances(key, v),
             Field::ExecMode => {
                 if cx.exec_mode(key, v) == Some(true) {
-                    let note = "the instances run as separate processes that do not share one port";
-                    cx.ignore(
-                        &FieldDef { support: Support::Later, ..now(Field::ExecMode, "exec_mode", &[]) },
+                    cx.not_yet(
+                        Later {
+                            key: "exec_mode",
+                            written: match &v.kind {
+                                Kind::Str(mode) => format!("`{key} = \"{mode}\"`"),
+                                _ => format!("`{key}`"),
+                            },
+                            error: "is not implemented yet",
+                            warning: "is `cluster`, which is not implemented yet: the instances run as separate processes that do not share one port",
+                            hint: "the instances would run as separate processes that do not share one port; remove `exec_mode` or write `exec_mode = \"fork\"`",
+                        },
                         v,
                         v.span,
-                        Some(note),
                     );
                 }
             }
@@ -1319,7 +1370,8 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             Field::ExpBackoffRestartDelay => decl.exp_backoff_restart_delay_ms = cx.duration(key, v),
             Field::KillSignal => decl.kill_signal = cx.signal(key, v),
             Field::KillTimeout => decl.kill_timeout_ms = cx.duration(key, v),
-            Field::User | Field::Group => cx.user(key, v),
+            Field::User => decl.user = cx.account(key, v).map(spanned),
+            Field::Group => decl.group = cx.account(key, v).map(spanned),
             Field::CronRestart => decl.cron_restart = cx.cron(key, v),
             Field::CronTimezone => {
                 if let Some(tz) = cx.non_empty_string(key, v) {
@@ -1370,7 +1422,8 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             Field::Time => decl.logs.time = cx.bool(key, v).unwrap_or(false),
             Field::DisableLogs => decl.logs.disable = cx.bool(key, v).unwrap_or(false),
             Field::LogCompress => decl.logs.compress = cx.bool(key, v).unwrap_or(false),
-            Field::PidFile | Field::Image => {
+            Field::PidFile => decl.pid_file = cx.non_empty_string(key, v).map(spanned),
+            Field::Image => {
                 cx.non_empty_string(key, v);
             }
             Field::OutFile => decl.logs.out_file = cx.non_empty_string(key, v).map(Into::into),
@@ -1413,8 +1466,42 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             Field::Ignored => {}
         }
         // An invalid value is an error; a warning that it is ignored would only be noise.
-        if support != Support::Now && cx.cx.errors.len() == errors_before {
-            cx.ignore(def, v, entry.key_span, None);
+        if cx.cx.errors.len() == errors_before {
+            match (support, def.field) {
+                (Support::Ignored(_), _) => cx.ignore(def, entry.key_span),
+                (Support::Later, Field::Balancer) => {
+                    cx.not_yet(
+                        Later {
+                            key: def.name,
+                            written: format!("`{key}`"),
+                            error: "is not implemented yet",
+                            warning: "is not implemented yet; it is ignored",
+                            hint: "the built-in load balancer comes with a later release; remove the table",
+                        },
+                        v,
+                        entry.key_span,
+                    );
+                }
+                (Support::Later, field) => {
+                    let hint = if field == Field::Image {
+                        "`image` is for `herder export`, which comes with a later release; remove it"
+                    } else {
+                        "a later release gives it its behaviour; remove it"
+                    };
+                    cx.not_yet(
+                        Later {
+                            key: def.name,
+                            written: format!("`{key}`"),
+                            error: "is not implemented yet",
+                            warning: "is not implemented yet; it is ignored",
+                            hint,
+                        },
+                        v,
+                        entry.key_span,
+                    );
+                }
+                (Support::Now, _) => {}
+            }
         }
     }
 

@@ -157,6 +157,9 @@ fn check_specs(specs: &[AppSpec]) -> Result<(), ErrorReply> {
         if s.instances == 0 {
             return Err(bad(format!("app `{}`: `instances` must be at least 1", s.name)));
         }
+        if let Err(e) = crate::users::switch_for(s.user.as_deref(), s.group.as_deref()) {
+            return Err(bad(format!("app `{}`: {e}; nothing was started", s.name)));
+        }
     }
     Ok(())
 }

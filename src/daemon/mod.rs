@@ -182,6 +182,8 @@ pub fn run_with(paths: Paths, options: Options) -> Result<i32, DaemonError> {
         runtime.block_on(serve(paths.clone(), listener, subreaper, lock.fd(), options, manager, takeover));
     let _ = std::fs::remove_file(paths.socket());
     let _ = std::fs::remove_file(paths.pid_file());
+    // Where the notify sockets of apps with a `user` were, once they are all gone.
+    let _ = std::fs::remove_dir(paths.shared_run_dir());
     tracing::info!("daemon stopped");
     // Blocking tasks (a stuck file system, say) must not keep the process alive.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));

@@ -62,11 +62,24 @@ async fn deliver(hook: &HookSpec, event: &Event, spec: &AppSpec, reaper: &Reaper
                 }
             }
             HookAction::Command(cmd) => {
+                // As the app's `user`, never as the daemon in its place.
+                let run_as = match crate::users::switch_for(spec.user.as_deref(), spec.group.as_deref()) {
+                    Ok(account) => account.as_ref().map(crate::supervisor::fork::Credentials::of),
+                    Err(e) => {
+                        tracing::warn!(app = %event.app, kind = %event.kind, error = %e, "hook not run");
+                        return;
+                    }
+                };
                 let mut env = (*spec.env).clone();
                 env.insert("HERDER_EVENT".into(), String::from_utf8_lossy(&json).into_owned());
                 env.insert("HERDER_EVENT_KIND".into(), event.kind.clone());
                 env.insert("HERDER_APP".into(), event.app.clone());
-                match tokio::time::timeout(timeout, probe::exec(cmd, reaper, &spec.cwd, &env)).await {
+                match tokio::time::timeout(
+                    timeout,
+                    probe::exec(cmd, reaper, &spec.cwd, &env, run_as.as_ref()),
+                )
+                .await
+                {
                     Ok(r) => r,
                     Err(_) => {
                         Err(format!("`{}` did not finish within {} ms", cmd.join(" "), hook.timeout_ms))

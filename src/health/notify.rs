@@ -2,6 +2,12 @@
 //! socket, passed as `NOTIFY_SOCKET`, so apps written for `Type=notify` (any `sd_notify`
 //! library) work unchanged. Messages are `KEY=VALUE` lines: `READY=1`, `STATUS=…`,
 //! `WATCHDOG=1`, `STOPPING=1`, `MAINPID=…`.
+//!
+//! Sockets live in `HERDER_HOME/run/`, which only the daemon's user can reach (the home is
+//! 0700). An app that runs as another user (`user`, under a root daemon) gets its socket in a
+//! directory of its own instead, `<shared run dir>/<instance>/notify`: the directory is 0700
+//! and, with the socket, owned by the app's user, so that user can send to it and no other
+//! (but root) can.
 
 use std::cell::RefCell;
 use std::io;
@@ -48,11 +54,16 @@ pub fn parse(datagram: &[u8]) -> Vec<Notice> {
         .collect()
 }
 
+/// The file name of a socket in a directory of its own.
+const PRIVATE_NAME: &str = "notify";
+
 /// An instance's notify socket.
 pub struct NotifySocket {
     sock: UnixDatagram,
     /// The file to remove when done (none for an abstract socket).
     path: Option<PathBuf>,
+    /// The directory of its own it is in, removed with it (see [`NotifySocket::bind_owned`]).
+    dir: Option<PathBuf>,
     /// The value of `NOTIFY_SOCKET` for the app.
     pub address: String,
 }
@@ -73,7 +84,53 @@ impl NotifySocket {
             (sock, None, format!("@{abstract_name}"))
         };
         std.set_nonblocking(true)?;
-        Ok(NotifySocket { sock: UnixDatagram::from_std(std)?, path, address })
+        Ok(NotifySocket { sock: UnixDatagram::from_std(std)?, path, dir: None, address })
+    }
+
+    /// Bind `<root>/<name>/notify` for an app that runs as `uid`:`gid`: `<name>` is a 0700
+    /// directory owned, with the socket, by that account. `root` must be a directory only the
+    /// daemon can write to (see [`crate::paths::Paths::ensure_shared_run_dir`]). Must run
+    /// inside the tokio runtime.
+    pub fn bind_owned(root: &Path, name: &str, uid: u32, gid: u32) -> io::Result<NotifySocket> {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let dir = root.join(name);
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        // Left by an earlier daemon: only the daemon's user can create entries in `root`, but
+        // check what it is before trusting it.
+        let meta = std::fs::symlink_metadata(&dir)?;
+        if !meta.is_dir() {
+            return Err(io::Error::other(format!("{} is not a directory", dir.display())));
+        }
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        let path = dir.join(PRIVATE_NAME);
+        let _ = std::fs::remove_file(&path);
+        let std = StdDatagram::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        std.set_nonblocking(true)?;
+        let address = path.to_string_lossy().into_owned();
+        let sock =
+            NotifySocket { sock: UnixDatagram::from_std(std)?, path: Some(path), dir: Some(dir), address };
+        sock.chown(uid, gid)?;
+        Ok(sock)
+    }
+
+    /// Whether the socket is in a directory of its own, which [`NotifySocket::chown`] can hand
+    /// to another account.
+    pub fn is_owned(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Give the socket and its own directory to `uid`:`gid` (the account the next process of
+    /// the instance runs as). The socket first: until the directory changes hands, the old
+    /// owner cannot reach either.
+    pub fn chown(&self, uid: u32, gid: u32) -> io::Result<()> {
+        let (Some(path), Some(dir)) = (&self.path, &self.dir) else { return Ok(()) };
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+        std::os::unix::fs::lchown(dir, Some(uid), Some(gid))
     }
 
     /// Every notice queued on the socket now, read without waiting and whatever the runtime
@@ -118,7 +175,13 @@ impl NotifySocket {
     ) -> io::Result<NotifySocket> {
         let std = StdDatagram::from(fd);
         std.set_nonblocking(true)?;
-        Ok(NotifySocket { sock: UnixDatagram::from_std(std)?, path, address })
+        // A socket in a directory of its own keeps it (see [`NotifySocket::bind_owned`]).
+        let dir = path
+            .as_deref()
+            .filter(|p| p.file_name().is_some_and(|n| n == PRIVATE_NAME))
+            .and_then(Path::parent)
+            .map(Path::to_path_buf);
+        Ok(NotifySocket { sock: UnixDatagram::from_std(std)?, path, dir, address })
     }
 
     /// Wait for the next datagram and parse it.
@@ -145,6 +208,9 @@ impl Drop for NotifySocket {
     fn drop(&mut self) {
         if let Some(p) = &self.path {
             let _ = std::fs::remove_file(p);
+        }
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir(d);
         }
     }
 }
@@ -180,6 +246,27 @@ mod tests {
             ]
         );
         assert_eq!(parse(b"READY=0\nSTOPPING=1\n"), vec![Notice::Stopping]);
+    }
+
+    #[tokio::test]
+    async fn an_owned_socket_is_alone_in_a_private_directory_and_goes_with_it() {
+        use std::os::unix::fs::MetadataExt;
+        let root = tempfile::tempdir().unwrap();
+        let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let sock = NotifySocket::bind_owned(root.path(), "app-1-0", uid, gid).unwrap();
+        let dir = root.path().join("app-1-0");
+        assert_eq!(sock.address, dir.join("notify").to_str().unwrap());
+        let meta = std::fs::metadata(&dir).unwrap();
+        assert_eq!((meta.mode() & 0o777, meta.uid()), (0o700, uid));
+        assert_eq!(std::fs::symlink_metadata(dir.join("notify")).unwrap().mode() & 0o777, 0o600);
+        StdDatagram::unbound().unwrap().send_to(b"READY=1", &sock.address).unwrap();
+        assert_eq!(sock.recv().await.unwrap(), vec![Notice::Ready]);
+        // Bound again over what an earlier daemon left.
+        std::mem::forget(sock);
+        let sock = NotifySocket::bind_owned(root.path(), "app-1-0", uid, gid).unwrap();
+        assert!(sock.is_owned());
+        drop(sock);
+        assert!(!dir.exists(), "the directory goes with the socket");
     }
 
     #[tokio::test]

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use crate::protocol::spec::{ProbeCheck, ProbeSpec};
-use crate::supervisor::fork::{self, Plan};
+use crate::supervisor::fork::{self, Credentials, Plan};
 use crate::supervisor::reaper::Reaper;
 
 /// One result of probe `index`.
@@ -31,12 +31,14 @@ pub fn describe(check: &ProbeCheck) -> String {
     }
 }
 
-/// Run every probe of an instance on its schedule until the receiver is dropped.
+/// Run every probe of an instance on its schedule until the receiver is dropped. `exec`
+/// probes run as `run_as` (the app's `user`) when given.
 pub fn start(
     probes: Vec<ProbeSpec>,
     reaper: Reaper,
     cwd: std::path::PathBuf,
     env: BTreeMap<String, String>,
+    run_as: Option<Credentials>,
 ) -> (mpsc::Receiver<ProbeResult>, Vec<tokio::task::JoinHandle<()>>) {
     let (tx, rx) = mpsc::channel(16);
     let tasks = probes
@@ -44,6 +46,7 @@ pub fn start(
         .enumerate()
         .map(|(index, p)| {
             let (tx, reaper, cwd, env) = (tx.clone(), reaper.clone(), cwd.clone(), env.clone());
+            let run_as = run_as.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(p.initial_delay_ms)).await;
                 let mut tick = tokio::time::interval(Duration::from_millis(p.interval_ms));
@@ -51,11 +54,15 @@ pub fn start(
                 loop {
                     tick.tick().await;
                     let timeout = Duration::from_millis(p.timeout_ms);
-                    let outcome =
-                        match tokio::time::timeout(timeout, check(&p.check, &reaper, &cwd, &env)).await {
-                            Ok(r) => r,
-                            Err(_) => Err(format!("no answer within {} ms", p.timeout_ms)),
-                        };
+                    let outcome = match tokio::time::timeout(
+                        timeout,
+                        check(&p.check, &reaper, &cwd, &env, run_as.as_ref()),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(format!("no answer within {} ms", p.timeout_ms)),
+                    };
                     if tx.send(ProbeResult { index, outcome }).await.is_err() {
                         return;
                     }
@@ -71,13 +78,14 @@ async fn check(
     reaper: &Reaper,
     cwd: &Path,
     env: &BTreeMap<String, String>,
+    run_as: Option<&Credentials>,
 ) -> Result<(), String> {
     match check {
         ProbeCheck::Tcp(addr) => {
             TcpStream::connect(addr).await.map(drop).map_err(|e| format!("connect {addr}: {e}"))
         }
         ProbeCheck::Http(url) => http_get(url).await,
-        ProbeCheck::Exec(cmd) => exec(cmd, reaper, cwd, env).await,
+        ProbeCheck::Exec(cmd) => exec(cmd, reaper, cwd, env, run_as).await,
     }
 }
 
@@ -133,11 +141,13 @@ pub(crate) async fn http(url: &str, method: &str, json_body: Option<&[u8]>) -> R
         .ok_or_else(|| format!("{addr} sent no HTTP status line"))
 }
 
+/// Run `cmd` (as `run_as`, when given) and wait for it; exit 0 is success.
 pub(crate) async fn exec(
     cmd: &[String],
     reaper: &Reaper,
     cwd: &Path,
     env: &BTreeMap<String, String>,
+    run_as: Option<&Credentials>,
 ) -> Result<(), String> {
     let plan = Plan::new(
         &cmd[0],
@@ -147,7 +157,8 @@ pub(crate) async fn exec(
             .map(|(k, v)| (k.as_str(), v.as_str())),
         cwd,
     )
-    .map_err(|e| format!("cannot run `{}`: {e}", cmd[0]))?;
+    .map_err(|e| format!("cannot run `{}`: {e}", cmd[0]))?
+    .run_as(run_as.cloned());
     // Through the reaper: the daemon reaps every child, so it must know this one.
     let (pending, exit) = reaper
         .spawn_with(|| fork::clone_child(&plan, None, None, &[]), |p| p.pid)

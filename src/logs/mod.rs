@@ -118,7 +118,7 @@ pub fn policy_of(paths: &Paths, spec: &crate::protocol::AppSpec, index: u32) -> 
 }
 
 /// `app.log` for instance 2 becomes `app-2.log` (PM2's naming).
-fn with_instance(path: &Path, index: u32) -> PathBuf {
+pub(crate) fn with_instance(path: &Path, index: u32) -> PathBuf {
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let name = match path.extension() {
         Some(ext) => format!("{stem}-{index}.{}", ext.to_string_lossy()),

@@ -126,6 +126,18 @@ pub struct AppSpec {
     /// Kernel CPU limit of an instance, in thousandths of a CPU (1500: one and a half).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_limit_millis: Option<u32>,
+    /// Run as this user (`user`: a name or a numeric uid, as written), which needs a daemon
+    /// running as root; the account is looked up again before each start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Run with this group (`group`: a name or a numeric gid); the user's primary group when
+    /// only `user` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Where each instance's pid is written while it runs (`pid_file`, absolute; `-<n>` goes
+    /// before the extension when there are several instances).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<PathBuf>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -182,6 +194,9 @@ impl AppSpec {
             max_memory_restart: None,
             memory_limit: None,
             cpu_limit_millis: None,
+            user: None,
+            group: None,
+            pid_file: None,
         }
     }
 }

@@ -7,6 +7,11 @@
 //! and never allocates. When the kernel has no `clone3` (before 5.3) or no `CLONE_INTO_CGROUP`
 //! (before 5.7), a plain fork is used and the child joins its cgroup by writing to
 //! `cgroup.procs` before exec.
+//!
+//! An app with `user`/`group` gets its account's ids and supplementary groups in the plan
+//! (looked up by the daemon before the clone); the child drops to them after joining its
+//! cgroups (which needs the daemon's rights) and before entering its working directory (so
+//! that the app's own rights apply there, as they do to everything it does later).
 
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -20,6 +25,21 @@ pub struct Plan {
     argv: Vec<CString>,
     envp: Vec<CString>,
     cwd: CString,
+    credentials: Option<Credentials>,
+}
+
+/// The account the child switches to before exec: supplementary groups, group, user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    pub groups: Vec<libc::gid_t>,
+}
+
+impl Credentials {
+    pub fn of(account: &crate::users::Account) -> Credentials {
+        Credentials { uid: account.uid, gid: account.gid, groups: account.groups.clone() }
+    }
 }
 
 impl Plan {
@@ -41,7 +61,19 @@ impl Plan {
         for a in args {
             argv.push(cstring(a)?);
         }
-        Ok(Plan { program: cstring(resolved.as_os_str())?, argv, envp, cwd: cstring(cwd.as_os_str())? })
+        Ok(Plan {
+            program: cstring(resolved.as_os_str())?,
+            argv,
+            envp,
+            cwd: cstring(cwd.as_os_str())?,
+            credentials: None,
+        })
+    }
+
+    /// Run as this account instead of the daemon's.
+    pub fn run_as(mut self, credentials: Option<Credentials>) -> Plan {
+        self.credentials = credentials;
+        self
     }
 }
 
@@ -195,12 +227,14 @@ impl Pending {
     pub fn wait_exec(self) -> io::Result<Child> {
         let status_r = self.status;
         // The status pipe closes on exec (it is close-on-exec); before that, a failing child
-        // writes its errno into it.
-        let mut errno = [0u8; 4];
+        // writes its errno and the step that failed into it.
+        let mut report = [0u8; 8];
         let mut got = 0;
-        while got < 4 {
+        while got < report.len() {
             // SAFETY: read(2) into a local buffer.
-            let n = unsafe { libc::read(status_r.as_raw_fd(), errno[got..].as_mut_ptr().cast(), 4 - got) };
+            let n = unsafe {
+                libc::read(status_r.as_raw_fd(), report[got..].as_mut_ptr().cast(), report.len() - got)
+            };
             if n == 0 {
                 break;
             }
@@ -212,11 +246,52 @@ impl Pending {
             }
             got += n as usize;
         }
-        if got == 4 {
-            return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
+        if got == report.len() {
+            let errno = i32::from_ne_bytes([report[0], report[1], report[2], report[3]]);
+            let step = u32::from_ne_bytes([report[4], report[5], report[6], report[7]]);
+            return Err(step_error(step, errno));
         }
         Ok(Child { pid: self.pid, stdout: self.stdout, stderr: self.stderr })
     }
+}
+
+/// Steps of the child between clone and exec, as reported through the status pipe.
+const STEP_EXEC: u32 = 0;
+const STEP_CGROUP: u32 = 1;
+const STEP_SESSION: u32 = 2;
+const STEP_STDIO: u32 = 3;
+const STEP_GROUPS: u32 = 4;
+const STEP_GID: u32 = 5;
+const STEP_UID: u32 = 6;
+const STEP_CWD: u32 = 7;
+const STEP_FD3: u32 = 8;
+
+/// The error of a child that failed at `step` with `errno`. A failed exec keeps the plain OS
+/// error (callers word "not found" and "permission denied" themselves); the other steps say
+/// what failed.
+fn step_error(step: u32, errno: i32) -> io::Error {
+    let os = io::Error::from_raw_os_error(errno);
+    let what = match step {
+        STEP_EXEC => return os,
+        STEP_CGROUP => "cannot join its cgroup",
+        STEP_SESSION => "cannot start its session",
+        STEP_STDIO => "cannot set up its stdin, stdout and stderr",
+        STEP_GROUPS => "cannot set the supplementary groups of its `user`",
+        STEP_GID => "cannot switch to its `group`",
+        STEP_UID => "cannot switch to its `user`",
+        STEP_CWD => "cannot enter its working directory",
+        STEP_FD3 => "cannot pass it descriptor 3",
+        _ => "failed before exec",
+    };
+    io::Error::new(os.kind(), format!("{what}: {}", os_text(&os)))
+}
+
+/// "Permission denied (os error 13)" → "permission denied".
+fn os_text(e: &io::Error) -> String {
+    let text = e.to_string();
+    let text = text.split(" (os error").next().unwrap_or(&text);
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |c| c.to_lowercase().chain(chars).collect())
 }
 
 fn clone3_unsupported(e: io::Error) -> bool {
@@ -274,12 +349,15 @@ unsafe fn exec_child(
     join_procs: Option<RawFd>,
     join: &[RawFd],
 ) -> ! {
-    // SAFETY (whole body): plain system calls on descriptors and C strings prepared by the
-    // parent.
+    // SAFETY (whole body): plain system calls on descriptors, C strings and arrays prepared by
+    // the parent.
     unsafe {
-        let fail = |status: RawFd| -> ! {
+        let fail = |status: RawFd, step: u32| -> ! {
             let e = *libc::__errno_location();
-            libc::write(status, (&e as *const i32).cast(), 4);
+            let mut report = [0u8; 8];
+            report[..4].copy_from_slice(&e.to_ne_bytes());
+            report[4..].copy_from_slice(&step.to_ne_bytes());
+            libc::write(status, report.as_ptr().cast(), report.len());
             libc::_exit(127)
         };
         if let Some(procs) = join_procs {
@@ -290,11 +368,11 @@ unsafe fn exec_child(
         for &procs in join {
             // A limit that cannot be joined must not be silently skipped: fail the start.
             if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
-                fail(fds.status);
+                fail(fds.status, STEP_CGROUP);
             }
         }
         if libc::setsid() < 0 {
-            fail(fds.status);
+            fail(fds.status, STEP_SESSION);
         }
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -311,11 +389,26 @@ unsafe fn exec_child(
                 let flags = libc::fcntl(src, libc::F_GETFD);
                 libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
             } else if libc::dup2(src, dst) < 0 {
-                fail(fds.status);
+                fail(fds.status, STEP_STDIO);
+            }
+        }
+        // Groups first, then the group, then the user: once the uid is no longer 0 nothing
+        // else may be changed. Raw system calls, not libc's wrappers: credentials are per
+        // thread for the kernel, and glibc's wrappers would try to change them in the threads
+        // of the daemon it still believes this process has (it did not see the clone).
+        if let Some(c) = &plan.credentials {
+            if libc::syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()) != 0 {
+                fail(fds.status, STEP_GROUPS);
+            }
+            if libc::syscall(libc::SYS_setgid, c.gid) != 0 {
+                fail(fds.status, STEP_GID);
+            }
+            if libc::syscall(libc::SYS_setuid, c.uid) != 0 {
+                fail(fds.status, STEP_UID);
             }
         }
         if libc::chdir(plan.cwd.as_ptr()) < 0 {
-            fail(fds.status);
+            fail(fds.status, STEP_CWD);
         }
         // Last, since fd 3 may be the status pipe: losing it then only costs the exec error
         // report (the exit code 127 still tells).
@@ -324,11 +417,11 @@ unsafe fn exec_child(
                 let flags = libc::fcntl(src, libc::F_GETFD);
                 libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
             } else if libc::dup2(src, 3) < 0 {
-                fail(fds.status);
+                fail(fds.status, STEP_FD3);
             }
         }
         libc::execve(plan.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
-        fail(fds.status)
+        fail(fds.status, STEP_EXEC)
     }
 }
 
@@ -347,6 +440,19 @@ mod tests {
         let e = resolve_program("no-such-program-here", b"/bin", cwd).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
         assert!(e.to_string().contains("no-such-program-here"));
+    }
+
+    #[test]
+    fn a_failed_step_says_what_failed() {
+        let e = step_error(STEP_CWD, libc::EACCES);
+        assert_eq!(e.to_string(), "cannot enter its working directory: permission denied");
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+        assert_eq!(
+            step_error(STEP_UID, libc::EPERM).to_string(),
+            "cannot switch to its `user`: operation not permitted"
+        );
+        // A failed exec stays the OS error, which callers word themselves.
+        assert_eq!(step_error(STEP_EXEC, libc::ENOENT).raw_os_error(), Some(libc::ENOENT));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod fork;
 pub mod handover;
 pub mod limits;
 pub mod nofile;
+pub mod pidfile;
 pub mod policy;
 pub mod reaper;
 pub mod spawn;
@@ -152,6 +153,7 @@ impl InstanceHandle {
             auto_restart_pending: false,
             watcher: None,
             watch_due: None,
+            run_as: None,
         };
         let phase = first(&mut actor);
         actor.status.send_replace(actor.info.clone());
@@ -421,6 +423,8 @@ struct Actor {
     watcher: Option<Watcher>,
     /// A watched file changed: when the restart is due.
     watch_due: Option<WatchDue>,
+    /// The account of the last start (`user`/`group`), which its `exec` probes run as too.
+    run_as: Option<fork::Credentials>,
 }
 
 impl Actor {
@@ -672,16 +676,25 @@ impl Actor {
         if std::mem::take(&mut self.auto_restart_pending) {
             self.info.restarts += 1;
         }
-        let spawned = spawn::spawn_instance(
-            &self.ctx,
-            &self.spec,
-            self.app_id,
-            self.info.index,
-            self.cgroup.as_ref(),
-            self.cgroup_dirty,
-            &self.marker,
-            self.notify.as_ref().map(|n| n.address.as_str()),
-        );
+        // The account is looked up for each start: the passwd and group files may have changed.
+        let spawned = match crate::users::switch_for(self.spec.user.as_deref(), self.spec.group.as_deref()) {
+            Ok(account) => {
+                self.place_notify(account.as_ref());
+                self.run_as = account.as_ref().map(fork::Credentials::of);
+                spawn::spawn_instance(
+                    &self.ctx,
+                    &self.spec,
+                    self.app_id,
+                    self.info.index,
+                    self.cgroup.as_ref(),
+                    self.cgroup_dirty,
+                    &self.marker,
+                    self.notify.as_ref().map(|n| n.address.as_str()),
+                    account.as_ref(),
+                )
+            }
+            Err(e) => Err(spawn::SpawnError::new(&self.spec.program, e.to_string())),
+        };
         self.watch_due = None;
         if self.watcher.is_none() && !self.spec.watch.is_empty() {
             self.watcher = self.start_watching();
@@ -712,6 +725,7 @@ impl Actor {
                     self.info.status = Status::Online;
                     self.info.reason = None;
                 }
+                self.write_pid_file(s.pid);
                 self.publish();
                 tracing::info!(app = %self.spec.name, instance = self.info.index, pid = s.pid, "started");
                 self.event("start", None, None);
@@ -740,6 +754,47 @@ impl Actor {
         }
     }
 
+    /// Where the app's user can send its notices: a socket in `HERDER_HOME/run/` serves the
+    /// daemon's own account; an app that runs as another user needs one in a directory of
+    /// its own, owned by that user (see [`NotifySocket::bind_owned`]).
+    fn place_notify(&mut self, account: Option<&crate::users::Account>) {
+        // SAFETY: geteuid(2) and getegid(2) cannot fail.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let owner = account.filter(|a| a.uid != euid).map(|a| (a.uid, a.gid));
+        if let Some(n) = self.notify.as_ref().filter(|n| n.is_owned()) {
+            // Handed to this start's account (back to the daemon's without one).
+            let (uid, gid) = owner.unwrap_or((euid, egid));
+            if let Err(e) = n.chown(uid, gid) {
+                tracing::warn!(app = %self.spec.name, instance = self.info.index, error = %e, "cannot hand the notify socket to the app's user");
+            }
+            return;
+        }
+        let Some((uid, gid)) = owner else { return };
+        let name = format!("app-{}-{}", self.app_id, self.info.index);
+        let bound = self
+            .ctx
+            .paths
+            .ensure_shared_run_dir()
+            .and_then(|root| NotifySocket::bind_owned(&root, &name, uid, gid));
+        match bound {
+            Ok(n) => self.notify = Some(n),
+            Err(e) => {
+                tracing::warn!(app = %self.spec.name, instance = self.info.index, error = %e, "no notify socket the app's user can reach; `wait_ready` cannot see a ready signal");
+                self.notify = None;
+            }
+        }
+    }
+
+    /// Write `pid_file` for the main process `pid`; a failure shows in the status text.
+    fn write_pid_file(&mut self, pid: i32) {
+        let Some(path) = pidfile::path_for(&self.spec, self.info.index) else { return };
+        if let Err(e) = pidfile::write(&path, pid) {
+            let why = format!("`pid_file` {} not written: {e}", path.display());
+            tracing::warn!(app = %self.spec.name, instance = self.info.index, "{why}");
+            self.info.status_text = Some(why);
+        }
+    }
+
     fn record_exit(&mut self, exit: ExitReason, started: Instant, oom: Option<&(PathBuf, u64)>) -> u64 {
         let uptime_ms = started.elapsed().as_millis() as u64;
         // A SIGKILL while the kernel's count of OOM kills in the instance's group went up.
@@ -759,6 +814,9 @@ impl Actor {
         self.info.history.push(rec);
         if self.info.history.len() > HISTORY_LEN {
             self.info.history.remove(0);
+        }
+        if let (Some(path), Some(pid)) = (pidfile::path_for(&self.spec, self.info.index), self.info.pid) {
+            pidfile::remove(&path, pid as i32);
         }
         self.info.pid = None;
         self.info.start_ticks = None;
@@ -851,10 +909,14 @@ impl Actor {
     ) {
         tracing::info!(app = %self.spec.name, instance = self.info.index, old = run.pid, pid, "main process handed over");
         self.event("mainpid", old, Some(format!("pid {} handed over to pid {pid}", run.pid)));
+        if let Some(path) = pidfile::path_for(&self.spec, self.info.index) {
+            pidfile::remove(&path, run.pid);
+        }
         run.pid = pid;
         run.exit = exit;
         self.info.pid = Some(pid as u32);
         self.info.start_ticks = tree::start_ticks(pid);
+        self.write_pid_file(pid);
         self.publish();
     }
 
@@ -906,6 +968,7 @@ impl Actor {
             self.ctx.reaper.clone(),
             self.spec.cwd.clone(),
             (*self.spec.env).clone(),
+            self.run_as.clone(),
         );
         Some(Probes { results, tasks })
     }

@@ -69,6 +69,12 @@ impl fmt::Display for SpawnError {
 
 impl std::error::Error for SpawnError {}
 
+impl SpawnError {
+    pub(crate) fn new(program: &str, what: String) -> SpawnError {
+        SpawnError { program: program.to_string(), what }
+    }
+}
+
 /// Spawn instance `index` of app `app_id` and start copying its output to its log files.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn_instance(
@@ -80,6 +86,7 @@ pub fn spawn_instance(
     recreate_cgroup: bool,
     marker: &str,
     notify_socket: Option<&str>,
+    account: Option<&crate::users::Account>,
 ) -> Result<Spawned, SpawnError> {
     let err = |what: String| SpawnError { program: spec.program.clone(), what };
     if !spec.cwd.is_dir() {
@@ -131,14 +138,25 @@ pub fn spawn_instance(
     if let (Some(usec), Some(_)) = (&watchdog_usec, notify_socket) {
         extra.push(("WATCHDOG_USEC", usec.as_str()));
     }
+    // The user's login variables, where the spec has none (its env was resolved with them,
+    // unless it was replaced since, as by `--update-env` with a filtered shell).
+    let login: Vec<(&str, String)> = account
+        .filter(|_| spec.user.is_some())
+        .map(crate::users::login_env)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| !spec.env.contains_key(*k))
+        .collect();
     let env = spec
         .env
         .iter()
         .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k) && !SERVICE_MANAGER_VARS.contains(&k.as_str()))
         .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(login.iter().map(|(k, v)| (*k, v.as_str())))
         .chain(extra.iter().copied());
     let plan = Plan::new(&spec.program, spec.args.iter().map(String::as_str), env, &spec.cwd)
-        .map_err(|e| err(describe_spawn_error(&e)))?;
+        .map_err(|e| err(describe_spawn_error(&e)))?
+        .run_as(account.map(fork::Credentials::of));
 
     let cg_fds = match cgroup.map(|c| c.prepare(recreate_cgroup)).transpose() {
         Ok(fds) => fds,
@@ -169,7 +187,13 @@ pub fn spawn_instance(
             |p| p.pid,
         )
         .map_err(|e| err(describe_spawn_error(&e)))?;
-    let child = pending.wait_exec().map_err(|e| err(describe_spawn_error(&e)))?;
+    let child = pending.wait_exec().map_err(|e| match (account, e.raw_os_error()) {
+        // Denied to the app's user, which is not the daemon's.
+        (Some(a), Some(libc::EACCES)) => {
+            err(format!("permission denied (is it executable, and can the user `{}` reach it?)", a.name))
+        }
+        _ => err(describe_spawn_error(&e)),
+    })?;
     let started = Instant::now();
     drop(cg_fds);
     let pid = child.pid;
@@ -189,10 +213,11 @@ pub fn spawn_instance(
 }
 
 fn describe_spawn_error(e: &io::Error) -> String {
-    match e.kind() {
-        io::ErrorKind::NotFound if e.raw_os_error().is_none() => e.to_string(),
-        io::ErrorKind::NotFound => "no such file or command".to_string(),
-        io::ErrorKind::PermissionDenied => "permission denied (is it executable?)".to_string(),
+    // Errors without an OS error number already say what failed (a step before exec).
+    match (e.kind(), e.raw_os_error()) {
+        (_, None) => e.to_string(),
+        (io::ErrorKind::NotFound, _) => "no such file or command".to_string(),
+        (io::ErrorKind::PermissionDenied, _) => "permission denied (is it executable?)".to_string(),
         _ => e.to_string(),
     }
 }

@@ -27,4 +27,5 @@ mod start_safety;
 mod startup;
 mod tree;
 mod update;
+mod user;
 mod watch;

@@ -216,3 +216,48 @@ fn no_daemon_runs_the_script_in_the_foreground() {
     assert!(status.success(), "{status}");
     assert!(h.daemon_pid().is_none_or(|p| !pid_alive(p)), "no daemon runs after it");
 }
+
+#[test]
+fn uid_gid_and_pid_flags_run_the_app_as_that_account_and_write_its_pid() {
+    assert!(
+        // SAFETY: geteuid(2) has no preconditions.
+        unsafe { libc::geteuid() } == 0,
+        "this test needs root (as the CI runs): `--uid` needs a daemon that can switch users"
+    );
+    let h = TestHome::new();
+    let pid_file = h.dir.path().join("api.pid");
+    for (user_flag, group_flag) in [("--uid", "--gid"), ("--user", "--group")] {
+        let name = format!("api{user_flag}");
+        h.ok(&[
+            "start",
+            "sleep 1000",
+            "--name",
+            &name,
+            user_flag,
+            "nobody",
+            group_flag,
+            "65534",
+            "-p",
+            pid_file.to_str().unwrap(),
+            "--cwd",
+            "/",
+        ]);
+        let pid = h.wait_status(&name, Status::Online, T).instances[0].pid.unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let ids = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap()
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!((ids("Uid:"), ids("Gid:")), ("65534".to_string(), "65534".to_string()), "{user_flag}");
+        let written = wait_for("the pid file", T, || std::fs::read_to_string(&pid_file).ok());
+        assert_eq!(written.trim(), pid.to_string());
+        h.ok(&["delete", &name]);
+        wait_for("the pid file to go", T, || (!pid_file.exists()).then_some(()));
+    }
+}
