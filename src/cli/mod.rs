@@ -2,6 +2,7 @@
 
 mod doctor;
 pub(crate) mod logs;
+mod peers;
 pub(crate) mod render;
 mod startup;
 mod update;
@@ -721,6 +722,7 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
         return match config::load(Path::new(first), &opts, &ctx) {
             Ok(loaded) => {
                 print_warnings(&loaded.warnings);
+                peers::warn_before_start(paths, &loaded.specs);
                 act(paths, Request::Start { specs: loaded.specs, existing: OnExisting::Restart }).await
             }
             Err(errors) => config_failed(&errors),
@@ -754,6 +756,7 @@ async fn start(paths: &Paths, a: Box<StartArgs>) -> Result<i32> {
     }
     match config::from_command(first, &ov, &ctx) {
         Ok(spec) => {
+            peers::warn_before_start(paths, std::slice::from_ref(&spec));
             let existing = if a.force { OnExisting::Replace } else { OnExisting::Refuse };
             act(paths, Request::Start { specs: vec![spec], existing }).await
         }

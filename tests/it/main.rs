@@ -19,6 +19,7 @@ mod monit;
 mod monitoring;
 mod nofile;
 mod persistence;
+mod pm2;
 mod ready;
 mod recovery;
 mod start_safety;
