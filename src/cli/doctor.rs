@@ -3,6 +3,9 @@
 //! from the running daemon where it has them (its cgroup and subreaper), else from probing
 //! the way a daemon started from this shell would, without creating or starting anything.
 //!
+//! It also names the other supervisors of the machine (PM2 daemons, supervisord, herder
+//! daemons of other homes) and the processes holding ports herder's apps want ([`peers`]).
+//!
 //! The exit code is 1 only when something herder cannot run without is missing.
 
 use std::io;
@@ -15,11 +18,12 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 
+use super::peers::{self, Peers};
 use super::render;
 use crate::client::{Client, ClientError};
 use crate::health::notify::NotifySocket;
 use crate::paths::Paths;
-use crate::protocol::{DaemonInfo, Request, Response, PROGRAM_VERSION};
+use crate::protocol::{AppSpec, DaemonInfo, Request, Response, PROGRAM_VERSION};
 use crate::supervisor::cgroup::CgroupRoot;
 use crate::supervisor::{fork, limits};
 
@@ -61,6 +65,8 @@ pub struct Report {
     pub version: &'static str,
     pub home: PathBuf,
     pub checks: Vec<Check>,
+    /// Other supervisors on the machine and what they share with herder's apps.
+    pub peers: Peers,
 }
 
 impl Report {
@@ -106,7 +112,37 @@ pub async fn gather(paths: &Paths) -> Report {
         "`.js`/`.mjs`/`.cjs` apps and PM2 `ecosystem.config.js` files need `node` in PATH",
     ));
     checks.push(interpreter("python3", "python3", "`.py` apps need `python3` in PATH"));
-    Report { version: PROGRAM_VERSION, home: paths.home.clone(), checks }
+    let own = peers::Own { home: paths.home.clone(), daemon_pid: daemon.as_ref().map(|d| d.pid) };
+    let wanted: Vec<peers::Wanted> = daemon_apps(paths).await.iter().map(peers::Wanted::of).collect();
+    let peers = peers::scan(&own, &wanted);
+    checks.push(others(&peers));
+    Report { version: PROGRAM_VERSION, home: paths.home.clone(), checks, peers }
+}
+
+/// The apps of this home's daemon with their environments (for `PORT`); none when it does
+/// not run. `list` leaves environments out, `show` has them.
+async fn daemon_apps(paths: &Paths) -> Vec<AppSpec> {
+    let Ok(mut c) = Client::connect(paths, false).await else { return Vec::new() };
+    let Ok(Response::List { apps }) = c.request(&Request::List).await else { return Vec::new() };
+    let mut specs = Vec::with_capacity(apps.len());
+    for app in apps {
+        let target = crate::protocol::Target::Name(app.id.to_string());
+        match c.request(&Request::Show { target }).await {
+            Ok(Response::Show { app }) => specs.push(app.spec),
+            _ => specs.push(app.spec),
+        }
+    }
+    specs
+}
+
+fn others(p: &Peers) -> Check {
+    let level = if p.is_empty() { Level::Ok } else { Level::Degraded };
+    let degrades = if p.clashes.is_empty() && p.ports.is_empty() && p.warnings.is_empty() {
+        "another supervisor runs here: if it manages one of herder's apps too, both restart it and fight over its port"
+    } else {
+        "two supervisors restart the same app against each other and fight over its port: stop the other copy (below)"
+    };
+    check("other-supervisors", level, p.summary(), degrades)
 }
 
 fn text(r: &Report) -> String {
@@ -116,6 +152,10 @@ fn text(r: &Report) -> String {
         if let Some(d) = &c.degrades {
             s.push_str(&format!("  {:<9} {:<18} → {d}\n", "", ""));
         }
+    }
+    if !r.peers.is_empty() || !r.peers.warnings.is_empty() {
+        s.push_str("\nother supervisors on this machine:\n");
+        s.push_str(&r.peers.text());
     }
     let count = |l| r.checks.iter().filter(|c| c.level == l).count();
     s.push_str(&format!(
@@ -579,6 +619,7 @@ mod tests {
             version: "x",
             home: "/h".into(),
             checks: vec![check("pidfd", Level::Missing, "no", "nothing")],
+            peers: Peers::default(),
         };
         assert!(!r.failed(), "a missing non-essential check does not fail");
         let mut home = check("home", Level::Missing, "gone", "nothing works");

@@ -2,6 +2,7 @@
 
 mod doctor;
 pub(crate) mod logs;
+mod peers;
 pub mod pm2_flags;
 pub(crate) mod render;
 mod startup;
@@ -902,9 +903,11 @@ async fn start(paths: &Paths, mut a: Box<StartArgs>) -> Result<i32> {
     };
     match plan {
         StartPlan::File { specs, .. } => {
+            peers::warn_before_start(paths, &specs);
             act(paths, Request::Start { specs, existing: OnExisting::Restart }).await
         }
         StartPlan::Script(spec) => {
+            peers::warn_before_start(paths, std::slice::from_ref(&spec));
             let existing = if a.force { OnExisting::Replace } else { OnExisting::Refuse };
             act(paths, Request::Start { specs: vec![*spec], existing }).await
         }

@@ -3,8 +3,9 @@
 //!
 //! Public surface used by the CLI (keep it stable; the internals are free to change):
 //! - [`load`] / [`load_file`]: a config file (`herder.toml`, `.yaml`/`.yml`, `.json` including
-//!   PM2's JSON5-like `ecosystem.json`, `ecosystem.config.{js,cjs,mjs}` evaluated by `node`)
-//!   into resolved specs and warnings, or every error of the file at once.
+//!   PM2's JSON5-like `ecosystem.json`, `ecosystem.config.{js,cjs,mjs}` evaluated by `node`,
+//!   PM2's process dump `dump.pm2`) into resolved specs and warnings, or every error of the
+//!   file at once.
 //! - [`convert_file`]: a config file as the equivalent `herder.toml`.
 //! - [`from_command`]: `herder start <script|"command string"> [flags]` into one spec.
 //! - [`is_config_file`]: whether a `start` argument names a config file.
@@ -17,6 +18,7 @@
 mod command;
 mod convert;
 mod dotenv;
+mod format_dump;
 mod format_js;
 mod format_json;
 mod format_toml;
@@ -247,13 +249,17 @@ enum Format {
     Yaml,
     Json,
     Ecosystem,
+    /// PM2's process dump (`pm2 save`).
+    Pm2Dump,
 }
 
 impl Format {
     fn of(path: &Path) -> Option<Format> {
         let name = path.file_name()?.to_str()?.to_ascii_lowercase();
         let ends = |suffixes: &[&str]| suffixes.iter().any(|s| name.ends_with(s) && name.len() > s.len());
-        if ends(&[".toml"]) {
+        if format_dump::is_dump_name(&name) {
+            Some(Format::Pm2Dump)
+        } else if ends(&[".toml"]) {
             Some(Format::Toml)
         } else if ends(&[".yaml", ".yml"]) {
             Some(Format::Yaml)
@@ -283,35 +289,71 @@ pub struct Loaded {
     pub warnings: Vec<ConfigError>,
 }
 
+/// A config file parsed into the one tree.
+struct Tree {
+    root: Value,
+    dialect: Dialect,
+    /// What a PM2 dump's records left out of the apps' env (for `convert`).
+    dump_left_out: Option<format_dump::LeftOut>,
+    /// Errors found while reading it that do not stop validation (a dump's bad records).
+    errors: Vec<ConfigError>,
+}
+
 /// The file's text and its tree. Errors carry no file name yet (except those in other files).
-fn read_tree(path: &Path, abs: &Path, ctx: &ResolveContext) -> Result<(Value, Dialect), ConfigError> {
-    // A name we do not recognise is read as TOML, the primary format.
-    let format = Format::of(path).unwrap_or(Format::Toml);
+fn read_tree(path: &Path, abs: &Path, ctx: &ResolveContext) -> Result<Tree, Vec<ConfigError>> {
+    let format = Format::of(path);
     let text = std::fs::read_to_string(abs).map_err(|e| {
         let message = match e.kind() {
             std::io::ErrorKind::NotFound => "config file not found".to_string(),
             std::io::ErrorKind::InvalidData => "the config file is not UTF-8 text".to_string(),
             _ => format!("cannot read the config file: {}", lowercase_first(&e.to_string())),
         };
-        ConfigError::new(message)
+        vec![ConfigError::new(message)]
     })?;
-    let root = match format {
-        Format::Toml => format_toml::parse(&text)?,
-        Format::Yaml => format_yaml::parse(&text)?,
-        Format::Json => format_json::parse(&text)?,
-        Format::Ecosystem => format_js::load(abs, &text, &ctx.cwd, &ctx.env)?,
+    let one = |e: ConfigError| vec![e];
+    // A PM2 dump, by its name or (under another name) by its shape.
+    let dump = |root: Value| -> Result<Tree, Vec<ConfigError>> {
+        let dump = format_dump::to_ecosystem(&root, &ctx.env)?;
+        Ok(Tree {
+            root: dump.root,
+            dialect: Dialect::Pm2,
+            dump_left_out: Some(dump.left_out),
+            errors: dump.errors,
+        })
     };
-    let dialect = if format == Format::Toml { Dialect::Herder } else { Dialect::Pm2 };
-    Ok((root, dialect))
+    let tree =
+        |root: Value, dialect: Dialect| Ok(Tree { root, dialect, dump_left_out: None, errors: Vec::new() });
+    match format {
+        Some(Format::Pm2Dump) => dump(format_json::parse(&text).map_err(one)?),
+        Some(Format::Json) => {
+            let root = format_json::parse(&text).map_err(one)?;
+            if format_dump::looks_like(&root) {
+                dump(root)
+            } else {
+                tree(root, Dialect::Pm2)
+            }
+        }
+        Some(Format::Yaml) => tree(format_yaml::parse(&text).map_err(one)?, Dialect::Pm2),
+        Some(Format::Ecosystem) => {
+            tree(format_js::load(abs, &text, &ctx.cwd, &ctx.env).map_err(one)?, Dialect::Pm2)
+        }
+        Some(Format::Toml) => tree(format_toml::parse(&text).map_err(one)?, Dialect::Herder),
+        // A name we do not recognise is read as TOML, the primary format, unless it is a dump.
+        None => match format_dump::sniff(&text).then(|| format_json::parse(&text).ok()).flatten() {
+            Some(root) if format_dump::looks_like(&root) => dump(root),
+            _ => tree(format_toml::parse(&text).map_err(one)?, Dialect::Herder),
+        },
+    }
 }
 
 /// Loads a config file: every app resolved, or every error of the file at once. Relative
 /// paths in the file are relative to the file's directory; errors name `path` as given.
 pub fn load(path: &Path, opts: &LoadOptions, ctx: &ResolveContext) -> Result<Loaded, ConfigErrors> {
     let abs = normalize(&ctx.cwd.join(path));
-    let (root, dialect) = read_tree(path, &abs, ctx).map_err(|e| ConfigErrors::new(vec![e], Some(path)))?;
+    let Tree { root, dialect, errors: read_errors, .. } =
+        read_tree(path, &abs, ctx).map_err(|e| ConfigErrors::new(e, Some(path)))?;
 
-    let mut errors = Vec::new();
+    let mut errors = read_errors;
     let mut warnings = Vec::new();
     let validated = validate::apps(&root, dialect, &mut errors, &mut warnings);
     let fail = |errors: Vec<ConfigError>, warnings: Vec<ConfigError>| ConfigErrors {
@@ -423,10 +465,15 @@ pub fn load_file(path: &Path, ctx: &ResolveContext) -> Result<Vec<AppSpec>, Conf
 pub fn convert_file(path: &Path, ctx: &ResolveContext) -> Result<(String, Vec<ConfigError>), ConfigErrors> {
     let loaded = load(path, &LoadOptions::default(), ctx)?;
     let abs = normalize(&ctx.cwd.join(path));
-    let (root, _) = read_tree(path, &abs, ctx).map_err(|e| ConfigErrors::new(vec![e], Some(path)))?;
+    let tree = read_tree(path, &abs, ctx).map_err(|e| ConfigErrors::new(e, Some(path)))?;
     let from =
         path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
-    let mut text = convert::to_toml(&root, &from);
+    let mut text = convert::to_toml(&tree.root, &from);
+    // A dump's env lost the shell's variables: say which, in the header.
+    if let Some(note) = tree.dump_left_out.map(|l| l.comment()).filter(|n| !n.is_empty()) {
+        let header_end = text.find("\n\n").map_or(0, |i| i + 1);
+        text.insert_str(header_end, &note);
+    }
     if !text.ends_with('\n') {
         text.push('\n');
     }
@@ -494,10 +541,23 @@ pub mod fuzzing {
     }
 }
 
-/// Whether a `start` argument names a config file (by its name: `.toml`, `.yaml`, `.yml`,
-/// `.json`, `.config.js`, `.config.cjs`, `.config.mjs`).
+/// Whether a `start` argument names a config file: by its name (`.toml`, `.yaml`, `.yml`,
+/// `.json`, `.config.js`, `.config.cjs`, `.config.mjs`, `dump.pm2`, `dump.pm2.bak`), or, for
+/// an existing file whose name says nothing, by a PM2 dump's shape.
 pub fn is_config_file(path: &Path) -> bool {
-    Format::of(path).is_some()
+    Format::of(path).is_some() || is_dump_file(path)
+}
+
+/// Whether the start of an existing file reads like a PM2 dump.
+fn is_dump_file(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(file) = std::fs::File::open(path) else { return false };
+    let mut head = Vec::new();
+    // A record's `pm_exec_path` follows its env, a few KiB of it.
+    if file.take(256 * 1024).read_to_end(&mut head).is_err() {
+        return false;
+    }
+    format_dump::sniff(&String::from_utf8_lossy(&head))
 }
 
 /// io::Error messages start with a capital ("No such file or directory").

@@ -832,3 +832,86 @@ fn start_flags_name_the_user_flag() {
     let spec = from_command(&script, &ov, &f.ctx()).unwrap();
     assert_eq!((spec.user.as_deref(), spec.group.as_deref()), (Some("root"), Some("0")));
 }
+
+/// The dump fixture with its paths moved under `f` (where its scripts exist).
+fn pm2_dump(f: &Fixture, name: &str) -> PathBuf {
+    let text =
+        fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pm2/dump.pm2")).unwrap();
+    let shop = f.root().join("shop");
+    f.file("shop/server.js", "");
+    f.file("shop/worker.py", "");
+    f.file(name, &text.replace("/srv/shop", &shop.display().to_string()))
+}
+
+#[test]
+fn a_pm2_dump_loads_one_app_per_name_and_converts_to_the_same_apps() {
+    let f = Fixture::new();
+    let shop = f.root().join("shop");
+    pm2_dump(&f, "dump.pm2");
+    let loaded =
+        load(Path::new("dump.pm2"), &LoadOptions::default(), &f.ctx()).unwrap_or_else(|e| panic!("{e}"));
+    let specs = &loaded.specs;
+    let summary: Vec<(&str, u32)> = specs.iter().map(|s| (s.name.as_str(), s.instances)).collect();
+    assert_eq!(summary, [("web", 2), ("worker", 1), ("sh", 1), ("api", 2)]);
+    let web = &specs[0];
+    assert_eq!(web.script, shop.join("server.js").display().to_string());
+    assert_eq!(web.cwd, shop);
+    assert_eq!(web.namespace, "shop");
+    assert!(
+        web.args.ends_with(&["--verbose".to_string(), "--level".to_string(), "3".to_string()]),
+        "{:?}",
+        web.args
+    );
+    assert_eq!(web.env.get("GREETING").map(String::as_str), Some("hello"));
+    // The dump's shell and PM2's own variables are not the app's; the test shell's still come.
+    assert!(!web.env.contains_key("PM2_HOME") && !web.env.contains_key("SSH_TTY"), "{:?}", web.env);
+    assert_eq!(web.env.get("HOME").map(String::as_str), Some("/home/someone"));
+    assert_eq!(web.max_memory_restart, Some(200 * 1024 * 1024));
+    let worker = &specs[1];
+    assert!(!worker.autorestart);
+    assert_eq!(worker.cron_restart.as_deref(), Some("0 3 * * *"));
+    assert_eq!(specs[3].env.get("PORT").map(String::as_str), Some("18500"));
+    assert_eq!(specs[3].kill_timeout_ms, 4000);
+
+    // `herder convert` gives a herder.toml that loads to the same apps.
+    let (toml, _) = convert_file(Path::new("dump.pm2"), &f.ctx()).unwrap();
+    assert!(toml.contains("# Left out of the apps' env"), "{toml}");
+    f.file("converted.toml", &toml);
+    let strip = |mut specs: Vec<AppSpec>| {
+        specs.iter_mut().for_each(|s| s.source = None);
+        specs
+    };
+    let again =
+        strip(load_file(Path::new("converted.toml"), &f.ctx()).unwrap_or_else(|e| panic!("{e}\n{toml}")));
+    assert_eq!(strip(loaded.specs), again, "{toml}");
+}
+
+#[test]
+fn a_pm2_dump_is_known_by_its_shape_under_another_name() {
+    let f = Fixture::new();
+    pm2_dump(&f, "saved-processes");
+    pm2_dump(&f, "procs.json");
+    for name in ["saved-processes", "procs.json"] {
+        assert!(is_config_file(&f.root().join(name)), "{name}");
+        let specs = load_file(Path::new(name), &f.ctx()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(specs.len(), 4, "{name}");
+    }
+    assert!(is_config_file(Path::new("dump.pm2.bak")), "by its name, even before it exists");
+    assert!(!is_config_file(&f.root().join("shop/server.js")));
+}
+
+#[test]
+fn errors_in_a_pm2_dump_name_the_file_the_line_and_the_app() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let dir = f.root().display().to_string();
+    f.file(
+        "dump.pm2",
+        &format!(
+            "[\n  {{\"name\": \"web\", \"pm_exec_path\": \"{dir}/app.js\", \"pm_cwd\": \"{dir}\",\n   \"max_memory_restart\": \"lots\"}},\n  {{\"name\": \"gone\", \"pm_cwd\": \"{dir}\"}}\n]"
+        ),
+    );
+    let e = load_file(Path::new("dump.pm2"), &f.ctx()).unwrap_err().to_string();
+    assert!(e.contains("error: dump.pm2:3:") && e.contains("`max_memory_restart` in app `web`"), "{e}");
+    assert!(e.contains("error: dump.pm2:4:3: record #2 (app `gone`) has no `pm_exec_path`"), "{e}");
+}

@@ -20,6 +20,7 @@ const IDS: &[&str] = &[
     "inotify",
     "node",
     "python3",
+    "other-supervisors",
 ];
 
 fn doctor(h: &TestHome, no_cgroup: bool) -> (Option<i32>, Value) {

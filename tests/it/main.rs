@@ -19,6 +19,7 @@ mod monit;
 mod monitoring;
 mod nofile;
 mod persistence;
+mod pm2;
 mod pm2_flags;
 mod ready;
 mod recovery;
