@@ -1013,8 +1013,9 @@ async fn restart(paths: &Paths, a: RestartArgs) -> Result<i32> {
         if !loaded.iter().any(|(k, _)| *k == key) {
             let opts = config::LoadOptions { env_name: key.1.clone(), only: Vec::new() };
             match config::load(&key.0, &opts, &ctx) {
+                // Its warnings were printed by the command that was given the file (`start`,
+                // `restart <file>`, `validate`); a restart by name does not repeat them.
                 Ok(l) => {
-                    print_warnings(&l.warnings);
                     loaded.push((key.clone(), l.specs));
                 }
                 Err(errors) => return config_failed(&errors),

@@ -207,3 +207,13 @@ fn a_daemon_started_while_a_killed_one_is_still_exiting_waits_for_its_lock() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     holder.wait().unwrap();
 }
+
+#[test]
+fn kill_with_no_daemon_says_so_and_starts_none() {
+    let h = TestHome::new();
+    let out = h.run(&["kill"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("no daemon is running"), "{text}");
+    assert!(h.daemon_pid().is_none_or(|p| !pid_alive(p)), "kill started a daemon");
+    assert!(!h.home.join("herder.sock").exists());
+}

@@ -135,3 +135,29 @@ fn an_env_name_no_app_defines_is_an_error_and_the_running_apps_keep_theirs() {
     assert_eq!(app["instances"][0]["restarts"].as_u64(), Some(0));
     assert_eq!(app["spec"]["env"]["NODE_ENV"].as_str(), Some("production"), "its environment is kept");
 }
+
+#[test]
+fn a_files_warnings_are_printed_by_the_commands_given_the_file_only() {
+    let h = TestHome::new();
+    let text = "module.exports = { apps: [\n  { name: 'w', script: 'sleep', args: '1000', vizion: false },\n  { name: 'v', script: 'sleep', args: '1001' }] };\n";
+    let cfg = h.write("ecosystem.config.js", text);
+    let cfg = cfg.to_str().unwrap();
+    let warned = |args: &[&str]| {
+        let out = h.run(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).contains("`vizion`")
+    };
+    assert!(warned(&["start", cfg]), "start of the file warns");
+    assert!(warned(&["restart", cfg]), "restart of the file warns");
+    for args in [
+        &["restart", "v"][..],
+        &["restart", "w"],
+        &["stop", "w"],
+        &["start", "w"],
+        &["list"],
+        &["show", "w"],
+        &["save"],
+    ] {
+        assert!(!warned(args), "`herder {}` repeated the file's warning", args.join(" "));
+    }
+}
