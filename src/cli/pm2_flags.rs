@@ -137,15 +137,15 @@ const FLAGS: &[Pm2Flag] = &[
         takes_value: true,
         verbs: &["startup", "unstartup"],
         answer: Answer::Refuse(
-            "`--service-name`: herder's unit is named after its home, so that two homes get two units\nhint: `herder startup` prints the unit's name",
+            "`--service-name`: herder's unit is always `herder.service`\nhint: `herder startup --unit-dir DIR` writes it elsewhere; `herder startup` prints where it wrote it",
         ),
     },
     Pm2Flag {
         names: &["--wait-ip"],
         takes_value: false,
         verbs: &["startup"],
-        answer: Answer::Refuse(
-            "`--wait-ip`: herder's unit does not wait for the network; apps that need it should retry or use a readiness probe\nhint: `[[apps.health]]` with `kind = \"readiness\"` (docs/configuration.md)",
+        answer: Answer::Accept(
+            "`--wait-ip`: herder's system unit already starts after `network-online.target` (an address is up)",
         ),
     },
 ];
@@ -236,6 +236,8 @@ mod tests {
         assert!(e.contains("--ignore-watch"), "{e}");
         let e = read(args(&["startup", "-u", "deploy", "--hp", "/home/deploy"])).unwrap_err();
         assert!(e.contains("--run-as"), "{e}");
+        let r = read(args(&["startup", "--wait-ip"])).unwrap();
+        assert_eq!((r.args, r.notes.len()), (args(&["startup"]), 1));
     }
 
     #[test]

@@ -167,7 +167,6 @@ fn flags_herder_does_differently_are_refused_with_the_alternative() {
         (&["startup", "-u", "deploy"], "--run-as"),
         (&["startup", "--hp", "/home/deploy"], "--run-as"),
         (&["startup", "--service-name", "x"], "herder startup"),
-        (&["startup", "--wait-ip"], "readiness"),
     ];
     for (args, alternative) in cases {
         let err = h.fails(args);
