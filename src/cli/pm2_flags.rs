@@ -119,6 +119,18 @@ const FLAGS: &[Pm2Flag] = &[
         ),
     },
     Pm2Flag {
+        names: &["--highlight"],
+        takes_value: false,
+        verbs: &["logs", "log"],
+        answer: Answer::Refuse("`--highlight`: herder's `logs` does not highlight\nhint: herder logs <app> | grep --color=always -e WORD -e ''"),
+    },
+    Pm2Flag {
+        names: &["--format"],
+        takes_value: false,
+        verbs: &["logs", "log"],
+        answer: Answer::Refuse("`--format`: herder's `logs` prints `name | line`, `--raw` the lines alone, `--json` one object per line\nhint: herder logs <app> --raw"),
+    },
+    Pm2Flag {
         names: &["--hp"],
         takes_value: true,
         verbs: &["startup", "unstartup"],

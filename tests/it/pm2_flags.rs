@@ -164,6 +164,8 @@ fn flags_herder_does_differently_are_refused_with_the_alternative() {
         (&["start", "app.js", "--node-version", "20"], "herder run"),
         (&["start", "app.js", "--fresh"], "herder run"),
         (&["start", "app.js", "--dockerdaemon"], "herder run"),
+        (&["logs", "api", "--highlight"], "grep"),
+        (&["logs", "api", "--format"], "--raw"),
         (&["startup", "-u", "deploy"], "--run-as"),
         (&["startup", "--hp", "/home/deploy"], "--run-as"),
         (&["startup", "--service-name", "x"], "herder startup"),
