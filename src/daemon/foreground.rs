@@ -145,7 +145,7 @@ fn write(stream: Stream, bytes: &[u8]) {
 }
 
 fn event_text(labels: &Labels, e: &Event) -> Option<String> {
-    if e.kind == "lagged" {
+    if e.kind == crate::protocol::EventKind::Lagged {
         return None;
     }
     let mut s = format!("{} {}", labels.label(&e.app, e.instance), e.kind);

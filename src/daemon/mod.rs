@@ -674,7 +674,7 @@ async fn stream_events(daemon: &Daemon, mut stream: UnixStream) {
                 Ok(e) => e,
                 Err(RecvError::Lagged(n)) => protocol::Event {
                     at_ms: protocol::now_ms(),
-                    kind: "lagged".into(),
+                    kind: protocol::EventKind::Lagged,
                     app: String::new(),
                     instance: 0,
                     pid: None,

@@ -33,7 +33,11 @@ where
             Err(broadcast::error::RecvError::Closed) => return,
         };
         let Some(spec) = spec_of(&event.app) else { continue };
-        for hook in spec.hooks.iter().filter(|h| h.events.is_empty() || h.events.contains(&event.kind)) {
+        for hook in spec
+            .hooks
+            .iter()
+            .filter(|h| h.events.is_empty() || h.events.iter().any(|k| k == event.kind.as_str()))
+        {
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 tracing::warn!(app = %event.app, kind = %event.kind, "too many hook deliveries in flight; this one is dropped");
                 continue;
@@ -72,7 +76,7 @@ async fn deliver(hook: &HookSpec, event: &Event, spec: &AppSpec, reaper: &Reaper
                 };
                 let mut env = (*spec.env).clone();
                 env.insert("HERDER_EVENT".into(), String::from_utf8_lossy(&json).into_owned());
-                env.insert("HERDER_EVENT_KIND".into(), event.kind.clone());
+                env.insert("HERDER_EVENT_KIND".into(), event.kind.to_string());
                 env.insert("HERDER_APP".into(), event.app.clone());
                 match tokio::time::timeout(
                     timeout,

@@ -532,13 +532,90 @@ pub fn signal_number(name: &str) -> Option<i32> {
     Some(n)
 }
 
+/// What an [`Event`] is about; on the wire its lowercase name (`"restart"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// The process was spawned.
+    Start,
+    /// It exited (with `exit`).
+    Exit,
+    /// A restart: requested, automatic (after a delay), `cron_restart`, `watch`.
+    Restart,
+    /// It will not be restarted: too many unstable runs, or `autorestart` off.
+    Errored,
+    /// It said it is ready (or its readiness probe passed).
+    Ready,
+    /// A probe changed state.
+    Health,
+    /// No `WATCHDOG=1` in time.
+    Watchdog,
+    /// Over `max_memory_restart`.
+    Memory,
+    /// Killed by the kernel for going over `memory_limit`.
+    Oom,
+    /// A limit could not be applied as asked.
+    Limits,
+    /// A watched file changed.
+    Watch,
+    /// The app sent `STOPPING=1`.
+    Stopping,
+    /// The app handed its main pid over (`MAINPID=`).
+    Mainpid,
+    /// This client read too slowly: events were skipped.
+    Lagged,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 14] = [
+        EventKind::Start,
+        EventKind::Exit,
+        EventKind::Restart,
+        EventKind::Errored,
+        EventKind::Ready,
+        EventKind::Health,
+        EventKind::Watchdog,
+        EventKind::Memory,
+        EventKind::Oom,
+        EventKind::Limits,
+        EventKind::Watch,
+        EventKind::Stopping,
+        EventKind::Mainpid,
+        EventKind::Lagged,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Start => "start",
+            EventKind::Exit => "exit",
+            EventKind::Restart => "restart",
+            EventKind::Errored => "errored",
+            EventKind::Ready => "ready",
+            EventKind::Health => "health",
+            EventKind::Watchdog => "watchdog",
+            EventKind::Memory => "memory",
+            EventKind::Oom => "oom",
+            EventKind::Limits => "limits",
+            EventKind::Watch => "watch",
+            EventKind::Stopping => "stopping",
+            EventKind::Mainpid => "mainpid",
+            EventKind::Lagged => "lagged",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Something that happened to an instance, as `herder events` and hooks see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     /// Unix time, ms.
     pub at_ms: u64,
-    /// `start`, `exit`, `restart`, `errored`, `ready`, `health`, `watchdog`, `lagged`.
-    pub kind: String,
+    pub kind: EventKind,
     pub app: String,
     pub instance: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -720,6 +797,15 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn event_kinds_are_their_lowercase_names_on_the_wire() {
+        for kind in super::EventKind::ALL {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(serde_json::from_str::<super::EventKind>(&json).unwrap(), kind);
+        }
+    }
+
     use super::*;
 
     #[tokio::test]

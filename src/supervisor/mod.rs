@@ -32,6 +32,7 @@ use crate::health::watch::{Ignore, Watcher};
 use crate::paths::Paths;
 use crate::protocol::secrets;
 use crate::protocol::spec::ProbeKind;
+use crate::protocol::EventKind;
 use crate::protocol::ProbeState;
 use crate::protocol::{now_ms, AppSpec, ExitReason, ExitRecord, InstanceInfo, Status};
 use cgroup::{Cgroup, CgroupRoot};
@@ -581,7 +582,7 @@ impl Actor {
             }
             Cmd::Restart(spec, reply) => {
                 let was_up = running.is_some();
-                self.event("restart", None, Some("requested".into()));
+                self.event(EventKind::Restart, None, Some("requested".into()));
                 if let Some(run) = running {
                     self.stop_process(run).await;
                 }
@@ -651,13 +652,13 @@ impl Actor {
     }
 
     /// Tell `herder events` (and hooks) that `kind` happened.
-    fn event(&self, kind: &str, exit: Option<ExitReason>, detail: Option<String>) {
+    fn event(&self, kind: EventKind, exit: Option<ExitReason>, detail: Option<String>) {
         if self.ctx.events.receiver_count() == 0 {
             return;
         }
         let _ = self.ctx.events.send(crate::protocol::Event {
             at_ms: now_ms(),
-            kind: kind.to_string(),
+            kind,
             app: self.spec.name.clone(),
             instance: self.info.index,
             pid: self.info.pid,
@@ -711,7 +712,7 @@ impl Actor {
                 self.info.started_at_ms = Some(now_ms());
                 self.info.status_text = s.limit_note.clone();
                 if let Some(note) = &s.limit_note {
-                    self.event("limits", None, Some(note.clone()));
+                    self.event(EventKind::Limits, None, Some(note.clone()));
                 }
                 let ready_deadline = self.spec.wait_ready.then(|| {
                     tokio::time::Instant::now() + Duration::from_millis(self.spec.listen_timeout_ms)
@@ -728,7 +729,7 @@ impl Actor {
                 self.write_pid_file(s.pid);
                 self.publish();
                 tracing::info!(app = %self.spec.name, instance = self.info.index, pid = s.pid, "started");
-                self.event("start", None, None);
+                self.event(EventKind::Start, None, None);
                 let watchdog_deadline = self.watchdog_due();
                 Phase::Running(Running {
                     pid: s.pid,
@@ -804,7 +805,7 @@ impl Actor {
             self.info.oom_kills += 1;
             tracing::warn!(app = %self.spec.name, instance = self.info.index, "killed by the kernel: over `memory_limit`");
             self.event(
-                "oom",
+                EventKind::Oom,
                 Some(exit),
                 self.spec.memory_limit.map(|b| format!("over memory_limit ({b} bytes)")),
             );
@@ -829,7 +830,7 @@ impl Actor {
         let exit = exit.unwrap_or(ExitReason::Signal(libc::SIGKILL));
         let uptime_ms = self.record_exit(exit, run.started, run.oom.as_ref());
         tracing::info!(app = %self.spec.name, instance = self.info.index, %exit, uptime_ms, "exited");
-        self.event("exit", Some(exit), Some(format!("after {uptime_ms} ms")));
+        self.event(EventKind::Exit, Some(exit), Some(format!("after {uptime_ms} ms")));
         // What the app left behind (children of a crashed parent) would run twice after the
         // restart: end it first.
         self.kill_leftovers();
@@ -850,7 +851,7 @@ impl Actor {
                 Notice::Stopping => {
                     // The app is shutting down on its own; its exit is handled as any other.
                     self.info.status = Status::Stopping;
-                    self.event("stopping", None, Some("the app sent `STOPPING=1`".into()));
+                    self.event(EventKind::Stopping, None, Some("the app sent `STOPPING=1`".into()));
                 }
                 Notice::MainPid(pid) => self.main_pid(run, pid as i32),
                 Notice::Ready | Notice::Reloading => {}
@@ -908,7 +909,7 @@ impl Actor {
         old: Option<ExitReason>,
     ) {
         tracing::info!(app = %self.spec.name, instance = self.info.index, old = run.pid, pid, "main process handed over");
-        self.event("mainpid", old, Some(format!("pid {} handed over to pid {pid}", run.pid)));
+        self.event(EventKind::Mainpid, old, Some(format!("pid {} handed over to pid {pid}", run.pid)));
         if let Some(path) = pidfile::path_for(&self.spec, self.info.index) {
             pidfile::remove(&path, run.pid);
         }
@@ -986,7 +987,7 @@ impl Actor {
             self.info.status = Status::Online;
             self.info.reason = None;
             tracing::info!(app = %self.spec.name, instance = self.info.index, "online");
-            self.event("ready", None, None);
+            self.event(EventKind::Ready, None, None);
         }
     }
 
@@ -1021,7 +1022,7 @@ impl Actor {
                 self.info.probes[result.index].kind,
                 probe::describe(&spec.check)
             );
-            self.event("health", None, Some(detail));
+            self.event(EventKind::Health, None, Some(detail));
         }
         if spec.kind == ProbeKind::Liveness && !healthy {
             let why = format!(
@@ -1061,7 +1062,7 @@ impl Actor {
     async fn cron_restart(&mut self, run: Running) -> Phase {
         let expr = self.spec.cron_restart.clone().unwrap_or_default();
         tracing::info!(app = %self.spec.name, instance = self.info.index, cron = %expr, "scheduled restart");
-        self.event("restart", None, Some(format!("cron_restart `{expr}`")));
+        self.event(EventKind::Restart, None, Some(format!("cron_restart `{expr}`")));
         self.stop_process(run).await;
         self.info.restarts += 1;
         self.launch()
@@ -1089,7 +1090,7 @@ impl Actor {
             Err(e) => {
                 let why = format!("`watch` is off: {e}");
                 tracing::warn!(app = %spec.name, instance = self.info.index, "{why}");
-                self.event("watch", None, Some(why));
+                self.event(EventKind::Watch, None, Some(why));
                 None
             }
         }
@@ -1116,7 +1117,7 @@ impl Actor {
         let path = self.watch_due.take().map(|d| d.path).unwrap_or_default();
         let why = format!("`watch`: {} changed", path.display());
         tracing::info!(app = %self.spec.name, instance = self.info.index, "{why}; restarting");
-        self.event("restart", None, Some(why));
+        self.event(EventKind::Restart, None, Some(why));
         self.stop_process(run).await;
         self.info.restarts += 1;
         self.launch()
@@ -1129,7 +1130,7 @@ impl Actor {
         let path = self.watch_due.take().map(|d| d.path).unwrap_or_default();
         let why = format!("`watch`: {} changed", path.display());
         tracing::info!(app = %self.spec.name, instance = self.info.index, "{why}; starting");
-        self.event("restart", None, Some(why));
+        self.event(EventKind::Restart, None, Some(why));
         if fresh_budget {
             self.policy = PolicyState::default();
             self.info.unstable_restarts = 0;
@@ -1146,7 +1147,7 @@ impl Actor {
         let limit = self.spec.max_memory_restart.unwrap_or(0);
         let why = format!("memory {} over `max_memory_restart` ({})", human_bytes(rss), human_bytes(limit));
         tracing::warn!(app = %self.spec.name, instance = self.info.index, "{why}; restarting");
-        self.event("memory", None, Some(why.clone()));
+        self.event(EventKind::Memory, None, Some(why.clone()));
         let started = run.started;
         self.stop_process(run).await;
         // The exit says why it happened.
@@ -1174,7 +1175,7 @@ impl Actor {
         }
         let why = format!("no `WATCHDOG=1` within `watchdog` ({} ms)", self.spec.watchdog_ms.unwrap_or(0));
         tracing::warn!(app = %self.spec.name, instance = self.info.index, "{why}; restarting");
-        self.event("watchdog", None, Some(why.clone()));
+        self.event(EventKind::Watchdog, None, Some(why.clone()));
         let started = run.started;
         self.stop_process(run).await;
         let exit = self.info.last_exit.as_ref().map_or(ExitReason::Signal(libc::SIGKILL), |e| e.reason);
@@ -1202,7 +1203,7 @@ impl Actor {
             Decision::Restart { delay_ms } => {
                 self.info.unstable_restarts = self.policy.unstable;
                 self.auto_restart_pending = true;
-                self.event("restart", exit, Some(format!("in {delay_ms} ms")));
+                self.event(EventKind::Restart, exit, Some(format!("in {delay_ms} ms")));
                 if delay_ms == 0 {
                     self.launch()
                 } else {
@@ -1214,7 +1215,7 @@ impl Actor {
             Decision::Halt { status, reason } => {
                 self.info.unstable_restarts = self.policy.unstable;
                 if status == Status::Errored {
-                    self.event("errored", exit, reason.clone());
+                    self.event(EventKind::Errored, exit, reason.clone());
                 }
                 self.info.status = status;
                 self.info.reason = reason;
