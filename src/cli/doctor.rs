@@ -120,19 +120,13 @@ pub async fn gather(paths: &Paths) -> Report {
 }
 
 /// The apps of this home's daemon with their environments (for `PORT`); none when it does
-/// not run. `list` leaves environments out, `show` has them.
+/// not run.
 async fn daemon_apps(paths: &Paths) -> Vec<AppSpec> {
     let Ok(mut c) = Client::connect(paths, false).await else { return Vec::new() };
-    let Ok(Response::List { apps }) = c.request(&Request::List).await else { return Vec::new() };
-    let mut specs = Vec::with_capacity(apps.len());
-    for app in apps {
-        let target = crate::protocol::Target::Name(app.id.to_string());
-        match c.request(&Request::Show { target }).await {
-            Ok(Response::Show { app }) => specs.push(app.spec),
-            _ => specs.push(app.spec),
-        }
+    match c.request(&Request::ListFull).await {
+        Ok(Response::List { apps }) => apps.into_iter().map(|a| a.spec).collect(),
+        _ => Vec::new(),
     }
-    specs
 }
 
 fn others(p: &Peers) -> Check {
@@ -145,7 +139,7 @@ fn others(p: &Peers) -> Check {
     check("other-supervisors", level, p.summary(), degrades)
 }
 
-fn text(r: &Report) -> String {
+pub(super) fn text(r: &Report) -> String {
     let mut s = format!("herder {} doctor for {}\n\n", r.version, r.home.display());
     for c in &r.checks {
         s.push_str(&format!("  {:<9} {:<18} {}\n", c.level.as_str(), c.id, c.detail));

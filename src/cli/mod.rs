@@ -1,10 +1,13 @@
 //! The command line: clap definitions, one function per command, rendering in [`render`].
 
 mod doctor;
+pub mod inspect;
 pub(crate) mod logs;
 mod peers;
 pub mod pm2_flags;
+mod pm2_verbs;
 pub(crate) mod render;
+mod report;
 mod startup;
 mod update;
 
@@ -36,6 +39,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
     /// Start apps from a script, a command string or a config file (or start existing apps)
+    #[command(alias = "startOrRestart")]
     Start(Box<StartArgs>),
     /// Stop apps (they stay in the list)
     Stop(Targets),
@@ -60,6 +64,7 @@ pub enum Cmd {
     /// Check a config file and report every error in it (nothing is started)
     Validate(ValidateArgs),
     /// Write a commented herder.toml to start from
+    #[command(alias = "ecosystem")]
     Init(InitArgs),
     /// Print the herder.toml equivalent to a config file (a PM2 ecosystem file, YAML, JSON)
     Convert(ConvertArgs),
@@ -77,6 +82,7 @@ pub enum Cmd {
     #[command(visible_alias = "reloadLogs")]
     ReloadLogs,
     /// A terminal dashboard: apps, CPU and memory sparklines, live logs, keys to restart/stop
+    #[command(visible_aliases = ["dashboard", "dash"], alias = "imonit")]
     Monit,
     /// What this machine offers herder (cgroups, subreaper, pidfd, notify sockets, node,
     /// python3) and what degrades without it
@@ -84,6 +90,7 @@ pub enum Cmd {
     /// Stop every app, then the daemon
     Kill,
     /// Replace the daemon's program with the installed binary, in place: same pid, apps untouched
+    #[command(alias = "updatePM2")]
     Update(JsonFlag),
     /// Record every app (spec and environment) in dump.json, for `resurrect` and boot
     #[command(visible_alias = "dump")]
@@ -96,11 +103,54 @@ pub enum Cmd {
     Unstartup(startup::UnstartupArgs),
     /// Run apps in the foreground, for containers: output on stdout, PID 1 duties
     Run(RunArgs),
+    /// PM2's `jlist`: every instance as PM2's JSON process record (herder's own is `list --json`)
+    Jlist,
+    /// PM2's `prettylist`: `jlist`'s records laid out as Node's util.inspect prints them
+    Prettylist,
+    /// Print an app's environment, a `KEY: value` line each (secret values masked)
+    Env(EnvArgs),
+    /// Print the pid of each instance of an app (of every app without a name); 0 when it does
+    /// not run
+    Pid(PidArgs),
+    /// Print the ids of the apps of that name, as PM2 does (`[ 0 ]`)
+    Id(IdArgs),
+    /// A report to attach to a bug report: versions, doctor, the apps, the daemon log's tail
+    Report,
+    /// Print a completion script for a shell (`herder completion bash > /etc/bash_completion.d/herder`)
+    Completion(CompletionArgs),
     /// Run the daemon in the foreground
     Daemon(DaemonArgs),
     /// Print what a daemon checks before it executes this binary (`herder update`)
     #[command(hide = true)]
     HandoverCheck,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArgs {
+    /// App name or id
+    pub target: String,
+    /// Print secret-looking values instead of `********`
+    #[arg(long)]
+    pub show_secrets: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PidArgs {
+    /// App name (default: every app)
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IdArgs {
+    /// App name
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -403,6 +453,13 @@ pub fn run(cli: Cli) -> Result<i32> {
         Cmd::Run(a) => return run_foreground(paths, a),
         Cmd::Start(a) if a.no_daemon => return start_foreground(paths, a),
         Cmd::Startup(a) => return startup::startup(&a),
+        Cmd::Completion(a) => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut text = Vec::new();
+            clap_complete::generate(a.shell, &mut cmd, "herder", &mut text);
+            out(&String::from_utf8_lossy(&text))?;
+            return Ok(0);
+        }
         Cmd::Unstartup(a) => return startup::unstartup(&a),
         _ => {}
     }
@@ -430,7 +487,35 @@ pub fn parse(args: Vec<std::ffi::OsString>) -> std::result::Result<Cli, String> 
         std::env::set_var("NO_COLOR", "1");
     }
     SILENT.store(read.silent, std::sync::atomic::Ordering::Relaxed);
-    Ok(Cli::parse_from(read.args))
+    let verb = read.args.get(1).and_then(|v| v.to_str()).map(str::to_string);
+    if let Some(why) = verb.as_deref().and_then(pm2_verbs::refusal) {
+        return Err(why);
+    }
+    match Cli::try_parse_from(&read.args) {
+        Ok(cli) => Ok(cli),
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            eprint!("{}", with_full_usage(&e.render().to_string(), verb.as_deref()));
+            std::process::exit(e.exit_code());
+        }
+    }
+}
+
+/// clap's error with the command's whole usage line: clap shows the flags just typed in it
+/// (`Usage: herder show --json <TARGET>`), which reads as if they were the only ones.
+fn with_full_usage(error: &str, verb: Option<&str>) -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let usage = match verb.and_then(|v| cmd.find_subcommand_mut(v)) {
+        Some(sub) => sub.render_usage().to_string(),
+        None => cmd.render_usage().to_string(),
+    };
+    error
+        .lines()
+        .map(|l| if l.starts_with("Usage: ") { usage.trim_end() } else { l })
+        .map(|l| format!("{l}\n"))
+        .collect()
 }
 
 fn out(text: &str) -> Result<()> {
@@ -543,7 +628,18 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
         Cmd::Convert(a) => convert(&a),
         Cmd::Save(a) => save(paths, a.force).await,
         Cmd::Resurrect => resurrect(paths).await,
-        Cmd::Daemon(_) | Cmd::Run(_) | Cmd::Startup(_) | Cmd::Unstartup(_) | Cmd::HandoverCheck => {
+        Cmd::Jlist => pm2_verbs::jlist(paths, false).await,
+        Cmd::Prettylist => pm2_verbs::jlist(paths, true).await,
+        Cmd::Env(a) => pm2_verbs::env(paths, &a.target, a.show_secrets).await,
+        Cmd::Pid(a) => pm2_verbs::pid(paths, a.name.as_deref()).await,
+        Cmd::Id(a) => pm2_verbs::id(paths, &a.name).await,
+        Cmd::Report => report::report(paths).await,
+        Cmd::Daemon(_)
+        | Cmd::Run(_)
+        | Cmd::Startup(_)
+        | Cmd::Unstartup(_)
+        | Cmd::Completion(_)
+        | Cmd::HandoverCheck => {
             unreachable!("handled before the runtime starts")
         }
     }

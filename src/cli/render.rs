@@ -29,7 +29,7 @@ pub fn bytes(b: u64) -> String {
 
 /// The name of the user the daemon runs as (the client's, which the socket requires). Read
 /// from the environment or /etc/passwd, not through NSS, which may try network services.
-fn user() -> String {
+pub(super) fn user() -> String {
     // SAFETY: geteuid(2) has no preconditions.
     let uid = unsafe { libc::geteuid() };
     if let Some(name) = std::env::var("USER").ok().filter(|n| !n.is_empty()) {

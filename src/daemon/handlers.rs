@@ -45,6 +45,7 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
             let ids: Vec<u32> = d.registry().apps.keys().copied().collect();
             Ok(Response::List { apps: brief(d, &ids) })
         }
+        Request::ListFull => Ok(Response::List { apps: list(d, None, true) }),
         Request::Show { target } => show(d, &target),
         Request::Metrics { listen, off } => metrics(d, listen.as_deref(), off).await,
         Request::Kill => {

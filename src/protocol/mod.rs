@@ -113,6 +113,9 @@ pub enum Request {
     /// namespace, instance count and watched paths, and instances come without their exit
     /// history, so that a thousand apps answer in a few milliseconds.
     ListBrief,
+    /// [`Request::List`] with each app's whole spec, environment included, and its exit
+    /// history, unmasked as [`Request::Show`]'s answer is (for PM2's `jlist` and `doctor`).
+    ListFull,
     Show {
         target: Target,
     },

@@ -21,6 +21,7 @@ mod nofile;
 mod persistence;
 mod pm2;
 mod pm2_flags;
+mod pm2_verbs;
 mod ready;
 mod recovery;
 mod secrets;
