@@ -2,7 +2,8 @@
 //!
 //! The `herder` binary is a thin client ([`cli`], [`client`]) that talks to one daemon per
 //! `HERDER_HOME` ([`daemon`]) over a Unix socket ([`protocol`]). The daemon supervises each
-//! instance of each app with its own task ([`supervisor`]) and captures its output ([`logs`]). `herder monit` is a terminal client ([`tui`]).
+//! instance of each app with its own task ([`supervisor`]) on top of process primitives
+//! ([`process`]) and captures its output ([`logs`]). `herder monit` is a terminal client ([`tui`]).
 
 pub mod cli;
 pub mod client;
@@ -11,6 +12,7 @@ pub mod daemon;
 pub mod health;
 pub mod logs;
 pub mod paths;
+pub mod process;
 pub mod protocol;
 pub mod supervisor;
 pub mod tui;

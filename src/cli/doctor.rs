@@ -23,9 +23,9 @@ use super::render;
 use crate::client::{Client, ClientError};
 use crate::health::notify::NotifySocket;
 use crate::paths::Paths;
+use crate::process::cgroup::CgroupRoot;
+use crate::process::{fork, limits};
 use crate::protocol::{AppSpec, DaemonInfo, Request, Response, PROGRAM_VERSION};
-use crate::supervisor::cgroup::CgroupRoot;
-use crate::supervisor::{fork, limits};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

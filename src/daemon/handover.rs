@@ -366,7 +366,7 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
         listener_fd: d.handover.listener_fd,
         reply_fd: Some(client.as_raw_fd()),
         metrics_fd: d.metrics.listener_fd(),
-        nofile_soft: crate::supervisor::nofile::original(),
+        nofile_soft: crate::process::nofile::original(),
         from: d.image.clone(),
         uptime_ms: d.started.elapsed().as_millis() as u64,
         next_id,
@@ -540,7 +540,7 @@ fn execute(
     doc_fd: RawFd,
     fds: &[RawFd],
     service_notify: Option<OsString>,
-    reaper: &crate::supervisor::reaper::Reaper,
+    reaper: &crate::process::reaper::Reaper,
 ) -> io::Error {
     let cstr =
         |b: Vec<u8>| CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte"));
@@ -672,7 +672,7 @@ impl Takeover {
     /// image paused its reaper, so each is alive or a zombie; one that is neither (reaped all
     /// the same) is left out, and its instance's actor sees its exit at once.
     pub fn pids(&self) -> Vec<i32> {
-        use crate::supervisor::tree::start_ticks;
+        use crate::process::tree::start_ticks;
         let instances = self.doc.iter().flat_map(|d| d.apps.iter().flat_map(|a| a.instances.iter()));
         let mut pids = Vec::new();
         for st in instances {
@@ -890,7 +890,7 @@ mod tests {
     fn a_failed_exec_restores_close_on_exec() {
         let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         let reaper_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let reaper = reaper_rt.block_on(async { crate::supervisor::reaper::Reaper::start().unwrap() });
+        let reaper = reaper_rt.block_on(async { crate::process::reaper::Reaper::start().unwrap() });
         let fds = [a.as_raw_fd(), b.as_raw_fd()];
         let err = execute(Path::new("/nonexistent/herder"), a.as_raw_fd(), &fds, None, &reaper);
         assert_eq!(err.kind(), io::ErrorKind::NotFound);

@@ -58,7 +58,7 @@ pub fn acquire(paths: &Paths) -> Result<DaemonLock, LockError> {
         // A daemon killed a moment ago: its main thread is a zombie already, the others are
         // still closing its descriptors (the lock among them). It is gone in a moment.
         let pid = read_pid(paths);
-        if pid.is_none_or(|p| crate::supervisor::tree::alive(p as i32)) || Instant::now() >= deadline {
+        if pid.is_none_or(|p| crate::process::tree::alive(p as i32)) || Instant::now() >= deadline {
             return Err(LockError::Held { pid, home: paths.home.display().to_string() });
         }
         std::thread::sleep(pause);

@@ -265,7 +265,7 @@ pub(crate) fn render(daemon: &Daemon) -> String {
     let uptime = daemon.started.elapsed().as_secs_f64();
     // Its own process only: a walk of its descendants would count every app.
     let (cpu, rss) =
-        crate::supervisor::usage::own().map_or((0.0, 0.0), |r| (r.cpu_us as f64 / 1e6, r.rss as f64));
+        crate::process::usage::own().map_or((0.0, 0.0), |r| (r.cpu_us as f64 / 1e6, r.rss as f64));
     let daemon_series: [(&str, &str, &str, f64); 6] = [
         ("herder_daemon_uptime_seconds", "gauge", "Seconds since the daemon started.", uptime),
         ("herder_daemon_apps", "gauge", "Apps the daemon supervises.", apps.len() as f64),

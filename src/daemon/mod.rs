@@ -29,9 +29,9 @@ use tokio::sync::Notify;
 
 use crate::logs::{LogFile, Rotation};
 use crate::paths::Paths;
+use crate::process::cgroup::CgroupRoot;
+use crate::process::reaper::Reaper;
 use crate::protocol::{self, ErrorKind, ErrorReply, FrameError, Hello, HelloReply, Request, Response};
-use crate::supervisor::cgroup::CgroupRoot;
-use crate::supervisor::reaper::Reaper;
 use crate::supervisor::Context;
 pub use foreground::Foreground;
 pub use lock::LockError;
@@ -191,9 +191,9 @@ pub fn run_with(paths: Paths, options: Options) -> Result<i32, DaemonError> {
 }
 
 /// Every instance holds descriptors of the daemon: raise its soft limit to the hard one (the
-/// apps get the original back, see [`crate::supervisor::nofile`]).
+/// apps get the original back, see [`crate::process::nofile`]).
 fn raise_nofile(original: Option<u64>) {
-    match crate::supervisor::nofile::raise(original) {
+    match crate::process::nofile::raise(original) {
         Ok(r) if r.soft != r.original => {
             tracing::info!(
                 from = r.original,
@@ -334,7 +334,7 @@ async fn serve(
             (None, Some(why))
         }
     };
-    let limits = crate::supervisor::limits::LimitRoots::detect(&paths.token(), cgroups.as_ref());
+    let limits = crate::process::limits::LimitRoots::detect(&paths.token(), cgroups.as_ref());
     if let Some(note) = &limits.note {
         tracing::info!(note = %note, "kernel limits");
     }

@@ -10,9 +10,10 @@ use tokio::task::JoinSet;
 
 use super::registry::App;
 use super::{state, Daemon};
+use crate::process::cgroup::Cgroup;
+use crate::process::tree;
 use crate::protocol::{signal_number, Status};
-use crate::supervisor::cgroup::Cgroup;
-use crate::supervisor::{tree, InstanceHandle};
+use crate::supervisor::InstanceHandle;
 
 /// Recover the apps of the daemon that wrote `state.json`; returns how many there were (none
 /// after a clean stop, which leaves no app behind, or without a usable state file).

@@ -9,9 +9,9 @@ use std::time::Duration;
 use tokio::sync::{broadcast, Semaphore};
 
 use super::probe;
+use crate::process::reaper::Reaper;
 use crate::protocol::spec::{HookAction, HookSpec};
 use crate::protocol::{AppSpec, Event};
-use crate::supervisor::reaper::Reaper;
 
 /// Deliveries in flight at most.
 pub const MAX_DELIVERIES: usize = 64;
@@ -68,7 +68,7 @@ async fn deliver(hook: &HookSpec, event: &Event, spec: &AppSpec, reaper: &Reaper
             HookAction::Command(cmd) => {
                 // As the app's `user`, never as the daemon in its place.
                 let run_as = match crate::users::switch_for(spec.user.as_deref(), spec.group.as_deref()) {
-                    Ok(account) => account.as_ref().map(crate::supervisor::fork::Credentials::of),
+                    Ok(account) => account.as_ref().map(crate::process::fork::Credentials::of),
                     Err(e) => {
                         tracing::warn!(app = %event.app, kind = %event.kind, error = %e, "hook not run");
                         return;

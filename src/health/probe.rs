@@ -10,9 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::process::fork::{self, Credentials, Plan};
+use crate::process::reaper::Reaper;
 use crate::protocol::spec::{ProbeCheck, ProbeSpec};
-use crate::supervisor::fork::{self, Credentials, Plan};
-use crate::supervisor::reaper::Reaper;
 
 /// One result of probe `index`.
 #[derive(Debug)]
@@ -153,7 +153,7 @@ pub(crate) async fn exec(
         &cmd[0],
         cmd[1..].iter().map(String::as_str),
         env.iter()
-            .filter(|(k, _)| !crate::supervisor::spawn::SERVICE_MANAGER_VARS.contains(&k.as_str()))
+            .filter(|(k, _)| !crate::process::fork::SERVICE_MANAGER_VARS.contains(&k.as_str()))
             .map(|(k, v)| (k.as_str(), v.as_str())),
         cwd,
     )

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::policy::PolicyState;
-use super::{bind_notify, tree, Actor, Cmd, Context, InstanceHandle, IpcChannel, Phase, Running, WatchDue};
+use super::{bind_notify, Actor, Cmd, Context, InstanceHandle, IpcChannel, Phase, Running, WatchDue};
 use crate::health::notify::NotifySocket;
+use crate::process::tree;
 use crate::protocol::{AppSpec, ExitReason, InstanceInfo};
 
 /// The exits of an adopted instance's processes, registered with the reaper.

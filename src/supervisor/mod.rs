@@ -6,18 +6,10 @@
 //! restart policy ([`policy`]) when it exits, and stops it by signalling its process group,
 //! waiting `kill_timeout`, then killing every process left ([`tree`], [`cgroup`]).
 
-pub mod cgroup;
-pub mod delegate;
-pub mod fork;
 pub mod handover;
-pub mod limits;
-pub mod nofile;
 pub mod pidfile;
 pub mod policy;
-pub mod reaper;
 pub mod spawn;
-pub mod tree;
-pub mod usage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -30,14 +22,15 @@ use crate::health::notify::{Notice, NotifySocket};
 use crate::health::probe::{self, ProbeResult};
 use crate::health::watch::{Ignore, Watcher};
 use crate::paths::Paths;
+use crate::process::cgroup::{Cgroup, CgroupRoot};
+use crate::process::reaper::Reaper;
+use crate::process::{fork, limits, tree, usage};
 use crate::protocol::secrets;
 use crate::protocol::spec::ProbeKind;
 use crate::protocol::EventKind;
 use crate::protocol::ProbeState;
 use crate::protocol::{now_ms, AppSpec, ExitReason, ExitRecord, InstanceInfo, Status};
-use cgroup::{Cgroup, CgroupRoot};
 use policy::{Decision, PolicyState};
-use reaper::Reaper;
 
 /// Exits kept in an instance's history.
 const HISTORY_LEN: usize = 10;

@@ -8,18 +8,13 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::cgroup::Cgroup;
-use super::fork::{self, CgroupTarget, Plan};
-use super::tree;
 use super::Context;
 use crate::logs::{self, Sink, Stream};
+use crate::process::cgroup::Cgroup;
+use crate::process::fork::{self, CgroupTarget, Plan};
+use crate::process::tree;
 pub use crate::protocol::signal_number;
 use crate::protocol::{AppSpec, ExitReason};
-
-/// Variables by which a service manager (systemd) talks to the process it started. An app
-/// captured with them (`herder start` run from a unit, `herder run` under systemd) must not
-/// send its `READY=1` to herder's own manager: it gets herder's notify socket or none.
-pub(crate) const SERVICE_MANAGER_VARS: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
 
 /// A started process.
 pub struct Spawned {
@@ -150,7 +145,9 @@ pub fn spawn_instance(
     let env = spec
         .env
         .iter()
-        .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k) && !SERVICE_MANAGER_VARS.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            !extra.iter().any(|(e, _)| e == k) && !fork::SERVICE_MANAGER_VARS.contains(&k.as_str())
+        })
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .chain(login.iter().map(|(k, v)| (*k, v.as_str())))
         .chain(extra.iter().copied());
@@ -172,11 +169,11 @@ pub fn spawn_instance(
                 Ok(applied) => (applied, None),
                 Err(e) => {
                     tracing::warn!(app = %spec.name, instance = index, error = %e, "limits not applied");
-                    (super::limits::Applied::default(), Some(format!("limits not applied: {e}")))
+                    (crate::process::limits::Applied::default(), Some(format!("limits not applied: {e}")))
                 }
             }
         } else {
-            (super::limits::Applied::default(), None)
+            (crate::process::limits::Applied::default(), None)
         };
     let join: Vec<std::os::fd::RawFd> = limits.join.iter().map(|f| f.as_raw_fd()).collect();
     let target = cg_fds.as_ref().map(|(dir, procs)| CgroupTarget { dir, procs });

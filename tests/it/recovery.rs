@@ -63,7 +63,7 @@ fn record_in_state(h: &TestHome, pid: u32, boot_id: &str) {
     st["boot_id"] = boot_id.into();
     let inst = &mut st["apps"][0]["instances"][0];
     inst["pid"] = pid.into();
-    inst["start_ticks"] = herder::supervisor::tree::start_ticks(pid as i32).unwrap().into();
+    inst["start_ticks"] = herder::process::tree::start_ticks(pid as i32).unwrap().into();
     inst["status"] = "online".into();
     std::fs::write(&path, serde_json::to_vec(&st).unwrap()).unwrap();
 }

@@ -19,6 +19,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+/// Variables by which a service manager (systemd) talks to the process it started. An app
+/// captured with them (`herder start` run from a unit, `herder run` under systemd) must not
+/// send its `READY=1` to herder's own manager: it gets herder's notify socket or none.
+pub const SERVICE_MANAGER_VARS: &[&str] = &["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+
 /// What to execute, ready for the child.
 pub struct Plan {
     program: CString,
