@@ -185,7 +185,7 @@ pub struct RunArgs {
 
 #[derive(Debug, Args)]
 pub struct Targets {
-    /// App names, ids, namespaces, or `all`
+    /// App names, ids, namespaces, `all`, or a config file (its apps)
     #[arg(required = true)]
     pub targets: Vec<String>,
 }
@@ -471,6 +471,24 @@ fn targets(v: &[String]) -> Vec<Target> {
     v.iter().map(|s| Target::parse(s)).collect()
 }
 
+/// [`targets`], where a config file stands for the apps it defines (PM2's `pm2 stop
+/// ecosystem.config.js`); its warnings are `start`'s and `validate`'s to print.
+fn file_targets(v: &[String]) -> Result<std::result::Result<Vec<Target>, config::ConfigErrors>> {
+    let mut out = Vec::new();
+    for t in v {
+        let path = Path::new(t);
+        if !(config::is_config_file(path) && path.is_file()) {
+            out.push(Target::parse(t));
+            continue;
+        }
+        match config::load(path, &config::LoadOptions::default(), &resolve_context()?) {
+            Ok(loaded) => out.extend(loaded.specs.into_iter().map(|s| Target::Name(s.name))),
+            Err(errors) => return Ok(Err(errors)),
+        }
+    }
+    Ok(Ok(out))
+}
+
 /// Print `text` to stdout; a closed pipe (`herder list | head`) is not an error.
 /// `-s/--silent`: successful commands print nothing on stdout.
 static SILENT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -541,13 +559,22 @@ fn expect_ok(resp: Response) -> Result<Response> {
 async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
     match cmd {
         Cmd::Start(args) => start(paths, args).await,
-        Cmd::Stop(t) => act(paths, Request::Stop { targets: targets(&t.targets) }).await,
+        Cmd::Stop(t) => match file_targets(&t.targets)? {
+            Ok(targets) => act(paths, Request::Stop { targets }).await,
+            Err(errors) => config_failed(&errors),
+        },
         Cmd::Restart(a) => restart(paths, a).await,
-        Cmd::Delete(t) => act(paths, Request::Delete { targets: targets(&t.targets) }).await,
+        Cmd::Delete(t) => match file_targets(&t.targets)? {
+            Ok(targets) => act(paths, Request::Delete { targets }).await,
+            Err(errors) => config_failed(&errors),
+        },
         Cmd::Signal(a) => {
             act(paths, Request::Signal { signal: a.signal, targets: targets(&a.targets) }).await
         }
-        Cmd::Reset(t) => act(paths, Request::Reset { targets: targets(&t.targets) }).await,
+        Cmd::Reset(t) => match file_targets(&t.targets)? {
+            Ok(targets) => act(paths, Request::Reset { targets }).await,
+            Err(errors) => config_failed(&errors),
+        },
         Cmd::List(f) => {
             let sort = f.sort.as_deref().map(render::SortKey::parse).transpose().map_err(|e| anyhow!(e))?;
             let req = if f.json { Request::List } else { Request::ListBrief };
@@ -962,6 +989,9 @@ fn plan_start(
                 return Ok(Ok(StartPlan::Existing));
             }
         }
+        if let ([_, paths], Some(_)) = (a.targets.as_slice(), &a.watch) {
+            bail!("`herder start` takes one script or config file (got {}: is `{paths}` what `--watch` should watch?)\nhint: give the paths with `=`: --watch={paths}", a.targets.len());
+        }
         if a.targets.len() > 1 {
             bail!("`herder start` takes one script or config file (got {})\nhint: quote a command with arguments: herder start \"python3 -m http.server\"", a.targets.len());
         }
@@ -1190,6 +1220,9 @@ fn validate(a: &ValidateArgs) -> Result<i32> {
 /// `herder init [file]`: a commented herder.toml, never over an existing file.
 fn init(a: &InitArgs) -> Result<i32> {
     use std::fs::OpenOptions;
+    // PM2's `ecosystem simple` asks for its short template: herder has one.
+    let file = if a.file == "simple" { "herder.toml" } else { a.file.as_str() };
+    let a = &InitArgs { file: file.to_string() };
     let path = Path::new(&a.file);
     let file = OpenOptions::new().write(true).create_new(true).open(path);
     let mut file = match file {

@@ -153,6 +153,20 @@ const FLAGS: &[Pm2Flag] = &[
         ),
     },
     Pm2Flag {
+        names: &["--watch"],
+        takes_value: false,
+        verbs: &["stop"],
+        answer: Answer::Accept("`--watch`: herder stops watching every app it stops; `herder start <app>` watches it again"),
+    },
+    Pm2Flag {
+        names: &["--watch"],
+        takes_value: false,
+        verbs: &["restart"],
+        answer: Answer::Refuse(
+            "`--watch` on restart: in herder, watching is part of the app's spec, not a switch of `restart`\nhint: set `watch` in the config and `herder restart <config file>`, or `herder start <script> --watch -f` to replace the app with a watched one",
+        ),
+    },
+    Pm2Flag {
         names: &["--wait-ip"],
         takes_value: false,
         verbs: &["startup"],
@@ -161,6 +175,17 @@ const FLAGS: &[Pm2Flag] = &[
         ),
     },
 ];
+
+/// Whether `word` reads as a dayjs time format (`HH:mm:ss`, `YYYY-MM-DD`) rather than an app
+/// name: only format letters and separators, with at least one two-letter token.
+fn is_time_format(word: &str) -> bool {
+    let letters = |c: char| "YMDHhmsSZAa".contains(c);
+    word.chars().all(|c| letters(c) || " -:/.T[],".contains(c))
+        && ["YY", "MM", "DD", "HH", "hh", "mm", "ss"].iter().any(|t| word.contains(t))
+}
+
+/// The init systems `startup` names (PM2's `startup [platform]`).
+const PLATFORMS: &[&str] = &["systemd", "upstart", "launchd", "openrc", "rcd", "systemv", "smf"];
 
 /// The arguments for the parser, and what the PM2 flags among them asked for.
 #[derive(Debug, Default)]
@@ -196,6 +221,27 @@ pub fn read(args: Vec<OsString>) -> Result<Read, String> {
             Some((n, v)) if n.starts_with("--") => (n.to_string(), Some(v.to_string())),
             _ => (text.clone(), None),
         };
+        if name == "--user"
+            && inline_value.is_none()
+            && matches!(verb.as_deref(), Some("startup" | "unstartup"))
+        {
+            let value = iter.as_slice().first().and_then(|a| a.to_str()).filter(|a| !a.starts_with('-'));
+            if let Some(user) = value.filter(|v| !PLATFORMS.contains(v)) {
+                return Err(format!(
+                    "`--user {user}`: herder names the account a system unit runs as with `--run-as`; `--user` alone writes a unit for your own user's systemd\nhint: `herder startup --run-as {user}`"
+                ));
+            }
+        }
+        // PM2's `logs --timestamp [format]` takes the format after a space; herder's needs `=`.
+        if name == "--timestamp" && inline_value.is_none() && matches!(verb.as_deref(), Some("logs" | "log"))
+        {
+            let format = iter.as_slice().first().and_then(|a| a.to_str()).filter(|a| is_time_format(a));
+            if let Some(format) = format.map(str::to_string) {
+                iter.next();
+                read.args.push(format!("--timestamp={format}").into());
+                continue;
+            }
+        }
         let found = FLAGS.iter().find(|f| {
             f.names.contains(&name.as_str())
                 && (f.verbs.is_empty() || verb.as_deref().is_some_and(|v| f.verbs.contains(&v)))
@@ -260,5 +306,24 @@ mod tests {
         // `-u` is PM2's startup user; elsewhere it is left to the parser.
         let r = read(args(&["start", "app.js", "-u", "x"])).unwrap();
         assert_eq!(r.args, args(&["start", "app.js", "-u", "x"]));
+    }
+
+    #[test]
+    fn pm2s_spellings_of_watch_user_and_timestamp() {
+        let r = read(args(&["stop", "api", "--watch"])).unwrap();
+        assert_eq!((r.args, r.notes.len()), (args(&["stop", "api"]), 1));
+        let e = read(args(&["restart", "api", "--watch"])).unwrap_err();
+        assert!(e.contains("`watch`"), "{e}");
+        let e = read(args(&["startup", "--user", "deploy"])).unwrap_err();
+        assert!(e.contains("--run-as deploy"), "{e}");
+        // herder's own `--user` (a user unit) stays the parser's.
+        let r = read(args(&["startup", "--user"])).unwrap();
+        assert_eq!(r.args, args(&["startup", "--user"]));
+        let r = read(args(&["startup", "--user", "systemd"])).unwrap();
+        assert_eq!(r.args, args(&["startup", "--user", "systemd"]));
+        let r = read(args(&["logs", "--timestamp", "HH:mm:ss", "api"])).unwrap();
+        assert_eq!(r.args, args(&["logs", "--timestamp=HH:mm:ss", "api"]));
+        let r = read(args(&["logs", "--timestamp", "comms"])).unwrap();
+        assert_eq!(r.args, args(&["logs", "--timestamp", "comms"]), "an app name stays a target");
     }
 }

@@ -229,7 +229,11 @@ const REFUSED: &[(&[&str], &str, &str)] = &[
         RELOAD,
         "`herder startOrRestart <config>` starts the missing apps and restarts the running ones",
     ),
-    (&["scale"], SCALE, "set `instances` in the config and `herder start <config>`, or `herder start <script> -i N`"),
+    (
+        &["scale"],
+        SCALE,
+        "set `instances` in the config and `herder start <config>`, or `herder start <script> -i N -f` to replace the app with N instances",
+    ),
     (
         &["deploy"],
         "herder does not deploy code over SSH",
@@ -303,7 +307,7 @@ const REFUSED: &[(&[&str], &str, &str)] = &[
     (
         &["cleardump"],
         "herder has no cleardump",
-        "`herder save --force` with no apps saves an empty list (the previous save stays as dump.json.bak)",
+        "remove `$HERDER_HOME/dump.json` (and `dump.json.bak`), or `herder save --force` once no app runs",
     ),
     (
         &["deepUpdate"],

@@ -163,6 +163,42 @@ fn start_or_restart_starts_the_missing_apps_and_restarts_the_running_ones() {
     assert_eq!(h.app("a").instances[0].restarts, 1);
 }
 
+#[test]
+fn a_config_file_stands_for_its_apps_in_stop_reset_and_delete() {
+    let h = TestHome::new();
+    let file = h.write(
+        "herder.toml",
+        &format!(
+            "[[apps]]\nname = \"a\"\nscript = \"{0}\"\n\n[[apps]]\nname = \"b\"\nscript = \"{0}\"\n",
+            idle()
+        ),
+    );
+    h.ok(&["start", &idle(), "--name", "other"]);
+    h.ok(&["start", file.to_str().unwrap()]);
+    h.wait_status("a", Status::Online, T);
+    let out = h.ok(&["stop", "herder.toml"]);
+    assert!(out.contains("stopped `a`, `b`"), "{out}");
+    assert_eq!(h.app("other").instances[0].status, Status::Online, "only the file's apps");
+    h.ok(&["reset", "herder.toml"]);
+    let out = h.ok(&["delete", "herder.toml"]);
+    assert!(out.contains("deleted `a`, `b`"), "{out}");
+    let names: Vec<String> = h.list().into_iter().map(|a| a.spec.name).collect();
+    assert_eq!(names, ["other"]);
+}
+
+#[test]
+fn pm2s_spacing_of_watch_paths_and_the_simple_ecosystem_are_understood() {
+    let h = TestHome::new();
+    let err = h.fails(&["start", &idle(), "--watch", "src"]);
+    assert!(err.contains("--watch=src"), "{err}");
+    assert!(h.list().is_empty());
+    let out = h.ok(&["ecosystem", "simple"]);
+    assert!(out.contains("wrote herder.toml"), "{out}");
+    assert!(h.dir.path().join("herder.toml").is_file() && !h.dir.path().join("simple").exists());
+    let out = h.run(&["stop", "all", "--watch"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("note: `--watch`"));
+}
+
 /// PM2's verbs herder answers: each run for real, except those that need a terminal or root
 /// (asked for their help: the verb exists) and `kill`, run last.
 const ACTED_ON: &[&[&str]] = &[
