@@ -17,3 +17,4 @@ pub mod protocol;
 pub mod supervisor;
 pub mod tui;
 pub mod users;
+pub mod wait;

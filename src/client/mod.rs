@@ -4,12 +4,13 @@
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::UnixStream;
 
 use crate::paths::Paths;
 use crate::protocol::{self, ErrorKind, FrameError, Hello, HelloReply, Request, Response};
+use crate::wait::{self, Backoff};
 
 /// How long a command waits for a daemon it started to accept connections.
 const SPAWN_DEADLINE: Duration = Duration::from_secs(10);
@@ -56,19 +57,14 @@ impl Client {
 
     async fn connect_with(paths: &Paths, spawn: bool, hello: Hello) -> Result<(Client, String), ClientError> {
         let sock = paths.socket();
-        let deadline = Instant::now() + SPAWN_DEADLINE;
+        let mut wait = Backoff::new(SPAWN_DEADLINE, Duration::from_millis(1), Duration::from_millis(50));
         let mut child: Option<Child> = None;
-        let mut pause = Duration::from_millis(1);
         loop {
             match UnixStream::connect(&sock).await {
                 Ok(stream) => match Self::handshake(stream, &hello).await {
                     // A daemon that is going away (killed, its last threads still exiting)
                     // can still accept; the next attempt finds its socket dead and starts one.
-                    Err(ClientError::Closed) if spawn && Instant::now() < deadline => {
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_millis(50));
-                        continue;
-                    }
+                    Err(ClientError::Closed) if spawn && wait.sleep_async().await => continue,
                     other => return other,
                 },
                 Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
@@ -81,22 +77,15 @@ impl Client {
             // Start a daemon unless the one we started is still coming up. Many clients may
             // do this at once: the lock lets one daemon win and the others exit.
             let ours_alive = child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)));
-            if !ours_alive {
-                if Instant::now() >= deadline {
-                    return Err(ClientError::SpawnTimeout {
-                        secs: SPAWN_DEADLINE.as_secs(),
-                        log: paths.daemon_log().display().to_string(),
-                    });
-                }
+            if !ours_alive && !wait.expired() {
                 child = Some(spawn_daemon(paths).map_err(ClientError::Spawn)?);
-            } else if Instant::now() >= deadline {
+            }
+            if !wait.sleep_async().await {
                 return Err(ClientError::SpawnTimeout {
                     secs: SPAWN_DEADLINE.as_secs(),
                     log: paths.daemon_log().display().to_string(),
                 });
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 
@@ -175,37 +164,18 @@ fn spawn_daemon(paths: &Paths) -> io::Result<Child> {
 
 /// Wait until process `pid` is gone, up to `timeout`. Returns whether it is gone.
 pub async fn wait_gone(pid: u32, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut pause = Duration::from_millis(1);
-    loop {
-        // SAFETY: signal 0 only checks for existence.
-        let alive = unsafe { libc::kill(pid as i32, 0) } == 0
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
-                .unwrap_or(true);
-        if !alive {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(20));
-    }
+    let gone = || (!crate::process::tree::alive(pid as i32)).then_some(());
+    wait::until_async(timeout, Duration::from_millis(1), Duration::from_millis(20), gone).await.is_some()
 }
 
 /// Convenience: connect (spawning a daemon) and send one request. A request turned away
 /// because the daemon is updating itself is sent again once it can be served.
 pub async fn call(paths: &Paths, req: &Request) -> Result<Response, ClientError> {
-    let deadline = Instant::now() + UPDATE_WAIT;
-    let mut pause = Duration::from_millis(2);
+    let mut wait = Backoff::new(UPDATE_WAIT, Duration::from_millis(2), Duration::from_millis(100));
     loop {
         let resp = Client::connect(paths, true).await?.request(req).await?;
         match resp {
-            Response::Error(e) if e.kind == ErrorKind::Updating && Instant::now() < deadline => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_millis(100));
-            }
+            Response::Error(e) if e.kind == ErrorKind::Updating && wait.sleep_async().await => {}
             other => return Ok(other),
         }
     }

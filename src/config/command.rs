@@ -2,11 +2,11 @@
 //! same unit parsers as files; each error names its flag.
 
 use super::resolve::{lexical_default_name, AppDecl, Instances, Spanned};
-use super::signal::parse_signal;
 use super::units::{self, UnitError};
 use super::validate::signal_hint;
 use super::validate::FilterEnv;
 use super::{ConfigError, Overrides};
+use crate::protocol::signal::canonical_name;
 
 /// The declaration for `script` with `ov` applied; problems go to `errors`.
 pub fn decl(script: &str, ov: &Overrides, errors: &mut Vec<ConfigError>) -> AppDecl {
@@ -89,7 +89,7 @@ pub fn decl(script: &str, ov: &Overrides, errors: &mut Vec<ConfigError>) -> AppD
         }
     }
     if let Some(value) = &ov.kill_signal {
-        match parse_signal(value) {
+        match canonical_name(value) {
             Some(signal) => decl.kill_signal = Some(signal.to_string()),
             None => errors.push(
                 ConfigError::new(format!("`--kill-signal`: unknown signal `{value}`"))

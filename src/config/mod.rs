@@ -24,7 +24,6 @@ mod format_json;
 mod format_toml;
 mod format_yaml;
 mod resolve;
-pub mod signal;
 pub mod units;
 mod validate;
 pub mod value;

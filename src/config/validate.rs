@@ -11,10 +11,10 @@
 use std::collections::BTreeMap;
 
 use super::resolve::{AppDecl, Instances, NamedEnv, Spanned};
-use super::signal::{parse_signal, signal_from_number, signal_names};
 use super::units::{self, UnitError};
 use super::value::{Kind, Span, Table, Value};
 use super::ConfigError;
+use crate::protocol::signal::{canonical_name, name_of, signal_names};
 use crate::protocol::spec::{HookAction, HookSpec, ProbeCheck, ProbeKind, ProbeSpec};
 
 /// The keys of an app.
@@ -831,8 +831,8 @@ impl AppCx<'_, '_> {
 
     fn signal(&mut self, key: &str, value: &Value) -> Option<String> {
         let (found, written) = match &value.kind {
-            Kind::Str(s) => (parse_signal(s), s.clone()),
-            Kind::Int(i) => (signal_from_number(*i), i.to_string()),
+            Kind::Str(s) => (canonical_name(s), s.clone()),
+            Kind::Int(i) => (name_of(*i), i.to_string()),
             _ => {
                 self.type_error(key, value, "a signal name such as \"SIGTERM\", or a number");
                 return None;

@@ -335,13 +335,13 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
         Ok(h) => h,
         Err(e) => return e,
     };
-    let mut pause = Duration::from_millis(1);
-    while crate::logs::file::compressions_running() > 0 {
-        if tokio::time::Instant::now() >= deadline {
-            return "rotated logs are still being compressed; try again".into();
-        }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(50));
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let idle = || (crate::logs::file::compressions_running() == 0).then_some(());
+    if crate::wait::until_async(left, Duration::from_millis(1), Duration::from_millis(50), idle)
+        .await
+        .is_none()
+    {
+        return "rotated logs are still being compressed; try again".into();
     }
     let captures: Vec<CaptureState> = held
         .held
@@ -448,16 +448,14 @@ async fn check_binary(exe: &Path) -> Result<CheckReport, String> {
             .stderr(std::process::Stdio::piped())
             .spawn()?;
         // The reaper is paused, so only this wait collects the child.
-        let deadline = std::time::Instant::now() + CHECK_TIMEOUT;
-        let mut pause = Duration::from_millis(1);
+        let mut wait =
+            crate::wait::Backoff::new(CHECK_TIMEOUT, Duration::from_millis(1), Duration::from_millis(20));
         while child.try_wait()?.is_none() {
-            if std::time::Instant::now() >= deadline {
+            if !wait.sleep() {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "it did not answer in time"));
             }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
         }
         child.wait_with_output()
     })

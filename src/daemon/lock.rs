@@ -5,7 +5,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::paths::Paths;
 
@@ -47,8 +47,8 @@ pub fn acquire(paths: &Paths) -> Result<DaemonLock, LockError> {
         .mode(0o600)
         .open(&path)
         .map_err(io_err)?;
-    let deadline = Instant::now() + DYING_HOLDER_WAIT;
-    let mut pause = Duration::from_millis(2);
+    let mut wait =
+        crate::wait::Backoff::new(DYING_HOLDER_WAIT, Duration::from_millis(2), Duration::from_millis(50));
     // SAFETY: flock(2) on a descriptor we own.
     while unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let err = io::Error::last_os_error();
@@ -58,11 +58,9 @@ pub fn acquire(paths: &Paths) -> Result<DaemonLock, LockError> {
         // A daemon killed a moment ago: its main thread is a zombie already, the others are
         // still closing its descriptors (the lock among them). It is gone in a moment.
         let pid = read_pid(paths);
-        if pid.is_none_or(|p| crate::process::tree::alive(p as i32)) || Instant::now() >= deadline {
+        if pid.is_none_or(|p| crate::process::tree::alive(p as i32)) || !wait.sleep() {
             return Err(LockError::Held { pid, home: paths.home.display().to_string() });
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(50));
     }
     let pid_path = paths.pid_file();
     let tmp = pid_path.with_extension("pid.tmp");

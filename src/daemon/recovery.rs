@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use super::registry::App;
 use super::{state, Daemon};
 use crate::process::cgroup::Cgroup;
+use crate::process::terminate::Group;
 use crate::process::tree;
 use crate::protocol::{signal_number, Status};
 use crate::supervisor::InstanceHandle;
@@ -55,7 +56,7 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
             let pid = pid as i32;
             let cgroup = inst.cgroup.clone().map(Cgroup::from_path);
             let marker = d.ctx.marker(app.id, inst.index);
-            ends.spawn_blocking(move || end_old_instance(pid, ticks, sig, grace, cgroup, &marker));
+            ends.spawn(end_old_instance(pid, ticks, sig, grace, cgroup, marker));
         }
     }
     while ends.join_next().await.is_some() {}
@@ -128,33 +129,20 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
 
 /// Stop what is left of one instance of the dead daemon: its stop signal to the process
 /// group, the grace period, then SIGKILL to everything of it.
-fn end_old_instance(pid: i32, ticks: u64, sig: i32, grace: Duration, cgroup: Option<Cgroup>, marker: &str) {
+async fn end_old_instance(
+    pid: i32,
+    ticks: u64,
+    sig: i32,
+    grace: Duration,
+    cgroup: Option<Cgroup>,
+    marker: String,
+) {
     if tree::is_same_process(pid, ticks) {
-        let before = tree::descendants(pid);
-        // SAFETY: kill(2) on the group the old instance leads, verified by its start time.
-        unsafe { libc::kill(-pid, sig) };
-        let deadline = Instant::now() + grace;
-        let mut pause = Duration::from_millis(1);
-        // Orphans go to an init that may reap them late (or never): a zombie is gone for this
-        // purpose, so the wait is for the live processes known to be the instance's.
-        let live = || tree::alive(pid) || before.iter().any(|&p| tree::alive(p));
-        while live() && Instant::now() < deadline {
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(50));
-        }
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
-        let mut victims = vec![pid];
-        for p in before {
-            if tree::marker_of(p).as_deref() == Some(marker) {
-                unsafe { libc::kill(p, libc::SIGKILL) };
-                victims.push(p);
-            }
-        }
-        tree::wait_all_gone(&victims, Duration::from_secs(5));
-    }
-    if let Some(cg) = cgroup {
+        // Its exit is seen by the group's wait: it is not the daemon's child to reap.
+        Group::orphaned(pid, cgroup, &marker).terminate(Some(sig), grace, std::future::pending()).await;
+    } else if let Some(cg) = cgroup {
         if cg.path.exists() {
-            cg.kill_and_wait(Duration::from_secs(5));
+            let _ = tokio::task::spawn_blocking(move || cg.kill_and_wait(Duration::from_secs(5))).await;
         }
     }
 }

@@ -18,7 +18,7 @@ use std::io::{self, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The directory holding this daemon's instance groups.
 #[derive(Debug, Clone)]
@@ -218,26 +218,21 @@ impl Cgroup {
     /// SIGKILL everything in the group (`cgroup.kill` where the kernel has it) and wait until it
     /// is empty or `timeout` passes. Returns whether it is empty.
     pub fn kill_and_wait(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
         let has_kill = fs::OpenOptions::new()
             .write(true)
             .open(self.path.join("cgroup.kill"))
             .and_then(|mut f| f.write_all(b"1"))
             .is_ok();
-        let mut pause = Duration::from_micros(200);
-        loop {
+        crate::wait::until(timeout, Duration::from_micros(200), Duration::from_millis(20), || {
             if !self.populated() {
-                return true;
+                return Some(());
             }
             if !has_kill {
                 self.signal_all(libc::SIGKILL);
             }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
+            None
+        })
+        .is_some()
     }
 
     /// Remove the (empty) group.

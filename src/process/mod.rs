@@ -1,7 +1,8 @@
 //! Process primitives, below supervision and health: creating a child with what it inherits
 //! ([`fork`]), reaping children ([`reaper`]), reading and ending process trees ([`tree`]),
 //! cgroups and their delegation ([`cgroup`], [`delegate`]), kernel limits ([`limits`]), the
-//! open file limit ([`nofile`]) and CPU and memory sampling ([`usage`]).
+//! open file limit ([`nofile`]), ending an instance's processes ([`terminate`]) and CPU and
+//! memory sampling ([`usage`]).
 //!
 //! Nothing here knows about apps' lifecycles: the supervisor, probes and hooks build on it.
 
@@ -11,5 +12,6 @@ pub mod fork;
 pub mod limits;
 pub mod nofile;
 pub mod reaper;
+pub mod terminate;
 pub mod tree;
 pub mod usage;

@@ -49,18 +49,9 @@ pub fn alive(pid: i32) -> bool {
 
 /// Wait until none of `pids` is alive, up to `timeout`. Returns whether all are gone.
 pub fn wait_all_gone(pids: &[i32], timeout: std::time::Duration) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    let mut pause = std::time::Duration::from_micros(200);
-    loop {
-        if !pids.iter().any(|&p| alive(p)) {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(std::time::Duration::from_millis(20));
-    }
+    use std::time::Duration;
+    let gone = || (!pids.iter().any(|&p| alive(p))).then_some(());
+    crate::wait::until(timeout, Duration::from_micros(200), Duration::from_millis(20), gone).is_some()
 }
 
 /// A zombie, a process being reaped (`X`), or none at all.

@@ -6,6 +6,7 @@
 //! This module depends on nothing else in the crate.
 
 pub mod secrets;
+pub mod signal;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub use signal::{signal_name, signal_number};
 pub use spec::AppSpec;
 
 /// Version of the wire format; bumped on any incompatible change.
@@ -458,83 +460,6 @@ impl std::fmt::Display for ExitReason {
     }
 }
 
-/// The name of a signal number (`9` → `SIGKILL`).
-pub fn signal_name(sig: i32) -> String {
-    const NAMES: &[(i32, &str)] = &[
-        (1, "SIGHUP"),
-        (2, "SIGINT"),
-        (3, "SIGQUIT"),
-        (4, "SIGILL"),
-        (5, "SIGTRAP"),
-        (6, "SIGABRT"),
-        (7, "SIGBUS"),
-        (8, "SIGFPE"),
-        (9, "SIGKILL"),
-        (10, "SIGUSR1"),
-        (11, "SIGSEGV"),
-        (12, "SIGUSR2"),
-        (13, "SIGPIPE"),
-        (14, "SIGALRM"),
-        (15, "SIGTERM"),
-        (17, "SIGCHLD"),
-        (18, "SIGCONT"),
-        (19, "SIGSTOP"),
-        (20, "SIGTSTP"),
-        (24, "SIGXCPU"),
-        (25, "SIGXFSZ"),
-        (28, "SIGWINCH"),
-        (31, "SIGSYS"),
-    ];
-    NAMES
-        .iter()
-        .find(|(n, _)| *n == sig)
-        .map(|(_, s)| s.to_string())
-        .unwrap_or_else(|| format!("signal {sig}"))
-}
-
-/// A signal name (`SIGTERM`, `TERM`, `term`) or number to its number.
-pub fn signal_number(name: &str) -> Option<i32> {
-    if let Ok(n) = name.parse::<i32>() {
-        return (1..=64).contains(&n).then_some(n);
-    }
-    let upper = name.to_ascii_uppercase();
-    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-    let n = match bare {
-        "HUP" => libc::SIGHUP,
-        "INT" => libc::SIGINT,
-        "QUIT" => libc::SIGQUIT,
-        "ILL" => libc::SIGILL,
-        "TRAP" => libc::SIGTRAP,
-        "ABRT" | "IOT" => libc::SIGABRT,
-        "BUS" => libc::SIGBUS,
-        "FPE" => libc::SIGFPE,
-        "KILL" => libc::SIGKILL,
-        "USR1" => libc::SIGUSR1,
-        "SEGV" => libc::SIGSEGV,
-        "USR2" => libc::SIGUSR2,
-        "PIPE" => libc::SIGPIPE,
-        "ALRM" => libc::SIGALRM,
-        "TERM" => libc::SIGTERM,
-        "CHLD" => libc::SIGCHLD,
-        "CONT" => libc::SIGCONT,
-        "STOP" => libc::SIGSTOP,
-        "TSTP" => libc::SIGTSTP,
-        "TTIN" => libc::SIGTTIN,
-        "TTOU" => libc::SIGTTOU,
-        "URG" => libc::SIGURG,
-        "XCPU" => libc::SIGXCPU,
-        "XFSZ" => libc::SIGXFSZ,
-        "VTALRM" => libc::SIGVTALRM,
-        "PROF" => libc::SIGPROF,
-        "WINCH" => libc::SIGWINCH,
-        "IO" | "POLL" => libc::SIGIO,
-        "PWR" => libc::SIGPWR,
-        "SYS" => libc::SIGSYS,
-        _ => return None,
-    };
-    Some(n)
-}
-
 /// What an [`Event`] is about; on the wire its lowercase name (`"restart"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -843,18 +768,5 @@ mod tests {
             assert_eq!(back.0, bytes, "{json}");
         }
         assert_eq!(serde_json::to_string(&LogBytes(b"hi\n".to_vec())).unwrap(), r#""hi\n""#);
-    }
-
-    #[test]
-    fn signal_names() {
-        assert_eq!(signal_name(9), "SIGKILL");
-        assert_eq!(signal_name(64), "signal 64");
-        assert_eq!(ExitReason::Code(3).to_string(), "code 3");
-        assert_eq!(signal_number("SIGTERM"), Some(15));
-        assert_eq!(signal_number("term"), Some(15));
-        assert_eq!(signal_number("SIGUSR2"), Some(12));
-        assert_eq!(signal_number("9"), Some(9));
-        assert_eq!(signal_number("SIGNOPE"), None);
-        assert_eq!(signal_number("0"), None);
     }
 }

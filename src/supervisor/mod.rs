@@ -24,6 +24,7 @@ use crate::health::watch::{Ignore, Watcher};
 use crate::paths::Paths;
 use crate::process::cgroup::{Cgroup, CgroupRoot};
 use crate::process::reaper::Reaper;
+use crate::process::terminate::Group;
 use crate::process::{fork, limits, tree, usage};
 use crate::protocol::secrets;
 use crate::protocol::spec::ProbeKind;
@@ -1233,27 +1234,20 @@ impl Actor {
         }
     }
 
-    /// Stop a running process: `kill_signal` to its group, wait up to `kill_timeout` for the
-    /// group to end, then kill everything left of the instance.
+    /// Stop a running process: `kill_signal` to its group (or the `'shutdown'` message), up
+    /// to `kill_timeout` for the group to end, then kill everything left of the instance.
     async fn stop_process(&mut self, mut run: Running) {
         self.info.status = Status::Stopping;
         self.publish();
-        let sig = spawn::signal_number(&self.spec.kill_signal).unwrap_or(libc::SIGTERM);
-        let tree_before = if self.cgroup.is_none() { tree::descendants(run.pid) } else { Vec::new() };
+        let sig = crate::protocol::signal_number(&self.spec.kill_signal).unwrap_or(libc::SIGTERM);
+        let group = Group::of(run.pid, self.cgroup.clone(), &self.marker);
+        if self.cgroup.is_some() {
+            self.cgroup_dirty = true;
+        }
         let told = self.spec.shutdown_with_message && send_shutdown(&mut run.ipc).await;
-        // SAFETY: kill(2) on the process group the instance leads (it called setsid).
-        if !told && unsafe { libc::kill(-run.pid, sig) } != 0 {
-            unsafe { libc::kill(run.pid, sig) };
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.spec.kill_timeout_ms);
-        let mut exit = tokio::time::timeout_at(deadline, &mut run.exit).await.ok().and_then(Result::ok);
-        // Children in the group got the signal too: give them the rest of the grace period.
-        let mut pause = Duration::from_millis(1);
-        while exit.is_some() && group_alive(run.pid) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_millis(50));
-        }
-        self.kill_everything(run.pid, tree_before).await;
+        let grace = Duration::from_millis(self.spec.kill_timeout_ms);
+        let mut exit = None;
+        group.terminate((!told).then_some(sig), grace, async { exit = (&mut run.exit).await.ok() }).await;
         if exit.is_none() {
             exit =
                 tokio::time::timeout(Duration::from_secs(5), &mut run.exit).await.ok().and_then(Result::ok);
@@ -1261,34 +1255,6 @@ impl Actor {
         let exit = exit.unwrap_or(ExitReason::Signal(libc::SIGKILL));
         self.record_exit(exit, run.started, run.oom.as_ref());
         tracing::info!(app = %self.spec.name, instance = self.info.index, %exit, "stopped");
-    }
-
-    /// SIGKILL every process of the instance: its cgroup, or its process group, its
-    /// descendants and any re-parented process that carries its marker.
-    async fn kill_everything(&mut self, pid: i32, tree_before: Vec<i32>) {
-        if let Some(cg) = self.cgroup.clone() {
-            self.cgroup_dirty = true;
-            let _ = tokio::task::spawn_blocking(move || cg.kill_and_wait(Duration::from_secs(5))).await;
-            return;
-        }
-        let marker = self.marker.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            // SAFETY: kill(2) on the instance's process group.
-            unsafe { libc::kill(-pid, libc::SIGKILL) };
-            let mut victims = tree::descendants(pid);
-            victims.extend(tree_before);
-            victims.extend(tree::find_marked(&marker, false));
-            for &p in &victims {
-                // SAFETY: kill(2) on a descendant of the instance or a process carrying its
-                // marker.
-                unsafe { libc::kill(p, libc::SIGKILL) };
-            }
-            // kill(2) only queues the signal: the stop is done when they are gone.
-            if !tree::wait_all_gone(&victims, Duration::from_secs(5)) {
-                tracing::warn!(pids = ?victims, "processes of the instance outlived SIGKILL for 5 s");
-            }
-        })
-        .await;
     }
 }
 
@@ -1340,10 +1306,4 @@ async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
         Some(d) => sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// Whether any process is left in the process group `pgid`.
-fn group_alive(pgid: i32) -> bool {
-    // SAFETY: signal 0 only checks for existence.
-    unsafe { libc::kill(-pgid, 0) == 0 }
 }

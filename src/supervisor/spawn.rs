@@ -13,7 +13,6 @@ use crate::logs::{self, Sink, Stream};
 use crate::process::cgroup::Cgroup;
 use crate::process::fork::{self, CgroupTarget, Plan};
 use crate::process::tree;
-pub use crate::protocol::signal_number;
 use crate::protocol::{AppSpec, ExitReason};
 
 /// A started process.
