@@ -1,0 +1,543 @@
+//! The actor of one instance: its commands, its process's lifecycle (launch, exit, stop) and
+//! the restart policy's decisions. What else can end a run (probes, the watchdog, cron, watched
+//! files, memory) is in [`super::triggers`].
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::sleep_until;
+
+use super::policy::{self, Decision, PolicyState};
+use super::running::{
+    recv_ipc, recv_notices, recv_probe, send_shutdown, sleep_until_some, watch_changed, IpcChannel, Phase,
+    Running, WatchDue,
+};
+use super::{pidfile, spawn, Cmd, Context, HISTORY_LEN, NOTICE_BURST};
+use crate::health::notify::NotifySocket;
+use crate::health::watch::Watcher;
+use crate::process::cgroup::Cgroup;
+use crate::process::terminate::Group;
+use crate::process::{fork, limits, tree};
+use crate::protocol::secrets;
+use crate::protocol::spec::ProbeKind;
+use crate::protocol::EventKind;
+use crate::protocol::{now_ms, AppSpec, ExitReason, ExitRecord, InstanceInfo, Status};
+
+pub(super) struct Actor {
+    pub(super) app_id: u32,
+    pub(super) ctx: Arc<Context>,
+    pub(super) spec: Arc<AppSpec>,
+    pub(super) info: InstanceInfo,
+    pub(super) status: watch::Sender<InstanceInfo>,
+    pub(super) policy: PolicyState,
+    pub(super) cgroup: Option<Cgroup>,
+    /// Something was killed in the cgroup (or it may hold leftovers of an earlier daemon):
+    /// the next spawn gets a fresh one (see [`Cgroup::prepare`]).
+    pub(super) cgroup_dirty: bool,
+    pub(super) marker: String,
+    /// The next launch is an automatic restart (counted in `restarts`).
+    pub(super) auto_restart_pending: bool,
+    /// The instance's `NOTIFY_SOCKET` (none if it could not be bound).
+    pub(super) notify: Option<NotifySocket>,
+    /// With `watch`: the app's files, watched from its start until it is stopped.
+    pub(super) watcher: Option<Watcher>,
+    /// A watched file changed: when the restart is due.
+    pub(super) watch_due: Option<WatchDue>,
+    /// The account of the last start (`user`/`group`), which its `exec` probes run as too.
+    pub(super) run_as: Option<fork::Credentials>,
+}
+
+impl Actor {
+    pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, mut phase: Phase) {
+        let mut notices_in_a_row = 0;
+        loop {
+            phase = match phase {
+                Phase::Idle => tokio::select! {
+                    cmd = rx.recv() => match cmd {
+                        None => break,
+                        Some(cmd) => match self.command(cmd, None).await {
+                            Some(p) => p,
+                            None => break,
+                        },
+                    },
+                    // An app that gave up (errored) is tried again once its files change and
+                    // settle: the fix for a crash on start is an edit.
+                    path = watch_changed(&mut self.watcher), if self.info.status == Status::Errored => {
+                        self.on_watch_change(path);
+                        Phase::Idle
+                    }
+                    _ = sleep_until_some(self.watch_due.as_ref().map(|d| d.due)), if self.info.status == Status::Errored => {
+                        self.watch_start(true)
+                    }
+                },
+                // In this order: the exit, what the app said (a `WATCHDOG=1` or `READY=1` queued
+                // while the daemon did not run, as during an update, wins over the deadline it
+                // answers), commands, then the timers, which complete once each. Every
+                // `NOTICE_BURST` notices in a row, the others get a turn: a flood of notices
+                // must not hold a stop back.
+                Phase::Running(mut run) => tokio::select! {
+                    biased;
+                    exit = &mut run.exit => match run.next_main.take() {
+                        Some((pid, rx)) if tree::alive(pid) => {
+                            self.switch_main(&mut run, pid, rx, exit.ok());
+                            Phase::Running(run)
+                        }
+                        _ => self.exited(exit.ok(), &run),
+                    },
+                    notices = recv_notices(self.notify.as_ref()), if notices_in_a_row < NOTICE_BURST => {
+                        notices_in_a_row += 1;
+                        self.on_notices(notices, &mut run);
+                        Phase::Running(run)
+                    }
+                    msg = recv_ipc(&mut run.ipc), if notices_in_a_row < NOTICE_BURST => {
+                        notices_in_a_row += 1;
+                        match msg {
+                            Some(notices) => self.on_notices(notices, &mut run),
+                            None => run.ipc = None,
+                        }
+                        Phase::Running(run)
+                    }
+                    result = recv_probe(&mut run.probes) => match result {
+                        Some(result) => self.on_probe(result, run).await,
+                        None => {
+                            run.probes = None;
+                            Phase::Running(run)
+                        }
+                    },
+                    cmd = rx.recv() => match cmd {
+                        None => {
+                            self.stop_process(run).await;
+                            break;
+                        }
+                        Some(cmd) => match self.command(cmd, Some(run)).await {
+                            Some(p) => p,
+                            None => break,
+                        },
+                    },
+                    _ = sleep_until_some(run.ready_deadline) => self.failed_start(run).await,
+                    _ = sleep_until_some(run.cron_deadline) => self.cron_restart(run).await,
+                    _ = sleep_until_some(run.watchdog_deadline) => self.watchdog_missed(run).await,
+                    path = watch_changed(&mut self.watcher) => {
+                        self.on_watch_change(path);
+                        Phase::Running(run)
+                    }
+                    _ = sleep_until_some(self.watch_due.as_ref().map(|d| d.due)) => self.watch_restart(run).await,
+                    // The others' turn came and none was ready: notices again.
+                    _ = std::future::ready(()), if notices_in_a_row >= NOTICE_BURST => {
+                        notices_in_a_row = 0;
+                        Phase::Running(run)
+                    }
+                },
+                Phase::Waiting(until) => tokio::select! {
+                    _ = sleep_until(until) => self.launch(),
+                    path = watch_changed(&mut self.watcher) => {
+                        self.on_watch_change(path);
+                        Phase::Waiting(until)
+                    }
+                    _ = sleep_until_some(self.watch_due.as_ref().map(|d| d.due)) => self.watch_start(false),
+                    cmd = rx.recv() => match cmd {
+                        None => break,
+                        Some(cmd) => {
+                            // A command during the delay acts as on a stopped instance, except
+                            // that a signal has nothing to reach and the delay goes on.
+                            if let Cmd::Signal(_, reply) = cmd {
+                                let _ = reply.send(Err("the instance is waiting to restart".into()));
+                                Phase::Waiting(until)
+                            } else if let Cmd::Reset(reply) = cmd {
+                                self.reset();
+                                let _ = reply.send(());
+                                Phase::Waiting(until)
+                            } else if let Cmd::Hold(req) = cmd {
+                                self.hold(Phase::Waiting(until), req).await
+                            } else {
+                                self.auto_restart_pending = false;
+                                match self.command(cmd, None).await {
+                                    Some(p) => p,
+                                    None => break,
+                                }
+                            }
+                        }
+                    },
+                },
+            };
+        }
+        if let Some(cg) = &self.cgroup {
+            if cg.populated() {
+                let cg = cg.clone();
+                let _ = tokio::task::spawn_blocking(move || cg.kill_and_wait(Duration::from_secs(5))).await;
+            }
+            cg.remove();
+        }
+        self.ctx.limits.remove(self.app_id, self.info.index);
+    }
+
+    /// Carry out `cmd`; `running` is the live process, if any. `None` ends the actor.
+    pub(super) async fn command(&mut self, cmd: Cmd, running: Option<Running>) -> Option<Phase> {
+        match cmd {
+            Cmd::Start(reply) => {
+                let phase = match running {
+                    Some(run) => Phase::Running(run),
+                    None => {
+                        self.policy = PolicyState::default();
+                        self.info.unstable_restarts = 0;
+                        self.launch()
+                    }
+                };
+                let _ = reply.send(());
+                Some(phase)
+            }
+            Cmd::Stop(reply) => {
+                if let Some(run) = running {
+                    self.stop_process(run).await;
+                }
+                // A stopped app is not watched (as `pm2 stop`); `start` watches it again.
+                self.watcher = None;
+                self.watch_due = None;
+                self.info.status = Status::Stopped;
+                self.info.reason = None;
+                self.publish();
+                let _ = reply.send(());
+                Some(Phase::Idle)
+            }
+            Cmd::Restart(spec, reply) => {
+                let was_up = running.is_some();
+                self.event(EventKind::Restart, None, Some("requested".into()));
+                if let Some(run) = running {
+                    self.stop_process(run).await;
+                }
+                if let Some(spec) = spec {
+                    if spec.watch != self.spec.watch || spec.ignore_watch != self.spec.ignore_watch {
+                        self.watcher = None;
+                    }
+                    self.spec = spec;
+                }
+                if was_up {
+                    self.info.restarts += 1;
+                }
+                self.policy = PolicyState::default();
+                self.info.unstable_restarts = 0;
+                let phase = self.launch();
+                let _ = reply.send(());
+                Some(phase)
+            }
+            Cmd::Signal(sig, reply) => {
+                let res = match &running {
+                    Some(run) => {
+                        // SAFETY: kill(2) on our own child's pid, which stays ours until reaped.
+                        if unsafe { libc::kill(run.pid, sig) } == 0 {
+                            Ok(())
+                        } else {
+                            Err(std::io::Error::last_os_error().to_string())
+                        }
+                    }
+                    None => Err(format!("the instance is {}", self.info.status)),
+                };
+                let _ = reply.send(res);
+                Some(running.map_or(Phase::Idle, Phase::Running))
+            }
+            Cmd::Reset(reply) => {
+                self.reset();
+                let _ = reply.send(());
+                Some(running.map_or(Phase::Idle, Phase::Running))
+            }
+            Cmd::MemoryRestart { pid, rss } => match running {
+                Some(run) if run.pid == pid => Some(self.memory_restart(run, rss).await),
+                // A sample of a process that is already gone: nothing to do.
+                other => Some(other.map_or(Phase::Idle, Phase::Running)),
+            },
+            Cmd::Shutdown(reply) => {
+                if let Some(run) = running {
+                    self.stop_process(run).await;
+                }
+                self.info.status = Status::Stopped;
+                self.publish();
+                // Reply after the cgroup is gone: `run` cleans it up when this returns None.
+                if let Some(cg) = &self.cgroup {
+                    cg.remove();
+                }
+                let _ = reply.send(());
+                None
+            }
+            Cmd::Hold(req) => Some(self.hold(running.map_or(Phase::Idle, Phase::Running), req).await),
+        }
+    }
+
+    pub(super) fn reset(&mut self) {
+        self.info.restarts = 0;
+        self.info.unstable_restarts = 0;
+        self.info.oom_kills = 0;
+        self.policy = PolicyState::default();
+        self.publish();
+    }
+
+    /// Tell `herder events` (and hooks) that `kind` happened.
+    pub(super) fn event(&self, kind: EventKind, exit: Option<ExitReason>, detail: Option<String>) {
+        if self.ctx.events.receiver_count() == 0 {
+            return;
+        }
+        let _ = self.ctx.events.send(crate::protocol::Event {
+            at_ms: now_ms(),
+            kind,
+            app: self.spec.name.clone(),
+            instance: self.info.index,
+            pid: self.info.pid,
+            exit,
+            detail: detail.map(|d| secrets::scrub(&d, &secrets::secret_values(&self.spec.env))),
+        });
+    }
+
+    pub(super) fn publish(&self) {
+        self.status.send_replace(self.info.clone());
+        self.ctx.changed.notify_one();
+    }
+
+    /// Spawn the process; on failure the instance is `errored` with the reason.
+    pub(super) fn launch(&mut self) -> Phase {
+        if std::mem::take(&mut self.auto_restart_pending) {
+            self.info.restarts += 1;
+        }
+        // The account is looked up for each start: the passwd and group files may have changed.
+        let spawned = match crate::users::switch_for(self.spec.user.as_deref(), self.spec.group.as_deref()) {
+            Ok(account) => {
+                self.place_notify(account.as_ref());
+                self.run_as = account.as_ref().map(fork::Credentials::of);
+                spawn::spawn_instance(
+                    &self.ctx,
+                    &self.spec,
+                    self.app_id,
+                    self.info.index,
+                    self.cgroup.as_ref(),
+                    self.cgroup_dirty,
+                    &self.marker,
+                    self.notify.as_ref().map(|n| n.address.as_str()),
+                    account.as_ref(),
+                )
+            }
+            Err(e) => Err(spawn::SpawnError::new(&self.spec.program, e.to_string())),
+        };
+        self.watch_due = None;
+        if self.watcher.is_none() && !self.spec.watch.is_empty() {
+            self.watcher = self.start_watching();
+        } else if let Some(w) = &mut self.watcher {
+            // Whatever changed up to this start (during a stop, a restart command, a backoff)
+            // is in the files the new process reads: not a reason to restart it again.
+            w.drain();
+        }
+        match spawned {
+            Ok(s) => {
+                self.cgroup_dirty = false;
+                self.info.pid = Some(s.pid as u32);
+                self.info.start_ticks = s.start_ticks;
+                self.info.started_at_ms = Some(now_ms());
+                self.info.status_text = s.limit_note.clone();
+                if let Some(note) = &s.limit_note {
+                    self.event(EventKind::Limits, None, Some(note.clone()));
+                }
+                let ready_deadline = self.spec.wait_ready.then(|| {
+                    tokio::time::Instant::now() + Duration::from_millis(self.spec.listen_timeout_ms)
+                });
+                let probes = self.start_probes();
+                let readiness = self.spec.health.iter().any(|p| p.kind == ProbeKind::Readiness);
+                if ready_deadline.is_some() || readiness {
+                    // Online only once the app says so and its readiness probes pass.
+                    self.info.status = Status::Launching;
+                } else {
+                    self.info.status = Status::Online;
+                    self.info.reason = None;
+                }
+                self.write_pid_file(s.pid);
+                self.publish();
+                tracing::info!(app = %self.spec.name, instance = self.info.index, pid = s.pid, "started");
+                self.event(EventKind::Start, None, None);
+                let watchdog_deadline = self.watchdog_due();
+                Phase::Running(Running {
+                    pid: s.pid,
+                    next_main: None,
+                    oom: s.oom,
+                    exit: s.exit,
+                    started: s.started,
+                    ready_deadline,
+                    watchdog_deadline,
+                    ipc: s.ipc.and_then(IpcChannel::new),
+                    probes,
+                    cron_deadline: self.cron_due(),
+                })
+            }
+            Err(e) => {
+                self.info.pid = None;
+                self.info.status = Status::Errored;
+                self.info.reason = Some(e.to_string());
+                self.publish();
+                tracing::warn!(app = %self.spec.name, instance = self.info.index, error = %e, "cannot start");
+                Phase::Idle
+            }
+        }
+    }
+
+    /// Where the app's user can send its notices: a socket in `HERDER_HOME/run/` serves the
+    /// daemon's own account; an app that runs as another user needs one in a directory of
+    /// its own, owned by that user (see [`NotifySocket::bind_owned`]).
+    pub(super) fn place_notify(&mut self, account: Option<&crate::users::Account>) {
+        // SAFETY: geteuid(2) and getegid(2) cannot fail.
+        let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let owner = account.filter(|a| a.uid != euid).map(|a| (a.uid, a.gid));
+        if let Some(n) = self.notify.as_ref().filter(|n| n.is_owned()) {
+            // Handed to this start's account (back to the daemon's without one).
+            let (uid, gid) = owner.unwrap_or((euid, egid));
+            if let Err(e) = n.chown(uid, gid) {
+                tracing::warn!(app = %self.spec.name, instance = self.info.index, error = %e, "cannot hand the notify socket to the app's user");
+            }
+            return;
+        }
+        let Some((uid, gid)) = owner else { return };
+        let name = format!("app-{}-{}", self.app_id, self.info.index);
+        let bound = self
+            .ctx
+            .paths
+            .ensure_shared_run_dir()
+            .and_then(|root| NotifySocket::bind_owned(&root, &name, uid, gid));
+        match bound {
+            Ok(n) => self.notify = Some(n),
+            Err(e) => {
+                tracing::warn!(app = %self.spec.name, instance = self.info.index, error = %e, "no notify socket the app's user can reach; `wait_ready` cannot see a ready signal");
+                self.notify = None;
+            }
+        }
+    }
+
+    /// Write `pid_file` for the main process `pid`; a failure shows in the status text.
+    pub(super) fn write_pid_file(&mut self, pid: i32) {
+        let Some(path) = pidfile::path_for(&self.spec, self.info.index) else { return };
+        if let Err(e) = pidfile::write(&path, pid) {
+            let why = format!("`pid_file` {} not written: {e}", path.display());
+            tracing::warn!(app = %self.spec.name, instance = self.info.index, "{why}");
+            self.info.status_text = Some(why);
+        }
+    }
+
+    pub(super) fn record_exit(
+        &mut self,
+        exit: ExitReason,
+        started: Instant,
+        oom: Option<&(PathBuf, u64)>,
+    ) -> u64 {
+        let uptime_ms = started.elapsed().as_millis() as u64;
+        // A SIGKILL while the kernel's count of OOM kills in the instance's group went up.
+        let oom_killed = exit == ExitReason::Signal(libc::SIGKILL)
+            && oom.is_some_and(|(file, before)| limits::oom_count(file) > *before);
+        if oom_killed {
+            self.info.oom_kills += 1;
+            tracing::warn!(app = %self.spec.name, instance = self.info.index, "killed by the kernel: over `memory_limit`");
+            self.event(
+                EventKind::Oom,
+                Some(exit),
+                self.spec.memory_limit.map(|b| format!("over memory_limit ({b} bytes)")),
+            );
+        }
+        let rec = ExitRecord { at_ms: now_ms(), reason: exit, uptime_ms, oom_killed, memory_restart: None };
+        self.info.last_exit = Some(rec.clone());
+        self.info.history.push(rec);
+        if self.info.history.len() > HISTORY_LEN {
+            self.info.history.remove(0);
+        }
+        if let (Some(path), Some(pid)) = (pidfile::path_for(&self.spec, self.info.index), self.info.pid) {
+            pidfile::remove(&path, pid as i32);
+        }
+        self.info.pid = None;
+        self.info.start_ticks = None;
+        uptime_ms
+    }
+
+    /// The main process exited on its own.
+    pub(super) fn exited(&mut self, exit: Option<ExitReason>, run: &Running) -> Phase {
+        // A closed channel means the reaper is gone, which only happens at daemon exit.
+        let exit = exit.unwrap_or(ExitReason::Signal(libc::SIGKILL));
+        let uptime_ms = self.record_exit(exit, run.started, run.oom.as_ref());
+        tracing::info!(app = %self.spec.name, instance = self.info.index, %exit, uptime_ms, "exited");
+        self.event(EventKind::Exit, Some(exit), Some(format!("after {uptime_ms} ms")));
+        // What the app left behind (children of a crashed parent) would run twice after the
+        // restart: end it first.
+        self.kill_leftovers();
+        self.after_exit(exit, uptime_ms)
+    }
+
+    /// Apply the restart policy to an exit.
+    pub(super) fn after_exit(&mut self, exit: ExitReason, uptime_ms: u64) -> Phase {
+        // What the dying process wrote (a core file, a crash report) is not an edit: only
+        // changes from now on may start it early.
+        self.watch_due = None;
+        if let Some(w) = &mut self.watcher {
+            w.drain();
+        }
+        let decision = policy::on_exit(&self.spec, &mut self.policy, exit, uptime_ms);
+        self.follow(decision, Some(exit))
+    }
+
+    /// Carry out what the restart policy decided after the run that ended with `exit`.
+    pub(super) fn follow(&mut self, decision: Decision, exit: Option<ExitReason>) -> Phase {
+        match decision {
+            Decision::Restart { delay_ms } => {
+                self.info.unstable_restarts = self.policy.unstable;
+                self.auto_restart_pending = true;
+                self.event(EventKind::Restart, exit, Some(format!("in {delay_ms} ms")));
+                if delay_ms == 0 {
+                    self.launch()
+                } else {
+                    self.info.status = Status::WaitingRestart;
+                    self.publish();
+                    Phase::Waiting(tokio::time::Instant::now() + Duration::from_millis(delay_ms))
+                }
+            }
+            Decision::Halt { status, reason } => {
+                self.info.unstable_restarts = self.policy.unstable;
+                if status == Status::Errored {
+                    self.event(EventKind::Errored, exit, reason.clone());
+                }
+                self.info.status = status;
+                self.info.reason = reason;
+                self.publish();
+                Phase::Idle
+            }
+        }
+    }
+
+    /// SIGKILL whatever of the instance outlived its main process.
+    pub(super) fn kill_leftovers(&mut self) {
+        if let Some(cg) = &self.cgroup {
+            if cg.populated() {
+                cg.signal_all(libc::SIGKILL);
+                self.cgroup_dirty = true;
+            }
+        } else {
+            for pid in tree::find_children_marked(&self.marker) {
+                // SAFETY: kill(2); the pid is a child of ours carrying this instance's marker.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+
+    /// Stop a running process: `kill_signal` to its group (or the `'shutdown'` message), up
+    /// to `kill_timeout` for the group to end, then kill everything left of the instance.
+    pub(super) async fn stop_process(&mut self, mut run: Running) {
+        self.info.status = Status::Stopping;
+        self.publish();
+        let sig = crate::protocol::signal_number(&self.spec.kill_signal).unwrap_or(libc::SIGTERM);
+        let group = Group::of(run.pid, self.cgroup.clone(), &self.marker);
+        if self.cgroup.is_some() {
+            self.cgroup_dirty = true;
+        }
+        let told = self.spec.shutdown_with_message && send_shutdown(&mut run.ipc).await;
+        let grace = Duration::from_millis(self.spec.kill_timeout_ms);
+        let mut exit = None;
+        group.terminate((!told).then_some(sig), grace, async { exit = (&mut run.exit).await.ok() }).await;
+        if exit.is_none() {
+            exit =
+                tokio::time::timeout(Duration::from_secs(5), &mut run.exit).await.ok().and_then(Result::ok);
+        }
+        let exit = exit.unwrap_or(ExitReason::Signal(libc::SIGKILL));
+        self.record_exit(exit, run.started, run.oom.as_ref());
+        tracing::info!(app = %self.spec.name, instance = self.info.index, %exit, "stopped");
+    }
+}

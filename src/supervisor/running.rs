@@ -1,0 +1,187 @@
+//! The live side of a running instance: its process's exit, what the app says on its notify
+//! socket and IPC channel, its probes' results, and the timers and watched files that can end
+//! the run. The actor waits on all of them at once.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::sleep_until;
+
+use crate::health::notify::{Notice, NotifySocket};
+use crate::health::probe::ProbeResult;
+use crate::health::watch::Watcher;
+use crate::protocol::ExitReason;
+
+pub(super) struct Running {
+    pub(super) pid: i32,
+    /// `MAINPID=`: the process that takes over as the main one when `pid` exits.
+    pub(super) next_main: Option<(i32, oneshot::Receiver<ExitReason>)>,
+    /// Where the kernel counts OOM kills of the instance, and the count at its start.
+    pub(super) oom: Option<(PathBuf, u64)>,
+    pub(super) exit: oneshot::Receiver<ExitReason>,
+    pub(super) started: Instant,
+    /// While a `wait_ready` instance is launching: when its ready signal is due.
+    pub(super) ready_deadline: Option<tokio::time::Instant>,
+    /// With `watchdog`: when the next `WATCHDOG=1` is due.
+    pub(super) watchdog_deadline: Option<tokio::time::Instant>,
+    /// A Node app's IPC channel (`process.send('ready')`).
+    pub(super) ipc: Option<IpcChannel>,
+    /// Its health probes, which end with it.
+    pub(super) probes: Option<Probes>,
+    /// With `cron_restart`: when the next scheduled restart is due.
+    pub(super) cron_deadline: Option<tokio::time::Instant>,
+}
+
+/// The probe tasks of a running instance and their results.
+pub(super) struct Probes {
+    pub(super) results: mpsc::Receiver<ProbeResult>,
+    pub(super) tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The next probe result; never, without probes.
+pub(super) async fn recv_probe(probes: &mut Option<Probes>) -> Option<ProbeResult> {
+    match probes {
+        Some(p) => p.results.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Our end of a Node app's IPC channel: JSON values, one per line.
+pub(super) struct IpcChannel {
+    pub(super) stream: tokio::net::UnixStream,
+    pub(super) buf: Vec<u8>,
+}
+
+impl IpcChannel {
+    pub(super) fn new(fd: std::os::fd::OwnedFd) -> Option<IpcChannel> {
+        let std = std::os::unix::net::UnixStream::from(fd);
+        std.set_nonblocking(true).ok()?;
+        Some(IpcChannel { stream: tokio::net::UnixStream::from_std(std).ok()?, buf: Vec::new() })
+    }
+
+    /// The next whole message already read (`Some(vec![])` for one that means nothing here).
+    pub(super) fn take_message(&mut self) -> Option<Vec<Notice>> {
+        let nl = self.buf.iter().position(|b| *b == b'\n')?;
+        let line: Vec<u8> = self.buf.drain(..=nl).collect();
+        // `process.send('ready')` arrives as the JSON string "ready".
+        let ready = serde_json::from_slice::<serde_json::Value>(&line).is_ok_and(|v| v == "ready");
+        Some(if ready { vec![Notice::Ready] } else { Vec::new() })
+    }
+
+    /// Every message queued now, read without waiting (see [`NotifySocket::queued`]).
+    pub(super) fn queued(&mut self) -> Vec<Notice> {
+        use std::os::fd::AsRawFd;
+        let mut chunk = [0u8; 1024];
+        for _ in 0..64 {
+            // SAFETY: recv(2) into a local buffer of the given length.
+            let n = unsafe {
+                libc::recv(
+                    self.stream.as_raw_fd(),
+                    chunk.as_mut_ptr().cast(),
+                    chunk.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            self.buf.extend_from_slice(&chunk[..n as usize]);
+        }
+        std::iter::from_fn(|| self.take_message()).flatten().collect()
+    }
+}
+
+/// The next messages on a Node app's IPC channel (`Some(vec![])` for messages that mean
+/// nothing here); `None` once it is closed; never, without one.
+pub(super) async fn recv_ipc(ipc: &mut Option<IpcChannel>) -> Option<Vec<Notice>> {
+    let Some(ch) = ipc else { return std::future::pending().await };
+    loop {
+        if let Some(notices) = ch.take_message() {
+            return Some(notices);
+        }
+        if ch.stream.readable().await.is_err() {
+            return None;
+        }
+        let mut chunk = [0u8; 1024];
+        match ch.stream.try_read(&mut chunk) {
+            Ok(0) => return None,
+            Ok(n) => {
+                ch.buf.extend_from_slice(&chunk[..n]);
+                // A line this long is not a message of ours.
+                if ch.buf.len() > 64 * 1024 {
+                    ch.buf.clear();
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+// One per actor, moved only when the phase changes: boxing the large variant buys nothing.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Phase {
+    Idle,
+    Running(Running),
+    Waiting(tokio::time::Instant),
+}
+
+/// A burst of changes to watched files, waiting for quiet.
+pub(super) struct WatchDue {
+    /// The first change of the burst.
+    pub(super) first: tokio::time::Instant,
+    /// When the restart comes unless more changes arrive.
+    pub(super) due: tokio::time::Instant,
+    /// The first path that changed, for the event.
+    pub(super) path: PathBuf,
+}
+
+/// The next notices of `socket`; never, without one.
+pub(super) async fn recv_notices(socket: Option<&NotifySocket>) -> Vec<Notice> {
+    match socket {
+        Some(s) => match s.recv().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "notify socket failed");
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// `shutdown_with_message`: send `'shutdown'` on a Node app's IPC channel, as PM2 does.
+/// False when there is no channel (not a Node app) or it is closed: the caller signals.
+pub(super) async fn send_shutdown(ipc: &mut Option<IpcChannel>) -> bool {
+    use tokio::io::AsyncWriteExt;
+    let Some(ch) = ipc else { return false };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), ch.stream.write_all(b"\"shutdown\"\n")).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The next change to the watched files; never, without a watcher.
+pub(super) async fn watch_changed(watcher: &mut Option<Watcher>) -> PathBuf {
+    match watcher {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleep until `deadline`; never, without one.
+pub(super) async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
