@@ -347,6 +347,7 @@ async fn serve(
         logs: Arc::default(),
         events: tokio::sync::broadcast::channel(1024).0,
         changed: changed.clone(),
+        spawner: Arc::new(crate::supervisor::spawner::OsSpawner),
     });
     let (image, started) = match takeover.previous() {
         Some((prev, uptime)) => (

@@ -4,21 +4,21 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::sleep_until;
 
 use super::policy::{self, Decision, PolicyState};
 use super::running::{
-    recv_ipc, recv_notices, recv_probe, send_shutdown, sleep_until_some, watch_changed, IpcChannel, Phase,
-    Running, WatchDue,
+    recv_ipc, recv_notices, recv_probe, send_shutdown, sleep_until_some, watch_changed, Event, IpcChannel,
+    Phase, Running, WatchDue,
 };
+use super::spawner::{Launch, Stop};
 use super::{pidfile, spawn, Cmd, Context, HISTORY_LEN, NOTICE_BURST};
 use crate::health::notify::NotifySocket;
 use crate::health::watch::Watcher;
 use crate::process::cgroup::Cgroup;
-use crate::process::terminate::Group;
 use crate::process::{fork, limits, tree};
 use crate::protocol::secrets;
 use crate::protocol::spec::ProbeKind;
@@ -53,114 +53,10 @@ impl Actor {
     pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, mut phase: Phase) {
         let mut notices_in_a_row = 0;
         loop {
-            phase = match phase {
-                Phase::Idle => tokio::select! {
-                    cmd = rx.recv() => match cmd {
-                        None => break,
-                        Some(cmd) => match self.command(cmd, None).await {
-                            Some(p) => p,
-                            None => break,
-                        },
-                    },
-                    // An app that gave up (errored) is tried again once its files change and
-                    // settle: the fix for a crash on start is an edit.
-                    path = watch_changed(&mut self.watcher), if self.info.status == Status::Errored => {
-                        self.on_watch_change(path);
-                        Phase::Idle
-                    }
-                    _ = sleep_until_some(self.watch_due.as_ref().map(|d| d.due)), if self.info.status == Status::Errored => {
-                        self.watch_start(true)
-                    }
-                },
-                // In this order: the exit, what the app said (a `WATCHDOG=1` or `READY=1` queued
-                // while the daemon did not run, as during an update, wins over the deadline it
-                // answers), commands, then the timers, which complete once each. Every
-                // `NOTICE_BURST` notices in a row, the others get a turn: a flood of notices
-                // must not hold a stop back.
-                Phase::Running(mut run) => tokio::select! {
-                    biased;
-                    exit = &mut run.exit => match run.next_main.take() {
-                        Some((pid, rx)) if tree::alive(pid) => {
-                            self.switch_main(&mut run, pid, rx, exit.ok());
-                            Phase::Running(run)
-                        }
-                        _ => self.exited(exit.ok(), &run),
-                    },
-                    notices = recv_notices(self.notify.as_ref()), if notices_in_a_row < NOTICE_BURST => {
-                        notices_in_a_row += 1;
-                        self.on_notices(notices, &mut run);
-                        Phase::Running(run)
-                    }
-                    msg = recv_ipc(&mut run.ipc), if notices_in_a_row < NOTICE_BURST => {
-                        notices_in_a_row += 1;
-                        match msg {
-                            Some(notices) => self.on_notices(notices, &mut run),
-                            None => run.ipc = None,
-                        }
-                        Phase::Running(run)
-                    }
-                    result = recv_probe(&mut run.probes) => match result {
-                        Some(result) => self.on_probe(result, run).await,
-                        None => {
-                            run.probes = None;
-                            Phase::Running(run)
-                        }
-                    },
-                    cmd = rx.recv() => match cmd {
-                        None => {
-                            self.stop_process(run).await;
-                            break;
-                        }
-                        Some(cmd) => match self.command(cmd, Some(run)).await {
-                            Some(p) => p,
-                            None => break,
-                        },
-                    },
-                    _ = sleep_until_some(run.ready_deadline) => self.failed_start(run).await,
-                    _ = sleep_until_some(run.cron_deadline) => self.cron_restart(run).await,
-                    _ = sleep_until_some(run.watchdog_deadline) => self.watchdog_missed(run).await,
-                    path = watch_changed(&mut self.watcher) => {
-                        self.on_watch_change(path);
-                        Phase::Running(run)
-                    }
-                    _ = sleep_until_some(self.watch_due.as_ref().map(|d| d.due)) => self.watch_restart(run).await,
-                    // The others' turn came and none was ready: notices again.
-                    _ = std::future::ready(()), if notices_in_a_row >= NOTICE_BURST => {
-                        notices_in_a_row = 0;
-                        Phase::Running(run)
-                    }
-                },
-                Phase::Waiting(until) => tokio::select! {
-                    _ = sleep_until(until) => self.launch(),
-                    path = watch_changed(&mut self.watcher) => {
-                        self.on_watch_change(path);
-                        Phase::Waiting(until)
-                    }
-                    _ = sleep_until_some(self.watch_due.as_ref().map(|d| d.due)) => self.watch_start(false),
-                    cmd = rx.recv() => match cmd {
-                        None => break,
-                        Some(cmd) => {
-                            // A command during the delay acts as on a stopped instance, except
-                            // that a signal has nothing to reach and the delay goes on.
-                            if let Cmd::Signal(_, reply) = cmd {
-                                let _ = reply.send(Err("the instance is waiting to restart".into()));
-                                Phase::Waiting(until)
-                            } else if let Cmd::Reset(reply) = cmd {
-                                self.reset();
-                                let _ = reply.send(());
-                                Phase::Waiting(until)
-                            } else if let Cmd::Hold(req) = cmd {
-                                self.hold(Phase::Waiting(until), req).await
-                            } else {
-                                self.auto_restart_pending = false;
-                                match self.command(cmd, None).await {
-                                    Some(p) => p,
-                                    None => break,
-                                }
-                            }
-                        }
-                    },
-                },
+            let event = self.next_event(&mut phase, &mut rx, &mut notices_in_a_row).await;
+            phase = match self.step(phase, event).await {
+                Some(p) => p,
+                None => break,
             };
         }
         if let Some(cg) = &self.cgroup {
@@ -171,6 +67,127 @@ impl Actor {
             cg.remove();
         }
         self.ctx.limits.remove(self.app_id, self.info.index);
+    }
+
+    /// The next thing that happens to the instance in `phase`.
+    ///
+    /// While it runs, in this order: the exit, what the app said (a `WATCHDOG=1` or `READY=1`
+    /// queued while the daemon did not run, as during an update, wins over the deadline it
+    /// answers), probes, commands, then the timers, which complete once each. Every
+    /// `NOTICE_BURST` notices in a row, the others get a turn: a flood of notices must not
+    /// hold a stop back.
+    pub(super) async fn next_event(
+        &mut self,
+        phase: &mut Phase,
+        rx: &mut mpsc::UnboundedReceiver<Cmd>,
+        notices_in_a_row: &mut u32,
+    ) -> Event {
+        let watch_due = self.watch_due.as_ref().map(|d| d.due);
+        let errored = self.info.status == Status::Errored;
+        match phase {
+            Phase::Idle => tokio::select! {
+                cmd = rx.recv() => Event::Command(cmd),
+                // An app that gave up (errored) is tried again once its files change and
+                // settle: the fix for a crash on start is an edit.
+                path = watch_changed(&mut self.watcher), if errored => Event::WatchChanged(path),
+                _ = sleep_until_some(watch_due), if errored => Event::WatchSettled,
+            },
+            Phase::Running(run) => {
+                let burst = *notices_in_a_row < NOTICE_BURST;
+                let event = tokio::select! {
+                    biased;
+                    exit = &mut run.exit => Event::Exit(exit.ok()),
+                    notices = recv_notices(self.notify.as_ref()), if burst => Event::Notices(notices),
+                    msg = recv_ipc(&mut run.ipc), if burst => msg.map_or(Event::IpcClosed, Event::Notices),
+                    result = recv_probe(&mut run.probes) => Event::Probe(result),
+                    cmd = rx.recv() => Event::Command(cmd),
+                    _ = sleep_until_some(run.ready_deadline) => Event::ReadyTimeout,
+                    _ = sleep_until_some(run.cron_deadline) => Event::CronDue,
+                    _ = sleep_until_some(run.watchdog_deadline) => Event::WatchdogDue,
+                    path = watch_changed(&mut self.watcher) => Event::WatchChanged(path),
+                    _ = sleep_until_some(watch_due) => Event::WatchSettled,
+                    // The others' turn came and none was ready: notices again.
+                    _ = std::future::ready(()), if !burst => Event::Yield,
+                };
+                match event {
+                    Event::Notices(_) | Event::IpcClosed => *notices_in_a_row += 1,
+                    Event::Yield => *notices_in_a_row = 0,
+                    _ => {}
+                }
+                event
+            }
+            Phase::Waiting(until) => tokio::select! {
+                _ = sleep_until(*until) => Event::DelayOver,
+                path = watch_changed(&mut self.watcher) => Event::WatchChanged(path),
+                _ = sleep_until_some(watch_due) => Event::WatchSettled,
+                cmd = rx.recv() => Event::Command(cmd),
+            },
+        }
+    }
+
+    /// What `event` does to the instance in `phase`: the phase that follows, or `None` to end
+    /// the actor.
+    pub(super) async fn step(&mut self, phase: Phase, event: Event) -> Option<Phase> {
+        Some(match (phase, event) {
+            (Phase::Running(run), Event::Command(None)) => {
+                self.stop_process(run).await;
+                return None;
+            }
+            (_, Event::Command(None)) => return None,
+            (Phase::Running(run), Event::Command(Some(cmd))) => return self.command(cmd, Some(run)).await,
+            (Phase::Idle, Event::Command(Some(cmd))) => return self.command(cmd, None).await,
+            // A command during the delay acts as on a stopped instance, except that a signal
+            // has nothing to reach and the delay goes on.
+            (Phase::Waiting(until), Event::Command(Some(cmd))) => match cmd {
+                Cmd::Signal(_, reply) => {
+                    let _ = reply.send(Err("the instance is waiting to restart".into()));
+                    Phase::Waiting(until)
+                }
+                Cmd::Reset(reply) => {
+                    self.reset();
+                    let _ = reply.send(());
+                    Phase::Waiting(until)
+                }
+                Cmd::Hold(req) => self.hold(Phase::Waiting(until), req).await,
+                cmd => {
+                    self.auto_restart_pending = false;
+                    return self.command(cmd, None).await;
+                }
+            },
+            (Phase::Running(mut run), Event::Exit(exit)) => match run.next_main.take() {
+                Some((pid, rx)) if tree::alive(pid) => {
+                    self.switch_main(&mut run, pid, rx, exit);
+                    Phase::Running(run)
+                }
+                _ => self.exited(exit, &run),
+            },
+            (Phase::Running(mut run), Event::Notices(notices)) => {
+                self.on_notices(notices, &mut run);
+                Phase::Running(run)
+            }
+            (Phase::Running(mut run), Event::IpcClosed) => {
+                run.ipc = None;
+                Phase::Running(run)
+            }
+            (Phase::Running(run), Event::Probe(Some(result))) => self.on_probe(result, run).await,
+            (Phase::Running(mut run), Event::Probe(None)) => {
+                run.probes = None;
+                Phase::Running(run)
+            }
+            (Phase::Running(run), Event::ReadyTimeout) => self.failed_start(run).await,
+            (Phase::Running(run), Event::CronDue) => self.cron_restart(run).await,
+            (Phase::Running(run), Event::WatchdogDue) => self.watchdog_missed(run).await,
+            (phase, Event::WatchChanged(path)) => {
+                self.on_watch_change(path);
+                phase
+            }
+            (Phase::Running(run), Event::WatchSettled) => self.watch_restart(run).await,
+            (Phase::Idle, Event::WatchSettled) => self.watch_start(true),
+            (Phase::Waiting(_), Event::WatchSettled) => self.watch_start(false),
+            (Phase::Waiting(_), Event::DelayOver) => self.launch(),
+            // Events of another phase (none are produced): nothing to do.
+            (phase, _) => phase,
+        })
     }
 
     /// Carry out `cmd`; `running` is the live process, if any. `None` ends the actor.
@@ -303,17 +320,17 @@ impl Actor {
             Ok(account) => {
                 self.place_notify(account.as_ref());
                 self.run_as = account.as_ref().map(fork::Credentials::of);
-                spawn::spawn_instance(
-                    &self.ctx,
-                    &self.spec,
-                    self.app_id,
-                    self.info.index,
-                    self.cgroup.as_ref(),
-                    self.cgroup_dirty,
-                    &self.marker,
-                    self.notify.as_ref().map(|n| n.address.as_str()),
-                    account.as_ref(),
-                )
+                let launch = Launch {
+                    spec: &self.spec,
+                    app_id: self.app_id,
+                    index: self.info.index,
+                    cgroup: self.cgroup.as_ref(),
+                    recreate_cgroup: self.cgroup_dirty,
+                    marker: &self.marker,
+                    notify_socket: self.notify.as_ref().map(|n| n.address.as_str()),
+                    account: account.as_ref(),
+                };
+                self.ctx.spawner.spawn(&self.ctx, &launch)
             }
             Err(e) => Err(spawn::SpawnError::new(&self.spec.program, e.to_string())),
         };
@@ -357,7 +374,7 @@ impl Actor {
                     next_main: None,
                     oom: s.oom,
                     exit: s.exit,
-                    started: s.started,
+                    started: tokio::time::Instant::from_std(s.started),
                     ready_deadline,
                     watchdog_deadline,
                     ipc: s.ipc.and_then(IpcChannel::new),
@@ -420,7 +437,7 @@ impl Actor {
     pub(super) fn record_exit(
         &mut self,
         exit: ExitReason,
-        started: Instant,
+        started: tokio::time::Instant,
         oom: Option<&(PathBuf, u64)>,
     ) -> u64 {
         let uptime_ms = started.elapsed().as_millis() as u64;
@@ -505,16 +522,8 @@ impl Actor {
 
     /// SIGKILL whatever of the instance outlived its main process.
     pub(super) fn kill_leftovers(&mut self) {
-        if let Some(cg) = &self.cgroup {
-            if cg.populated() {
-                cg.signal_all(libc::SIGKILL);
-                self.cgroup_dirty = true;
-            }
-        } else {
-            for pid in tree::find_children_marked(&self.marker) {
-                // SAFETY: kill(2); the pid is a child of ours carrying this instance's marker.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
+        if self.ctx.spawner.sweep(self.cgroup.as_ref(), &self.marker) {
+            self.cgroup_dirty = true;
         }
     }
 
@@ -524,14 +533,20 @@ impl Actor {
         self.info.status = Status::Stopping;
         self.publish();
         let sig = crate::protocol::signal_number(&self.spec.kill_signal).unwrap_or(libc::SIGTERM);
-        let group = Group::of(run.pid, self.cgroup.clone(), &self.marker);
         if self.cgroup.is_some() {
             self.cgroup_dirty = true;
         }
         let told = self.spec.shutdown_with_message && send_shutdown(&mut run.ipc).await;
-        let grace = Duration::from_millis(self.spec.kill_timeout_ms);
+        let stop = Stop {
+            pid: run.pid,
+            cgroup: self.cgroup.clone(),
+            marker: self.marker.clone(),
+            signal: (!told).then_some(sig),
+            grace: Duration::from_millis(self.spec.kill_timeout_ms),
+        };
         let mut exit = None;
-        group.terminate((!told).then_some(sig), grace, async { exit = (&mut run.exit).await.ok() }).await;
+        let exited = Box::pin(async { exit = (&mut run.exit).await.ok() });
+        self.ctx.spawner.stop(stop, exited).await;
         if exit.is_none() {
             exit =
                 tokio::time::timeout(Duration::from_secs(5), &mut run.exit).await.ok().and_then(Result::ok);

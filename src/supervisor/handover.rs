@@ -7,7 +7,7 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -298,7 +298,7 @@ impl Actor {
                 if probes_before.len() == self.info.probes.len() {
                     self.info.probes = probes_before;
                 }
-                let started = Instant::now();
+                let started = tokio::time::Instant::now();
                 Phase::Running(Running {
                     pid,
                     next_main,

@@ -14,6 +14,7 @@ pub mod pidfile;
 pub mod policy;
 mod running;
 pub mod spawn;
+pub mod spawner;
 mod triggers;
 
 use std::sync::Arc;
@@ -60,6 +61,8 @@ pub struct Context {
     pub events: tokio::sync::broadcast::Sender<crate::protocol::Event>,
     /// Woken whenever something worth persisting changed (a pid, a status).
     pub changed: Arc<Notify>,
+    /// What starts and ends the instances' processes.
+    pub spawner: Arc<dyn spawner::Spawner>,
 }
 
 impl Context {
@@ -262,3 +265,6 @@ impl InstanceInfo {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,7 +3,7 @@
 //! the run. The actor waits on all of them at once.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::sleep_until;
@@ -20,7 +20,8 @@ pub(super) struct Running {
     /// Where the kernel counts OOM kills of the instance, and the count at its start.
     pub(super) oom: Option<(PathBuf, u64)>,
     pub(super) exit: oneshot::Receiver<ExitReason>,
-    pub(super) started: Instant,
+    /// When it started, on the runtime's clock (which tests can pause).
+    pub(super) started: tokio::time::Instant,
     /// While a `wait_ready` instance is launching: when its ready signal is due.
     pub(super) ready_deadline: Option<tokio::time::Instant>,
     /// With `watchdog`: when the next `WATCHDOG=1` is due.
@@ -125,6 +126,36 @@ pub(super) async fn recv_ipc(ipc: &mut Option<IpcChannel>) -> Option<Vec<Notice>
             Err(_) => return None,
         }
     }
+}
+
+/// What happens to an instance: the actor waits for the next one
+/// ([`super::actor::Actor::next_event`]) and carries it out in its phase
+/// ([`super::actor::Actor::step`]).
+pub(super) enum Event {
+    /// A command; `None` once every handle is gone.
+    Command(Option<super::Cmd>),
+    /// The main process exited (`None`: the reaper is gone, at daemon exit).
+    Exit(Option<ExitReason>),
+    /// What the app said on its notify socket or IPC channel.
+    Notices(Vec<Notice>),
+    /// The app's IPC channel closed.
+    IpcClosed,
+    /// A probe's result; `None` once the probes ended.
+    Probe(Option<ProbeResult>),
+    /// No ready signal within `listen_timeout`.
+    ReadyTimeout,
+    /// The `cron_restart` schedule came due.
+    CronDue,
+    /// No `WATCHDOG=1` within `watchdog`.
+    WatchdogDue,
+    /// A watched file changed.
+    WatchChanged(PathBuf),
+    /// Watched files have been quiet since their last change.
+    WatchSettled,
+    /// The restart delay is over.
+    DelayOver,
+    /// The other sources had their turn after a burst of notices.
+    Yield,
 }
 
 // One per actor, moved only when the phase changes: boxing the large variant buys nothing.

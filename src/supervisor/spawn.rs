@@ -8,9 +8,9 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
+use super::spawner::Launch;
 use super::Context;
 use crate::logs::{self, Sink, Stream};
-use crate::process::cgroup::Cgroup;
 use crate::process::fork::{self, CgroupTarget, Plan};
 use crate::process::tree;
 use crate::protocol::{AppSpec, ExitReason};
@@ -70,18 +70,8 @@ impl SpawnError {
 }
 
 /// Spawn instance `index` of app `app_id` and start copying its output to its log files.
-#[allow(clippy::too_many_arguments)]
-pub fn spawn_instance(
-    ctx: &Context,
-    spec: &std::sync::Arc<AppSpec>,
-    app_id: u32,
-    index: u32,
-    cgroup: Option<&Cgroup>,
-    recreate_cgroup: bool,
-    marker: &str,
-    notify_socket: Option<&str>,
-    account: Option<&crate::users::Account>,
-) -> Result<Spawned, SpawnError> {
+pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, SpawnError> {
+    let Launch { spec, app_id, index, cgroup, recreate_cgroup, marker, notify_socket, account } = *launch;
     let err = |what: String| SpawnError { program: spec.program.clone(), what };
     if !spec.cwd.is_dir() {
         return Err(err(format!("its working directory {} does not exist", spec.cwd.display())));
