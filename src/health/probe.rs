@@ -161,7 +161,7 @@ pub(crate) async fn exec(
     .run_as(run_as.cloned());
     // Through the reaper: the daemon reaps every child, so it must know this one.
     let (pending, exit) = reaper
-        .spawn_with(|| fork::clone_child(&plan, None, None, &[]), |p| p.pid)
+        .spawn_with(|| fork::clone_child(&plan, None, &[], &[]), |p| p.pid)
         .map_err(|e| format!("cannot run `{}`: {e}", cmd[0]))?;
     let pid = pending.pid;
     let child = pending.wait_exec().map_err(|e| format!("cannot run `{}`: {e}", cmd[0]))?;

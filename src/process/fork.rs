@@ -8,6 +8,11 @@
 //! (before 5.7), a plain fork is used and the child joins its cgroup by writing to
 //! `cgroup.procs` before exec.
 //!
+//! The child inherits a list of descriptors at 3, 4, 5 … (the listening sockets of socket
+//! activation, then a Node app's IPC channel), and with [`Plan::listen_pid`] its environment
+//! holds `LISTEN_PID` set to its own pid: the digits are written by the child into a buffer
+//! prepared for them, since it cannot allocate.
+//!
 //! An app with `user`/`group` gets its account's ids and supplementary groups in the plan
 //! (looked up by the daemon before the clone); the child drops to them after joining its
 //! cgroups (which needs the daemon's rights) and before entering its working directory (so
@@ -31,7 +36,12 @@ pub struct Plan {
     envp: Vec<CString>,
     cwd: CString,
     credentials: Option<Credentials>,
+    /// Add `LISTEN_PID=<the child's pid>` to the environment.
+    listen_pid: bool,
 }
+
+/// `LISTEN_PID=` and the longest pid, and its NUL.
+const LISTEN_PID_LEN: usize = "LISTEN_PID=".len() + 20 + 1;
 
 /// The account the child switches to before exec: supplementary groups, group, user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +82,16 @@ impl Plan {
             envp,
             cwd: cstring(cwd.as_os_str())?,
             credentials: None,
+            listen_pid: false,
         })
+    }
+
+    /// Give the child `LISTEN_PID` with its own pid (socket activation), in place of any
+    /// `LISTEN_PID` of the environment.
+    pub fn listen_pid(mut self) -> Plan {
+        self.envp.retain(|kv| !kv.to_bytes().starts_with(b"LISTEN_PID="));
+        self.listen_pid = true;
+        self
     }
 
     /// Run as this account instead of the daemon's.
@@ -162,15 +181,16 @@ pub struct CgroupTarget<'a> {
 }
 
 /// Clone the child (into `cgroup` when given) to exec `plan` in a new session with stdin on
-/// /dev/null and stdout/stderr on new pipes. The caller registers the pid with the reaper
-/// (holding its lock around this call), then calls [`Pending::wait_exec`].
+/// /dev/null and stdout/stderr on new pipes, and `inherit` at 3, 4, 5 … in that order. The
+/// caller registers the pid with the reaper (holding its lock around this call), then calls
+/// [`Pending::wait_exec`].
 ///
 /// `join` are `cgroup.procs` files of further (v1) groups the child moves itself into before
 /// exec, where its memory and CPU limits are set.
 pub fn clone_child(
     plan: &Plan,
     cgroup: Option<CgroupTarget<'_>>,
-    fd3: Option<RawFd>,
+    inherit: &[RawFd],
     join: &[RawFd],
 ) -> io::Result<Pending> {
     let devnull = std::fs::File::open("/dev/null")?;
@@ -180,13 +200,20 @@ pub fn clone_child(
 
     let mut argv: Vec<*const libc::c_char> = plan.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
+    // The child writes its pid into this copy of the buffer (its own, after the clone).
+    let mut listen_pid = [0u8; LISTEN_PID_LEN];
     let mut envp: Vec<*const libc::c_char> = plan.envp.iter().map(|a| a.as_ptr()).collect();
+    if plan.listen_pid {
+        envp.push(listen_pid.as_ptr().cast());
+    }
     envp.push(std::ptr::null());
+    // Where the child parks each inherited descriptor before it moves them into place.
+    let mut parked = vec![-1; inherit.len()];
     let fds = ChildFds {
         stdin: devnull.as_raw_fd(),
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
-        fd3,
+        inherit,
         status: status_w.as_raw_fd(),
     };
     let nofile = super::nofile::for_children();
@@ -218,7 +245,11 @@ pub fn clone_child(
     };
     if pid == 0 {
         // SAFETY: in the child; every pointer refers to memory prepared above.
-        unsafe { exec_child(plan, &argv, &envp, &fds, nofile.as_ref(), join_procs, join) }
+        unsafe {
+            let scratch =
+                Scratch { listen_pid: plan.listen_pid.then_some(&mut listen_pid), parked: &mut parked };
+            exec_child(plan, &argv, &envp, &fds, scratch, nofile.as_ref(), join_procs, join)
+        }
     }
     if pid < 0 {
         return Err(io::Error::last_os_error());
@@ -269,7 +300,7 @@ const STEP_GROUPS: u32 = 4;
 const STEP_GID: u32 = 5;
 const STEP_UID: u32 = 6;
 const STEP_CWD: u32 = 7;
-const STEP_FD3: u32 = 8;
+const STEP_FDS: u32 = 8;
 
 /// The error of a child that failed at `step` with `errno`. A failed exec keeps the plain OS
 /// error (callers word "not found" and "permission denied" themselves); the other steps say
@@ -285,7 +316,7 @@ fn step_error(step: u32, errno: i32) -> io::Error {
         STEP_GID => "cannot switch to its `group`",
         STEP_UID => "cannot switch to its `user`",
         STEP_CWD => "cannot enter its working directory",
-        STEP_FD3 => "cannot pass it descriptor 3",
+        STEP_FDS => "cannot pass it its descriptors (3 and on)",
         _ => "failed before exec",
     };
     io::Error::new(os.kind(), format!("{what}: {}", os_text(&os)))
@@ -335,21 +366,52 @@ pub fn probe_clone_into_cgroup() -> Result<(), io::Error> {
     }
 }
 
-struct ChildFds {
+struct ChildFds<'a> {
     stdin: RawFd,
     stdout: RawFd,
     stderr: RawFd,
-    /// Handed to the program as fd 3 (Node's IPC channel).
-    fd3: Option<RawFd>,
+    /// Handed to the program as 3, 4, 5 … (listening sockets, Node's IPC channel).
+    inherit: &'a [RawFd],
     status: RawFd,
 }
 
+/// Memory the parent set aside for the child to write into.
+struct Scratch<'a> {
+    /// The `LISTEN_PID=` entry of its environment, when it gets one.
+    listen_pid: Option<&'a mut [u8; LISTEN_PID_LEN]>,
+    /// One slot per inherited descriptor.
+    parked: &'a mut [RawFd],
+}
+
+/// Write `LISTEN_PID=<pid>` and a NUL into `buf`, without allocating.
+fn write_listen_pid(buf: &mut [u8; LISTEN_PID_LEN], pid: libc::pid_t) {
+    const KEY: &[u8] = b"LISTEN_PID=";
+    buf[..KEY.len()].copy_from_slice(KEY);
+    let mut digits = [0u8; 20];
+    let mut n = pid.unsigned_abs() as u64;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        buf[KEY.len() + i] = digits[len - 1 - i];
+    }
+    buf[KEY.len() + len] = 0;
+}
+
 /// The child between clone and exec: async-signal-safe calls only, no allocation.
+#[allow(clippy::too_many_arguments)]
 unsafe fn exec_child(
     plan: &Plan,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
-    fds: &ChildFds,
+    fds: &ChildFds<'_>,
+    scratch: Scratch<'_>,
     nofile: Option<&libc::rlimit>,
     join_procs: Option<RawFd>,
     join: &[RawFd],
@@ -357,6 +419,7 @@ unsafe fn exec_child(
     // SAFETY (whole body): plain system calls on descriptors, C strings and arrays prepared by
     // the parent.
     unsafe {
+        let mut status = fds.status;
         let fail = |status: RawFd, step: u32| -> ! {
             let e = *libc::__errno_location();
             let mut report = [0u8; 8];
@@ -373,11 +436,11 @@ unsafe fn exec_child(
         for &procs in join {
             // A limit that cannot be joined must not be silently skipped: fail the start.
             if libc::write(procs, b"0".as_ptr().cast(), 1) != 1 {
-                fail(fds.status, STEP_CGROUP);
+                fail(status, STEP_CGROUP);
             }
         }
         if libc::setsid() < 0 {
-            fail(fds.status, STEP_SESSION);
+            fail(status, STEP_SESSION);
         }
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -394,7 +457,7 @@ unsafe fn exec_child(
                 let flags = libc::fcntl(src, libc::F_GETFD);
                 libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
             } else if libc::dup2(src, dst) < 0 {
-                fail(fds.status, STEP_STDIO);
+                fail(status, STEP_STDIO);
             }
         }
         // Groups first, then the group, then the user: once the uid is no longer 0 nothing
@@ -403,30 +466,45 @@ unsafe fn exec_child(
         // of the daemon it still believes this process has (it did not see the clone).
         if let Some(c) = &plan.credentials {
             if libc::syscall(libc::SYS_setgroups, c.groups.len(), c.groups.as_ptr()) != 0 {
-                fail(fds.status, STEP_GROUPS);
+                fail(status, STEP_GROUPS);
             }
             if libc::syscall(libc::SYS_setgid, c.gid) != 0 {
-                fail(fds.status, STEP_GID);
+                fail(status, STEP_GID);
             }
             if libc::syscall(libc::SYS_setuid, c.uid) != 0 {
-                fail(fds.status, STEP_UID);
+                fail(status, STEP_UID);
             }
         }
         if libc::chdir(plan.cwd.as_ptr()) < 0 {
-            fail(fds.status, STEP_CWD);
+            fail(status, STEP_CWD);
         }
-        // Last, since fd 3 may be the status pipe: losing it then only costs the exec error
-        // report (the exit code 127 still tells).
-        if let Some(src) = fds.fd3 {
-            if src == 3 {
-                let flags = libc::fcntl(src, libc::F_GETFD);
-                libc::fcntl(src, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-            } else if libc::dup2(src, 3) < 0 {
-                fail(fds.status, STEP_FD3);
+        // The inherited descriptors go to 3, 4, 5 …: first each (and the status pipe) is
+        // parked past that range, so that no move overwrites one still to be moved; then
+        // dup2 puts it in place without close-on-exec.
+        let end = 3 + fds.inherit.len() as RawFd;
+        if status < end {
+            let moved = libc::fcntl(status, libc::F_DUPFD_CLOEXEC, end);
+            if moved < 0 {
+                fail(status, STEP_FDS);
+            }
+            status = moved;
+        }
+        for (slot, &src) in scratch.parked.iter_mut().zip(fds.inherit) {
+            *slot = libc::fcntl(src, libc::F_DUPFD_CLOEXEC, end);
+            if *slot < 0 {
+                fail(status, STEP_FDS);
             }
         }
+        for (i, &parked) in scratch.parked.iter().enumerate() {
+            if libc::dup2(parked, 3 + i as RawFd) < 0 {
+                fail(status, STEP_FDS);
+            }
+        }
+        if let Some(buf) = scratch.listen_pid {
+            write_listen_pid(buf, libc::getpid());
+        }
         libc::execve(plan.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
-        fail(fds.status, STEP_EXEC)
+        fail(status, STEP_EXEC)
     }
 }
 
@@ -463,5 +541,64 @@ mod tests {
     #[test]
     fn nul_bytes_are_refused() {
         assert!(Plan::new("sh", ["a\0b"], [], Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn the_listen_pid_entry_holds_the_digits_of_the_pid() {
+        let mut buf = [0xffu8; LISTEN_PID_LEN];
+        write_listen_pid(&mut buf, 4_194_303);
+        assert_eq!(
+            std::ffi::CStr::from_bytes_until_nul(&buf).unwrap().to_str().unwrap(),
+            "LISTEN_PID=4194303"
+        );
+        write_listen_pid(&mut buf, 7);
+        assert_eq!(std::ffi::CStr::from_bytes_until_nul(&buf).unwrap().to_str().unwrap(), "LISTEN_PID=7");
+    }
+
+    /// Socket activation beside Node's IPC channel: three descriptors at 3, 4, 5, `LISTEN_PID`
+    /// the child's own pid (a stale one in the environment replaced), and the channel at 6
+    /// still carrying `process.send('ready')`.
+    #[test]
+    fn a_child_inherits_descriptors_at_3_4_5_with_its_own_listen_pid_beside_node_ipc() {
+        use std::io::{BufRead, BufReader, Write};
+        let mut fds = Vec::new();
+        for word in ["three", "four", "five"] {
+            let (r, w) = pipe().unwrap();
+            std::fs::File::from(w).write_all(word.as_bytes()).unwrap();
+            fds.push(r);
+        }
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let script = "const fs = require('fs');\
+            const fds = [3, 4, 5].map(fd => fs.readFileSync(fd, 'utf8'));\
+            process.send({ fds, own: process.env.LISTEN_PID === String(process.pid), n: process.env.LISTEN_FDS });\
+            process.send('ready');\
+            process.disconnect();";
+        let path = std::env::var("PATH").unwrap_or_default();
+        let env = [
+            ("PATH", path.as_str()),
+            ("LISTEN_FDS", "3"),
+            ("LISTEN_PID", "1"),
+            ("NODE_CHANNEL_FD", "6"),
+            ("NODE_CHANNEL_SERIALIZATION_MODE", "json"),
+        ];
+        let plan = Plan::new("node", ["-e", script], env, Path::new("/")).unwrap().listen_pid();
+        let mut inherit: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        inherit.push(theirs.as_raw_fd());
+        let child = clone_child(&plan, None, &inherit, &[])
+            .unwrap()
+            .wait_exec()
+            .expect("node runs (.ci/run installs it)");
+        drop((fds, theirs));
+        ours.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        let lines: Vec<String> = BufReader::new(&ours).lines().map_while(Result::ok).take(2).collect();
+        let mut status = 0;
+        // SAFETY: waitpid(2) on the child this test cloned.
+        unsafe { libc::waitpid(child.pid, &mut status, 0) };
+        let report: serde_json::Value = serde_json::from_str(lines.first().expect("a report")).unwrap();
+        assert_eq!(report["fds"], serde_json::json!(["three", "four", "five"]), "{report}");
+        assert_eq!(report["own"], true, "LISTEN_PID is the child's pid: {report}");
+        assert_eq!(report["n"], "3");
+        assert_eq!(lines.get(1).map(String::as_str), Some("\"ready\""));
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "{status}");
     }
 }

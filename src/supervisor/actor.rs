@@ -329,6 +329,7 @@ impl Actor {
                     marker: &self.marker,
                     notify_socket: self.notify.as_ref().map(|n| n.address.as_str()),
                     account: account.as_ref(),
+                    sockets: &[],
                 };
                 self.ctx.spawner.spawn(&self.ctx, &launch)
             }

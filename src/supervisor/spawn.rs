@@ -15,6 +15,11 @@ use crate::process::fork::{self, CgroupTarget, Plan};
 use crate::process::tree;
 use crate::protocol::{AppSpec, ExitReason};
 
+/// Variables of socket activation: set for an instance that inherits listening sockets, never
+/// passed on from the environment it was started from (a `herder start` in a unit started by
+/// socket activation would otherwise hand the app descriptors it does not have).
+const SOCKET_ACTIVATION_VARS: &[&str] = &["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
+
 /// A started process.
 pub struct Spawned {
     pub pid: i32,
@@ -71,7 +76,8 @@ impl SpawnError {
 
 /// Spawn instance `index` of app `app_id` and start copying its output to its log files.
 pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, SpawnError> {
-    let Launch { spec, app_id, index, cgroup, recreate_cgroup, marker, notify_socket, account } = *launch;
+    let Launch { spec, app_id, index, cgroup, recreate_cgroup, marker, notify_socket, account, sockets } =
+        *launch;
     let err = |what: String| SpawnError { program: spec.program.clone(), what };
     if !spec.cwd.is_dir() {
         return Err(err(format!("its working directory {} does not exist", spec.cwd.display())));
@@ -114,8 +120,17 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
     } else {
         None
     };
+    // Socket activation: the listening sockets at 3, 4, 5 … (`LISTEN_PID` is set by the
+    // child itself), then the IPC channel.
+    let listen_fds = sockets.len().to_string();
+    let listen_names = sockets.iter().map(|s| s.name).collect::<Vec<_>>().join(":");
+    if !sockets.is_empty() {
+        extra.push(("LISTEN_FDS", listen_fds.as_str()));
+        extra.push(("LISTEN_FDNAMES", listen_names.as_str()));
+    }
+    let ipc_fd = (3 + sockets.len()).to_string();
     if ipc.is_some() {
-        extra.push(("NODE_CHANNEL_FD", "3"));
+        extra.push(("NODE_CHANNEL_FD", ipc_fd.as_str()));
         extra.push(("NODE_CHANNEL_SERIALIZATION_MODE", "json"));
     }
     let watchdog_usec = spec.watchdog_ms.map(|ms| (ms * 1000).to_string());
@@ -135,7 +150,9 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
         .env
         .iter()
         .filter(|(k, _)| {
-            !extra.iter().any(|(e, _)| e == k) && !fork::SERVICE_MANAGER_VARS.contains(&k.as_str())
+            !extra.iter().any(|(e, _)| e == k)
+                && !fork::SERVICE_MANAGER_VARS.contains(&k.as_str())
+                && !SOCKET_ACTIVATION_VARS.contains(&k.as_str())
         })
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .chain(login.iter().map(|(k, v)| (*k, v.as_str())))
@@ -143,6 +160,7 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
     let plan = Plan::new(&spec.program, spec.args.iter().map(String::as_str), env, &spec.cwd)
         .map_err(|e| err(describe_spawn_error(&e)))?
         .run_as(account.map(fork::Credentials::of));
+    let plan = if sockets.is_empty() { plan } else { plan.listen_pid() };
 
     let cg_fds = match cgroup.map(|c| c.prepare(recreate_cgroup)).transpose() {
         Ok(fds) => fds,
@@ -166,12 +184,14 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
         };
     let join: Vec<std::os::fd::RawFd> = limits.join.iter().map(|f| f.as_raw_fd()).collect();
     let target = cg_fds.as_ref().map(|(dir, procs)| CgroupTarget { dir, procs });
+    let inherit: Vec<std::os::fd::RawFd> = sockets
+        .iter()
+        .map(|s| s.fd.as_raw_fd())
+        .chain(ipc.as_ref().map(|(_, child)| child.as_raw_fd()))
+        .collect();
     let (pending, exit) = ctx
         .reaper
-        .spawn_with(
-            || fork::clone_child(&plan, target, ipc.as_ref().map(|(_, child)| child.as_raw_fd()), &join),
-            |p| p.pid,
-        )
+        .spawn_with(|| fork::clone_child(&plan, target, &inherit, &join), |p| p.pid)
         .map_err(|e| err(describe_spawn_error(&e)))?;
     let child = pending.wait_exec().map_err(|e| match (account, e.raw_os_error()) {
         // Denied to the app's user, which is not the daemon's.

@@ -34,6 +34,15 @@ pub struct Launch<'a> {
     pub notify_socket: Option<&'a str>,
     /// The account it runs as (`user`/`group`).
     pub account: Option<&'a Account>,
+    /// Listening sockets it inherits at 3, 4, 5 … (socket activation).
+    pub sockets: &'a [Inherit<'a>],
+}
+
+/// A listening socket an instance inherits, with its name for `LISTEN_FDNAMES`.
+#[derive(Debug, Clone, Copy)]
+pub struct Inherit<'a> {
+    pub fd: std::os::fd::BorrowedFd<'a>,
+    pub name: &'a str,
 }
 
 /// How to end one running process.
