@@ -1,10 +1,10 @@
 //! `herder start <script|"command"> [flags]`: the flags into an [`AppDecl`], parsed with the
 //! same unit parsers as files; each error names its flag.
 
-use super::resolve::{lexical_default_name, AppDecl, Instances, Spanned};
+use super::decl::{AppDecl, FilterEnv, Instances, Spanned};
+use super::keys::signal_hint;
+use super::resolve::lexical_default_name;
 use super::units::{self, UnitError};
-use super::validate::signal_hint;
-use super::validate::FilterEnv;
 use super::{ConfigError, Overrides};
 use crate::protocol::signal::canonical_name;
 

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table as TomlTable};
 
+use super::keys::{env_name, lookup, Field, Support};
 use super::resolve::needs_shell;
-use super::validate::{env_name, lookup, to_json, Field, Support};
-use super::value::{Kind, Table, Value};
+use super::value::{to_json, Kind, Table, Value};
 
 /// The TOML text for `root`, which validated without error. `from` names the source file.
 pub fn to_toml(root: &Value, from: &str) -> String {

@@ -24,8 +24,8 @@
 
 use std::collections::BTreeMap;
 
-use super::validate::{env_name, lookup, to_json, Support};
-use super::value::{Entry, Kind, Span, Table, Value};
+use super::keys::{env_name, lookup, Support};
+use super::value::{to_json, Entry, Kind, Span, Table, Value};
 use super::ConfigError;
 
 /// Whether a file name is one PM2 gives its dump.

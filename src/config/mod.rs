@@ -17,12 +17,14 @@
 
 mod command;
 mod convert;
+mod decl;
 mod dotenv;
 mod format_dump;
 mod format_js;
 mod format_json;
 mod format_toml;
 mod format_yaml;
+mod keys;
 mod resolve;
 pub mod units;
 mod validate;
@@ -33,7 +35,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::protocol::AppSpec;
-use resolve::{normalize, AppDecl, Base, Origin};
+use decl::AppDecl;
+use resolve::{normalize, Base, Origin};
 use validate::Dialect;
 use value::{Span, Value};
 
@@ -374,7 +377,7 @@ pub fn load(path: &Path, opts: &LoadOptions, ctx: &ResolveContext) -> Result<Loa
         for wanted in &opts.only {
             if !names.contains(wanted) && errors.is_empty() {
                 let mut e = ConfigError::new(format!("`--only`: no app named `{wanted}` in the file"));
-                e = match validate::did_you_mean(wanted, &names) {
+                e = match keys::did_you_mean(wanted, &names) {
                     Some(s) => e.with_hint(format!("did you mean `{s}`?")),
                     None => e.with_hint(format!("the apps are: {}", names.join(", "))),
                 };
@@ -398,7 +401,7 @@ pub fn load(path: &Path, opts: &LoadOptions, ctx: &ResolveContext) -> Result<Loa
                 "`--env {name}`: no app sets `env_{name}`; nothing was started or changed"
             ));
             let listed = defined.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
-            errors.push(match validate::did_you_mean(name, &defined) {
+            errors.push(match keys::did_you_mean(name, &defined) {
                 Some(s) => e.with_hint(format!("did you mean `--env {s}`? (the file defines {listed})")),
                 None if defined.is_empty() => e.with_hint("the file defines no `env_<name>` environment"),
                 None => e.with_hint(format!("the file defines {listed}")),

@@ -94,6 +94,20 @@ impl fmt::Display for Value {
     }
 }
 
+/// A value as JSON (for PM2's stringified env objects).
+pub(super) fn to_json(value: &Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match &value.kind {
+        Kind::Str(s) | Kind::Datetime(s) => J::String(s.clone()),
+        Kind::Int(i) => J::from(*i),
+        Kind::Float(x) => serde_json::Number::from_f64(*x).map_or(J::Null, J::Number),
+        Kind::Bool(b) => J::Bool(*b),
+        Kind::Null => J::Null,
+        Kind::Array(items) => J::Array(items.iter().map(to_json).collect()),
+        Kind::Table(t) => J::Object(t.entries.iter().map(|e| (e.key.clone(), to_json(&e.value))).collect()),
+    }
+}
+
 /// Maps byte offsets of a source text to 1-based lines and columns (columns count characters,
 /// not bytes, so they match what an editor shows).
 pub struct LineIndex<'a> {
