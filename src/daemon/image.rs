@@ -5,11 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::handover::{HANDOVER_MAX, HANDOVER_MIN};
 use crate::protocol::{ImageInfo, PROGRAM_VERSION};
-
-/// The oldest and newest handover documents this binary reads (see [`super::handover`]).
-pub const HANDOVER_MIN: u32 = 1;
-pub const HANDOVER_MAX: u32 = super::handover::HANDOVER_VERSION;
 
 /// The GNU build id of the running binary (from its `PT_NOTE` segment), in hex.
 pub fn build_id() -> Option<String> {

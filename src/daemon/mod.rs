@@ -76,7 +76,7 @@ pub(crate) struct Daemon {
     /// Unix time this image started, ms.
     pub image_started_ms: u64,
     /// Requests under way, and their pause during `herder update`.
-    pub handover: handover::Gate,
+    pub handover: handover::give::Gate,
 }
 
 impl Daemon {
@@ -153,7 +153,7 @@ pub fn run_with(paths: Paths, options: Options) -> Result<i32, DaemonError> {
     // Before any thread exists: the environment is changed here.
     let manager = sd_notify::Manager::take_from_env();
     // Before anything opens a descriptor: what an earlier image of this process left.
-    let mut takeover = handover::Takeover::from_env();
+    let mut takeover = handover::take::Takeover::from_env();
     paths.ensure().map_err(|source| DaemonError::Home { path: paths.home.display().to_string(), source })?;
     let lock = match takeover.lock() {
         Some(lock) => lock,
@@ -313,7 +313,7 @@ async fn serve(
     lock_fd: std::os::fd::RawFd,
     options: Options,
     manager: sd_notify::Manager,
-    takeover: handover::Takeover,
+    takeover: handover::take::Takeover,
 ) -> Result<i32, DaemonError> {
     use std::os::fd::AsRawFd;
     let listener = UnixListener::from_std(listener)
@@ -325,7 +325,7 @@ async fn serve(
     let mut sighup = signal(SignalKind::hangup()).map_err(DaemonError::Runtime)?;
     let mut sigusr2 = signal(SignalKind::user_defined2()).map_err(DaemonError::Runtime)?;
     // Blocked by the previous image across `execve` (see `handover`); handled from here on.
-    handover::unblock_signals();
+    handover::take::unblock_signals();
     let (reaper, exits) = Reaper::start_adopting(&takeover.pids()).map_err(DaemonError::Runtime)?;
     let (cgroups, cgroup_note) = match CgroupRoot::detect(&paths.token()) {
         Ok(root) => (Some(root), None),
@@ -371,7 +371,7 @@ async fn serve(
         killed_at_stop: Mutex::new(Vec::new()),
         image,
         image_started_ms: protocol::now_ms(),
-        handover: handover::Gate::new(
+        handover: handover::give::Gate::new(
             lock_fd,
             listener.as_raw_fd(),
             options.foreground.is_some(),
@@ -393,7 +393,7 @@ async fn serve(
     // resurrect or start.
     let took_over = takeover.is_takeover();
     let recovered = if took_over {
-        handover::adopt(&daemon, takeover, exits).await;
+        handover::take::adopt(&daemon, takeover, exits).await;
         0
     } else {
         recovery::recover(&daemon).await
@@ -740,7 +740,7 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
             }
         };
         if let Request::Update = req {
-            return handover::update(&daemon, stream).await;
+            return handover::give::update(&daemon, stream).await;
         }
         if mismatch {
             let message = format!(
@@ -775,7 +775,7 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
         let busy = daemon.handover.enter();
         let resp = match &busy {
             Some(_) => handlers::handle(&daemon, req).await,
-            None => handover::Gate::updating_reply(),
+            None => handover::give::Gate::updating_reply(),
         };
         let written = protocol::write_frame(&mut stream, &resp).await;
         drop(busy);
