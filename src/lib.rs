@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod health;
+pub mod human;
 pub mod logs;
 pub mod paths;
 pub mod process;

@@ -18,10 +18,11 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::Serialize;
 
+use super::output::out;
 use super::peers::{self, Peers};
-use super::render;
 use crate::client::{Client, ClientError};
 use crate::health::notify::NotifySocket;
+use crate::human;
 use crate::paths::Paths;
 use crate::process::cgroup::CgroupRoot;
 use crate::process::{fork, limits};
@@ -90,9 +91,9 @@ fn check(id: &'static str, level: Level, detail: impl Into<String>, degrades: &s
 pub async fn doctor(paths: &Paths, json: bool) -> Result<i32> {
     let report = gather(paths).await;
     if json {
-        super::out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+        out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
     } else {
-        super::out(&text(&report))?;
+        out(&text(&report))?;
     }
     Ok(if report.failed() { 1 } else { 0 })
 }
@@ -263,7 +264,7 @@ async fn daemon(paths: &Paths) -> (Check, Option<DaemonInfo>) {
             "pid {}, herder {}, up {}, {} app(s)",
             info.pid,
             info.version,
-            render::duration(info.uptime_ms),
+            human::duration(info.uptime_ms),
             info.apps
         ),
         "",

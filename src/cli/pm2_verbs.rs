@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 use anyhow::{bail, Result};
 
 use super::inspect::{inspect, Js};
-use super::{expect_ok, out};
+use super::output::{expect_ok, out};
 use crate::client;
 use crate::paths::Paths;
 use crate::protocol::{AppInfo, InstanceInfo, Request, Response, Status, Target};

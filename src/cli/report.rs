@@ -6,8 +6,10 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use super::{doctor, out, render};
+use super::output::out;
+use super::{doctor, render};
 use crate::client::Client;
+use crate::human;
 use crate::paths::Paths;
 use crate::protocol::{Request, Response, PROGRAM_VERSION};
 
@@ -44,7 +46,7 @@ pub async fn report(paths: &Paths) -> Result<i32> {
                 info.version,
                 info.pid,
                 info.home.display(),
-                render::duration(info.uptime_ms),
+                human::duration(info.uptime_ms),
                 info.apps,
                 info.exec_generation
             );

@@ -11,50 +11,15 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
-use clap::Args;
 
-use super::out;
+use super::args::{StartupArgs, UnstartupArgs};
+use super::output::out;
 use crate::paths::Paths;
 
 /// The unit's file name.
 const UNIT_NAME: &str = "herder.service";
 /// The first line of every unit herder writes; `unstartup` removes only such files.
 const MARKER: &str = "# Written by `herder startup`; `herder unstartup` removes it.";
-
-#[derive(Debug, Args)]
-pub struct StartupArgs {
-    /// The init system: `systemd` (the only one for now)
-    #[arg(default_value = "systemd")]
-    pub platform: String,
-    /// A unit of your own user (`systemctl --user`), which needs no root
-    #[arg(long)]
-    pub user: bool,
-    /// For a system unit: run the daemon as this user (default: the one running this command)
-    #[arg(long, value_name = "USER", conflicts_with = "user")]
-    pub run_as: Option<String>,
-    /// Write the unit into this folder instead of systemd's
-    #[arg(long, value_name = "DIR")]
-    pub unit_dir: Option<PathBuf>,
-    /// Only write the unit file; print the `systemctl` commands instead of running them
-    #[arg(long)]
-    pub no_systemctl: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct UnstartupArgs {
-    /// The init system: `systemd` (the only one for now)
-    #[arg(default_value = "systemd")]
-    pub platform: String,
-    /// Remove the `--user` unit
-    #[arg(long)]
-    pub user: bool,
-    /// The folder the unit was written to, if not systemd's
-    #[arg(long, value_name = "DIR")]
-    pub unit_dir: Option<PathBuf>,
-    /// Only remove the unit file; print the `systemctl` commands instead of running them
-    #[arg(long)]
-    pub no_systemctl: bool,
-}
 
 /// System or user unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

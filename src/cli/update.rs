@@ -3,8 +3,9 @@
 
 use anyhow::{bail, Result};
 
-use super::{out, render};
+use super::output::out;
 use crate::client::{self, Client, ClientError};
+use crate::human;
 use crate::paths::Paths;
 use crate::protocol::{ImageInfo, Request, Response, PROGRAM_VERSION};
 
@@ -72,7 +73,7 @@ pub(super) async fn update(paths: &Paths, json: bool) -> Result<i32> {
             describe(&to)
         ))?;
         if let Some(i) = &info {
-            out(&format!("  up {} since the daemon started\n", render::duration(i.uptime_ms)))?;
+            out(&format!("  up {} since the daemon started\n", human::duration(i.uptime_ms)))?;
         }
         if to.version != PROGRAM_VERSION {
             out(&format!(

@@ -1,7 +1,8 @@
 //! Capture of app output: each instance's stdout and stderr are pipes read by the daemon and
 //! written, as whole lines, to the instance's log files (`logs/<name>-<instance>.out.log` /
 //! `.err.log` by default), with optional timestamps, JSON lines, a combined file, rotation
-//! ([`file`]) and a rate limit, and handed to `herder logs -f` followers.
+//! ([`file`]) and a rate limit, and handed to `herder logs -f` followers. [`tail`] reads the
+//! last lines back for `herder logs` and `monit`.
 //!
 //! Readers hold no buffer while they wait: a pipe is awaited for readability, then drained
 //! through one per-thread buffer. Only the unfinished last line of a read is kept per stream,
@@ -10,6 +11,7 @@
 pub mod file;
 pub mod format;
 pub mod handover;
+pub mod tail;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -358,7 +358,7 @@ fn tail(apps: &[AppInfo], marks: &[crate::protocol::FileMark]) -> Vec<LogLine> {
                 }
                 seen.push(path.clone());
                 let mark = marks.iter().find(|m| m.path == *path);
-                let Ok(got) = crate::cli::logs::tail_lines(path, mark, TAIL_LINES) else { continue };
+                let Ok(got) = crate::logs::tail::tail_lines(path, mark, TAIL_LINES) else { continue };
                 lines.extend(
                     got.iter().map(|b| (line_time(b), LogLine { instance, stream, text: model::clean(b) })),
                 );

@@ -9,7 +9,7 @@ use ratatui::widgets::{Block, Cell, Paragraph, RenderDirection, Row, Sparkline, 
 use ratatui::Frame;
 
 use super::model::{History, LogLine, Model, Row as ModelRow};
-use crate::cli::render::{bytes, duration};
+use crate::human::{bytes, duration};
 use crate::protocol::{LogStream, Status};
 
 /// Height of each sparkline box (borders included).

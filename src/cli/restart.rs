@@ -1,0 +1,115 @@
+//! `herder restart`, which resolves apps started from a config file again from their file.
+
+use std::path::Path;
+
+use anyhow::{bail, Result};
+
+use super::args::RestartArgs;
+use super::context::{resolve_context, shell_env, targets};
+use super::output::{act, config_failed, expect_ok, print_done, print_warnings};
+use crate::client::Client;
+use crate::config;
+use crate::paths::Paths;
+use crate::protocol::{AppInfo, OnExisting, Request, Response};
+
+/// `herder restart`: a config file's apps are resolved again from it; apps that were started
+/// from a config file are resolved again from theirs (env, `env_file` and the shell included,
+/// with the `--env` they were started with); other apps restart with their recorded spec, or
+/// the shell's environment with `--update-env`.
+pub(super) async fn restart(paths: &Paths, a: RestartArgs) -> Result<i32> {
+    if let [file] = a.targets.as_slice() {
+        if config::is_config_file(Path::new(file)) {
+            let ctx = resolve_context()?;
+            let opts = config::LoadOptions { env_name: a.env_name.clone(), only: a.only.clone() };
+            return match config::load(Path::new(file), &opts, &ctx) {
+                Ok(loaded) => {
+                    print_warnings(&loaded.warnings);
+                    act(paths, Request::Start { specs: loaded.specs, existing: OnExisting::Restart }).await
+                }
+                Err(errors) => config_failed(&errors),
+            };
+        }
+    }
+    if !a.only.is_empty() || a.env_name.is_some() {
+        bail!("`--only` and `--env` select apps and environments of a config file\nhint: herder restart ecosystem.config.js --env production");
+    }
+    let env = a.update_env.then(shell_env);
+    let plain = Request::Restart { targets: targets(&a.targets), env: env.clone() };
+
+    let mut c = Client::connect(paths, true).await?;
+    let Response::List { apps } = expect_ok(c.request(&Request::List).await?)? else {
+        bail!("unexpected answer from the daemon");
+    };
+    // The apps each target names, as the daemon resolves them: id, then name, then namespace.
+    let mut selected: Vec<&AppInfo> = Vec::new();
+    for t in &a.targets {
+        let found: Vec<&AppInfo> = if t == "all" {
+            apps.iter().collect()
+        } else if let Some(app) =
+            apps.iter().find(|x| x.id.to_string() == *t).or_else(|| apps.iter().find(|x| x.spec.name == *t))
+        {
+            vec![app]
+        } else {
+            apps.iter().filter(|x| x.spec.namespace == *t).collect()
+        };
+        if found.is_empty() {
+            // The daemon says which target is unknown.
+            drop(c);
+            return act(paths, plain).await;
+        }
+        for app in found {
+            if !selected.iter().any(|s| s.id == app.id) {
+                selected.push(app);
+            }
+        }
+    }
+    let from_file = |x: &AppInfo| x.spec.source.as_ref().is_some_and(|f| f.is_file());
+    if !selected.iter().any(|x| from_file(x)) {
+        drop(c);
+        return act(paths, plain).await;
+    }
+    // Load each file once (with the `--env` its apps were started with), all before any restart.
+    let ctx = resolve_context()?;
+    let mut specs = Vec::new();
+    // Each file with the `--env` it is loaded with, and the apps it gives.
+    type LoadedFile = ((std::path::PathBuf, Option<String>), Vec<crate::protocol::AppSpec>);
+    let mut loaded: Vec<LoadedFile> = Vec::new();
+    for app in selected.iter().filter(|x| from_file(x)) {
+        let key = (app.spec.source.clone().unwrap_or_default(), app.spec.env_name.clone());
+        if !loaded.iter().any(|(k, _)| *k == key) {
+            let opts = config::LoadOptions { env_name: key.1.clone(), only: Vec::new() };
+            match config::load(&key.0, &opts, &ctx) {
+                // Its warnings were printed by the command that was given the file (`start`,
+                // `restart <file>`, `validate`); a restart by name does not repeat them.
+                Ok(l) => {
+                    loaded.push((key.clone(), l.specs));
+                }
+                Err(errors) => return config_failed(&errors),
+            }
+        }
+        let file_specs = &loaded.iter().find(|(k, _)| *k == key).expect("loaded above").1;
+        match file_specs.iter().find(|s| s.name == app.spec.name) {
+            Some(spec) => specs.push(spec.clone()),
+            None => bail!(
+                "`{}` is no longer in {}\nhint: restore it there, or `herder delete {}`",
+                app.spec.name,
+                key.0.display(),
+                app.spec.name
+            ),
+        }
+    }
+    let others: Vec<String> = selected.iter().filter(|x| !from_file(x)).map(|x| x.id.to_string()).collect();
+    let mut done = Vec::new();
+    let req = Request::Start { specs, existing: OnExisting::Restart };
+    if let Response::Started { started, restarted } = expect_ok(c.request(&req).await?)? {
+        done.extend(started.into_iter().chain(restarted));
+    }
+    if !others.is_empty() {
+        let req = Request::Restart { targets: targets(&others), env };
+        if let Response::Done { apps } = expect_ok(c.request(&req).await?)? {
+            done.extend(apps);
+        }
+    }
+    print_done(&plain, &done)?;
+    Ok(0)
+}
