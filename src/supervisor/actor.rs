@@ -14,7 +14,8 @@ use super::running::{
     recv_ipc, recv_notices, recv_probe, send_shutdown, sleep_until_some, watch_changed, Event, IpcChannel,
     Phase, Running, WatchDue,
 };
-use super::spawner::{Launch, Stop};
+use super::spawn::Launch;
+use super::spawner::Stop;
 use super::{pidfile, spawn, Cmd, Context, HISTORY_LEN, NOTICE_BURST};
 use crate::health::notify::NotifySocket;
 use crate::health::watch::Watcher;

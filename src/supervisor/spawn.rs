@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::spawner::Launch;
 use super::Context;
 use crate::logs::{self, Sink, Stream};
 use crate::process::fork::{self, CgroupTarget, Plan};
@@ -19,6 +18,32 @@ use crate::protocol::{AppSpec, ExitReason};
 /// passed on from the environment it was started from (a `herder start` in a unit started by
 /// socket activation would otherwise hand the app descriptors it does not have).
 const SOCKET_ACTIVATION_VARS: &[&str] = &["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
+
+/// What one start of an instance needs.
+pub struct Launch<'a> {
+    pub spec: &'a std::sync::Arc<AppSpec>,
+    pub app_id: u32,
+    pub index: u32,
+    /// The instance's cgroup, when it has one.
+    pub cgroup: Option<&'a crate::process::cgroup::Cgroup>,
+    /// The cgroup may hold leftovers: make a fresh one.
+    pub recreate_cgroup: bool,
+    /// The instance's marker value (see [`crate::process::tree::MARKER_VAR`]).
+    pub marker: &'a str,
+    /// Its `NOTIFY_SOCKET` address.
+    pub notify_socket: Option<&'a str>,
+    /// The account it runs as (`user`/`group`).
+    pub account: Option<&'a crate::users::Account>,
+    /// Listening sockets it inherits at 3, 4, 5 … (socket activation).
+    pub sockets: &'a [Inherit<'a>],
+}
+
+/// A listening socket an instance inherits, with its name for `LISTEN_FDNAMES`.
+#[derive(Debug, Clone, Copy)]
+pub struct Inherit<'a> {
+    pub fd: std::os::fd::BorrowedFd<'a>,
+    pub name: &'a str,
+}
 
 /// A started process.
 pub struct Spawned {

@@ -5,45 +5,16 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::spawn::{self, SpawnError, Spawned};
+use super::spawn::{self, Launch, SpawnError, Spawned};
 use super::Context;
 use crate::process::cgroup::Cgroup;
 use crate::process::terminate::Group;
 use crate::process::tree;
-use crate::protocol::AppSpec;
-use crate::users::Account;
 
 /// A future the spawner may hold across an await.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// What one start of an instance needs.
-pub struct Launch<'a> {
-    pub spec: &'a Arc<AppSpec>,
-    pub app_id: u32,
-    pub index: u32,
-    /// The instance's cgroup, when it has one.
-    pub cgroup: Option<&'a Cgroup>,
-    /// The cgroup may hold leftovers: make a fresh one.
-    pub recreate_cgroup: bool,
-    /// The instance's marker value (see [`tree::MARKER_VAR`]).
-    pub marker: &'a str,
-    /// Its `NOTIFY_SOCKET` address.
-    pub notify_socket: Option<&'a str>,
-    /// The account it runs as (`user`/`group`).
-    pub account: Option<&'a Account>,
-    /// Listening sockets it inherits at 3, 4, 5 … (socket activation).
-    pub sockets: &'a [Inherit<'a>],
-}
-
-/// A listening socket an instance inherits, with its name for `LISTEN_FDNAMES`.
-#[derive(Debug, Clone, Copy)]
-pub struct Inherit<'a> {
-    pub fd: std::os::fd::BorrowedFd<'a>,
-    pub name: &'a str,
-}
 
 /// How to end one running process.
 pub struct Stop {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::spawn::{SpawnError, Spawned};
-use super::spawner::{BoxFuture, Launch, Spawner, Stop};
+use super::spawn::{Launch, SpawnError, Spawned};
+use super::spawner::{BoxFuture, Spawner, Stop};
 use super::{Context, InstanceHandle};
 use crate::paths::Paths;
 use crate::process::cgroup::Cgroup;
