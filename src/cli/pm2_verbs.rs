@@ -330,6 +330,7 @@ mod tests {
     fn instance(index: u32, status: Status, pid: Option<u32>) -> InstanceInfo {
         InstanceInfo {
             index,
+            generation: 0,
             status,
             pid,
             start_ticks: None,

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 
 use super::args::RestartArgs;
 use super::context::{resolve_context, shell_env, targets};
-use super::output::{act, config_failed, expect_ok, print_done, print_warnings};
+use super::output::{act, config_failed, expect_ok, print_warnings};
 use crate::client::Client;
 use crate::config;
 use crate::paths::Paths;
@@ -34,56 +34,27 @@ pub(super) async fn restart(paths: &Paths, a: RestartArgs) -> Result<i32> {
         bail!("`--only` and `--env` select apps and environments of a config file\nhint: herder restart ecosystem.config.js --env production");
     }
     let env = a.update_env.then(shell_env);
-    let plain = Request::Restart { targets: targets(&a.targets), env: env.clone() };
-
     let mut c = Client::connect(paths, true).await?;
-    let Response::List { apps } = expect_ok(c.request(&Request::List).await?)? else {
+    // The daemon says which apps the targets name (and which target names none).
+    let Response::List { apps } =
+        expect_ok(c.request(&Request::Select { targets: targets(&a.targets) }).await?)?
+    else {
         bail!("unexpected answer from the daemon");
     };
-    // The apps each target names, as the daemon resolves them: id, then name, then namespace.
-    let mut selected: Vec<&AppInfo> = Vec::new();
-    for t in &a.targets {
-        let found: Vec<&AppInfo> = if t == "all" {
-            apps.iter().collect()
-        } else if let Some(app) =
-            apps.iter().find(|x| x.id.to_string() == *t).or_else(|| apps.iter().find(|x| x.spec.name == *t))
-        {
-            vec![app]
-        } else {
-            apps.iter().filter(|x| x.spec.namespace == *t).collect()
-        };
-        if found.is_empty() {
-            // The daemon says which target is unknown.
-            drop(c);
-            return act(paths, plain).await;
-        }
-        for app in found {
-            if !selected.iter().any(|s| s.id == app.id) {
-                selected.push(app);
-            }
-        }
-    }
+    // Each config file the apps were started from, read once (with the `--env` its apps were
+    // started with), all before any restart.
     let from_file = |x: &AppInfo| x.spec.source.as_ref().is_some_and(|f| f.is_file());
-    if !selected.iter().any(|x| from_file(x)) {
-        drop(c);
-        return act(paths, plain).await;
-    }
-    // Load each file once (with the `--env` its apps were started with), all before any restart.
-    let ctx = resolve_context()?;
     let mut specs = Vec::new();
-    // Each file with the `--env` it is loaded with, and the apps it gives.
     type LoadedFile = ((std::path::PathBuf, Option<String>), Vec<crate::protocol::AppSpec>);
     let mut loaded: Vec<LoadedFile> = Vec::new();
-    for app in selected.iter().filter(|x| from_file(x)) {
+    for app in apps.iter().filter(|x| from_file(x)) {
         let key = (app.spec.source.clone().unwrap_or_default(), app.spec.env_name.clone());
         if !loaded.iter().any(|(k, _)| *k == key) {
             let opts = config::LoadOptions { env_name: key.1.clone(), only: Vec::new() };
-            match config::load(&key.0, &opts, &ctx) {
+            match config::load(&key.0, &opts, &resolve_context()?) {
                 // Its warnings were printed by the command that was given the file (`start`,
                 // `restart <file>`, `validate`); a restart by name does not repeat them.
-                Ok(l) => {
-                    loaded.push((key.clone(), l.specs));
-                }
+                Ok(l) => loaded.push((key.clone(), l.specs)),
                 Err(errors) => return config_failed(&errors),
             }
         }
@@ -98,18 +69,6 @@ pub(super) async fn restart(paths: &Paths, a: RestartArgs) -> Result<i32> {
             ),
         }
     }
-    let others: Vec<String> = selected.iter().filter(|x| !from_file(x)).map(|x| x.id.to_string()).collect();
-    let mut done = Vec::new();
-    let req = Request::Start { specs, existing: OnExisting::Restart };
-    if let Response::Started { started, restarted } = expect_ok(c.request(&req).await?)? {
-        done.extend(started.into_iter().chain(restarted));
-    }
-    if !others.is_empty() {
-        let req = Request::Restart { targets: targets(&others), env };
-        if let Response::Done { apps } = expect_ok(c.request(&req).await?)? {
-            done.extend(apps);
-        }
-    }
-    print_done(&plain, &done)?;
-    Ok(0)
+    drop(c);
+    act(paths, Request::Restart { targets: targets(&a.targets), env, specs }).await
 }

@@ -140,7 +140,11 @@ pub(super) async fn start(paths: &Paths, mut a: Box<StartArgs>) -> Result<i32> {
         StartPlan::Existing => {
             let mut c = c.expect("connected to list the apps");
             if a.update_env {
-                let req = Request::Restart { targets: targets(&a.targets), env: Some(shell_env()) };
+                let req = Request::Restart {
+                    targets: targets(&a.targets),
+                    env: Some(shell_env()),
+                    specs: Vec::new(),
+                };
                 return act(paths, req).await;
             }
             let req = Request::StartExisting { targets: targets(&a.targets) };

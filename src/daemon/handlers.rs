@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
+use super::coordinator::Coordinator;
 use super::dump::{self, Dump, DumpedApp};
 use super::registry::App;
 use super::Daemon;
@@ -14,7 +15,7 @@ use crate::protocol::{
     signal_number, AppInfo, AppSpec, DaemonInfo, ErrorKind, ErrorReply, ExitReason, OnExisting, Request,
     Response, ResurrectReport, Status, Target,
 };
-use crate::supervisor::InstanceHandle;
+use crate::supervisor::{InstanceHandle, InstanceId};
 
 pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
     // What a command changed is on disk before the user hears it is done, so a daemon that
@@ -26,6 +27,7 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
             | Request::Stop { .. }
             | Request::Restart { .. }
             | Request::Reset { .. }
+            | Request::Reload { .. }
             | Request::Resurrect
     );
     let result = match req {
@@ -34,11 +36,12 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         Request::Events => Err(bad("`Events` is a stream: send it on a connection of its own")),
         Request::Start { specs, existing } => start(d, specs, existing).await,
         Request::StartExisting { targets } => start_existing(d, &targets).await,
-        Request::Stop { targets } => on_instances(d, &targets, |h| async move { h.stop().await }).await,
-        Request::Restart { targets, env } => restart(d, &targets, env).await,
+        Request::Stop { targets } => on_apps(d, &targets, |c| async move { c.stop().await }).await,
+        Request::Restart { targets, env, specs } => restart(d, &targets, env, specs).await,
         Request::Delete { targets } => delete(d, &targets).await,
         Request::Signal { signal, targets } => send_signal(d, &signal, &targets).await,
-        Request::Reset { targets } => on_instances(d, &targets, |h| async move { h.reset().await }).await,
+        Request::Reset { targets } => on_apps(d, &targets, |c| async move { c.reset().await }).await,
+        Request::Reload { targets } => reload(d, &targets).await,
         // The table has no use for every app's whole environment; `show` has it.
         Request::List => Ok(Response::List { apps: list(d, None, false) }),
         Request::ListBrief => {
@@ -47,6 +50,10 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         }
         Request::ListFull => Ok(Response::List { apps: list(d, None, true) }),
         Request::Show { target } => show(d, &target),
+        Request::Select { targets } => {
+            let ids = d.registry().resolve(&targets);
+            ids.map(|ids| Response::List { apps: list(d, Some(&ids), false) })
+        }
         Request::Metrics { listen, off } => metrics(d, listen.as_deref(), off).await,
         Request::Kill => {
             let apps = stop_everything(d).await;
@@ -110,33 +117,24 @@ fn list(d: &Daemon, ids: Option<&[u32]>, env: bool) -> Vec<AppInfo> {
     }
 }
 
-/// Run `f` on every instance of `apps` at once and wait for all of them.
-async fn join_instances<F, Fut>(apps: &[App], f: F)
+/// Run `f` on the coordinator of every app `targets` name, all at once; answers with the apps
+/// as the table shows them.
+async fn on_apps<F, Fut>(d: &Arc<Daemon>, targets: &[Target], f: F) -> Result<Response, ErrorReply>
 where
-    F: Fn(InstanceHandle) -> Fut,
+    F: Fn(Coordinator) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let mut set = JoinSet::new();
-    for app in apps {
-        for h in &app.instances {
-            set.spawn(f(h.clone()));
-        }
-    }
-    while set.join_next().await.is_some() {}
-}
-
-async fn on_instances<F, Fut>(d: &Arc<Daemon>, targets: &[Target], f: F) -> Result<Response, ErrorReply>
-where
-    F: Fn(InstanceHandle) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let (ids, apps) = {
+    let (ids, coordinators) = {
         let reg = d.registry();
         let ids = reg.resolve(targets)?;
-        let apps = reg.handles(&ids);
-        (ids, apps)
+        let coordinators = reg.coordinators(&ids);
+        (ids, coordinators)
     };
-    join_instances(&apps, f).await;
+    let mut set = JoinSet::new();
+    for (_, c) in coordinators {
+        set.spawn(f(c));
+    }
+    while set.join_next().await.is_some() {}
     Ok(Response::Done { apps: brief(d, &ids) })
 }
 
@@ -205,14 +203,13 @@ fn refusal(app: &App, spec: &AppSpec) -> Option<String> {
 
 /// Add each app, started when its flag is set (else registered `stopped`); an app that exists
 /// by name is handled as `existing` says, every refusal checked before anything changes.
-/// Returns each app's id and whether it ran and was restarted.
+/// Returns each app's id and whether it ran and was restarted, in the order of `specs`.
 async fn start_apps(
     d: &Arc<Daemon>,
     specs: Vec<(bool, AppSpec)>,
     existing: OnExisting,
 ) -> Result<Vec<(u32, bool)>, ErrorReply> {
     let mut set = JoinSet::new();
-    let mut done = Vec::new();
     {
         let mut reg = d.registry();
         if existing == OnExisting::Refuse {
@@ -222,51 +219,42 @@ async fn start_apps(
                 }
             }
         }
-        for (run, mut spec) in specs {
+        for (order, (run, mut spec)) in specs.into_iter().enumerate() {
             super::registry::share_env(&mut spec.env);
             let spec = Arc::new(spec);
-            let count = spec.instances as usize;
-            let existing = reg.apps.values_mut().find(|a| a.spec().name == spec.name);
-            match existing {
-                Some(app) => {
-                    let running = app.instances.iter().any(|h| h.info().status.is_running());
-                    app.set_spec(spec.clone());
-                    for h in app.instances.drain(count.min(app.instances.len())..) {
-                        set.spawn(async move { h.shutdown().await });
-                    }
-                    for h in &app.instances {
-                        let (h, spec) = (h.clone(), spec.clone());
-                        set.spawn(async move { h.restart(Some(spec)).await });
-                    }
-                    for index in app.instances.len()..count {
-                        let h = InstanceHandle::spawn(d.ctx.clone(), app.id, index as u32, spec.clone());
-                        app.instances.push(h.clone());
-                        set.spawn(async move { h.start().await });
-                    }
-                    done.push((app.id, running));
+            let known = reg.by_name(&spec.name).map(|a| a.id);
+            match known.and_then(|id| Some((id, reg.coordinators.get(&id)?.clone()))) {
+                Some((id, c)) => {
+                    set.spawn(async move { (order, id, c.apply(spec).await) });
                 }
                 None => {
                     let id = reg.next_id;
                     reg.next_id += 1;
-                    let instances: Vec<InstanceHandle> = (0..count as u32)
-                        .map(|i| InstanceHandle::spawn(d.ctx.clone(), id, i, spec.clone()))
+                    let instances: Vec<InstanceHandle> = (0..spec.instances)
+                        .map(|i| {
+                            InstanceHandle::spawn(d.ctx.clone(), InstanceId::new(id, i, 0), spec.clone())
+                        })
                         .collect();
-                    if run {
-                        for h in &instances {
-                            let h = h.clone();
-                            set.spawn(async move { h.start().await });
+                    let c = Coordinator::spawn(d, id, spec.clone(), instances.clone());
+                    reg.insert(App::new(id, spec, instances), c.clone());
+                    set.spawn(async move {
+                        if run {
+                            c.start().await;
                         }
-                    }
-                    reg.apps.insert(id, App::new(id, spec, instances));
-                    done.push((id, false));
+                        (order, id, false)
+                    });
                 }
             }
         }
     }
     d.ctx.changed.notify_one();
     d.apps_added.notify_one();
-    while set.join_next().await.is_some() {}
-    Ok(done)
+    let mut done = Vec::new();
+    while let Some(Ok(one)) = set.join_next().await {
+        done.push(one);
+    }
+    done.sort_unstable_by_key(|(order, ..)| *order);
+    Ok(done.into_iter().map(|(_, id, ran)| (id, ran)).collect())
 }
 
 /// `herder save`: every app, whole (environment included), into `dump.json`.
@@ -358,22 +346,24 @@ fn internal(message: String) -> ErrorReply {
 
 /// `herder start <name|id|namespace>`: start what is stopped, restart what runs.
 async fn start_existing(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorReply> {
-    let (ids, apps) = {
+    let (ids, coordinators) = {
         let reg = d.registry();
         let ids = reg.resolve(targets)?;
-        (ids.clone(), reg.handles(&ids))
+        let coordinators = reg.coordinators(&ids);
+        (ids, coordinators)
     };
-    let ran = |a: &App| a.instances.iter().any(|h| h.info().status.is_running());
-    let restarted: Vec<u32> = apps.iter().filter(|a| ran(a)).map(|a| a.id).collect();
-    join_instances(&apps, |h| async move {
-        if h.info().status.is_running() {
-            h.restart(None).await
-        } else {
-            h.start().await
+    let mut set = JoinSet::new();
+    for (id, c) in coordinators {
+        set.spawn(async move { (id, c.start().await) });
+    }
+    let mut restarted = Vec::new();
+    while let Some(Ok((id, ran))) = set.join_next().await {
+        if ran {
+            restarted.push(id);
         }
-    })
-    .await;
+    }
     let started: Vec<u32> = ids.iter().copied().filter(|id| !restarted.contains(id)).collect();
+    restarted.sort_unstable();
     Ok(Response::Started { started: brief(d, &started), restarted: brief(d, &restarted) })
 }
 
@@ -381,45 +371,79 @@ async fn restart(
     d: &Arc<Daemon>,
     targets: &[Target],
     env: Option<BTreeMap<String, String>>,
+    specs: Vec<AppSpec>,
 ) -> Result<Response, ErrorReply> {
-    let Some(env) = env else {
-        return on_instances(d, targets, |h| async move { h.restart(None).await }).await;
-    };
     // `--update-env`: the new environment replaces the old one whole, removals included; the
     // apps share it.
-    let shared_env = Arc::new(env);
-    let (ids, apps) = {
-        let mut reg = d.registry();
+    let shared_env = env.map(Arc::new);
+    let (ids, todo) = {
+        let reg = d.registry();
         let ids = reg.resolve(targets)?;
-        for id in &ids {
-            if let Some(app) = reg.apps.get_mut(id) {
-                let mut spec = (**app.spec()).clone();
-                spec.env = shared_env.clone();
-                app.set_spec(Arc::new(spec));
-            }
+        let mut todo: Vec<(Coordinator, Option<Arc<AppSpec>>)> = Vec::new();
+        for (id, c) in reg.coordinators(&ids) {
+            let Some(app) = reg.apps.get(&id) else { continue };
+            let spec = match (specs.iter().find(|s| s.name == app.spec().name), &shared_env) {
+                (Some(spec), _) => {
+                    let mut spec = spec.clone();
+                    super::registry::share_env(&mut spec.env);
+                    Some(Arc::new(spec))
+                }
+                (None, Some(env)) => {
+                    let mut spec = (**app.spec()).clone();
+                    spec.env = env.clone();
+                    Some(Arc::new(spec))
+                }
+                (None, None) => None,
+            };
+            todo.push((c, spec));
         }
-        (ids.clone(), reg.handles(&ids))
+        (ids, todo)
     };
     let mut set = JoinSet::new();
-    for app in &apps {
-        for h in &app.instances {
-            let (h, spec) = (h.clone(), app.spec().clone());
-            set.spawn(async move { h.restart(Some(spec)).await });
-        }
+    for (c, spec) in todo {
+        set.spawn(async move { c.restart(spec).await });
     }
     while set.join_next().await.is_some() {}
-    d.ctx.changed.notify_one();
+    Ok(Response::Done { apps: brief(d, &ids) })
+}
+
+/// Replace every instance of the apps, one at a time per app, by a new process that is ready
+/// before the old one stops.
+async fn reload(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorReply> {
+    let (ids, coordinators) = {
+        let reg = d.registry();
+        let ids = reg.resolve(targets)?;
+        let coordinators = reg.coordinators(&ids);
+        (ids, coordinators)
+    };
+    let mut set = JoinSet::new();
+    for (_, c) in coordinators {
+        set.spawn(async move { c.replace().await });
+    }
+    let mut failures = Vec::new();
+    while let Some(Ok(result)) = set.join_next().await {
+        if let Err(e) = result {
+            failures.push(e);
+        }
+    }
+    if !failures.is_empty() {
+        return Err(ErrorReply { kind: ErrorKind::Internal, message: failures.join("\n") });
+    }
     Ok(Response::Done { apps: brief(d, &ids) })
 }
 
 async fn delete(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorReply> {
-    let removed: Vec<App> = {
+    let removed: Vec<(App, Coordinator)> = {
         let mut reg = d.registry();
         let ids = reg.resolve(targets)?;
-        ids.iter().filter_map(|id| reg.apps.remove(id)).collect()
+        ids.iter().filter_map(|id| reg.remove(*id)).collect()
     };
-    let infos: Vec<AppInfo> = removed.iter().map(|a| a.info(&d.ctx.paths, true)).collect();
-    join_instances(&removed, |h| async move { h.shutdown().await }).await;
+    let infos: Vec<AppInfo> = removed.iter().map(|(a, _)| a.info(&d.ctx.paths, true)).collect();
+    let mut set = JoinSet::new();
+    for (_, c) in removed {
+        set.spawn(async move { c.delete().await });
+    }
+    while set.join_next().await.is_some() {}
     d.persist().await;
     Ok(Response::Done { apps: infos })
 }
@@ -428,21 +452,18 @@ async fn send_signal(d: &Arc<Daemon>, signal: &str, targets: &[Target]) -> Resul
     let sig = signal_number(signal).ok_or_else(|| {
         bad(format!("`{signal}` is not a signal\nhint: use a name such as `SIGUSR2` or a number"))
     })?;
-    let (ids, apps) = {
+    let (ids, coordinators) = {
         let reg = d.registry();
         let ids = reg.resolve(targets)?;
-        let apps = reg.handles(&ids);
-        (ids, apps)
+        let coordinators = reg.coordinators(&ids);
+        (ids, coordinators)
     };
     let mut failures = Vec::new();
     let mut delivered = 0;
-    for app in &apps {
-        for h in &app.instances {
-            match h.signal(sig).await {
-                Ok(()) => delivered += 1,
-                Err(e) => failures.push(format!("`{}` instance {}: {e}", app.spec().name, h.info().index)),
-            }
-        }
+    for (_, c) in coordinators {
+        let (n, why) = c.signal(sig).await;
+        delivered += n;
+        failures.extend(why);
     }
     if delivered == 0 {
         return Err(bad(format!("no signal sent: {}", failures.join("; "))));
@@ -478,17 +499,18 @@ fn show(d: &Daemon, target: &Target) -> Result<Response, ErrorReply> {
 
 /// Remove every app and stop it; used by `kill` and on SIGTERM/SIGINT.
 pub(crate) async fn stop_everything(d: &Arc<Daemon>) -> Vec<AppInfo> {
-    let removed: Vec<App> = {
+    let removed: Vec<(App, Coordinator)> = {
         let mut reg = d.registry();
         // Ids start again from 0 after `kill`, as in PM2.
         reg.next_id = 0;
-        std::mem::take(&mut reg.apps).into_values().collect()
+        let ids: Vec<u32> = reg.apps.keys().copied().collect();
+        ids.into_iter().filter_map(|id| reg.remove(id)).collect()
     };
-    let infos = removed.iter().map(|a| a.info(&d.ctx.paths, true)).collect();
+    let infos = removed.iter().map(|(a, _)| a.info(&d.ctx.paths, true)).collect();
     // What runs now, to tell afterwards which instances outlived their `kill_timeout`.
     let running: Vec<(String, i32, InstanceHandle)> = removed
         .iter()
-        .flat_map(|a| {
+        .flat_map(|(a, _)| {
             let sig = signal_number(&a.spec().kill_signal).unwrap_or(libc::SIGTERM);
             a.instances
                 .iter()
@@ -496,7 +518,11 @@ pub(crate) async fn stop_everything(d: &Arc<Daemon>) -> Vec<AppInfo> {
                 .map(move |h| (a.spec().name.clone(), sig, h.clone()))
         })
         .collect();
-    join_instances(&removed, |h| async move { h.shutdown().await }).await;
+    let mut set = JoinSet::new();
+    for (_, c) in removed {
+        set.spawn(async move { c.delete().await });
+    }
+    while set.join_next().await.is_some() {}
     // A stop that ran out of time ends with SIGKILL (unless SIGKILL was the stop signal).
     let killed: Vec<String> = running
         .iter()

@@ -3,6 +3,7 @@
 //!
 //! [`run`] is a library function so tests and `herder daemon` start it the same way.
 
+mod coordinator;
 pub mod dump;
 mod foreground;
 mod handlers;
@@ -97,7 +98,7 @@ impl Daemon {
                 .map(|a| PersistedApp {
                     id: a.id,
                     spec: a.spec().clone(),
-                    instances: a.instances.iter().map(|h| h.info()).collect(),
+                    instances: a.instances.iter().chain(&a.others).map(|h| h.info()).collect(),
                 })
                 .collect(),
         }

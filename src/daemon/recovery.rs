@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 
 use tokio::task::JoinSet;
 
+use super::coordinator::Coordinator;
 use super::registry::App;
 use super::{state, Daemon};
 use crate::process::cgroup::Cgroup;
 use crate::process::terminate::Group;
 use crate::process::tree;
 use crate::protocol::{signal_number, Status};
-use crate::supervisor::InstanceHandle;
+use crate::supervisor::{InstanceHandle, InstanceId};
 
 /// Recover the apps of the daemon that wrote `state.json`; returns how many there were (none
 /// after a clean stop, which leaves no app behind, or without a usable state file).
@@ -55,7 +56,7 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
             };
             let pid = pid as i32;
             let cgroup = inst.cgroup.clone().map(Cgroup::from_path);
-            let marker = d.ctx.marker(app.id, inst.index);
+            let marker = d.ctx.marker(InstanceId::new(app.id, inst.index, inst.generation));
             ends.spawn(end_old_instance(pid, ticks, sig, grace, cgroup, marker));
         }
     }
@@ -97,10 +98,15 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
                     let was_up =
                         info.as_ref().map(|x| x.status.is_running() || x.status == Status::WaitingRestart);
                     let h = match info {
-                        Some(info) => {
-                            InstanceHandle::spawn_with(d.ctx.clone(), app.id, i, spec.clone(), info)
+                        Some(info) => InstanceHandle::spawn_with(
+                            d.ctx.clone(),
+                            InstanceId::new(app.id, i, 0),
+                            spec.clone(),
+                            info,
+                        ),
+                        None => {
+                            InstanceHandle::spawn(d.ctx.clone(), InstanceId::new(app.id, i, 0), spec.clone())
                         }
-                        None => InstanceHandle::spawn(d.ctx.clone(), app.id, i, spec.clone()),
                     };
                     if was_up.unwrap_or(spec.autostart) {
                         let h = h.clone();
@@ -110,7 +116,8 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
                 })
                 .collect();
             reg.next_id = reg.next_id.max(app.id + 1);
-            reg.apps.insert(app.id, App::new(app.id, spec, instances));
+            let coordinator = Coordinator::spawn(d, app.id, spec.clone(), instances.clone());
+            reg.insert(App::new(app.id, spec, instances), coordinator);
         }
     }
     let restarted = starts.len();

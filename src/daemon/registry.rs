@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use super::coordinator::Coordinator;
 use crate::protocol::{AppInfo, AppSpec, ErrorKind, ErrorReply, Target};
 use crate::supervisor::InstanceHandle;
 
@@ -16,12 +17,18 @@ pub struct App {
     listing: Arc<AppSpec>,
     /// What the table of `list` shows of the spec (see [`crate::protocol::Request::ListBrief`]).
     brief: Arc<AppSpec>,
+    /// The instance of each slot.
     pub instances: Vec<InstanceHandle>,
+    /// Instances in no slot that still run (a replacement coming up, or the one it replaced
+    /// going down): recorded in `state.json`, not listed.
+    pub others: Vec<InstanceHandle>,
 }
 
 #[derive(Default)]
 pub struct Registry {
     pub apps: BTreeMap<u32, App>,
+    /// The owner of each app, which makes every change to it (see [`Coordinator`]).
+    pub(crate) coordinators: std::collections::HashMap<u32, Coordinator>,
     pub next_id: u32,
 }
 
@@ -72,6 +79,23 @@ impl Registry {
     pub fn handles(&self, ids: &[u32]) -> Vec<App> {
         ids.iter().filter_map(|id| self.apps.get(id).cloned()).collect()
     }
+
+    /// The coordinators of the apps `ids` (those still present), with the ids.
+    pub(crate) fn coordinators(&self, ids: &[u32]) -> Vec<(u32, Coordinator)> {
+        ids.iter().filter_map(|id| Some((*id, self.coordinators.get(id)?.clone()))).collect()
+    }
+
+    /// Add an app and its coordinator.
+    pub(crate) fn insert(&mut self, app: App, coordinator: Coordinator) {
+        self.coordinators.insert(app.id, coordinator);
+        self.apps.insert(app.id, app);
+    }
+
+    /// Remove an app; its coordinator is returned to stop it.
+    pub(crate) fn remove(&mut self, id: u32) -> Option<(App, Coordinator)> {
+        let app = self.apps.remove(&id)?;
+        Some((app, self.coordinators.remove(&id)?))
+    }
 }
 
 /// Environments in use, to share one map between apps whose environments are equal (apps
@@ -100,7 +124,7 @@ impl App {
     pub fn new(id: u32, spec: Arc<AppSpec>, instances: Vec<InstanceHandle>) -> App {
         let listing = Self::listing_of(&spec);
         let brief = Self::brief_of(&spec);
-        App { id, spec, listing, brief, instances }
+        App { id, spec, listing, brief, instances, others: Vec::new() }
     }
 
     fn brief_of(spec: &AppSpec) -> Arc<AppSpec> {

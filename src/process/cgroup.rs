@@ -84,8 +84,8 @@ impl CgroupRoot {
     }
 
     /// The group of one instance (not created yet).
-    pub fn instance(&self, app_id: u32, index: u32) -> Cgroup {
-        Cgroup { path: self.path.join(format!("app-{app_id}-{index}")) }
+    pub fn instance(&self, name: &str) -> Cgroup {
+        Cgroup { path: self.path.join(name) }
     }
 
     /// Groups left by an earlier daemon of this home.

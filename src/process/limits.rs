@@ -124,17 +124,10 @@ impl LimitRoots {
         format!("memory: {}, cpu: {}", how(self.v2_memory, &self.v1_memory), how(self.v2_cpu, &self.v1_cpu))
     }
 
-    /// Set `spec`'s limits for instance `index` of app `app_id`, whose v2 group (already
-    /// prepared) is `v2`. Errors say which limit could not be set.
-    pub fn apply(
-        &self,
-        v2: Option<&Cgroup>,
-        app_id: u32,
-        index: u32,
-        spec: &AppSpec,
-    ) -> Result<Applied, String> {
+    /// Set `spec`'s limits for the instance `name`, whose v2 group (already prepared) is `v2`.
+    /// Errors say which limit could not be set.
+    pub fn apply(&self, v2: Option<&Cgroup>, name: &str, spec: &AppSpec) -> Result<Applied, String> {
         let mut applied = Applied::default();
-        let name = format!("app-{app_id}-{index}");
         // Memory: always watched for OOM kills where a memory group exists; limited if asked.
         if let (true, Some(group)) = (self.v2_memory, v2) {
             let max = spec.memory_limit.map_or("max".to_string(), |b| b.to_string());
@@ -146,7 +139,7 @@ impl LimitRoots {
             let events = group.path.join("memory.events");
             applied.oom = Some((events.clone(), oom_count(&events)));
         } else if let (Some(limit), Some(root)) = (spec.memory_limit, &self.v1_memory) {
-            let group = fresh_v1_group(root, &name)?;
+            let group = fresh_v1_group(root, name)?;
             write(&group.join("memory.limit_in_bytes"), &limit.to_string())?;
             let _ = write(&group.join("memory.memsw.limit_in_bytes"), &limit.to_string());
             let oom = group.join("memory.oom_control");
@@ -164,7 +157,7 @@ impl LimitRoots {
             // limit above is the same one: set the quota there, join it once.
             let shared =
                 spec.memory_limit.is_some() && !self.v2_memory && self.v1_memory.as_ref() == Some(root);
-            let group = if shared { root.join(&name) } else { fresh_v1_group(root, &name)? };
+            let group = if shared { root.join(name) } else { fresh_v1_group(root, name)? };
             write(&group.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
             write(&group.join("cpu.cfs_quota_us"), &q.to_string())?;
             if !shared {
@@ -177,10 +170,9 @@ impl LimitRoots {
     }
 
     /// Remove the v1 groups of an instance that is gone.
-    pub fn remove(&self, app_id: u32, index: u32) {
-        let name = format!("app-{app_id}-{index}");
+    pub fn remove(&self, name: &str) {
         for root in [&self.v1_memory, &self.v1_cpu].into_iter().flatten() {
-            let _ = fs::remove_dir(root.join(&name));
+            let _ = fs::remove_dir(root.join(name));
         }
     }
 

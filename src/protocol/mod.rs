@@ -93,10 +93,14 @@ pub enum Request {
     Stop {
         targets: Vec<Target>,
     },
-    /// Restart; `env` replaces the apps' whole environment when given (`--update-env`).
+    /// Restart the apps `targets` name. One whose name is in `specs` takes that spec (its
+    /// config file read again by the client); `env` replaces the whole environment of the
+    /// others when given (`--update-env`).
     Restart {
         targets: Vec<Target>,
         env: Option<BTreeMap<String, String>>,
+        #[serde(default)]
+        specs: Vec<AppSpec>,
     },
     Delete {
         targets: Vec<Target>,
@@ -110,6 +114,12 @@ pub enum Request {
     Reset {
         targets: Vec<Target>,
     },
+    /// Replace each instance of the apps, one at a time, by a new process (the next generation
+    /// of its slot) that is ready before the old one stops; stops at the first replacement that
+    /// is not ready, which leaves the rest as they were.
+    Reload {
+        targets: Vec<Target>,
+    },
     List,
     /// [`Request::List`] for the table of `herder list`: each app's spec holds only its name,
     /// namespace, instance count and watched paths, and instances come without their exit
@@ -120,6 +130,11 @@ pub enum Request {
     ListFull,
     Show {
         target: Target,
+    },
+    /// The apps `targets` name, as [`Request::List`] gives them (answered with
+    /// [`Response::List`]): the daemon alone resolves targets.
+    Select {
+        targets: Vec<Target>,
     },
     /// The metrics in the Prometheus text format; with `listen`, also serve them over HTTP
     /// there from now on; with `off`, stop serving them.
@@ -575,6 +590,10 @@ pub struct ExitRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceInfo {
     pub index: u32,
+    /// Which process of the slot `index` this is: a replacement (a rolling reload) is the next
+    /// generation, and runs beside the one it replaces until that one is stopped.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub generation: u32,
     pub status: Status,
     pub pid: Option<u32>,
     /// Start time of the process in clock ticks since boot; with `pid` it identifies the
@@ -655,6 +674,10 @@ pub struct LogWriteError {
     pub message: String,
     /// Bytes dropped since the error began.
     pub dropped_bytes: u64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Unix time now in milliseconds, as the protocol's `*_ms` timestamps are.

@@ -16,7 +16,7 @@ use super::running::{
 };
 use super::spawn::Launch;
 use super::spawner::Stop;
-use super::{pidfile, spawn, Cmd, Context, HISTORY_LEN, NOTICE_BURST};
+use super::{pidfile, spawn, Cmd, Context, InstanceId, HISTORY_LEN, NOTICE_BURST};
 use crate::health::notify::NotifySocket;
 use crate::health::watch::Watcher;
 use crate::process::cgroup::Cgroup;
@@ -27,7 +27,8 @@ use crate::protocol::EventKind;
 use crate::protocol::{now_ms, AppSpec, ExitReason, ExitRecord, InstanceInfo, Status};
 
 pub(super) struct Actor {
-    pub(super) app_id: u32,
+    /// Its app, slot and generation.
+    pub(super) id: InstanceId,
     pub(super) ctx: Arc<Context>,
     pub(super) spec: Arc<AppSpec>,
     pub(super) info: InstanceInfo,
@@ -67,7 +68,7 @@ impl Actor {
             }
             cg.remove();
         }
-        self.ctx.limits.remove(self.app_id, self.info.index);
+        self.ctx.limits.remove(&self.id.name());
     }
 
     /// The next thing that happens to the instance in `phase`.
@@ -323,8 +324,7 @@ impl Actor {
                 self.run_as = account.as_ref().map(fork::Credentials::of);
                 let launch = Launch {
                     spec: &self.spec,
-                    app_id: self.app_id,
-                    index: self.info.index,
+                    id: self.id,
                     cgroup: self.cgroup.as_ref(),
                     recreate_cgroup: self.cgroup_dirty,
                     marker: &self.marker,
@@ -411,7 +411,7 @@ impl Actor {
             return;
         }
         let Some((uid, gid)) = owner else { return };
-        let name = format!("app-{}-{}", self.app_id, self.info.index);
+        let name = self.id.name();
         let bound = self
             .ctx
             .paths

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::policy::PolicyState;
-use super::{bind_notify, Actor, Cmd, Context, InstanceHandle, IpcChannel, Phase, Running, WatchDue};
+use super::{
+    bind_notify, Actor, Cmd, Context, InstanceHandle, InstanceId, IpcChannel, Phase, Running, WatchDue,
+};
 use crate::health::notify::NotifySocket;
 use crate::process::tree;
 use crate::protocol::{AppSpec, ExitReason, InstanceInfo};
@@ -163,6 +165,7 @@ impl InstanceHandle {
         exits: Exits,
         take: &mut dyn FnMut(RawFd) -> Option<OwnedFd>,
     ) -> InstanceHandle {
+        let id = InstanceId::new(app_id, index, state.info.generation);
         let notify = match state.notify.as_ref() {
             Some(n) => take(n.fd).and_then(|fd| {
                 NotifySocket::from_inherited(fd, n.path.clone(), n.address.clone())
@@ -171,7 +174,7 @@ impl InstanceHandle {
             }),
             None => None,
         }
-        .or_else(|| bind_notify(&ctx, app_id, index, &spec));
+        .or_else(|| bind_notify(&ctx, id, &spec));
         let ipc = match state.phase {
             PhaseState::Running { ipc_fd: Some(fd), .. } => take(fd),
             _ => None,
@@ -187,7 +190,7 @@ impl InstanceHandle {
             phase,
             ..
         } = state;
-        Self::start_actor(ctx, app_id, index, spec, info, notify, move |actor| {
+        Self::start_actor(ctx, id, spec, info, notify, move |actor| {
             actor.policy = PolicyState { unstable, backoff_ms };
             actor.cgroup_dirty = cgroup_dirty;
             actor.auto_restart_pending = auto_restart_pending;

@@ -37,9 +37,36 @@ const HISTORY_LEN: usize = 10;
 /// Notices (or IPC messages) handled in a row before commands and timers get a turn.
 const NOTICE_BURST: u32 = 64;
 
-/// Bind instance `index` of app `app_id`'s `NOTIFY_SOCKET`.
-fn bind_notify(ctx: &Context, app_id: u32, index: u32, spec: &AppSpec) -> Option<NotifySocket> {
-    match NotifySocket::bind(&ctx.paths.run_dir(), &ctx.paths.token(), &format!("app-{app_id}-{index}")) {
+/// Which process slot of which app an actor runs, and the slot's generation. A replacement of
+/// a running instance (a rolling reload) is the next generation of its slot: both run side by
+/// side for a while, each with its own cgroup, notify socket, marker and limit groups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InstanceId {
+    pub app: u32,
+    pub index: u32,
+    pub generation: u32,
+}
+
+impl InstanceId {
+    pub fn new(app: u32, index: u32, generation: u32) -> InstanceId {
+        InstanceId { app, index, generation }
+    }
+
+    /// The name of its cgroup, notify socket and limit groups: `app-<id>-<index>`, then
+    /// `-g<generation>` from the second generation on (the first keeps the names of state
+    /// files written before generations existed).
+    pub fn name(&self) -> String {
+        match self.generation {
+            0 => format!("app-{}-{}", self.app, self.index),
+            g => format!("app-{}-{}-g{g}", self.app, self.index),
+        }
+    }
+}
+
+/// Bind the `NOTIFY_SOCKET` of instance `id`.
+fn bind_notify(ctx: &Context, id: InstanceId, spec: &AppSpec) -> Option<NotifySocket> {
+    let index = id.index;
+    match NotifySocket::bind(&ctx.paths.run_dir(), &ctx.paths.token(), &id.name()) {
         Ok(n) => Some(n),
         Err(e) => {
             tracing::warn!(app = %spec.name, instance = index, error = %e, "no notify socket; `wait_ready` cannot see a ready signal");
@@ -67,8 +94,11 @@ pub struct Context {
 
 impl Context {
     /// The marker value of one instance (see [`tree::MARKER_VAR`]).
-    pub fn marker(&self, app_id: u32, index: u32) -> String {
-        format!("{}-{app_id}-{index}", self.paths.token())
+    pub fn marker(&self, id: InstanceId) -> String {
+        match id.generation {
+            0 => format!("{}-{}-{}", self.paths.token(), id.app, id.index),
+            g => format!("{}-{}-{}-g{g}", self.paths.token(), id.app, id.index),
+        }
     }
 }
 
@@ -99,44 +129,43 @@ pub struct InstanceHandle {
 }
 
 impl InstanceHandle {
-    /// Start the actor of instance `index` of app `app_id`. It begins `stopped`; send
-    /// [`InstanceHandle::start`] to run it.
-    pub fn spawn(ctx: Arc<Context>, app_id: u32, index: u32, spec: Arc<AppSpec>) -> InstanceHandle {
-        Self::spawn_with(ctx, app_id, index, spec, InstanceInfo::new(index))
+    /// Start the actor of instance `id`. It begins `stopped`; send [`InstanceHandle::start`]
+    /// to run it.
+    pub fn spawn(ctx: Arc<Context>, id: InstanceId, spec: Arc<AppSpec>) -> InstanceHandle {
+        Self::spawn_with(ctx, id, spec, InstanceInfo::new(id.index))
     }
 
     /// Start an actor that carries over counters from an earlier life (crash recovery).
     pub fn spawn_with(
         ctx: Arc<Context>,
-        app_id: u32,
-        index: u32,
+        id: InstanceId,
         spec: Arc<AppSpec>,
         mut info: InstanceInfo,
     ) -> InstanceHandle {
         info.pid = None;
         info.status = if info.status == Status::Errored { Status::Errored } else { Status::Stopped };
-        let notify = bind_notify(&ctx, app_id, index, &spec);
-        Self::start_actor(ctx, app_id, index, spec, info, notify, |_| Phase::Idle)
+        let notify = bind_notify(&ctx, id, &spec);
+        Self::start_actor(ctx, id, spec, info, notify, |_| Phase::Idle)
     }
 
     /// Start the actor of an instance in the phase `first` sets up.
     fn start_actor(
         ctx: Arc<Context>,
-        app_id: u32,
-        index: u32,
+        id: InstanceId,
         spec: Arc<AppSpec>,
         mut info: InstanceInfo,
         notify: Option<NotifySocket>,
         first: impl FnOnce(&mut Actor) -> Phase,
     ) -> InstanceHandle {
-        let cgroup = ctx.cgroups.as_ref().map(|root| root.instance(app_id, index));
-        info.index = index;
+        let cgroup = ctx.cgroups.as_ref().map(|root| root.instance(&id.name()));
+        info.index = id.index;
+        info.generation = id.generation;
         info.cgroup = cgroup.as_ref().map(|c| c.path.clone());
         let (tx, rx) = mpsc::unbounded_channel();
         let (status_tx, status) = watch::channel(info.clone());
         let mut actor = Actor {
-            app_id,
-            marker: ctx.marker(app_id, index),
+            id,
+            marker: ctx.marker(id),
             ctx,
             spec,
             info,
@@ -154,6 +183,11 @@ impl InstanceHandle {
         actor.status.send_replace(actor.info.clone());
         tokio::spawn(actor.run(rx, phase));
         InstanceHandle { tx, status, usage: Arc::default() }
+    }
+
+    /// Whether `other` is a handle to the same actor.
+    pub fn same(&self, other: &InstanceHandle) -> bool {
+        self.tx.same_channel(&other.tx)
     }
 
     /// The latest state, with the figures of the last sample.
@@ -244,6 +278,7 @@ impl InstanceInfo {
     pub fn new(index: u32) -> InstanceInfo {
         InstanceInfo {
             index,
+            generation: 0,
             status: Status::Stopped,
             pid: None,
             start_ticks: None,

@@ -22,8 +22,8 @@ const SOCKET_ACTIVATION_VARS: &[&str] = &["LISTEN_FDS", "LISTEN_PID", "LISTEN_FD
 /// What one start of an instance needs.
 pub struct Launch<'a> {
     pub spec: &'a std::sync::Arc<AppSpec>,
-    pub app_id: u32,
-    pub index: u32,
+    /// The instance: app, slot, generation.
+    pub id: super::InstanceId,
     /// The instance's cgroup, when it has one.
     pub cgroup: Option<&'a crate::process::cgroup::Cgroup>,
     /// The cgroup may hold leftovers: make a fresh one.
@@ -101,8 +101,8 @@ impl SpawnError {
 
 /// Spawn instance `index` of app `app_id` and start copying its output to its log files.
 pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, SpawnError> {
-    let Launch { spec, app_id, index, cgroup, recreate_cgroup, marker, notify_socket, account, sockets } =
-        *launch;
+    let Launch { spec, id, cgroup, recreate_cgroup, marker, notify_socket, account, sockets } = *launch;
+    let (app_id, index) = (id.app, id.index);
     let err = |what: String| SpawnError { program: spec.program.clone(), what };
     if !spec.cwd.is_dir() {
         return Err(err(format!("its working directory {} does not exist", spec.cwd.display())));
@@ -197,7 +197,7 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
     let (limits, limit_note) =
         if spec.memory_limit.is_some() || spec.cpu_limit_millis.is_some() || cg_fds.is_some() {
             let v2 = cg_fds.as_ref().and(cgroup);
-            match ctx.limits.apply(v2, app_id, index, spec) {
+            match ctx.limits.apply(v2, &id.name(), spec) {
                 Ok(applied) => (applied, None),
                 Err(e) => {
                     tracing::warn!(app = %spec.name, instance = index, error = %e, "limits not applied");

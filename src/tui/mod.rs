@@ -273,7 +273,11 @@ fn pending_text(a: &Action) -> String {
 async fn act(paths: Paths, action: Action, tx: mpsc::UnboundedSender<Msg>, refresh: Arc<Notify>) {
     let (req, done, name) = match action {
         Action::Restart { app_id, name } | Action::Reload { app_id, name } => (
-            Request::Restart { targets: vec![Target::Name(app_id.to_string())], env: None },
+            Request::Restart {
+                targets: vec![Target::Name(app_id.to_string())],
+                env: None,
+                specs: Vec::new(),
+            },
             "restarted",
             name,
         ),

@@ -9,6 +9,7 @@ mod container;
 mod daemon;
 mod doctor;
 mod events;
+mod generations;
 mod health;
 mod hooks;
 mod lifecycle;

@@ -3,6 +3,7 @@
 //! place of crash recovery, adopt the apps, instances and log captures it describes and answer
 //! the client.
 
+use crate::daemon::coordinator::Coordinator;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek};
@@ -241,7 +242,8 @@ pub(crate) async fn adopt(
                 })
                 .collect();
             reg.next_id = reg.next_id.max(app.id + 1);
-            reg.apps.insert(app.id, App::new(app.id, spec, instances));
+            let coordinator = Coordinator::spawn(d, app.id, spec.clone(), instances.clone());
+            reg.insert(App::new(app.id, spec, instances), coordinator);
         }
     }
     let mut resumed = 0;

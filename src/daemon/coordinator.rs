@@ -1,0 +1,339 @@
+//! One owner per app: a task (an actor) that holds the app's spec and its instances, one per
+//! slot, and carries out every change to them one at a time: start, stop, restart, a new spec
+//! or count, signals, delete, and the replacement of an instance by the next generation of its
+//! slot (the step of a rolling reload). Two requests on one app never interleave across their
+//! awaits; requests on different apps run side by side.
+//!
+//! Readers (`list`, `show`, metrics, `state.json`) read the registry's view of the app, which
+//! the coordinator writes after each change; they never wait on it. During a replacement the
+//! view holds both processes of the slot (the new one among `others` until it takes the slot,
+//! then the old one there until it has stopped), so that a daemon that dies half-way leaves
+//! both in `state.json` and the next one ends both.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::Daemon;
+use crate::protocol::{AppSpec, InstanceInfo, Status};
+use crate::supervisor::{InstanceHandle, InstanceId};
+
+/// A cloneable handle to an app's coordinator.
+#[derive(Clone)]
+pub struct Coordinator {
+    tx: mpsc::UnboundedSender<Op>,
+}
+
+enum Op {
+    /// Start the instances that do not run, restart those that do; says whether any ran.
+    Start(oneshot::Sender<bool>),
+    Stop(oneshot::Sender<()>),
+    /// Restart every instance, with this spec from now on when given.
+    Restart(Option<Arc<AppSpec>>, oneshot::Sender<()>),
+    /// Take this spec and its instance count, and (re)start every instance with it; says
+    /// whether any ran.
+    Apply(Arc<AppSpec>, oneshot::Sender<bool>),
+    /// Send a signal to each instance's main process: how many got it, and why the others did
+    /// not.
+    Signal(i32, oneshot::Sender<(usize, Vec<String>)>),
+    Reset(oneshot::Sender<()>),
+    /// Replace each instance in turn by the next generation of its slot, once that one is
+    /// ready; `Err` names the instance that was not, and leaves the rest as they were.
+    Replace(oneshot::Sender<Result<(), String>>),
+    /// Stop every instance and end.
+    Delete(oneshot::Sender<()>),
+}
+
+impl Coordinator {
+    /// Start the coordinator of app `id`, owning `slots` (instance `i` at index `i`).
+    pub fn spawn(d: &Arc<Daemon>, id: u32, spec: Arc<AppSpec>, slots: Vec<InstanceHandle>) -> Coordinator {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let next_generation = slots.iter().map(|h| h.info().generation + 1).max().unwrap_or(0);
+        let owner = Owner { daemon: Arc::downgrade(d), id, spec, slots, others: Vec::new(), next_generation };
+        tokio::spawn(owner.run(rx));
+        Coordinator { tx }
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Op) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn start(&self) -> bool {
+        self.ask(Op::Start).await.unwrap_or(false)
+    }
+
+    pub async fn stop(&self) {
+        self.ask(Op::Stop).await;
+    }
+
+    pub async fn restart(&self, spec: Option<Arc<AppSpec>>) {
+        self.ask(|r| Op::Restart(spec, r)).await;
+    }
+
+    pub async fn apply(&self, spec: Arc<AppSpec>) -> bool {
+        self.ask(|r| Op::Apply(spec, r)).await.unwrap_or(false)
+    }
+
+    pub async fn signal(&self, sig: i32) -> (usize, Vec<String>) {
+        self.ask(|r| Op::Signal(sig, r)).await.unwrap_or_default()
+    }
+
+    pub async fn reset(&self) {
+        self.ask(Op::Reset).await;
+    }
+
+    pub async fn replace(&self) -> Result<(), String> {
+        self.ask(Op::Replace).await.unwrap_or_else(|| Err("the app is gone".into()))
+    }
+
+    pub async fn delete(&self) {
+        self.ask(Op::Delete).await;
+    }
+}
+
+/// The coordinator's own state.
+struct Owner {
+    daemon: Weak<Daemon>,
+    id: u32,
+    spec: Arc<AppSpec>,
+    /// The instance of each slot.
+    slots: Vec<InstanceHandle>,
+    /// Instances in no slot that still run: a replacement coming up, or the one it replaced
+    /// going down.
+    others: Vec<InstanceHandle>,
+    /// The generation of the next replacement of any slot.
+    next_generation: u32,
+}
+
+/// Run `f` on each of `handles` at once and wait for all of them.
+async fn each<F, Fut>(handles: &[InstanceHandle], f: F)
+where
+    F: Fn(InstanceHandle) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut set = JoinSet::new();
+    for h in handles {
+        set.spawn(f(h.clone()));
+    }
+    while set.join_next().await.is_some() {}
+}
+
+fn runs(h: &InstanceHandle) -> bool {
+    h.info().status.is_running()
+}
+
+impl Owner {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>) {
+        while let Some(op) = rx.recv().await {
+            match op {
+                Op::Start(reply) => {
+                    let ran = self.slots.iter().any(runs);
+                    each(&self.slots, |h| async move {
+                        if runs(&h) {
+                            h.restart(None).await
+                        } else {
+                            h.start().await
+                        }
+                    })
+                    .await;
+                    let _ = reply.send(ran);
+                }
+                Op::Stop(reply) => {
+                    each(&self.slots, |h| async move { h.stop().await }).await;
+                    let _ = reply.send(());
+                }
+                Op::Restart(spec, reply) => {
+                    if let Some(spec) = spec {
+                        self.spec = spec;
+                        self.publish();
+                    }
+                    let spec = self.spec.clone();
+                    each(&self.slots, move |h| {
+                        let spec = spec.clone();
+                        async move { h.restart(Some(spec)).await }
+                    })
+                    .await;
+                    let _ = reply.send(());
+                }
+                Op::Apply(spec, reply) => {
+                    let ran = self.apply(spec).await;
+                    let _ = reply.send(ran);
+                }
+                Op::Signal(sig, reply) => {
+                    let mut delivered = 0;
+                    let mut failures = Vec::new();
+                    for h in &self.slots {
+                        match h.signal(sig).await {
+                            Ok(()) => delivered += 1,
+                            Err(e) => failures.push(format!(
+                                "`{}` instance {}: {e}",
+                                self.spec.name,
+                                h.info().index
+                            )),
+                        }
+                    }
+                    let _ = reply.send((delivered, failures));
+                }
+                Op::Reset(reply) => {
+                    each(&self.slots, |h| async move { h.reset().await }).await;
+                    let _ = reply.send(());
+                }
+                Op::Replace(reply) => {
+                    let result = self.replace_all().await;
+                    let _ = reply.send(result);
+                }
+                Op::Delete(reply) => {
+                    let all: Vec<InstanceHandle> = self.slots.iter().chain(&self.others).cloned().collect();
+                    each(&all, |h| async move { h.shutdown().await }).await;
+                    let _ = reply.send(());
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Write the app's view into the registry and have `state.json` written.
+    fn publish(&self) {
+        let Some(d) = self.daemon.upgrade() else { return };
+        {
+            let mut reg = d.registry();
+            if let Some(app) = reg.apps.get_mut(&self.id) {
+                if !Arc::ptr_eq(app.spec(), &self.spec) {
+                    app.set_spec(self.spec.clone());
+                }
+                app.instances = self.slots.clone();
+                app.others = self.others.clone();
+            }
+        }
+        d.ctx.changed.notify_one();
+    }
+
+    fn new_instance(&self, index: u32, generation: u32) -> Option<InstanceHandle> {
+        let d = self.daemon.upgrade()?;
+        Some(InstanceHandle::spawn(
+            d.ctx.clone(),
+            InstanceId::new(self.id, index, generation),
+            self.spec.clone(),
+        ))
+    }
+
+    /// A new spec, and with it maybe a new count: instances past it stop (the highest index
+    /// first), the others and the new ones (re)start with it. Says whether any ran.
+    async fn apply(&mut self, spec: Arc<AppSpec>) -> bool {
+        let ran = self.slots.iter().any(runs);
+        self.spec = spec;
+        let count = self.spec.instances as usize;
+        let mut gone: Vec<InstanceHandle> = self.slots.drain(count.min(self.slots.len())..).collect();
+        gone.reverse();
+        for index in self.slots.len()..count {
+            if let Some(h) = self.new_instance(index as u32, 0) {
+                self.slots.push(h);
+            }
+        }
+        self.others.extend(gone.iter().cloned());
+        self.publish();
+        let spec = self.spec.clone();
+        let mut set = JoinSet::new();
+        for h in gone {
+            set.spawn(async move { h.shutdown().await });
+        }
+        for h in self.slots.clone() {
+            let spec = spec.clone();
+            set.spawn(async move { h.restart(Some(spec)).await });
+        }
+        while set.join_next().await.is_some() {}
+        self.others.retain(runs);
+        self.publish();
+        ran
+    }
+
+    /// Replace every instance in turn (see [`Owner::replace`]).
+    async fn replace_all(&mut self) -> Result<(), String> {
+        for index in 0..self.slots.len() {
+            self.replace(index).await?;
+        }
+        Ok(())
+    }
+
+    /// Start the next generation of slot `index`, wait until it is ready, give it the slot,
+    /// then stop the one it replaces. A replacement that is not ready in time (or exits) is
+    /// stopped, and the old instance keeps the slot.
+    async fn replace(&mut self, index: usize) -> Result<(), String> {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let Some(new) = self.new_instance(index as u32, generation) else {
+            return Err("the daemon is stopping".into());
+        };
+        self.others.push(new.clone());
+        self.publish();
+        new.start().await;
+        let ready = ready(&new, &self.spec).await;
+        if let Err(why) = ready {
+            new.shutdown().await;
+            self.others.retain(|h| !h.same(&new));
+            self.publish();
+            return Err(format!(
+                "`{}` instance {index}: its replacement {why}; the old one keeps serving",
+                self.spec.name
+            ));
+        }
+        let old = std::mem::replace(&mut self.slots[index], new.clone());
+        self.others.retain(|h| !h.same(&new));
+        self.others.push(old.clone());
+        self.publish();
+        old.shutdown().await;
+        self.others.retain(|h| !h.same(&old));
+        self.publish();
+        Ok(())
+    }
+}
+
+/// Wait until a starting instance is ready: `online` (after its ready signal and readiness
+/// probes, when it has them) within `listen_timeout`, and, when nothing tells its readiness,
+/// still up `min_uptime` later.
+async fn ready(h: &InstanceHandle, spec: &AppSpec) -> Result<(), String> {
+    let mut rx = h.watch();
+    let limit = Duration::from_millis(spec.listen_timeout_ms);
+    let online = tokio::time::timeout(limit, async {
+        loop {
+            let info: InstanceInfo = rx.borrow_and_update().clone();
+            match info.status {
+                Status::Online => return Ok(info.pid),
+                Status::Errored | Status::Stopped | Status::WaitingRestart => {
+                    return Err(format!(
+                        "did not start ({})",
+                        info.reason.unwrap_or_else(|| info.status.to_string())
+                    ))
+                }
+                Status::Launching | Status::Stopping => {}
+            }
+            if rx.changed().await.is_err() {
+                return Err("ended".to_string());
+            }
+        }
+    })
+    .await
+    .map_err(|_| format!("was not ready within `listen_timeout` ({} ms)", spec.listen_timeout_ms))??;
+    let told =
+        spec.wait_ready || spec.health.iter().any(|p| p.kind == crate::protocol::spec::ProbeKind::Readiness);
+    if told {
+        return Ok(());
+    }
+    let settle = tokio::time::sleep(Duration::from_millis(spec.min_uptime_ms));
+    tokio::pin!(settle);
+    loop {
+        tokio::select! {
+            _ = &mut settle => return Ok(()),
+            changed = rx.changed() => {
+                let info = rx.borrow_and_update().clone();
+                if changed.is_err() || info.status != Status::Online || info.pid != online {
+                    return Err(format!("exited within `min_uptime` ({} ms)", spec.min_uptime_ms));
+                }
+            }
+        }
+    }
+}
