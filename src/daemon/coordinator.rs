@@ -10,10 +10,11 @@
 //! then the old one there until it has stopped), so that a daemon that dies half-way leaves
 //! both in `state.json` and the next one ends both.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinSet;
 
 use super::Daemon;
@@ -23,7 +24,32 @@ use crate::supervisor::{InstanceHandle, InstanceId};
 /// A cloneable handle to an app's coordinator.
 #[derive(Clone)]
 pub struct Coordinator {
-    tx: mpsc::UnboundedSender<Op>,
+    inbox: Arc<Inbox>,
+}
+
+/// The requests waiting for the coordinator. A queue that allocates only when requests wait,
+/// rather than a channel, which allocates a block of slots up front: an idle app costs a few
+/// hundred bytes.
+#[derive(Default)]
+struct Inbox {
+    ops: std::sync::Mutex<VecDeque<Op>>,
+    ready: Notify,
+}
+
+impl Inbox {
+    fn push(&self, op: Op) {
+        self.ops.lock().unwrap_or_else(|e| e.into_inner()).push_back(op);
+        self.ready.notify_one();
+    }
+
+    async fn next(&self) -> Op {
+        loop {
+            if let Some(op) = self.ops.lock().unwrap_or_else(|e| e.into_inner()).pop_front() {
+                return op;
+            }
+            self.ready.notified().await;
+        }
+    }
 }
 
 enum Op {
@@ -49,16 +75,16 @@ enum Op {
 impl Coordinator {
     /// Start the coordinator of app `id`, owning `slots` (instance `i` at index `i`).
     pub fn spawn(d: &Arc<Daemon>, id: u32, spec: Arc<AppSpec>, slots: Vec<InstanceHandle>) -> Coordinator {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let inbox = Arc::new(Inbox::default());
         let next_generation = slots.iter().map(|h| h.info().generation + 1).max().unwrap_or(0);
         let owner = Owner { daemon: Arc::downgrade(d), id, spec, slots, others: Vec::new(), next_generation };
-        tokio::spawn(owner.run(rx));
-        Coordinator { tx }
+        tokio::spawn(owner.run(inbox.clone()));
+        Coordinator { inbox }
     }
 
     async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Op) -> Option<T> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(make(tx)).ok()?;
+        self.inbox.push(make(tx));
         rx.await.ok()
     }
 
@@ -127,8 +153,21 @@ fn runs(h: &InstanceHandle) -> bool {
 }
 
 impl Owner {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>) {
-        while let Some(op) = rx.recv().await {
+    /// Carry out requests until the app is deleted.
+    async fn run(mut self, inbox: Arc<Inbox>) {
+        loop {
+            let op = inbox.next().await;
+            // Boxed: the idle task then holds a pointer, not the state of the largest request
+            // (a few KB per app, for as long as the app exists).
+            if !Box::pin(self.handle(op)).await {
+                return;
+            }
+        }
+    }
+
+    /// Carry out one request; false once the app is deleted.
+    async fn handle(&mut self, op: Op) -> bool {
+        {
             match op {
                 Op::Start(reply) => {
                     let ran = self.slots.iter().any(runs);
@@ -190,10 +229,11 @@ impl Owner {
                     let all: Vec<InstanceHandle> = self.slots.iter().chain(&self.others).cloned().collect();
                     each(&all, |h| async move { h.shutdown().await }).await;
                     let _ = reply.send(());
-                    return;
+                    return false;
                 }
             }
         }
+        true
     }
 
     /// Write the app's view into the registry and have `state.json` written.

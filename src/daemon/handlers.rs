@@ -68,7 +68,9 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         // Served by the connection, whose descriptor goes to the new image.
         Request::Update => Err(bad("`Update` is answered by the connection")),
     };
-    if durable && result.is_ok() {
+    // A request that failed half-way (a reload stopped at a replacement that was not ready)
+    // may have changed apps too.
+    if durable && (result.is_ok() || matches!(result, Err(ErrorReply { kind: ErrorKind::Internal, .. }))) {
         d.persist().await;
     }
     result.unwrap_or_else(Response::Error)

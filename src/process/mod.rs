@@ -11,6 +11,7 @@ pub mod delegate;
 pub mod fork;
 pub mod limits;
 pub mod nofile;
+pub mod ports;
 pub mod reaper;
 pub mod terminate;
 pub mod tree;

@@ -56,7 +56,9 @@ impl Actor {
         let mut notices_in_a_row = 0;
         loop {
             let event = self.next_event(&mut phase, &mut rx, &mut notices_in_a_row).await;
-            phase = match self.step(phase, event).await {
+            // Boxed: the task of a waiting actor then holds the small future of `next_event`
+            // only, not also the state of the largest step (a stop, a restart).
+            phase = match Box::pin(self.step(phase, event)).await {
                 Some(p) => p,
                 None => break,
             };
