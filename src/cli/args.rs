@@ -26,6 +26,10 @@ pub enum Cmd {
     Stop(Targets),
     /// Restart apps
     Restart(RestartArgs),
+    /// Reload apps without downtime: in cluster mode each instance is replaced, one at a time,
+    /// by a new one that is ready before the old one stops; other apps restart
+    #[command(visible_aliases = ["gracefulReload", "startOrReload", "startOrGracefulReload"])]
+    Reload(RestartArgs),
     /// Stop apps and remove them from the list
     #[command(visible_alias = "del")]
     Delete(Targets),

@@ -116,7 +116,8 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
             Ok(targets) => act(paths, Request::Stop { targets }).await,
             Err(errors) => config_failed(&errors),
         },
-        Cmd::Restart(a) => restart::restart(paths, a).await,
+        Cmd::Restart(a) => restart::restart(paths, a, false).await,
+        Cmd::Reload(a) => restart::restart(paths, a, true).await,
         Cmd::Delete(t) => match file_targets(&t.targets)? {
             Ok(targets) => act(paths, Request::Delete { targets }).await,
             Err(errors) => config_failed(&errors),

@@ -80,6 +80,7 @@ pub(super) fn print_done(req: &Request, apps: &[AppInfo]) -> Result<()> {
     let verb = match req {
         Request::Stop { .. } => "stopped",
         Request::Restart { .. } => "restarted",
+        Request::Reload { .. } => "reloaded",
         Request::Delete { .. } => "deleted",
         Request::Signal { .. } => "signalled",
         Request::Reset { .. } => "reset",

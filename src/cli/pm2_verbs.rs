@@ -146,7 +146,7 @@ fn record(app: &AppInfo, i: &InstanceInfo, user: &str) -> Js {
         ("pm_exec_path", Js::str(exec_path)),
         ("pm_cwd", Js::str(spec.cwd.display().to_string())),
         ("exec_interpreter", Js::str(interpreter)),
-        ("exec_mode", Js::str("fork_mode")),
+        ("exec_mode", Js::str(if spec.sockets.is_empty() { "fork_mode" } else { "cluster_mode" })),
         ("instances", Js::num(spec.instances)),
         ("pm_out_log_path", Js::str(out_log.display().to_string())),
         ("pm_err_log_path", Js::str(err_log.display().to_string())),
@@ -218,17 +218,10 @@ const MODULES_HINT: &str = "log rotation is built in (`log_max_size`, `log_retai
 const PLUS: &str =
     "PM2 Plus is PM2's hosted monitoring service; herder does not send anything off the machine";
 const PLUS_HINT: &str = "`herder monit` (terminal dashboard), `herder metrics --listen 9209` (Prometheus), `herder events` and webhooks in `[[apps.hooks]]`";
-const RELOAD: &str = "herder does not have this verb yet: zero-downtime reload comes with cluster mode";
 const SCALE: &str = "herder does not have `scale` yet: it comes with cluster mode";
 
 /// PM2's verbs that herder does not have: (verbs, why, what to use).
 const REFUSED: &[(&[&str], &str, &str)] = &[
-    (&["reload", "gracefulReload"], RELOAD, "`herder restart <app>` restarts it now (as `pm2 reload` does in fork mode)"),
-    (
-        &["startOrReload", "startOrGracefulReload"],
-        RELOAD,
-        "`herder startOrRestart <config>` starts the missing apps and restarts the running ones",
-    ),
     (
         &["scale"],
         SCALE,

@@ -164,7 +164,7 @@ pub fn table(apps: &[AppInfo]) -> String {
                 app.id.to_string(),
                 name,
                 app.spec.namespace.clone(),
-                "fork".into(),
+                if app.spec.sockets.is_empty() { "fork" } else { "cluster" }.into(),
                 i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 uptime(i),
                 i.restarts.to_string(),
@@ -263,6 +263,20 @@ pub fn show(app: &AppInfo) -> String {
         kv("config", src.display().to_string());
     }
     kv("instances", s.instances.to_string());
+    if !s.sockets.is_empty() {
+        let shown: Vec<String> = s
+            .sockets
+            .iter()
+            .map(|k| {
+                if k.name == k.port.to_string() {
+                    k.address()
+                } else {
+                    format!("{} ({})", k.address(), k.name)
+                }
+            })
+            .collect();
+        kv("sockets", format!("{} (cluster mode: shared by every instance)", shown.join(", ")));
+    }
     kv("autorestart", s.autorestart.to_string());
     kv("min_uptime", format!("{} ms", s.min_uptime_ms));
     kv("max_restarts", s.max_restarts.to_string());

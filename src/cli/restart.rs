@@ -1,4 +1,5 @@
-//! `herder restart`, which resolves apps started from a config file again from their file.
+//! `herder restart` and `herder reload`, which resolve apps started from a config file again
+//! from their file.
 
 use std::path::Path;
 
@@ -7,31 +8,37 @@ use anyhow::{bail, Result};
 use super::args::RestartArgs;
 use super::context::{resolve_context, shell_env, targets};
 use super::output::{act, config_failed, expect_ok, print_warnings};
-use crate::client::Client;
+use crate::client::{self, Client};
 use crate::config;
 use crate::paths::Paths;
-use crate::protocol::{AppInfo, OnExisting, Request, Response};
+use crate::protocol::{AppInfo, OnExisting, Request, Response, Target};
 
-/// `herder restart`: a config file's apps are resolved again from it; apps that were started
-/// from a config file are resolved again from theirs (env, `env_file` and the shell included,
-/// with the `--env` they were started with); other apps restart with their recorded spec, or
-/// the shell's environment with `--update-env`.
-pub(super) async fn restart(paths: &Paths, a: RestartArgs) -> Result<i32> {
+/// `herder restart` and `herder reload` (`reload`): a config file's apps are resolved again
+/// from it; apps that were started from a config file are resolved again from theirs (env,
+/// `env_file` and the shell included, with the `--env` they were started with); other apps
+/// keep their recorded spec, or take the shell's environment with `--update-env`. A restart of
+/// a config file starts its apps that do not exist; a reload of one starts them too, then
+/// reloads the others.
+pub(super) async fn restart(paths: &Paths, a: RestartArgs, reload: bool) -> Result<i32> {
+    let verb = if reload { "reload" } else { "restart" };
     if let [file] = a.targets.as_slice() {
         if config::is_config_file(Path::new(file)) {
             let ctx = resolve_context()?;
             let opts = config::LoadOptions { env_name: a.env_name.clone(), only: a.only.clone() };
-            return match config::load(Path::new(file), &opts, &ctx) {
-                Ok(loaded) => {
-                    print_warnings(&loaded.warnings);
-                    act(paths, Request::Start { specs: loaded.specs, existing: OnExisting::Restart }).await
-                }
-                Err(errors) => config_failed(&errors),
+            let loaded = match config::load(Path::new(file), &opts, &ctx) {
+                Ok(loaded) => loaded,
+                Err(errors) => return config_failed(&errors),
             };
+            print_warnings(&loaded.warnings);
+            if !reload {
+                return act(paths, Request::Start { specs: loaded.specs, existing: OnExisting::Restart })
+                    .await;
+            }
+            return reload_file(paths, loaded.specs).await;
         }
     }
     if !a.only.is_empty() || a.env_name.is_some() {
-        bail!("`--only` and `--env` select apps and environments of a config file\nhint: herder restart ecosystem.config.js --env production");
+        bail!("`--only` and `--env` select apps and environments of a config file\nhint: herder {verb} ecosystem.config.js --env production");
     }
     let env = a.update_env.then(shell_env);
     let mut c = Client::connect(paths, true).await?;
@@ -70,5 +77,29 @@ pub(super) async fn restart(paths: &Paths, a: RestartArgs) -> Result<i32> {
         }
     }
     drop(c);
-    act(paths, Request::Restart { targets: targets(&a.targets), env, specs }).await
+    let targets = targets(&a.targets);
+    let req = if reload {
+        Request::Reload { targets, env, specs }
+    } else {
+        Request::Restart { targets, env, specs }
+    };
+    act(paths, req).await
+}
+
+/// `herder reload <config file>`: its apps that do not exist start; the others reload with the
+/// file's spec.
+async fn reload_file(paths: &Paths, specs: Vec<crate::protocol::AppSpec>) -> Result<i32> {
+    let Response::List { apps } = expect_ok(client::call(paths, &Request::ListBrief).await?)? else {
+        bail!("unexpected answer from the daemon");
+    };
+    let (known, new): (Vec<_>, Vec<_>) =
+        specs.into_iter().partition(|s| apps.iter().any(|a| a.spec.name == s.name));
+    if !new.is_empty() {
+        act(paths, Request::Start { specs: new, existing: OnExisting::Refuse }).await?;
+    }
+    if known.is_empty() {
+        return Ok(0);
+    }
+    let targets = known.iter().map(|s| Target::Name(s.name.clone())).collect();
+    act(paths, Request::Reload { targets, env: None, specs: known }).await
 }

@@ -178,7 +178,11 @@ pub fn decl(script: &str, ov: &Overrides, errors: &mut Vec<ConfigError>) -> AppD
     }
     if let Some(value) = &ov.port {
         match value.trim().parse::<u16>() {
-            Ok(port) if port > 0 => decl.port = Some(port),
+            Ok(port) if port > 0 => {
+                decl.port = Some(port);
+                decl.ports =
+                    vec![crate::protocol::spec::SocketSpec { name: port.to_string(), host: None, port }];
+            }
             _ => errors.push(ConfigError::new(format!("`--port`: `{value}` is not a port (1 to 65535)"))),
         }
     }

@@ -108,9 +108,6 @@ fn convert_app(
         let v = &entry.value;
         let left_out = match (def.field, &v.kind) {
             (Field::Balancer | Field::Image, _) => Some(def.name.to_string()),
-            (Field::ExecMode, Kind::Str(m)) if m.trim().trim_end_matches("_mode") == "cluster" => {
-                Some("exec_mode = \"cluster\"".to_string())
-            }
             _ => None,
         };
         if let Some(what) = left_out {
@@ -120,6 +117,11 @@ fn convert_app(
             continue;
         }
         let item = match def.field {
+            // PM2's `cluster_mode` and `fork_mode` are herder's `cluster` and `fork`.
+            Field::ExecMode => match &v.kind {
+                Kind::Str(m) => toml_edit::value(m.trim().trim_end_matches("_mode")),
+                _ => Item::Value(plain(v)),
+            },
             // PM2's `node@<version>`: herder runs the `node` in PATH.
             Field::Interpreter => match &v.kind {
                 Kind::Str(i) if i.split_once('@').is_some_and(|(n, _)| n == "node") => {

@@ -82,8 +82,12 @@ pub struct AppDecl {
     pub append_env_to_name: bool,
     pub instance_var: Option<String>,
     pub increment_var: Option<String>,
-    /// Sets `PORT`.
+    /// Sets `PORT` (the first of `ports`).
     pub port: Option<u16>,
+    /// `port` as written: the listening sockets of the app in cluster mode.
+    pub ports: Vec<crate::protocol::spec::SocketSpec>,
+    /// `exec_mode`: `Some(true)` for `cluster`, `Some(false)` for `fork`.
+    pub cluster: Option<bool>,
     /// Log settings; paths as written (resolved against `cwd`).
     pub logs: crate::protocol::spec::LogSpec,
     pub wait_ready: Option<bool>,

@@ -236,6 +236,7 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
     }
     spec.increment_var = decl.increment_var.clone();
     spec.instances = decl.instances.map_or(1, |i| i.count(cpu_count()));
+    spec.sockets = cluster_sockets(decl, &spec);
     if let Some(v) = decl.autorestart {
         spec.autorestart = v;
     }
@@ -394,6 +395,30 @@ fn environment(
         }
     }
     Ok(env)
+}
+
+/// Cluster mode: the sockets the daemon binds for the app, which its instances share. An app
+/// is in cluster mode with `exec_mode = "cluster"`, or with more than one instance (as PM2
+/// picks it for `-i`), unless `exec_mode = "fork"`; its sockets are its `port`s, else the
+/// `PORT` of its environment. An `increment_var` of `PORT` gives each instance a port of its
+/// own instead.
+fn cluster_sockets(decl: &AppDecl, spec: &AppSpec) -> Vec<crate::protocol::spec::SocketSpec> {
+    let cluster = match decl.cluster {
+        Some(mode) => mode,
+        None => decl.instances.is_some() && spec.instances > 1,
+    };
+    if !cluster || spec.increment_var.as_deref() == Some("PORT") {
+        return Vec::new();
+    }
+    if !decl.ports.is_empty() {
+        return decl.ports.clone();
+    }
+    spec.env
+        .get("PORT")
+        .and_then(|p| p.trim().parse::<u16>().ok())
+        .filter(|p| *p > 0)
+        .map(|port| vec![crate::protocol::spec::SocketSpec { name: port.to_string(), host: None, port }])
+        .unwrap_or_default()
 }
 
 /// The shell syntax in a command string that word splitting cannot honour, if any: operators

@@ -711,13 +711,13 @@ fn keys_not_implemented_yet_are_errors_in_herder_toml_with_their_line() {
     f.file("app.js", "");
     let toml = "[[apps]]\nname = \"web\"\nscript = \"app.js\"\nimage = \"web:1\"\nexec_mode = \"cluster\"\n\
                 interpreter = \"node@18\"\n[apps.balancer]\nlisten = 80\n";
+    // `exec_mode = "cluster"` (line 5) is implemented: no error.
     let errs = f.load(toml).unwrap_err();
     let found: Vec<(usize, &str)> = errs.iter().map(|e| (e.line.unwrap(), e.message.as_str())).collect();
     assert_eq!(
         found,
         [
             (4, "`image` in app `web` is not implemented yet"),
-            (5, "`exec_mode = \"cluster\"` in app `web` is not implemented yet"),
             (6, "`interpreter = \"node@18\"` in app `web` asks for a Node version, which herder does not install"),
             (7, "`balancer` in app `web` is not implemented yet"),
         ],
@@ -742,7 +742,6 @@ fn keys_not_implemented_yet_are_warnings_naming_them_in_pm2_files() {
     assert_eq!(
         warnings,
         [
-            "`exec_mode` (app `web`) is `cluster`, which is not implemented yet: the instances run as separate processes that do not share one port",
             "`image` (apps `web`, `api`) is not implemented yet; it is ignored",
             "`balancer` (app `web`) is not implemented yet; it is ignored",
         ]
@@ -752,7 +751,7 @@ fn keys_not_implemented_yet_are_warnings_naming_them_in_pm2_files() {
     let (toml, _) = convert_file(Path::new("ecosystem.json"), &f.ctx()).unwrap();
     assert!(
         toml.contains(
-            "# Left out (not implemented in herder yet): exec_mode = \"cluster\", image, balancer."
+            "# Left out (not implemented in herder yet): image, balancer."
         ),
         "{toml}"
     );

@@ -19,6 +19,7 @@ use tokio::task::JoinSet;
 
 use super::Daemon;
 use crate::protocol::{AppSpec, InstanceInfo, Status};
+use crate::supervisor::sockets::{Listener, Sockets};
 use crate::supervisor::{InstanceHandle, InstanceId};
 
 /// A cloneable handle to an app's coordinator.
@@ -58,26 +59,40 @@ enum Op {
     Stop(oneshot::Sender<()>),
     /// Restart every instance, with this spec from now on when given.
     Restart(Option<Arc<AppSpec>>, oneshot::Sender<()>),
-    /// Take this spec and its instance count, and (re)start every instance with it; says
-    /// whether any ran.
-    Apply(Arc<AppSpec>, oneshot::Sender<bool>),
+    /// Take this spec, its instance count and these sockets (bound for it by the caller), and
+    /// (re)start every instance with it; says whether any ran.
+    Apply(Arc<AppSpec>, Vec<Listener>, oneshot::Sender<bool>),
     /// Send a signal to each instance's main process: how many got it, and why the others did
     /// not.
     Signal(i32, oneshot::Sender<(usize, Vec<String>)>),
     Reset(oneshot::Sender<()>),
     /// Replace each instance in turn by the next generation of its slot, once that one is
     /// ready; `Err` names the instance that was not, and leaves the rest as they were.
-    Replace(oneshot::Sender<Result<(), String>>),
+    Replace(Option<(Arc<AppSpec>, Vec<Listener>)>, oneshot::Sender<Result<(), String>>),
     /// Stop every instance and end.
     Delete(oneshot::Sender<()>),
 }
 
 impl Coordinator {
     /// Start the coordinator of app `id`, owning `slots` (instance `i` at index `i`).
-    pub fn spawn(d: &Arc<Daemon>, id: u32, spec: Arc<AppSpec>, slots: Vec<InstanceHandle>) -> Coordinator {
+    pub fn spawn(
+        d: &Arc<Daemon>,
+        id: u32,
+        spec: Arc<AppSpec>,
+        slots: Vec<InstanceHandle>,
+        sockets: Arc<Sockets>,
+    ) -> Coordinator {
         let inbox = Arc::new(Inbox::default());
         let next_generation = slots.iter().map(|h| h.info().generation + 1).max().unwrap_or(0);
-        let owner = Owner { daemon: Arc::downgrade(d), id, spec, slots, others: Vec::new(), next_generation };
+        let owner = Owner {
+            daemon: Arc::downgrade(d),
+            id,
+            spec,
+            slots,
+            others: Vec::new(),
+            next_generation,
+            sockets,
+        };
         tokio::spawn(owner.run(inbox.clone()));
         Coordinator { inbox }
     }
@@ -100,8 +115,8 @@ impl Coordinator {
         self.ask(|r| Op::Restart(spec, r)).await;
     }
 
-    pub async fn apply(&self, spec: Arc<AppSpec>) -> bool {
-        self.ask(|r| Op::Apply(spec, r)).await.unwrap_or(false)
+    pub async fn apply(&self, spec: Arc<AppSpec>, sockets: Vec<Listener>) -> bool {
+        self.ask(|r| Op::Apply(spec, sockets, r)).await.unwrap_or(false)
     }
 
     pub async fn signal(&self, sig: i32) -> (usize, Vec<String>) {
@@ -112,8 +127,9 @@ impl Coordinator {
         self.ask(Op::Reset).await;
     }
 
-    pub async fn replace(&self) -> Result<(), String> {
-        self.ask(Op::Replace).await.unwrap_or_else(|| Err("the app is gone".into()))
+    /// Replace every instance in turn, with this spec and these sockets from now on when given.
+    pub async fn replace(&self, spec: Option<(Arc<AppSpec>, Vec<Listener>)>) -> Result<(), String> {
+        self.ask(|r| Op::Replace(spec, r)).await.unwrap_or_else(|| Err("the app is gone".into()))
     }
 
     pub async fn delete(&self) {
@@ -133,6 +149,8 @@ struct Owner {
     others: Vec<InstanceHandle>,
     /// The generation of the next replacement of any slot.
     next_generation: u32,
+    /// The app's listening sockets, shared with its instances.
+    sockets: Arc<Sockets>,
 }
 
 /// Run `f` on each of `handles` at once and wait for all of them.
@@ -198,7 +216,8 @@ impl Owner {
                     .await;
                     let _ = reply.send(());
                 }
-                Op::Apply(spec, reply) => {
+                Op::Apply(spec, sockets, reply) => {
+                    self.sockets.set(sockets);
                     let ran = self.apply(spec).await;
                     let _ = reply.send(ran);
                 }
@@ -221,13 +240,20 @@ impl Owner {
                     each(&self.slots, |h| async move { h.reset().await }).await;
                     let _ = reply.send(());
                 }
-                Op::Replace(reply) => {
+                Op::Replace(spec, reply) => {
+                    if let Some((spec, sockets)) = spec {
+                        self.spec = spec;
+                        self.sockets.set(sockets);
+                        self.publish();
+                    }
                     let result = self.replace_all().await;
                     let _ = reply.send(result);
                 }
                 Op::Delete(reply) => {
                     let all: Vec<InstanceHandle> = self.slots.iter().chain(&self.others).cloned().collect();
                     each(&all, |h| async move { h.shutdown().await }).await;
+                    // The port is free once nothing of the app runs.
+                    self.sockets.set(Vec::new());
                     let _ = reply.send(());
                     return false;
                 }
@@ -254,11 +280,8 @@ impl Owner {
 
     fn new_instance(&self, index: u32, generation: u32) -> Option<InstanceHandle> {
         let d = self.daemon.upgrade()?;
-        Some(InstanceHandle::spawn(
-            d.ctx.clone(),
-            InstanceId::new(self.id, index, generation),
-            self.spec.clone(),
-        ))
+        let id = InstanceId::new(self.id, index, generation);
+        Some(InstanceHandle::spawn(d.ctx.clone(), id, self.spec.clone(), self.sockets.clone()))
     }
 
     /// A new spec, and with it maybe a new count: instances past it stop (the highest index

@@ -15,6 +15,7 @@ use crate::protocol::{
     signal_number, AppInfo, AppSpec, DaemonInfo, ErrorKind, ErrorReply, ExitReason, OnExisting, Request,
     Response, ResurrectReport, Status, Target,
 };
+use crate::supervisor::sockets::Sockets;
 use crate::supervisor::{InstanceHandle, InstanceId};
 
 pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
@@ -41,7 +42,7 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         Request::Delete { targets } => delete(d, &targets).await,
         Request::Signal { signal, targets } => send_signal(d, &signal, &targets).await,
         Request::Reset { targets } => on_apps(d, &targets, |c| async move { c.reset().await }).await,
-        Request::Reload { targets } => reload(d, &targets).await,
+        Request::Reload { targets, env, specs } => reload(d, &targets, env, specs).await,
         // The table has no use for every app's whole environment; `show` has it.
         Request::List => Ok(Response::List { apps: list(d, None, false) }),
         Request::ListBrief => {
@@ -221,24 +222,32 @@ async fn start_apps(
                 }
             }
         }
-        for (order, (run, mut spec)) in specs.into_iter().enumerate() {
+        // Every app's listening sockets first: a port that is taken changes nothing.
+        let mut bound = Vec::with_capacity(specs.len());
+        for (_, spec) in &specs {
+            let now = reg.by_name(&spec.name).map(|a| a.sockets.clone()).unwrap_or_default();
+            bound.push(now.prepare(&spec.name, &spec.sockets).map_err(bad)?);
+        }
+        for (order, ((run, mut spec), sockets)) in specs.into_iter().zip(bound).enumerate() {
             super::registry::share_env(&mut spec.env);
             let spec = Arc::new(spec);
             let known = reg.by_name(&spec.name).map(|a| a.id);
             match known.and_then(|id| Some((id, reg.coordinators.get(&id)?.clone()))) {
                 Some((id, c)) => {
-                    set.spawn(async move { (order, id, c.apply(spec).await) });
+                    set.spawn(async move { (order, id, c.apply(spec, sockets).await) });
                 }
                 None => {
                     let id = reg.next_id;
                     reg.next_id += 1;
+                    let sockets = Sockets::new(sockets);
                     let instances: Vec<InstanceHandle> = (0..spec.instances)
                         .map(|i| {
-                            InstanceHandle::spawn(d.ctx.clone(), InstanceId::new(id, i, 0), spec.clone())
+                            let id = InstanceId::new(id, i, 0);
+                            InstanceHandle::spawn(d.ctx.clone(), id, spec.clone(), sockets.clone())
                         })
                         .collect();
-                    let c = Coordinator::spawn(d, id, spec.clone(), instances.clone());
-                    reg.insert(App::new(id, spec, instances), c.clone());
+                    let c = Coordinator::spawn(d, id, spec.clone(), instances.clone(), sockets.clone());
+                    reg.insert(App::new(id, spec, instances, sockets), c.clone());
                     set.spawn(async move {
                         if run {
                             c.start().await;
@@ -375,52 +384,106 @@ async fn restart(
     env: Option<BTreeMap<String, String>>,
     specs: Vec<AppSpec>,
 ) -> Result<Response, ErrorReply> {
-    // `--update-env`: the new environment replaces the old one whole, removals included; the
-    // apps share it.
-    let shared_env = env.map(Arc::new);
     let (ids, todo) = {
         let reg = d.registry();
         let ids = reg.resolve(targets)?;
-        let mut todo: Vec<(Coordinator, Option<Arc<AppSpec>>)> = Vec::new();
-        for (id, c) in reg.coordinators(&ids) {
-            let Some(app) = reg.apps.get(&id) else { continue };
-            let spec = match (specs.iter().find(|s| s.name == app.spec().name), &shared_env) {
-                (Some(spec), _) => {
-                    let mut spec = spec.clone();
-                    super::registry::share_env(&mut spec.env);
-                    Some(Arc::new(spec))
-                }
-                (None, Some(env)) => {
-                    let mut spec = (**app.spec()).clone();
-                    spec.env = env.clone();
-                    Some(Arc::new(spec))
-                }
-                (None, None) => None,
+        let mut todo = Vec::new();
+        for (id, c, spec) in new_specs(&reg, &ids, env, &specs) {
+            // A new spec may bring new sockets (bound before anything changes) and a new count.
+            let sockets = match (&spec, reg.apps.get(&id)) {
+                (Some(spec), Some(app)) => Some(app.sockets.prepare(&spec.name, &spec.sockets).map_err(bad)?),
+                _ => None,
             };
-            todo.push((c, spec));
+            todo.push((c, spec, sockets));
         }
         (ids, todo)
     };
     let mut set = JoinSet::new();
-    for (c, spec) in todo {
-        set.spawn(async move { c.restart(spec).await });
+    for (c, spec, sockets) in todo {
+        set.spawn(async move {
+            match (spec, sockets) {
+                (Some(spec), Some(sockets)) => {
+                    c.apply(spec, sockets).await;
+                }
+                _ => c.restart(None).await,
+            }
+        });
     }
     while set.join_next().await.is_some() {}
     Ok(Response::Done { apps: brief(d, &ids) })
 }
 
-/// Replace every instance of the apps, one at a time per app, by a new process that is ready
-/// before the old one stops.
-async fn reload(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorReply> {
-    let (ids, coordinators) = {
+/// The new spec of each app `ids` names, for a restart or reload: its config file's (in
+/// `specs`), or its own with `env` as its whole environment, or none (unchanged).
+fn new_specs(
+    reg: &super::registry::Registry,
+    ids: &[u32],
+    env: Option<BTreeMap<String, String>>,
+    specs: &[AppSpec],
+) -> Vec<(u32, Coordinator, Option<Arc<AppSpec>>)> {
+    // `--update-env`: the new environment replaces the old one whole, removals included; the
+    // apps share it.
+    let shared_env = env.map(Arc::new);
+    let mut out = Vec::new();
+    for (id, c) in reg.coordinators(ids) {
+        let Some(app) = reg.apps.get(&id) else { continue };
+        let spec = match (specs.iter().find(|s| s.name == app.spec().name), &shared_env) {
+            (Some(spec), _) => {
+                let mut spec = spec.clone();
+                super::registry::share_env(&mut spec.env);
+                Some(Arc::new(spec))
+            }
+            (None, Some(env)) => {
+                let mut spec = (**app.spec()).clone();
+                spec.env = env.clone();
+                Some(Arc::new(spec))
+            }
+            (None, None) => None,
+        };
+        out.push((id, c, spec));
+    }
+    out
+}
+
+/// Reload apps: those in cluster mode instance by instance, each replaced by a new process that
+/// is ready before the old one stops; the others restarted.
+async fn reload(
+    d: &Arc<Daemon>,
+    targets: &[Target],
+    env: Option<BTreeMap<String, String>>,
+    specs: Vec<AppSpec>,
+) -> Result<Response, ErrorReply> {
+    let (ids, todo) = {
         let reg = d.registry();
         let ids = reg.resolve(targets)?;
-        let coordinators = reg.coordinators(&ids);
-        (ids, coordinators)
+        let mut todo = Vec::new();
+        for (id, c, spec) in new_specs(&reg, &ids, env, &specs) {
+            let Some(app) = reg.apps.get(&id) else { continue };
+            let wanted = spec.as_ref().unwrap_or(app.spec());
+            if wanted.sockets.is_empty() {
+                todo.push((c, spec, None));
+                continue;
+            }
+            // Sockets of a new spec are bound before anything changes.
+            let sockets = match &spec {
+                Some(spec) => Some(app.sockets.prepare(&spec.name, &spec.sockets).map_err(bad)?),
+                None => None,
+            };
+            todo.push((c, spec, Some(sockets)));
+        }
+        (ids, todo)
     };
     let mut set = JoinSet::new();
-    for (_, c) in coordinators {
-        set.spawn(async move { c.replace().await });
+    for (c, spec, rolling) in todo {
+        set.spawn(async move {
+            match rolling {
+                None => {
+                    c.restart(spec).await;
+                    Ok(())
+                }
+                Some(sockets) => c.replace(spec.zip(sockets)).await,
+            }
+        });
     }
     let mut failures = Vec::new();
     while let Some(Ok(result)) = set.join_next().await {

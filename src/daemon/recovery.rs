@@ -15,6 +15,7 @@ use crate::process::cgroup::Cgroup;
 use crate::process::terminate::Group;
 use crate::process::tree;
 use crate::protocol::{signal_number, Status};
+use crate::supervisor::sockets::Sockets;
 use crate::supervisor::{InstanceHandle, InstanceId};
 
 /// Recover the apps of the daemon that wrote `state.json`; returns how many there were (none
@@ -92,6 +93,13 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
         for app in old.apps {
             let mut spec = app.spec;
             super::registry::share_env(&mut Arc::make_mut(&mut spec).env);
+            // The old daemon's sockets closed with it: bind them again (the instances queue
+            // nothing meanwhile, as none runs).
+            let sockets = Sockets::default();
+            if let Err(e) = sockets.bind(&spec.name, &spec.sockets) {
+                tracing::error!(app = %spec.name, error = %e, "the app's sockets are not bound again");
+            }
+            let sockets = Arc::new(sockets);
             let instances: Vec<InstanceHandle> = (0..spec.instances)
                 .map(|i| {
                     let info = app.instances.iter().find(|x| x.index == i).cloned();
@@ -103,10 +111,14 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
                             InstanceId::new(app.id, i, 0),
                             spec.clone(),
                             info,
+                            sockets.clone(),
                         ),
-                        None => {
-                            InstanceHandle::spawn(d.ctx.clone(), InstanceId::new(app.id, i, 0), spec.clone())
-                        }
+                        None => InstanceHandle::spawn(
+                            d.ctx.clone(),
+                            InstanceId::new(app.id, i, 0),
+                            spec.clone(),
+                            sockets.clone(),
+                        ),
                     };
                     if was_up.unwrap_or(spec.autostart) {
                         let h = h.clone();
@@ -116,8 +128,8 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
                 })
                 .collect();
             reg.next_id = reg.next_id.max(app.id + 1);
-            let coordinator = Coordinator::spawn(d, app.id, spec.clone(), instances.clone());
-            reg.insert(App::new(app.id, spec, instances), coordinator);
+            let coordinator = Coordinator::spawn(d, app.id, spec.clone(), instances.clone(), sockets.clone());
+            reg.insert(App::new(app.id, spec, instances, sockets), coordinator);
         }
     }
     let restarted = starts.len();

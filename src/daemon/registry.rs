@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use super::coordinator::Coordinator;
 use crate::protocol::{AppInfo, AppSpec, ErrorKind, ErrorReply, Target};
+use crate::supervisor::sockets::Sockets;
 use crate::supervisor::InstanceHandle;
 
 /// One app: its spec and one handle per instance.
@@ -22,6 +23,8 @@ pub struct App {
     /// Instances in no slot that still run (a replacement coming up, or the one it replaced
     /// going down): recorded in `state.json`, not listed.
     pub others: Vec<InstanceHandle>,
+    /// Its listening sockets (cluster mode), which its coordinator binds and closes.
+    pub sockets: Arc<Sockets>,
 }
 
 #[derive(Default)]
@@ -121,10 +124,10 @@ pub fn share_env(env: &mut Arc<BTreeMap<String, String>>) {
 }
 
 impl App {
-    pub fn new(id: u32, spec: Arc<AppSpec>, instances: Vec<InstanceHandle>) -> App {
+    pub fn new(id: u32, spec: Arc<AppSpec>, instances: Vec<InstanceHandle>, sockets: Arc<Sockets>) -> App {
         let listing = Self::listing_of(&spec);
         let brief = Self::brief_of(&spec);
-        App { id, spec, listing, brief, instances, others: Vec::new() }
+        App { id, spec, listing, brief, instances, others: Vec::new(), sockets }
     }
 
     fn brief_of(spec: &AppSpec) -> Arc<AppSpec> {
@@ -134,6 +137,7 @@ impl App {
         brief.instances = spec.instances;
         brief.watch = spec.watch.clone();
         brief.autostart = spec.autostart;
+        brief.sockets = spec.sockets.clone();
         Arc::new(brief)
     }
 
@@ -210,7 +214,7 @@ mod tests {
     fn app(id: u32, name: &str, ns: &str) -> App {
         let mut spec = AppSpec::new(name, "/bin/true", PathBuf::from("/"));
         spec.namespace = ns.into();
-        App::new(id, Arc::new(spec), Vec::new())
+        App::new(id, Arc::new(spec), Vec::new(), Arc::default())
     }
 
     fn reg() -> Registry {

@@ -10,6 +10,7 @@ pub mod cgroup;
 pub mod delegate;
 pub mod fork;
 pub mod limits;
+pub mod listen;
 pub mod nofile;
 pub mod ports;
 pub mod reaper;

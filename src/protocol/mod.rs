@@ -114,11 +114,18 @@ pub enum Request {
     Reset {
         targets: Vec<Target>,
     },
-    /// Replace each instance of the apps, one at a time, by a new process (the next generation
-    /// of its slot) that is ready before the old one stops; stops at the first replacement that
-    /// is not ready, which leaves the rest as they were.
+    /// Reload apps: an app in cluster mode has each instance replaced, one at a time, by a new
+    /// process (the next generation of its slot) that is ready before the old one stops, which
+    /// stops at the first replacement that is not ready and leaves the rest as they were; an
+    /// app without listening sockets is restarted, as PM2 reloads fork-mode apps. `env` and
+    /// `specs` as for [`Request::Restart`].
     Reload {
         targets: Vec<Target>,
+        /// As [`Request::Restart`]'s.
+        #[serde(default)]
+        env: Option<BTreeMap<String, String>>,
+        #[serde(default)]
+        specs: Vec<AppSpec>,
     },
     List,
     /// [`Request::List`] for the table of `herder list`: each app's spec holds only its name,

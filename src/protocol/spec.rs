@@ -138,6 +138,33 @@ pub struct AppSpec {
     /// before the extension when there are several instances).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_file: Option<PathBuf>,
+    /// Cluster mode: the listening sockets the daemon binds once and every instance inherits
+    /// (socket activation, descriptors 3, 4 …). Empty for an app whose instances bind their
+    /// own ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sockets: Vec<SocketSpec>,
+}
+
+/// One listening socket of an app in cluster mode.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SocketSpec {
+    /// Its name in `LISTEN_FDNAMES`: the config's name for it, else the port's number.
+    pub name: String,
+    /// The address to listen on; none: every address (IPv6 and IPv4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub port: u16,
+}
+
+impl SocketSpec {
+    /// `port`, `host:port` or `[v6]:port`, as the config and `show` write it.
+    pub fn address(&self) -> String {
+        match &self.host {
+            Some(h) if h.contains(':') => format!("[{h}]:{}", self.port),
+            Some(h) => format!("{h}:{}", self.port),
+            None => self.port.to_string(),
+        }
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -197,6 +224,7 @@ impl AppSpec {
             user: None,
             group: None,
             pid_file: None,
+            sockets: Vec::new(),
         }
     }
 }

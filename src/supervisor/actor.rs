@@ -14,7 +14,7 @@ use super::running::{
     recv_ipc, recv_notices, recv_probe, send_shutdown, sleep_until_some, watch_changed, Event, IpcChannel,
     Phase, Running, WatchDue,
 };
-use super::spawn::Launch;
+use super::spawn::{Inherit, Launch};
 use super::spawner::Stop;
 use super::{pidfile, spawn, Cmd, Context, InstanceId, HISTORY_LEN, NOTICE_BURST};
 use crate::health::notify::NotifySocket;
@@ -25,6 +25,7 @@ use crate::protocol::secrets;
 use crate::protocol::spec::ProbeKind;
 use crate::protocol::EventKind;
 use crate::protocol::{now_ms, AppSpec, ExitReason, ExitRecord, InstanceInfo, Status};
+use std::os::fd::AsFd;
 
 pub(super) struct Actor {
     /// Its app, slot and generation.
@@ -49,6 +50,8 @@ pub(super) struct Actor {
     pub(super) watch_due: Option<WatchDue>,
     /// The account of the last start (`user`/`group`), which its `exec` probes run as too.
     pub(super) run_as: Option<fork::Credentials>,
+    /// The app's listening sockets (cluster mode), passed on at each start.
+    pub(super) sockets: Arc<super::sockets::Sockets>,
 }
 
 impl Actor {
@@ -324,6 +327,11 @@ impl Actor {
             Ok(account) => {
                 self.place_notify(account.as_ref());
                 self.run_as = account.as_ref().map(fork::Credentials::of);
+                let listeners = self.sockets.get();
+                let inherit: Vec<Inherit<'_>> = listeners
+                    .iter()
+                    .map(|l| Inherit { fd: l.fd.as_fd(), name: &l.spec.name, port: l.spec.port })
+                    .collect();
                 let launch = Launch {
                     spec: &self.spec,
                     id: self.id,
@@ -332,7 +340,7 @@ impl Actor {
                     marker: &self.marker,
                     notify_socket: self.notify.as_ref().map(|n| n.address.as_str()),
                     account: account.as_ref(),
-                    sockets: &[],
+                    sockets: &inherit,
                 };
                 self.ctx.spawner.spawn(&self.ctx, &launch)
             }

@@ -156,11 +156,13 @@ impl InstanceHandle {
     /// Start the actor of an instance an earlier image of the daemon ran, in the same phase.
     /// `exits` yield the exits of its processes (registered with the reaper); `take` claims
     /// an inherited descriptor by number.
+    #[allow(clippy::too_many_arguments)]
     pub fn adopt(
         ctx: Arc<Context>,
         app_id: u32,
         index: u32,
         spec: Arc<AppSpec>,
+        sockets: Arc<super::sockets::Sockets>,
         state: InstanceState,
         exits: Exits,
         take: &mut dyn FnMut(RawFd) -> Option<OwnedFd>,
@@ -190,7 +192,7 @@ impl InstanceHandle {
             phase,
             ..
         } = state;
-        Self::start_actor(ctx, id, spec, info, notify, move |actor| {
+        Self::start_actor(ctx, id, spec, info, notify, sockets, move |actor| {
             actor.policy = PolicyState { unstable, backoff_ms };
             actor.cgroup_dirty = cgroup_dirty;
             actor.auto_restart_pending = auto_restart_pending;

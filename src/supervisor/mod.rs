@@ -13,6 +13,7 @@ pub mod handover;
 pub mod pidfile;
 pub mod policy;
 mod running;
+pub mod sockets;
 pub mod spawn;
 pub mod spawner;
 mod triggers;
@@ -30,6 +31,7 @@ use crate::protocol::{AppSpec, InstanceInfo, Status};
 use actor::Actor;
 use policy::PolicyState;
 use running::{IpcChannel, Phase, Running, WatchDue};
+use sockets::Sockets;
 
 /// Exits kept in an instance's history.
 const HISTORY_LEN: usize = 10;
@@ -131,8 +133,14 @@ pub struct InstanceHandle {
 impl InstanceHandle {
     /// Start the actor of instance `id`. It begins `stopped`; send [`InstanceHandle::start`]
     /// to run it.
-    pub fn spawn(ctx: Arc<Context>, id: InstanceId, spec: Arc<AppSpec>) -> InstanceHandle {
-        Self::spawn_with(ctx, id, spec, InstanceInfo::new(id.index))
+    /// `sockets` are the app's listening sockets (cluster mode), which it inherits.
+    pub fn spawn(
+        ctx: Arc<Context>,
+        id: InstanceId,
+        spec: Arc<AppSpec>,
+        sockets: Arc<Sockets>,
+    ) -> InstanceHandle {
+        Self::spawn_with(ctx, id, spec, InstanceInfo::new(id.index), sockets)
     }
 
     /// Start an actor that carries over counters from an earlier life (crash recovery).
@@ -141,11 +149,12 @@ impl InstanceHandle {
         id: InstanceId,
         spec: Arc<AppSpec>,
         mut info: InstanceInfo,
+        sockets: Arc<Sockets>,
     ) -> InstanceHandle {
         info.pid = None;
         info.status = if info.status == Status::Errored { Status::Errored } else { Status::Stopped };
         let notify = bind_notify(&ctx, id, &spec);
-        Self::start_actor(ctx, id, spec, info, notify, |_| Phase::Idle)
+        Self::start_actor(ctx, id, spec, info, notify, sockets, |_| Phase::Idle)
     }
 
     /// Start the actor of an instance in the phase `first` sets up.
@@ -155,6 +164,7 @@ impl InstanceHandle {
         spec: Arc<AppSpec>,
         mut info: InstanceInfo,
         notify: Option<NotifySocket>,
+        sockets: Arc<Sockets>,
         first: impl FnOnce(&mut Actor) -> Phase,
     ) -> InstanceHandle {
         let cgroup = ctx.cgroups.as_ref().map(|root| root.instance(&id.name()));
@@ -178,6 +188,7 @@ impl InstanceHandle {
             watcher: None,
             watch_due: None,
             run_as: None,
+            sockets,
         };
         let phase = first(&mut actor);
         actor.status.send_replace(actor.info.clone());

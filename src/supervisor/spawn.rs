@@ -17,7 +17,8 @@ use crate::protocol::{AppSpec, ExitReason};
 /// Variables of socket activation: set for an instance that inherits listening sockets, never
 /// passed on from the environment it was started from (a `herder start` in a unit started by
 /// socket activation would otherwise hand the app descriptors it does not have).
-const SOCKET_ACTIVATION_VARS: &[&str] = &["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"];
+const SOCKET_ACTIVATION_VARS: &[&str] =
+    &["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "HERDER_LISTEN_PORTS"];
 
 /// What one start of an instance needs.
 pub struct Launch<'a> {
@@ -38,11 +39,12 @@ pub struct Launch<'a> {
     pub sockets: &'a [Inherit<'a>],
 }
 
-/// A listening socket an instance inherits, with its name for `LISTEN_FDNAMES`.
+/// A listening socket an instance inherits, with its name for `LISTEN_FDNAMES` and its port.
 #[derive(Debug, Clone, Copy)]
 pub struct Inherit<'a> {
     pub fd: std::os::fd::BorrowedFd<'a>,
     pub name: &'a str,
+    pub port: u16,
 }
 
 /// A started process.
@@ -149,9 +151,30 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
     // child itself), then the IPC channel.
     let listen_fds = sockets.len().to_string();
     let listen_names = sockets.iter().map(|s| s.name).collect::<Vec<_>>().join(":");
-    if !sockets.is_empty() {
+    let listen_ports = sockets.iter().map(|s| s.port.to_string()).collect::<Vec<_>>().join(":");
+    // Node processes anywhere in the app's tree (`node`, `npm start`, a script with a node
+    // shebang) load the preload, which makes their `listen(port)` use these sockets.
+    let node_options = if sockets.is_empty() {
+        None
+    } else {
+        let preload =
+            preload_path(ctx, account).map_err(|e| err(format!("cannot write the Node preload: {e}")))?;
+        let preload = preload.display().to_string();
+        let require = if preload.contains(' ') {
+            format!("--require \"{preload}\"")
+        } else {
+            format!("--require {preload}")
+        };
+        Some(match spec.env.get("NODE_OPTIONS").filter(|o| !o.trim().is_empty()) {
+            Some(own) => format!("{own} {require}"),
+            None => require,
+        })
+    };
+    if let Some(options) = &node_options {
         extra.push(("LISTEN_FDS", listen_fds.as_str()));
         extra.push(("LISTEN_FDNAMES", listen_names.as_str()));
+        extra.push(("HERDER_LISTEN_PORTS", listen_ports.as_str()));
+        extra.push(("NODE_OPTIONS", options.as_str()));
     }
     let ipc_fd = (3 + sockets.len()).to_string();
     if ipc.is_some() {
@@ -241,6 +264,21 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
         oom: limits.oom,
         limit_note,
     })
+}
+
+/// Where the Node preload is for an app run as `account`: the home's `run/` for the daemon's
+/// own account, the shared run directory (which other users can pass through) for another.
+fn preload_path(
+    ctx: &Context,
+    account: Option<&crate::users::Account>,
+) -> std::io::Result<std::path::PathBuf> {
+    // SAFETY: geteuid(2) cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let dir = match account.filter(|a| a.uid != euid) {
+        Some(_) => ctx.paths.ensure_shared_run_dir()?,
+        None => ctx.paths.run_dir(),
+    };
+    super::sockets::node_preload(&dir)
 }
 
 fn describe_spawn_error(e: &io::Error) -> String {

@@ -110,7 +110,8 @@ impl Case {
         });
         let mut spec = AppSpec::new("app", "/bin/true", home.path().to_path_buf());
         shape(&mut spec);
-        let handle = InstanceHandle::spawn(ctx, super::InstanceId::new(0, 0, 0), Arc::new(spec));
+        let handle =
+            InstanceHandle::spawn(ctx, super::InstanceId::new(0, 0, 0), Arc::new(spec), Arc::default());
         Case { handle, fake, _home: home }
     }
 

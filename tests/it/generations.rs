@@ -18,7 +18,7 @@ const T: Duration = Duration::from_secs(20);
 /// swap is done).
 fn reload(home: &Path, app: &str) -> std::thread::JoinHandle<Result<Response, herder::client::ClientError>> {
     let paths = Paths::new(home);
-    let req = Request::Reload { targets: vec![Target::Name(app.to_string())] };
+    let req = Request::Reload { targets: vec![Target::Name(app.to_string())], env: None, specs: Vec::new() };
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(herder::client::call(&paths, &req))
@@ -41,11 +41,13 @@ fn recorded(h: &TestHome) -> Vec<(u64, u64, u64)> {
         .unwrap_or_default()
 }
 
-/// An app whose replacement takes `min_uptime` (two seconds) to count as ready: long enough to
-/// see both processes of its slot.
+/// An app in cluster mode (a socket the daemon holds, which its instances need not use) whose
+/// replacement takes `min_uptime` (two seconds) to count as ready: long enough to see both
+/// processes of its slot.
 fn start(h: &TestHome, tag: &str) -> u32 {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let text = format!(
-        "[[apps]]\nname = \"slot\"\nscript = \"{}\"\nargs = [\"{tag}\"]\nmin_uptime = \"2s\"\n",
+        "[[apps]]\nname = \"slot\"\nscript = \"{}\"\nargs = [\"{tag}\"]\nmin_uptime = \"2s\"\nexec_mode = \"cluster\"\nport = {port}\n",
         fixture("idle.sh").display()
     );
     let cfg = h.write("slot.toml", &text);
@@ -133,7 +135,11 @@ fn a_replacement_that_exits_leaves_the_old_instance_serving() {
         "app.sh",
         &format!("#!/bin/sh\n[ -e {} ] && exit 3\nexec sleep 100000 # $1\n", flag.display()),
     );
-    let text = format!("[[apps]]\nname = \"slot\"\nscript = \"{}\"\nargs = [\"{tag}\"]\n", script.display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let text = format!(
+        "[[apps]]\nname = \"slot\"\nscript = \"{}\"\nargs = [\"{tag}\"]\nexec_mode = \"cluster\"\nport = {port}\n",
+        script.display()
+    );
     h.ok(&["start", h.write("slot.toml", &text).to_str().unwrap()]);
     let old = h.wait_status("slot", Status::Online, T).instances[0].pid.unwrap();
     std::fs::write(&flag, "").unwrap();

@@ -3,6 +3,7 @@
 mod harness;
 
 mod cgroup_leaf;
+mod cluster;
 mod config_errors;
 mod config_formats;
 mod container;

@@ -206,6 +206,8 @@ const ACTED_ON: &[&[&str]] = &[
     &["start", "IDLE", "--name", "v"],
     &["stop", "v"],
     &["restart", "v"],
+    &["reload", "v"],
+    &["gracefulReload", "v"],
     &["reset", "v"],
     &["sendSignal", "SIGWINCH", "v"],
     &["signal", "SIGWINCH", "v"],
@@ -252,10 +254,6 @@ const ACTED_ON: &[&[&str]] = &[
 
 /// PM2's verbs herder does not have.
 const REFUSED: &[&str] = &[
-    "reload",
-    "gracefulReload",
-    "startOrReload",
-    "startOrGracefulReload",
     "scale",
     "trigger",
     "send",

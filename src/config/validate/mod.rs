@@ -283,27 +283,15 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             Field::AppendEnvToName => decl.append_env_to_name = cx.bool(key, v).unwrap_or(false),
             Field::InstanceVar => decl.instance_var = cx.var_name(key, v),
             Field::IncrementVar => decl.increment_var = cx.var_name(key, v),
-            Field::Port => decl.port = cx.port(key, v),
-            Field::Namespace => decl.namespace = cx.non_empty_string(key, v).map(spanned),
-            Field::Instances => decl.instances = cx.instances(key, v),
-            Field::ExecMode => {
-                if cx.exec_mode(key, v) == Some(true) {
-                    cx.not_yet(
-                        Later {
-                            key: "exec_mode",
-                            written: match &v.kind {
-                                Kind::Str(mode) => format!("`{key} = \"{mode}\"`"),
-                                _ => format!("`{key}`"),
-                            },
-                            error: "is not implemented yet",
-                            warning: "is `cluster`, which is not implemented yet: the instances run as separate processes that do not share one port",
-                            hint: "the instances would run as separate processes that do not share one port; remove `exec_mode` or write `exec_mode = \"fork\"`",
-                        },
-                        v,
-                        v.span,
-                    );
+            Field::Port => {
+                if let Some(ports) = cx.ports(key, v) {
+                    decl.port = ports.first().map(|p| p.port);
+                    decl.ports = ports;
                 }
             }
+            Field::Namespace => decl.namespace = cx.non_empty_string(key, v).map(spanned),
+            Field::Instances => decl.instances = cx.instances(key, v),
+            Field::ExecMode => decl.cluster = cx.exec_mode(key, v),
             Field::Autostart => decl.autostart = cx.bool(key, v),
             Field::Autorestart => decl.autorestart = cx.bool(key, v),
             Field::StopExitCodes => decl.stop_exit_codes = cx.exit_codes(key, v),

@@ -3,6 +3,7 @@
 //! integers, ports, durations, sizes, words, env tables, exit codes, signals), each reporting a
 //! wrong kind or value at its span. The warnings about ignored keys are summed up here too.
 
+use crate::protocol::spec::SocketSpec;
 use std::collections::BTreeMap;
 
 use crate::config::keys::{signal_hint, FieldDef, Support};
@@ -201,13 +202,57 @@ impl AppCx<'_, '_> {
         }
     }
 
-    pub(super) fn port(&mut self, key: &str, value: &Value) -> Option<u16> {
-        let Some(i) = self.int(value) else {
-            self.type_error(key, value, "a port number");
+    /// `port`: a port (`3000`, `"3000"`), an address (`"127.0.0.1:3000"`, `"[::1]:3000"`), a
+    /// list of them, or a table of named ones (`{ http = 3000, admin = "127.0.0.1:9090" }`).
+    pub(super) fn ports(&mut self, key: &str, value: &Value) -> Option<Vec<SocketSpec>> {
+        let mut out = Vec::new();
+        match &value.kind {
+            Kind::Array(items) => {
+                for item in items {
+                    out.push(self.one_port(key, item, None)?);
+                }
+            }
+            Kind::Table(t) => {
+                for e in &t.entries {
+                    out.push(self.one_port(key, &e.value, Some(e.key.clone()))?);
+                }
+            }
+            _ => out.push(self.one_port(key, value, None)?),
+        }
+        let mut seen = std::collections::HashSet::new();
+        for p in &out {
+            if !seen.insert((p.host.clone(), p.port)) {
+                let msg = format!("`{key}` in app {}: port {} is given twice", self.label, p.address());
+                self.push(ConfigError::new(msg).at(value.span));
+                return None;
+            }
+        }
+        Some(out)
+    }
+
+    fn one_port(&mut self, key: &str, value: &Value, name: Option<String>) -> Option<SocketSpec> {
+        let (host, number) = match &value.kind {
+            Kind::Int(i) => (None, Some(*i)),
+            Kind::Str(s) => {
+                let s = s.trim();
+                match s.rsplit_once(':') {
+                    Some((host, port)) => {
+                        let host = host.trim_start_matches('[').trim_end_matches(']');
+                        (Some(host.to_string()).filter(|h| !h.is_empty()), port.parse().ok())
+                    }
+                    None => (None, s.parse().ok()),
+                }
+            }
+            _ => (None, None),
+        };
+        let Some(i) = number else {
+            self.type_error(key, value, "a port number, an address such as \"127.0.0.1:3000\", a list of them or a table of named ones");
             return None;
         };
         match u16::try_from(i) {
-            Ok(n) if n > 0 => Some(n),
+            Ok(port) if port > 0 => {
+                Some(SocketSpec { name: name.unwrap_or_else(|| port.to_string()), host, port })
+            }
             _ => {
                 let msg = format!("`{key}` in app {}: port `{i}` is out of range", self.label);
                 self.push(ConfigError::new(msg).at(value.span).with_hint("ports are 1 to 65535"));

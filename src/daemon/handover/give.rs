@@ -15,13 +15,14 @@ use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::sync::{watch, Notify};
 
-use super::{deferred_set, set_cloexec, write_doc, AppState, Doc, HANDOVER_VERSION, TAKEOVER_VAR};
+use super::{
+    deferred_set, set_cloexec, write_doc, AppState, Doc, SocketState, HANDOVER_VERSION, TAKEOVER_VAR,
+};
 use crate::daemon::image::CheckReport;
 use crate::daemon::registry::App;
 use crate::daemon::Daemon;
 use crate::logs::handover::CaptureState;
 use crate::protocol::{self, ErrorKind, ErrorReply, Response};
-use crate::supervisor::handover::InstanceState;
 
 /// How long requests under way may take to finish before the update gives up.
 const REQUESTS_TIMEOUT: Duration = Duration::from_secs(60);
@@ -252,7 +253,12 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
                 _ => return format!("`{}`: an instance did not report its state", app.spec().name),
             }
         }
-        app_states.push(AppState { id: app.id, spec: (**app.spec()).clone(), instances });
+        let listeners = app.sockets.get();
+        let sockets = listeners
+            .iter()
+            .map(|l| SocketState { spec: l.spec.clone(), fd: std::os::fd::AsRawFd::as_raw_fd(&l.fd) })
+            .collect();
+        app_states.push(AppState { id: app.id, spec: (**app.spec()).clone(), instances, sockets });
     }
     let held = match d.ctx.logs.hold_captures(deadline).await {
         Ok(h) => h,
@@ -309,7 +315,7 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
     }
     let mut fds = vec![doc.lock_fd, doc.listener_fd, client.as_raw_fd(), memfd.as_raw_fd()];
     fds.extend(doc.metrics_fd);
-    fds.extend(doc.apps.iter().flat_map(|a| a.instances.iter().flat_map(InstanceState::fds)));
+    fds.extend(doc.apps.iter().flat_map(AppState::fds));
     fds.extend(doc.captures.iter().map(|c| c.fd));
     tracing::info!(
         exe = %exe.display(),

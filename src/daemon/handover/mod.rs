@@ -89,6 +89,24 @@ struct AppState {
     id: u32,
     spec: AppSpec,
     instances: Vec<InstanceState>,
+    /// Its listening sockets (cluster mode): kept open, so that no connection is refused
+    /// while the daemon changes its image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    sockets: Vec<SocketState>,
+}
+
+/// One listening socket of an app, by descriptor.
+#[derive(Debug, Serialize, Deserialize)]
+struct SocketState {
+    spec: crate::protocol::spec::SocketSpec,
+    fd: RawFd,
+}
+
+impl AppState {
+    /// Every descriptor this app hands over.
+    fn fds(&self) -> impl Iterator<Item = RawFd> + '_ {
+        self.instances.iter().flat_map(InstanceState::fds).chain(self.sockets.iter().map(|s| s.fd))
+    }
 }
 
 /// The fields every version of the document keeps, read first: enough to keep the lock and

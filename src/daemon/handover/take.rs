@@ -3,7 +3,6 @@
 //! place of crash recovery, adopt the apps, instances and log captures it describes and answer
 //! the client.
 
-use crate::daemon::coordinator::Coordinator;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek};
@@ -15,12 +14,14 @@ use std::time::Duration;
 use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
-use super::{decode, deferred_set, set_cloexec, Doc, TAKEOVER_VAR};
+use super::{decode, deferred_set, set_cloexec, AppState, Doc, TAKEOVER_VAR};
+use crate::daemon::coordinator::Coordinator;
 use crate::daemon::lock::DaemonLock;
 use crate::daemon::registry::App;
 use crate::daemon::Daemon;
 use crate::protocol::{self, ExitReason, ImageInfo, Response};
-use crate::supervisor::handover::{Exits, InstanceState};
+use crate::supervisor::handover::Exits;
+use crate::supervisor::sockets::{Listener, Sockets};
 use crate::supervisor::InstanceHandle;
 
 /// Let the deferred signals through again (the new image, once it handles them).
@@ -140,7 +141,7 @@ fn read_inherited(var: &std::ffi::OsStr) -> Result<(Doc, HashMap<RawFd, OwnedFd>
     let mut numbers = vec![doc.lock_fd, doc.listener_fd];
     numbers.extend(doc.reply_fd);
     numbers.extend(doc.metrics_fd);
-    numbers.extend(doc.apps.iter().flat_map(|a| a.instances.iter().flat_map(InstanceState::fds)));
+    numbers.extend(doc.apps.iter().flat_map(AppState::fds));
     numbers.extend(doc.captures.iter().map(|c| c.fd));
     let mut fds = HashMap::new();
     for n in numbers {
@@ -221,6 +222,12 @@ pub(crate) async fn adopt(
             let mut spec = app.spec;
             crate::daemon::registry::share_env(&mut spec.env);
             let spec = Arc::new(spec);
+            let sockets = Sockets::new(
+                app.sockets
+                    .into_iter()
+                    .filter_map(|s| Some(Listener { spec: s.spec, fd: take(s.fd)? }))
+                    .collect(),
+            );
             let instances: Vec<InstanceHandle> = app
                 .instances
                 .into_iter()
@@ -235,6 +242,7 @@ pub(crate) async fn adopt(
                         app.id,
                         st.info.index,
                         spec.clone(),
+                        sockets.clone(),
                         st,
                         exits,
                         &mut take,
@@ -242,8 +250,8 @@ pub(crate) async fn adopt(
                 })
                 .collect();
             reg.next_id = reg.next_id.max(app.id + 1);
-            let coordinator = Coordinator::spawn(d, app.id, spec.clone(), instances.clone());
-            reg.insert(App::new(app.id, spec, instances), coordinator);
+            let coordinator = Coordinator::spawn(d, app.id, spec.clone(), instances.clone(), sockets.clone());
+            reg.insert(App::new(app.id, spec, instances, sockets), coordinator);
         }
     }
     let mut resumed = 0;

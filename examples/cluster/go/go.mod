@@ -1,0 +1,3 @@
+module example.com/herder-cluster
+
+go 1.19

@@ -1,0 +1,269 @@
+//! Cluster mode: the daemon binds an app's port once and every instance serves it (socket
+//! activation), unchanged Node apps through herder's preload, other languages on fd 3; reload
+//! replaces each instance with one that is ready first, and fails no request.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use herder::protocol::Status;
+
+use crate::harness::*;
+
+const T: Duration = Duration::from_secs(30);
+
+fn example(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/cluster").join(path)
+}
+
+/// A port no one listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One `GET /` on its own connection: the body, or why not.
+fn get(port: u16) -> Result<String, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| format!("read: {e}"))?;
+    if !text.starts_with("HTTP/1.1 200") {
+        return Err(format!("answer: {text:?}"));
+    }
+    Ok(text.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+/// The pid in a body of the example servers ("hello from pid 123 …").
+fn pid_of(body: &str) -> u32 {
+    body.split_whitespace().nth(3).and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("{body:?}"))
+}
+
+/// Requests in a loop from two threads until stopped: (answered, failures).
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(port: u16) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let threads = (0..2)
+            .map(|_| {
+                let (stop, ok) = (stop.clone(), ok.clone());
+                std::thread::spawn(move || {
+                    let mut failures = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        match get(port) {
+                            Ok(_) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => failures.push(e),
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Load { stop, ok, threads }
+    }
+
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+/// The ecosystem file of a typical deployment guide, on `port`.
+fn ecosystem(h: &TestHome, port: u16) -> PathBuf {
+    std::fs::copy(example("node/server.js"), h.dir.path().join("server.js")).unwrap();
+    let text = std::fs::read_to_string(example("node/ecosystem.config.js"))
+        .unwrap()
+        .replace("3000", &port.to_string());
+    h.write("ecosystem.config.js", &text)
+}
+
+#[test]
+fn a_pm2_cluster_file_runs_unchanged_and_every_instance_serves_the_port() {
+    let h = TestHome::new();
+    let port = free_port();
+    let file = ecosystem(&h, port);
+    let out = h.ok(&["start", file.to_str().unwrap(), "--env", "production"]);
+    assert!(out.contains("cluster"), "list shows the mode: {out}");
+    let app = h.wait_status("api", Status::Online, T);
+    assert_eq!(app.instances.len(), 3);
+    assert_eq!(app.spec.sockets.len(), 1);
+    let pids: BTreeSet<u32> = app.instances.iter().map(|i| i.pid.unwrap()).collect();
+    // Each instance answers once it listens; a few hundred requests reach all of them.
+    let mut seen = BTreeSet::new();
+    wait_for("every instance to answer", T, || {
+        for _ in 0..100 {
+            if let Ok(body) = get(port) {
+                seen.insert(pid_of(&body));
+            }
+        }
+        (seen == pids).then_some(())
+    });
+    let show = h.ok(&["show", "api"]);
+    assert!(show.contains("sockets") && show.contains(&port.to_string()), "{show}");
+}
+
+#[test]
+fn reload_replaces_every_instance_and_fails_no_request() {
+    let h = TestHome::new();
+    let port = free_port();
+    let file = ecosystem(&h, port);
+    h.ok(&["start", file.to_str().unwrap()]);
+    let before: BTreeSet<u32> =
+        h.wait_status("api", Status::Online, T).instances.iter().map(|i| i.pid.unwrap()).collect();
+    wait_for("the app to answer", T, || get(port).ok());
+    let load = Load::start(port);
+    let mut all_pids = before.clone();
+    for round in 0..3 {
+        let out = h.ok(&["reload", "api"]);
+        assert!(out.contains("reloaded `api`"), "{out}");
+        let now: BTreeSet<u32> = h.app("api").instances.iter().map(|i| i.pid.unwrap()).collect();
+        assert_eq!(now.len(), 3);
+        assert!(now.is_disjoint(&all_pids), "round {round}: every instance is new: {now:?} {all_pids:?}");
+        all_pids.extend(now);
+    }
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok > 50, "the load ran: {ok}");
+    // The old processes are gone.
+    for pid in before {
+        assert!(!pid_alive(pid), "{pid}");
+    }
+}
+
+#[test]
+fn a_python_app_serves_on_fd_3_and_reloads_without_failures() {
+    let h = TestHome::new();
+    let port = free_port();
+    let text = format!(
+        "[[apps]]\nname = \"py\"\nscript = \"{}\"\ninstances = 2\nport = {port}\n",
+        example("python/server.py").display()
+    );
+    let file = h.write("herder.toml", &text);
+    h.ok(&["start", file.to_str().unwrap()]);
+    let app = h.wait_status("py", Status::Online, T);
+    let pids: BTreeSet<u32> = app.instances.iter().map(|i| i.pid.unwrap()).collect();
+    let mut seen = BTreeSet::new();
+    wait_for("both instances to answer", T, || {
+        for _ in 0..50 {
+            if let Ok(body) = get(port) {
+                seen.insert(pid_of(&body));
+            }
+        }
+        (seen == pids).then_some(())
+    });
+    let load = Load::start(port);
+    h.ok(&["reload", "py"]);
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let now: BTreeSet<u32> = h.app("py").instances.iter().map(|i| i.pid.unwrap()).collect();
+    assert!(now.is_disjoint(&pids));
+}
+
+#[test]
+fn a_replacement_that_is_never_ready_stops_the_reload_and_the_old_instances_serve() {
+    let h = TestHome::new();
+    let port = free_port();
+    let flag = h.dir.path().join("hang");
+    // Ready at once, unless the flag file exists: then it listens but never says so.
+    let script = h.write(
+        "app.js",
+        &format!(
+            "const http = require('http');\n\
+             http.createServer((q, s) => s.end(`hello from pid ${{process.pid}}`)).listen(Number(process.env.PORT), () => {{\n\
+             \x20 if (!require('fs').existsSync({:?})) process.send('ready');\n\
+             }});\n",
+            flag.to_str().unwrap()
+        ),
+    );
+    let text = format!(
+        "[[apps]]\nname = \"web\"\nscript = \"{}\"\ninstances = 2\nport = {port}\nwait_ready = true\nlisten_timeout = \"2s\"\n",
+        script.display()
+    );
+    h.ok(&["start", h.write("herder.toml", &text).to_str().unwrap()]);
+    let before: Vec<u32> =
+        h.wait_status("web", Status::Online, T).instances.iter().map(|i| i.pid.unwrap()).collect();
+    std::fs::write(&flag, "").unwrap();
+    let started = std::time::Instant::now();
+    let err = h.fails(&["reload", "web"]);
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(err.contains("`web` instance 0"), "{err}");
+    assert!(err.contains("listen_timeout"), "{err}");
+    let app = h.app("web");
+    assert_eq!(app.instances.iter().map(|i| i.pid.unwrap()).collect::<Vec<_>>(), before);
+    for _ in 0..20 {
+        let body = get(port).unwrap();
+        assert!(before.contains(&pid_of(&body)), "{body}");
+    }
+}
+
+#[test]
+fn a_taken_port_is_an_error_naming_its_holder_and_nothing_starts() {
+    let h = TestHome::new();
+    let holder = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    let text = format!(
+        "[[apps]]\nname = \"web\"\nscript = \"{}\"\ninstances = 2\nport = {port}\n",
+        example("node/server.js").display()
+    );
+    let err = h.fails(&["start", h.write("herder.toml", &text).to_str().unwrap()]);
+    assert!(err.contains(&format!("port {port} is taken by pid {}", std::process::id())), "{err}");
+    assert!(h.list().is_empty());
+}
+
+#[test]
+fn the_socket_outlives_the_instances_and_a_daemon_update() {
+    let h = TestHome::new();
+    let port = free_port();
+    let file = ecosystem(&h, port);
+    h.ok(&["start", file.to_str().unwrap()]);
+    let app = h.wait_status("api", Status::Online, T);
+    wait_for("the app to answer", T, || get(port).ok());
+    // Every instance killed at once: connections wait in the socket's queue until the
+    // instances are back, none is refused.
+    for i in &app.instances {
+        // SAFETY: kill(2) on the test's own app.
+        unsafe { libc::kill(i.pid.unwrap() as i32, libc::SIGKILL) };
+    }
+    for _ in 0..10 {
+        get(port).expect("served after the restart");
+    }
+    let load = Load::start(port);
+    h.ok(&["update"]);
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    // Deleted, the app gives its port back.
+    h.ok(&["delete", "api"]);
+    wait_for("the port to be free", T, || std::net::TcpListener::bind(("0.0.0.0", port)).ok());
+}
