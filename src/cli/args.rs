@@ -30,6 +30,9 @@ pub enum Cmd {
     /// by a new one that is ready before the old one stops; other apps restart
     #[command(visible_aliases = ["gracefulReload", "startOrReload", "startOrGracefulReload"])]
     Reload(RestartArgs),
+    /// Change an app's number of instances live: `4`, `+2` or `-1` (new instances start on the
+    /// same sockets, the last ones stop gracefully)
+    Scale(ScaleArgs),
     /// Stop apps and remove them from the list
     #[command(visible_alias = "del")]
     Delete(Targets),
@@ -108,6 +111,15 @@ pub enum Cmd {
     /// Print what a daemon checks before it executes this binary (`herder update`)
     #[command(hide = true)]
     HandoverCheck,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// App name or id
+    pub target: String,
+    /// A number of instances (`4`), or a change of it (`+2`, `-1`)
+    #[arg(allow_hyphen_values = true)]
+    pub count: String,
 }
 
 #[derive(Debug, Args)]

@@ -22,6 +22,7 @@ mod pm2_verbs;
 mod render;
 mod report;
 mod restart;
+mod scale;
 mod start;
 mod startup;
 mod update;
@@ -118,6 +119,7 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
         },
         Cmd::Restart(a) => restart::restart(paths, a, false).await,
         Cmd::Reload(a) => restart::restart(paths, a, true).await,
+        Cmd::Scale(a) => scale::scale(paths, a).await,
         Cmd::Delete(t) => match file_targets(&t.targets)? {
             Ok(targets) => act(paths, Request::Delete { targets }).await,
             Err(errors) => config_failed(&errors),

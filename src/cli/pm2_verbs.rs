@@ -50,12 +50,16 @@ pub async fn pid(paths: &Paths, name: Option<&str>) -> Result<i32> {
     Ok(0)
 }
 
-/// `herder id <name>`: the ids of the apps of that name as PM2 prints them (`[ 0 ]`, `[]`).
+/// `herder id <name>`: the ids of that app's instances as PM2 prints them (`[ 0, 1 ]`, `[]`).
 pub async fn id(paths: &Paths, name: &str) -> Result<i32> {
     let Response::List { apps } = expect_ok(client::call(paths, &Request::ListBrief).await?)? else {
         bail!("unexpected answer from the daemon");
     };
-    let ids = apps.iter().filter(|a| a.spec.name == name).map(|a| Js::num(a.id)).collect();
+    let ids = apps
+        .iter()
+        .filter(|a| a.spec.name == name)
+        .flat_map(|a| a.instances.iter().map(move |i| Js::num(i.id.unwrap_or(a.id))))
+        .collect();
     out(&(inspect(&Js::Arr(ids)) + "\n"))?;
     Ok(0)
 }
@@ -179,7 +183,7 @@ fn record(app: &AppInfo, i: &InstanceInfo, user: &str) -> Js {
         ("axm_monitor", Js::obj::<&str>([])),
         ("axm_options", Js::obj::<&str>([])),
         ("axm_dynamic", Js::obj::<&str>([])),
-        ("pm_id", Js::num(app.id)),
+        ("pm_id", Js::num(i.id.unwrap_or(app.id))),
         ("restart_time", Js::num(i.restarts)),
         ("unstable_restarts", Js::num(i.unstable_restarts)),
         ("version", Js::str("N/A")),
@@ -196,7 +200,7 @@ fn record(app: &AppInfo, i: &InstanceInfo, user: &str) -> Js {
         ("pid", Js::num(i.pid.unwrap_or(0))),
         ("name", Js::str(spec.name.as_str())),
         ("pm2_env", pm2_env),
-        ("pm_id", Js::num(app.id)),
+        ("pm_id", Js::num(i.id.unwrap_or(app.id))),
         (
             "monit",
             Js::obj([
@@ -218,15 +222,9 @@ const MODULES_HINT: &str = "log rotation is built in (`log_max_size`, `log_retai
 const PLUS: &str =
     "PM2 Plus is PM2's hosted monitoring service; herder does not send anything off the machine";
 const PLUS_HINT: &str = "`herder monit` (terminal dashboard), `herder metrics --listen 9209` (Prometheus), `herder events` and webhooks in `[[apps.hooks]]`";
-const SCALE: &str = "herder does not have `scale` yet: it comes with cluster mode";
 
 /// PM2's verbs that herder does not have: (verbs, why, what to use).
 const REFUSED: &[(&[&str], &str, &str)] = &[
-    (
-        &["scale"],
-        SCALE,
-        "set `instances` in the config and `herder start <config>`, or `herder start <script> -i N -f` to replace the app with N instances",
-    ),
     (
         &["deploy"],
         "herder does not deploy code over SSH",
@@ -324,6 +322,7 @@ mod tests {
         InstanceInfo {
             index,
             generation: 0,
+            id: None,
             status,
             pid,
             start_ticks: None,

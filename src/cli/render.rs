@@ -161,7 +161,7 @@ pub fn table(apps: &[AppInfo]) -> String {
                 app.spec.name.clone()
             };
             rows.push([
-                app.id.to_string(),
+                i.id.unwrap_or(app.id).to_string(),
                 name,
                 app.spec.namespace.clone(),
                 if app.spec.sockets.is_empty() { "fork" } else { "cluster" }.into(),

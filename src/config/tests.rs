@@ -749,12 +749,7 @@ fn keys_not_implemented_yet_are_warnings_naming_them_in_pm2_files() {
     assert_eq!(loaded.specs.len(), 2);
     // `convert` leaves them out, so that its herder.toml loads.
     let (toml, _) = convert_file(Path::new("ecosystem.json"), &f.ctx()).unwrap();
-    assert!(
-        toml.contains(
-            "# Left out (not implemented in herder yet): image, balancer."
-        ),
-        "{toml}"
-    );
+    assert!(toml.contains("# Left out (not implemented in herder yet): image, balancer."), "{toml}");
     f.file("converted.toml", &toml);
     let converted = load(Path::new("converted.toml"), &LoadOptions::default(), &f.ctx()).unwrap();
     assert_eq!(converted.specs.len(), 2);

@@ -53,24 +53,37 @@ impl Inbox {
     }
 }
 
+/// Which slots a request acts on: `None` is every slot.
+pub type Slots = Option<Vec<usize>>;
+
 enum Op {
     /// Start the instances that do not run, restart those that do; says whether any ran.
-    Start(oneshot::Sender<bool>),
-    Stop(oneshot::Sender<()>),
-    /// Restart every instance, with this spec from now on when given.
-    Restart(Option<Arc<AppSpec>>, oneshot::Sender<()>),
+    Start(Slots, oneshot::Sender<bool>),
+    Stop(Slots, oneshot::Sender<()>),
+    /// Restart the instances, every one with this spec from now on when given.
+    Restart(Option<Arc<AppSpec>>, Slots, oneshot::Sender<()>),
     /// Take this spec, its instance count and these sockets (bound for it by the caller), and
     /// (re)start every instance with it; says whether any ran.
     Apply(Arc<AppSpec>, Vec<Listener>, oneshot::Sender<bool>),
     /// Send a signal to each instance's main process: how many got it, and why the others did
     /// not.
-    Signal(i32, oneshot::Sender<(usize, Vec<String>)>),
-    Reset(oneshot::Sender<()>),
+    Signal(i32, Slots, oneshot::Sender<(usize, Vec<String>)>),
+    Reset(Slots, oneshot::Sender<()>),
     /// Replace each instance in turn by the next generation of its slot, once that one is
     /// ready; `Err` names the instance that was not, and leaves the rest as they were.
-    Replace(Option<(Arc<AppSpec>, Vec<Listener>)>, oneshot::Sender<Result<(), String>>),
+    Replace(Option<(Arc<AppSpec>, Vec<Listener>)>, Slots, oneshot::Sender<Result<(), String>>),
+    /// Change the number of instances, the others untouched: new ones start, the last ones
+    /// stop. Answers the count before and after.
+    Scale(Scale, oneshot::Sender<(u32, u32)>),
     /// Stop every instance and end.
     Delete(oneshot::Sender<()>),
+}
+
+/// `herder scale`: a count, or a change of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    To(u32),
+    By(i64),
 }
 
 impl Coordinator {
@@ -81,6 +94,7 @@ impl Coordinator {
         spec: Arc<AppSpec>,
         slots: Vec<InstanceHandle>,
         sockets: Arc<Sockets>,
+        ids: Vec<u32>,
     ) -> Coordinator {
         let inbox = Arc::new(Inbox::default());
         let next_generation = slots.iter().map(|h| h.info().generation + 1).max().unwrap_or(0);
@@ -89,6 +103,7 @@ impl Coordinator {
             id,
             spec,
             slots,
+            ids,
             others: Vec::new(),
             next_generation,
             sockets,
@@ -103,33 +118,42 @@ impl Coordinator {
         rx.await.ok()
     }
 
-    pub async fn start(&self) -> bool {
-        self.ask(Op::Start).await.unwrap_or(false)
+    pub async fn start(&self, slots: Slots) -> bool {
+        self.ask(|r| Op::Start(slots, r)).await.unwrap_or(false)
     }
 
-    pub async fn stop(&self) {
-        self.ask(Op::Stop).await;
+    pub async fn stop(&self, slots: Slots) {
+        self.ask(|r| Op::Stop(slots, r)).await;
     }
 
-    pub async fn restart(&self, spec: Option<Arc<AppSpec>>) {
-        self.ask(|r| Op::Restart(spec, r)).await;
+    pub async fn restart(&self, spec: Option<Arc<AppSpec>>, slots: Slots) {
+        self.ask(|r| Op::Restart(spec, slots, r)).await;
     }
 
     pub async fn apply(&self, spec: Arc<AppSpec>, sockets: Vec<Listener>) -> bool {
         self.ask(|r| Op::Apply(spec, sockets, r)).await.unwrap_or(false)
     }
 
-    pub async fn signal(&self, sig: i32) -> (usize, Vec<String>) {
-        self.ask(|r| Op::Signal(sig, r)).await.unwrap_or_default()
+    pub async fn signal(&self, sig: i32, slots: Slots) -> (usize, Vec<String>) {
+        self.ask(|r| Op::Signal(sig, slots, r)).await.unwrap_or_default()
     }
 
-    pub async fn reset(&self) {
-        self.ask(Op::Reset).await;
+    pub async fn reset(&self, slots: Slots) {
+        self.ask(|r| Op::Reset(slots, r)).await;
     }
 
-    /// Replace every instance in turn, with this spec and these sockets from now on when given.
-    pub async fn replace(&self, spec: Option<(Arc<AppSpec>, Vec<Listener>)>) -> Result<(), String> {
-        self.ask(|r| Op::Replace(spec, r)).await.unwrap_or_else(|| Err("the app is gone".into()))
+    /// Replace the instances in turn, with this spec and these sockets from now on when given.
+    pub async fn replace(
+        &self,
+        spec: Option<(Arc<AppSpec>, Vec<Listener>)>,
+        slots: Slots,
+    ) -> Result<(), String> {
+        self.ask(|r| Op::Replace(spec, slots, r)).await.unwrap_or_else(|| Err("the app is gone".into()))
+    }
+
+    /// The count before and after.
+    pub async fn scale(&self, scale: Scale) -> Option<(u32, u32)> {
+        self.ask(|r| Op::Scale(scale, r)).await
     }
 
     pub async fn delete(&self) {
@@ -144,6 +168,8 @@ struct Owner {
     spec: Arc<AppSpec>,
     /// The instance of each slot.
     slots: Vec<InstanceHandle>,
+    /// The id of each slot's instance (PM2's `pm_id`).
+    ids: Vec<u32>,
     /// Instances in no slot that still run: a replacement coming up, or the one it replaced
     /// going down.
     others: Vec<InstanceHandle>,
@@ -187,9 +213,10 @@ impl Owner {
     async fn handle(&mut self, op: Op) -> bool {
         {
             match op {
-                Op::Start(reply) => {
-                    let ran = self.slots.iter().any(runs);
-                    each(&self.slots, |h| async move {
+                Op::Start(slots, reply) => {
+                    let picked = self.pick(&slots);
+                    let ran = picked.iter().any(runs);
+                    each(&picked, |h| async move {
                         if runs(&h) {
                             h.restart(None).await
                         } else {
@@ -199,17 +226,17 @@ impl Owner {
                     .await;
                     let _ = reply.send(ran);
                 }
-                Op::Stop(reply) => {
-                    each(&self.slots, |h| async move { h.stop().await }).await;
+                Op::Stop(slots, reply) => {
+                    each(&self.pick(&slots), |h| async move { h.stop().await }).await;
                     let _ = reply.send(());
                 }
-                Op::Restart(spec, reply) => {
+                Op::Restart(spec, slots, reply) => {
                     if let Some(spec) = spec {
                         self.spec = spec;
                         self.publish();
                     }
                     let spec = self.spec.clone();
-                    each(&self.slots, move |h| {
+                    each(&self.pick(&slots), move |h| {
                         let spec = spec.clone();
                         async move { h.restart(Some(spec)).await }
                     })
@@ -221,10 +248,10 @@ impl Owner {
                     let ran = self.apply(spec).await;
                     let _ = reply.send(ran);
                 }
-                Op::Signal(sig, reply) => {
+                Op::Signal(sig, slots, reply) => {
                     let mut delivered = 0;
                     let mut failures = Vec::new();
-                    for h in &self.slots {
+                    for h in &self.pick(&slots) {
                         match h.signal(sig).await {
                             Ok(()) => delivered += 1,
                             Err(e) => failures.push(format!(
@@ -236,18 +263,28 @@ impl Owner {
                     }
                     let _ = reply.send((delivered, failures));
                 }
-                Op::Reset(reply) => {
-                    each(&self.slots, |h| async move { h.reset().await }).await;
+                Op::Reset(slots, reply) => {
+                    each(&self.pick(&slots), |h| async move { h.reset().await }).await;
                     let _ = reply.send(());
                 }
-                Op::Replace(spec, reply) => {
+                Op::Replace(spec, slots, reply) => {
                     if let Some((spec, sockets)) = spec {
                         self.spec = spec;
                         self.sockets.set(sockets);
                         self.publish();
                     }
-                    let result = self.replace_all().await;
+                    let result = self.replace_all(&slots).await;
                     let _ = reply.send(result);
+                }
+                Op::Scale(scale, reply) => {
+                    let before = self.slots.len() as u32;
+                    let after = match scale {
+                        Scale::To(n) => n,
+                        Scale::By(d) => (i64::from(before) + d).clamp(1, i64::from(u32::MAX)) as u32,
+                    }
+                    .max(1);
+                    self.scale(after as usize).await;
+                    let _ = reply.send((before, after));
                 }
                 Op::Delete(reply) => {
                     let all: Vec<InstanceHandle> = self.slots.iter().chain(&self.others).cloned().collect();
@@ -273,6 +310,7 @@ impl Owner {
                 }
                 app.instances = self.slots.clone();
                 app.others = self.others.clone();
+                app.ids = self.ids.clone();
             }
         }
         d.ctx.changed.notify_one();
@@ -292,11 +330,7 @@ impl Owner {
         let count = self.spec.instances as usize;
         let mut gone: Vec<InstanceHandle> = self.slots.drain(count.min(self.slots.len())..).collect();
         gone.reverse();
-        for index in self.slots.len()..count {
-            if let Some(h) = self.new_instance(index as u32, 0) {
-                self.slots.push(h);
-            }
-        }
+        self.grow(count);
         self.others.extend(gone.iter().cloned());
         self.publish();
         let spec = self.spec.clone();
@@ -314,12 +348,68 @@ impl Owner {
         ran
     }
 
-    /// Replace every instance in turn (see [`Owner::replace`]).
-    async fn replace_all(&mut self) -> Result<(), String> {
-        for index in 0..self.slots.len() {
+    /// Add slots (each with a new instance and a new id) up to `count`.
+    fn grow(&mut self, count: usize) {
+        self.ids.truncate(self.slots.len());
+        let Some(d) = self.daemon.upgrade() else { return };
+        for index in self.slots.len()..count {
+            if let Some(h) = self.new_instance(index as u32, 0) {
+                self.slots.push(h);
+                let id = if index == 0 { self.id } else { d.registry().next_id() };
+                self.ids.push(id);
+            }
+        }
+    }
+
+    /// The instances of `slots` (every one for `None`).
+    fn pick(&self, slots: &Slots) -> Vec<InstanceHandle> {
+        match slots {
+            None => self.slots.clone(),
+            Some(s) => s.iter().filter_map(|i| self.slots.get(*i).cloned()).collect(),
+        }
+    }
+
+    /// Replace the instances of `slots` in turn (see [`Owner::replace`]).
+    async fn replace_all(&mut self, slots: &Slots) -> Result<(), String> {
+        let picked: Vec<usize> = match slots {
+            None => (0..self.slots.len()).collect(),
+            Some(s) => s.iter().copied().filter(|i| *i < self.slots.len()).collect(),
+        };
+        for index in picked {
             self.replace(index).await?;
         }
         Ok(())
+    }
+
+    /// `count` instances, those there untouched: new ones start (each ready before the next
+    /// starts, so that a cluster's new instances join one by one), the last ones stop.
+    async fn scale(&mut self, count: usize) {
+        let start = self.slots.len();
+        if count > start {
+            self.grow(count);
+            let mut spec = (*self.spec).clone();
+            spec.instances = count as u32;
+            self.spec = Arc::new(spec);
+            self.publish();
+            for h in &self.slots[start..] {
+                h.start().await;
+                let _ = ready(h, &self.spec).await;
+            }
+        } else if count < start {
+            let mut gone: Vec<InstanceHandle> = self.slots.drain(count..).collect();
+            gone.reverse();
+            self.ids.truncate(count);
+            let mut spec = (*self.spec).clone();
+            spec.instances = count as u32;
+            self.spec = Arc::new(spec);
+            self.others.extend(gone.iter().cloned());
+            self.publish();
+            for h in gone {
+                h.shutdown().await;
+            }
+            self.others.retain(runs);
+        }
+        self.publish();
     }
 
     /// Start the next generation of slot `index`, wait until it is ready, give it the slot,

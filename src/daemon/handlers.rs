@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::task::JoinSet;
 
-use super::coordinator::Coordinator;
+use super::coordinator::{Coordinator, Scale, Slots};
 use super::dump::{self, Dump, DumpedApp};
 use super::registry::App;
 use super::Daemon;
@@ -15,7 +15,7 @@ use crate::protocol::{
     signal_number, AppInfo, AppSpec, DaemonInfo, ErrorKind, ErrorReply, ExitReason, OnExisting, Request,
     Response, ResurrectReport, Status, Target,
 };
-use crate::supervisor::sockets::Sockets;
+use crate::supervisor::sockets::{Listener, Sockets};
 use crate::supervisor::{InstanceHandle, InstanceId};
 
 pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
@@ -29,6 +29,7 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
             | Request::Restart { .. }
             | Request::Reset { .. }
             | Request::Reload { .. }
+            | Request::Scale { .. }
             | Request::Resurrect
     );
     let result = match req {
@@ -37,12 +38,17 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         Request::Events => Err(bad("`Events` is a stream: send it on a connection of its own")),
         Request::Start { specs, existing } => start(d, specs, existing).await,
         Request::StartExisting { targets } => start_existing(d, &targets).await,
-        Request::Stop { targets } => on_apps(d, &targets, |c| async move { c.stop().await }).await,
+        Request::Stop { targets } => {
+            on_apps(d, &targets, |c, slots| async move { c.stop(slots).await }).await
+        }
         Request::Restart { targets, env, specs } => restart(d, &targets, env, specs).await,
         Request::Delete { targets } => delete(d, &targets).await,
         Request::Signal { signal, targets } => send_signal(d, &signal, &targets).await,
-        Request::Reset { targets } => on_apps(d, &targets, |c| async move { c.reset().await }).await,
+        Request::Reset { targets } => {
+            on_apps(d, &targets, |c, slots| async move { c.reset(slots).await }).await
+        }
         Request::Reload { targets, env, specs } => reload(d, &targets, env, specs).await,
+        Request::Scale { target, count } => scale(d, &target, &count).await,
         // The table has no use for every app's whole environment; `show` has it.
         Request::List => Ok(Response::List { apps: list(d, None, false) }),
         Request::ListBrief => {
@@ -120,22 +126,33 @@ fn list(d: &Daemon, ids: Option<&[u32]>, env: bool) -> Vec<AppInfo> {
     }
 }
 
-/// Run `f` on the coordinator of every app `targets` name, all at once; answers with the apps
-/// as the table shows them.
+/// App ids, and each app's coordinator with the slots named.
+type Targeted = (Vec<u32>, Vec<(u32, Coordinator, Slots)>);
+
+/// The apps `targets` name (their ids, in order), each with its coordinator and the slots a
+/// target names by instance id (`None`: the whole app).
+fn targeted(d: &Daemon, targets: &[Target]) -> Result<Targeted, ErrorReply> {
+    let reg = d.registry();
+    let picked = reg.resolve_slots(targets)?;
+    let ids = picked.iter().map(|(id, _)| *id).collect();
+    let todo = picked
+        .into_iter()
+        .filter_map(|(id, slots)| Some((id, reg.coordinators.get(&id)?.clone(), slots)))
+        .collect();
+    Ok((ids, todo))
+}
+
+/// Run `f` on the coordinator of every app `targets` name (with the slots they name), all at
+/// once; answers with the apps as the table shows them.
 async fn on_apps<F, Fut>(d: &Arc<Daemon>, targets: &[Target], f: F) -> Result<Response, ErrorReply>
 where
-    F: Fn(Coordinator) -> Fut,
+    F: Fn(Coordinator, Slots) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (ids, coordinators) = {
-        let reg = d.registry();
-        let ids = reg.resolve(targets)?;
-        let coordinators = reg.coordinators(&ids);
-        (ids, coordinators)
-    };
+    let (ids, todo) = targeted(d, targets)?;
     let mut set = JoinSet::new();
-    for (_, c) in coordinators {
-        set.spawn(f(c));
+    for (_, c, slots) in todo {
+        set.spawn(f(c, slots));
     }
     while set.join_next().await.is_some() {}
     Ok(Response::Done { apps: brief(d, &ids) })
@@ -237,8 +254,9 @@ async fn start_apps(
                     set.spawn(async move { (order, id, c.apply(spec, sockets).await) });
                 }
                 None => {
-                    let id = reg.next_id;
-                    reg.next_id += 1;
+                    let id = reg.next_id();
+                    let ids: Vec<u32> =
+                        std::iter::once(id).chain((1..spec.instances).map(|_| reg.next_id())).collect();
                     let sockets = Sockets::new(sockets);
                     let instances: Vec<InstanceHandle> = (0..spec.instances)
                         .map(|i| {
@@ -246,11 +264,18 @@ async fn start_apps(
                             InstanceHandle::spawn(d.ctx.clone(), id, spec.clone(), sockets.clone())
                         })
                         .collect();
-                    let c = Coordinator::spawn(d, id, spec.clone(), instances.clone(), sockets.clone());
-                    reg.insert(App::new(id, spec, instances, sockets), c.clone());
+                    let c = Coordinator::spawn(
+                        d,
+                        id,
+                        spec.clone(),
+                        instances.clone(),
+                        sockets.clone(),
+                        ids.clone(),
+                    );
+                    reg.insert(App::new(id, spec, instances, sockets, ids), c.clone());
                     set.spawn(async move {
                         if run {
-                            c.start().await;
+                            c.start(None).await;
                         }
                         (order, id, false)
                     });
@@ -357,15 +382,10 @@ fn internal(message: String) -> ErrorReply {
 
 /// `herder start <name|id|namespace>`: start what is stopped, restart what runs.
 async fn start_existing(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorReply> {
-    let (ids, coordinators) = {
-        let reg = d.registry();
-        let ids = reg.resolve(targets)?;
-        let coordinators = reg.coordinators(&ids);
-        (ids, coordinators)
-    };
+    let (ids, todo) = targeted(d, targets)?;
     let mut set = JoinSet::new();
-    for (id, c) in coordinators {
-        set.spawn(async move { (id, c.start().await) });
+    for (id, c, slots) in todo {
+        set.spawn(async move { (id, c.start(slots).await) });
     }
     let mut restarted = Vec::new();
     while let Some(Ok((id, ran))) = set.join_next().await {
@@ -378,71 +398,82 @@ async fn start_existing(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response,
     Ok(Response::Started { started: brief(d, &started), restarted: brief(d, &restarted) })
 }
 
+/// What a restart or reload does to one app.
+struct Renewal {
+    c: Coordinator,
+    /// The slots named by instance id; `None`: the whole app.
+    slots: Slots,
+    /// Its new spec (from its config file, or with a new environment), with its sockets
+    /// bound; none: unchanged. Only for a whole app: an instance alone keeps the app's spec.
+    spec: Option<(Arc<AppSpec>, Vec<Listener>)>,
+    /// It has listening sockets (cluster mode): a reload replaces its instances one by one.
+    rolling: bool,
+}
+
+/// The new spec of each app `targets` name, for a restart or reload: its config file's (in
+/// `specs`), or its own with `env` as its whole environment (`--update-env`, the apps sharing
+/// it), or none; the sockets of a new spec bound before anything changes.
+fn renewals(
+    d: &Daemon,
+    targets: &[Target],
+    env: Option<BTreeMap<String, String>>,
+    specs: &[AppSpec],
+) -> Result<(Vec<u32>, Vec<Renewal>), ErrorReply> {
+    let shared_env = env.map(Arc::new);
+    let reg = d.registry();
+    let picked = reg.resolve_slots(targets)?;
+    let ids = picked.iter().map(|(id, _)| *id).collect();
+    let mut out = Vec::new();
+    for (id, slots) in picked {
+        let (Some(app), Some(c)) = (reg.apps.get(&id), reg.coordinators.get(&id)) else { continue };
+        let spec = match (specs.iter().find(|s| s.name == app.spec().name), &shared_env, &slots) {
+            (_, _, Some(_)) => None,
+            (Some(spec), _, None) => {
+                let mut spec = spec.clone();
+                super::registry::share_env(&mut spec.env);
+                Some(Arc::new(spec))
+            }
+            (None, Some(env), None) => {
+                let mut spec = (**app.spec()).clone();
+                spec.env = env.clone();
+                Some(Arc::new(spec))
+            }
+            (None, None, None) => None,
+        };
+        let rolling = !spec.as_ref().unwrap_or(app.spec()).sockets.is_empty();
+        let spec = match spec {
+            Some(spec) => {
+                let sockets = app.sockets.prepare(&spec.name, &spec.sockets).map_err(bad)?;
+                Some((spec, sockets))
+            }
+            None => None,
+        };
+        out.push(Renewal { c: c.clone(), slots, spec, rolling });
+    }
+    Ok((ids, out))
+}
+
 async fn restart(
     d: &Arc<Daemon>,
     targets: &[Target],
     env: Option<BTreeMap<String, String>>,
     specs: Vec<AppSpec>,
 ) -> Result<Response, ErrorReply> {
-    let (ids, todo) = {
-        let reg = d.registry();
-        let ids = reg.resolve(targets)?;
-        let mut todo = Vec::new();
-        for (id, c, spec) in new_specs(&reg, &ids, env, &specs) {
-            // A new spec may bring new sockets (bound before anything changes) and a new count.
-            let sockets = match (&spec, reg.apps.get(&id)) {
-                (Some(spec), Some(app)) => Some(app.sockets.prepare(&spec.name, &spec.sockets).map_err(bad)?),
-                _ => None,
-            };
-            todo.push((c, spec, sockets));
-        }
-        (ids, todo)
-    };
+    let (ids, todo) = renewals(d, targets, env, &specs)?;
     let mut set = JoinSet::new();
-    for (c, spec, sockets) in todo {
+    for r in todo {
         set.spawn(async move {
-            match (spec, sockets) {
-                (Some(spec), Some(sockets)) => {
-                    c.apply(spec, sockets).await;
+            match r.spec {
+                // A new spec may bring a new count too.
+                Some((spec, sockets)) => {
+                    r.c.apply(spec, sockets).await;
                 }
-                _ => c.restart(None).await,
+                None => r.c.restart(None, r.slots).await,
             }
         });
     }
     while set.join_next().await.is_some() {}
     Ok(Response::Done { apps: brief(d, &ids) })
-}
-
-/// The new spec of each app `ids` names, for a restart or reload: its config file's (in
-/// `specs`), or its own with `env` as its whole environment, or none (unchanged).
-fn new_specs(
-    reg: &super::registry::Registry,
-    ids: &[u32],
-    env: Option<BTreeMap<String, String>>,
-    specs: &[AppSpec],
-) -> Vec<(u32, Coordinator, Option<Arc<AppSpec>>)> {
-    // `--update-env`: the new environment replaces the old one whole, removals included; the
-    // apps share it.
-    let shared_env = env.map(Arc::new);
-    let mut out = Vec::new();
-    for (id, c) in reg.coordinators(ids) {
-        let Some(app) = reg.apps.get(&id) else { continue };
-        let spec = match (specs.iter().find(|s| s.name == app.spec().name), &shared_env) {
-            (Some(spec), _) => {
-                let mut spec = spec.clone();
-                super::registry::share_env(&mut spec.env);
-                Some(Arc::new(spec))
-            }
-            (None, Some(env)) => {
-                let mut spec = (**app.spec()).clone();
-                spec.env = env.clone();
-                Some(Arc::new(spec))
-            }
-            (None, None) => None,
-        };
-        out.push((id, c, spec));
-    }
-    out
 }
 
 /// Reload apps: those in cluster mode instance by instance, each replaced by a new process that
@@ -453,36 +484,20 @@ async fn reload(
     env: Option<BTreeMap<String, String>>,
     specs: Vec<AppSpec>,
 ) -> Result<Response, ErrorReply> {
-    let (ids, todo) = {
-        let reg = d.registry();
-        let ids = reg.resolve(targets)?;
-        let mut todo = Vec::new();
-        for (id, c, spec) in new_specs(&reg, &ids, env, &specs) {
-            let Some(app) = reg.apps.get(&id) else { continue };
-            let wanted = spec.as_ref().unwrap_or(app.spec());
-            if wanted.sockets.is_empty() {
-                todo.push((c, spec, None));
-                continue;
-            }
-            // Sockets of a new spec are bound before anything changes.
-            let sockets = match &spec {
-                Some(spec) => Some(app.sockets.prepare(&spec.name, &spec.sockets).map_err(bad)?),
-                None => None,
-            };
-            todo.push((c, spec, Some(sockets)));
-        }
-        (ids, todo)
-    };
+    let (ids, todo) = renewals(d, targets, env, &specs)?;
     let mut set = JoinSet::new();
-    for (c, spec, rolling) in todo {
+    for r in todo {
         set.spawn(async move {
-            match rolling {
-                None => {
-                    c.restart(spec).await;
-                    Ok(())
-                }
-                Some(sockets) => c.replace(spec.zip(sockets)).await,
+            if r.rolling {
+                return r.c.replace(r.spec, r.slots).await;
             }
+            match r.spec {
+                Some((spec, sockets)) => {
+                    r.c.apply(spec, sockets).await;
+                }
+                None => r.c.restart(None, r.slots).await,
+            }
+            Ok(())
         });
     }
     let mut failures = Vec::new();
@@ -497,9 +512,39 @@ async fn reload(
     Ok(Response::Done { apps: brief(d, &ids) })
 }
 
+/// `herder scale <app> <n|+n|-n>`.
+async fn scale(d: &Arc<Daemon>, target: &Target, count: &str) -> Result<Response, ErrorReply> {
+    let how = match count.trim() {
+        c if c.starts_with('+') || c.starts_with('-') => c.parse::<i64>().ok().map(Scale::By),
+        c => c.parse::<u32>().ok().filter(|n| *n > 0).map(Scale::To),
+    }
+    .ok_or_else(|| {
+        bad(format!("`{count}` is not a count\nhint: a number of instances (`4`), or a change (`+2`, `-1`)"))
+    })?;
+    let (id, c) = {
+        let reg = d.registry();
+        let ids = reg.resolve(std::slice::from_ref(target))?;
+        let [id] = ids[..] else {
+            return Err(bad(format!("the target matches {} apps; scale one app at a time", ids.len())));
+        };
+        (id, reg.coordinators.get(&id).cloned().ok_or_else(|| bad("the app is gone"))?)
+    };
+    let (before, after) = c.scale(how).await.ok_or_else(|| bad("the app is gone"))?;
+    Ok(Response::Scaled { apps: brief(d, &[id]), before, after })
+}
+
 async fn delete(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorReply> {
     let removed: Vec<(App, Coordinator)> = {
         let mut reg = d.registry();
+        for (id, slots) in reg.resolve_slots(targets)? {
+            if let (Some(_), Some(app)) = (slots, reg.apps.get(&id)) {
+                let name = &app.spec().name;
+                return Err(bad(format!(
+                    "that id is one instance of `{name}`, which has {}; an app is deleted whole\nhint: `herder scale {name} -1` removes an instance, `herder delete {name}` the app",
+                    app.instances.len()
+                )));
+            }
+        }
         let ids = reg.resolve(targets)?;
         ids.iter().filter_map(|id| reg.remove(*id)).collect()
     };
@@ -517,16 +562,11 @@ async fn send_signal(d: &Arc<Daemon>, signal: &str, targets: &[Target]) -> Resul
     let sig = signal_number(signal).ok_or_else(|| {
         bad(format!("`{signal}` is not a signal\nhint: use a name such as `SIGUSR2` or a number"))
     })?;
-    let (ids, coordinators) = {
-        let reg = d.registry();
-        let ids = reg.resolve(targets)?;
-        let coordinators = reg.coordinators(&ids);
-        (ids, coordinators)
-    };
+    let (ids, todo) = targeted(d, targets)?;
     let mut failures = Vec::new();
     let mut delivered = 0;
-    for (_, c) in coordinators {
-        let (n, why) = c.signal(sig).await;
+    for (_, c, slots) in todo {
+        let (n, why) = c.signal(sig, slots).await;
         delivered += n;
         failures.extend(why);
     }

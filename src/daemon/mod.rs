@@ -95,11 +95,7 @@ impl Daemon {
             apps: reg
                 .apps
                 .values()
-                .map(|a| PersistedApp {
-                    id: a.id,
-                    spec: a.spec().clone(),
-                    instances: a.instances.iter().chain(&a.others).map(|h| h.info()).collect(),
-                })
+                .map(|a| PersistedApp { id: a.id, spec: a.spec().clone(), instances: a.infos() })
                 .collect(),
         }
     }

@@ -90,6 +90,7 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
     {
         let mut reg = d.registry();
         reg.next_id = old.next_id;
+        let mut pending = Vec::new();
         for app in old.apps {
             let mut spec = app.spec;
             super::registry::share_env(&mut Arc::make_mut(&mut spec).env);
@@ -128,8 +129,28 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
                 })
                 .collect();
             reg.next_id = reg.next_id.max(app.id + 1);
-            let coordinator = Coordinator::spawn(d, app.id, spec.clone(), instances.clone(), sockets.clone());
-            reg.insert(App::new(app.id, spec, instances, sockets), coordinator);
+            // Each slot keeps its recorded id (the first is the app's); a slot recorded without
+            // one (a state file of an older herder) gets a new one below.
+            let mut ids = Vec::with_capacity(instances.len());
+            for slot in 0..instances.len() as u32 {
+                let recorded = app.instances.iter().find(|x| x.index == slot).and_then(|x| x.id);
+                ids.push(match (slot, recorded) {
+                    (0, _) => app.id,
+                    (_, Some(id)) => id,
+                    _ => 0,
+                });
+            }
+            reg.next_id = reg.next_id.max(ids.iter().max().map_or(0, |m| m + 1));
+            pending.push((app.id, spec, instances, sockets, ids));
+        }
+        // Ids for the slots recorded without one, once every recorded id is taken.
+        for (id, spec, instances, sockets, mut ids) in pending {
+            for slot in ids.iter_mut().skip(1).filter(|i| **i == 0) {
+                *slot = reg.next_id();
+            }
+            let coordinator =
+                Coordinator::spawn(d, id, spec.clone(), instances.clone(), sockets.clone(), ids.clone());
+            reg.insert(App::new(id, spec, instances, sockets, ids), coordinator);
         }
     }
     let restarted = starts.len();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::coordinator::Coordinator;
-use crate::protocol::{AppInfo, AppSpec, ErrorKind, ErrorReply, Target};
+use crate::protocol::{AppInfo, AppSpec, ErrorKind, ErrorReply, InstanceInfo, Target};
 use crate::supervisor::sockets::Sockets;
 use crate::supervisor::InstanceHandle;
 
@@ -25,7 +25,12 @@ pub struct App {
     pub others: Vec<InstanceHandle>,
     /// Its listening sockets (cluster mode), which its coordinator binds and closes.
     pub sockets: Arc<Sockets>,
+    /// The id of the instance of each slot (PM2's `pm_id`); the first is the app's.
+    pub ids: Vec<u32>,
 }
+
+/// Apps by id, each with the slots targets name by instance id (`None`: the whole app).
+pub type Picked = Vec<(u32, Option<Vec<usize>>)>;
 
 #[derive(Default)]
 pub struct Registry {
@@ -66,8 +71,8 @@ impl Registry {
             Target::All => self.apps.keys().copied().collect(),
             Target::Name(s) => {
                 if let Ok(id) = s.parse::<u32>() {
-                    if self.apps.contains_key(&id) {
-                        return vec![id];
+                    if let Some(app) = self.apps.values().find(|a| a.id == id || a.ids.contains(&id)) {
+                        return vec![app.id];
                     }
                 }
                 if let Some(app) = self.by_name(s) {
@@ -78,14 +83,49 @@ impl Registry {
         }
     }
 
+    /// The apps `targets` name, each with the slots a target names by instance id (`None`: the
+    /// whole app: by name, namespace, `all`, or the id of an app of one instance). Every target
+    /// must match.
+    pub fn resolve_slots(&self, targets: &[Target]) -> Result<Picked, ErrorReply> {
+        let mut out: Picked = Vec::new();
+        for t in targets {
+            let one = match t {
+                Target::Name(s) => s.parse::<u32>().ok().and_then(|id| {
+                    let app = self.apps.values().find(|a| a.ids.contains(&id) && a.ids.len() > 1)?;
+                    Some((app.id, a_slot(app, id)?))
+                }),
+                Target::All => None,
+            };
+            match one {
+                Some((app, slot)) => match out.iter_mut().find(|(a, _)| *a == app) {
+                    Some((_, Some(slots))) if !slots.contains(&slot) => slots.push(slot),
+                    Some(_) => {}
+                    None => out.push((app, Some(vec![slot]))),
+                },
+                None => {
+                    for app in self.resolve(std::slice::from_ref(t))? {
+                        match out.iter_mut().find(|(a, _)| *a == app) {
+                            Some(entry) => entry.1 = None,
+                            None => out.push((app, None)),
+                        }
+                    }
+                }
+            }
+        }
+        out.sort_unstable_by_key(|(a, _)| *a);
+        Ok(out)
+    }
+
+    /// A new id for an app or an instance.
+    pub fn next_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
     /// Handles of the apps `ids` (those still present).
     pub fn handles(&self, ids: &[u32]) -> Vec<App> {
         ids.iter().filter_map(|id| self.apps.get(id).cloned()).collect()
-    }
-
-    /// The coordinators of the apps `ids` (those still present), with the ids.
-    pub(crate) fn coordinators(&self, ids: &[u32]) -> Vec<(u32, Coordinator)> {
-        ids.iter().filter_map(|id| Some((*id, self.coordinators.get(id)?.clone()))).collect()
     }
 
     /// Add an app and its coordinator.
@@ -99,6 +139,11 @@ impl Registry {
         let app = self.apps.remove(&id)?;
         Some((app, self.coordinators.remove(&id)?))
     }
+}
+
+/// The slot of `app` whose instance has id `id`.
+fn a_slot(app: &App, id: u32) -> Option<usize> {
+    app.ids.iter().position(|i| *i == id)
 }
 
 /// Environments in use, to share one map between apps whose environments are equal (apps
@@ -124,10 +169,30 @@ pub fn share_env(env: &mut Arc<BTreeMap<String, String>>) {
 }
 
 impl App {
-    pub fn new(id: u32, spec: Arc<AppSpec>, instances: Vec<InstanceHandle>, sockets: Arc<Sockets>) -> App {
+    pub fn new(
+        id: u32,
+        spec: Arc<AppSpec>,
+        instances: Vec<InstanceHandle>,
+        sockets: Arc<Sockets>,
+        ids: Vec<u32>,
+    ) -> App {
         let listing = Self::listing_of(&spec);
         let brief = Self::brief_of(&spec);
-        App { id, spec, listing, brief, instances, others: Vec::new(), sockets }
+        App { id, spec, listing, brief, instances, others: Vec::new(), sockets, ids }
+    }
+
+    /// The state of the instance of slot `slot`, as `f` reads it, with its id.
+    fn with_id(&self, slot: usize, mut info: InstanceInfo) -> InstanceInfo {
+        info.id = Some(self.ids.get(slot).copied().unwrap_or(self.id));
+        info
+    }
+
+    /// Every instance's state as last published, with its id (for `state.json`).
+    pub fn infos(&self) -> Vec<InstanceInfo> {
+        let mut out: Vec<InstanceInfo> =
+            self.instances.iter().enumerate().map(|(s, h)| self.with_id(s, h.info())).collect();
+        out.extend(self.others.iter().map(|h| h.info()));
+        out
     }
 
     fn brief_of(spec: &AppSpec) -> Arc<AppSpec> {
@@ -149,8 +214,9 @@ impl App {
             instances: self
                 .instances
                 .iter()
-                .map(|h| {
-                    let mut i = h.snapshot();
+                .enumerate()
+                .map(|(s, h)| {
+                    let mut i = self.with_id(s, h.snapshot());
                     i.history = Vec::new();
                     i.cgroup = None;
                     i
@@ -183,7 +249,8 @@ impl App {
     /// when `full` is set.
     pub fn info(&self, paths: &crate::paths::Paths, full: bool) -> AppInfo {
         let snapshot = if full { InstanceHandle::snapshot_with_history } else { InstanceHandle::snapshot };
-        let mut instances: Vec<_> = self.instances.iter().map(snapshot).collect();
+        let mut instances: Vec<_> =
+            self.instances.iter().enumerate().map(|(s, h)| self.with_id(s, snapshot(h))).collect();
         if !full {
             // Without the environment the client cannot tell what to hide.
             let secrets = crate::protocol::secrets::secret_values(&self.spec.env);
@@ -214,7 +281,7 @@ mod tests {
     fn app(id: u32, name: &str, ns: &str) -> App {
         let mut spec = AppSpec::new(name, "/bin/true", PathBuf::from("/"));
         spec.namespace = ns.into();
-        App::new(id, Arc::new(spec), Vec::new(), Arc::default())
+        App::new(id, Arc::new(spec), Vec::new(), Arc::default(), vec![id])
     }
 
     fn reg() -> Registry {

@@ -105,6 +105,12 @@ pub enum Request {
     Delete {
         targets: Vec<Target>,
     },
+    /// Change an app's number of instances: `count` is a number (`4`) or a change (`+2`,
+    /// `-1`); the instances there are untouched. Answered with [`Response::Scaled`].
+    Scale {
+        target: Target,
+        count: String,
+    },
     /// Send a signal (a name such as `SIGUSR2` or a number) to each instance's main process.
     Signal {
         signal: String,
@@ -219,6 +225,12 @@ pub enum Response {
     },
     List {
         apps: Vec<AppInfo>,
+    },
+    /// What `Scale` did: the app, and its count before and after.
+    Scaled {
+        apps: Vec<AppInfo>,
+        before: u32,
+        after: u32,
     },
     Show {
         app: Box<AppInfo>,
@@ -601,6 +613,10 @@ pub struct InstanceInfo {
     /// generation, and runs beside the one it replaces until that one is stopped.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub generation: u32,
+    /// Its own id, as PM2's `pm_id` (`herder stop 3` acts on this instance alone); the first
+    /// instance's is the app's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<u32>,
     pub status: Status,
     pub pid: Option<u32>,
     /// Start time of the process in clock ticks since boot; with `pid` it identifies the

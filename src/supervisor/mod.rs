@@ -290,6 +290,7 @@ impl InstanceInfo {
         InstanceInfo {
             index,
             generation: 0,
+            id: None,
             status: Status::Stopped,
             pid: None,
             start_ticks: None,

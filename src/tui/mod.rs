@@ -263,7 +263,7 @@ fn pending_text(a: &Action) -> String {
     match a {
         Action::Restart { name, .. } => format!("restarting `{name}`…"),
         Action::Stop { name, .. } => format!("stopping `{name}`…"),
-        Action::Reload { name, .. } => format!("reloading `{name}` (a restart)…"),
+        Action::Reload { name, .. } => format!("reloading `{name}`…"),
         Action::Quit => String::new(),
     }
 }
@@ -272,17 +272,19 @@ fn pending_text(a: &Action) -> String {
 /// dashboard keeps refreshing meanwhile.
 async fn act(paths: Paths, action: Action, tx: mpsc::UnboundedSender<Msg>, refresh: Arc<Notify>) {
     let (req, done, name) = match action {
-        Action::Restart { app_id, name } | Action::Reload { app_id, name } => (
-            Request::Restart {
-                targets: vec![Target::Name(app_id.to_string())],
-                env: None,
-                specs: Vec::new(),
-            },
+        // By name: a number targets one instance of an app of several.
+        Action::Restart { name, .. } => (
+            Request::Restart { targets: vec![Target::Name(name.clone())], env: None, specs: Vec::new() },
             "restarted",
             name,
         ),
-        Action::Stop { app_id, name } => {
-            (Request::Stop { targets: vec![Target::Name(app_id.to_string())] }, "stopped", name)
+        Action::Reload { name, .. } => (
+            Request::Reload { targets: vec![Target::Name(name.clone())], env: None, specs: Vec::new() },
+            "reloaded",
+            name,
+        ),
+        Action::Stop { name, .. } => {
+            (Request::Stop { targets: vec![Target::Name(name.clone())] }, "stopped", name)
         }
         Action::Quit => return,
     };

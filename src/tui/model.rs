@@ -82,7 +82,7 @@ pub enum Action {
         app_id: u32,
         name: String,
     },
-    /// There is no reload request yet: the event loop restarts the app.
+    /// A reload: rolling in cluster mode, a restart otherwise.
     Reload {
         app_id: u32,
         name: String,

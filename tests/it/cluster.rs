@@ -202,7 +202,7 @@ fn a_replacement_that_is_never_ready_stops_the_reload_and_the_old_instances_serv
         ),
     );
     let text = format!(
-        "[[apps]]\nname = \"web\"\nscript = \"{}\"\ninstances = 2\nport = {port}\nwait_ready = true\nlisten_timeout = \"2s\"\n",
+        "[[apps]]\nname = \"web\"\nscript = \"{}\"\ninstances = 2\nport = {port}\nwait_ready = true\nlisten_timeout = \"4s\"\n",
         script.display()
     );
     h.ok(&["start", h.write("herder.toml", &text).to_str().unwrap()]);
@@ -211,7 +211,8 @@ fn a_replacement_that_is_never_ready_stops_the_reload_and_the_old_instances_serv
     std::fs::write(&flag, "").unwrap();
     let started = std::time::Instant::now();
     let err = h.fails(&["reload", "web"]);
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    // Within `listen_timeout` and a margin.
+    assert!(started.elapsed() < Duration::from_secs(12), "{:?}", started.elapsed());
     assert!(err.contains("`web` instance 0"), "{err}");
     assert!(err.contains("listen_timeout"), "{err}");
     let app = h.app("web");
@@ -266,4 +267,82 @@ fn the_socket_outlives_the_instances_and_a_daemon_update() {
     // Deleted, the app gives its port back.
     h.ok(&["delete", "api"]);
     wait_for("the port to be free", T, || std::net::TcpListener::bind(("0.0.0.0", port)).ok());
+}
+
+#[test]
+fn each_instance_has_its_own_id_and_a_number_targets_that_instance_alone() {
+    let h = TestHome::new();
+    let idle = fixture("idle.sh");
+    h.ok(&["start", idle.to_str().unwrap(), "--name", "many", "-i", "3"]);
+    h.ok(&["start", idle.to_str().unwrap(), "--name", "one"]);
+    let many = h.wait_status("many", Status::Online, T);
+    let ids: Vec<u32> = many.instances.iter().map(|i| i.id.unwrap()).collect();
+    assert_eq!(ids[0], many.id, "the first instance's id is the app's");
+    let one = h.app("one");
+    let mut all = ids.clone();
+    all.push(one.instances[0].id.unwrap());
+    assert_eq!(all.iter().collect::<BTreeSet<_>>().len(), 4, "ids are unique: {all:?}");
+    let table = h.ok(&["list"]);
+    for id in &all {
+        assert!(table.lines().any(|l| l.starts_with(&format!("{id} "))), "{id} in:\n{table}");
+    }
+    // `stop <id>` stops that instance alone; the name targets them all.
+    h.ok(&["stop", &ids[1].to_string()]);
+    let many = h.app("many");
+    let statuses: Vec<Status> = many.instances.iter().map(|i| i.status).collect();
+    assert_eq!(statuses, [Status::Online, Status::Stopped, Status::Online]);
+    h.ok(&["restart", &ids[1].to_string()]);
+    h.wait_status("many", Status::Online, T);
+    let err = h.fails(&["delete", &ids[2].to_string()]);
+    assert!(err.contains("herder scale many -1"), "{err}");
+    // The ids survive the daemon's crash and its update.
+    let daemon = h.daemon_pid().unwrap();
+    // SAFETY: kill(2) on the test's own daemon.
+    unsafe { libc::kill(daemon as i32, libc::SIGKILL) };
+    wait_for("the daemon to die", T, || (!pid_alive(daemon)).then_some(()));
+    let after: Vec<u32> =
+        h.wait_status("many", Status::Online, T).instances.iter().map(|i| i.id.unwrap()).collect();
+    assert_eq!(after, ids);
+    h.ok(&["update"]);
+    let after: Vec<u32> = h.app("many").instances.iter().map(|i| i.id.unwrap()).collect();
+    assert_eq!(after, ids);
+}
+
+#[test]
+fn scale_changes_the_count_live_without_a_failed_request_and_save_records_it() {
+    let h = TestHome::new();
+    let port = free_port();
+    let text = format!(
+        "[[apps]]\nname = \"api\"\nscript = \"{}\"\ninstances = 2\nport = {port}\n",
+        example("node/server.js").display()
+    );
+    h.ok(&["start", h.write("herder.toml", &text).to_str().unwrap()]);
+    let first: Vec<u32> =
+        h.wait_status("api", Status::Online, T).instances.iter().map(|i| i.pid.unwrap()).collect();
+    wait_for("the app to answer", T, || get(port).ok());
+    let load = Load::start(port);
+    let out = h.ok(&["scale", "api", "6"]);
+    assert!(out.contains("scaled `api` from 2 to 6"), "{out}");
+    let six = h.wait_status("api", Status::Online, T);
+    assert_eq!(six.instances.len(), 6);
+    let kept: Vec<u32> = six.instances[..2].iter().map(|i| i.pid.unwrap()).collect();
+    assert_eq!(kept, first, "the instances there are untouched");
+    let out = h.ok(&["scale", "api", "-4"]);
+    assert!(out.contains("from 6 to 2"), "{out}");
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    let two = h.app("api");
+    assert_eq!(two.instances.len(), 2);
+    assert_eq!(two.spec.instances, 2);
+    h.ok(&["save"]);
+    h.ok(&["delete", "api"]);
+    h.ok(&["resurrect"]);
+    assert_eq!(h.wait_status("api", Status::Online, T).instances.len(), 2, "save recorded the count");
+    assert!(h.fails(&["scale", "api", "zero"]).contains("`zero` is not a count"));
 }

@@ -52,7 +52,7 @@ fn jlist_prints_pm2s_process_records_with_secrets_masked() {
     let api = h.app("api");
     for (r, i) in records.iter().filter(|r| r["name"] == "api").zip(&api.instances) {
         assert_eq!(r["pid"], i.pid.unwrap());
-        assert_eq!(r["pm_id"], api.id);
+        assert_eq!(r["pm_id"], i.id.unwrap(), "each instance has its own id");
         assert_eq!(r["pm2_env"]["status"], "online");
         assert_eq!(r["pm2_env"]["exec_mode"], "fork_mode");
         assert_eq!(r["pm2_env"]["instances"], 2);
@@ -139,7 +139,9 @@ fn env_pid_and_id_answer_as_pm2_does() {
     h.ok(&["stop", "web"]);
     assert_eq!(h.ok(&["pid", "web"]), "0\n", "PM2 prints 0 for a stopped app");
 
-    assert_eq!(h.ok(&["id", "api"]), format!("[ {} ]\n", api.id));
+    let ids: Vec<String> = api.instances.iter().map(|i| i.id.unwrap().to_string()).collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(h.ok(&["id", "api"]), format!("[ {} ]\n", ids.join(", ")));
     assert_eq!(h.ok(&["id", "nosuchapp"]), "[]\n");
 }
 
@@ -207,6 +209,8 @@ const ACTED_ON: &[&[&str]] = &[
     &["stop", "v"],
     &["restart", "v"],
     &["reload", "v"],
+    &["scale", "v", "2"],
+    &["scale", "v", "-1"],
     &["gracefulReload", "v"],
     &["reset", "v"],
     &["sendSignal", "SIGWINCH", "v"],
@@ -254,7 +258,6 @@ const ACTED_ON: &[&[&str]] = &[
 
 /// PM2's verbs herder does not have.
 const REFUSED: &[&str] = &[
-    "scale",
     "trigger",
     "send",
     "attach",

@@ -17,10 +17,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
     timeout = 5
 
     def do_GET(self):
-        with busy:
-            self.answer()
-
-    def answer(self):
         body = f"hello from pid {os.getpid()} (instance {os.environ.get('HERDER_INSTANCE')})\n".encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain")
@@ -38,12 +34,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
 
+    # Each connection counts from its accept to its close, so that none accepted is cut off.
+    def process_request(self, request, client_address):
+        busy.__enter__()
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            busy.__exit__()
+
 
 stopping = threading.Event()
 
 
 class Busy:
-    """Requests being answered, to let them finish before the process ends."""
+    """Connections being served, to let them finish before the process ends."""
 
     def __init__(self):
         self.count = 0

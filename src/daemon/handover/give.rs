@@ -258,7 +258,13 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
             .iter()
             .map(|l| SocketState { spec: l.spec.clone(), fd: std::os::fd::AsRawFd::as_raw_fd(&l.fd) })
             .collect();
-        app_states.push(AppState { id: app.id, spec: (**app.spec()).clone(), instances, sockets });
+        app_states.push(AppState {
+            id: app.id,
+            spec: (**app.spec()).clone(),
+            instances,
+            sockets,
+            ids: app.ids.clone(),
+        });
     }
     let held = match d.ctx.logs.hold_captures(deadline).await {
         Ok(h) => h,

@@ -93,6 +93,10 @@ struct AppState {
     /// while the daemon changes its image.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     sockets: Vec<SocketState>,
+    /// The id of each slot's instance; none from an older herder (then the first is the app's
+    /// id and the others get new ones).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    ids: Vec<u32>,
 }
 
 /// One listening socket of an app, by descriptor.

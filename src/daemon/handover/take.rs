@@ -218,6 +218,7 @@ pub(crate) async fn adopt(
     {
         let mut reg = d.registry();
         reg.next_id = next_id;
+        let mut pending = Vec::new();
         for app in apps {
             let mut spec = app.spec;
             crate::daemon::registry::share_env(&mut spec.env);
@@ -249,9 +250,22 @@ pub(crate) async fn adopt(
                     )
                 })
                 .collect();
-            reg.next_id = reg.next_id.max(app.id + 1);
-            let coordinator = Coordinator::spawn(d, app.id, spec.clone(), instances.clone(), sockets.clone());
-            reg.insert(App::new(app.id, spec, instances, sockets), coordinator);
+            reg.next_id = reg.next_id.max(app.id + 1).max(app.ids.iter().max().map_or(0, |m| m + 1));
+            let mut ids = app.ids;
+            ids.truncate(instances.len());
+            if ids.is_empty() {
+                ids.push(app.id);
+            }
+            pending.push((app.id, spec, instances, sockets, ids));
+        }
+        // Ids for slots the document has none for, once every id it names is taken.
+        for (id, spec, instances, sockets, mut ids) in pending {
+            while ids.len() < instances.len() {
+                ids.push(reg.next_id());
+            }
+            let coordinator =
+                Coordinator::spawn(d, id, spec.clone(), instances.clone(), sockets.clone(), ids.clone());
+            reg.insert(App::new(id, spec, instances, sockets, ids), coordinator);
         }
     }
     let mut resumed = 0;
