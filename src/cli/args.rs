@@ -28,8 +28,12 @@ pub enum Cmd {
     Restart(RestartArgs),
     /// Reload apps without downtime: in cluster mode each instance is replaced, one at a time,
     /// by a new one that is ready before the old one stops; other apps restart
-    #[command(visible_aliases = ["gracefulReload", "startOrReload", "startOrGracefulReload"])]
+    #[command(visible_alias = "gracefulReload")]
     Reload(RestartArgs),
+    /// Converge on a config file: start its new apps, reload those whose spec changed, rescale
+    /// those whose count changed, leave the others untouched (PM2's `startOrReload`)
+    #[command(visible_aliases = ["startOrReload", "startOrGracefulReload"])]
+    Apply(ApplyArgs),
     /// Change an app's number of instances live: `4`, `+2` or `-1` (new instances start on the
     /// same sockets, the last ones stop gracefully)
     Scale(ScaleArgs),
@@ -111,6 +115,24 @@ pub enum Cmd {
     /// Print what a daemon checks before it executes this binary (`herder update`)
     #[command(hide = true)]
     HandoverCheck,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The config file (default: this directory's herder.toml or ecosystem.config.js …)
+    pub file: Option<String>,
+    /// Apply each app's `env_<name>`
+    #[arg(long = "env", value_name = "NAME")]
+    pub env_name: Option<String>,
+    /// Only these apps of the file (by name)
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub only: Vec<String>,
+    /// Also delete the apps started from this file that it no longer lists
+    #[arg(long)]
+    pub prune: bool,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

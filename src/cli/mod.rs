@@ -2,6 +2,7 @@
 //! [`pm2_flags`]), [`run`] runs the command, each in its own file; what they print goes through
 //! [`output`] and [`render`].
 
+mod apply;
 mod args;
 mod config_cmds;
 mod context;
@@ -120,6 +121,7 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
         Cmd::Restart(a) => restart::restart(paths, a, false).await,
         Cmd::Reload(a) => restart::restart(paths, a, true).await,
         Cmd::Scale(a) => scale::scale(paths, a).await,
+        Cmd::Apply(a) => apply::apply(paths, a).await,
         Cmd::Delete(t) => match file_targets(&t.targets)? {
             Ok(targets) => act(paths, Request::Delete { targets }).await,
             Err(errors) => config_failed(&errors),

@@ -13,7 +13,7 @@ use super::registry::App;
 use super::Daemon;
 use crate::protocol::{
     signal_number, AppInfo, AppSpec, DaemonInfo, ErrorKind, ErrorReply, ExitReason, OnExisting, Request,
-    Response, ResurrectReport, Status, Target,
+    Response, ResurrectReport, Status, Step, StepAction, Target,
 };
 use crate::supervisor::sockets::{Listener, Sockets};
 use crate::supervisor::{InstanceHandle, InstanceId};
@@ -30,6 +30,7 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
             | Request::Reset { .. }
             | Request::Reload { .. }
             | Request::Scale { .. }
+            | Request::Apply { .. }
             | Request::Resurrect
     );
     let result = match req {
@@ -49,6 +50,7 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         }
         Request::Reload { targets, env, specs } => reload(d, &targets, env, specs).await,
         Request::Scale { target, count } => scale(d, &target, &count).await,
+        Request::Apply { specs, source, prune, dry_run } => apply(d, specs, &source, prune, dry_run).await,
         // The table has no use for every app's whole environment; `show` has it.
         Request::List => Ok(Response::List { apps: list(d, None, false) }),
         Request::ListBrief => {
@@ -531,6 +533,126 @@ async fn scale(d: &Arc<Daemon>, target: &Target, count: &str) -> Result<Response
     };
     let (before, after) = c.scale(how).await.ok_or_else(|| bad("the app is gone"))?;
     Ok(Response::Scaled { apps: brief(d, &[id]), before, after })
+}
+
+/// Variables of the shell that differ from one command to the next without meaning anything
+/// to an app: `apply` does not count them as a change.
+const SHELL_NOISE: &[&str] = &["_", "OLDPWD", "SHLVL"];
+
+/// The fields of `new` that differ from `old`, the instance count aside.
+fn changes(old: &AppSpec, new: &AppSpec) -> Vec<String> {
+    let plain = |s: &AppSpec| {
+        let mut s = s.clone();
+        s.instances = 0;
+        s.env = Arc::new(
+            s.env
+                .iter()
+                .filter(|(k, _)| !SHELL_NOISE.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        );
+        serde_json::to_value(s).unwrap_or_default()
+    };
+    let (a, b) = (plain(old), plain(new));
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else { return vec!["spec".into()] };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
+}
+
+/// `herder apply <config>`: converge on the file's apps.
+async fn apply(
+    d: &Arc<Daemon>,
+    specs: Vec<AppSpec>,
+    source: &std::path::Path,
+    prune: bool,
+    dry_run: bool,
+) -> Result<Response, ErrorReply> {
+    check_specs(&specs)?;
+    let mut plan = Vec::new();
+    let mut new = Vec::new();
+    let mut renew = Vec::new();
+    let mut rescale = Vec::new();
+    let mut gone = Vec::new();
+    {
+        let reg = d.registry();
+        for spec in &specs {
+            let step = |action, detail| Step { app: spec.name.clone(), action, detail };
+            let Some(app) = reg.by_name(&spec.name) else {
+                plan.push(step(StepAction::Start, None));
+                new.push(spec.clone());
+                continue;
+            };
+            let Some(c) = reg.coordinators.get(&app.id) else { continue };
+            let changed = changes(app.spec(), spec);
+            let count = app.instances.len() as u32;
+            if !changed.is_empty() {
+                plan.push(step(StepAction::Reload, Some(format!("changed: {}", changed.join(", ")))));
+                let mut spec = spec.clone();
+                spec.instances = count;
+                super::registry::share_env(&mut spec.env);
+                let sockets = app.sockets.prepare(&spec.name, &spec.sockets).map_err(bad)?;
+                renew.push((c.clone(), Arc::new(spec), sockets));
+            }
+            if spec.instances != count {
+                plan.push(step(StepAction::Scale, Some(format!("{count} → {} instances", spec.instances))));
+                rescale.push((c.clone(), spec.instances));
+            }
+            if changed.is_empty() && spec.instances == count {
+                plan.push(step(StepAction::Unchanged, None));
+            }
+        }
+        if prune {
+            for app in reg.apps.values() {
+                let from_file = app.spec().source.as_deref() == Some(source);
+                if from_file && !specs.iter().any(|s| s.name == app.spec().name) {
+                    plan.push(Step {
+                        app: app.spec().name.clone(),
+                        action: StepAction::Delete,
+                        detail: None,
+                    });
+                    gone.push(Target::Name(app.spec().name.clone()));
+                }
+            }
+        }
+    }
+    let names: Vec<Target> = specs.iter().map(|s| Target::Name(s.name.clone())).collect();
+    if dry_run {
+        let ids = d.registry().resolve(&names).unwrap_or_default();
+        return Ok(Response::Applied { plan, apps: brief(d, &ids) });
+    }
+    if !new.is_empty() {
+        start_apps(d, new.into_iter().map(|s| (s.autostart, s)).collect(), OnExisting::Refuse).await?;
+    }
+    let mut failures = Vec::new();
+    let mut set = JoinSet::new();
+    for (c, spec, sockets) in renew {
+        set.spawn(async move {
+            if spec.sockets.is_empty() {
+                c.apply(spec, sockets).await;
+                Ok(())
+            } else {
+                c.replace(Some((spec, sockets)), None).await
+            }
+        });
+    }
+    while let Some(Ok(result)) = set.join_next().await {
+        if let Err(e) = result {
+            failures.push(e);
+        }
+    }
+    for (c, n) in rescale {
+        c.scale(Scale::To(n)).await;
+    }
+    if !gone.is_empty() {
+        delete(d, &gone).await?;
+    }
+    if !failures.is_empty() {
+        return Err(ErrorReply { kind: ErrorKind::Internal, message: failures.join("\n") });
+    }
+    let ids = d.registry().resolve(&names).unwrap_or_default();
+    Ok(Response::Applied { plan, apps: brief(d, &ids) })
 }
 
 async fn delete(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorReply> {

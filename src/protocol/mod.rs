@@ -105,6 +105,18 @@ pub enum Request {
     Delete {
         targets: Vec<Target>,
     },
+    /// Converge on a config file's apps (`herder apply`): start the new ones, reload those
+    /// whose spec changed (rolling in cluster mode), rescale those whose count changed, leave
+    /// the others untouched; with `prune`, delete the apps started from `source` that it no
+    /// longer lists. With `dry_run`, only the plan. Answered with [`Response::Applied`].
+    Apply {
+        specs: Vec<AppSpec>,
+        source: PathBuf,
+        #[serde(default)]
+        prune: bool,
+        #[serde(default)]
+        dry_run: bool,
+    },
     /// Change an app's number of instances: `count` is a number (`4`) or a change (`+2`,
     /// `-1`); the instances there are untouched. Answered with [`Response::Scaled`].
     Scale {
@@ -224,6 +236,12 @@ pub enum Response {
         restarted: Vec<AppInfo>,
     },
     List {
+        apps: Vec<AppInfo>,
+    },
+    /// What `Apply` did (or, with `dry_run`, would do): one step per app, in the file's order,
+    /// then the apps as the table shows them.
+    Applied {
+        plan: Vec<Step>,
         apps: Vec<AppInfo>,
     },
     /// What `Scale` did: the app, and its count before and after.
@@ -395,6 +413,26 @@ pub enum ErrorKind {
     /// The daemon is replacing its image (`herder update`); nothing was done: send the request
     /// again in a moment.
     Updating,
+}
+
+/// One app's step of `herder apply`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    pub app: String,
+    pub action: StepAction,
+    /// Why, in words (what changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepAction {
+    Start,
+    Reload,
+    Scale,
+    Delete,
+    Unchanged,
 }
 
 /// What `ping` reports.

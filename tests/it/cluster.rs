@@ -346,3 +346,68 @@ fn scale_changes_the_count_live_without_a_failed_request_and_save_records_it() {
     assert_eq!(h.wait_status("api", Status::Online, T).instances.len(), 2, "save recorded the count");
     assert!(h.fails(&["scale", "api", "zero"]).contains("`zero` is not a count"));
 }
+
+/// The pids of every instance of `app`.
+fn pids(h: &TestHome, app: &str) -> Vec<u32> {
+    h.app(app).instances.iter().map(|i| i.pid.unwrap()).collect()
+}
+
+#[test]
+fn apply_changes_only_what_changed_and_a_second_apply_nothing() {
+    let h = TestHome::new();
+    let idle = fixture("idle.sh");
+    let file = |a_env: &str, b_count: u32, with_c: bool| {
+        let mut text = format!(
+            "[[apps]]\nname = \"a\"\nscript = \"{0}\"\nenv = {{ MODE = \"{a_env}\" }}\n\n\
+             [[apps]]\nname = \"b\"\nscript = \"{0}\"\ninstances = {b_count}\n",
+            idle.display()
+        );
+        if with_c {
+            text.push_str(&format!("\n[[apps]]\nname = \"c\"\nscript = \"{}\"\n", idle.display()));
+        }
+        h.write("apps.toml", &text)
+    };
+    let path = file("one", 2, true);
+    let path = path.to_str().unwrap();
+    let out = h.ok(&["apply", path]);
+    assert!(
+        out.contains("started `a`") && out.contains("started `b`") && out.contains("started `c`"),
+        "{out}"
+    );
+    for app in ["a", "b", "c"] {
+        h.wait_status(app, Status::Online, T);
+    }
+    let (a, b, c) = (pids(&h, "a"), pids(&h, "b"), pids(&h, "c"));
+
+    file("two", 3, true);
+    let plan = h.ok(&["apply", path, "--dry-run"]);
+    assert!(
+        plan.contains("reload `a` (changed: env)") && plan.contains("scale `b` (2 → 3 instances)"),
+        "{plan}"
+    );
+    assert_eq!((pids(&h, "a"), pids(&h, "b").len()), (a.clone(), 2), "a dry run changes nothing");
+    let out = h.ok(&["apply", path]);
+    assert!(
+        out.contains("reloaded `a`") && out.contains("scaled `b`") && out.contains("unchanged `c`"),
+        "{out}"
+    );
+    h.wait_status("b", Status::Online, T);
+    assert_ne!(pids(&h, "a"), a, "a was reloaded");
+    let b3 = pids(&h, "b");
+    assert_eq!((b3.len(), &b3[..2]), (3, &b[..]), "b rescaled, its instances untouched");
+    assert_eq!(pids(&h, "c"), c, "c untouched");
+
+    let (a2, b2) = (pids(&h, "a"), pids(&h, "b"));
+    let out = h.ok(&["apply", path]);
+    assert!(["a", "b", "c"].iter().all(|n| out.contains(&format!("unchanged `{n}`"))), "{out}");
+    assert_eq!(
+        (pids(&h, "a"), pids(&h, "b"), pids(&h, "c")),
+        (a2, b2, c.clone()),
+        "a second apply changes nothing"
+    );
+
+    file("two", 3, false);
+    let out = h.ok(&["apply", path, "--prune"]);
+    assert!(out.contains("deleted `c`"), "{out}");
+    assert!(h.list().iter().all(|x| x.spec.name != "c"));
+}

@@ -209,6 +209,7 @@ const ACTED_ON: &[&[&str]] = &[
     &["stop", "v"],
     &["restart", "v"],
     &["reload", "v"],
+    &["startOrReload", "--help"],
     &["scale", "v", "2"],
     &["scale", "v", "-1"],
     &["gracefulReload", "v"],
