@@ -27,6 +27,10 @@ TARGETS = {
     "mon_cpu_many": ("< 5% of a core", 5.0, ""),
     "mon_list_many": ("<= 20 ms", 20.0, ""),
     "mon_rss_many": ("< 32 MB", 32.0, ""),
+    "cl_rps": (">= 1.0× PM2's", 1.0, ""),
+    "cl_p99": ("<= PM2's", None, ""),
+    "cl_spread": ("0.5×–1.5× of the fair share", (0.5, 1.5), ""),
+    "cl_reload": ("0 failed requests", 0, ""),
 }
 
 
@@ -209,6 +213,161 @@ def monitoring_section(w, mon):
     w("")
 
 
+def times(x):
+    return "—" if x is None else ("%.2f×" % x)
+
+
+def spread_range(sh):
+    """(min, max) ratio to the fair share over connections and requests, or None."""
+    lo = [med(sh, k, "min_ratio") for k in ("conns", "reqs")]
+    hi = [med(sh, k, "max_ratio") for k in ("conns", "reqs")]
+    if None in lo or None in hi:
+        return None
+    return min(lo), max(hi)
+
+
+def cluster_summary_rows(w, cl):
+    tp = cl.get("throughput")
+    if tp:
+        s = tp["summary"]
+        h, p = med(s, "herder", "rps", "median"), med(s, "pm2", "rps", "median")
+        w("| cluster mode, %d instances: requests/s (`wrk -c%d`, median of %d round(s); ratio herder / PM2) | %s | %s | %s | %s | %s |" % (
+            tp["instances"], cl["connections"], tp["rounds"], TARGETS["cl_rps"][0],
+            "—" if h is None else "{:,.0f}".format(h), "—" if p is None else "{:,.0f}".format(p),
+            ratio(h, p), at_least(h / p if h is not None and p else None, TARGETS["cl_rps"][1])))
+        h, p = med(s, "herder", "p99_ms", "median"), med(s, "pm2", "p99_ms", "median")
+        w("| cluster mode, %d instances: p99 latency | %s | %s | %s | %s | %s |" % (
+            tp["instances"], TARGETS["cl_p99"][0], ms(h), ms(p), ratio(p, h),
+            met(h, p) if p is not None else "not measured"))
+    sp = cl.get("spread")
+    if sp:
+        lo, hi = TARGETS["cl_spread"][1]
+        for phase, label in (("keepalive", "keep-alive"), ("close", "`Connection: close`")):
+            cells = []
+            for tool in ("herder", "pm2"):
+                r = spread_range(med(sp, "tools", tool, phase))
+                cells.append(r)
+            h = cells[0]
+            w("| cluster spread, %d instances, %s: each instance's share of connections and requests, "
+              "as a multiple of the fair share (min–max) | %s | %s | %s | | %s |" % (
+                  sp["instances"], label, TARGETS["cl_spread"][0],
+                  *["—" if r is None else "%.2f–%.2f×" % r for r in cells],
+                  "not measured" if h is None else ("met" if h[0] >= lo and h[1] <= hi else "**missed**")))
+    rl = cl.get("reload")
+    if rl:
+        x = rl["wrk_result"]
+        w("| `herder reload` ×%d under load (%d instances, `wrk -c%d`): failed requests | %s | %s of {:,} | not run "
+          "(PM2's reload is not measured) | | %s |".format(x["requests"] or 0) % (
+              rl["reloads"], rl["instances"], rl["connections"], TARGETS["cl_reload"][0], x["errors"],
+              "met" if x["errors"] == 0 and rl["pids_changed_every_reload"] and rl["all_reloads_ok"] else "**missed**"))
+
+
+def cluster_section(w, cl):
+    w("## 7. Cluster mode")
+    w("")
+    w("`bench/cluster.py`, measured %s with node %s. The server is "
+      "`bench/fixtures/cluster_server.js`: a plain `http.createServer` answering `/` with a 3-byte "
+      "body, listening on `$PORT`; it counts connections and requests per process and writes them "
+      "to a file on SIGUSR2 (read between runs only). Load from `%s` on the same machine (%d threads, "
+      "%d connections), so wrk and the servers share the CPUs (%s cores)." % (
+          cl["machine"]["date"], cl["machine"].get("node"), cl.get("wrk_version", "wrk").split(" Copyright")[0], cl["threads"],
+          cl["connections"], cl["machine"].get("nproc")))
+    w("")
+    tp = cl.get("throughput")
+    if tp:
+        s = tp["summary"]
+        w("### Throughput and latency")
+        w("")
+        w("`%s`, %d s per run after %d s of warm-up per server, %d round(s), the runners interleaved "
+          "(the order rotates each round); all three servers run throughout, idle when not under "
+          "load. `direct` is one node process bound to the port itself; herder and PM2 run %d "
+          "instances in cluster mode (%s). Figures: median over the rounds (min–max for requests/s)." % (
+              tp["wrk"], tp["duration_s"], tp["warmup_s"], tp["rounds"], tp["instances"],
+              ", ".join("%s `%s`" % (k, v) for k, v in tp.get("modes", {}).items())))
+        w("")
+        w("| runner | command | processes | requests/s | min–max | p50 | p99 | max | non-2xx/3xx | socket errors |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for name, x in s.items():
+            w("| %s | `%s` | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+                name, tp["commands"].get(name, name), x.get("processes"),
+                "{:,.0f}".format(med(x, "rps", "median")),
+                "{:,.0f}–{:,.0f}".format(med(x, "rps", "min"), med(x, "rps", "max")),
+                ms(med(x, "p50_ms", "median")), ms(med(x, "p99_ms", "median")), ms(med(x, "max_ms", "median")),
+                x["non_2xx_3xx"], x["socket_errors"]))
+        w("")
+        r = tp["ratios"]
+        h99, p99 = med(s, "herder", "p99_ms", "median"), med(s, "pm2", "p99_ms", "median")
+        w("Requests/s: herder / PM2 %s, herder / direct %s, PM2 / direct %s. Targets: herder ≥ 1.0× "
+          "PM2's requests/s (%s) with a p99 no worse than PM2's (%s vs %s: %s)." % (
+              times(r.get("herder_over_pm2_rps")), times(r.get("herder_over_direct_rps")),
+              times(r.get("pm2_over_direct_rps")), at_least(r.get("herder_over_pm2_rps"), 1.0),
+              ms(h99), ms(p99), met(h99, p99) if p99 is not None else "not measured"))
+        w("")
+    sp = cl.get("spread")
+    if sp:
+        lo, hi = sp["target_ratio"]
+        w("### Spread across instances")
+        w("")
+        w("%d instances per tool, %d s per phase: keep-alive (`%s`: the %d connections are opened at "
+          "the start and kept) and `Connection: close` (`%s`: a new connection per request). Each "
+          "instance's connections and requests during the phase (deltas of its own counters), and "
+          "the ratio of each to the fair share (the phase's total / %d). wrk opens one connection "
+          "more than `-c` (a single node process counts 2 for `-c1` too), so the keep-alive phase "
+          "counts %d connections." % (
+              sp["instances"], sp["duration_s"], sp["wrk"]["keepalive"], sp["connections"],
+              sp["wrk"]["close"], sp["instances"], sp["connections"] + 1))
+        w("")
+        w("| tool | phase | requests/s | connections per instance | ratio min–max | requests per instance | "
+          "ratio min–max | within %.1f×–%.1f× | wrk errors |" % (lo, hi))
+        w("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for tool, d in sp["tools"].items():
+            for phase, label in (("keepalive", "keep-alive"), ("close", "`Connection: close`")):
+                x = d.get(phase)
+                if not x:
+                    continue
+                w("| %s | %s | %s | %s | %.2f–%.2f× | %s | %.2f–%.2f× | %s | %s |" % (
+                    tool, label, "{:,.0f}".format(x["wrk"]["rps"]),
+                    " / ".join(str(v["conns"]) for v in x["per_instance"]),
+                    x["conns"]["min_ratio"], x["conns"]["max_ratio"],
+                    " / ".join("{:,}".format(v["reqs"]) for v in x["per_instance"]),
+                    x["reqs"]["min_ratio"], x["reqs"]["max_ratio"],
+                    "yes" if x["within_target"] else "**no**", x["wrk"]["errors"]))
+        w("")
+        w("Target: every herder instance within %.1f×–%.1f× of its fair share, for connections and "
+          "requests, in both phases: %s." % (
+              lo, hi, "met" if all(med(sp, "tools", "herder", ph, "within_target") for ph in ("keepalive", "close"))
+              else ("not measured" if "herder" not in sp["tools"] else "**missed**")))
+        w("")
+    rl = cl.get("reload")
+    if rl:
+        x = rl["wrk_result"]
+        se = x["socket_errors"]
+        w("### Reload under load")
+        w("")
+        w("herder only: `%s`, then `%s` under `%s`, started 1 s before the first reload and stopped "
+          "once the %d reloads were done (run one after the other) and at least %d s had passed. "
+          "After each reload the instances' pids are read from `herder list --json`." % (
+              rl["command"], rl["reload_command"], rl["wrk"], rl["reloads"], rl["min_load_s"]))
+        w("")
+        w("| reloads | each reload (s) | load | requests | requests/s | p50 | p99 | max | non-2xx/3xx | "
+          "socket errors (connect / read / write / timeout) | every pid changed at every reload |")
+        w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        w("| %d%s | %s | %.1f s | {:,} | {:,.0f} | %s | %s | %s | %d | %d / %d / %d / %d | %s |".format(
+            x["requests"] or 0, x["rps"] or 0) % (
+            rl["reloads"], "" if rl["all_reloads_ok"] else " (**some failed**)",
+            " / ".join("%.1f" % r["seconds"] for r in rl["per_reload"]), rl["load_s"],
+            ms(x["p50_ms"]), ms(x["p99_ms"]), ms(x["max_ms"]), x["non_2xx_3xx"],
+            se["connect"], se["read"], se["write"], se["timeout"],
+            "yes" if rl["pids_changed_every_reload"] else "**no**: " + "; ".join(
+                "instance %s: %d changes" % (i, v["changes"]) for i, v in rl["per_index"].items())))
+        w("")
+        w("Target: zero failed requests (non-2xx and socket errors) and every instance replaced at "
+          "every reload: %s." % (
+              "met" if x["errors"] == 0 and rl["pids_changed_every_reload"] and rl["all_reloads_ok"]
+              else "**missed**"))
+        w("")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--results", default=c.RESULTS_DIR)
@@ -223,7 +382,8 @@ def main():
     lf = load(args.results, "logs_follow_latency")
     ll = load(args.results, "logs_lines")
     mon = load(args.results, "monitoring")
-    parts = [p for p in (gap, lst, mem, ss, lt, lf, ll, mon) if p]
+    cl = load(args.results, "cluster")
+    parts = [p for p in (gap, lst, mem, ss, lt, lf, ll, mon, cl) if p]
     if not parts:
         sys.exit("no results in %s; run bench/run.sh first" % args.results)
     machine = parts[0]["machine"]
@@ -353,6 +513,8 @@ def main():
             w("| daemon RSS, %d apps (peak: VmHWM, start-up included) | %s | %s | %s | %s | %s |" % (
                 n, TARGETS["mon_rss_many"][0], mb(h), mb(p) if p is not None else "not run", ratio(p, h),
                 below(h / 1024 if h is not None else None, TARGETS["mon_rss_many"][1])))
+    if cl:
+        cluster_summary_rows(w, cl)
     w("")
 
     # ---------------------------------------------------------------- restart gap
@@ -612,6 +774,9 @@ def main():
 
     if mon:
         monitoring_section(w, mon)
+
+    if cl:
+        cluster_section(w, cl)
 
     notes = os.path.join(c.BENCH_DIR, "notes.md")
     if os.path.exists(notes):

@@ -4,6 +4,7 @@ then write docs/BENCHMARKS.md.
 
 Usage: python3 bench/run.py [--quick] [--tools herder,pm2] [part ...]
 parts: restart_gap list_latency memory start_stop logs_throughput logs_follow_latency logs_lines monitoring
+       cluster
 (default: all)
 """
 
@@ -14,14 +15,15 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PARTS = ["memory", "list_latency", "start_stop", "restart_gap", "logs_throughput", "logs_follow_latency",
-         "logs_lines", "monitoring"]
+         "logs_lines", "monitoring", "cluster"]
 QUICK = {"restart_gap": ["--rounds", "2", "--per-round", "20"], "list_latency": ["--runs", "10"],
          "memory": ["--settle", "1"], "start_stop": ["--rounds", "2"],
          "logs_throughput": ["--mb", "100", "--rounds", "1"], "logs_follow_latency": ["--lines", "50"],
-         "logs_lines": ["--lines", "1000000"], "monitoring": ["--quick"]}
+         "logs_lines": ["--lines", "1000000"], "monitoring": ["--quick"],
+         "cluster": ["--duration", "2", "--rounds", "1"]}
 LIMIT_S = {"restart_gap": 1500, "list_latency": 1800, "memory": 900, "start_stop": 4000,
            "logs_throughput": 3600, "logs_follow_latency": 600, "logs_lines": 3600,
-           "monitoring": 3600}
+           "monitoring": 3600, "cluster": 1800}
 
 
 def main():

@@ -245,7 +245,9 @@ impl Owner {
                 }
                 Op::Apply(spec, sockets, reply) => {
                     self.sockets.set(sockets);
+                    self.sockets.steer(&spec.name, spec.instances as usize);
                     let ran = self.apply(spec).await;
+                    self.sockets.shrink(self.slots.len());
                     let _ = reply.send(ran);
                 }
                 Op::Signal(sig, slots, reply) => {
@@ -271,6 +273,7 @@ impl Owner {
                     if let Some((spec, sockets)) = spec {
                         self.spec = spec;
                         self.sockets.set(sockets);
+                        self.sockets.steer(&self.spec.name, self.slots.len());
                         self.publish();
                     }
                     let result = self.replace_all(&slots).await;
@@ -385,7 +388,12 @@ impl Owner {
     /// starts, so that a cluster's new instances join one by one), the last ones stop.
     async fn scale(&mut self, count: usize) {
         let start = self.slots.len();
+        let name = self.spec.name.clone();
         if count > start {
+            // The new slots' sockets get connections once their instances are ready.
+            if let Err(e) = self.sockets.grow(&name, count) {
+                tracing::error!(app = %name, error = %e, "the new instances get no sockets of their own");
+            }
             self.grow(count);
             let mut spec = (*self.spec).clone();
             spec.instances = count as u32;
@@ -395,7 +403,21 @@ impl Owner {
                 h.start().await;
                 let _ = ready(h, &self.spec).await;
             }
+            self.sockets.steer(&name, count);
         } else if count < start {
+            // No new connection for the slots going away; what waits in their queues is
+            // accepted by their instances before they stop.
+            self.sockets.steer(&name, count);
+            let drained = |s: &Sockets| (count..start).all(|slot| s.queued(slot) == 0);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let sockets = self.sockets.clone();
+            crate::wait::until_async(
+                Duration::from_secs(2),
+                Duration::from_millis(2),
+                Duration::from_millis(50),
+                || drained(&sockets).then_some(()),
+            )
+            .await;
             let mut gone: Vec<InstanceHandle> = self.slots.drain(count..).collect();
             gone.reverse();
             self.ids.truncate(count);
@@ -408,6 +430,7 @@ impl Owner {
                 h.shutdown().await;
             }
             self.others.retain(runs);
+            self.sockets.shrink(count);
         }
         self.publish();
     }

@@ -245,7 +245,7 @@ async fn start_apps(
         let mut bound = Vec::with_capacity(specs.len());
         for (_, spec) in &specs {
             let now = reg.by_name(&spec.name).map(|a| a.sockets.clone()).unwrap_or_default();
-            bound.push(now.prepare(&spec.name, &spec.sockets).map_err(bad)?);
+            bound.push(now.prepare(&spec.name, &spec.sockets, spec.instances as usize).map_err(bad)?);
         }
         for (order, ((run, mut spec), sockets)) in specs.into_iter().zip(bound).enumerate() {
             super::registry::share_env(&mut spec.env);
@@ -260,6 +260,7 @@ async fn start_apps(
                     let ids: Vec<u32> =
                         std::iter::once(id).chain((1..spec.instances).map(|_| reg.next_id())).collect();
                     let sockets = Sockets::new(sockets);
+                    sockets.steer(&spec.name, spec.instances as usize);
                     let instances: Vec<InstanceHandle> = (0..spec.instances)
                         .map(|i| {
                             let id = InstanceId::new(id, i, 0);
@@ -445,7 +446,8 @@ fn renewals(
         let rolling = !spec.as_ref().unwrap_or(app.spec()).sockets.is_empty();
         let spec = match spec {
             Some(spec) => {
-                let sockets = app.sockets.prepare(&spec.name, &spec.sockets).map_err(bad)?;
+                let slots = app.instances.len().max(spec.instances as usize);
+                let sockets = app.sockets.prepare(&spec.name, &spec.sockets, slots).map_err(bad)?;
                 Some((spec, sockets))
             }
             None => None,
@@ -592,7 +594,7 @@ async fn apply(
                 let mut spec = spec.clone();
                 spec.instances = count;
                 super::registry::share_env(&mut spec.env);
-                let sockets = app.sockets.prepare(&spec.name, &spec.sockets).map_err(bad)?;
+                let sockets = app.sockets.prepare(&spec.name, &spec.sockets, count as usize).map_err(bad)?;
                 renew.push((c.clone(), Arc::new(spec), sockets));
             }
             if spec.instances != count {

@@ -97,7 +97,7 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
             // The old daemon's sockets closed with it: bind them again (the instances queue
             // nothing meanwhile, as none runs).
             let sockets = Sockets::default();
-            if let Err(e) = sockets.bind(&spec.name, &spec.sockets) {
+            if let Err(e) = sockets.bind(&spec.name, &spec.sockets, spec.instances as usize) {
                 tracing::error!(app = %spec.name, error = %e, "the app's sockets are not bound again");
             }
             let sockets = Arc::new(sockets);

@@ -25,7 +25,6 @@ use crate::protocol::secrets;
 use crate::protocol::spec::ProbeKind;
 use crate::protocol::EventKind;
 use crate::protocol::{now_ms, AppSpec, ExitReason, ExitRecord, InstanceInfo, Status};
-use std::os::fd::AsFd;
 
 pub(super) struct Actor {
     /// Its app, slot and generation.
@@ -330,7 +329,13 @@ impl Actor {
                 let listeners = self.sockets.get();
                 let inherit: Vec<Inherit<'_>> = listeners
                     .iter()
-                    .map(|l| Inherit { fd: l.fd.as_fd(), name: &l.spec.name, port: l.spec.port })
+                    .filter_map(|l| {
+                        Some(Inherit {
+                            fd: l.of_slot(self.id.index as usize)?,
+                            name: &l.spec.name,
+                            port: l.spec.port,
+                        })
+                    })
                     .collect();
                 let launch = Launch {
                     spec: &self.spec,

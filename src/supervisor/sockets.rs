@@ -1,10 +1,12 @@
-//! The listening sockets of an app in cluster mode. The app's coordinator binds them once and
-//! holds them for the app's life (across restarts, reloads and `herder update`); every
-//! instance inherits them at 3, 4 … with `LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES` and
-//! `HERDER_LISTEN_PORTS` (their ports, for the Node preload), and Node apps get a preload that
-//! makes their own `listen(port)` use them ([`NODE_PRELOAD`]).
+//! The listening sockets of an app in cluster mode. The app's coordinator binds them and
+//! holds them for the app's life (across restarts, reloads and `herder update`): for each port,
+//! one socket per instance slot in one reuseport group ([`crate::process::listen`]), which the
+//! kernel spreads connections over. The instance of a slot, whatever its generation, inherits
+//! that slot's sockets at 3, 4 … with `LISTEN_FDS`, `LISTEN_PID`, `LISTEN_FDNAMES` and
+//! `HERDER_LISTEN_PORTS` (their ports, for the Node preload); Node apps get a preload that makes
+//! their own `listen(port)` use them ([`NODE_PRELOAD`]).
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -14,15 +16,23 @@ use crate::protocol::spec::SocketSpec;
 /// The preload Node apps in cluster mode get (`--require` in `NODE_OPTIONS`).
 pub const NODE_PRELOAD: &str = include_str!("node_cluster.js");
 
-/// One bound socket.
+/// One port of an app: a socket per instance slot.
 #[derive(Debug)]
 pub struct Listener {
     pub spec: SocketSpec,
-    pub fd: OwnedFd,
+    pub fds: Vec<OwnedFd>,
 }
 
-/// The sockets an app's instances inherit, shared by its coordinator (which binds and closes
-/// them) and its instances (which pass them on at each start).
+impl Listener {
+    /// The socket of slot `slot` (the last one for a slot past the group, which does not
+    /// happen: the group grows before its instances start).
+    pub fn of_slot(&self, slot: usize) -> Option<BorrowedFd<'_>> {
+        self.fds.get(slot).or(self.fds.last()).map(|f| f.as_fd())
+    }
+}
+
+/// The sockets an app's instances inherit, shared by its coordinator (which binds, steers and
+/// closes them) and its instances (which pass them on at each start).
 #[derive(Debug, Default)]
 pub struct Sockets(Mutex<Arc<Vec<Listener>>>);
 
@@ -41,27 +51,96 @@ impl Sockets {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(listeners);
     }
 
-    /// The sockets for `wanted`: those already bound are kept, the others bound; `Err` names
-    /// the port that could not be (and who holds it). Nothing changes until [`Sockets::set`].
-    pub fn prepare(&self, app: &str, wanted: &[SocketSpec]) -> Result<Vec<Listener>, String> {
+    /// The sockets for `wanted` and `slots` instances: the groups already bound are kept (grown
+    /// to `slots`), the others bound; `Err` names the port that could not be (and who holds it).
+    /// Nothing changes until [`Sockets::set`].
+    pub fn prepare(&self, app: &str, wanted: &[SocketSpec], slots: usize) -> Result<Vec<Listener>, String> {
         let now = self.get();
         let mut next = Vec::with_capacity(wanted.len());
         for spec in wanted {
-            let fd = match now.iter().find(|l| l.spec.host == spec.host && l.spec.port == spec.port) {
-                Some(kept) => kept.fd.try_clone().map_err(|e| format!("app `{app}`: {e}"))?,
-                None => bind_one(app, spec)?,
-            };
-            next.push(Listener { spec: spec.clone(), fd });
+            let kept = now.iter().find(|l| l.spec.host == spec.host && l.spec.port == spec.port);
+            let mut fds = Vec::new();
+            if let Some(kept) = kept {
+                for fd in &kept.fds {
+                    fds.push(fd.try_clone().map_err(|e| format!("app `{app}`: {e}"))?);
+                }
+            } else if let Some(why) = taken(app, spec) {
+                return Err(why);
+            }
+            while fds.len() < slots.max(1) {
+                fds.push(bind_one(app, spec)?);
+            }
+            next.push(Listener { spec: spec.clone(), fds });
         }
         Ok(next)
     }
 
-    /// [`Sockets::prepare`], then [`Sockets::set`].
-    pub fn bind(&self, app: &str, wanted: &[SocketSpec]) -> Result<(), String> {
-        let next = self.prepare(app, wanted)?;
+    /// [`Sockets::prepare`], then [`Sockets::set`] and [`Sockets::steer`].
+    pub fn bind(&self, app: &str, wanted: &[SocketSpec], slots: usize) -> Result<(), String> {
+        let next = self.prepare(app, wanted, slots)?;
+        self.set(next);
+        self.steer(app, slots);
+        Ok(())
+    }
+
+    /// Bind sockets for slots up to `slots`: they get no connection until [`Sockets::steer`]
+    /// says so.
+    pub fn grow(&self, app: &str, slots: usize) -> Result<(), String> {
+        let now = self.get();
+        let mut next = Vec::with_capacity(now.len());
+        for l in now.iter() {
+            let mut fds = Vec::with_capacity(slots);
+            for fd in &l.fds {
+                fds.push(fd.try_clone().map_err(|e| format!("app `{app}`: {e}"))?);
+            }
+            while fds.len() < slots {
+                fds.push(bind_one(app, &l.spec)?);
+            }
+            next.push(Listener { spec: l.spec.clone(), fds });
+        }
         self.set(next);
         Ok(())
     }
+
+    /// New connections go to the sockets of the first `slots` slots only.
+    pub fn steer(&self, app: &str, slots: usize) {
+        for l in self.get().iter() {
+            if let Some(first) = l.fds.first() {
+                if let Err(e) = listen::steer(first, slots as u32) {
+                    tracing::warn!(app, port = l.spec.port, error = %e, "connections are spread by the kernel's own hash");
+                }
+            }
+        }
+    }
+
+    /// Connections waiting for the instance of slot `slot`.
+    pub fn queued(&self, slot: usize) -> usize {
+        self.get().iter().filter_map(|l| l.fds.get(slot)).map(listen::queued).sum()
+    }
+
+    /// Close the sockets of the slots from `slots` on (after [`Sockets::steer`] and the drain of
+    /// their queues).
+    pub fn shrink(&self, slots: usize) {
+        let now = self.get();
+        let next = now
+            .iter()
+            .map(|l| Listener {
+                spec: l.spec.clone(),
+                fds: l.fds.iter().take(slots.max(1)).filter_map(|f| f.try_clone().ok()).collect(),
+            })
+            .collect();
+        self.set(next);
+    }
+}
+
+/// An error if another process already listens on the port of `spec`: joining a reuseport
+/// group of another program of the same user would share its connections.
+fn taken(app: &str, spec: &SocketSpec) -> Option<String> {
+    let (pid, command) = ports::holder_of(spec.port)?;
+    Some(format!(
+        "app `{app}`: port {} is taken by pid {pid} (`{command}`)\nhint: stop that process, or give the app another `port`",
+        spec.address()
+    ))
 }
 
 /// Bind one socket, or say why not in the user's words.
@@ -87,6 +166,9 @@ pub fn bind_one(app: &str, spec: &SocketSpec) -> Result<OwnedFd, String> {
 /// Write the Node preload into `dir` (once per content), readable by every user; its path.
 pub fn node_preload(dir: &Path) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
+    // Instances of one app start at once: one writer at a time.
+    static WRITING: Mutex<()> = Mutex::new(());
+    let _one = WRITING.lock().unwrap_or_else(|e| e.into_inner());
     let path = dir.join("node-cluster.js");
     if std::fs::read(&path).ok().as_deref() != Some(NODE_PRELOAD.as_bytes()) {
         let tmp = dir.join(format!("node-cluster.js.{}", std::process::id()));
@@ -110,15 +192,19 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = taken.local_addr().unwrap().port();
         let sockets = Sockets::default();
-        let e = sockets.bind("web", &[spec(port)]).unwrap_err();
+        let e = sockets.bind("web", &[spec(port)], 2).unwrap_err();
         assert!(e.contains(&format!("port 127.0.0.1:{port} is taken by pid {}", std::process::id())), "{e}");
         assert!(sockets.get().is_empty(), "nothing changed");
         drop(taken);
-        sockets.bind("web", &[spec(port)]).unwrap();
-        let first = listen::local_port(&sockets.get()[0].fd);
-        sockets.bind("web", &[spec(port)]).unwrap();
-        assert_eq!(listen::local_port(&sockets.get()[0].fd), first, "the same port, still bound");
-        sockets.bind("web", &[]).unwrap();
+        sockets.bind("web", &[spec(port)], 2).unwrap();
+        assert_eq!(sockets.get()[0].fds.len(), 2, "one socket per slot");
+        let first = listen::local_port(&sockets.get()[0].fds[0]);
+        sockets.grow("web", 3).unwrap();
+        assert_eq!(sockets.get()[0].fds.len(), 3);
+        assert_eq!(listen::local_port(&sockets.get()[0].fds[2]), first, "the same port");
+        sockets.shrink(1);
+        assert_eq!(sockets.get()[0].fds.len(), 1);
+        sockets.bind("web", &[], 1).unwrap();
         assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "closed once unused");
     }
 }

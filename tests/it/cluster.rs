@@ -411,3 +411,54 @@ fn apply_changes_only_what_changed_and_a_second_apply_nothing() {
     assert!(out.contains("deleted `c`"), "{out}");
     assert!(h.list().iter().all(|x| x.spec.name != "c"));
 }
+
+#[test]
+fn connections_spread_evenly_over_the_instances() {
+    let h = TestHome::new();
+    let port = free_port();
+    let text = format!(
+        "[[apps]]\nname = \"api\"\nscript = \"{}\"\ninstances = 4\nport = {port}\n",
+        example("node/server.js").display()
+    );
+    h.ok(&["start", h.write("herder.toml", &text).to_str().unwrap()]);
+    let app = h.wait_status("api", Status::Online, T);
+    let pids: BTreeSet<u32> = app.instances.iter().map(|i| i.pid.unwrap()).collect();
+    // Every instance listens before the count begins.
+    let mut seen = BTreeSet::new();
+    wait_for("every instance to answer", T, || {
+        for _ in 0..50 {
+            if let Ok(body) = get(port) {
+                seen.insert(pid_of(&body));
+            }
+        }
+        (seen == pids).then_some(())
+    });
+    let fair = |counts: &std::collections::BTreeMap<u32, usize>, what: &str| {
+        assert_eq!(counts.len(), 4, "{what}: {counts:?}");
+        assert!(
+            counts.values().all(|n| (8..=24).contains(n)),
+            "{what}: 64 over 4 instances, each within 0.5x-1.5x of 16: {counts:?}"
+        );
+    };
+    // 64 connections open at once (keep-alive clients): each asks once who serves it.
+    let mut conns: Vec<TcpStream> =
+        (0..64).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    let mut counts = std::collections::BTreeMap::new();
+    for c in &mut conns {
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+        let mut buf = [0u8; 512];
+        let n = c.read(&mut buf).unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        *counts.entry(pid_of(body)).or_insert(0) += 1;
+    }
+    fair(&counts, "keep-alive connections");
+    drop(conns);
+    // 64 clients that each close after one request.
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..64 {
+        *counts.entry(pid_of(&get(port).unwrap())).or_insert(0) += 1;
+    }
+    fair(&counts, "one request per connection");
+}

@@ -256,7 +256,10 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
         let listeners = app.sockets.get();
         let sockets = listeners
             .iter()
-            .map(|l| SocketState { spec: l.spec.clone(), fd: std::os::fd::AsRawFd::as_raw_fd(&l.fd) })
+            .map(|l| SocketState {
+                spec: l.spec.clone(),
+                fds: l.fds.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect(),
+            })
             .collect();
         app_states.push(AppState {
             id: app.id,

@@ -99,17 +99,20 @@ struct AppState {
     ids: Vec<u32>,
 }
 
-/// One listening socket of an app, by descriptor.
+/// One port of an app: its socket of each slot, by descriptor.
 #[derive(Debug, Serialize, Deserialize)]
 struct SocketState {
     spec: crate::protocol::spec::SocketSpec,
-    fd: RawFd,
+    fds: Vec<RawFd>,
 }
 
 impl AppState {
     /// Every descriptor this app hands over.
     fn fds(&self) -> impl Iterator<Item = RawFd> + '_ {
-        self.instances.iter().flat_map(InstanceState::fds).chain(self.sockets.iter().map(|s| s.fd))
+        self.instances
+            .iter()
+            .flat_map(InstanceState::fds)
+            .chain(self.sockets.iter().flat_map(|s| s.fds.iter().copied()))
     }
 }
 

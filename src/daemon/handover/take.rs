@@ -226,7 +226,10 @@ pub(crate) async fn adopt(
             let sockets = Sockets::new(
                 app.sockets
                     .into_iter()
-                    .filter_map(|s| Some(Listener { spec: s.spec, fd: take(s.fd)? }))
+                    .map(|s| Listener {
+                        spec: s.spec,
+                        fds: s.fds.iter().filter_map(|fd| take(*fd)).collect(),
+                    })
                     .collect(),
             );
             let instances: Vec<InstanceHandle> = app
