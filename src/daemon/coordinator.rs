@@ -435,6 +435,21 @@ impl Owner {
         self.publish();
     }
 
+    /// Tell `herder events` (and hooks) about a replacement of `h`'s slot.
+    fn event(&self, h: &InstanceHandle, detail: String) {
+        let Some(d) = self.daemon.upgrade() else { return };
+        let info = h.info();
+        let _ = d.ctx.events.send(crate::protocol::Event {
+            at_ms: crate::protocol::now_ms(),
+            kind: crate::protocol::EventKind::Reload,
+            app: self.spec.name.clone(),
+            instance: info.index,
+            pid: info.pid,
+            exit: None,
+            detail: Some(detail),
+        });
+    }
+
     /// Start the next generation of slot `index`, wait until it is ready, give it the slot,
     /// then stop the one it replaces. A replacement that is not ready in time (or exits) is
     /// stopped, and the old instance keeps the slot.
@@ -449,6 +464,7 @@ impl Owner {
         new.start().await;
         let ready = ready(&new, &self.spec).await;
         if let Err(why) = ready {
+            self.event(&new, format!("the replacement of instance {index} {why}"));
             new.shutdown().await;
             self.others.retain(|h| !h.same(&new));
             self.publish();
@@ -458,6 +474,8 @@ impl Owner {
             ));
         }
         let old = std::mem::replace(&mut self.slots[index], new.clone());
+        let old_pid = old.info().pid.map_or_else(|| "-".to_string(), |p| p.to_string());
+        self.event(&new, format!("pid {old_pid} replaced by generation {generation}"));
         self.others.retain(|h| !h.same(&new));
         self.others.push(old.clone());
         self.publish();

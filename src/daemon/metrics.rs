@@ -239,6 +239,22 @@ pub(crate) fn render(daemon: &Daemon) -> String {
         }
     }
     {
+        let name = "herder_app_socket_queued";
+        let mut f = Family::new(
+            &mut out,
+            name,
+            "gauge",
+            "Connections waiting in the accept queue of the instance's sockets (cluster mode).",
+        );
+        let reg = daemon.registry();
+        for a in apps.iter().filter(|a| !a.spec.sockets.is_empty()) {
+            let Some(app) = reg.apps.get(&a.id) else { continue };
+            for i in &a.instances {
+                f.sample(name, &labels(a, i.index), app.sockets.queued(i.index as usize) as f64);
+            }
+        }
+    }
+    {
         let name = "herder_app_status";
         let mut f = Family::new(&mut out, name, "gauge", "1 for the instance's current status.");
         for a in &apps {

@@ -562,12 +562,15 @@ pub enum EventKind {
     Stopping,
     /// The app handed its main pid over (`MAINPID=`).
     Mainpid,
+    /// An instance was replaced by the next generation of its slot (a reload in cluster
+    /// mode), or a replacement was not ready.
+    Reload,
     /// This client read too slowly: events were skipped.
     Lagged,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 14] = [
+    pub const ALL: [EventKind; 15] = [
         EventKind::Start,
         EventKind::Exit,
         EventKind::Restart,
@@ -581,6 +584,7 @@ impl EventKind {
         EventKind::Watch,
         EventKind::Stopping,
         EventKind::Mainpid,
+        EventKind::Reload,
         EventKind::Lagged,
     ];
 
@@ -598,6 +602,7 @@ impl EventKind {
             EventKind::Limits => "limits",
             EventKind::Watch => "watch",
             EventKind::Stopping => "stopping",
+            EventKind::Reload => "reload",
             EventKind::Mainpid => "mainpid",
             EventKind::Lagged => "lagged",
         }

@@ -52,16 +52,20 @@ struct Load {
 }
 
 impl Load {
+    /// Two clients that open a connection per request, and two that keep theirs open (as
+    /// browsers and `wrk` do) and open a new one only when the server closes it.
     fn start(port: u16) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
-        let threads = (0..2)
-            .map(|_| {
+        let threads = (0..4)
+            .map(|n| {
                 let (stop, ok) = (stop.clone(), ok.clone());
                 std::thread::spawn(move || {
                     let mut failures = Vec::new();
+                    let mut conn: Option<KeepAlive> = None;
                     while !stop.load(Ordering::Relaxed) {
-                        match get(port) {
+                        let answer = if n % 2 == 0 { get(port) } else { KeepAlive::get(&mut conn, port) };
+                        match answer {
                             Ok(_) => {
                                 ok.fetch_add(1, Ordering::Relaxed);
                             }
@@ -79,6 +83,69 @@ impl Load {
         self.stop.store(true, Ordering::Relaxed);
         let failures = self.threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
         (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+/// A keep-alive connection, reading answers by their `Content-Length`.
+struct KeepAlive {
+    stream: std::io::BufReader<TcpStream>,
+}
+
+impl KeepAlive {
+    /// One `GET /` on the open connection (opened first if there is none); the connection is
+    /// dropped when the answer says `Connection: close`. A failure on a connection that was
+    /// open is a failed request, as for any client.
+    fn get(conn: &mut Option<KeepAlive>, port: u16) -> Result<String, String> {
+        use std::io::BufRead;
+        if conn.is_none() {
+            let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            *conn = Some(KeepAlive { stream: std::io::BufReader::new(s) });
+        }
+        let c = conn.as_mut().unwrap();
+        let result = (|| {
+            c.stream
+                .get_mut()
+                .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+                .map_err(|e| format!("keep-alive write: {e}"))?;
+            let (mut length, mut close, mut status) = (0usize, false, String::new());
+            loop {
+                let mut line = String::new();
+                if c.stream.read_line(&mut line).map_err(|e| format!("keep-alive read: {e}"))? == 0 {
+                    return Err("keep-alive: closed before an answer".to_string());
+                }
+                let line = line.trim_end();
+                if status.is_empty() {
+                    status = line.to_string();
+                } else if line.is_empty() {
+                    break;
+                } else if let Some((k, v)) = line.split_once(':') {
+                    match k.to_ascii_lowercase().as_str() {
+                        "content-length" => length = v.trim().parse().unwrap_or(0),
+                        "connection" => close = v.trim().eq_ignore_ascii_case("close"),
+                        _ => {}
+                    }
+                }
+            }
+            let mut body = vec![0u8; length];
+            c.stream.read_exact(&mut body).map_err(|e| format!("keep-alive body: {e}"))?;
+            if !status.starts_with("HTTP/1.1 200") {
+                return Err(format!("keep-alive answer: {status}"));
+            }
+            Ok((String::from_utf8_lossy(&body).into_owned(), close))
+        })();
+        match result {
+            Ok((body, close)) => {
+                if close {
+                    *conn = None;
+                }
+                Ok(body)
+            }
+            Err(e) => {
+                *conn = None;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -125,6 +192,7 @@ fn reload_replaces_every_instance_and_fails_no_request() {
     let before: BTreeSet<u32> =
         h.wait_status("api", Status::Online, T).instances.iter().map(|i| i.pid.unwrap()).collect();
     wait_for("the app to answer", T, || get(port).ok());
+    let (_follower, events) = follow_events(&h);
     let load = Load::start(port);
     let mut all_pids = before.clone();
     for round in 0..3 {
@@ -144,6 +212,12 @@ fn reload_replaces_every_instance_and_fails_no_request() {
         &failures[..failures.len().min(5)]
     );
     assert!(ok > 50, "the load ran: {ok}");
+    // A `reload` event per replaced instance.
+    let reloads = std::iter::from_fn(|| events.recv_timeout(Duration::from_secs(5)).ok())
+        .filter(|e| e["kind"] == "reload")
+        .take(9)
+        .count();
+    assert_eq!(reloads, 9, "three reloads of three instances");
     // The old processes are gone.
     for pid in before {
         assert!(!pid_alive(pid), "{pid}");
