@@ -92,20 +92,26 @@ def parse_wrk(out):
     return r
 
 
+# Milliseconds each connection waits after each answer in the paced runs.
+PACE_MS = 2
+
+
 class Wrk:
     def __init__(self, path, threads, connections):
         self.path = path
         self.threads = max(1, min(threads, connections))
         self.connections = connections
 
-    def cmd(self, port, duration_s, close=False):
+    def cmd(self, port, duration_s, close=False, script=None):
         cmd = [self.path, "-t%d" % self.threads, "-c%d" % self.connections, "-d%ds" % duration_s, "--latency"]
         if close:
             cmd += ["-H", "Connection: close"]
+        if script:
+            cmd += ["-s", script]
         return cmd + ["http://127.0.0.1:%s/" % port]
 
-    def run(self, port, duration_s, close=False):
-        cmd = self.cmd(port, duration_s, close)
+    def run(self, port, duration_s, close=False, script=None):
+        cmd = self.cmd(port, duration_s, close, script)
         rc, out, err, wall = c.run(cmd, timeout=duration_s + 60)
         r = parse_wrk(out)
         if rc != 0 or r["rps"] is None:
@@ -339,6 +345,32 @@ def throughput(args, wrk, ws, tools):
         x, y = summ.get(a, {}).get(key, {}).get("median"), summ.get(b, {}).get(key, {}).get("median")
         return x / y if x is not None and y else None
 
+    # The same offered load for every runner: each connection waits PACE_MS after each answer,
+    # so that the rate stays well under every runner's capacity and the latencies compare at
+    # one request rate (wrk has no rate option; wrk2 is not in Debian).
+    paced_script = ws.path("paced.lua")
+    with open(paced_script, "w") as f:
+        f.write("function delay()\n  return %d\nend\n" % PACE_MS)
+    paced = []
+    for rnd in range(args.rounds):
+        order = runners[rnd % len(runners):] + runners[:rnd % len(runners)]
+        for r in order:
+            time.sleep(1)
+            x = wrk.run(r.port, args.duration, script=paced_script)
+            x.update({"round": rnd, "runner": r.name})
+            paced.append(x)
+            c.log("paced round %d %-6s %9.0f req/s  p50 %7.2f ms  p99 %7.2f ms  errors %d" % (
+                rnd, r.name, x["rps"], x["p50_ms"] or -1, x["p99_ms"] or -1, x["errors"]))
+    paced_summ = {}
+    for r in runners:
+        xs = [x for x in paced if x["runner"] == r.name]
+        paced_summ[r.name] = {
+            "rps": c.summary([x["rps"] for x in xs]),
+            "p50_ms": c.summary([x["p50_ms"] for x in xs if x["p50_ms"] is not None]),
+            "p99_ms": c.summary([x["p99_ms"] for x in xs if x["p99_ms"] is not None]),
+            "errors": sum(x["errors"] for x in xs),
+        }
+
     ratios = {"herder_over_pm2_rps": rat("herder", "pm2", "rps"),
               "herder_over_direct_rps": rat("herder", "direct", "rps"),
               "pm2_over_direct_rps": rat("pm2", "direct", "rps"),
@@ -352,7 +384,9 @@ def throughput(args, wrk, ws, tools):
             "warmup_s": args.warmup, "modes": modes,
             "commands": {r.name: r.command for r in runners},
             "wrk": wrk_display(wrk.cmd("<port>", args.duration)),
-            "summary": summ, "ratios": ratios, "per_round": per_round}
+            "summary": summ, "ratios": ratios, "per_round": per_round,
+            "paced": {"pace_ms": PACE_MS, "wrk": wrk_display(wrk.cmd("<port>", args.duration, script="paced.lua")),
+                      "summary": paced_summ, "per_round": paced}}
 
 
 def shares(before, after, pids):

@@ -303,6 +303,25 @@ def cluster_section(w, cl):
               times(r.get("pm2_over_direct_rps")), at_least(r.get("herder_over_pm2_rps"), 1.0),
               ms(h99), ms(p99), met(h99, p99) if p99 is not None else "not measured"))
         w("")
+        pc = tp.get("paced")
+        if pc:
+            ps = pc["summary"]
+            w("At one request rate: `%s`, where `paced.lua` makes each connection wait %d ms after "
+              "each answer, so that every runner gets the same offered load, well under its "
+              "capacity, and the latencies compare at the same rate. Median over the rounds." % (
+                  pc["wrk"], pc["pace_ms"]))
+            w("")
+            w("| runner | requests/s | p50 | p99 | errors |")
+            w("| --- | --- | --- | --- | --- |")
+            for name, x in ps.items():
+                w("| %s | %s | %s | %s | %s |" % (name, "{:,.0f}".format(med(x, "rps", "median")),
+                                                   ms(med(x, "p50_ms", "median")), ms(med(x, "p99_ms", "median")),
+                                                   x["errors"]))
+            w("")
+            hp, pp = med(ps, "herder", "p99_ms", "median"), med(ps, "pm2", "p99_ms", "median")
+            w("At the same rate, herder's p99 %s against PM2's %s: %s." % (
+                ms(hp), ms(pp), met(hp, pp) if pp is not None else "not measured"))
+            w("")
     sp = cl.get("spread")
     if sp:
         lo, hi = sp["target_ratio"]
