@@ -5,6 +5,7 @@
 //! instance of each app with its own task ([`supervisor`]) on top of process primitives
 //! ([`process`]) and captures its output ([`logs`]). `herder monit` is a terminal client ([`tui`]).
 
+pub mod balancer;
 pub mod cli;
 pub mod client;
 pub mod config;

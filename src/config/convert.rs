@@ -107,7 +107,7 @@ fn convert_app(
         }
         let v = &entry.value;
         let left_out = match (def.field, &v.kind) {
-            (Field::Balancer | Field::Image, _) => Some(def.name.to_string()),
+            (Field::Image, _) => Some(def.name.to_string()),
             _ => None,
         };
         if let Some(what) = left_out {

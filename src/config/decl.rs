@@ -112,6 +112,20 @@ pub struct AppDecl {
     pub group: Option<Spanned<String>>,
     /// `pid_file`, relative to `cwd`.
     pub pid_file: Option<Spanned<String>>,
+    /// `[apps.balancer]`.
+    pub balancer: Option<BalancerDecl>,
+}
+
+/// `[apps.balancer]` as written: the rest of it is resolved with the app's `port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalancerDecl {
+    /// `listen`, when given (else the app's `port`).
+    pub listen: Option<crate::protocol::spec::SocketSpec>,
+    /// `mode = "socket"`: the instances share the public socket; no proxy.
+    pub socket_mode: bool,
+    /// The proxy's settings (its `listen` set when resolved).
+    pub spec: crate::protocol::spec::BalancerSpec,
+    pub span: Span,
 }
 
 /// An `env_<name>` table.

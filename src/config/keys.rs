@@ -65,8 +65,8 @@ pub enum Field {
     LogRotateInterval,
     LogRateLimit,
     PidFile,
-    // Validated now; their behaviour comes with later work.
     Balancer,
+    // Validated now; its behaviour comes with later work.
     Image,
     // PM2 options with no meaning in herder.
     Ignored,
@@ -161,7 +161,7 @@ pub const FIELDS: &[FieldDef] = &[
     now(Field::LogRotateInterval, "log_rotate_interval", &[]),
     now(Field::LogRateLimit, "log_rate_limit", &[]),
     now(Field::PidFile, "pid_file", &["pid"]),
-    later(Field::Balancer, "balancer", &[]),
+    now(Field::Balancer, "balancer", &[]),
     later(Field::Image, "image", &[]),
     ignored("treekill", "herder always stops the whole process tree"),
     ignored("kill_retry_time", "herder waits for the exit instead of polling"),

@@ -237,6 +237,19 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
     spec.increment_var = decl.increment_var.clone();
     spec.instances = decl.instances.map_or(1, |i| i.count(cpu_count()));
     spec.sockets = cluster_sockets(decl, &spec);
+    if let Some(b) = &decl.balancer {
+        match balancer(decl, b, &spec) {
+            Ok(Balanced::Socket(listen)) => spec.sockets = vec![listen],
+            Ok(Balanced::Proxy(proxy)) => {
+                spec.sockets = Vec::new();
+                spec.balancer = Some(proxy);
+            }
+            Err(e) => {
+                errors.push(e);
+                return Err(errors);
+            }
+        }
+    }
     if let Some(v) = decl.autorestart {
         spec.autorestart = v;
     }
@@ -419,6 +432,57 @@ fn cluster_sockets(decl: &AppDecl, spec: &AppSpec) -> Vec<crate::protocol::spec:
         .filter(|p| *p > 0)
         .map(|port| vec![crate::protocol::spec::SocketSpec { name: port.to_string(), host: None, port }])
         .unwrap_or_default()
+}
+
+enum Balanced {
+    /// `mode = "socket"`: the instances share the public socket.
+    Socket(crate::protocol::spec::SocketSpec),
+    Proxy(crate::protocol::spec::BalancerSpec),
+}
+
+/// `[apps.balancer]` with the app's `port`: the public address is `listen`, else the app's
+/// port; in `http` and `tcp` mode the instances listen on loopback ports of their own, from the
+/// app's port up when that is not the public one.
+fn balancer(
+    decl: &AppDecl,
+    b: &crate::config::decl::BalancerDecl,
+    spec: &AppSpec,
+) -> Result<Balanced, ConfigError> {
+    let label = &decl.label;
+    let app_port = decl
+        .ports
+        .first()
+        .map(|p| p.port)
+        .or_else(|| spec.env.get("PORT").and_then(|p| p.trim().parse::<u16>().ok()).filter(|p| *p > 0));
+    let listen = match (&b.listen, app_port) {
+        (Some(listen), _) => listen.clone(),
+        (None, Some(port)) => decl.ports.first().cloned().unwrap_or(crate::protocol::spec::SocketSpec {
+            name: port.to_string(),
+            host: None,
+            port,
+        }),
+        (None, None) => {
+            let msg = format!("`balancer` of app {label} has no address to listen on");
+            return Err(ConfigError::new(msg)
+                .at(b.span)
+                .with_hint("add `listen = 8080` to the table, or give the app a `port`"));
+        }
+    };
+    if b.socket_mode {
+        return Ok(Balanced::Socket(listen));
+    }
+    if spec.increment_var.as_deref() == Some("PORT") {
+        let msg = format!(
+            "`increment_var = \"PORT\"` of app {label} and its `balancer` both set each instance's PORT"
+        );
+        return Err(ConfigError::new(msg)
+            .at(b.span)
+            .with_hint("remove `increment_var`: the balancer gives each instance a port of its own"));
+    }
+    let mut proxy = b.spec.clone();
+    proxy.backend_port = app_port.filter(|p| *p != listen.port);
+    proxy.listen = listen;
+    Ok(Balanced::Proxy(proxy))
 }
 
 /// The shell syntax in a command string that word splitting cannot honour, if any: operators

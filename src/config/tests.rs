@@ -710,7 +710,7 @@ fn keys_not_implemented_yet_are_errors_in_herder_toml_with_their_line() {
     let f = Fixture::new();
     f.file("app.js", "");
     let toml = "[[apps]]\nname = \"web\"\nscript = \"app.js\"\nimage = \"web:1\"\nexec_mode = \"cluster\"\n\
-                interpreter = \"node@18\"\n[apps.balancer]\nlisten = 80\n";
+                interpreter = \"node@18\"\n";
     // `exec_mode = "cluster"` (line 5) is implemented: no error.
     let errs = f.load(toml).unwrap_err();
     let found: Vec<(usize, &str)> = errs.iter().map(|e| (e.line.unwrap(), e.message.as_str())).collect();
@@ -719,7 +719,6 @@ fn keys_not_implemented_yet_are_errors_in_herder_toml_with_their_line() {
         [
             (4, "`image` in app `web` is not implemented yet"),
             (6, "`interpreter = \"node@18\"` in app `web` asks for a Node version, which herder does not install"),
-            (7, "`balancer` in app `web` is not implemented yet"),
         ],
         "{errs}"
     );
@@ -739,17 +738,12 @@ fn keys_not_implemented_yet_are_warnings_naming_them_in_pm2_files() {
     );
     let loaded = load(Path::new("ecosystem.json"), &LoadOptions::default(), &f.ctx()).unwrap();
     let warnings: Vec<&str> = loaded.warnings.iter().map(|w| w.message.as_str()).collect();
-    assert_eq!(
-        warnings,
-        [
-            "`image` (apps `web`, `api`) is not implemented yet; it is ignored",
-            "`balancer` (app `web`) is not implemented yet; it is ignored",
-        ]
-    );
+    assert_eq!(warnings, ["`image` (apps `web`, `api`) is not implemented yet; it is ignored",]);
     assert_eq!(loaded.specs.len(), 2);
     // `convert` leaves them out, so that its herder.toml loads.
     let (toml, _) = convert_file(Path::new("ecosystem.json"), &f.ctx()).unwrap();
-    assert!(toml.contains("# Left out (not implemented in herder yet): image, balancer."), "{toml}");
+    assert!(toml.contains("# Left out (not implemented in herder yet): image."), "{toml}");
+    assert!(toml.contains("listen = 80"), "{toml}");
     f.file("converted.toml", &toml);
     let converted = load(Path::new("converted.toml"), &LoadOptions::default(), &f.ctx()).unwrap();
     assert_eq!(converted.specs.len(), 2);
@@ -908,4 +902,68 @@ fn errors_in_a_pm2_dump_name_the_file_the_line_and_the_app() {
     let e = load_file(Path::new("dump.pm2"), &f.ctx()).unwrap_err().to_string();
     assert!(e.contains("error: dump.pm2:3:") && e.contains("`max_memory_restart` in app `web`"), "{e}");
     assert!(e.contains("error: dump.pm2:4:3: record #2 (app `gone`) has no `pm_exec_path`"), "{e}");
+}
+
+#[test]
+fn a_balancer_resolves_its_address_mode_and_backend_ports() {
+    use crate::protocol::spec::{BalancerMode, Strategy};
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let spec = f.load_one(
+        "[[apps]]\nscript = \"app.js\"\ninstances = 3\nport = 3000\n[apps.balancer]\nlisten = 8080\n\
+         strategy = \"header\"\nheader = \"X-User\"\nweights = [3, 2, 1]\nbackup = [2]\nfail_timeout = \"30s\"\n\
+         stream_idle_timeout = \"24h\"\n",
+    );
+    let b = spec.balancer.expect("a balancer");
+    assert_eq!((b.listen.port, b.backend_port, b.mode), (8080, Some(3000), BalancerMode::Http));
+    assert_eq!(b.strategy, Strategy::Header("X-User".into()));
+    assert_eq!((b.weights, b.backup), (vec![3, 2, 1], vec![2]));
+    assert_eq!((b.fail_timeout_ms, b.stream_idle_timeout_ms, b.max_fails), (30_000, 86_400_000, 1));
+    assert!(spec.sockets.is_empty(), "the instances listen on ports of their own");
+
+    // The app's port is the public one: the instances get free ports.
+    let spec = f.load_one("[[apps]]\nscript = \"app.js\"\nport = 3000\n[apps.balancer]\nmode = \"tcp\"\n");
+    let b = spec.balancer.expect("a balancer");
+    assert_eq!((b.listen.port, b.backend_port, b.mode), (3000, None, BalancerMode::Tcp));
+
+    // `socket` mode: the shared socket, no proxy.
+    let spec = f.load_one(
+        "[[apps]]\nscript = \"app.js\"\n[apps.balancer]\nmode = \"socket\"\nlisten = \"127.0.0.1:9000\"\n",
+    );
+    assert!(spec.balancer.is_none());
+    assert_eq!(spec.sockets.len(), 1);
+    assert_eq!((spec.sockets[0].host.as_deref(), spec.sockets[0].port), (Some("127.0.0.1"), 9000));
+}
+
+#[test]
+fn balancer_mistakes_name_the_key_and_line() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let cases: &[(&str, usize, &str)] = &[
+        ("[apps.balancer]\nstrategy = \"ip-hash\"\n", 5, "unknown strategy `ip-hash`"),
+        ("[apps.balancer]\nlisten = 80\nstrategy = \"header\"\n", 6, "strategy = \"header\" needs `header`"),
+        ("[apps.balancer]\nlisten = 80\nmaxfails = 3\n", 6, "unknown key `maxfails` in `balancer` of app"),
+        ("[apps.balancer]\nlisten = 80\nmode = \"socket\"\nstrategy = \"ip_hash\"\n", 7, "balances nothing"),
+        ("[apps.balancer]\nlisten = 80\nmode = \"tcp\"\nstrategy = \"ip_hash\"\n", 7, "needs HTTP"),
+        ("[apps.balancer]\nlisten = 80\nweights = [1, 0]\n", 6, "a weight of 0"),
+        (
+            "[apps.balancer]\nlisten = 80\n[apps.balancer.tls]\ncert = \"c.pem\"\n",
+            6,
+            "needs `cert` and `key`",
+        ),
+        ("[apps.balancer]\nmode = \"http\"\n", 4, "has no address to listen on"),
+        ("increment_var = \"PORT\"\n[apps.balancer]\nlisten = 80\n", 5, "both set each instance's PORT"),
+    ];
+    for (table, line, message) in cases {
+        let toml = format!("[[apps]]\nname = \"web\"\nscript = \"app.js\"\n{table}");
+        let errs = f.load(&toml).expect_err(table);
+        let e = errs.iter().next().unwrap();
+        assert!(e.message.contains(message), "{table}: {errs}");
+        assert!(e.message.contains("`web`"), "{table}: {errs}");
+        assert_eq!(e.line, Some(*line), "{table}: {errs}");
+    }
+    let errs =
+        f.load("[[apps]]\nname = \"web\"\nscript = \"app.js\"\n[apps.balancer]\nlisten = 80\nmaxfails = 3\n");
+    let errs = errs.unwrap_err();
+    assert_eq!(errs.iter().next().unwrap().hint.as_deref(), Some("did you mean `max_fails`?"), "{errs}");
 }

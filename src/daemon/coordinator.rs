@@ -314,9 +314,21 @@ impl Owner {
                 app.instances = self.slots.clone();
                 app.others = self.others.clone();
                 app.ids = self.ids.clone();
+                app.sync_front();
             }
         }
         d.ctx.changed.notify_one();
+    }
+
+    /// Wait until the balancer (if the app has one) has no request under way on `h`, now out
+    /// of its pool, for up to its `drain_timeout`.
+    async fn drain(&self, h: &InstanceHandle) {
+        let Some(d) = self.daemon.upgrade() else { return };
+        let front = d.registry().apps.get(&self.id).map(|a| a.front.clone());
+        if let Some(front) = front {
+            let info = h.info();
+            front.drain(info.index, info.generation).await;
+        }
     }
 
     fn new_instance(&self, index: u32, generation: u32) -> Option<InstanceHandle> {
@@ -427,6 +439,7 @@ impl Owner {
             self.others.extend(gone.iter().cloned());
             self.publish();
             for h in gone {
+                self.drain(&h).await;
                 h.shutdown().await;
             }
             self.others.retain(runs);
@@ -479,6 +492,7 @@ impl Owner {
         self.others.retain(|h| !h.same(&new));
         self.others.push(old.clone());
         self.publish();
+        self.drain(&old).await;
         old.shutdown().await;
         self.others.retain(|h| !h.same(&old));
         self.publish();
@@ -512,6 +526,10 @@ async fn ready(h: &InstanceHandle, spec: &AppSpec) -> Result<(), String> {
     })
     .await
     .map_err(|_| format!("was not ready within `listen_timeout` ({} ms)", spec.listen_timeout_ms))??;
+    if spec.balancer.is_some() {
+        // Behind the balancer: ready once its own port accepts.
+        return accepting(&mut rx, online, limit).await;
+    }
     let told =
         spec.wait_ready || spec.health.iter().any(|p| p.kind == crate::protocol::spec::ProbeKind::Readiness);
     if told {
@@ -529,5 +547,33 @@ async fn ready(h: &InstanceHandle, spec: &AppSpec) -> Result<(), String> {
                 }
             }
         }
+    }
+}
+
+/// Wait until the instance (process `pid`) accepts connections on its port, for up to `limit`.
+async fn accepting(
+    rx: &mut tokio::sync::watch::Receiver<InstanceInfo>,
+    pid: Option<u32>,
+    limit: Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let info = rx.borrow_and_update().clone();
+        if info.status != Status::Online || info.pid != pid {
+            return Err("exited before it accepted connections on its port".into());
+        }
+        if let Some(port) = info.port {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let port = info.port.map_or_else(|| "its port".to_string(), |p| format!("port {p}"));
+            return Err(format!(
+                "did not accept connections on {port} within `listen_timeout` ({} ms)",
+                limit.as_millis()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

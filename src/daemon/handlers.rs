@@ -243,11 +243,17 @@ async fn start_apps(
         }
         // Every app's listening sockets first: a port that is taken changes nothing.
         let mut bound = Vec::with_capacity(specs.len());
+        let mut fronts = Vec::with_capacity(specs.len());
         for (_, spec) in &specs {
             let now = reg.by_name(&spec.name).map(|a| a.sockets.clone()).unwrap_or_default();
             bound.push(now.prepare(&spec.name, &spec.sockets, spec.instances as usize).map_err(bad)?);
+            let front = reg.by_name(&spec.name).map(|a| a.front.clone()).unwrap_or_default();
+            front.stage(&spec.name, spec.balancer.as_ref()).map_err(bad)?;
+            fronts.push(front);
         }
-        for (order, ((run, mut spec), sockets)) in specs.into_iter().zip(bound).enumerate() {
+        for (order, (((run, mut spec), sockets), front)) in
+            specs.into_iter().zip(bound).zip(fronts).enumerate()
+        {
             super::registry::share_env(&mut spec.env);
             let spec = Arc::new(spec);
             let known = reg.by_name(&spec.name).map(|a| a.id);
@@ -275,7 +281,9 @@ async fn start_apps(
                         sockets.clone(),
                         ids.clone(),
                     );
-                    reg.insert(App::new(id, spec, instances, sockets, ids), c.clone());
+                    let mut app = App::new(id, spec, instances, sockets, ids);
+                    app.front = front;
+                    reg.insert(app, c.clone());
                     set.spawn(async move {
                         if run {
                             c.start(None).await;
@@ -443,11 +451,13 @@ fn renewals(
             }
             (None, None, None) => None,
         };
-        let rolling = !spec.as_ref().unwrap_or(app.spec()).sockets.is_empty();
+        let now = spec.as_ref().unwrap_or(app.spec());
+        let rolling = !now.sockets.is_empty() || now.balancer.is_some();
         let spec = match spec {
             Some(spec) => {
                 let slots = app.instances.len().max(spec.instances as usize);
                 let sockets = app.sockets.prepare(&spec.name, &spec.sockets, slots).map_err(bad)?;
+                app.front.stage(&spec.name, spec.balancer.as_ref()).map_err(bad)?;
                 Some((spec, sockets))
             }
             None => None,
@@ -595,6 +605,7 @@ async fn apply(
                 spec.instances = count;
                 super::registry::share_env(&mut spec.env);
                 let sockets = app.sockets.prepare(&spec.name, &spec.sockets, count as usize).map_err(bad)?;
+                app.front.stage(&spec.name, spec.balancer.as_ref()).map_err(bad)?;
                 renew.push((c.clone(), Arc::new(spec), sockets));
             }
             if spec.instances != count {
@@ -631,7 +642,7 @@ async fn apply(
     let mut set = JoinSet::new();
     for (c, spec, sockets) in renew {
         set.spawn(async move {
-            if spec.sockets.is_empty() {
+            if spec.sockets.is_empty() && spec.balancer.is_none() {
                 c.apply(spec, sockets).await;
                 Ok(())
             } else {

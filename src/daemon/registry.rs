@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use super::coordinator::Coordinator;
+use crate::balancer::Front;
 use crate::protocol::{AppInfo, AppSpec, ErrorKind, ErrorReply, InstanceInfo, Target};
 use crate::supervisor::sockets::Sockets;
 use crate::supervisor::InstanceHandle;
@@ -27,6 +28,8 @@ pub struct App {
     pub sockets: Arc<Sockets>,
     /// The id of the instance of each slot (PM2's `pm_id`); the first is the app's.
     pub ids: Vec<u32>,
+    /// Its balancer (`[apps.balancer]` in `http` or `tcp` mode), serving while the spec has one.
+    pub front: Arc<Front>,
 }
 
 /// Apps by id, each with the slots targets name by instance id (`None`: the whole app).
@@ -131,12 +134,15 @@ impl Registry {
     /// Add an app and its coordinator.
     pub(crate) fn insert(&mut self, app: App, coordinator: Coordinator) {
         self.coordinators.insert(app.id, coordinator);
+        app.sync_front();
         self.apps.insert(app.id, app);
     }
 
     /// Remove an app; its coordinator is returned to stop it.
     pub(crate) fn remove(&mut self, id: u32) -> Option<(App, Coordinator)> {
         let app = self.apps.remove(&id)?;
+        // The public port closes at once; requests under way finish.
+        app.front.apply(&app.spec.name, None);
         Some((app, self.coordinators.remove(&id)?))
     }
 }
@@ -178,7 +184,22 @@ impl App {
     ) -> App {
         let listing = Self::listing_of(&spec);
         let brief = Self::brief_of(&spec);
-        App { id, spec, listing, brief, instances, others: Vec::new(), sockets, ids }
+        App { id, spec, listing, brief, instances, others: Vec::new(), sockets, ids, front: Arc::default() }
+    }
+
+    /// Have the balancer serve the spec's `[apps.balancer]` (or stop) with the instances of
+    /// the slots as its pool.
+    pub fn sync_front(&self) {
+        self.front.apply(&self.spec.name, self.spec.balancer.as_ref());
+        if self.spec.balancer.is_some() {
+            let members = self
+                .instances
+                .iter()
+                .enumerate()
+                .map(|(slot, h)| (slot as u32, h.info().generation, h.watch()))
+                .collect();
+            self.front.members(members);
+        }
     }
 
     /// The state of the instance of slot `slot`, as `f` reads it, with its id.
@@ -203,6 +224,7 @@ impl App {
         brief.watch = spec.watch.clone();
         brief.autostart = spec.autostart;
         brief.sockets = spec.sockets.clone();
+        brief.balancer = spec.balancer.clone();
         Arc::new(brief)
     }
 

@@ -662,6 +662,9 @@ pub struct InstanceInfo {
     pub id: Option<u32>,
     pub status: Status,
     pub pid: Option<u32>,
+    /// The loopback port it listens on behind the app's balancer (its `PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
     /// Start time of the process in clock ticks since boot; with `pid` it identifies the
     /// process across pid reuse (used by crash recovery).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -143,6 +143,113 @@ pub struct AppSpec {
     /// own ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sockets: Vec<SocketSpec>,
+    /// `[apps.balancer]` in `http` or `tcp` mode: the daemon listens on the public port and
+    /// balances over the instances, each on a loopback port of its own (`PORT`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<BalancerSpec>,
+}
+
+/// `[apps.balancer]`: the daemon's proxy in front of the app's instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalancerSpec {
+    /// The public address.
+    pub listen: SocketSpec,
+    pub mode: BalancerMode,
+    /// The first instance's loopback port (the app's `port`), the next ones counting up;
+    /// none: a free port for each, picked when it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_port: Option<u16>,
+    pub strategy: Strategy,
+    /// Weight of each instance by index (1 where not given).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<u32>,
+    /// Instances (by index) that get requests only while no other one can.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backup: Vec<u32>,
+    /// Failures within `fail_timeout` that take an instance out for `fail_timeout` (nginx's
+    /// `max_fails`; 0 never takes one out).
+    pub max_fails: u32,
+    pub fail_timeout_ms: u64,
+    /// Time to connect to an instance.
+    pub connect_timeout_ms: u64,
+    /// Time from the request to the answer's headers.
+    pub first_byte_timeout_ms: u64,
+    /// Longest silence within an ordinary answer.
+    pub idle_timeout_ms: u64,
+    /// Longest silence within a stream (Server-Sent Events, WebSocket, any upgrade).
+    pub stream_idle_timeout_ms: u64,
+    /// How long streams to an instance that is being stopped may go on.
+    pub drain_timeout_ms: u64,
+    /// Take `X-Forwarded-*` of the client as they are (behind another proxy) instead of
+    /// replacing them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trust_forwarded: bool,
+    /// HTTPS on the public port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Write a JSON line per request to the app's access log.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub access_log: bool,
+}
+
+impl BalancerSpec {
+    /// The defaults, listening on `listen`: nginx's where nginx has one (`max_fails` 1,
+    /// `fail_timeout` 10 s, 60 s to the first byte), streams silent for up to a day.
+    pub fn new(listen: SocketSpec) -> BalancerSpec {
+        BalancerSpec {
+            listen,
+            mode: BalancerMode::Http,
+            backend_port: None,
+            strategy: Strategy::RoundRobin,
+            weights: Vec::new(),
+            backup: Vec::new(),
+            max_fails: 1,
+            fail_timeout_ms: 10_000,
+            connect_timeout_ms: 5_000,
+            first_byte_timeout_ms: 60_000,
+            idle_timeout_ms: 60_000,
+            stream_idle_timeout_ms: 86_400_000,
+            drain_timeout_ms: 30_000,
+            trust_forwarded: false,
+            tls: None,
+            access_log: false,
+        }
+    }
+
+    /// The weight of instance `index`.
+    pub fn weight(&self, index: u32) -> u32 {
+        self.weights.get(index as usize).copied().unwrap_or(1)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BalancerMode {
+    Http,
+    Tcp,
+}
+
+/// How the balancer picks an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Smooth weighted round robin (nginx's).
+    RoundRobin,
+    /// The fewest requests under way (by weight).
+    LeastConn,
+    /// The client's address, consistently hashed.
+    IpHash,
+    /// A request header's value, consistently hashed.
+    Header(String),
+    /// A cookie's value, consistently hashed.
+    Cookie(String),
+}
+
+/// A certificate and its key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsSpec {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// One listening socket of an app in cluster mode.
@@ -225,6 +332,7 @@ impl AppSpec {
             group: None,
             pid_file: None,
             sockets: Vec::new(),
+            balancer: None,
         }
     }
 }

@@ -274,6 +274,9 @@ impl Actor {
                 if let Some(run) = running {
                     self.stop_process(run).await;
                 }
+                if let Some(port) = self.info.port.take() {
+                    self.sockets.release_port(port);
+                }
                 self.info.status = Status::Stopped;
                 self.publish();
                 // Reply after the cgroup is gone: `run` cleans it up when this returns None.
@@ -316,41 +319,61 @@ impl Actor {
         self.ctx.changed.notify_one();
     }
 
+    /// The instance's loopback port behind the app's balancer (kept across its restarts), if
+    /// the app has one.
+    fn backend_port(&mut self) -> Result<Option<u16>, spawn::SpawnError> {
+        let Some(balancer) = &self.spec.balancer else {
+            if let Some(port) = self.info.port.take() {
+                self.sockets.release_port(port);
+            }
+            return Ok(None);
+        };
+        let port = self.sockets.backend_port(balancer.backend_port, self.info.port).map_err(|e| {
+            spawn::SpawnError::new(&self.spec.program, format!("no loopback port for it: {e}"))
+        })?;
+        self.info.port = Some(port);
+        Ok(Some(port))
+    }
+
     /// Spawn the process; on failure the instance is `errored` with the reason.
     pub(super) fn launch(&mut self) -> Phase {
         if std::mem::take(&mut self.auto_restart_pending) {
             self.info.restarts += 1;
         }
         // The account is looked up for each start: the passwd and group files may have changed.
-        let spawned = match crate::users::switch_for(self.spec.user.as_deref(), self.spec.group.as_deref()) {
-            Ok(account) => {
-                self.place_notify(account.as_ref());
-                self.run_as = account.as_ref().map(fork::Credentials::of);
-                let listeners = self.sockets.get();
-                let inherit: Vec<Inherit<'_>> = listeners
-                    .iter()
-                    .filter_map(|l| {
-                        Some(Inherit {
-                            fd: l.of_slot(self.id.index as usize)?,
-                            name: &l.spec.name,
-                            port: l.spec.port,
+        let port = self.backend_port();
+        let spawned =
+            match (crate::users::switch_for(self.spec.user.as_deref(), self.spec.group.as_deref()), port) {
+                (Ok(account), Ok(port)) => {
+                    self.place_notify(account.as_ref());
+                    self.run_as = account.as_ref().map(fork::Credentials::of);
+                    let listeners = self.sockets.get();
+                    let inherit: Vec<Inherit<'_>> = listeners
+                        .iter()
+                        .filter_map(|l| {
+                            Some(Inherit {
+                                fd: l.of_slot(self.id.index as usize)?,
+                                name: &l.spec.name,
+                                port: l.spec.port,
+                            })
                         })
-                    })
-                    .collect();
-                let launch = Launch {
-                    spec: &self.spec,
-                    id: self.id,
-                    cgroup: self.cgroup.as_ref(),
-                    recreate_cgroup: self.cgroup_dirty,
-                    marker: &self.marker,
-                    notify_socket: self.notify.as_ref().map(|n| n.address.as_str()),
-                    account: account.as_ref(),
-                    sockets: &inherit,
-                };
-                self.ctx.spawner.spawn(&self.ctx, &launch)
-            }
-            Err(e) => Err(spawn::SpawnError::new(&self.spec.program, e.to_string())),
-        };
+                        .collect();
+                    let launch = Launch {
+                        port,
+                        spec: &self.spec,
+                        id: self.id,
+                        cgroup: self.cgroup.as_ref(),
+                        recreate_cgroup: self.cgroup_dirty,
+                        marker: &self.marker,
+                        notify_socket: self.notify.as_ref().map(|n| n.address.as_str()),
+                        account: account.as_ref(),
+                        sockets: &inherit,
+                    };
+                    self.ctx.spawner.spawn(&self.ctx, &launch)
+                }
+                (Err(e), _) => Err(spawn::SpawnError::new(&self.spec.program, e.to_string())),
+                (_, Err(e)) => Err(e),
+            };
         self.watch_due = None;
         if self.watcher.is_none() && !self.spec.watch.is_empty() {
             self.watcher = self.start_watching();

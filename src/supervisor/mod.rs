@@ -293,6 +293,7 @@ impl InstanceInfo {
             id: None,
             status: Status::Stopped,
             pid: None,
+            port: None,
             start_ticks: None,
             started_at_ms: None,
             restarts: 0,

@@ -6,6 +6,7 @@
 //! `HERDER_LISTEN_PORTS` (their ports, for the Node preload); Node apps get a preload that makes
 //! their own `listen(port)` use them ([`NODE_PRELOAD`]).
 
+use std::collections::BTreeSet;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -32,23 +33,61 @@ impl Listener {
 }
 
 /// The sockets an app's instances inherit, shared by its coordinator (which binds, steers and
-/// closes them) and its instances (which pass them on at each start).
+/// closes them) and its instances (which pass them on at each start); and, behind a balancer,
+/// the loopback ports its instances listen on.
 #[derive(Debug, Default)]
-pub struct Sockets(Mutex<Arc<Vec<Listener>>>);
+pub struct Sockets {
+    listeners: Mutex<Arc<Vec<Listener>>>,
+    /// The ports of the instances behind the balancer.
+    ports: Mutex<BTreeSet<u16>>,
+}
 
 impl Sockets {
     pub fn new(listeners: Vec<Listener>) -> Arc<Sockets> {
-        Arc::new(Sockets(Mutex::new(Arc::new(listeners))))
+        Arc::new(Sockets { listeners: Mutex::new(Arc::new(listeners)), ports: Mutex::default() })
     }
 
     /// The sockets now.
     pub fn get(&self) -> Arc<Vec<Listener>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Replace them; the old ones close once no start uses them any more.
     pub fn set(&self, listeners: Vec<Listener>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(listeners);
+        *self.listeners.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(listeners);
+    }
+
+    /// The loopback port of an instance behind the balancer: `held` (its port so far) while it
+    /// suits `base`; else the first port from `base` up that no other instance of the app holds
+    /// and that nothing listens on; else (no `base`) one the kernel picks as free.
+    pub fn backend_port(&self, base: Option<u16>, held: Option<u16>) -> std::io::Result<u16> {
+        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = held.filter(|p| base.is_none_or(|b| *p >= b)) {
+            ports.insert(p);
+            return Ok(p);
+        }
+        if let Some(p) = held {
+            ports.remove(&p);
+        }
+        let port = match base {
+            Some(base) => (base..=u16::MAX)
+                .filter(|p| !ports.contains(p))
+                .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+                .ok_or_else(|| std::io::Error::other(format!("no free port from {base} up")))?,
+            None => loop {
+                let p = std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port();
+                if !ports.contains(&p) {
+                    break p;
+                }
+            },
+        };
+        ports.insert(port);
+        Ok(port)
+    }
+
+    /// An instance that held `port` is gone.
+    pub fn release_port(&self, port: u16) {
+        self.ports.lock().unwrap_or_else(|e| e.into_inner()).remove(&port);
     }
 
     /// The sockets for `wanted` and `slots` instances: the groups already bound are kept (grown
@@ -135,7 +174,7 @@ impl Sockets {
 
 /// An error if another process already listens on the port of `spec`: joining a reuseport
 /// group of another program of the same user would share its connections.
-fn taken(app: &str, spec: &SocketSpec) -> Option<String> {
+pub fn taken(app: &str, spec: &SocketSpec) -> Option<String> {
     let (pid, command) = ports::holder_of(spec.port)?;
     Some(format!(
         "app `{app}`: port {} is taken by pid {pid} (`{command}`)\nhint: stop that process, or give the app another `port`",

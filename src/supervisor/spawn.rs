@@ -37,6 +37,8 @@ pub struct Launch<'a> {
     pub account: Option<&'a crate::users::Account>,
     /// Listening sockets it inherits at 3, 4, 5 … (socket activation).
     pub sockets: &'a [Inherit<'a>],
+    /// Its loopback port behind the app's balancer: its `PORT`.
+    pub port: Option<u16>,
 }
 
 /// A listening socket an instance inherits, with its name for `LISTEN_FDNAMES` and its port.
@@ -103,7 +105,7 @@ impl SpawnError {
 
 /// Spawn instance `index` of app `app_id` and start copying its output to its log files.
 pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, SpawnError> {
-    let Launch { spec, id, cgroup, recreate_cgroup, marker, notify_socket, account, sockets } = *launch;
+    let Launch { spec, id, cgroup, recreate_cgroup, marker, notify_socket, account, sockets, port } = *launch;
     let (app_id, index) = (id.app, id.index);
     let err = |what: String| SpawnError { program: spec.program.clone(), what };
     if !spec.cwd.is_dir() {
@@ -135,6 +137,10 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
     ];
     if let Some((var, value)) = &increment {
         extra.push((var, value.as_str()));
+    }
+    let port = port.map(|p| p.to_string());
+    if let Some(port) = &port {
+        extra.push(("PORT", port.as_str()));
     }
     if let Some(address) = notify_socket {
         extra.push(("NOTIFY_SOCKET", address));

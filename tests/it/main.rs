@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod balancer;
 mod cgroup_leaf;
 mod cluster;
 mod config_errors;

@@ -222,15 +222,12 @@ fn keys_not_implemented_yet_fail_herder_toml_and_warn_in_pm2_files() {
     let idle = fixture("idle.sh");
     let toml = h.write(
         "herder.toml",
-        &format!(
-            "[[apps]]\nname = \"web\"\nscript = \"{}\"\n\n[apps.balancer]\nlisten = 8080\n",
-            idle.display()
-        ),
+        &format!("[[apps]]\nname = \"web\"\nscript = \"{}\"\nimage = \"web:1\"\n", idle.display()),
     );
     let err = h.fails(&["validate", toml.to_str().unwrap()]);
-    assert!(err.contains("herder.toml:5:7: `balancer` in app `web` is not implemented yet"), "{err}");
+    assert!(err.contains("herder.toml:4:1: `image` in app `web` is not implemented yet"), "{err}");
     let err = h.fails(&["start", toml.to_str().unwrap()]);
-    assert!(err.contains("`balancer` in app `web` is not implemented yet"), "{err}");
+    assert!(err.contains("`image` in app `web` is not implemented yet"), "{err}");
     assert!(h.list().is_empty(), "nothing started");
 
     let json = h.write(

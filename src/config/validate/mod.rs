@@ -12,6 +12,7 @@
 //! and its apps, with the typed reader of values in `reader` and the checks of particular keys
 //! and sections (`hooks`, `health`…) in `checks`.
 
+mod balancer;
 mod checks;
 mod reader;
 
@@ -389,30 +390,13 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             Field::LogRateLimit => decl.logs.rate_limit = cx.log_rate_limit(key, v),
             Field::Health => decl.health = cx.probes(key, v),
             Field::Hooks => decl.hooks = cx.hooks(key, v),
-            Field::Balancer => {
-                if !matches!(v.kind, Kind::Table(_)) {
-                    cx.type_error(key, v, "a table");
-                }
-            }
+            Field::Balancer => decl.balancer = cx.balancer(key, v),
             Field::Ignored => {}
         }
         // An invalid value is an error; a warning that it is ignored would only be noise.
         if cx.cx.errors.len() == errors_before {
             match (support, def.field) {
                 (Support::Ignored(_), _) => cx.ignore(def, entry.key_span),
-                (Support::Later, Field::Balancer) => {
-                    cx.not_yet(
-                        Later {
-                            key: def.name,
-                            written: format!("`{key}`"),
-                            error: "is not implemented yet",
-                            warning: "is not implemented yet; it is ignored",
-                            hint: "the built-in load balancer comes with a later release; remove the table",
-                        },
-                        v,
-                        entry.key_span,
-                    );
-                }
                 (Support::Later, field) => {
                     let hint = if field == Field::Image {
                         "`image` is for `herder export`, which comes with a later release; remove it"

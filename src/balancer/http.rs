@@ -1,0 +1,512 @@
+//! The `http` mode: an HTTP/1.1 and HTTP/2 (h2c, or ALPN over TLS) reverse proxy on hyper.
+//!
+//! Each request goes to the member the strategy picks, over a keep-alive pool of HTTP/1.1
+//! connections to the instances' loopback ports. Bodies stream both ways frame by frame, with
+//! nothing buffered, so each server-sent event reaches the client as the instance writes it.
+//! Timeouts are separate: connecting, the answer's first byte, and the idle time between two
+//! frames of a body (`stream_idle_timeout` for `text/event-stream` and upgraded connections,
+//! `idle_timeout` for the rest). An `Upgrade` (WebSocket and any other) passes through once the
+//! instance answers 101.
+//!
+//! A request that failed before any byte reached an instance (its connect failed) is sent to
+//! another one when its method is idempotent and it has no body; otherwise the client gets 502
+//! (broken instance), 504 (timed out) or 503 with `Retry-After` (no instance ready), each with
+//! a short body naming the app.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Either, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::Sleep;
+
+use super::pick::hash;
+use super::{Balancer, Claim};
+use crate::protocol::spec::{BalancerSpec, Strategy};
+
+/// What the client gets back: an instance's body, watched, or the balancer's own.
+pub type ResBody = BoxBody<Bytes, BoxError>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// What goes to an instance: the client's body, or none (a retried request).
+type UpBody = Either<Incoming, Empty<Bytes>>;
+
+/// How long a TLS handshake may take.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Serve the balancer on `listener` until `stop` turns true; then stop accepting and let the
+/// connections under way finish their requests (for up to `drain_timeout`).
+pub fn serve(balancer: Arc<Balancer>, listener: std::net::TcpListener, stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        if let Err(e) = accept(balancer.clone(), listener, stop).await {
+            tracing::error!(app = %balancer.app, error = %e, "the balancer stopped accepting");
+        }
+    });
+}
+
+async fn accept(
+    balancer: Arc<Balancer>,
+    listener: std::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let proxy = Arc::new(Proxy::new(balancer.clone()));
+    let mut server = auto::Builder::new(TokioExecutor::new());
+    server.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+    server.http2().timer(TokioTimer::new()).enable_connect_protocol();
+    let server = Arc::new(server);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of fds or memory for a moment: say so and go on after a pause.
+                    tracing::warn!(app = %balancer.app, error = %e, "the balancer could not accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let (proxy, server, stop) = (proxy.clone(), server.clone(), stop.clone());
+        tokio::spawn(async move {
+            let stats = &proxy.balancer.stats;
+            stats.connections.fetch_add(1, Ordering::Relaxed);
+            match proxy.balancer.tls.as_ref().map(|c| c.acceptor()) {
+                None => connection(&proxy, &server, stream, peer, false, stop).await,
+                Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => connection(&proxy, &server, tls, peer, true, stop).await,
+                    Ok(Err(e)) => {
+                        tracing::debug!(app = %proxy.balancer.app, %peer, error = %e, "TLS handshake")
+                    }
+                    Err(_) => tracing::debug!(app = %proxy.balancer.app, %peer, "TLS handshake timed out"),
+                },
+            }
+            stats.connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Serve one client connection; when the balancer stops, finish the requests under way (for
+/// up to `drain_timeout`) and close.
+async fn connection<I>(
+    proxy: &Arc<Proxy>,
+    server: &auto::Builder<TokioExecutor>,
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = {
+        let proxy = proxy.clone();
+        hyper::service::service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, peer, tls).await) }
+        })
+    };
+    let conn = server.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = super::stopping(&mut stop) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let limit = Duration::from_millis(proxy.balancer.pool().spec.drain_timeout_ms);
+    let _ = tokio::time::timeout(limit, conn).await;
+}
+
+/// The request path: the pool of connections to the instances and the balancer.
+struct Proxy {
+    balancer: Arc<Balancer>,
+    client: Client<HttpConnector, UpBody>,
+}
+
+impl Proxy {
+    fn new(balancer: Arc<Balancer>) -> Proxy {
+        let spec = balancer.pool().spec.clone();
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_millis(spec.connect_timeout_ms)));
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .set_host(false)
+            .build(connector);
+        Proxy { balancer, client }
+    }
+
+    async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr, tls: bool) -> Response<ResBody> {
+        let b = &self.balancer;
+        let started = Instant::now();
+        let pool = b.pool();
+        let spec = pool.spec.clone();
+        let key = key(&spec, &req, peer.ip());
+        let upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+        let retryable = idempotent(req.method()) && req.body().is_end_stream() && upgrade.is_none();
+        let (mut parts, body) = req.into_parts();
+        forwarded(&spec, &mut parts.headers, &parts.uri, parts.version, peer.ip(), tls, upgrade.is_some());
+        let mut body = Some(body);
+        let mut tried: Vec<usize> = Vec::new();
+        loop {
+            let Some(chosen) = b.choose(&pool, key, &tried) else {
+                b.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+                let why = if tried.is_empty() { "no instance is ready" } else { "no instance answered" };
+                return own(&b.app, StatusCode::SERVICE_UNAVAILABLE, why);
+            };
+            let state = chosen.claim.state.clone();
+            let mut up = Request::new(match body.take() {
+                Some(b) => Either::Left(b),
+                None => Either::Right(Empty::new()),
+            });
+            *up.method_mut() = parts.method.clone();
+            *up.uri_mut() = upstream_uri(chosen.addr, &parts.uri);
+            *up.headers_mut() = parts.headers.clone();
+            *up.version_mut() = Version::HTTP_11;
+            let first_byte = Duration::from_millis(spec.first_byte_timeout_ms);
+            match tokio::time::timeout(first_byte, self.client.request(up)).await {
+                Ok(Ok(mut res)) => {
+                    b.stats.observe(started.elapsed());
+                    state.stats.answered(res.status().as_u16());
+                    b.succeeded(&chosen);
+                    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(client_side) = upgrade {
+                            let instance_side = hyper::upgrade::on(&mut res);
+                            let idle = Duration::from_millis(spec.stream_idle_timeout_ms);
+                            tokio::spawn(tunnel(client_side, instance_side, chosen.claim, idle));
+                        }
+                        let (parts, _) = res.into_parts();
+                        return Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed());
+                    }
+                    return answer(res, chosen.claim, &spec);
+                }
+                Ok(Err(e)) => {
+                    b.failed(&spec, &chosen);
+                    if e.is_connect() && retryable {
+                        tracing::debug!(app = %b.app, slot = chosen.slot, error = %e, "retrying on another instance");
+                        b.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        tried.push(chosen.index);
+                        continue;
+                    }
+                    tracing::debug!(app = %b.app, slot = chosen.slot, error = ?e, "bad gateway");
+                    b.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
+                    return own(&b.app, StatusCode::BAD_GATEWAY, "its instance did not answer");
+                }
+                Err(_) => {
+                    b.failed(&spec, &chosen);
+                    b.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                    return own(&b.app, StatusCode::GATEWAY_TIMEOUT, "its instance did not answer in time");
+                }
+            }
+        }
+    }
+}
+
+/// What the hash strategies hash on, if the request offers it.
+fn key(spec: &BalancerSpec, req: &Request<Incoming>, peer: IpAddr) -> Option<u64> {
+    match &spec.strategy {
+        Strategy::IpHash => {
+            let client =
+                spec.trust_forwarded.then(|| forwarded_client(req.headers())).flatten().unwrap_or(peer);
+            Some(match client {
+                IpAddr::V4(a) => hash(&a.octets()),
+                IpAddr::V6(a) => hash(&a.octets()),
+            })
+        }
+        Strategy::Header(name) => req.headers().get(name.as_str()).map(|v| hash(v.as_bytes())),
+        Strategy::Cookie(name) => cookie(req.headers(), name).map(hash),
+        Strategy::RoundRobin | Strategy::LeastConn => None,
+    }
+}
+
+/// The first address of `X-Forwarded-For`, for a balancer that trusts it.
+fn forwarded_client(headers: &HeaderMap) -> Option<IpAddr> {
+    let v = headers.get("x-forwarded-for")?.to_str().ok()?;
+    v.split(',').next()?.trim().parse().ok()
+}
+
+/// The value of cookie `name`.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers.get_all(header::COOKIE).iter().find_map(|v| {
+        v.as_bytes().split(|&c| c == b';').find_map(|pair| {
+            let pair = pair.trim_ascii_start();
+            let rest = pair.strip_prefix(name.as_bytes())?;
+            rest.strip_prefix(b"=")
+        })
+    })
+}
+
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn wants_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req.headers().get_all(header::CONNECTION).iter().any(|v| has_token(v, "upgrade"))
+}
+
+fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// The headers of one hop, not passed on (RFC 9110 7.6.1), with those `Connection` names.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The request's headers as the instance sees them: one hop's headers stripped (kept for an
+/// upgrade), `Host` set (from the authority for HTTP/2), and the client's address, scheme and
+/// host in `X-Forwarded-For` (appended), `X-Real-IP`, `-Proto` and `-Host`. Unless the balancer
+/// trusts them, what the client sent in these is replaced.
+fn forwarded(
+    spec: &BalancerSpec,
+    headers: &mut HeaderMap,
+    uri: &Uri,
+    version: Version,
+    peer: IpAddr,
+    tls: bool,
+    upgrade: bool,
+) {
+    let kept_upgrade = upgrade.then(|| headers.get(header::UPGRADE).cloned()).flatten();
+    strip_hop_by_hop(headers);
+    if let Some(u) = kept_upgrade {
+        headers.insert(header::UPGRADE, u);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    if version == Version::HTTP_2 || !headers.contains_key(header::HOST) {
+        if let Some(v) = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    let client = peer.to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) if spec.trust_forwarded => format!("{prior}, {client}"),
+        _ => client.clone(),
+    };
+    let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    set(headers, "x-forwarded-for", &xff);
+    let trusted = |headers: &HeaderMap, name: &str| spec.trust_forwarded && headers.contains_key(name);
+    if !trusted(headers, "x-real-ip") {
+        set(headers, "x-real-ip", &client);
+    }
+    if !trusted(headers, "x-forwarded-proto") {
+        set(headers, "x-forwarded-proto", if tls { "https" } else { "http" });
+    }
+    if !trusted(headers, "x-forwarded-host") {
+        match headers.get(header::HOST).cloned() {
+            Some(host) => {
+                headers.insert("x-forwarded-host", host);
+            }
+            None => {
+                headers.remove("x-forwarded-host");
+            }
+        }
+    }
+}
+
+fn upstream_uri(addr: SocketAddr, uri: &Uri) -> Uri {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("http://{addr}{path}").parse().unwrap_or_else(|_| Uri::from_static("/"))
+}
+
+/// The instance's answer as the client gets it: one hop's headers stripped, the body streamed
+/// with its idle timer, the claim on the instance held until the body ends.
+fn answer(res: Response<Incoming>, claim: Claim, spec: &BalancerSpec) -> Response<ResBody> {
+    let (mut parts, body) = res.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let stream = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
+    let idle = Duration::from_millis(if stream { spec.stream_idle_timeout_ms } else { spec.idle_timeout_ms });
+    Response::from_parts(parts, Watched { body, idle, timer: None, _claim: claim }.boxed())
+}
+
+/// The balancer's own answer: a short text naming the app.
+fn own(app: &str, status: StatusCode, why: &str) -> Response<ResBody> {
+    let text = format!(
+        "{} {}: app `{app}`: {why} (herder)\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut res = Response::new(Full::new(Bytes::from(text)).map_err(|e| match e {}).boxed());
+    *res.status_mut() = status;
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    res
+}
+
+/// An instance's body on its way to the client: frames pass as they come; a body that sends
+/// nothing for `idle` is cut (the timer is armed only while the client waits for a frame).
+struct Watched {
+    body: Incoming,
+    idle: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    _claim: Claim,
+}
+
+impl Body for Watched {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer = None;
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err("the instance sent nothing within the idle timeout".into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// An upgraded connection (WebSocket…): bytes both ways until either side closes or neither
+/// sends for `idle`; the claim on the instance is held as long.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    instance: hyper::upgrade::OnUpgrade,
+    claim: Claim,
+    idle: Duration,
+) {
+    let (client, instance) = match tokio::try_join!(client, instance) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut instance = TokioIo::new(instance);
+    super::tcp::pipe(&mut client, &mut instance, idle).await;
+    drop(claim);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=1; sid=xyz; b=2"));
+        assert_eq!(cookie(&h, "sid"), Some(&b"xyz"[..]));
+        assert_eq!(cookie(&h, "si"), None);
+        assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-private"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn forwarded_headers_replace_what_the_client_sent_unless_trusted() {
+        let uri: Uri = "/x".parse().unwrap();
+        let mut spec =
+            BalancerSpec::new(crate::protocol::spec::SocketSpec { name: "80".into(), host: None, port: 80 });
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        let peer: IpAddr = "10.0.0.7".parse().unwrap();
+        forwarded(&spec, &mut h, &uri, Version::HTTP_11, peer, true, false);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.7");
+        assert_eq!(h["x-real-ip"], "10.0.0.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+
+        spec.trust_forwarded = true;
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        h.insert("x-real-ip", HeaderValue::from_static("1.2.3.4"));
+        let uri: Uri = "http://example.org/x".parse().unwrap();
+        forwarded(&spec, &mut h, &uri, Version::HTTP_2, peer, false, false);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
+        assert_eq!(h["x-real-ip"], "1.2.3.4");
+        assert_eq!(h[header::HOST], "example.org");
+    }
+}

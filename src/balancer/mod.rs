@@ -1,0 +1,433 @@
+//! The balancer in front of an app's instances (`[apps.balancer]` in `http` or `tcp` mode):
+//! the daemon listens on the public address and passes each request (or, in `tcp` mode, each
+//! connection) to one instance, each of which listens on a loopback port of its own.
+//!
+//! The pool's members are the instances of the app's slots, as its coordinator publishes them;
+//! whether one can take a request is read from its state at each pick: `online` (ready, after
+//! its ready signal and readiness probes), with a port, and not taken out for failures
+//! (nginx's `max_fails` within `fail_timeout`). A replacement joins when it takes its slot;
+//! the instance it replaces gets no new request and its coordinator waits for the requests
+//! under way on it ([`Front::drain`]) before stopping it.
+//!
+//! Parts: [`pick`] (the strategies), [`http`] (the proxy on hyper), [`tcp`] (the layer-4
+//! proxy), [`tls`] (HTTPS with certificates re-read on `reload-certs`), [`stats`] (what the
+//! metrics endpoint and `show` report).
+
+pub mod http;
+pub mod pick;
+pub mod stats;
+pub mod tcp;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+
+use crate::protocol::spec::{BalancerMode, BalancerSpec, SocketSpec};
+use crate::protocol::{InstanceInfo, Status};
+use pick::{Candidate, Picker};
+use stats::Stats;
+
+/// One instance in the pool.
+#[derive(Clone)]
+pub struct Member {
+    pub slot: u32,
+    pub generation: u32,
+    info: watch::Receiver<InstanceInfo>,
+    pub state: Arc<MemberState>,
+}
+
+/// What the balancer keeps of one instance across changes of the pool.
+#[derive(Debug, Default)]
+pub struct MemberState {
+    /// Requests (and streams) under way on it.
+    pub active: AtomicU32,
+    /// Failures since `window` began (`max_fails` within `fail_timeout`).
+    fails: Mutex<(u32, Option<Instant>)>,
+    /// Taken out until then (ms since the balancer started), after `max_fails` failures.
+    down_until_ms: AtomicU64,
+    /// The pid of the process that last answered: failures of a process that has not answered
+    /// yet (still starting, or restarted) do not take the instance out.
+    answered_pid: AtomicU32,
+    pub stats: stats::MemberStats,
+}
+
+/// A member by slot and generation.
+type Key = (u32, u32);
+
+/// The pool at one moment: the spec, the members and the picker built for them.
+pub struct Pool {
+    pub spec: Arc<BalancerSpec>,
+    pub members: Vec<Member>,
+    picker: Picker,
+}
+
+/// One app's balancer: its pool (replaced as a whole when the instances or the spec change)
+/// and its figures. The servers (http or tcp) hold it.
+pub struct Balancer {
+    pub app: String,
+    pool: RwLock<Arc<Pool>>,
+    /// Every member's state by (slot, generation), including those that left the pool and
+    /// still have requests under way.
+    states: Mutex<Vec<(Key, Arc<MemberState>)>>,
+    /// Woken when a request ends, for [`Front::drain`].
+    pub idle: Notify,
+    pub stats: Stats,
+    epoch: Instant,
+    pub tls: Option<tls::Certs>,
+}
+
+/// A request's claim on a member: counted as under way until dropped.
+pub struct Claim {
+    pub state: Arc<MemberState>,
+    balancer: Arc<Balancer>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.state.active.fetch_sub(1, Ordering::AcqRel);
+        self.balancer.idle.notify_waiters();
+    }
+}
+
+/// The member a request goes to.
+pub struct Chosen {
+    pub index: usize,
+    pub slot: u32,
+    /// The instance's process when it was chosen.
+    pub pid: u32,
+    pub addr: SocketAddr,
+    pub claim: Claim,
+}
+
+impl Balancer {
+    fn new(app: &str, spec: Arc<BalancerSpec>, tls: Option<tls::Certs>) -> Balancer {
+        let picker = Picker::new(&spec.strategy, &[]);
+        Balancer {
+            app: app.to_string(),
+            pool: RwLock::new(Arc::new(Pool { spec, members: Vec::new(), picker })),
+            states: Mutex::default(),
+            idle: Notify::new(),
+            stats: Stats::default(),
+            epoch: Instant::now(),
+            tls,
+        }
+    }
+
+    pub fn pool(&self) -> Arc<Pool> {
+        self.pool.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Replace the pool: these members (slot, generation, state channel) with this spec.
+    fn set_pool(&self, spec: Arc<BalancerSpec>, members: Vec<(u32, u32, watch::Receiver<InstanceInfo>)>) {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let members: Vec<Member> = members
+            .into_iter()
+            .map(|(slot, generation, info)| {
+                let state = match states.iter().find(|(k, _)| *k == (slot, generation)) {
+                    Some((_, s)) => s.clone(),
+                    None => {
+                        let s = Arc::new(MemberState::default());
+                        states.push(((slot, generation), s.clone()));
+                        s
+                    }
+                };
+                Member { slot, generation, info, state }
+            })
+            .collect();
+        // Forget those that left and have nothing under way.
+        states.retain(|(k, s)| {
+            members.iter().any(|m| (m.slot, m.generation) == *k) || s.active.load(Ordering::Acquire) > 0
+        });
+        let candidates: Vec<Candidate> = members.iter().map(|m| candidate(&spec, m, false)).collect();
+        let picker = Picker::new(&spec.strategy, &candidates);
+        *self.pool.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Pool { spec, members, picker });
+    }
+
+    /// The member to take a request, skipping those in `tried`; `None` when no instance can.
+    pub fn choose(self: &Arc<Self>, pool: &Pool, key: Option<u64>, tried: &[usize]) -> Option<Chosen> {
+        let now = self.now_ms();
+        let mut candidates: Vec<Candidate> = Vec::with_capacity(pool.members.len());
+        let mut ports: Vec<(u16, u32)> = Vec::with_capacity(pool.members.len());
+        for (i, m) in pool.members.iter().enumerate() {
+            let info = m.info.borrow();
+            let up = info.status == Status::Online
+                && info.port.is_some()
+                && m.state.down_until_ms.load(Ordering::Relaxed) <= now
+                && !tried.contains(&i);
+            ports.push((info.port.unwrap_or(0), info.pid.unwrap_or(0)));
+            drop(info);
+            candidates.push(candidate(&pool.spec, m, up));
+        }
+        let index = pool.picker.pick(&candidates, key)?;
+        let m = &pool.members[index];
+        m.state.active.fetch_add(1, Ordering::AcqRel);
+        Some(Chosen {
+            index,
+            slot: m.slot,
+            pid: ports[index].1,
+            addr: SocketAddr::from(([127, 0, 0, 1], ports[index].0)),
+            claim: Claim { state: m.state.clone(), balancer: self.clone() },
+        })
+    }
+
+    /// A connect error, an error before the answer's headers, or a timeout: counted towards
+    /// `max_fails`; the member is out for `fail_timeout` once they are reached.
+    pub fn failed(&self, spec: &BalancerSpec, chosen: &Chosen) {
+        let state = &chosen.claim.state;
+        state.stats.failures.fetch_add(1, Ordering::Relaxed);
+        if spec.max_fails == 0 || state.answered_pid.load(Ordering::Relaxed) != chosen.pid {
+            return;
+        }
+        let now = Instant::now();
+        let window = Duration::from_millis(spec.fail_timeout_ms);
+        let mut fails = state.fails.lock().unwrap_or_else(|e| e.into_inner());
+        match fails.1 {
+            Some(since) if now.duration_since(since) < window => fails.0 += 1,
+            _ => *fails = (1, Some(now)),
+        }
+        if fails.0 >= spec.max_fails {
+            *fails = (0, None);
+            state.down_until_ms.store(self.now_ms() + spec.fail_timeout_ms, Ordering::Relaxed);
+        }
+    }
+
+    /// A good answer ends the run of failures.
+    pub fn succeeded(&self, chosen: &Chosen) {
+        let state = &chosen.claim.state;
+        if state.answered_pid.load(Ordering::Relaxed) != chosen.pid {
+            state.answered_pid.store(chosen.pid, Ordering::Relaxed);
+        }
+        let mut fails = state.fails.lock().unwrap_or_else(|e| e.into_inner());
+        if fails.0 != 0 {
+            *fails = (0, None);
+        }
+    }
+
+    /// Requests under way on the instance of this slot and generation.
+    pub fn active_on(&self, slot: u32, generation: u32) -> u32 {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        states
+            .iter()
+            .find(|(k, _)| *k == (slot, generation))
+            .map_or(0, |(_, s)| s.active.load(Ordering::Acquire))
+    }
+
+    /// Whether the member is out for failures now.
+    pub fn is_down(&self, state: &MemberState) -> bool {
+        state.down_until_ms.load(Ordering::Relaxed) > self.now_ms()
+    }
+}
+
+fn candidate(spec: &BalancerSpec, m: &Member, up: bool) -> Candidate {
+    Candidate {
+        slot: m.slot,
+        weight: spec.weight(m.slot),
+        backup: spec.backup.contains(&m.slot),
+        active: m.state.active.load(Ordering::Relaxed),
+        up,
+    }
+}
+
+/// A running balancer: its listener (kept for `herder update`) and the server's stop switch.
+struct Running {
+    balancer: Arc<Balancer>,
+    address: SocketSpec,
+    mode: BalancerMode,
+    listener: OwnedFd,
+    stop: watch::Sender<bool>,
+}
+
+/// The balancer of an app, if it has one, shared by the app's registry entry and its
+/// coordinator. The public socket is bound when a spec is staged (so that a port that is
+/// taken changes nothing) and served once the coordinator applies the spec.
+#[derive(Default)]
+pub struct Front {
+    running: Mutex<Option<Running>>,
+    /// A socket bound for a spec not applied yet.
+    staged: Mutex<Option<(SocketSpec, OwnedFd)>>,
+}
+
+impl Front {
+    pub fn get(&self) -> Option<Arc<Balancer>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|r| r.balancer.clone())
+    }
+
+    /// The public listening socket and its address (for `herder update`).
+    pub fn listener(&self) -> Option<(SocketSpec, OwnedFd)> {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let r = running.as_ref()?;
+        Some((r.address.clone(), r.listener.try_clone().ok()?))
+    }
+
+    /// Bind the public socket of `spec` unless it is bound already; `Err` in the user's words
+    /// (the port is taken, needs root…), and then nothing changed. The certificate and key are
+    /// read too, so that a bad one is refused before anything changes.
+    pub fn stage(&self, app: &str, spec: Option<&BalancerSpec>) -> Result<(), String> {
+        let Some(spec) = spec else { return Ok(()) };
+        if let Some(tls) = &spec.tls {
+            tls::Certs::load(app, tls)?;
+        }
+        let same = |a: &SocketSpec| a.host == spec.listen.host && a.port == spec.listen.port;
+        if self.running.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|r| same(&r.address)) {
+            return Ok(());
+        }
+        let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
+        if staged.as_ref().is_some_and(|(a, _)| same(a)) {
+            return Ok(());
+        }
+        let fd = bind(app, &spec.listen)?;
+        *staged = Some((spec.listen.clone(), fd));
+        Ok(())
+    }
+
+    /// Hand over a socket bound by an earlier life of the daemon (`herder update`).
+    pub fn adopt(&self, address: SocketSpec, fd: OwnedFd) {
+        *self.staged.lock().unwrap_or_else(|e| e.into_inner()) = Some((address, fd));
+    }
+
+    /// Serve `spec` (starting, moving or changing the balancer), or stop serving (`None`).
+    pub fn apply(&self, app: &str, spec: Option<&BalancerSpec>) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(spec) = spec else {
+            if let Some(r) = running.take() {
+                let _ = r.stop.send(true);
+            }
+            return;
+        };
+        if running.as_ref().is_some_and(|r| *r.balancer.pool().spec == *spec) {
+            return;
+        }
+        let spec = Arc::new(spec.clone());
+        if let Some(r) = running.as_ref() {
+            let same = r.address.host == spec.listen.host && r.address.port == spec.listen.port;
+            let same_tls = r.balancer.tls.as_ref().map(|c| &c.spec) == spec.tls.as_ref();
+            if same && r.mode == spec.mode && same_tls {
+                let members = r
+                    .balancer
+                    .pool()
+                    .members
+                    .iter()
+                    .map(|m| (m.slot, m.generation, m.info.clone()))
+                    .collect();
+                r.balancer.set_pool(spec, members);
+                return;
+            }
+        }
+        let old = running.take();
+        let same_address = |a: &SocketSpec| a.host == spec.listen.host && a.port == spec.listen.port;
+        let staged =
+            self.staged.lock().unwrap_or_else(|e| e.into_inner()).take().filter(|(a, _)| same_address(a));
+        let listener = match (staged, &old) {
+            (Some((_, fd)), _) => Ok(fd),
+            (None, Some(r)) if same_address(&r.address) => r.listener.try_clone().map_err(|e| e.to_string()),
+            (None, _) => bind(app, &spec.listen),
+        };
+        let listener = match listener {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::error!(app, error = %e, "the balancer cannot listen");
+                *running = old;
+                return;
+            }
+        };
+        let certs = match spec.tls.as_ref().map(|t| tls::Certs::load(app, t)).transpose() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(app, error = %e, "the balancer's certificate");
+                *running = old;
+                return;
+            }
+        };
+        let members = old
+            .as_ref()
+            .map(|r| {
+                r.balancer.pool().members.iter().map(|m| (m.slot, m.generation, m.info.clone())).collect()
+            })
+            .unwrap_or_default();
+        if let Some(r) = old {
+            let _ = r.stop.send(true);
+        }
+        let balancer = Arc::new(Balancer::new(app, spec.clone(), certs));
+        balancer.set_pool(spec.clone(), members);
+        let (stop, stopped) = watch::channel(false);
+        let served = match listener.try_clone().map(std::net::TcpListener::from) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(app, error = %e, "the balancer's socket");
+                return;
+            }
+        };
+        match spec.mode {
+            BalancerMode::Http => http::serve(balancer.clone(), served, stopped),
+            BalancerMode::Tcp => tcp::serve(balancer.clone(), served, stopped),
+        }
+        *running = Some(Running { balancer, address: spec.listen.clone(), mode: spec.mode, listener, stop });
+    }
+
+    /// The instances of the app's slots are now these (slot, generation, state channel).
+    pub fn members(&self, members: Vec<(u32, u32, watch::Receiver<InstanceInfo>)>) {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = running.as_ref() {
+            let pool = r.balancer.pool();
+            let same = pool.members.len() == members.len()
+                && pool
+                    .members
+                    .iter()
+                    .zip(&members)
+                    .all(|(m, (slot, generation, _))| (m.slot, m.generation) == (*slot, *generation));
+            if !same {
+                r.balancer.set_pool(pool.spec.clone(), members);
+            }
+        }
+    }
+
+    /// Wait until the instance of this slot and generation, out of the pool, has no request
+    /// under way, for up to the spec's `drain_timeout`.
+    pub async fn drain(&self, slot: u32, generation: u32) {
+        let Some(b) = self.get() else { return };
+        let limit = Duration::from_millis(b.pool().spec.drain_timeout_ms);
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let idle = b.idle.notified();
+                if b.active_on(slot, generation) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        })
+        .await;
+    }
+
+    /// Re-read the certificate and key: `Ok` with what was loaded, or why not (the old ones
+    /// stay).
+    pub fn reload_certs(&self) -> Result<Option<String>, String> {
+        let Some(b) = self.get() else { return Ok(None) };
+        match &b.tls {
+            Some(certs) => certs.reload(&b.app).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Wait until the balancer is told to stop.
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Bind the public socket.
+fn bind(app: &str, address: &SocketSpec) -> Result<OwnedFd, String> {
+    use crate::supervisor::sockets;
+    if let Some(why) = sockets::taken(app, address) {
+        return Err(why);
+    }
+    sockets::bind_one(app, address)
+}

@@ -1,0 +1,169 @@
+//! The `tcp` mode: a layer-4 proxy for databases and other servers that do not speak HTTP.
+//! Each client connection goes to the member the strategy picks (`round_robin` or
+//! `least_conn`; the hash strategies hash the client's address); a failed connect is tried on
+//! another member, since nothing reached the first. Bytes are then copied both ways until
+//! either side closes or neither sends for `stream_idle_timeout`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::pick::hash;
+use super::Balancer;
+use crate::protocol::spec::Strategy;
+
+/// Serve the balancer on `listener` until `stop` turns true; connections under way go on until
+/// they end or `drain_timeout` passes.
+pub fn serve(balancer: Arc<Balancer>, listener: std::net::TcpListener, stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        if let Err(e) = accept(balancer.clone(), listener, stop).await {
+            tracing::error!(app = %balancer.app, error = %e, "the balancer stopped accepting");
+        }
+    });
+}
+
+async fn accept(
+    balancer: Arc<Balancer>,
+    listener: std::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    loop {
+        let (client, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(app = %balancer.app, error = %e, "the balancer could not accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return Ok(()),
+        };
+        let _ = client.set_nodelay(true);
+        let (b, mut stop) = (balancer.clone(), stop.clone());
+        tokio::spawn(async move {
+            b.stats.connections.fetch_add(1, Ordering::Relaxed);
+            let proxied = proxy(&b, client, peer.ip().to_canonical());
+            tokio::pin!(proxied);
+            tokio::select! {
+                _ = proxied.as_mut() => {}
+                _ = super::stopping(&mut stop) => {
+                    let limit = Duration::from_millis(b.pool().spec.drain_timeout_ms);
+                    let _ = tokio::time::timeout(limit, proxied).await;
+                }
+            }
+            b.stats.connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn proxy(b: &Arc<Balancer>, mut client: TcpStream, peer: std::net::IpAddr) {
+    let started = Instant::now();
+    let pool = b.pool();
+    let spec = pool.spec.clone();
+    let key = match spec.strategy {
+        Strategy::RoundRobin | Strategy::LeastConn => None,
+        _ => Some(match peer {
+            std::net::IpAddr::V4(a) => hash(&a.octets()),
+            std::net::IpAddr::V6(a) => hash(&a.octets()),
+        }),
+    };
+    let mut tried = Vec::new();
+    let (chosen, mut upstream) = loop {
+        let Some(chosen) = b.choose(&pool, key, &tried) else {
+            b.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(app = %b.app, "no instance is ready: connection closed");
+            return;
+        };
+        let connect = Duration::from_millis(spec.connect_timeout_ms);
+        match tokio::time::timeout(connect, TcpStream::connect(chosen.addr)).await {
+            Ok(Ok(s)) => break (chosen, s),
+            Ok(Err(e)) => tracing::debug!(app = %b.app, slot = chosen.slot, error = %e, "connect"),
+            Err(_) => tracing::debug!(app = %b.app, slot = chosen.slot, "connect timed out"),
+        }
+        b.failed(&spec, &chosen);
+        b.stats.retries.fetch_add(1, Ordering::Relaxed);
+        tried.push(chosen.index);
+    };
+    let _ = upstream.set_nodelay(true);
+    b.succeeded(&chosen);
+    b.stats.observe(started.elapsed());
+    chosen.claim.state.stats.answered(200);
+    pipe(&mut client, &mut upstream, Duration::from_millis(spec.stream_idle_timeout_ms)).await;
+}
+
+/// Copy bytes both ways until either side is done or neither sends for `idle`.
+pub async fn pipe<A, B>(a: &mut A, b: &mut B, idle: Duration)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let mut a = Active { inner: a, last: last.clone(), start };
+    let mut b = Active { inner: b, last: last.clone(), start };
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut a, &mut b, 64 * 1024, 64 * 1024);
+    tokio::pin!(copy);
+    loop {
+        let quiet = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+        let Some(wait) = idle.checked_sub(quiet).filter(|w| !w.is_zero()) else {
+            return;
+        };
+        tokio::select! {
+            _ = copy.as_mut() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// A stream that notes when it last read anything.
+struct Active<'a, T> {
+    inner: &'a mut T,
+    last: Arc<AtomicU64>,
+    start: Instant,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Active<'_, T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut *self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Active<'_, T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut *self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,565 @@
+//! The balancer (`[apps.balancer]` in `http` and `tcp` mode): the daemon listens on the public
+//! port and passes each request to an instance on its own loopback port, by the strategy;
+//! streams (SSE, WebSocket) pass through as they are written; failures, readiness and reload
+//! decide which instance gets requests.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use herder::protocol::Status;
+
+use crate::harness::*;
+
+const T: Duration = Duration::from_secs(30);
+
+/// The test's app: answers with its instance and what the balancer told it; `/hold` keeps
+/// its body open until `/release`; `/sse` writes an event every 100 ms with the time it wrote it;
+/// `/quiet` sends its headers and then nothing for `ms`; a WebSocket echo on upgrade.
+const APP: &str = r#"
+const http = require('http');
+const crypto = require('crypto');
+const me = process.env.NODE_APP_INSTANCE;
+const held = [];
+const server = http.createServer((req, res) => {
+  const url = new URL(req.url, 'http://x');
+  if (url.pathname === '/hold') {
+    res.writeHead(200, { 'x-instance': me, 'content-type': 'text/plain' });
+    res.flushHeaders();
+    held.push(res);
+    return;
+  }
+  if (url.pathname === '/release') {
+    for (const r of held.splice(0)) r.end('done');
+    return res.end('released');
+  }
+  if (url.pathname === '/sse') {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    const count = Number(url.searchParams.get('n'));
+    const pauseAt = Number(url.searchParams.get('pause_at') || -1);
+    const pause = Number(url.searchParams.get('pause') || 0);
+    let n = 0;
+    const tick = () => {
+      res.write(`data: ${Date.now()} ${n}\n\n`);
+      n += 1;
+      if (n >= count) return res.end();
+      setTimeout(tick, n === pauseAt ? pause : 100);
+    };
+    tick();
+    return;
+  }
+  if (url.pathname === '/quiet') {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.write('first\n');
+    setTimeout(() => res.end('last\n'), Number(url.searchParams.get('ms')));
+    return;
+  }
+  res.setHeader('x-instance', me);
+  res.setHeader('content-type', 'application/json');
+  res.end(JSON.stringify({
+    instance: me, pid: process.pid, port: process.env.PORT,
+    xff: req.headers['x-forwarded-for'] || null, real: req.headers['x-real-ip'] || null,
+    proto: req.headers['x-forwarded-proto'] || null, fhost: req.headers['x-forwarded-host'] || null,
+    version: req.httpVersion,
+  }));
+});
+server.on('upgrade', (req, socket) => {
+  const accept = crypto.createHash('sha1')
+    .update(req.headers['sec-websocket-key'] + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+  socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+    `Sec-WebSocket-Accept: ${accept}\r\n\r\n`);
+  // One small masked text frame at a time, echoed unmasked, with the instance's number.
+  socket.on('data', (buf) => {
+    const len = buf[1] & 0x7f;
+    const mask = buf.subarray(2, 6);
+    const text = Buffer.alloc(len);
+    for (let i = 0; i < len; i++) text[i] = buf[6 + i] ^ mask[i % 4];
+    const out = Buffer.from(`${me}:${text}`);
+    socket.write(Buffer.concat([Buffer.from([0x81, out.length]), out]));
+  });
+});
+server.listen(Number(process.env.PORT), '127.0.0.1');
+"#;
+
+/// A port no one listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Start the app with this `[apps.balancer]` body on a free port; its port.
+fn start(h: &TestHome, instances: u32, balancer: &str) -> u16 {
+    let port = free_port();
+    h.write("app.js", APP);
+    let file = h.write(
+        "herder.toml",
+        &format!(
+            "[[apps]]\nname = \"web\"\nscript = \"app.js\"\ninstances = {instances}\n\n[apps.balancer]\nlisten = {port}\n{balancer}\n"
+        ),
+    );
+    h.ok(&["start", file.to_str().unwrap()]);
+    port
+}
+
+/// Wait until every instance accepts on its own port (from `list`).
+fn wait_backends(h: &TestHome) {
+    wait_for("every instance to listen on its port", T, || {
+        let app = h.app("web");
+        let all = app.instances.iter().all(|i| {
+            i.status == Status::Online && i.port.is_some_and(|p| TcpStream::connect(("127.0.0.1", p)).is_ok())
+        });
+        all.then_some(())
+    });
+}
+
+/// An answer: status code, headers (lower-case names), body.
+struct Answer {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
+    }
+
+    fn instance(&self) -> String {
+        self.headers.get("x-instance").cloned().unwrap_or_else(|| panic!("no x-instance: {}", self.body))
+    }
+}
+
+/// Connect from `from` (a loopback address) to the port.
+fn connect_from(from: Ipv4Addr, port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let addr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(ip).to_be() },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a new socket, bound and connected with addresses that outlive the calls; the
+    // descriptor then belongs to the stream.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0);
+        let local = addr(from, 0);
+        assert_eq!(libc::bind(fd, (&raw const local).cast(), len), 0, "bind {from}");
+        let remote = addr(Ipv4Addr::LOCALHOST, port);
+        assert_eq!(libc::connect(fd, (&raw const remote).cast(), len), 0, "connect from {from}");
+        TcpStream::from_raw_fd(fd)
+    }
+}
+
+/// Read one answer (headers, then a body by `Content-Length` or to the end).
+fn read_answer(r: &mut impl BufRead) -> std::io::Result<Answer> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let mut body = Vec::new();
+    match headers.get("content-length").and_then(|l| l.parse::<usize>().ok()) {
+        Some(n) => {
+            body.resize(n, 0);
+            r.read_exact(&mut body)?;
+        }
+        None => {
+            r.read_to_end(&mut body)?;
+        }
+    }
+    Ok(Answer { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+}
+
+/// One request on its own connection (from `from` when given).
+fn request(port: u16, from: Option<Ipv4Addr>, path: &str, extra: &str) -> std::io::Result<Answer> {
+    let mut s = match from {
+        Some(a) => connect_from(a, port),
+        None => TcpStream::connect(("127.0.0.1", port))?,
+    };
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n{extra}\r\n")?;
+    read_answer(&mut BufReader::new(s))
+}
+
+fn get(port: u16, path: &str) -> Answer {
+    request(port, None, path, "").unwrap()
+}
+
+#[test]
+fn ip_hash_keeps_each_client_address_on_one_instance_and_uses_them_all() {
+    let h = TestHome::new();
+    let port = start(&h, 3, "strategy = \"ip_hash\"");
+    wait_backends(&h);
+    let mut by_address: BTreeMap<Ipv4Addr, BTreeSet<String>> = BTreeMap::new();
+    for last in 2..=21u8 {
+        let from = Ipv4Addr::new(127, 0, 0, last);
+        for _ in 0..5 {
+            let a = request(port, Some(from), "/", "").unwrap();
+            assert_eq!(a.status, 200, "{}", a.body);
+            let j = a.json();
+            // What the instance is told of the client.
+            assert_eq!(j["xff"], from.to_string());
+            assert_eq!(j["real"], from.to_string());
+            assert_eq!(j["proto"], "http");
+            assert_eq!(j["fhost"], "example.test");
+            by_address.entry(from).or_default().insert(a.instance());
+        }
+    }
+    for (from, seen) in &by_address {
+        assert_eq!(seen.len(), 1, "{from} reached {seen:?}");
+    }
+    let used: BTreeSet<&String> = by_address.values().flatten().collect();
+    assert_eq!(used.len(), 3, "20 addresses reached {used:?}");
+}
+
+#[test]
+fn least_conn_sends_new_requests_to_the_idle_instances() {
+    let h = TestHome::new();
+    let port = start(&h, 3, "strategy = \"least_conn\"");
+    wait_backends(&h);
+    // 30 slow requests under way: least_conn spreads them 10, 10, 10.
+    let mut held: BTreeMap<String, Vec<BufReader<TcpStream>>> = BTreeMap::new();
+    for _ in 0..30 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut r = BufReader::new(s);
+        let mut instance = String::new();
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if line.trim().is_empty() {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("x-instance:") {
+                instance = v.trim().to_string();
+            }
+        }
+        held.entry(instance).or_default().push(r);
+    }
+    let spread: BTreeMap<&String, usize> = held.iter().map(|(k, v)| (k, v.len())).collect();
+    assert!(spread.values().all(|n| *n == 10), "{spread:?}");
+    // Instances 1 and 2 end theirs (asked on their own ports): instance 0 still holds 10.
+    for i in &h.app("web").instances[1..] {
+        let a = request(i.port.unwrap(), None, "/release", "").unwrap();
+        assert_eq!(a.body, "released");
+    }
+    // Their answers end (the last chunk read): the balancer counts them done.
+    for (_, answers) in held.iter_mut().filter(|(k, _)| *k != "0") {
+        for r in answers {
+            let mut line = String::new();
+            while line.trim() != "0" {
+                line.clear();
+                assert!(r.read_line(&mut line).unwrap() > 0, "the answer ended early");
+            }
+        }
+    }
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..30 {
+        *counts.entry(get(port, "/").instance()).or_default() += 1;
+    }
+    assert_eq!(counts.get("0"), None, "the busy instance got requests: {counts:?}");
+    assert!(counts.len() == 2, "both idle instances serve: {counts:?}");
+    drop(held);
+}
+
+#[test]
+fn weighted_round_robin_splits_600_requests_exactly() {
+    let h = TestHome::new();
+    let port = start(&h, 3, "strategy = \"round_robin\"\nweights = [3, 2, 1]");
+    wait_backends(&h);
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    // Keep-alive, as a browser or another proxy would.
+    let mut r = BufReader::new(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    for _ in 0..600 {
+        r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let a = read_answer(&mut r).unwrap();
+        assert_eq!(a.status, 200);
+        *counts.entry(a.instance()).or_default() += 1;
+    }
+    let expected: BTreeMap<String, usize> =
+        [("0".to_string(), 300), ("1".into(), 200), ("2".into(), 100)].into();
+    assert_eq!(counts, expected);
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
+}
+
+#[test]
+fn server_sent_events_reach_the_client_as_written_for_a_minute() {
+    let h = TestHome::new();
+    // An ordinary answer may be quiet for 1 s at most; a stream of events for a day.
+    let port = start(&h, 2, "idle_timeout = \"1s\"");
+    wait_backends(&h);
+    // A minute of events every 100 ms, with one pause of 2.5 s that the idle timeout of
+    // ordinary answers would cut.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /sse?n=575&pause_at=300&pause=2500 HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::new(s);
+    let mut head = String::new();
+    r.read_line(&mut head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut events = 0;
+    let mut worst = 0u128;
+    let started = Instant::now();
+    for line in r.lines() {
+        let line = line.unwrap();
+        let Some(data) = line.strip_prefix("data: ") else { continue };
+        let written: u128 = data.split_whitespace().next().unwrap().parse().unwrap();
+        let late = now_ms().saturating_sub(written);
+        worst = worst.max(late);
+        assert!(late <= 50, "event {events} arrived {late} ms after it was written");
+        events += 1;
+        if events == 575 {
+            break;
+        }
+    }
+    assert_eq!(events, 575, "every event arrived");
+    assert!(started.elapsed() >= Duration::from_secs(59), "{:?}", started.elapsed());
+    eprintln!("worst delay of an event: {worst} ms");
+
+    // An ordinary answer quiet for longer than `idle_timeout` is cut.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /quiet?ms=3000 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut text = Vec::new();
+    let _ = s.read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("first") && !text.contains("last"), "{text}");
+}
+
+#[test]
+fn websocket_upgrades_pass_through() {
+    let h = TestHome::new();
+    let port = start(&h, 2, "");
+    wait_backends(&h);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /chat HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        head.push_str(&line);
+    }
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+    let mut instance = None;
+    for text in ["hello", "again", "and again"] {
+        let mask = [1u8, 2, 3, 4];
+        let mut frame = vec![0x81, 0x80 | text.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        s.write_all(&frame).unwrap();
+        let mut head = [0u8; 2];
+        r.read_exact(&mut head).unwrap();
+        assert_eq!(head[0], 0x81);
+        let mut body = vec![0u8; usize::from(head[1])];
+        r.read_exact(&mut body).unwrap();
+        let body = String::from_utf8(body).unwrap();
+        let (who, echoed) = body.split_once(':').unwrap();
+        assert_eq!(echoed, text);
+        // One connection, one instance.
+        assert_eq!(*instance.get_or_insert(who.to_string()), who);
+    }
+}
+
+#[test]
+fn no_instance_ready_is_503_with_retry_after_at_once() {
+    let h = TestHome::new();
+    let port = start(&h, 2, "");
+    wait_backends(&h);
+    assert_eq!(get(port, "/").status, 200);
+    h.ok(&["stop", "web"]);
+    let asked = Instant::now();
+    let a = get(port, "/");
+    assert_eq!(a.status, 503, "{}", a.body);
+    assert_eq!(a.headers.get("retry-after").map(String::as_str), Some("1"));
+    assert!(a.body.contains("`web`"), "the body names the app: {}", a.body);
+    assert!(asked.elapsed() < Duration::from_secs(2), "{:?}", asked.elapsed());
+    h.ok(&["start", "web"]);
+    wait_for("the app to answer again", T, || {
+        (request(port, None, "/", "").ok()?.status == 200).then_some(())
+    });
+}
+
+/// Requests in a loop from 4 threads (2 with a connection per request, 2 keep-alive) until
+/// stopped: how many were answered 200, and the failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    threads: Vec<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Load {
+    fn start(port: u16) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let threads = (0..4)
+            .map(|n| {
+                let (stop, ok) = (stop.clone(), ok.clone());
+                std::thread::spawn(move || {
+                    let mut failures = Vec::new();
+                    let mut conn: Option<BufReader<TcpStream>> = None;
+                    while !stop.load(Ordering::Relaxed) {
+                        let answer = if n % 2 == 0 {
+                            request(port, None, "/", "").map_err(|e| e.to_string())
+                        } else {
+                            keep_alive(&mut conn, port)
+                        };
+                        match answer {
+                            Ok(a) if a.status == 200 => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(a) => failures.push(format!("{} {}", a.status, a.body.trim())),
+                            Err(e) => failures.push(e),
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        Load { stop, ok, threads }
+    }
+
+    fn answered(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let failures = self.threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+/// One request on a keep-alive connection, opened when there is none.
+fn keep_alive(conn: &mut Option<BufReader<TcpStream>>, port: u16) -> Result<Answer, String> {
+    if conn.is_none() {
+        let s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        *conn = Some(BufReader::new(s));
+    }
+    let r = conn.as_mut().unwrap();
+    let result = r
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        .and_then(|()| read_answer(r))
+        .map_err(|e| format!("keep-alive: {e}"));
+    match &result {
+        Ok(a) if a.status != 0 && a.headers.get("connection").is_none_or(|c| c != "close") => {}
+        _ => *conn = None,
+    }
+    match result {
+        Ok(a) if a.status == 0 => Err("keep-alive: closed before an answer".into()),
+        other => other,
+    }
+}
+
+#[test]
+fn reloads_under_load_fail_no_request() {
+    let h = TestHome::new();
+    let port = start(&h, 4, "");
+    wait_backends(&h);
+    let before: BTreeSet<u32> = h.app("web").instances.iter().map(|i| i.pid.unwrap()).collect();
+    let load = Load::start(port);
+    for _ in 0..3 {
+        let answered = load.answered();
+        h.ok(&["reload", "web"]);
+        wait_for("requests after the reload", T, || (load.answered() > answered + 50).then_some(()));
+    }
+    let (answered, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} of {answered} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
+    let after: BTreeSet<u32> = h.app("web").instances.iter().map(|i| i.pid.unwrap()).collect();
+    assert!(before.is_disjoint(&after), "every instance was replaced: {before:?} {after:?}");
+}
+
+#[test]
+fn a_killed_instance_fails_only_its_requests_in_flight_and_rejoins_when_ready() {
+    let h = TestHome::new();
+    let port = start(&h, 3, "");
+    wait_backends(&h);
+    let victim = h.app("web").instances[1].clone();
+    let load = Load::start(port);
+    wait_for("requests", T, || (load.answered() > 100).then_some(()));
+    // SAFETY: kill(2) on the test's own app.
+    unsafe { libc::kill(victim.pid.unwrap() as i32, libc::SIGKILL) };
+    wait_for("the instance to be back", T, || {
+        let i = h.app("web").instances[1].clone();
+        (i.pid.is_some() && i.pid != victim.pid && i.status == Status::Online).then_some(())
+    });
+    let answered = load.answered();
+    wait_for("requests after", T, || (load.answered() > answered + 100).then_some(()));
+    let (answered, failures) = load.finish();
+    // At most the requests under way on it when it died: one per client thread.
+    assert!(failures.len() <= 4, "{} of {answered} failed: {failures:?}", failures.len());
+    // The instance serves again.
+    wait_for("the restarted instance to answer", T, || (get(port, "/").instance() == "1").then_some(()));
+}
+
+#[test]
+fn tcp_mode_passes_connections_through() {
+    let h = TestHome::new();
+    let port = start(&h, 2, "mode = \"tcp\"");
+    wait_backends(&h);
+    let mut seen = BTreeSet::new();
+    for _ in 0..10 {
+        let a = get(port, "/");
+        assert_eq!(a.status, 200);
+        // Layer 4: the instance sees the balancer's address, not the client's headers.
+        assert_eq!(a.json()["xff"], serde_json::Value::Null);
+        seen.insert(a.instance());
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}
+
+#[test]
+fn a_taken_listen_port_is_refused_and_changes_nothing() {
+    let h = TestHome::new();
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    h.write("app.js", APP);
+    let file = h.write(
+        "herder.toml",
+        &format!("[[apps]]\nname = \"web\"\nscript = \"app.js\"\ninstances = 2\n\n[apps.balancer]\nlisten = {port}\n"),
+    );
+    let err = h.fails(&["start", file.to_str().unwrap()]);
+    assert!(err.contains(&port.to_string()) && err.contains("web"), "{err}");
+    assert!(h.list().is_empty(), "nothing started");
+}
