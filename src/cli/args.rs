@@ -73,6 +73,9 @@ pub enum Cmd {
     /// Reopen every log file (after an external logrotate moved them)
     #[command(visible_alias = "reloadLogs")]
     ReloadLogs,
+    /// Read the balancers' TLS certificates and keys again (every app's without a target;
+    /// also on SIGHUP to the daemon): new connections get the new ones, open ones go on
+    ReloadCerts(OptionalTargets),
     /// A terminal dashboard: apps, CPU and memory sparklines, live logs, keys to restart/stop
     #[command(visible_aliases = ["dashboard", "dash"], alias = "imonit")]
     Monit,
@@ -235,6 +238,12 @@ pub struct RunArgs {
     /// code is 1 if one is errored
     #[arg(long)]
     pub exit_when_empty: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OptionalTargets {
+    /// App names, ids or namespaces; none: every app with a TLS balancer
+    pub targets: Vec<String>,
 }
 
 #[derive(Debug, Args)]

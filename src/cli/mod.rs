@@ -141,6 +141,7 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
         Cmd::Metrics(a) => metrics::metrics(paths, a).await,
         Cmd::Flush(a) => logs::flush(paths, a.targets).await,
         Cmd::ReloadLogs => logs::reload(paths).await,
+        Cmd::ReloadCerts(t) => reload_certs(paths, targets(&t.targets)).await,
         Cmd::Monit => crate::tui::run(paths).await,
         Cmd::Doctor(f) => doctor::doctor(paths, f.json).await,
         Cmd::Kill => kill::kill(paths).await,
@@ -165,4 +166,25 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
             unreachable!("handled before the runtime starts")
         }
     }
+}
+
+/// `herder reload-certs [targets]`: what was loaded; non-zero when a certificate or key did
+/// not load (that balancer keeps its old one).
+async fn reload_certs(paths: &Paths, targets: Vec<crate::protocol::Target>) -> Result<i32> {
+    let reply = output::expect_ok(crate::client::call(paths, &Request::ReloadCerts { targets }).await?)?;
+    let crate::protocol::Response::Certs { loaded, failed } = reply else {
+        anyhow::bail!("unexpected answer from the daemon");
+    };
+    let mut text = String::new();
+    for line in &loaded {
+        text.push_str(&format!("reloaded {line}\n"));
+    }
+    if loaded.is_empty() && failed.is_empty() {
+        text.push_str("no app has a balancer with `tls`\n");
+    }
+    output::out(&text)?;
+    for line in &failed {
+        eprintln!("error: {line}");
+    }
+    Ok(if failed.is_empty() { 0 } else { 1 })
 }

@@ -480,6 +480,11 @@ fn balancer(
             .with_hint("remove `increment_var`: the balancer gives each instance a port of its own"));
     }
     let mut proxy = b.spec.clone();
+    // Relative certificate paths are the app's, as its log files are.
+    if let Some(tls) = &mut proxy.tls {
+        tls.cert = normalize(&spec.cwd.join(&tls.cert));
+        tls.key = normalize(&spec.cwd.join(&tls.key));
+    }
     proxy.backend_port = app_port.filter(|p| *p != listen.port);
     proxy.listen = listen;
     Ok(Balanced::Proxy(proxy))

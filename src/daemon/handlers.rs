@@ -70,6 +70,7 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         }
         Request::Flush { targets } => super::logs::flush(d, targets).await,
         Request::ReloadLogs => super::logs::reload(d).await,
+        Request::ReloadCerts { targets } => reload_certs(d, &targets),
         // Served by the connection, which hands itself over to a follower.
         Request::Logs { .. } => Err(bad("`Logs` is answered by the connection")),
         Request::Save { force } => save(d, force).await,
@@ -779,4 +780,29 @@ pub(crate) async fn stop_everything(d: &Arc<Daemon>) -> Vec<AppInfo> {
     *d.killed_at_stop.lock().unwrap_or_else(|e| e.into_inner()) = killed;
     d.persist().await;
     infos
+}
+
+/// `herder reload-certs` (and SIGHUP): each balancer with `tls` reads its files again.
+pub(crate) fn reload_certs(d: &Daemon, targets: &[Target]) -> Result<Response, ErrorReply> {
+    let fronts: Vec<_> = {
+        let reg = d.registry();
+        let ids: Vec<u32> =
+            if targets.is_empty() { reg.apps.keys().copied().collect() } else { reg.resolve(targets)? };
+        ids.iter().filter_map(|id| reg.apps.get(id)).map(|a| a.front.clone()).collect()
+    };
+    let (mut loaded, mut failed) = (Vec::new(), Vec::new());
+    for front in fronts {
+        match front.reload_certs() {
+            Ok(Some(line)) => loaded.push(line),
+            Ok(None) => {}
+            Err(e) => failed.push(e),
+        }
+    }
+    for line in &loaded {
+        tracing::info!("reloaded {line}");
+    }
+    for line in &failed {
+        tracing::error!("{line}");
+    }
+    Ok(Response::Certs { loaded, failed })
 }

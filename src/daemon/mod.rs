@@ -535,7 +535,10 @@ async fn serve(
                 handlers::stop_everything(&daemon).await;
                 break;
             }
-            _ = sighup.recv() => tracing::info!("SIGHUP ignored"),
+            // As nginx: SIGHUP reads the balancers' certificates again.
+            _ = sighup.recv() => {
+                let _ = handlers::reload_certs(&daemon, &[]);
+            }
             // As PM2: SIGUSR2 reopens the log files (after an external logrotate).
             _ = sigusr2.recv() => {
                 let daemon = daemon.clone();

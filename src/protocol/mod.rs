@@ -189,6 +189,11 @@ pub enum Request {
     },
     /// Reopen every open log file (after an external logrotate moved them).
     ReloadLogs,
+    /// Read the TLS certificates and keys of the apps' balancers again (`targets` empty:
+    /// every app). Answered with [`Response::Certs`].
+    ReloadCerts {
+        targets: Vec<Target>,
+    },
     /// Write every app (spec, environment, whether it runs) to `dump.json`; an empty list
     /// only with `force`.
     Save {
@@ -261,6 +266,11 @@ pub enum Response {
     },
     /// Lines that reached the log files of followed apps, in order per stream.
     LogLines(Vec<LogItem>),
+    /// What `ReloadCerts` loaded (a line per app) and what it could not (the old ones stay).
+    Certs {
+        loaded: Vec<String>,
+        failed: Vec<String>,
+    },
     /// The files a `Flush` or `ReloadLogs` acted on.
     LogFiles {
         files: Vec<PathBuf>,

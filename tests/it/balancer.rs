@@ -563,3 +563,149 @@ fn a_taken_listen_port_is_refused_and_changes_nothing() {
     assert!(err.contains(&port.to_string()) && err.contains("web"), "{err}");
     assert!(h.list().is_empty(), "nothing started");
 }
+
+/// Run openssl; panics with its output when it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A test CA (ca.pem) and two certificates for `localhost` it signed: `first` and `second`
+/// (each `<name>.pem` and `<name>.key`).
+fn certificates(dir: &std::path::Path) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend(ec);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=herder test CA", "-days", "2"]);
+    openssl(dir, &ca);
+    std::fs::write(dir.join("leaf.ext"), "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n")
+        .unwrap();
+    for name in ["first", "second"] {
+        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        let subject = format!("/CN={name}");
+        let mut req = vec!["req"];
+        req.extend(ec);
+        req.extend(["-keyout", &key, "-out", &csr, "-subj", &subject]);
+        openssl(dir, &req);
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &pem,
+                "-days",
+                "2",
+                "-extfile",
+                "leaf.ext",
+            ],
+        );
+    }
+}
+
+/// A TLS client of the test CA: the connection, and the certificate the server showed.
+fn tls_connect(
+    port: u16,
+    ca: &std::path::Path,
+    alpn: &[&[u8]],
+) -> (tokio_rustls::rustls::StreamOwned<tokio_rustls::rustls::ClientConnection, TcpStream>, Vec<u8>) {
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(rustls_pki_types::CertificateDer::from_pem_file(ca).unwrap()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).unwrap();
+    }
+    let shown = stream.conn.peer_certificates().unwrap()[0].to_vec();
+    (stream, shown)
+}
+
+fn der(pem: &std::path::Path) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_file(pem).unwrap().to_vec()
+}
+
+#[test]
+fn https_with_a_certificate_swapped_by_reload_certs_without_dropping_connections() {
+    let h = TestHome::new();
+    let dir = h.dir.path();
+    certificates(dir);
+    std::fs::copy(dir.join("first.pem"), dir.join("cert.pem")).unwrap();
+    std::fs::copy(dir.join("first.key"), dir.join("key.pem")).unwrap();
+    let port = start(&h, 2, "tls = { cert = \"cert.pem\", key = \"key.pem\" }");
+    wait_backends(&h);
+
+    // HTTP/1.1 over TLS on a connection kept open.
+    let (mut open, shown) = tls_connect(port, &dir.join("ca.pem"), &[b"http/1.1"]);
+    assert_eq!(shown, der(&dir.join("first.pem")));
+    let ask = |s: &mut dyn ReadWrite| {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let a = read_answer(&mut BufReader::new(s)).unwrap();
+        assert_eq!(a.status, 200, "{}", a.body);
+        a.json()
+    };
+    let j = ask(&mut open);
+    assert_eq!(j["proto"], "https");
+
+    // HTTP/2 by ALPN.
+    let (h2, _) = tls_connect(port, &dir.join("ca.pem"), &[b"h2", b"http/1.1"]);
+    assert_eq!(h2.conn.alpn_protocol(), Some(&b"h2"[..]));
+    drop(h2);
+
+    // The files change; reload-certs: new connections get the new one, the open one goes on.
+    std::fs::copy(dir.join("second.pem"), dir.join("cert.pem")).unwrap();
+    std::fs::copy(dir.join("second.key"), dir.join("key.pem")).unwrap();
+    let out = h.ok(&["reload-certs"]);
+    assert!(out.contains("`web`"), "{out}");
+    let (_, shown) = tls_connect(port, &dir.join("ca.pem"), &[b"http/1.1"]);
+    assert_eq!(shown, der(&dir.join("second.pem")));
+    assert_eq!(ask(&mut open)["proto"], "https");
+
+    // A key that does not go with the certificate: refused, the old pair stays.
+    std::fs::copy(dir.join("first.key"), dir.join("key.pem")).unwrap();
+    let out = h.run(&["reload-certs", "web"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("web") && err.contains("key.pem"), "{err}");
+    let (_, shown) = tls_connect(port, &dir.join("ca.pem"), &[b"http/1.1"]);
+    assert_eq!(shown, der(&dir.join("second.pem")));
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+#[test]
+fn http2_from_clients_in_cleartext() {
+    let h = TestHome::new();
+    let dir = h.dir.path();
+    let port = start(&h, 2, "");
+    wait_backends(&h);
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "-w", "\\n%{http_version}"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .current_dir(dir)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.ends_with("\n2"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("\"version\":\"1.1\""), "the instance is spoken to in HTTP/1.1: {text}");
+}
