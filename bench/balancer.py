@@ -21,20 +21,22 @@ Part `http`, runners interleaved round by round (the order rotates each round):
   pm2:      `PORT=<port> pm2 start cluster_server.js -i 2`: PM2's cluster mode, node's cluster
             module, where the God daemon (the primary) hands each accepted connection to a
             worker; requests then go straight to the worker and never pass through the daemon.
-  Per run: requests/s, p50 / p99 latency, non-2xx responses and socket errors (wrk), and the
+  Per run: requests/s, p50 / p99 latency, non-2xx responses and socket errors (wrk); the
   balancer's CPU per request: utime+stime of the balancer's processes from /proc/<pid>/stat,
-  read just before and just after wrk, divided by wrk's request count, in µs per request.
-  The balancer's processes: the herder daemon ($HERDER_HOME/daemon.pid, all its threads; not
-  its instances), nginx's master and workers, PM2's God daemon ($PM2_HOME/pm2.pid; not its
-  workers). Medians over rounds. Targets: herder's requests/s ≥ 1.2x nginx-2w's, herder's p99
-  ≤ nginx-2w's.
+  read just before and just after wrk, divided by wrk's request count, in µs per request (the
+  herder daemon from $HERDER_HOME/daemon.pid, all its threads but not its instances; nginx's
+  master and workers; PM2's God daemon from $PM2_HOME/pm2.pid, not its workers); and each node
+  server's share of the requests (the fixture's counters, read on SIGUSR2 as in cluster.py).
+  Medians over rounds. Targets: herder's requests/s >= 1.2x nginx-2w's; herder's p99 <=
+  nginx-2w's.
 Part `tcp`, the same way: herder's `mode = "tcp"` (2 instances; each connection is passed to
-  an instance and bytes are copied both ways) against the direct server, `socat
-  TCP-LISTEN:<port>,fork,reuseaddr TCP:127.0.0.1:<backend>` (one process per connection, one
-  backend: socat does not balance) and nginx's `stream` module (2 workers, an upstream of the
-  two node servers) when this nginx has it (built in, or `load_module` of ngx_stream_module.so
-  from the modules folder; Debian: `apt-get install libnginx-mod-stream`). wrk's keep-alive
-  connections stay open for the whole run, so each costs one connect to the backend.
+  an instance and bytes are copied both ways) against the direct server, socat (`socat
+  TCP-LISTEN:<port>,fork,reuseaddr,backlog=128 TCP:127.0.0.1:<backend>`: one process per
+  connection, one backend, as socat does not balance) and nginx's `stream` module (2 workers,
+  an upstream of the two node servers) when this nginx has it (built in, or `load_module` of
+  ngx_stream_module.so from its modules folder; Debian: `apt-get install libnginx-mod-stream`).
+  wrk's keep-alive connections stay open for the whole run, so each costs one connect to a
+  backend; the figures are those of relaying bytes.
 Part `memory`, herder only: the daemon's VmRSS (and Pss) from /proc/<pid>/status (median of 5
   samples 0.2 s apart, after --settle seconds) with no app; with one app of 2 instances and no
   balancer (`exec_mode = "fork"`, `increment_var = "PORT"`); then, in a new daemon, with the
@@ -68,7 +70,7 @@ import time
 sys.dont_write_bytecode = True  # no __pycache__ in the repository
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as c  # noqa: E402
-from cluster import SERVER, Direct, ClusterApp, Wrk, free_port, http_ok, wrk_display  # noqa: E402
+from cluster import SERVER, Direct, ClusterApp, Wrk, free_port, http_ok, read_stats, wrk_display  # noqa: E402
 
 PARTS = ("http", "tcp", "memory")
 TOOLS = ("herder", "nginx", "pm2", "socat")
@@ -121,8 +123,8 @@ def daemon_log_problems(tool):
 
 # ---------------------------------------------------------------- runners
 #
-# A runner serves http://127.0.0.1:<port>/ and knows the CPU ticks its balancer has used
-# (None: no balancer).
+# A runner serves http://127.0.0.1:<port>/, knows the CPU ticks its balancer has used (None:
+# no balancer) and the node servers behind it (their pids, and the STATS_DIR they write to).
 
 
 class DirectRunner:
@@ -132,10 +134,14 @@ class DirectRunner:
         self.name = name
         self.server = Direct(ws, free_port())
         self.port = self.server.port
+        self.stats = self.server.stats
         self.command = self.server.command
 
     def start(self):
         self.server.start()
+
+    def server_pids(self):
+        return [self.server.proc.pid]
 
     def cpu(self):
         return None
@@ -151,13 +157,14 @@ class HerderBalancer:
         self.tool, self.app, self.mode, self.n = tool, app, mode, instances
         self.name = "herder" if mode == "http" else "herder-tcp"
         self.port = free_port()
-        self.toml = ('[[apps]]\nname = "%s"\nscript = "%s"\ninstances = %d\n\n'
-                     '[apps.balancer]\nlisten = %d\nmode = "%s"\nstrategy = "%s"\n')
+        self.stats = tool.ws.path("stats", "%s-%s" % (tool.name, app), "x")[:-2]
+        toml = ('[[apps]]\nname = "%s"\nscript = "%s"\ninstances = %d\nenv = { STATS_DIR = "%s" }\n\n'
+                '[apps.balancer]\nlisten = %s\nmode = "%s"\nstrategy = "%s"\n')
         self.config = tool.ws.path("%s.toml" % app)
         with open(self.config, "w") as f:
-            f.write(self.toml % (app, SERVER, instances, self.port, mode, strategy))
-        self.config_text = self.toml % (app, "bench/fixtures/cluster_server.js", instances, 0, mode, strategy)
-        self.config_text = self.config_text.replace("listen = 0", "listen = <port>")
+            f.write(toml % (app, SERVER, instances, self.stats, self.port, mode, strategy))
+        self.config_text = toml % (app, "bench/fixtures/cluster_server.js", instances, "<tmp>", "<port>",
+                                   mode, strategy)
         self.command = "herder start %s.toml" % app
 
     def instances(self):
@@ -177,8 +184,8 @@ class HerderBalancer:
             raise RuntimeError("herder: %d instances of %s behind port %d not ready after 60 s (%s)" % (
                 self.n, self.app, self.port, self.instances()))
 
-    def backends(self):
-        return [p for _, _, p in self.instances()]
+    def server_pids(self):
+        return [p for p, _, _ in self.instances()]
 
     def cpu(self):
         return cpu_ticks(self.tool.pid())
@@ -210,10 +217,14 @@ class Pm2Cluster:
         self.name = "pm2"
         self.app = ClusterApp(tool, "web", free_port(), instances)
         self.port = self.app.port
+        self.stats = self.app.stats
         self.command = self.app.command
 
     def start(self):
         self.app.start()
+
+    def server_pids(self):
+        return self.app.pids()
 
     def cpu(self):
         return cpu_ticks(self.tool.pid())
@@ -269,17 +280,20 @@ class ProcRunner:
 class Nginx(ProcRunner):
     """nginx in the foreground with a generated configuration: an http proxy or a stream one."""
 
-    def __init__(self, ws, nginx, name, workers, backends, stream=None):
+    def __init__(self, ws, nginx, name, workers, servers, stream=None):
         super().__init__(ws, name, free_port())
-        self.nginx, self.workers, self.backends = nginx, workers, backends
+        self.nginx, self.workers, self.servers = nginx, workers, servers
+        self.backends = [b.port for b in servers]
+        self.stats = servers[0].stats
         self.prefix = os.path.dirname(ws.path(name, "x"))
         self.conf = os.path.join(self.prefix, "nginx.conf")
         self.error_log = os.path.join(self.prefix, "error.log")
         text = self.config(stream)
         with open(self.conf, "w") as f:
             f.write(text)
-        self.config_text = text.replace(self.prefix, "<tmp>").replace(str(self.port), "<port>")
-        for b in backends:
+        self.config_text = text.replace(self.prefix, "<tmp>").replace("127.0.0.1:%d;" % self.port,
+                                                                      "127.0.0.1:<port>;")
+        for b in self.backends:
             self.config_text = self.config_text.replace("127.0.0.1:%d;" % b, "127.0.0.1:<backend>;")
         self.command = "nginx -p <tmp> -e <tmp>/error.log -c <tmp>/nginx.conf"
 
@@ -302,6 +316,9 @@ class Nginx(ProcRunner):
 
     def argv(self):
         return [self.nginx, "-p", self.prefix, "-e", self.error_log, "-c", self.conf]
+
+    def server_pids(self):
+        return [p for b in self.servers for p in b.server_pids()]
 
     def errors(self):
         try:
@@ -326,14 +343,20 @@ def _ticks_or_zero(pid):
 class Socat(ProcRunner):
     """socat forking one process per connection, to one backend."""
 
-    def __init__(self, ws, socat, backend):
+    def __init__(self, ws, socat, server):
         super().__init__(ws, "socat", free_port())
-        self.socat, self.backend = socat, backend
-        self.command = "socat TCP-LISTEN:<port>,fork,reuseaddr TCP:127.0.0.1:<backend>"
+        self.socat, self.server = socat, server
+        self.backend, self.stats = server.port, server.stats
+        self.command = "socat TCP-LISTEN:<port>,bind=127.0.0.1,fork,reuseaddr,backlog=128 TCP:127.0.0.1:<backend>"
 
     def argv(self):
-        return [self.socat, "TCP-LISTEN:%d,bind=127.0.0.1,fork,reuseaddr" % self.port,
+        # socat's default listen backlog is 5: wrk's 64 connects at once would overflow it and
+        # wait for SYN retransmits (1 s), which is no cost of relaying.
+        return [self.socat, "TCP-LISTEN:%d,bind=127.0.0.1,fork,reuseaddr,backlog=128" % self.port,
                 "TCP:127.0.0.1:%d" % self.backend]
+
+    def server_pids(self):
+        return self.server.server_pids()
 
     def cpu(self):
         """The listener and its per-connection children: once wrk has closed its connections
@@ -346,7 +369,7 @@ class Socat(ProcRunner):
 def nginx_stream_directive(nginx):
     """'' if nginx has the stream module built in, a `load_module` line if it is a module file
     we can find, None if this nginx has no stream module."""
-    rc, out, err, _ = c.run([nginx, "-V"], timeout=10)
+    _, out, err, _ = c.run([nginx, "-V"], timeout=10)
     text = out + err
     if re.search(r"--with-stream(\s|$)", text):
         return ""
@@ -366,10 +389,16 @@ def nginx_stream_directive(nginx):
 
 
 def measure(wrk, r, duration):
-    """One wrk run against r, with its balancer's CPU per request."""
+    """One wrk run against r, with its balancer's CPU per request and the connections and
+    requests each node server behind it took (deltas of its counters)."""
+    pids = r.server_pids()
+    stats0 = read_stats(r.stats, pids)
     before = r.cpu()
     x = wrk.run(r.port, duration)
     after = r.cpu()
+    stats1 = read_stats(r.stats, pids)
+    x["per_server"] = [{"pid": p, "conns": stats1[p][0] - stats0[p][0], "reqs": stats1[p][1] - stats0[p][1]}
+                       for p in pids]
     x["balancer_cpu_s"] = (after - before) / CLK_TCK if before is not None else None
     x["cpu_us_per_req"] = (x["balancer_cpu_s"] * 1e6 / x["requests"]
                            if x["balancer_cpu_s"] is not None and x["requests"] else None)
@@ -403,10 +432,21 @@ def rounds(args, wrk, runners, label):
             "max_ms": c.summary([x["max_ms"] for x in xs if x["max_ms"] is not None]),
             "cpu_us_per_req": c.summary([x["cpu_us_per_req"] for x in xs if x["cpu_us_per_req"] is not None]),
             "requests": sum(x["requests"] or 0 for x in xs),
+            "server_reqs_share": shares([x["per_server"] for x in xs]),
             "non_2xx_3xx": sum(x["non_2xx_3xx"] for x in xs),
             "socket_errors": sum(sum(x["socket_errors"].values()) for x in xs),
         }
     return summ, per_round
+
+
+def shares(runs):
+    """Each server's share (%) of the requests the servers took over all runs (in the order of
+    the runner's servers)."""
+    if not runs or len({len(r) for r in runs}) != 1:
+        return None
+    reqs = [sum(r[i]["reqs"] for r in runs) for i in range(len(runs[0]))]
+    total = sum(reqs)
+    return [round(100.0 * q / total, 1) for q in reqs] if total else None
 
 
 def med(summ, name, key):
@@ -442,9 +482,8 @@ def http_part(args, wrk, ws, herder, pm2, nginx):
     backends = []
     if nginx:
         backends = backends_for(ws, args.instances)
-        ports = [b.port for b in backends]
         for w in (1, 2):
-            runners.append(Nginx(ws, nginx, "nginx-%dw" % w, w, ports))
+            runners.append(Nginx(ws, nginx, "nginx-%dw" % w, w, backends))
     if pm2:
         runners.append(Pm2Cluster(pm2, args.instances))
     start_all(runners)
@@ -481,14 +520,14 @@ def tcp_part(args, wrk, ws, herder, nginx, socat):
     backends = backends_for(ws, args.instances) if (nginx or socat) else []
     stream_note = None
     if socat:
-        runners.append(Socat(ws, socat, backends[0].port))
+        runners.append(Socat(ws, socat, backends[0]))
     if nginx:
         directive = nginx_stream_directive(nginx)
         if directive is None:
             stream_note = "this nginx has no stream module (Debian: apt-get install libnginx-mod-stream)"
             c.log("tcp: nginx-stream skipped: %s" % stream_note)
         else:
-            runners.append(Nginx(ws, nginx, "nginx-stream", 2, [b.port for b in backends], stream=directive))
+            runners.append(Nginx(ws, nginx, "nginx-stream", 2, backends, stream=directive))
     start_all(runners)
     summ, per_round = rounds(args, wrk, runners, "tcp")
     ratios = {"herder-tcp_over_direct_rps": ratio(summ, "herder-tcp", "direct", "rps"),
@@ -635,13 +674,14 @@ def fmt(v, spec="%.2f"):
 
 def print_table(title, summ):
     print(title)
-    print("  %-13s %10s %9s %9s %8s %9s %13s" % ("runner", "req/s", "p50 ms", "p99 ms", "non-2xx",
-                                                 "sock.err", "CPU µs/req"))
+    print("  %-13s %10s %9s %9s %8s %9s %11s  %s" % ("runner", "req/s", "p50 ms", "p99 ms", "non-2xx",
+                                                     "sock.err", "CPU µs/req", "requests per server %"))
     for name, s in summ.items():
-        print("  %-13s %10s %9s %9s %8d %9d %13s" % (
+        print("  %-13s %10s %9s %9s %8d %9d %11s  %s" % (
             name, fmt(s["rps"].get("median"), "%.0f"), fmt(s["p50_ms"].get("median")),
             fmt(s["p99_ms"].get("median")), s["non_2xx_3xx"], s["socket_errors"],
-            fmt(s["cpu_us_per_req"].get("median"), "%.1f")))
+            fmt(s["cpu_us_per_req"].get("median"), "%.1f"),
+            "/".join("%.1f" % v for v in s["server_reqs_share"] or [])))
 
 
 def print_report(data):

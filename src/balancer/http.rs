@@ -16,9 +16,10 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,7 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use super::pick::hash;
-use super::{Balancer, Claim};
+use super::{Balancer, Claim, Phase};
 use crate::protocol::spec::{BalancerSpec, Strategy};
 
 /// What the client gets back: an instance's body, watched, or the balancer's own.
@@ -49,28 +50,51 @@ type UpBody = Either<Incoming, Empty<Bytes>>;
 /// How long a TLS handshake may take.
 const HANDSHAKE: Duration = Duration::from_secs(10);
 
-/// Serve the balancer on `listener` until `stop` turns true; then stop accepting and let the
-/// connections under way finish their requests (for up to `drain_timeout`).
-pub fn serve(balancer: Arc<Balancer>, listener: std::net::TcpListener, stop: watch::Receiver<bool>) {
+/// Serve the balancer on `listener` (and the connections a previous image of the daemon
+/// handed over, each with the bytes it had read) until `phase` changes; then stop accepting
+/// and let the connections finish as [`Phase`] says.
+pub fn serve(
+    balancer: Arc<Balancer>,
+    listener: std::net::TcpListener,
+    adopted: Vec<(OwnedFd, Vec<u8>)>,
+    phase: watch::Receiver<Phase>,
+) {
     tokio::spawn(async move {
-        if let Err(e) = accept(balancer.clone(), listener, stop).await {
+        if let Err(e) = accept(balancer.clone(), listener, adopted, phase).await {
             tracing::error!(app = %balancer.app, error = %e, "the balancer stopped accepting");
         }
     });
 }
 
+/// What serves a connection: the proxy, and hyper's builder for TLS and HTTP/2 connections.
+struct Server {
+    proxy: Arc<Proxy>,
+    auto: auto::Builder<TokioExecutor>,
+}
+
 async fn accept(
     balancer: Arc<Balancer>,
     listener: std::net::TcpListener,
-    mut stop: watch::Receiver<bool>,
+    adopted: Vec<(OwnedFd, Vec<u8>)>,
+    mut phase: watch::Receiver<Phase>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let proxy = Arc::new(Proxy::new(balancer.clone()));
-    let mut server = auto::Builder::new(TokioExecutor::new());
-    server.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
-    server.http2().timer(TokioTimer::new()).enable_connect_protocol();
-    let server = Arc::new(server);
+    let mut auto = auto::Builder::new(TokioExecutor::new());
+    auto.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ);
+    auto.http2().timer(TokioTimer::new());
+    let server = Arc::new(Server { proxy: Arc::new(Proxy::new(balancer.clone())), auto });
+    for (fd, read) in adopted {
+        let stream = std::net::TcpStream::from(fd);
+        let adopted = stream.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(stream));
+        match adopted {
+            Ok(stream) => {
+                let peer = stream.peer_addr().map_or(SocketAddr::from(([0, 0, 0, 0], 0)), canonical);
+                tokio::spawn(client(server.clone(), stream, peer, Bytes::from(read), phase.clone()));
+            }
+            Err(e) => tracing::warn!(app = %balancer.app, error = %e, "a connection handed over is lost"),
+        }
+    }
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -82,57 +106,205 @@ async fn accept(
                     continue;
                 }
             },
-            _ = stop.changed() => return Ok(()),
+            _ = super::stopping(&mut phase) => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
-        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let (proxy, server, stop) = (proxy.clone(), server.clone(), stop.clone());
-        tokio::spawn(async move {
-            let stats = &proxy.balancer.stats;
-            stats.connections.fetch_add(1, Ordering::Relaxed);
-            match proxy.balancer.tls.as_ref().map(|c| c.acceptor()) {
-                None => connection(&proxy, &server, stream, peer, false, stop).await,
-                Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => connection(&proxy, &server, tls, peer, true, stop).await,
-                    Ok(Err(e)) => {
-                        tracing::debug!(app = %proxy.balancer.app, %peer, error = %e, "TLS handshake")
-                    }
-                    Err(_) => tracing::debug!(app = %proxy.balancer.app, %peer, "TLS handshake timed out"),
-                },
-            }
-            stats.connections.fetch_sub(1, Ordering::Relaxed);
-        });
+        tokio::spawn(client(server.clone(), stream, canonical(peer), Bytes::new(), phase.clone()));
     }
 }
 
-/// Serve one client connection; when the balancer stops, finish the requests under way (for
-/// up to `drain_timeout`) and close.
-async fn connection<I>(
-    proxy: &Arc<Proxy>,
-    server: &auto::Builder<TokioExecutor>,
+/// An IPv4 client of a dual-stack socket as IPv4.
+fn canonical(peer: SocketAddr) -> SocketAddr {
+    SocketAddr::new(peer.ip().to_canonical(), peer.port())
+}
+
+/// How long a client may take to send a request's headers.
+const HEADER_READ: Duration = Duration::from_secs(30);
+
+/// The bytes that begin every HTTP/2 connection without TLS.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
+/// One client connection, counted while it is open: TLS, HTTP/2 in clear, or HTTP/1.
+async fn client(
+    server: Arc<Server>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    read: Bytes,
+    phase: watch::Receiver<Phase>,
+) {
+    let b = server.proxy.balancer.clone();
+    b.stats.connections.fetch_add(1, Ordering::AcqRel);
+    match b.tls.as_ref().map(|c| c.acceptor()) {
+        Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => served(&server, tls, peer, true, phase).await,
+            Ok(Err(e)) => tracing::debug!(app = %b.app, %peer, error = %e, "TLS handshake"),
+            Err(_) => tracing::debug!(app = %b.app, %peer, "TLS handshake timed out"),
+        },
+        None if read.is_empty() && is_h2(&stream).await => served(&server, stream, peer, false, phase).await,
+        None => http1(&server, Prefixed { read, stream }, peer, phase).await,
+    }
+    b.stats.connections.fetch_sub(1, Ordering::AcqRel);
+    b.closed.notify_waiters();
+}
+
+/// Whether the client opens with HTTP/2's preface (h2c with prior knowledge).
+async fn is_h2(stream: &tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let started = Instant::now();
+    loop {
+        let n = match stream.peek(&mut buf).await {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if n == 0 || buf[..n] != H2_PREFACE[..n] || n == H2_PREFACE.len() {
+            return n == H2_PREFACE.len() && buf == *H2_PREFACE;
+        }
+        // A prefix of the preface so far: wait for more.
+        if started.elapsed() > HEADER_READ {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Serve a TLS or HTTP/2 connection (hyper's upgrades included); when the balancer stops,
+/// finish the requests under way (for up to `drain_timeout`) and close.
+async fn served<I>(
+    server: &Arc<Server>,
     io: I,
     peer: SocketAddr,
     tls: bool,
-    mut stop: watch::Receiver<bool>,
+    mut phase: watch::Receiver<Phase>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = {
+    let proxy = server.proxy.clone();
+    let service = hyper::service::service_fn(move |req| {
         let proxy = proxy.clone();
-        hyper::service::service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer, tls).await) }
-        })
-    };
-    let conn = server.serve_connection_with_upgrades(TokioIo::new(io), service);
+        async move { Ok::<_, Infallible>(proxy.handle(req, peer, tls, None).await) }
+    });
+    let conn = server.auto.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,
-        _ = super::stopping(&mut stop) => {}
+        _ = super::stopping(&mut phase) => {}
     }
     conn.as_mut().graceful_shutdown();
-    let limit = Duration::from_millis(proxy.balancer.pool().spec.drain_timeout_ms);
+    let limit = Duration::from_millis(server.proxy.balancer.pool().spec.drain_timeout_ms);
     let _ = tokio::time::timeout(limit, conn).await;
+}
+
+/// An upgrade the instance accepted (101), for the connection to carry out once hyper has
+/// written the answer.
+type PendingUpgrade = Arc<Mutex<Option<(hyper::upgrade::OnUpgrade, Claim, Duration)>>>;
+
+type BoxedAnswer = Pin<Box<dyn Future<Output = Result<Response<ResBody>, Infallible>> + Send>>;
+
+/// Serve an HTTP/1 connection in clear. Built so that it can be taken apart between two
+/// requests: an upgrade is carried out here on the client's own socket, and for `herder
+/// update` the connection, once its request under way is answered, is kept open and unread
+/// for the next image ([`Phase::HandingOver`]).
+async fn http1(server: &Arc<Server>, io: Prefixed, peer: SocketAddr, mut phase: watch::Receiver<Phase>) {
+    let b = server.proxy.balancer.clone();
+    let upgrade: PendingUpgrade = Arc::default();
+    let service = {
+        let (proxy, upgrade) = (server.proxy.clone(), upgrade.clone());
+        hyper::service::service_fn(move |req| -> BoxedAnswer {
+            let (proxy, upgrade) = (proxy.clone(), upgrade.clone());
+            Box::pin(async move { Ok(proxy.handle(req, peer, false, Some(upgrade)).await) })
+        })
+    };
+    let mut conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ)
+        .serve_connection(TokioIo::new(io), service);
+    let mut told = Phase::Serving;
+    let ended = loop {
+        tokio::select! {
+            r = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => break r,
+            p = super::stopping(&mut phase), if told == Phase::Serving => {
+                told = p;
+                Pin::new(&mut conn).graceful_shutdown();
+            }
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(app = %b.app, %peer, error = %e, "client connection");
+        return;
+    }
+    let parts = conn.into_parts();
+    let (io, read) = (parts.io.into_inner(), parts.read_buf);
+    let pending = upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some((instance, claim, idle)) = pending {
+        let Ok(instance) = instance.await else { return };
+        let mut client =
+            Prefixed { read: io.read.slice(..).into_iter().chain(read).collect(), stream: io.stream };
+        let mut instance = TokioIo::new(instance);
+        super::tcp::pipe(&mut client, &mut instance, idle).await;
+        drop(claim);
+        return;
+    }
+    if told == Phase::HandingOver {
+        let mut unread = io.read.to_vec();
+        unread.extend_from_slice(&read);
+        match io.stream.as_fd().try_clone_to_owned() {
+            Ok(fd) => b.handed.lock().unwrap_or_else(|e| e.into_inner()).push((fd, unread)),
+            Err(e) => tracing::warn!(app = %b.app, error = %e, "a connection cannot be handed over"),
+        }
+    }
+    // Dropped without a shutdown: a connection handed over stays open in its copy.
+}
+
+/// A client's socket, with the bytes read from it before and not yet served.
+struct Prefixed {
+    read: Bytes,
+    stream: tokio::net::TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            let head = self.read.split_to(n);
+            buf.put_slice(&head);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
 }
 
 /// The request path: the pool of connections to the instances and the balancer.
@@ -156,16 +328,25 @@ impl Proxy {
         Proxy { balancer, client }
     }
 
-    async fn handle(&self, mut req: Request<Incoming>, peer: SocketAddr, tls: bool) -> Response<ResBody> {
+    /// Answer one request. `upgrade`: where an HTTP/1 connection in clear takes an upgrade the
+    /// instance accepted (see [`http1`]); without it, hyper's upgrades are used.
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+        upgrade_slot: Option<PendingUpgrade>,
+    ) -> Response<ResBody> {
         let b = &self.balancer;
         let started = Instant::now();
         let pool = b.pool();
         let spec = pool.spec.clone();
         let key = key(&spec, &req, peer.ip());
-        let upgrade = wants_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
-        let retryable = idempotent(req.method()) && req.body().is_end_stream() && upgrade.is_none();
+        let wants_upgrade = wants_upgrade(&req);
+        let client_upgrade = (wants_upgrade && upgrade_slot.is_none()).then(|| hyper::upgrade::on(&mut req));
+        let retryable = idempotent(req.method()) && req.body().is_end_stream() && !wants_upgrade;
         let (mut parts, body) = req.into_parts();
-        forwarded(&spec, &mut parts.headers, &parts.uri, parts.version, peer.ip(), tls, upgrade.is_some());
+        forwarded(&spec, &mut parts.headers, &parts.uri, parts.version, peer.ip(), tls, wants_upgrade);
         let mut body = Some(body);
         let mut tried: Vec<usize> = Vec::new();
         loop {
@@ -189,11 +370,18 @@ impl Proxy {
                     b.stats.observe(started.elapsed());
                     state.stats.answered(res.status().as_u16());
                     b.succeeded(&chosen);
-                    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        if let Some(client_side) = upgrade {
-                            let instance_side = hyper::upgrade::on(&mut res);
-                            let idle = Duration::from_millis(spec.stream_idle_timeout_ms);
-                            tokio::spawn(tunnel(client_side, instance_side, chosen.claim, idle));
+                    if res.status() == StatusCode::SWITCHING_PROTOCOLS && wants_upgrade {
+                        let instance_side = hyper::upgrade::on(&mut res);
+                        let idle = Duration::from_millis(spec.stream_idle_timeout_ms);
+                        match (client_upgrade, upgrade_slot) {
+                            (Some(client_side), _) => {
+                                tokio::spawn(tunnel(client_side, instance_side, chosen.claim, idle));
+                            }
+                            (None, Some(slot)) => {
+                                *slot.lock().unwrap_or_else(|e| e.into_inner()) =
+                                    Some((instance_side, chosen.claim, idle));
+                            }
+                            (None, None) => {}
                         }
                         let (parts, _) = res.into_parts();
                         return Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed());

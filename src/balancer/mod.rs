@@ -76,6 +76,10 @@ pub struct Balancer {
     states: Mutex<Vec<(Key, Arc<MemberState>)>>,
     /// Woken when a request ends, for [`Front::drain`].
     pub idle: Notify,
+    /// Woken when a client connection ends, for [`Front::hand_over`].
+    pub closed: Notify,
+    /// Idle connections kept for the next image of the daemon ([`Phase::HandingOver`]).
+    pub handed: Mutex<Vec<(OwnedFd, Vec<u8>)>>,
     pub stats: Stats,
     epoch: Instant,
     pub tls: Option<tls::Certs>,
@@ -112,6 +116,8 @@ impl Balancer {
             pool: RwLock::new(Arc::new(Pool { spec, members: Vec::new(), picker })),
             states: Mutex::default(),
             idle: Notify::new(),
+            closed: Notify::new(),
+            handed: Mutex::default(),
             stats: Stats::default(),
             epoch: Instant::now(),
             tls,
@@ -221,6 +227,62 @@ impl Balancer {
             .map_or(0, |(_, s)| s.active.load(Ordering::Acquire))
     }
 
+    /// What `show` and the metrics report.
+    pub fn view(&self) -> crate::protocol::BalancerView {
+        use crate::protocol::{BalancerView, MemberView};
+        let pool = self.pool();
+        let spec = &pool.spec;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut cumulative = 0;
+        let latency_counts = self
+            .stats
+            .latency
+            .iter()
+            .map(|n| {
+                cumulative += load(n);
+                cumulative
+            })
+            .collect();
+        let members = pool
+            .members
+            .iter()
+            .map(|m| {
+                let info = m.info.borrow();
+                let down = self.is_down(&m.state);
+                MemberView {
+                    slot: m.slot,
+                    generation: m.generation,
+                    port: info.port,
+                    up: info.status == Status::Online && info.port.is_some() && !down,
+                    down,
+                    weight: spec.weight(m.slot),
+                    backup: spec.backup.contains(&m.slot),
+                    active: m.state.active.load(Ordering::Relaxed),
+                    responses: std::array::from_fn(|i| load(&m.state.stats.responses[i])),
+                    failures: load(&m.state.stats.failures),
+                }
+            })
+            .collect();
+        BalancerView {
+            listen: spec.listen.address(),
+            mode: match spec.mode {
+                BalancerMode::Http if spec.tls.is_some() => "http (tls)".into(),
+                BalancerMode::Http => "http".into(),
+                BalancerMode::Tcp => "tcp".into(),
+            },
+            strategy: spec.strategy.to_string(),
+            connections: self.stats.connections.load(Ordering::Relaxed),
+            retries: load(&self.stats.retries),
+            unavailable: load(&self.stats.unavailable),
+            bad_gateway: load(&self.stats.bad_gateway),
+            timeouts: load(&self.stats.timeouts),
+            latency_le: stats::BUCKETS.to_vec(),
+            latency_counts,
+            latency_sum_s: load(&self.stats.latency_sum_us) as f64 / 1e6,
+            members,
+        }
+    }
+
     /// Whether the member is out for failures now.
     pub fn is_down(&self, state: &MemberState) -> bool {
         state.down_until_ms.load(Ordering::Relaxed) > self.now_ms()
@@ -243,7 +305,27 @@ struct Running {
     address: SocketSpec,
     mode: BalancerMode,
     listener: OwnedFd,
-    stop: watch::Sender<bool>,
+    phase: watch::Sender<Phase>,
+}
+
+/// What the servers of a balancer are to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Serving,
+    /// Stop accepting; finish the requests under way (for up to `drain_timeout`) and close.
+    Stopping,
+    /// `herder update`: stop accepting; each HTTP/1 connection in clear finishes its request
+    /// under way and is then kept open, unread, for the next image of the daemon
+    /// ([`Balancer::handed`]); the others finish as for `Stopping`.
+    HandingOver,
+}
+
+/// What a balancer hands to the next image of the daemon: its public socket and its idle
+/// HTTP/1 connections, each with the bytes read from it and not yet served.
+pub struct Handed {
+    pub address: SocketSpec,
+    pub listener: OwnedFd,
+    pub connections: Vec<(OwnedFd, Vec<u8>)>,
 }
 
 /// The balancer of an app, if it has one, shared by the app's registry entry and its
@@ -254,6 +336,8 @@ pub struct Front {
     running: Mutex<Option<Running>>,
     /// A socket bound for a spec not applied yet.
     staged: Mutex<Option<(SocketSpec, OwnedFd)>>,
+    /// Connections the previous image of the daemon handed over, served once the spec is.
+    adopted: Mutex<Vec<(OwnedFd, Vec<u8>)>>,
 }
 
 impl Front {
@@ -289,9 +373,49 @@ impl Front {
         Ok(())
     }
 
-    /// Hand over a socket bound by an earlier life of the daemon (`herder update`).
-    pub fn adopt(&self, address: SocketSpec, fd: OwnedFd) {
-        *self.staged.lock().unwrap_or_else(|e| e.into_inner()) = Some((address, fd));
+    /// Take what the previous image of the daemon handed over (`herder update`): served once
+    /// the spec is applied.
+    pub fn adopt(&self, handed: Handed) {
+        *self.staged.lock().unwrap_or_else(|e| e.into_inner()) = Some((handed.address, handed.listener));
+        *self.adopted.lock().unwrap_or_else(|e| e.into_inner()) = handed.connections;
+    }
+
+    /// `herder update`: stop accepting, let the connections finish what is under way (for up
+    /// to `limit`), and give up the listener and the idle HTTP/1 connections, still open. The
+    /// balancer serves nothing afterwards until [`Front::resume`] (the update failed) or the
+    /// process image is replaced.
+    pub async fn hand_over(&self, limit: Duration) -> Option<Handed> {
+        let (balancer, address, listener) = {
+            let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let r = running.as_ref()?;
+            let _ = r.phase.send(Phase::HandingOver);
+            (r.balancer.clone(), r.address.clone(), r.listener.try_clone().ok()?)
+        };
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                let closed = balancer.closed.notified();
+                if balancer.stats.connections.load(Ordering::Acquire) <= 0 {
+                    return;
+                }
+                closed.await;
+            }
+        })
+        .await;
+        let connections = std::mem::take(&mut *balancer.handed.lock().unwrap_or_else(|e| e.into_inner()));
+        Some(Handed { address, listener, connections })
+    }
+
+    /// The update failed: serve again, the handed connections included.
+    pub fn resume(&self, handed: Handed) {
+        let (app, spec) = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(r) = running.take() else { return };
+            (r.balancer.app.clone(), r.balancer.pool())
+        };
+        let members = spec.members.iter().map(|m| (m.slot, m.generation, m.info.clone())).collect();
+        self.adopt(handed);
+        self.apply(&app, Some(&spec.spec));
+        self.members(members);
     }
 
     /// Serve `spec` (starting, moving or changing the balancer), or stop serving (`None`).
@@ -299,7 +423,7 @@ impl Front {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let Some(spec) = spec else {
             if let Some(r) = running.take() {
-                let _ = r.stop.send(true);
+                let _ = r.phase.send(Phase::Stopping);
             }
             return;
         };
@@ -354,11 +478,11 @@ impl Front {
             })
             .unwrap_or_default();
         if let Some(r) = old {
-            let _ = r.stop.send(true);
+            let _ = r.phase.send(Phase::Stopping);
         }
         let balancer = Arc::new(Balancer::new(app, spec.clone(), certs));
         balancer.set_pool(spec.clone(), members);
-        let (stop, stopped) = watch::channel(false);
+        let (phase, watched) = watch::channel(Phase::Serving);
         let served = match listener.try_clone().map(std::net::TcpListener::from) {
             Ok(l) => l,
             Err(e) => {
@@ -367,10 +491,13 @@ impl Front {
             }
         };
         match spec.mode {
-            BalancerMode::Http => http::serve(balancer.clone(), served, stopped),
-            BalancerMode::Tcp => tcp::serve(balancer.clone(), served, stopped),
+            BalancerMode::Http => {
+                let adopted = std::mem::take(&mut *self.adopted.lock().unwrap_or_else(|e| e.into_inner()));
+                http::serve(balancer.clone(), served, adopted, watched)
+            }
+            BalancerMode::Tcp => tcp::serve(balancer.clone(), served, watched),
         }
-        *running = Some(Running { balancer, address: spec.listen.clone(), mode: spec.mode, listener, stop });
+        *running = Some(Running { balancer, address: spec.listen.clone(), mode: spec.mode, listener, phase });
     }
 
     /// The instances of the app's slots are now these (slot, generation, state channel).
@@ -418,9 +545,12 @@ impl Front {
     }
 }
 
-/// Wait until the balancer is told to stop.
-async fn stopping(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
+/// Wait until the balancer is told to stop serving; what it is to do instead.
+async fn stopping(phase: &mut watch::Receiver<Phase>) -> Phase {
+    match phase.wait_for(|p| *p != Phase::Serving).await {
+        Ok(p) => *p,
+        Err(_) => Phase::Stopping,
+    }
 }
 
 /// Bind the public socket.

@@ -13,12 +13,12 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::pick::hash;
-use super::Balancer;
+use super::{Balancer, Phase};
 use crate::protocol::spec::Strategy;
 
 /// Serve the balancer on `listener` until `stop` turns true; connections under way go on until
 /// they end or `drain_timeout` passes.
-pub fn serve(balancer: Arc<Balancer>, listener: std::net::TcpListener, stop: watch::Receiver<bool>) {
+pub fn serve(balancer: Arc<Balancer>, listener: std::net::TcpListener, stop: watch::Receiver<Phase>) {
     tokio::spawn(async move {
         if let Err(e) = accept(balancer.clone(), listener, stop).await {
             tracing::error!(app = %balancer.app, error = %e, "the balancer stopped accepting");
@@ -29,7 +29,7 @@ pub fn serve(balancer: Arc<Balancer>, listener: std::net::TcpListener, stop: wat
 async fn accept(
     balancer: Arc<Balancer>,
     listener: std::net::TcpListener,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Phase>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -59,6 +59,7 @@ async fn accept(
                 }
             }
             b.stats.connections.fetch_sub(1, Ordering::Relaxed);
+            b.closed.notify_waiters();
         });
     }
 }

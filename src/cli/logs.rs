@@ -435,6 +435,7 @@ mod tests {
                 ("/l/web.log".into(), "/l/web.log".into()),
             ],
             log_errors: Vec::new(),
+            balancer: None,
         };
         let s = sources(&[app], true, true);
         assert_eq!(s.len(), 1);

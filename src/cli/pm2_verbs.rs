@@ -366,6 +366,7 @@ mod tests {
             ],
             log_files: vec![("/o0".into(), "/e0".into()), ("/o1".into(), "/e1".into())],
             log_errors: Vec::new(),
+            balancer: None,
         }
     }
 

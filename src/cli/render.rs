@@ -360,6 +360,46 @@ pub fn show(app: &AppInfo) -> String {
             kv("recent exits", h.join(", "));
         }
     }
+    if let Some(b) = &app.balancer {
+        kv("", String::new());
+        kv("balancer", SECTION.into());
+        kv("listen", format!("{} ({}, {})", b.listen, b.mode, b.strategy));
+        kv("connections", b.connections.to_string());
+        let requests: u64 = b.latency_counts.last().copied().unwrap_or(0);
+        let mean = if requests > 0 { b.latency_sum_s / requests as f64 * 1000.0 } else { 0.0 };
+        kv("requests", format!("{requests} (mean {mean:.2} ms to the answer's headers)"));
+        kv(
+            "own answers",
+            format!(
+                "{} retried elsewhere, {} × 503 (none ready), {} × 502, {} × 504",
+                b.retries, b.unavailable, b.bad_gateway, b.timeouts
+            ),
+        );
+        for m in &b.members {
+            let state = match (m.up, m.down) {
+                (true, _) => "in the pool",
+                (false, true) => "out: failing",
+                (false, false) => "out: not ready",
+            };
+            let port = m.port.map(|p| format!("port {p}")).unwrap_or_else(|| "no port".into());
+            let mut notes = Vec::new();
+            if m.weight != 1 {
+                notes.push(format!("weight {}", m.weight));
+            }
+            if m.backup {
+                notes.push("backup".to_string());
+            }
+            let notes = if notes.is_empty() { String::new() } else { format!(", {}", notes.join(", ")) };
+            let [x1, x2, x3, x4, x5] = m.responses;
+            kv(
+                &format!("instance {}", m.slot),
+                format!(
+                    "{port}, {state}{notes}; {} under way; answers 1xx {x1} 2xx {x2} 3xx {x3} 4xx {x4} 5xx {x5}; {} failures",
+                    m.active, m.failures
+                ),
+            );
+        }
+    }
     if !app.log_errors.is_empty() {
         kv("", String::new());
         kv(
@@ -415,8 +455,14 @@ mod tests {
         let mut spec = crate::protocol::AppSpec::new("web", "node", "/srv".into());
         spec.env =
             std::sync::Arc::new([("A_RATHER_LONG_VARIABLE_NAME_HERE".to_string(), "1".to_string())].into());
-        let app =
-            AppInfo { id: 0, spec, instances: Vec::new(), log_files: Vec::new(), log_errors: Vec::new() };
+        let app = AppInfo {
+            id: 0,
+            spec,
+            instances: Vec::new(),
+            log_files: Vec::new(),
+            log_errors: Vec::new(),
+            balancer: None,
+        };
         let text = show(&app);
         let (fields, env) = text.split_once("\nenv\n").unwrap();
         assert!(fields.lines().any(|l| l.starts_with("exp_backoff_restart_delay  ")), "{text}");

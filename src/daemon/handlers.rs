@@ -731,9 +731,10 @@ fn show(d: &Daemon, target: &Target) -> Result<Response, ErrorReply> {
         let names: Vec<String> = reg.handles(&ids).iter().map(|a| format!("`{}`", a.spec().name)).collect();
         return Err(bad(format!("the target matches {} apps ({}); name one", ids.len(), names.join(", "))));
     }
-    let app = reg.apps.get(&ids[0]).map(|a| a.info(&d.ctx.paths, true));
+    let app = reg.apps.get(&ids[0]).map(|a| (a.info(&d.ctx.paths, true), a.front.get()));
     drop(reg);
-    let mut app = app.ok_or_else(|| bad("the app is gone"))?;
+    let (mut app, balancer) = app.ok_or_else(|| bad("the app is gone"))?;
+    app.balancer = balancer.map(|b| b.view());
     app.log_errors = super::logs::write_errors(d, &app);
     Ok(Response::Show { app: Box::new(app) })
 }

@@ -254,6 +254,7 @@ pub(crate) fn render(daemon: &Daemon) -> String {
             }
         }
     }
+    balancer_metrics(daemon, &apps, &mut out);
     {
         let name = "herder_app_status";
         let mut f = Family::new(&mut out, name, "gauge", "1 for the instance's current status.");
@@ -310,6 +311,115 @@ pub(crate) fn render(daemon: &Daemon) -> String {
         1.0,
     );
     out
+}
+
+/// The balancers' figures: per app, and per instance in its pool.
+fn balancer_metrics(daemon: &Daemon, apps: &[AppInfo], out: &mut String) {
+    let views: Vec<(&AppInfo, crate::protocol::BalancerView)> = {
+        let reg = daemon.registry();
+        apps.iter().filter_map(|a| Some((a, reg.apps.get(&a.id)?.front.get()?.view()))).collect()
+    };
+    if views.is_empty() {
+        return;
+    }
+    let app_label =
+        |a: &AppInfo| format!("app=\"{}\",namespace=\"{}\"", esc(&a.spec.name), esc(&a.spec.namespace));
+    let member_label = |a: &AppInfo, slot: u32| format!("{},index=\"{slot}\"", app_label(a));
+    type PerApp = fn(&crate::protocol::BalancerView) -> f64;
+    let per_app: [(&str, &str, &str, PerApp); 5] = [
+        ("herder_balancer_connections", "gauge", "Client connections open on the balancer.", |b| {
+            b.connections as f64
+        }),
+        (
+            "herder_balancer_retries_total",
+            "counter",
+            "Requests sent again to another instance after a failed connect.",
+            |b| b.retries as f64,
+        ),
+        (
+            "herder_balancer_unavailable_total",
+            "counter",
+            "Requests answered 503 by the balancer: no instance ready.",
+            |b| b.unavailable as f64,
+        ),
+        (
+            "herder_balancer_bad_gateway_total",
+            "counter",
+            "Requests answered 502 by the balancer: the instance failed before answering.",
+            |b| b.bad_gateway as f64,
+        ),
+        (
+            "herder_balancer_timeouts_total",
+            "counter",
+            "Requests answered 504 by the balancer: no answer within `first_byte_timeout`.",
+            |b| b.timeouts as f64,
+        ),
+    ];
+    for (name, kind, help, get) in per_app {
+        let mut f = Family::new(out, name, kind, help);
+        for (a, b) in &views {
+            f.sample(name, &app_label(a), get(b));
+        }
+    }
+    {
+        let name = "herder_balancer_response_seconds";
+        let mut f = Family::new(out, name, "histogram", "Time from a request to its answer's headers.");
+        for (a, b) in &views {
+            let bounds = b.latency_le.iter().map(f64::to_string).chain(["+Inf".to_string()]);
+            for (le, n) in bounds.zip(&b.latency_counts) {
+                f.sample(&format!("{name}_bucket"), &format!("{},le=\"{le}\"", app_label(a)), *n as f64);
+            }
+            let count = b.latency_counts.last().copied().unwrap_or(0);
+            f.sample(&format!("{name}_sum"), &app_label(a), b.latency_sum_s);
+            f.sample(&format!("{name}_count"), &app_label(a), count as f64);
+        }
+    }
+    {
+        let name = "herder_balancer_responses_total";
+        let mut f = Family::new(
+            out,
+            name,
+            "counter",
+            "Answers of each instance through the balancer, by status class.",
+        );
+        for (a, b) in &views {
+            for m in &b.members {
+                for (class, n) in m.responses.iter().enumerate() {
+                    let labels = format!("{},class=\"{}xx\"", member_label(a, m.slot), class + 1);
+                    f.sample(name, &labels, *n as f64);
+                }
+            }
+        }
+    }
+    type PerMember = fn(&crate::protocol::MemberView) -> f64;
+    let per_member: [(&str, &str, &str, PerMember); 3] = [
+        (
+            "herder_balancer_upstream_failures_total",
+            "counter",
+            "Connect errors, errors before the answer and timeouts of the instance.",
+            |m| m.failures as f64,
+        ),
+        (
+            "herder_balancer_active_requests",
+            "gauge",
+            "Requests and streams under way on the instance.",
+            |m| f64::from(m.active),
+        ),
+        (
+            "herder_balancer_member_up",
+            "gauge",
+            "1 when the instance takes requests (ready, not out for failures), else 0.",
+            |m| if m.up { 1.0 } else { 0.0 },
+        ),
+    ];
+    for (name, kind, help, get) in per_member {
+        let mut f = Family::new(out, name, kind, help);
+        for (a, b) in &views {
+            for m in &b.members {
+                f.sample(name, &member_label(a, m.slot), get(m));
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -246,6 +246,7 @@ impl App {
                 .collect(),
             log_files: Vec::new(),
             log_errors: Vec::new(),
+            balancer: None,
         }
     }
 
@@ -290,6 +291,7 @@ impl App {
                 })
                 .collect(),
             log_errors: Vec::new(),
+            balancer: None,
         }
     }
 }

@@ -743,6 +743,53 @@ pub struct AppInfo {
     /// Log files that cannot be written right now (filled by `show`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub log_errors: Vec<LogWriteError>,
+    /// Its balancer's state (filled by `show`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balancer: Option<BalancerView>,
+}
+
+/// A balancer as `show`, `monit` and the metrics see it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BalancerView {
+    /// Where it listens, and its mode.
+    pub listen: String,
+    pub mode: String,
+    pub strategy: String,
+    /// Client connections open now.
+    pub connections: i64,
+    /// Requests sent again to another instance, and the balancer's own answers (no instance
+    /// ready: 503; broken: 502; timed out: 504).
+    pub retries: u64,
+    pub unavailable: u64,
+    pub bad_gateway: u64,
+    pub timeouts: u64,
+    /// Time to the answer's headers: the upper bounds of the buckets in seconds, the requests
+    /// at or under each (cumulative; one more for every request), and their sum in seconds.
+    pub latency_le: Vec<f64>,
+    pub latency_counts: Vec<u64>,
+    pub latency_sum_s: f64,
+    pub members: Vec<MemberView>,
+}
+
+/// One instance in a balancer's pool.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub slot: u32,
+    pub generation: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Whether it takes requests now: ready, and not taken out for failures.
+    pub up: bool,
+    /// Taken out for failures (`max_fails` within `fail_timeout`).
+    pub down: bool,
+    pub weight: u32,
+    pub backup: bool,
+    /// Requests (and streams) under way on it.
+    pub active: u32,
+    /// Answers by status class, 1xx to 5xx.
+    pub responses: [u64; 5],
+    /// Connect errors, errors before the answer, timeouts.
+    pub failures: u64,
 }
 
 /// A log file whose writes fail: the app keeps running, its lines are dropped until writes

@@ -245,6 +245,18 @@ pub enum Strategy {
     Cookie(String),
 }
 
+impl std::fmt::Display for Strategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Strategy::RoundRobin => f.write_str("round_robin"),
+            Strategy::LeastConn => f.write_str("least_conn"),
+            Strategy::IpHash => f.write_str("ip_hash"),
+            Strategy::Header(h) => write!(f, "header {h}"),
+            Strategy::Cookie(c) => write!(f, "cookie {c}"),
+        }
+    }
+}
+
 /// A certificate and its key, PEM files.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsSpec {

@@ -323,6 +323,7 @@ pub(crate) mod tests {
                 .collect(),
             log_files: Vec::new(),
             log_errors: Vec::new(),
+            balancer: None,
         }
     }
 

@@ -14,10 +14,13 @@ use std::time::Duration;
 
 use tokio::net::UnixStream;
 use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
 
 use super::{
-    deferred_set, set_cloexec, write_doc, AppState, Doc, SocketState, HANDOVER_VERSION, TAKEOVER_VAR,
+    deferred_set, set_cloexec, write_doc, AppState, ConnectionState, Doc, FrontState, SocketState,
+    HANDOVER_VERSION, TAKEOVER_VAR,
 };
+use crate::balancer::{Front, Handed};
 use crate::daemon::image::CheckReport;
 use crate::daemon::registry::App;
 use crate::daemon::Daemon;
@@ -28,6 +31,9 @@ use crate::protocol::{self, ErrorKind, ErrorReply, Response};
 const REQUESTS_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long actors, log writers and compressions may take to hold still.
 const HOLD_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the balancers' connections may take to answer their requests under way; a
+/// connection still busy then (a stream) is closed with the old image.
+const FRONT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `handover-check` may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -156,10 +162,15 @@ struct Undo<'a> {
     d: &'a Daemon,
     accept_paused: bool,
     reaper_paused: bool,
+    /// Balancers that stopped serving, by app id, with what they gave up.
+    fronts: Vec<(u32, Arc<Front>, Handed)>,
 }
 
 impl Undo<'_> {
     async fn finish(self) {
+        for (_, front, handed) in self.fronts {
+            front.resume(handed);
+        }
         if self.reaper_paused {
             self.d.ctx.reaper.resume();
         }
@@ -190,7 +201,7 @@ pub(crate) async fn update(d: &Arc<Daemon>, mut stream: UnixStream) {
         let _ = protocol::write_frame(&mut stream, &reply).await;
         return;
     }
-    let mut undo = Undo { d, accept_paused: false, reaper_paused: false };
+    let mut undo = Undo { d, accept_paused: false, reaper_paused: false, fronts: Vec::new() };
     let err = replace_image(d, &stream, &mut undo).await;
     undo.finish().await;
     tracing::error!(error = %err, "update failed; the daemon goes on as it was");
@@ -220,6 +231,21 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
         let reg = d.registry();
         (reg.next_id, reg.apps.values().cloned().collect())
     };
+    // The balancers stop accepting (clients wait in the backlog, which the new image
+    // inherits) and keep their connections, once idle, for the new image.
+    let mut handing = JoinSet::new();
+    for app in apps.iter().filter(|a| a.spec().balancer.is_some()) {
+        let (id, front) = (app.id, app.front.clone());
+        handing.spawn(async move {
+            let handed = front.hand_over(FRONT_TIMEOUT).await;
+            (id, front, handed)
+        });
+    }
+    while let Some(Ok((id, front, handed))) = handing.join_next().await {
+        if let Some(handed) = handed {
+            undo.fronts.push((id, front, handed));
+        }
+    }
     // An actor stopping its process when the update comes holds still once it is done.
     let longest_stop = apps.iter().map(|a| a.spec().kill_timeout_ms).max().unwrap_or(0);
     let deadline = tokio::time::Instant::now() + HOLD_TIMEOUT + Duration::from_millis(longest_stop);
@@ -261,12 +287,22 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
                 fds: l.fds.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect(),
             })
             .collect();
+        let balancer = undo.fronts.iter().find(|(id, ..)| *id == app.id).map(|(_, _, h)| FrontState {
+            listen: h.address.clone(),
+            fd: h.listener.as_raw_fd(),
+            connections: h
+                .connections
+                .iter()
+                .map(|(fd, read)| ConnectionState { fd: fd.as_raw_fd(), read: read.clone() })
+                .collect(),
+        });
         app_states.push(AppState {
             id: app.id,
             spec: (**app.spec()).clone(),
             instances,
             sockets,
             ids: app.ids.clone(),
+            balancer,
         });
     }
     let held = match d.ctx.logs.hold_captures(deadline).await {

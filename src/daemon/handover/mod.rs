@@ -97,6 +97,26 @@ struct AppState {
     /// id and the others get new ones).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     ids: Vec<u32>,
+    /// Its balancer's public socket and idle connections: no connection refused or dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    balancer: Option<FrontState>,
+}
+
+/// A balancer's public socket and the HTTP/1 connections it kept open for the next image.
+#[derive(Debug, Serialize, Deserialize)]
+struct FrontState {
+    listen: crate::protocol::spec::SocketSpec,
+    fd: RawFd,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    connections: Vec<ConnectionState>,
+}
+
+/// A client connection, with the bytes read from it and not yet served.
+#[derive(Debug, Serialize, Deserialize)]
+struct ConnectionState {
+    fd: RawFd,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    read: Vec<u8>,
 }
 
 /// One port of an app: its socket of each slot, by descriptor.
@@ -113,6 +133,11 @@ impl AppState {
             .iter()
             .flat_map(InstanceState::fds)
             .chain(self.sockets.iter().flat_map(|s| s.fds.iter().copied()))
+            .chain(
+                self.balancer
+                    .iter()
+                    .flat_map(|b| std::iter::once(b.fd).chain(b.connections.iter().map(|c| c.fd))),
+            )
     }
 }
 

@@ -259,16 +259,30 @@ pub(crate) async fn adopt(
             if ids.is_empty() {
                 ids.push(app.id);
             }
-            pending.push((app.id, spec, instances, sockets, ids));
+            let front = crate::balancer::Front::default();
+            if let Some(b) = app.balancer {
+                match take(b.fd) {
+                    Some(listener) => {
+                        let connections: Vec<_> =
+                            b.connections.into_iter().filter_map(|c| Some((take(c.fd)?, c.read))).collect();
+                        tracing::info!(app = %spec.name, connections = connections.len(), "balancer taken over");
+                        front.adopt(crate::balancer::Handed { address: b.listen, listener, connections });
+                    }
+                    None => tracing::error!(app = %spec.name, "the balancer's socket was not handed over"),
+                }
+            }
+            pending.push((app.id, spec, instances, sockets, ids, front));
         }
         // Ids for slots the document has none for, once every id it names is taken.
-        for (id, spec, instances, sockets, mut ids) in pending {
+        for (id, spec, instances, sockets, mut ids, front) in pending {
             while ids.len() < instances.len() {
                 ids.push(reg.next_id());
             }
             let coordinator =
                 Coordinator::spawn(d, id, spec.clone(), instances.clone(), sockets.clone(), ids.clone());
-            reg.insert(App::new(id, spec, instances, sockets, ids), coordinator);
+            let mut app = App::new(id, spec, instances, sockets, ids);
+            app.front = Arc::new(front);
+            reg.insert(app, coordinator);
         }
     }
     let mut resumed = 0;
