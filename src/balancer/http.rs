@@ -18,7 +18,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -53,17 +53,59 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Serve the balancer on `listener` (and the connections a previous image of the daemon
 /// handed over, each with the bytes it had read) until `phase` changes; then stop accepting
 /// and let the connections finish as [`Phase`] says.
+///
+/// The balancer runs on threads of its own, one event loop each (as nginx's workers), each
+/// accepting on the socket and passing its connections' requests over its own keep-alive
+/// connections to the instances: a request is read, sent on and answered on one thread. A
+/// thread ends once its connections have.
 pub fn serve(
     balancer: Arc<Balancer>,
     listener: std::net::TcpListener,
     adopted: Vec<(OwnedFd, Vec<u8>)>,
     phase: watch::Receiver<Phase>,
 ) {
-    tokio::spawn(async move {
-        if let Err(e) = accept(balancer.clone(), listener, adopted, phase).await {
-            tracing::error!(app = %balancer.app, error = %e, "the balancer stopped accepting");
+    let mut adopted = Some(adopted);
+    for n in 0..workers() {
+        let listener = match listener.try_clone() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(app = %balancer.app, error = %e, "a thread of the balancer cannot use its socket");
+                continue;
+            }
+        };
+        let (b, phase, adopted) = (balancer.clone(), phase.clone(), adopted.take().unwrap_or_default());
+        let spawned = std::thread::Builder::new().name(format!("balancer-{n}")).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(app = %b.app, error = %e, "a thread of the balancer cannot start");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let open = Arc::new(AtomicUsize::new(0));
+                if let Err(e) = accept(b.clone(), listener, adopted, phase, open.clone()).await {
+                    tracing::error!(app = %b.app, error = %e, "the balancer stopped accepting");
+                }
+                // The connections finish (within `drain_timeout`, or handed over).
+                loop {
+                    let closed = b.closed.notified();
+                    if open.load(Ordering::Acquire) == 0 {
+                        break;
+                    }
+                    closed.await;
+                }
+            });
+        });
+        if let Err(e) = spawned {
+            tracing::error!(app = %balancer.app, error = %e, "a thread of the balancer cannot start");
         }
-    });
+    }
+}
+
+/// The balancer's threads: one per CPU, four at most.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4)
 }
 
 /// What serves a connection: the proxy, and hyper's builder for TLS and HTTP/2 connections.
@@ -77,6 +119,7 @@ async fn accept(
     listener: std::net::TcpListener,
     adopted: Vec<(OwnedFd, Vec<u8>)>,
     mut phase: watch::Receiver<Phase>,
+    open: Arc<AtomicUsize>,
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -90,7 +133,14 @@ async fn accept(
         match adopted {
             Ok(stream) => {
                 let peer = stream.peer_addr().map_or(SocketAddr::from(([0, 0, 0, 0], 0)), canonical);
-                tokio::spawn(client(server.clone(), stream, peer, Bytes::from(read), phase.clone()));
+                tokio::spawn(client(
+                    server.clone(),
+                    stream,
+                    peer,
+                    Bytes::from(read),
+                    phase.clone(),
+                    open.clone(),
+                ));
             }
             Err(e) => tracing::warn!(app = %balancer.app, error = %e, "a connection handed over is lost"),
         }
@@ -109,7 +159,14 @@ async fn accept(
             _ = super::stopping(&mut phase) => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(client(server.clone(), stream, canonical(peer), Bytes::new(), phase.clone()));
+        tokio::spawn(client(
+            server.clone(),
+            stream,
+            canonical(peer),
+            Bytes::new(),
+            phase.clone(),
+            open.clone(),
+        ));
     }
 }
 
@@ -131,9 +188,11 @@ async fn client(
     peer: SocketAddr,
     read: Bytes,
     phase: watch::Receiver<Phase>,
+    open: Arc<AtomicUsize>,
 ) {
     let b = server.proxy.balancer.clone();
     b.stats.connections.fetch_add(1, Ordering::AcqRel);
+    open.fetch_add(1, Ordering::AcqRel);
     match b.tls.as_ref().map(|c| c.acceptor()) {
         Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => served(&server, tls, peer, true, phase).await,
@@ -143,6 +202,7 @@ async fn client(
         None if read.is_empty() && is_h2(&stream).await => served(&server, stream, peer, false, phase).await,
         None => http1(&server, Prefixed { read, stream }, peer, phase).await,
     }
+    open.fetch_sub(1, Ordering::AcqRel);
     b.stats.connections.fetch_sub(1, Ordering::AcqRel);
     b.closed.notify_waiters();
 }

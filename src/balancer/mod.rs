@@ -414,12 +414,18 @@ impl Front {
         };
         let members = spec.members.iter().map(|m| (m.slot, m.generation, m.info.clone())).collect();
         self.adopt(handed);
-        self.apply(&app, Some(&spec.spec));
-        self.members(members);
+        self.apply(&app, Some(&spec.spec), members);
     }
 
     /// Serve `spec` (starting, moving or changing the balancer), or stop serving (`None`).
-    pub fn apply(&self, app: &str, spec: Option<&BalancerSpec>) {
+    /// Its pool is then `members` (slot, generation, state channel of the instance of each
+    /// slot), set before anything is served.
+    pub fn apply(
+        &self,
+        app: &str,
+        spec: Option<&BalancerSpec>,
+        members: Vec<(u32, u32, watch::Receiver<InstanceInfo>)>,
+    ) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let Some(spec) = spec else {
             if let Some(r) = running.take() {
@@ -427,21 +433,26 @@ impl Front {
             }
             return;
         };
-        if running.as_ref().is_some_and(|r| *r.balancer.pool().spec == *spec) {
-            return;
+        if let Some(r) = running.as_ref() {
+            let pool = r.balancer.pool();
+            if *pool.spec == *spec {
+                let same = pool.members.len() == members.len()
+                    && pool
+                        .members
+                        .iter()
+                        .zip(&members)
+                        .all(|(m, (s, g, _))| (m.slot, m.generation) == (*s, *g));
+                if !same {
+                    r.balancer.set_pool(pool.spec.clone(), members);
+                }
+                return;
+            }
         }
         let spec = Arc::new(spec.clone());
         if let Some(r) = running.as_ref() {
             let same = r.address.host == spec.listen.host && r.address.port == spec.listen.port;
             let same_tls = r.balancer.tls.as_ref().map(|c| &c.spec) == spec.tls.as_ref();
             if same && r.mode == spec.mode && same_tls {
-                let members = r
-                    .balancer
-                    .pool()
-                    .members
-                    .iter()
-                    .map(|m| (m.slot, m.generation, m.info.clone()))
-                    .collect();
                 r.balancer.set_pool(spec, members);
                 return;
             }
@@ -471,12 +482,6 @@ impl Front {
                 return;
             }
         };
-        let members = old
-            .as_ref()
-            .map(|r| {
-                r.balancer.pool().members.iter().map(|m| (m.slot, m.generation, m.info.clone())).collect()
-            })
-            .unwrap_or_default();
         if let Some(r) = old {
             let _ = r.phase.send(Phase::Stopping);
         }
@@ -498,23 +503,6 @@ impl Front {
             BalancerMode::Tcp => tcp::serve(balancer.clone(), served, watched),
         }
         *running = Some(Running { balancer, address: spec.listen.clone(), mode: spec.mode, listener, phase });
-    }
-
-    /// The instances of the app's slots are now these (slot, generation, state channel).
-    pub fn members(&self, members: Vec<(u32, u32, watch::Receiver<InstanceInfo>)>) {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = running.as_ref() {
-            let pool = r.balancer.pool();
-            let same = pool.members.len() == members.len()
-                && pool
-                    .members
-                    .iter()
-                    .zip(&members)
-                    .all(|(m, (slot, generation, _))| (m.slot, m.generation) == (*slot, *generation));
-            if !same {
-                r.balancer.set_pool(pool.spec.clone(), members);
-            }
-        }
     }
 
     /// Wait until the instance of this slot and generation, out of the pool, has no request

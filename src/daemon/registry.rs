@@ -142,7 +142,7 @@ impl Registry {
     pub(crate) fn remove(&mut self, id: u32) -> Option<(App, Coordinator)> {
         let app = self.apps.remove(&id)?;
         // The public port closes at once; requests under way finish.
-        app.front.apply(&app.spec.name, None);
+        app.front.apply(&app.spec.name, None, Vec::new());
         Some((app, self.coordinators.remove(&id)?))
     }
 }
@@ -190,16 +190,16 @@ impl App {
     /// Have the balancer serve the spec's `[apps.balancer]` (or stop) with the instances of
     /// the slots as its pool.
     pub fn sync_front(&self) {
-        self.front.apply(&self.spec.name, self.spec.balancer.as_ref());
-        if self.spec.balancer.is_some() {
-            let members = self
+        let members = match self.spec.balancer {
+            Some(_) => self
                 .instances
                 .iter()
                 .enumerate()
                 .map(|(slot, h)| (slot as u32, h.info().generation, h.watch()))
-                .collect();
-            self.front.members(members);
-        }
+                .collect(),
+            None => Vec::new(),
+        };
+        self.front.apply(&self.spec.name, self.spec.balancer.as_ref(), members);
     }
 
     /// The state of the instance of slot `slot`, as `f` reads it, with its id.
