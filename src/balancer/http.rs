@@ -392,11 +392,43 @@ impl Proxy {
     /// instance accepted (see [`http1`]); without it, hyper's upgrades are used.
     async fn handle(
         &self,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         peer: SocketAddr,
         tls: bool,
         upgrade_slot: Option<PendingUpgrade>,
     ) -> Response<ResBody> {
+        let Some(log) = &self.balancer.access else {
+            return self.forward(req, peer, tls, upgrade_slot).await.0;
+        };
+        let started = Instant::now();
+        let method = req.method().clone();
+        let target = req.uri().path_and_query().map_or_else(|| req.uri().to_string(), |p| p.to_string());
+        let version = req.version();
+        let (res, instance) = self.forward(req, peer, tls, upgrade_slot).await;
+        log.record(&super::access::Entry {
+            client: peer.ip(),
+            method: method.as_str(),
+            target: &target,
+            version: match version {
+                Version::HTTP_2 => "HTTP/2",
+                Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            status: res.status().as_u16(),
+            instance,
+            took: started.elapsed(),
+        });
+        res
+    }
+
+    /// Pass the request on: the answer, and the slot of the instance that gave it.
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        tls: bool,
+        upgrade_slot: Option<PendingUpgrade>,
+    ) -> (Response<ResBody>, Option<u32>) {
         let b = &self.balancer;
         let started = Instant::now();
         let pool = b.pool();
@@ -413,7 +445,7 @@ impl Proxy {
             let Some(chosen) = b.choose(&pool, key, &tried) else {
                 b.stats.unavailable.fetch_add(1, Ordering::Relaxed);
                 let why = if tried.is_empty() { "no instance is ready" } else { "no instance answered" };
-                return own(&b.app, StatusCode::SERVICE_UNAVAILABLE, why);
+                return (own(&b.app, StatusCode::SERVICE_UNAVAILABLE, why), None);
             };
             let state = chosen.claim.state.clone();
             let mut up = Request::new(match body.take() {
@@ -444,9 +476,11 @@ impl Proxy {
                             (None, None) => {}
                         }
                         let (parts, _) = res.into_parts();
-                        return Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed());
+                        let res = Response::from_parts(parts, Empty::new().map_err(|e| match e {}).boxed());
+                        return (res, Some(chosen.slot));
                     }
-                    return answer(res, chosen.claim, &spec);
+                    let slot = chosen.slot;
+                    return (answer(res, chosen.claim, &spec), Some(slot));
                 }
                 Ok(Err(e)) => {
                     b.failed(&spec, &chosen);
@@ -458,12 +492,16 @@ impl Proxy {
                     }
                     tracing::debug!(app = %b.app, slot = chosen.slot, error = ?e, "bad gateway");
                     b.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
-                    return own(&b.app, StatusCode::BAD_GATEWAY, "its instance did not answer");
+                    return (
+                        own(&b.app, StatusCode::BAD_GATEWAY, "its instance did not answer"),
+                        Some(chosen.slot),
+                    );
                 }
                 Err(_) => {
                     b.failed(&spec, &chosen);
                     b.stats.timeouts.fetch_add(1, Ordering::Relaxed);
-                    return own(&b.app, StatusCode::GATEWAY_TIMEOUT, "its instance did not answer in time");
+                    let res = own(&b.app, StatusCode::GATEWAY_TIMEOUT, "its instance did not answer in time");
+                    return (res, Some(chosen.slot));
                 }
             }
         }

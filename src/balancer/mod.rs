@@ -13,6 +13,7 @@
 //! proxy), [`tls`] (HTTPS with certificates re-read on `reload-certs`), [`stats`] (what the
 //! metrics endpoint and `show` report).
 
+pub mod access;
 pub mod http;
 pub mod pick;
 pub mod stats;
@@ -21,12 +22,14 @@ pub mod tls;
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Notify};
 
+use crate::logs::file::Rotation;
 use crate::protocol::spec::{BalancerMode, BalancerSpec, SocketSpec};
 use crate::protocol::{InstanceInfo, Status};
 use pick::{Candidate, Picker};
@@ -83,6 +86,8 @@ pub struct Balancer {
     pub stats: Stats,
     epoch: Instant,
     pub tls: Option<tls::Certs>,
+    /// The access log, when `access_log` is on.
+    pub access: Option<access::AccessLog>,
 }
 
 /// A request's claim on a member: counted as under way until dropped.
@@ -109,7 +114,12 @@ pub struct Chosen {
 }
 
 impl Balancer {
-    fn new(app: &str, spec: Arc<BalancerSpec>, tls: Option<tls::Certs>) -> Balancer {
+    fn new(
+        app: &str,
+        spec: Arc<BalancerSpec>,
+        tls: Option<tls::Certs>,
+        access: Option<access::AccessLog>,
+    ) -> Balancer {
         let picker = Picker::new(&spec.strategy, &[]);
         Balancer {
             app: app.to_string(),
@@ -121,6 +131,7 @@ impl Balancer {
             stats: Stats::default(),
             epoch: Instant::now(),
             tls,
+            access,
         }
     }
 
@@ -407,24 +418,27 @@ impl Front {
 
     /// The update failed: serve again, the handed connections included.
     pub fn resume(&self, handed: Handed) {
-        let (app, spec) = {
+        let (app, pool, access) = {
             let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
             let Some(r) = running.take() else { return };
-            (r.balancer.app.clone(), r.balancer.pool())
+            let access = r.balancer.access.as_ref().map(|a| (a.path.clone(), a.rotation.clone()));
+            (r.balancer.app.clone(), r.balancer.pool(), access)
         };
-        let members = spec.members.iter().map(|m| (m.slot, m.generation, m.info.clone())).collect();
+        let members = pool.members.iter().map(|m| (m.slot, m.generation, m.info.clone())).collect();
         self.adopt(handed);
-        self.apply(&app, Some(&spec.spec), members);
+        self.apply(&app, Some(&pool.spec), members, access);
     }
 
     /// Serve `spec` (starting, moving or changing the balancer), or stop serving (`None`).
     /// Its pool is then `members` (slot, generation, state channel of the instance of each
     /// slot), set before anything is served.
+    /// `access`: where its access log goes and how it rotates, when `access_log` is on.
     pub fn apply(
         &self,
         app: &str,
         spec: Option<&BalancerSpec>,
         members: Vec<(u32, u32, watch::Receiver<InstanceInfo>)>,
+        access: Option<(PathBuf, Rotation)>,
     ) {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let Some(spec) = spec else {
@@ -452,7 +466,8 @@ impl Front {
         if let Some(r) = running.as_ref() {
             let same = r.address.host == spec.listen.host && r.address.port == spec.listen.port;
             let same_tls = r.balancer.tls.as_ref().map(|c| &c.spec) == spec.tls.as_ref();
-            if same && r.mode == spec.mode && same_tls {
+            let same_log = r.balancer.access.is_some() == access.is_some();
+            if same && r.mode == spec.mode && same_tls && same_log {
                 r.balancer.set_pool(spec, members);
                 return;
             }
@@ -482,10 +497,18 @@ impl Front {
                 return;
             }
         };
+        let access =
+            match access.map(|(path, rotation)| access::AccessLog::open(app, path, rotation)).transpose() {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(app, error = %e, "the balancer serves without its access log");
+                    None
+                }
+            };
         if let Some(r) = old {
             let _ = r.phase.send(Phase::Stopping);
         }
-        let balancer = Arc::new(Balancer::new(app, spec.clone(), certs));
+        let balancer = Arc::new(Balancer::new(app, spec.clone(), certs, access));
         balancer.set_pool(spec.clone(), members);
         let (phase, watched) = watch::channel(Phase::Serving);
         let served = match listener.try_clone().map(std::net::TcpListener::from) {

@@ -314,7 +314,7 @@ impl Owner {
                 app.instances = self.slots.clone();
                 app.others = self.others.clone();
                 app.ids = self.ids.clone();
-                app.sync_front();
+                app.sync_front(&d.ctx.paths.logs_dir());
             }
         }
         d.ctx.changed.notify_one();

@@ -355,7 +355,7 @@ async fn serve(
     };
     let daemon = Arc::new(Daemon {
         ctx,
-        registry: Mutex::new(Registry::default()),
+        registry: Mutex::new(Registry { logs_dir: paths.logs_dir(), ..Registry::default() }),
         started,
         shutdown: Notify::new(),
         apps_added: Notify::new(),

@@ -41,6 +41,8 @@ pub struct Registry {
     /// The owner of each app, which makes every change to it (see [`Coordinator`]).
     pub(crate) coordinators: std::collections::HashMap<u32, Coordinator>,
     pub next_id: u32,
+    /// Where the apps' log files go by default (for the balancers' access logs).
+    pub logs_dir: std::path::PathBuf,
 }
 
 impl Registry {
@@ -134,7 +136,7 @@ impl Registry {
     /// Add an app and its coordinator.
     pub(crate) fn insert(&mut self, app: App, coordinator: Coordinator) {
         self.coordinators.insert(app.id, coordinator);
-        app.sync_front();
+        app.sync_front(&self.logs_dir);
         self.apps.insert(app.id, app);
     }
 
@@ -142,7 +144,7 @@ impl Registry {
     pub(crate) fn remove(&mut self, id: u32) -> Option<(App, Coordinator)> {
         let app = self.apps.remove(&id)?;
         // The public port closes at once; requests under way finish.
-        app.front.apply(&app.spec.name, None, Vec::new());
+        app.front.apply(&app.spec.name, None, Vec::new(), None);
         Some((app, self.coordinators.remove(&id)?))
     }
 }
@@ -189,7 +191,7 @@ impl App {
 
     /// Have the balancer serve the spec's `[apps.balancer]` (or stop) with the instances of
     /// the slots as its pool.
-    pub fn sync_front(&self) {
+    pub fn sync_front(&self, logs_dir: &std::path::Path) {
         let members = match self.spec.balancer {
             Some(_) => self
                 .instances
@@ -199,7 +201,10 @@ impl App {
                 .collect(),
             None => Vec::new(),
         };
-        self.front.apply(&self.spec.name, self.spec.balancer.as_ref(), members);
+        let access = self.spec.balancer.as_ref().filter(|b| b.access_log).map(|_| {
+            (logs_dir.join(format!("{}-access.log", self.spec.name)), crate::logs::rotation_of(&self.spec))
+        });
+        self.front.apply(&self.spec.name, self.spec.balancer.as_ref(), members, access);
     }
 
     /// The state of the instance of slot `slot`, as `f` reads it, with its id.

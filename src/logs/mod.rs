@@ -92,7 +92,6 @@ pub fn log_paths(
 
 /// How `spec`'s instance `index` logs.
 pub fn policy_of(paths: &Paths, spec: &crate::protocol::AppSpec, index: u32) -> LogPolicy {
-    use crate::protocol::spec::{DEFAULT_LOG_MAX_SIZE, DEFAULT_LOG_RETAIN};
     let l = &spec.logs;
     let (out, err, combined) = log_paths(paths, spec, index);
     let time = (l.time || l.date_format.is_some()).then(|| {
@@ -105,17 +104,24 @@ pub fn policy_of(paths: &Paths, spec: &crate::protocol::AppSpec, index: u32) -> 
         combined,
         time,
         json: l.json,
-        rotation: Rotation {
-            max_size: match l.max_size {
-                Some(0) => None,
-                Some(n) => Some(n),
-                None => Some(DEFAULT_LOG_MAX_SIZE),
-            },
-            interval: l.rotate_interval_ms.filter(|ms| *ms > 0).map(Duration::from_millis),
-            retain: l.retain.unwrap_or(DEFAULT_LOG_RETAIN) as usize,
-            compress: l.compress,
-        },
+        rotation: rotation_of(spec),
         rate_limit: l.rate_limit.map(|(lines, per)| RateLimit { lines, per: Duration::from_millis(per) }),
+    }
+}
+
+/// How the app's log files rotate.
+pub fn rotation_of(spec: &crate::protocol::AppSpec) -> Rotation {
+    use crate::protocol::spec::{DEFAULT_LOG_MAX_SIZE, DEFAULT_LOG_RETAIN};
+    let l = &spec.logs;
+    Rotation {
+        max_size: match l.max_size {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => Some(DEFAULT_LOG_MAX_SIZE),
+        },
+        interval: l.rotate_interval_ms.filter(|ms| *ms > 0).map(Duration::from_millis),
+        retain: l.retain.unwrap_or(DEFAULT_LOG_RETAIN) as usize,
+        compress: l.compress,
     }
 }
 
