@@ -123,9 +123,15 @@ fn brief(d: &Daemon, ids: &[u32]) -> Vec<AppInfo> {
 fn list(d: &Daemon, ids: Option<&[u32]>, env: bool) -> Vec<AppInfo> {
     let reg = d.registry();
     let paths = &d.ctx.paths;
+    // With its balancer's state, for `monit`.
+    let info = |a: &App| {
+        let mut info = a.info(paths, env);
+        info.balancer = a.front.get().map(|b| b.view());
+        info
+    };
     match ids {
-        None => reg.apps.values().map(|a| a.info(paths, env)).collect(),
-        Some(ids) => ids.iter().filter_map(|id| reg.apps.get(id)).map(|a| a.info(paths, env)).collect(),
+        None => reg.apps.values().map(info).collect(),
+        Some(ids) => ids.iter().filter_map(|id| reg.apps.get(id)).map(info).collect(),
     }
 }
 

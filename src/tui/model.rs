@@ -27,6 +27,8 @@ pub struct Row {
     pub memory_bytes: Option<u64>,
     pub restarts: u32,
     pub started_at_ms: Option<u64>,
+    /// Its app's balancer in a few words, when it has one.
+    pub balancer: Option<String>,
 }
 
 impl Row {
@@ -60,6 +62,19 @@ impl History {
         self.cpu.push_back(cpu.map(|c| (c * 10.0).round().max(0.0) as u64));
         self.mem.push_back(mem);
     }
+}
+
+/// `balancer :8080 http · 2/3 in the pool · 12 connections · 5 under way`.
+pub fn balancer_summary(b: &crate::protocol::BalancerView) -> String {
+    let up = b.members.iter().filter(|m| m.up).count();
+    let active: u32 = b.members.iter().map(|m| m.active).sum();
+    format!(
+        "balancer {} {} · {up}/{} in the pool · {} connections · {active} under way",
+        b.listen,
+        b.mode,
+        b.members.len(),
+        b.connections
+    )
 }
 
 /// A line of the log pane, made safe to draw.
@@ -144,6 +159,7 @@ impl Model {
                     memory_bytes: i.memory_bytes,
                     restarts: i.restarts,
                     started_at_ms: i.started_at_ms,
+                    balancer: app.balancer.as_ref().map(balancer_summary),
                 })
             })
             .collect();
@@ -294,6 +310,23 @@ pub fn clean(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #[test]
+    fn a_balancer_is_summed_up_in_a_line() {
+        use crate::protocol::{BalancerView, MemberView};
+        let member = |up: bool, active: u32| MemberView { up, active, ..MemberView::default() };
+        let b = BalancerView {
+            listen: "8080".into(),
+            mode: "http".into(),
+            connections: 12,
+            members: vec![member(true, 2), member(false, 0), member(true, 3)],
+            ..BalancerView::default()
+        };
+        assert_eq!(
+            balancer_summary(&b),
+            "balancer 8080 http · 2/3 in the pool · 12 connections · 5 under way"
+        );
+    }
+
     use super::*;
     use crate::protocol::LogBytes;
 

@@ -160,7 +160,10 @@ fn draw_sparklines(f: &mut Frame, m: &Model, area: Rect) {
 fn draw_logs(f: &mut Frame, m: &Model, area: Rect) {
     let app = m.logs_app.and_then(|id| m.rows.iter().find(|r| r.app_id == id));
     let title = match app {
-        Some(r) => format!(" logs {} ", r.name),
+        Some(r) => match &r.balancer {
+            Some(b) => format!(" logs {} · {b} ", r.name),
+            None => format!(" logs {} ", r.name),
+        },
         None => " logs ".into(),
     };
     let many = app.is_some_and(|r| r.instances > 1);
