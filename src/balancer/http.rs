@@ -132,7 +132,7 @@ async fn accept(
         let adopted = stream.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(stream));
         match adopted {
             Ok(stream) => {
-                let peer = stream.peer_addr().map_or(SocketAddr::from(([0, 0, 0, 0], 0)), canonical);
+                let peer = stream.peer_addr().map_or(SocketAddr::from(([0, 0, 0, 0], 0)), super::canonical);
                 tokio::spawn(client(
                     server.clone(),
                     stream,
@@ -145,34 +145,10 @@ async fn accept(
             Err(e) => tracing::warn!(app = %balancer.app, error = %e, "a connection handed over is lost"),
         }
     }
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of fds or memory for a moment: say so and go on after a pause.
-                    tracing::warn!(app = %balancer.app, error = %e, "the balancer could not accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = super::stopping(&mut phase) => return Ok(()),
-        };
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(client(
-            server.clone(),
-            stream,
-            canonical(peer),
-            Bytes::new(),
-            phase.clone(),
-            open.clone(),
-        ));
+    while let Some((stream, peer)) = super::next_client(&balancer.app, &listener, &mut phase).await {
+        tokio::spawn(client(server.clone(), stream, peer, Bytes::new(), phase.clone(), open.clone()));
     }
-}
-
-/// An IPv4 client of a dual-stack socket as IPv4.
-fn canonical(peer: SocketAddr) -> SocketAddr {
-    SocketAddr::new(peer.ip().to_canonical(), peer.port())
+    Ok(())
 }
 
 /// How long a client may take to send a request's headers.

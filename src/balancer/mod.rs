@@ -556,6 +556,36 @@ impl Front {
     }
 }
 
+/// The next client (nodelay set, an IPv4 client of a dual-stack socket as IPv4), or `None` once
+/// the balancer is told to stop serving. A failed accept (out of fds or memory for a moment)
+/// is said, and tried again after a pause.
+async fn next_client(
+    app: &str,
+    listener: &tokio::net::TcpListener,
+    phase: &mut watch::Receiver<Phase>,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((stream, canonical(peer)));
+                }
+                Err(e) => {
+                    tracing::warn!(app, error = %e, "the balancer could not accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = stopping(phase) => return None,
+        }
+    }
+}
+
+/// An IPv4 client of a dual-stack socket as IPv4.
+fn canonical(peer: SocketAddr) -> SocketAddr {
+    SocketAddr::new(peer.ip().to_canonical(), peer.port())
+}
+
 /// Wait until the balancer is told to stop serving; what it is to do instead.
 async fn stopping(phase: &mut watch::Receiver<Phase>) -> Phase {
     match phase.wait_for(|p| *p != Phase::Serving).await {

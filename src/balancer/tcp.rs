@@ -33,23 +33,11 @@ async fn accept(
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    loop {
-        let (client, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(app = %balancer.app, error = %e, "the balancer could not accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return Ok(()),
-        };
-        let _ = client.set_nodelay(true);
+    while let Some((client, peer)) = super::next_client(&balancer.app, &listener, &mut stop).await {
         let (b, mut stop) = (balancer.clone(), stop.clone());
         tokio::spawn(async move {
             b.stats.connections.fetch_add(1, Ordering::Relaxed);
-            let proxied = proxy(&b, client, peer.ip().to_canonical());
+            let proxied = proxy(&b, client, peer.ip());
             tokio::pin!(proxied);
             tokio::select! {
                 _ = proxied.as_mut() => {}
@@ -62,6 +50,7 @@ async fn accept(
             b.closed.notify_waiters();
         });
     }
+    Ok(())
 }
 
 async fn proxy(b: &Arc<Balancer>, mut client: TcpStream, peer: std::net::IpAddr) {
