@@ -24,6 +24,13 @@ pub fn bytes(b: u64) -> String {
     }
 }
 
+/// `14:03:07`: the local time of day of a unix time in ms.
+pub fn clock_time(ms: u64) -> String {
+    jiff::Timestamp::from_millisecond(ms as i64)
+        .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::system()).strftime("%H:%M:%S").to_string())
+        .unwrap_or_else(|_| format!("{ms} ms"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

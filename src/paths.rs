@@ -34,6 +34,11 @@ impl Paths {
     pub fn socket(&self) -> PathBuf {
         self.home.join("herder.sock")
     }
+    /// Where the control socket is when the home cannot hold it (a read-only disk): in
+    /// [`Paths::shared_run_dir`], which clients look at after the home.
+    pub fn fallback_socket(&self) -> PathBuf {
+        self.shared_run_dir().join("herder.sock")
+    }
     pub fn lock(&self) -> PathBuf {
         self.home.join("daemon.lock")
     }

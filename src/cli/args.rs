@@ -64,7 +64,7 @@ pub enum Cmd {
     #[command(visible_alias = "log")]
     Logs(LogsArgs),
     /// Stream supervision events (start, exit, restart, errored, ready, health, watchdog,
-    /// memory, oom)
+    /// memory, oom, disk …)
     Events(JsonFlag),
     /// Print metrics in the Prometheus text format, or serve them over HTTP (`--listen`)
     Metrics(MetricsArgs),

@@ -101,6 +101,14 @@ pub async fn doctor(paths: &Paths, json: bool) -> Result<i32> {
 pub async fn gather(paths: &Paths) -> Report {
     let (daemon_check, daemon) = daemon(paths).await;
     let mut checks = vec![home(paths), daemon_check];
+    if let Some(warnings) = daemon.as_ref().map(|d| &d.home_warnings).filter(|w| !w.is_empty()) {
+        checks.push(check(
+            "home-writes",
+            Level::Degraded,
+            warnings.join("; "),
+            "the apps run on; what is listed is not written until the home takes writes again",
+        ));
+    }
     checks.extend(cgroups(paths, daemon.as_ref()));
     checks.push(clone_into_cgroup());
     checks.push(subreaper(daemon.as_ref()));
@@ -125,7 +133,7 @@ pub async fn gather(paths: &Paths) -> Report {
 async fn daemon_apps(paths: &Paths) -> Vec<AppSpec> {
     let Ok(mut c) = Client::connect(paths, false).await else { return Vec::new() };
     match c.request(&Request::ListFull).await {
-        Ok(Response::List { apps }) => apps.into_iter().map(|a| a.spec).collect(),
+        Ok(Response::List { apps, .. }) => apps.into_iter().map(|a| a.spec).collect(),
         _ => Vec::new(),
     }
 }
@@ -174,6 +182,7 @@ fn home(paths: &Paths) -> Check {
     let home = &paths.home;
     // SAFETY: geteuid(2) has no preconditions.
     let uid = unsafe { libc::geteuid() };
+    let disk = crate::daemon::home::Disk::of(home);
     let mut c = match std::fs::metadata(home) {
         Ok(m) if !m.is_dir() => check(
             "home",
@@ -187,6 +196,12 @@ fn home(paths: &Paths) -> Check {
             format!("{} belongs to uid {}, not to you (uid {uid})", home.display(), m.uid()),
             "the daemon would not be yours; use your own HERDER_HOME",
         ),
+        Ok(_) if disk.is_some_and(|d| d.problem().is_some()) => check(
+            "home",
+            Level::Degraded,
+            format!("{} {}", home.display(), disk.and_then(|d| d.problem()).unwrap_or_default()),
+            "the apps run on, but their logs and state.json are not written (crash recovery uses the last state written); make room or remount it writable",
+        ),
         Ok(_) if !access(home, libc::W_OK | libc::X_OK) => check(
             "home",
             Level::Missing,
@@ -199,7 +214,10 @@ fn home(paths: &Paths) -> Check {
             format!("{} has mode {:04o}", home.display(), m.permissions().mode() & 0o7777),
             "other users may read app logs and state until the next command tightens it to 0700",
         ),
-        Ok(_) => check("home", Level::Ok, format!("{}: mode 0700, yours, writable", home.display()), ""),
+        Ok(_) => {
+            let free = disk.map(|d| format!(", {} free", crate::human::bytes(d.free_bytes))).unwrap_or_default();
+            check("home", Level::Ok, format!("{}: mode 0700, yours, writable{free}", home.display()), "")
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let parent = home.ancestors().skip(1).find(|p| p.exists());
             match parent {

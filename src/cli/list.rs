@@ -12,7 +12,7 @@ use crate::protocol::{Request, Response, Target};
 pub(super) async fn list(paths: &Paths, f: ListArgs) -> Result<i32> {
     let sort = f.sort.as_deref().map(render::SortKey::parse).transpose().map_err(|e| anyhow!(e))?;
     let req = if f.json { Request::List } else { Request::ListBrief };
-    let Response::List { mut apps } = expect_ok(client::call(paths, &req).await?)? else {
+    let Response::List { mut apps, warnings } = expect_ok(client::call(paths, &req).await?)? else {
         bail!("unexpected answer from the daemon");
     };
     if let Some(key) = sort {
@@ -21,8 +21,16 @@ pub(super) async fn list(paths: &Paths, f: ListArgs) -> Result<i32> {
 
     if f.json {
         out(&(serde_json::to_string_pretty(&apps)? + "\n"))?;
+        // The JSON stays the array of apps that scripts read; the warning goes beside it.
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
     } else {
-        out(&render::table(&apps))?;
+        let mut text = render::table(&apps);
+        for w in &warnings {
+            text.push_str(&format!("warning: {w}\n"));
+        }
+        out(&text)?;
     }
     Ok(0)
 }

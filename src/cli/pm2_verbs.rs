@@ -17,7 +17,7 @@ use crate::protocol::{AppInfo, InstanceInfo, Request, Response, Status, Target};
 
 /// Every app with its whole spec (environment included), secrets masked.
 async fn full_list(paths: &Paths) -> Result<Vec<AppInfo>> {
-    let Response::List { apps } = expect_ok(client::call(paths, &Request::ListFull).await?)? else {
+    let Response::List { apps, .. } = expect_ok(client::call(paths, &Request::ListFull).await?)? else {
         bail!("unexpected answer from the daemon");
     };
     Ok(apps.iter().map(AppInfo::masked).collect())
@@ -38,7 +38,7 @@ pub async fn jlist(paths: &Paths, pretty: bool) -> Result<i32> {
 /// `herder pid [app]`: the pid of every instance of the app (of every app), one per line, 0 for
 /// an instance that does not run; nothing for an unknown name (PM2's output).
 pub async fn pid(paths: &Paths, name: Option<&str>) -> Result<i32> {
-    let Response::List { apps } = expect_ok(client::call(paths, &Request::ListBrief).await?)? else {
+    let Response::List { apps, .. } = expect_ok(client::call(paths, &Request::ListBrief).await?)? else {
         bail!("unexpected answer from the daemon");
     };
     let pids: Vec<String> = apps
@@ -52,7 +52,7 @@ pub async fn pid(paths: &Paths, name: Option<&str>) -> Result<i32> {
 
 /// `herder id <name>`: the ids of that app's instances as PM2 prints them (`[ 0, 1 ]`, `[]`).
 pub async fn id(paths: &Paths, name: &str) -> Result<i32> {
-    let Response::List { apps } = expect_ok(client::call(paths, &Request::ListBrief).await?)? else {
+    let Response::List { apps, .. } = expect_ok(client::call(paths, &Request::ListBrief).await?)? else {
         bail!("unexpected answer from the daemon");
     };
     let ids = apps

@@ -228,7 +228,12 @@ pub fn event(e: &crate::protocol::Event) -> String {
     let ts = jiff::Timestamp::from_millisecond(e.at_ms as i64)
         .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::system()).strftime("%H:%M:%S%.3f").to_string())
         .unwrap_or_default();
-    let mut s = format!("{ts} {}:{} {}", e.app, e.instance, e.kind);
+    // Events about the daemon itself (its home, a slow reader) name no app.
+    let mut s = if e.app.is_empty() {
+        format!("{ts} herder {}", e.kind)
+    } else {
+        format!("{ts} {}:{} {}", e.app, e.instance, e.kind)
+    };
     if let Some(exit) = &e.exit {
         let _ = write!(s, " {exit}");
     }

@@ -60,7 +60,7 @@ pub async fn report(paths: &Paths) -> Result<i32> {
     s.push_str(&doctor::text(&doctor::gather(paths).await));
 
     if let Some(c) = &mut client {
-        if let Ok(Response::List { apps }) = c.request(&Request::List).await {
+        if let Ok(Response::List { apps, .. }) = c.request(&Request::List).await {
             s.push_str("\n## apps\n");
             s.push_str(&render::table(&apps));
         }

@@ -43,7 +43,7 @@ pub(super) async fn restart(paths: &Paths, a: RestartArgs, reload: bool) -> Resu
     let env = a.update_env.then(shell_env);
     let mut c = Client::connect(paths, true).await?;
     // The daemon says which apps the targets name (and which target names none).
-    let Response::List { apps } =
+    let Response::List { apps, .. } =
         expect_ok(c.request(&Request::Select { targets: targets(&a.targets) }).await?)?
     else {
         bail!("unexpected answer from the daemon");
@@ -89,7 +89,7 @@ pub(super) async fn restart(paths: &Paths, a: RestartArgs, reload: bool) -> Resu
 /// `herder reload <config file>`: its apps that do not exist start; the others reload with the
 /// file's spec.
 async fn reload_file(paths: &Paths, specs: Vec<crate::protocol::AppSpec>) -> Result<i32> {
-    let Response::List { apps } = expect_ok(client::call(paths, &Request::ListBrief).await?)? else {
+    let Response::List { apps, .. } = expect_ok(client::call(paths, &Request::ListBrief).await?)? else {
         bail!("unexpected answer from the daemon");
     };
     let (known, new): (Vec<_>, Vec<_>) =

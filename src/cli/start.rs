@@ -117,7 +117,8 @@ pub(super) async fn start(paths: &Paths, mut a: Box<StartArgs>) -> Result<i32> {
     };
     if maybe_existing {
         let mut client = Client::connect(paths, true).await?;
-        let Response::List { apps: listed } = expect_ok(client.request(&Request::ListBrief).await?)? else {
+        let Response::List { apps: listed, .. } = expect_ok(client.request(&Request::ListBrief).await?)?
+        else {
             bail!("unexpected answer from the daemon");
         };
         apps = Some(listed);

@@ -60,7 +60,7 @@ impl Client {
         let mut wait = Backoff::new(SPAWN_DEADLINE, Duration::from_millis(1), Duration::from_millis(50));
         let mut child: Option<Child> = None;
         loop {
-            match UnixStream::connect(&sock).await {
+            match connect_socket(paths).await {
                 Ok(stream) => match Self::handshake(stream, &hello).await {
                     // A daemon that is going away (killed, its last threads still exiting)
                     // can still accept; the next attempt finds its socket dead and starts one.
@@ -132,12 +132,36 @@ fn closed(e: FrameError) -> ClientError {
     }
 }
 
+/// Connect to the control socket: in the home, else where a daemon on a read-only home put
+/// it (see [`Paths::fallback_socket`]).
+async fn connect_socket(paths: &Paths) -> io::Result<UnixStream> {
+    let err = match UnixStream::connect(paths.socket()).await {
+        Ok(stream) => return Ok(stream),
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => e,
+        Err(e) => return Err(e),
+    };
+    match UnixStream::connect(paths.fallback_socket()).await {
+        Ok(stream) => Ok(stream),
+        Err(_) => Err(err),
+    }
+}
+
 /// Start `herder daemon` for `paths`, detached in its own session, its stderr (panics, early
-/// errors) appended to `daemon.log`.
+/// errors) appended to `daemon.log`. A home that cannot be written (a read-only or full disk)
+/// does not stop it: the daemon starts degraded and says so.
 fn spawn_daemon(paths: &Paths) -> io::Result<Child> {
-    paths.ensure()?;
+    if let Err(e) = paths.ensure() {
+        if !paths.home.is_dir() {
+            return Err(e);
+        }
+    }
+    use std::os::unix::fs::OpenOptionsExt;
     let exe = std::env::current_exe()?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(paths.daemon_log())?;
+    let log = match std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(paths.daemon_log())
+    {
+        Ok(log) => Stdio::from(log),
+        Err(_) => Stdio::null(),
+    };
     let mut cmd = Command::new(exe);
     cmd.arg("daemon")
         .env("HERDER_HOME", &paths.home)

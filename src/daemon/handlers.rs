@@ -52,16 +52,18 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         Request::Scale { target, count } => scale(d, &target, &count).await,
         Request::Apply { specs, source, prune, dry_run } => apply(d, specs, &source, prune, dry_run).await,
         // The table has no use for every app's whole environment; `show` has it.
-        Request::List => Ok(Response::List { apps: list(d, None, false) }),
+        Request::List => {
+            Ok(Response::List { apps: list(d, None, false), warnings: super::home::warnings(d) })
+        }
         Request::ListBrief => {
             let ids: Vec<u32> = d.registry().apps.keys().copied().collect();
-            Ok(Response::List { apps: brief(d, &ids) })
+            Ok(Response::List { apps: brief(d, &ids), warnings: super::home::warnings(d) })
         }
-        Request::ListFull => Ok(Response::List { apps: list(d, None, true) }),
+        Request::ListFull => Ok(Response::List { apps: list(d, None, true), warnings: Vec::new() }),
         Request::Show { target } => show(d, &target),
         Request::Select { targets } => {
             let ids = d.registry().resolve(&targets);
-            ids.map(|ids| Response::List { apps: list(d, Some(&ids), false) })
+            ids.map(|ids| Response::List { apps: list(d, Some(&ids), false), warnings: Vec::new() })
         }
         Request::Metrics { listen, off } => metrics(d, listen.as_deref(), off).await,
         Request::Kill => {
@@ -91,6 +93,8 @@ fn bad(message: impl Into<String>) -> ErrorReply {
 }
 
 fn ping(d: &Daemon) -> DaemonInfo {
+    // Before the literal: the registry's guard below lives to the end of the statement.
+    let home_warnings = super::home::warnings(d);
     DaemonInfo {
         pid: std::process::id(),
         version: crate::protocol::PROGRAM_VERSION.to_string(),
@@ -99,6 +103,7 @@ fn ping(d: &Daemon) -> DaemonInfo {
         apps: d.registry().apps.len(),
         cgroup_root: d.ctx.cgroups.as_ref().map(|c| c.path.clone()),
         cgroup_note: d.cgroup_note.clone(),
+        home_warnings,
         subreaper: d.subreaper,
         followers: d.followers.load(std::sync::atomic::Ordering::Relaxed),
         event_followers: d.event_followers.load(std::sync::atomic::Ordering::Relaxed),

@@ -8,6 +8,7 @@ pub mod dump;
 mod foreground;
 mod handlers;
 mod handover;
+pub mod home;
 pub mod image;
 pub mod lock;
 mod logs;
@@ -78,6 +79,8 @@ pub(crate) struct Daemon {
     pub image_started_ms: u64,
     /// Requests under way, and their pause during `herder update`.
     pub handover: handover::give::Gate,
+    /// What the daemon could not write in its home (a full or read-only disk).
+    pub home: home::Health,
 }
 
 impl Daemon {
@@ -115,11 +118,22 @@ impl Daemon {
         })
         .await;
         match res {
-            // A large state (many apps) leaves freed buffers behind; a small one is not worth
-            // the trim on every restart of a flapping app.
-            Ok(Ok(len)) if len > 64 * 1024 => trim_memory(),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "cannot write state.json"),
+            Ok(Ok(len)) => {
+                if self.home.written(home::Part::State) {
+                    tracing::info!("state.json is written again");
+                }
+                // A large state (many apps) leaves freed buffers behind; a small one is not
+                // worth the trim on every restart of a flapping app.
+                if len > 64 * 1024 {
+                    trim_memory();
+                }
+            }
+            Ok(Err(e)) => {
+                let what = format!("state.json is not written ({e}): after a crash, the daemon recovers the apps of its last write");
+                if self.home.failed(home::Part::State, what) {
+                    tracing::error!(error = %e, "cannot write state.json; tried again every few seconds");
+                }
+            }
             Err(e) => tracing::error!(error = %e, "state writer panicked"),
         }
     }
@@ -151,19 +165,37 @@ pub fn run_with(paths: Paths, options: Options) -> Result<i32, DaemonError> {
     let manager = sd_notify::Manager::take_from_env();
     // Before anything opens a descriptor: what an earlier image of this process left.
     let mut takeover = handover::take::Takeover::from_env();
-    paths.ensure().map_err(|source| DaemonError::Home { path: paths.home.display().to_string(), source })?;
+    // A full or read-only home degrades the daemon, it does not stop it: the apps it recovers
+    // run on, and what it cannot write is told (see `home`).
+    let health = home::Health::default();
+    if let Err(source) = paths.ensure() {
+        if !paths.home.is_dir() {
+            return Err(DaemonError::Home { path: paths.home.display().to_string(), source });
+        }
+        health.failed(home::Part::Folders, format!("the home's folders cannot be prepared: {source}"));
+    }
     let lock = match takeover.lock() {
         Some(lock) => lock,
         None => lock::acquire(&paths)?,
     };
+    if let Err(e) = lock::write_pid(&paths, Some(std::process::id())) {
+        health.failed(home::Part::Pid, format!("{} is not written: {e}", paths.pid_file().display()));
+    }
     init_tracing(&paths);
     takeover.log_error();
     raise_nofile(takeover.nofile_soft());
-    // SAFETY: prctl(2) with integer arguments only.
-    let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0;
-    let listener = match takeover.listener() {
-        Some(listener) => listener,
-        None => bind(&paths)?,
+    let (listener, socket_path) = match takeover.listener() {
+        Some(listener) => (listener, None),
+        None => {
+            let (listener, path) = bind(&paths)?;
+            if path != paths.socket() {
+                health.failed(
+                    home::Part::Socket,
+                    format!("the control socket is {} instead of in the home", path.display()),
+                );
+            }
+            (listener, Some(path))
+        }
     };
     limit_malloc_arenas();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -176,9 +208,11 @@ pub fn run_with(paths: Paths, options: Options) -> Result<i32, DaemonError> {
         .build()
         .map_err(DaemonError::Runtime)?;
     let result =
-        runtime.block_on(serve(paths.clone(), listener, subreaper, lock.fd(), options, manager, takeover));
-    let _ = std::fs::remove_file(paths.socket());
-    let _ = std::fs::remove_file(paths.pid_file());
+        runtime.block_on(serve(paths.clone(), listener, health, lock.fd(), options, manager, takeover));
+    // An update in place hands the socket over; whoever binds it last removes it.
+    let _ = std::fs::remove_file(socket_path.unwrap_or_else(|| paths.socket()));
+    // Blanked, not removed: writing it again then needs no new space.
+    let _ = lock::write_pid(&paths, None);
     // Where the notify sockets of apps with a `user` were, once they are all gone.
     let _ = std::fs::remove_dir(paths.shared_run_dir());
     tracing::info!("daemon stopped");
@@ -241,23 +275,42 @@ pub(crate) fn trim_memory() {
 }
 
 /// Bind the control socket, 0600, replacing a stale one (we hold the lock, so no live daemon
-/// is behind it).
-fn bind(paths: &Paths) -> Result<StdUnixListener, DaemonError> {
-    let path = paths.socket();
-    let err = |source| DaemonError::Socket { path: path.display().to_string(), source };
-    match std::fs::remove_file(&path) {
+/// is behind it). Where the home cannot hold a new socket (a read-only disk), it is bound in
+/// [`Paths::fallback_socket`], where clients look next. Returns where it is.
+fn bind(paths: &Paths) -> Result<(StdUnixListener, std::path::PathBuf), DaemonError> {
+    let home = paths.socket();
+    let err =
+        |path: &std::path::Path, source| DaemonError::Socket { path: path.display().to_string(), source };
+    match bind_at(&home) {
+        Ok(listener) => {
+            // A socket a daemon bound elsewhere while the home was read-only is stale now.
+            let _ = std::fs::remove_file(paths.fallback_socket());
+            Ok((listener, home))
+        }
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::ENOSPC | libc::EDQUOT)) => {
+            let fallback = paths.fallback_socket();
+            paths.ensure_shared_run_dir().map_err(|source| err(&fallback, source))?;
+            let listener = bind_at(&fallback).map_err(|source| err(&fallback, source))?;
+            Ok((listener, fallback))
+        }
+        Err(e) => Err(err(&home, e)),
+    }
+}
+
+fn bind_at(path: &std::path::Path) -> io::Result<StdUnixListener> {
+    match std::fs::remove_file(path) {
         Ok(()) => tracing::info!("replaced a stale socket"),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(e)),
+        Err(e) => return Err(e),
     }
     // The umask makes the socket 0600 from its creation: no window where others could connect.
     // SAFETY: umask(2) has no preconditions; no other thread runs yet.
     let old = unsafe { libc::umask(0o177) };
-    let listener = StdUnixListener::bind(&path);
+    let listener = StdUnixListener::bind(path);
     unsafe { libc::umask(old) };
-    let listener = listener.map_err(err)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    listener.set_nonblocking(true).map_err(err)?;
+    let listener = listener?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    listener.set_nonblocking(true)?;
     Ok(listener)
 }
 
@@ -306,13 +359,15 @@ fn init_tracing(paths: &Paths) {
 async fn serve(
     paths: Paths,
     listener: StdUnixListener,
-    subreaper: bool,
+    health: home::Health,
     lock_fd: std::os::fd::RawFd,
     options: Options,
     manager: sd_notify::Manager,
     takeover: handover::take::Takeover,
 ) -> Result<i32, DaemonError> {
     use std::os::fd::AsRawFd;
+    // SAFETY: prctl(2) with integer arguments only.
+    let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } == 0;
     let listener = UnixListener::from_std(listener)
         .map_err(|source| DaemonError::Socket { path: paths.socket().display().to_string(), source })?;
     // Early, so that a SIGTERM while apps start (as PID 1, where an unhandled SIGTERM is
@@ -374,6 +429,7 @@ async fn serve(
             options.foreground.is_some(),
             manager.address().map(ToOwned::to_owned),
         ),
+        home: health,
     });
     tracing::info!(pid = std::process::id(), version = protocol::PROGRAM_VERSION, home = %paths.home.display(), subreaper, generation = daemon.image.generation, "daemon started");
 
@@ -421,6 +477,7 @@ async fn serve(
     };
 
     let sampler = tokio::spawn(sample_memory(daemon.clone()));
+    let home_watch = tokio::spawn(home::watch(daemon.clone()));
     let hooks = {
         let d = daemon.clone();
         let spec_of = move |app: &str| d.registry().by_name(app).map(|a| a.spec().clone());
@@ -557,6 +614,7 @@ async fn serve(
     }
     persister.abort();
     sampler.abort();
+    home_watch.abort();
     hooks.abort();
     daemon.persist().await;
     // herder's own groups go with the daemon once empty (a group still holding an app's

@@ -76,6 +76,23 @@ impl LogFile {
         })
     }
 
+    /// A log at `path` that could not be opened (a read-only or full disk): its lines are
+    /// dropped and counted, and each write tries to open it again, so that logging resumes by
+    /// itself once the disk takes writes.
+    pub fn unopened(path: PathBuf, rotation: Rotation, error: &io::Error) -> LogFile {
+        LogFile {
+            path,
+            size: 0,
+            file: None,
+            opened: SystemTime::now(),
+            rotation,
+            rotate_pending: false,
+            ends_mid_line: false,
+            broken_line: false,
+            error: Some(WriteError { message: format!("cannot open it: {error}"), dropped_bytes: 0 }),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -137,7 +154,10 @@ impl LogFile {
 
     fn append(&mut self, parts: &[&[u8]], len: u64) {
         if self.file.is_none() {
-            self.reopen_quietly();
+            if let Err(e) = self.open_again() {
+                self.note_error(Some(e), len);
+                return;
+            }
         }
         let Some(file) = self.file.as_mut() else {
             self.note_error(None, len);
@@ -208,11 +228,12 @@ impl LogFile {
         self.file = None;
     }
 
-    fn reopen_quietly(&mut self) {
-        if let Ok(f) = open_append(&self.path) {
-            self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
-            self.file = Some(f);
-        }
+    /// Open the file again after a failure or a rotation, keeping its age.
+    fn open_again(&mut self) -> io::Result<()> {
+        let f = open_append(&self.path)?;
+        self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        self.file = Some(f);
+        Ok(())
     }
 
     /// Open the path again (after an external logrotate moved the file).
@@ -246,7 +267,7 @@ impl LogFile {
             return false;
         }
         self.file = None;
-        self.reopen_quietly();
+        let _ = self.open_again();
         self.size = 0;
         self.opened = SystemTime::now();
         if !self.rotation.compress {

@@ -174,7 +174,7 @@ mod tests {
         let hub = Arc::new(Hub::default());
         let policy = LogPolicy { out: Some(out.clone()), ..LogPolicy::default() };
         let spec = Arc::new(AppSpec::new("app", "/bin/true", dir.path().to_path_buf()));
-        let sink = || Sink::open(&hub, &policy, "app", 0, Stream::Out).unwrap().owned_by(7, spec.clone());
+        let sink = || Sink::open(&hub, &policy, "app", 0, Stream::Out).owned_by(7, spec.clone());
         let (r, mut w) = pipe();
         super::super::capture(r, sink(), &hub);
         w.write_all(b"one\ntw").unwrap();
@@ -204,11 +204,7 @@ mod tests {
         let policy = LogPolicy { out: Some(out.clone()), ..LogPolicy::default() };
         let spec = Arc::new(AppSpec::new("app", "/bin/true", dir.path().to_path_buf()));
         let (r, mut w) = pipe();
-        super::super::capture(
-            r,
-            Sink::open(&hub, &policy, "app", 0, Stream::Out).unwrap().owned_by(1, spec),
-            &hub,
-        );
+        super::super::capture(r, Sink::open(&hub, &policy, "app", 0, Stream::Out).owned_by(1, spec), &hub);
         w.write_all(b"a\nb").unwrap();
         wait_for_text(&out, "a\n").await;
         let held = hub.hold_captures(tokio::time::Instant::now() + Duration::from_secs(5)).await.unwrap();

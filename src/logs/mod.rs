@@ -225,16 +225,32 @@ impl Default for Hub {
 }
 
 impl Hub {
-    /// The writer of `path`, opening it if no stream writes there yet.
-    pub fn file(&self, path: &Path, rotation: &Rotation) -> io::Result<SharedFile> {
+    /// The writer of `path`, opening it if no stream writes there yet. A file that cannot be
+    /// opened (a read-only or full disk) still gets a writer: it counts what it drops, shows
+    /// the error, and opens the file once it can (see [`LogFile::unopened`]). An app's output
+    /// never stops it from starting.
+    pub fn file(&self, path: &Path, rotation: &Rotation) -> SharedFile {
         let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = files.get(path).and_then(Weak::upgrade) {
-            return Ok(f);
+            return f;
         }
         files.retain(|_, w| w.strong_count() > 0);
-        let f = Arc::new(Mutex::new(LogFile::open(path.to_path_buf(), rotation.clone())?));
+        let file = LogFile::open(path.to_path_buf(), rotation.clone()).unwrap_or_else(|e| {
+            tracing::error!(file = %path.display(), error = %e, "cannot open the log; the app runs on and its lines are dropped until the file can be opened");
+            LogFile::unopened(path.to_path_buf(), rotation.clone(), &e)
+        });
+        let f = Arc::new(Mutex::new(file));
         files.insert(path.to_path_buf(), Arc::downgrade(&f));
-        Ok(f)
+        f
+    }
+
+    /// Whether some open log cannot be written right now.
+    pub fn any_error(&self) -> bool {
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        files
+            .values()
+            .filter_map(Weak::upgrade)
+            .any(|f| f.lock().unwrap_or_else(|e| e.into_inner()).error().is_some())
     }
 
     /// Every open writer whose path satisfies `pick`.
@@ -289,8 +305,9 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Open the files `policy` names for `stream`.
-    pub fn open(hub: &Hub, policy: &LogPolicy, app: &str, instance: u32, stream: Stream) -> io::Result<Sink> {
+    /// Open the files `policy` names for `stream`. One that cannot be opened drops its lines
+    /// until it can (see [`Hub::file`]); followers get them all the same.
+    pub fn open(hub: &Hub, policy: &LogPolicy, app: &str, instance: u32, stream: Stream) -> Sink {
         let own = match stream {
             Stream::Out => &policy.out,
             Stream::Err => &policy.err,
@@ -298,30 +315,16 @@ impl Sink {
         let mut files = Vec::new();
         for path in own.iter().chain(policy.combined.iter()) {
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
+                // A failure shows as the file's own error at its opening.
+                let _ = std::fs::create_dir_all(dir);
             }
-            files.push(hub.file(path, &policy.rotation)?);
+            files.push(hub.file(path, &policy.rotation));
         }
-        Ok(Sink {
-            app: app.into(),
-            instance,
-            stream,
-            files,
-            time: policy.time.clone(),
-            json: policy.json,
-            rate_limit: policy.rate_limit,
-            followed: AtomicU64::new(0),
-            owner: None,
-        })
-    }
-
-    /// A sink writing no file (its files cannot be opened): the lines still reach followers.
-    pub fn discard(policy: &LogPolicy, app: &str, instance: u32, stream: Stream) -> Sink {
         Sink {
             app: app.into(),
             instance,
             stream,
-            files: Vec::new(),
+            files,
             time: policy.time.clone(),
             json: policy.json,
             rate_limit: policy.rate_limit,
@@ -579,7 +582,7 @@ mod tests {
     use super::*;
 
     fn sink(hub: &Hub, policy: &LogPolicy, stream: Stream) -> Sink {
-        Sink::open(hub, policy, "app", 0, stream).unwrap()
+        Sink::open(hub, policy, "app", 0, stream)
     }
 
     fn state() -> StreamState {

@@ -242,6 +242,10 @@ pub enum Response {
     },
     List {
         apps: Vec<AppInfo>,
+        /// What the daemon cannot write in its home right now (a full or read-only disk), for
+        /// a line under the table; only for [`Request::List`].
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        warnings: Vec<String>,
     },
     /// What `Apply` did (or, with `dry_run`, would do): one step per app, in the file's order,
     /// then the apps as the table shows them.
@@ -459,6 +463,9 @@ pub struct DaemonInfo {
     pub cgroup_note: Option<String>,
     /// Whether the daemon is a child subreaper.
     pub subreaper: bool,
+    /// What the daemon cannot write in its home right now (a full or read-only disk).
+    #[serde(default)]
+    pub home_warnings: Vec<String>,
     /// Clients following logs (`herder logs`) right now.
     #[serde(default)]
     pub followers: usize,
@@ -577,10 +584,13 @@ pub enum EventKind {
     Reload,
     /// This client read too slowly: events were skipped.
     Lagged,
+    /// The home cannot be written (a full or read-only disk), or can be again: what is not
+    /// written (logs, `state.json`). About one app when its logs are concerned.
+    Disk,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 15] = [
+    pub const ALL: [EventKind; 16] = [
         EventKind::Start,
         EventKind::Exit,
         EventKind::Restart,
@@ -596,6 +606,7 @@ impl EventKind {
         EventKind::Mainpid,
         EventKind::Reload,
         EventKind::Lagged,
+        EventKind::Disk,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -615,6 +626,7 @@ impl EventKind {
             EventKind::Reload => "reload",
             EventKind::Mainpid => "mainpid",
             EventKind::Lagged => "lagged",
+            EventKind::Disk => "disk",
         }
     }
 }

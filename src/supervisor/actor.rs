@@ -51,6 +51,11 @@ pub(super) struct Actor {
     pub(super) run_as: Option<fork::Credentials>,
     /// The app's listening sockets (cluster mode), passed on at each start.
     pub(super) sockets: Arc<super::sockets::Sockets>,
+    /// The log files of the last start, held open until the next one (see
+    /// [`spawn::Spawned::log_files`]).
+    pub(super) log_files: Vec<crate::logs::SharedFile>,
+    /// Why the last start's logs were not written, so that a flapping app says it once.
+    pub(super) log_note: Option<String>,
 }
 
 impl Actor {
@@ -388,10 +393,19 @@ impl Actor {
                 self.info.pid = Some(s.pid as u32);
                 self.info.start_ticks = s.start_ticks;
                 self.info.started_at_ms = Some(now_ms());
-                self.info.status_text = s.limit_note.clone();
+                self.info.status_text = match (&s.limit_note, &s.log_note) {
+                    (Some(limits), Some(logs)) => Some(format!("{limits}; {logs}")),
+                    (limits, logs) => limits.clone().or_else(|| logs.clone()),
+                };
                 if let Some(note) = &s.limit_note {
                     self.event(EventKind::Limits, None, Some(note.clone()));
                 }
+                if s.log_note.is_some() && s.log_note != self.log_note {
+                    tracing::warn!(app = %self.spec.name, instance = self.info.index, note = s.log_note.as_deref().unwrap_or_default(), "started; its output reaches followers only");
+                    self.event(EventKind::Disk, None, s.log_note.clone());
+                }
+                self.log_note = s.log_note;
+                self.log_files = s.log_files;
                 let ready_deadline = self.spec.wait_ready.then(|| {
                     tokio::time::Instant::now() + Duration::from_millis(self.spec.listen_timeout_ms)
                 });

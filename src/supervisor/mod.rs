@@ -189,6 +189,8 @@ impl InstanceHandle {
             watch_due: None,
             run_as: None,
             sockets,
+            log_files: Vec::new(),
+            log_note: None,
         };
         let phase = first(&mut actor);
         actor.status.send_replace(actor.info.clone());

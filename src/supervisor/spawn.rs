@@ -61,6 +61,12 @@ pub struct Spawned {
     pub oom: Option<(std::path::PathBuf, u64)>,
     /// A limit of the spec that this machine cannot apply, in words.
     pub limit_note: Option<String>,
+    /// Why some log file of the instance is not written (a read-only or full home).
+    pub log_note: Option<String>,
+    /// The log files its output goes to: held by the instance's supervisor between runs, so
+    /// that a restart writes on into the same open files even when they could not be opened
+    /// again.
+    pub log_files: Vec<logs::SharedFile>,
 }
 
 /// Whether `spec` runs under Node.
@@ -112,12 +118,15 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
         return Err(err(format!("its working directory {} does not exist", spec.cwd.display())));
     }
     let policy = logs::policy_of(&ctx.paths, spec, index);
-    let open = |stream| {
-        Sink::open(&ctx.logs, &policy, &spec.name, index, stream)
-            .map(|sink| sink.owned_by(app_id, spec.clone()))
-            .map_err(|e| err(format!("cannot open its {} log: {e}", stream.as_str())))
-    };
-    let (out_sink, err_sink) = (open(Stream::Out)?, open(Stream::Err)?);
+    // Log files that cannot be opened (a read-only or full home) do not stop the app: their
+    // lines are dropped, counted and shown until the files can be opened again.
+    let open =
+        |stream| Sink::open(&ctx.logs, &policy, &spec.name, index, stream).owned_by(app_id, spec.clone());
+    let (out_sink, err_sink) = (open(Stream::Out), open(Stream::Err));
+    let log_error = out_sink.files.iter().chain(&err_sink.files).find_map(|f| {
+        let f = f.lock().unwrap_or_else(|e| e.into_inner());
+        f.error().map(|e| format!("its log {} is not written: {}", f.path().display(), e.message))
+    });
 
     let index_s = index.to_string();
     let home = ctx.paths.home.to_string_lossy();
@@ -258,6 +267,7 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
     drop(cg_fds);
     let pid = child.pid;
     let start_ticks = tree::start_ticks(pid);
+    let log_files = out_sink.files.iter().chain(&err_sink.files).cloned().collect();
     logs::capture(child.stdout, out_sink, &ctx.logs);
     logs::capture(child.stderr, err_sink, &ctx.logs);
     drop(join);
@@ -269,6 +279,8 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
         ipc: ipc.map(|(ours, _)| ours),
         oom: limits.oom,
         limit_note,
+        log_note: log_error,
+        log_files,
     })
 }
 

@@ -70,6 +70,8 @@ impl Spawner for Fake {
             ipc: None,
             oom: None,
             limit_note: None,
+            log_note: None,
+            log_files: Vec::new(),
         })
     }
 

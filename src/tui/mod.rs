@@ -245,7 +245,7 @@ async fn poll_list(paths: Paths, client: Client, tx: mpsc::UnboundedSender<Msg>,
         }
         let c = client.as_mut().expect("connected above");
         let msg = match c.request(&Request::List).await {
-            Ok(Response::List { apps }) => Msg::Apps { apps, daemon_pid: c.daemon_pid },
+            Ok(Response::List { apps, .. }) => Msg::Apps { apps, daemon_pid: c.daemon_pid },
             Ok(Response::Error(e)) => Msg::DaemonError(e.message),
             Ok(_) => Msg::DaemonError("unexpected answer from the daemon".into()),
             Err(e) => {

@@ -9,6 +9,7 @@ mod config_errors;
 mod config_formats;
 mod container;
 mod daemon;
+mod disk;
 mod doctor;
 mod events;
 mod generations;

@@ -457,5 +457,5 @@ fn a_log_file_that_cannot_be_opened_again_after_an_update_does_not_kill_the_app(
     let i = h.app("ticker").instances[0].clone();
     assert_eq!((i.pid, i.restarts), (Some(pid), 0));
     let log = std::fs::read_to_string(h.home.join("daemon.log")).unwrap();
-    assert!(log.contains("cannot open the log files again"), "{log}");
+    assert!(log.contains("cannot open the log;"), "{log}");
 }

@@ -297,13 +297,9 @@ pub(crate) async fn adopt(
             continue;
         };
         let policy = crate::logs::policy_of(&d.ctx.paths, &spec, c.instance);
-        let sink = crate::logs::Sink::open(&d.ctx.logs, &policy, &spec.name, c.instance, c.stream)
-            .unwrap_or_else(|e| {
-                // The pipe is read on all the same: closing it would kill the app (SIGPIPE) at
-                // its next write. Followers still get the lines.
-                tracing::error!(app = %spec.name, instance = c.instance, stream = c.stream.as_str(), error = %e, "cannot open the log files again; that output is dropped until the app restarts");
-                crate::logs::Sink::discard(&policy, &spec.name, c.instance, c.stream)
-            });
+        // Files that cannot be opened again drop their lines until they can; the pipe is read
+        // on all the same (closing it would kill the app with SIGPIPE at its next write).
+        let sink = crate::logs::Sink::open(&d.ctx.logs, &policy, &spec.name, c.instance, c.stream);
         crate::logs::handover::resume(fd, sink.owned_by(c.app_id, spec), &d.ctx.logs, &c);
         resumed += 1;
     }
