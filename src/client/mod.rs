@@ -137,7 +137,7 @@ fn closed(e: FrameError) -> ClientError {
 fn spawn_daemon(paths: &Paths) -> io::Result<Child> {
     paths.ensure()?;
     let exe = std::env::current_exe()?;
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(paths.daemon_log())?;
+    let log = open_daemon_log(paths)?;
     let mut cmd = Command::new(exe);
     cmd.arg("daemon")
         .env("HERDER_HOME", &paths.home)
@@ -160,6 +160,18 @@ fn spawn_daemon(paths: &Paths) -> io::Result<Child> {
         });
     }
     cmd.spawn()
+}
+
+/// `daemon.log` for appending, 0600 like the rest of the home (a file of an older herder is
+/// made so).
+fn open_daemon_log(paths: &Paths) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(paths.daemon_log())?;
+    if file.metadata()?.permissions().mode() & 0o7777 != 0o600 {
+        // A file of another owner stays as it is: the daemon's start says what is wrong.
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(file)
 }
 
 /// Wait until process `pid` is gone, up to `timeout`. Returns whether it is gone.

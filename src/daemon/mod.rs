@@ -12,6 +12,7 @@ pub mod image;
 pub mod lock;
 mod logs;
 mod metrics;
+mod private_log;
 mod recovery;
 pub mod registry;
 mod sd_notify;
@@ -28,7 +29,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
-use crate::logs::{LogFile, Rotation};
+use crate::logs::Rotation;
 use crate::paths::Paths;
 use crate::process::cgroup::CgroupRoot;
 use crate::process::reaper::Reaper;
@@ -265,8 +266,8 @@ fn bind(paths: &Paths) -> Result<StdUnixListener, DaemonError> {
 const DAEMON_LOG_ROTATION: Rotation =
     Rotation { max_size: Some(10 * 1024 * 1024), interval: None, retain: 5, compress: false };
 
-/// The daemon's own log, written one whole event at a time through a [`LogFile`].
-struct DaemonLog(Mutex<LogFile>);
+/// The daemon's own log, written one whole event at a time, its files kept 0600.
+struct DaemonLog(Mutex<private_log::PrivateLog>);
 
 thread_local! {
     /// Set while this thread writes to the daemon log, so that an error the log file reports
@@ -294,7 +295,7 @@ fn init_tracing(paths: &Paths) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO));
-    if let Ok(file) = LogFile::open(paths.daemon_log(), DAEMON_LOG_ROTATION) {
+    if let Ok(file) = private_log::PrivateLog::open(paths.daemon_log(), DAEMON_LOG_ROTATION) {
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
         let log: &'static DaemonLog = Box::leak(Box::new(DaemonLog(Mutex::new(file))));
