@@ -38,6 +38,9 @@ pub enum ClientError {
     /// The socket is another user's: its daemon turns this user away (or the kernel does).
     #[error("{path} belongs to uid {owner}, and this is uid {me}: a herder daemon serves only its own user\nhint: run herder as uid {owner}, or give this user a HERDER_HOME of its own")]
     OtherUser { path: String, owner: u32, me: u32 },
+    /// The daemon turned the connection away (it has as many as it allows).
+    #[error("{0}")]
+    Refused(String),
     #[error("cannot talk to the daemon at {path}: {source}")]
     Connect { path: String, source: io::Error },
     #[error("protocol error: {0}")]
@@ -137,12 +140,18 @@ impl Client {
             Ok(()) => ClientError::HandshakeClosed { log: log.to_string() },
             Err(e) => e,
         };
-        protocol::write_frame(&mut stream, hello).await.map_err(handshake_closed)?;
-        let reply: HelloReply = protocol::read_frame(&mut stream).await.map_err(handshake_closed)?;
+        let sent = protocol::write_frame(&mut stream, hello).await;
+        // A daemon that refuses the connection answers at once and closes it: its answer can
+        // be waiting even when the `Hello` could not be written.
+        let reply: HelloReply = match (protocol::read_frame(&mut stream).await, sent) {
+            (Ok(reply), _) => reply,
+            (Err(_), Err(e)) | (Err(e), Ok(())) => return Err(handshake_closed(e)),
+        };
         match reply {
             HelloReply::Welcome { pid, version } => {
                 Ok((Client { stream, daemon_pid: pid, log: log.to_string() }, version))
             }
+            HelloReply::Refused { message } => Err(ClientError::Refused(message)),
             HelloReply::Mismatch { version, pid, .. } => Err(ClientError::VersionMismatch {
                 pid,
                 daemon: version,

@@ -3,6 +3,7 @@
 //!
 //! [`run`] is a library function so tests and `herder daemon` start it the same way.
 
+mod control;
 mod coordinator;
 pub mod dump;
 mod foreground;
@@ -495,6 +496,8 @@ async fn serve(
     manager.notify(&format!("READY=1\nSTATUS=serving {} app(s)", daemon.registry().apps.len()));
     let mut accept_switch = daemon.handover.accept_switch();
     let mut accept_errors = AcceptErrors::new("control socket");
+    let limits = control::Limits::from_env();
+    let connections = control::Connections::new(limits.max);
     loop {
         if start_failed {
             break;
@@ -506,7 +509,8 @@ async fn serve(
                 Ok((stream, _)) => {
                     accept_errors.accepted();
                     let daemon = daemon.clone();
-                    tokio::spawn(async move { connection(daemon, stream).await });
+                    let slot = connections.open();
+                    tokio::spawn(async move { connection(daemon, stream, slot, limits).await });
                 }
                 Err(e) => accept_errors.failed(&e).await,
             },
@@ -694,8 +698,14 @@ async fn stream_events(daemon: &Daemon, mut stream: UnixStream) {
     }
 }
 
-/// Serve one client: check its uid, handshake, then answer requests until it hangs up.
-async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
+/// Serve one client: check its uid, handshake, then answer requests until it hangs up (or
+/// passes one of the [`control::Limits`]). A client over the cap is told so and closed.
+async fn connection(
+    daemon: Arc<Daemon>,
+    mut stream: UnixStream,
+    slot: Result<control::Slot, control::Full>,
+    limits: control::Limits,
+) {
     // SAFETY: geteuid(2) has no preconditions.
     let me = unsafe { libc::geteuid() };
     match stream.peer_cred() {
@@ -709,10 +719,18 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
             return;
         }
     }
+    let _slot = match slot {
+        Ok(slot) => slot,
+        Err(full) => return control::refuse(stream, full).await,
+    };
     let pid = std::process::id();
-    let hello: Hello = match protocol::read_frame(&mut stream).await {
-        Ok(h) => h,
-        Err(_) => return,
+    let hello: Hello = match control::read_within(&mut stream, limits.handshake).await {
+        Some(Ok(h)) => h,
+        Some(Err(_)) => return,
+        None => {
+            tracing::debug!(limit = ?limits.handshake, "closed a connection that sent no handshake in time");
+            return;
+        }
     };
     let mismatch = hello.protocol != protocol::PROTOCOL_VERSION || hello.version != protocol::PROGRAM_VERSION;
     // A client of any version may ask for `Update`, and only that.
@@ -722,21 +740,26 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
             version: protocol::PROGRAM_VERSION.to_string(),
             pid,
         };
-        let _ = protocol::write_frame(&mut stream, &reply).await;
+        let _ = control::write_within(&mut stream, &reply, limits.idle).await;
         return;
     }
     let welcome = HelloReply::Welcome { version: protocol::PROGRAM_VERSION.to_string(), pid };
-    if protocol::write_frame(&mut stream, &welcome).await.is_err() {
+    if control::write_within(&mut stream, &welcome, limits.idle).await.is_err() {
         return;
     }
     loop {
-        let req: Request = match protocol::read_frame(&mut stream).await {
-            Ok(r) => r,
-            Err(FrameError::Closed) => return,
-            Err(e) => {
+        // Between requests the connection is idle; streams below leave this loop for good.
+        let req: Request = match control::read_within(&mut stream, limits.idle).await {
+            Some(Ok(r)) => r,
+            Some(Err(FrameError::Closed)) => return,
+            Some(Err(e)) => {
                 let reply =
                     Response::Error(ErrorReply { kind: ErrorKind::BadRequest, message: e.to_string() });
-                let _ = protocol::write_frame(&mut stream, &reply).await;
+                let _ = control::write_within(&mut stream, &reply, limits.idle).await;
+                return;
+            }
+            None => {
+                tracing::debug!(limit = ?limits.idle, "closed an idle connection");
                 return;
             }
         };
@@ -749,7 +772,7 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
                 protocol::PROGRAM_VERSION
             );
             let reply = Response::Error(ErrorReply { kind: ErrorKind::BadRequest, message });
-            let _ = protocol::write_frame(&mut stream, &reply).await;
+            let _ = control::write_within(&mut stream, &reply, limits.idle).await;
             return;
         }
         if let Request::Events = req {
@@ -760,7 +783,7 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
                 Ok(opened) => (opened.reply, opened.follower),
                 Err(e) => (Response::Error(e), None),
             };
-            if protocol::write_frame(&mut stream, &resp).await.is_err() {
+            if control::write_within(&mut stream, &resp, limits.idle).await.is_err() {
                 return;
             }
             drop(resp);
@@ -778,7 +801,7 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
             Some(_) => handlers::handle(&daemon, req).await,
             None => handover::give::Gate::updating_reply(),
         };
-        let written = protocol::write_frame(&mut stream, &resp).await;
+        let written = control::write_within(&mut stream, &resp, limits.idle).await;
         drop(busy);
         drop(resp);
         trim_memory();
