@@ -14,7 +14,9 @@ pub(super) async fn events(paths: &Paths, json: bool) -> Result<i32> {
     c.send(&Request::Events).await?;
     loop {
         let next = match c.next().await {
-            Err(client::ClientError::Closed) if update::replaced_in_place(paths, c.daemon_pid).await => {
+            Err(client::ClientError::Closed { .. })
+                if update::replaced_in_place(paths, c.daemon_pid).await =>
+            {
                 bail!("{}", update::STREAM_ENDED_BY_UPDATE)
             }
             next => next?,

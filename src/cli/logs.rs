@@ -65,7 +65,7 @@ pub async fn logs(paths: &Paths, a: LogsArgs) -> Result<i32> {
             }
             Ok(Response::Error(e)) => bail!("{}", e.message),
             Ok(_) => {}
-            Err(ClientError::Closed) => {
+            Err(ClientError::Closed { .. }) => {
                 let _ = p.flush();
                 if super::update::replaced_in_place(paths, c.daemon_pid).await {
                     eprintln!("herder logs: {}", super::update::STREAM_ENDED_BY_UPDATE);

@@ -35,7 +35,7 @@ pub(super) async fn update(paths: &Paths, json: bool) -> Result<i32> {
         }
         Ok(Response::Error(e)) => bail!("cannot update the daemon: {}", e.message),
         Ok(_) => bail!("unexpected answer from the daemon"),
-        Err(ClientError::Closed) => bail!(
+        Err(ClientError::Closed { .. }) => bail!(
             "the daemon (pid {pid}, herder {version}) closed the connection during the update\nhint: see {} and `herder ping`",
             paths.daemon_log().display()
         ),

@@ -29,18 +29,42 @@ pub enum ClientError {
     Spawn(io::Error),
     #[error("the daemon (pid {pid}) runs herder {daemon}, this is herder {client}\nhint: `herder update` moves the daemon to the installed herder without restarting any app (`herder kill` stops it and its apps)")]
     VersionMismatch { pid: u32, daemon: String, client: String },
-    #[error("the daemon closed the connection (is it owned by another user?)")]
-    Closed,
+    /// The connection ended after the handshake, before the daemon answered.
+    #[error("{}", lost(*pid, *stopped, log))]
+    Closed { pid: u32, stopped: bool, log: String },
+    /// The connection ended during the handshake, with no word from the daemon.
+    #[error("the daemon closed the connection before the handshake was done\nhint: see {log}")]
+    HandshakeClosed { log: String },
+    /// The socket is another user's: its daemon turns this user away (or the kernel does).
+    #[error("{path} belongs to uid {owner}, and this is uid {me}: a herder daemon serves only its own user\nhint: run herder as uid {owner}, or give this user a HERDER_HOME of its own")]
+    OtherUser { path: String, owner: u32, me: u32 },
+    /// The daemon turned the connection away (it has as many as it allows).
+    #[error("{0}")]
+    Refused(String),
     #[error("cannot talk to the daemon at {path}: {source}")]
     Connect { path: String, source: io::Error },
     #[error("protocol error: {0}")]
     Frame(#[from] FrameError),
 }
 
+/// What [`ClientError::Closed`] says: whether the daemon is gone, and where it said why.
+fn lost(pid: u32, stopped: bool, log: &str) -> String {
+    if stopped {
+        format!(
+            "the daemon (pid {pid}) stopped before it answered: it was killed or it crashed\n\
+             hint: see {log}; the next command starts a new daemon, and `herder list` shows what it did"
+        )
+    } else {
+        format!("the daemon (pid {pid}) closed the connection before it answered\nhint: see {log}")
+    }
+}
+
 /// A connection to the daemon, past the handshake.
 pub struct Client {
     stream: UnixStream,
     pub daemon_pid: u32,
+    /// `daemon.log`, named when the connection is lost.
+    log: String,
 }
 
 impl Client {
@@ -57,14 +81,26 @@ impl Client {
 
     async fn connect_with(paths: &Paths, spawn: bool, hello: Hello) -> Result<(Client, String), ClientError> {
         let sock = paths.socket();
+        let log = paths.daemon_log().display().to_string();
         let mut wait = Backoff::new(SPAWN_DEADLINE, Duration::from_millis(1), Duration::from_millis(50));
         let mut child: Option<Child> = None;
         loop {
             match connect_socket(paths).await {
-                Ok(stream) => match Self::handshake(stream, &hello).await {
-                    // A daemon that is going away (killed, its last threads still exiting)
-                    // can still accept; the next attempt finds its socket dead and starts one.
-                    Err(ClientError::Closed) if spawn && wait.sleep_async().await => continue,
+                Ok(stream) => match Self::handshake(stream, &hello, &log).await {
+                    Err(ClientError::HandshakeClosed { log }) => {
+                        // A daemon that is another user's drops us without a word: say whose
+                        // it is.
+                        if let Some(e) = other_user(&sock) {
+                            return Err(e);
+                        }
+                        // A daemon that is going away (killed, its last threads still
+                        // exiting) can still accept; the next attempt finds its socket dead
+                        // and starts one.
+                        if spawn && wait.sleep_async().await {
+                            continue;
+                        }
+                        return Err(ClientError::HandshakeClosed { log });
+                    }
                     other => return other,
                 },
                 Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {
@@ -72,7 +108,12 @@ impl Client {
                         return Err(ClientError::NoDaemon { home: paths.home.display().to_string() });
                     }
                 }
-                Err(source) => return Err(ClientError::Connect { path: sock.display().to_string(), source }),
+                Err(source) => {
+                    let other = (source.kind() == io::ErrorKind::PermissionDenied).then(|| other_user(&sock));
+                    return Err(other
+                        .flatten()
+                        .unwrap_or(ClientError::Connect { path: sock.display().to_string(), source }));
+                }
             }
             // Start a daemon unless the one we started is still coming up. Many clients may
             // do this at once: the lock lets one daemon win and the others exit.
@@ -90,11 +131,27 @@ impl Client {
     }
 
     /// The handshake; the daemon's version with the connection.
-    async fn handshake(mut stream: UnixStream, hello: &Hello) -> Result<(Client, String), ClientError> {
-        protocol::write_frame(&mut stream, hello).await.map_err(closed)?;
-        let reply: HelloReply = protocol::read_frame(&mut stream).await.map_err(closed)?;
+    async fn handshake(
+        mut stream: UnixStream,
+        hello: &Hello,
+        log: &str,
+    ) -> Result<(Client, String), ClientError> {
+        let handshake_closed = |e: FrameError| match closed(e) {
+            Ok(()) => ClientError::HandshakeClosed { log: log.to_string() },
+            Err(e) => e,
+        };
+        let sent = protocol::write_frame(&mut stream, hello).await;
+        // A daemon that refuses the connection answers at once and closes it: its answer can
+        // be waiting even when the `Hello` could not be written.
+        let reply: HelloReply = match (protocol::read_frame(&mut stream).await, sent) {
+            (Ok(reply), _) => reply,
+            (Err(_), Err(e)) | (Err(e), Ok(())) => return Err(handshake_closed(e)),
+        };
         match reply {
-            HelloReply::Welcome { pid, version } => Ok((Client { stream, daemon_pid: pid }, version)),
+            HelloReply::Welcome { pid, version } => {
+                Ok((Client { stream, daemon_pid: pid, log: log.to_string() }, version))
+            }
+            HelloReply::Refused { message } => Err(ClientError::Refused(message)),
             HelloReply::Mismatch { version, pid, .. } => Err(ClientError::VersionMismatch {
                 pid,
                 daemon: version,
@@ -103,32 +160,58 @@ impl Client {
         }
     }
 
-    /// Send one request and read its response.
     /// Send a request without waiting for an answer (a stream follows).
     pub async fn send(&mut self, req: &Request) -> Result<(), ClientError> {
-        protocol::write_frame(&mut self.stream, req).await.map_err(closed)
+        match protocol::write_frame(&mut self.stream, req).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.lost(e).await),
+        }
     }
 
+    /// Send one request and read its response.
     pub async fn request(&mut self, req: &Request) -> Result<Response, ClientError> {
-        protocol::write_frame(&mut self.stream, req).await.map_err(closed)?;
-        protocol::read_frame(&mut self.stream).await.map_err(closed)
+        self.send(req).await?;
+        self.next().await
     }
 
-    /// Read the next frame of a stream that follows a response (`logs -f`).
+    /// Read the next frame: the answer to a request sent, or the next of a stream that follows
+    /// a response (`logs -f`).
     pub async fn next(&mut self) -> Result<Response, ClientError> {
-        protocol::read_frame(&mut self.stream).await.map_err(closed)
+        match protocol::read_frame(&mut self.stream).await {
+            Ok(resp) => Ok(resp),
+            Err(e) => Err(self.lost(e).await),
+        }
+    }
+
+    /// The error for a connection that failed with `e`: when the daemon closed it, whether the
+    /// daemon is still there.
+    async fn lost(&self, e: FrameError) -> ClientError {
+        if let Err(e) = closed(e) {
+            return e;
+        }
+        // The connection closes as the daemon's process exits, a moment before it is gone.
+        let stopped = wait_gone(self.daemon_pid, LOST_DAEMON_EXIT).await;
+        ClientError::Closed { pid: self.daemon_pid, stopped, log: self.log.clone() }
     }
 }
 
-fn closed(e: FrameError) -> ClientError {
+/// How long a client whose connection was closed waits to see whether the daemon is exiting.
+const LOST_DAEMON_EXIT: Duration = Duration::from_millis(300);
+
+/// `Ok` when `e` means the other end closed the connection (cleanly, by a reset, or in the
+/// middle of a frame), else the error to report.
+fn closed(e: FrameError) -> Result<(), ClientError> {
     match e {
-        FrameError::Closed => ClientError::Closed,
+        FrameError::Closed => Ok(()),
         FrameError::Io(ref io)
-            if io.kind() == io::ErrorKind::ConnectionReset || io.kind() == io::ErrorKind::BrokenPipe =>
+            if matches!(
+                io.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::UnexpectedEof
+            ) =>
         {
-            ClientError::Closed
+            Ok(())
         }
-        e => ClientError::Frame(e),
+        e => Err(ClientError::Frame(e)),
     }
 }
 
@@ -146,6 +229,18 @@ async fn connect_socket(paths: &Paths) -> io::Result<UnixStream> {
     }
 }
 
+/// [`ClientError::OtherUser`] when the socket at `sock` is another uid's than ours (root is
+/// let in by every daemon). When the socket cannot be seen (a folder on the way is another
+/// user's), the nearest folder above it that can be seen is the one named.
+fn other_user(sock: &std::path::Path) -> Option<ClientError> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid(2) has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let (path, meta) = sock.ancestors().find_map(|p| Some((p, std::fs::symlink_metadata(p).ok()?)))?;
+    let owner = meta.uid();
+    (owner != me && me != 0).then(|| ClientError::OtherUser { path: path.display().to_string(), owner, me })
+}
+
 /// Start `herder daemon` for `paths`, detached in its own session, its stderr (panics, early
 /// errors) appended to `daemon.log`. A home that cannot be written (a read-only or full disk)
 /// does not stop it: the daemon starts degraded and says so.
@@ -155,13 +250,9 @@ fn spawn_daemon(paths: &Paths) -> io::Result<Child> {
             return Err(e);
         }
     }
-    use std::os::unix::fs::OpenOptionsExt;
     let exe = std::env::current_exe()?;
-    let log = match std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(paths.daemon_log())
-    {
-        Ok(log) => Stdio::from(log),
-        Err(_) => Stdio::null(),
-    };
+    // A home that cannot take the file (read-only, full) does not stop the daemon's start.
+    let log = open_daemon_log(paths).map(Stdio::from).unwrap_or_else(|_| Stdio::null());
     let mut cmd = Command::new(exe);
     cmd.arg("daemon")
         .env("HERDER_HOME", &paths.home)
@@ -184,6 +275,18 @@ fn spawn_daemon(paths: &Paths) -> io::Result<Child> {
         });
     }
     cmd.spawn()
+}
+
+/// `daemon.log` for appending, 0600 like the rest of the home (a file of an older herder is
+/// made so).
+fn open_daemon_log(paths: &Paths) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(paths.daemon_log())?;
+    if file.metadata()?.permissions().mode() & 0o7777 != 0o600 {
+        // A file of another owner stays as it is: the daemon's start says what is wrong.
+        let _ = file.set_permissions(std::fs::Permissions::from_mode(0o600));
+    }
+    Ok(file)
 }
 
 /// Wait until process `pid` is gone, up to `timeout`. Returns whether it is gone.

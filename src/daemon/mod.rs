@@ -3,6 +3,7 @@
 //!
 //! [`run`] is a library function so tests and `herder daemon` start it the same way.
 
+mod control;
 mod coordinator;
 pub mod dump;
 mod foreground;
@@ -13,6 +14,7 @@ pub mod image;
 pub mod lock;
 mod logs;
 mod metrics;
+mod private_log;
 mod recovery;
 pub mod registry;
 mod sd_notify;
@@ -29,7 +31,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
-use crate::logs::{LogFile, Rotation};
+use crate::logs::Rotation;
 use crate::paths::Paths;
 use crate::process::cgroup::CgroupRoot;
 use crate::process::reaper::Reaper;
@@ -318,8 +320,8 @@ fn bind_at(path: &std::path::Path) -> io::Result<StdUnixListener> {
 const DAEMON_LOG_ROTATION: Rotation =
     Rotation { max_size: Some(10 * 1024 * 1024), interval: None, retain: 5, compress: false };
 
-/// The daemon's own log, written one whole event at a time through a [`LogFile`].
-struct DaemonLog(Mutex<LogFile>);
+/// The daemon's own log, written one whole event at a time, its files kept 0600.
+struct DaemonLog(Mutex<private_log::PrivateLog>);
 
 thread_local! {
     /// Set while this thread writes to the daemon log, so that an error the log file reports
@@ -347,7 +349,7 @@ fn init_tracing(paths: &Paths) {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO));
-    if let Ok(file) = LogFile::open(paths.daemon_log(), DAEMON_LOG_ROTATION) {
+    if let Ok(file) = private_log::PrivateLog::open(paths.daemon_log(), DAEMON_LOG_ROTATION) {
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::util::SubscriberInitExt;
         let log: &'static DaemonLog = Box::leak(Box::new(DaemonLog(Mutex::new(file))));
@@ -551,6 +553,8 @@ async fn serve(
     manager.notify(&format!("READY=1\nSTATUS=serving {} app(s)", daemon.registry().apps.len()));
     let mut accept_switch = daemon.handover.accept_switch();
     let mut accept_errors = AcceptErrors::new("control socket");
+    let limits = control::Limits::from_env();
+    let connections = control::Connections::new(limits.max);
     loop {
         if start_failed {
             break;
@@ -562,7 +566,8 @@ async fn serve(
                 Ok((stream, _)) => {
                     accept_errors.accepted();
                     let daemon = daemon.clone();
-                    tokio::spawn(async move { connection(daemon, stream).await });
+                    let slot = connections.open();
+                    tokio::spawn(async move { connection(daemon, stream, slot, limits).await });
                 }
                 Err(e) => accept_errors.failed(&e).await,
             },
@@ -751,8 +756,14 @@ async fn stream_events(daemon: &Daemon, mut stream: UnixStream) {
     }
 }
 
-/// Serve one client: check its uid, handshake, then answer requests until it hangs up.
-async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
+/// Serve one client: check its uid, handshake, then answer requests until it hangs up (or
+/// passes one of the [`control::Limits`]). A client over the cap is told so and closed.
+async fn connection(
+    daemon: Arc<Daemon>,
+    mut stream: UnixStream,
+    slot: Result<control::Slot, control::Full>,
+    limits: control::Limits,
+) {
     // SAFETY: geteuid(2) has no preconditions.
     let me = unsafe { libc::geteuid() };
     match stream.peer_cred() {
@@ -766,10 +777,18 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
             return;
         }
     }
+    let _slot = match slot {
+        Ok(slot) => slot,
+        Err(full) => return control::refuse(stream, full).await,
+    };
     let pid = std::process::id();
-    let hello: Hello = match protocol::read_frame(&mut stream).await {
-        Ok(h) => h,
-        Err(_) => return,
+    let hello: Hello = match control::read_within(&mut stream, limits.handshake).await {
+        Some(Ok(h)) => h,
+        Some(Err(_)) => return,
+        None => {
+            tracing::debug!(limit = ?limits.handshake, "closed a connection that sent no handshake in time");
+            return;
+        }
     };
     let mismatch = hello.protocol != protocol::PROTOCOL_VERSION || hello.version != protocol::PROGRAM_VERSION;
     // A client of any version may ask for `Update`, and only that.
@@ -779,21 +798,26 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
             version: protocol::PROGRAM_VERSION.to_string(),
             pid,
         };
-        let _ = protocol::write_frame(&mut stream, &reply).await;
+        let _ = control::write_within(&mut stream, &reply, limits.idle).await;
         return;
     }
     let welcome = HelloReply::Welcome { version: protocol::PROGRAM_VERSION.to_string(), pid };
-    if protocol::write_frame(&mut stream, &welcome).await.is_err() {
+    if control::write_within(&mut stream, &welcome, limits.idle).await.is_err() {
         return;
     }
     loop {
-        let req: Request = match protocol::read_frame(&mut stream).await {
-            Ok(r) => r,
-            Err(FrameError::Closed) => return,
-            Err(e) => {
+        // Between requests the connection is idle; streams below leave this loop for good.
+        let req: Request = match control::read_within(&mut stream, limits.idle).await {
+            Some(Ok(r)) => r,
+            Some(Err(FrameError::Closed)) => return,
+            Some(Err(e)) => {
                 let reply =
                     Response::Error(ErrorReply { kind: ErrorKind::BadRequest, message: e.to_string() });
-                let _ = protocol::write_frame(&mut stream, &reply).await;
+                let _ = control::write_within(&mut stream, &reply, limits.idle).await;
+                return;
+            }
+            None => {
+                tracing::debug!(limit = ?limits.idle, "closed an idle connection");
                 return;
             }
         };
@@ -806,7 +830,7 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
                 protocol::PROGRAM_VERSION
             );
             let reply = Response::Error(ErrorReply { kind: ErrorKind::BadRequest, message });
-            let _ = protocol::write_frame(&mut stream, &reply).await;
+            let _ = control::write_within(&mut stream, &reply, limits.idle).await;
             return;
         }
         if let Request::Events = req {
@@ -817,7 +841,7 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
                 Ok(opened) => (opened.reply, opened.follower),
                 Err(e) => (Response::Error(e), None),
             };
-            if protocol::write_frame(&mut stream, &resp).await.is_err() {
+            if control::write_within(&mut stream, &resp, limits.idle).await.is_err() {
                 return;
             }
             drop(resp);
@@ -835,7 +859,7 @@ async fn connection(daemon: Arc<Daemon>, mut stream: UnixStream) {
             Some(_) => handlers::handle(&daemon, req).await,
             None => handover::give::Gate::updating_reply(),
         };
-        let written = protocol::write_frame(&mut stream, &resp).await;
+        let written = control::write_within(&mut stream, &resp, limits.idle).await;
         drop(busy);
         drop(resp);
         trim_memory();

@@ -51,6 +51,10 @@ pub enum HelloReply {
     Welcome { version: String, pid: u32 },
     /// The versions differ; the connection is closed after this frame.
     Mismatch { protocol: u32, version: String, pid: u32 },
+    /// The daemon turns the connection away (it has as many connections as it allows) and
+    /// closes it. Sent at once, possibly before the client's `Hello` is read; `message` is
+    /// written for the user.
+    Refused { message: String },
 }
 
 /// Which apps a command applies to.

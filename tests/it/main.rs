@@ -8,6 +8,7 @@ mod cluster;
 mod config_errors;
 mod config_formats;
 mod container;
+mod control;
 mod daemon;
 mod disk;
 mod doctor;
