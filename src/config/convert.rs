@@ -20,10 +20,9 @@ pub fn to_toml(root: &Value, from: &str) -> String {
     let mut doc = DocumentMut::new();
     let mut array = ArrayOfTables::new();
     let mut dropped: Vec<String> = Vec::new();
-    let mut not_yet: Vec<String> = Vec::new();
     for app in apps {
         let Kind::Table(table) = &app.kind else { continue };
-        array.push(convert_app(table, &deploy, &mut dropped, &mut not_yet));
+        array.push(convert_app(table, &deploy, &mut dropped));
     }
     doc.insert("apps", Item::ArrayOfTables(array));
     let mut header = format!("# herder.toml converted by `herder convert` from {from}.\n");
@@ -31,9 +30,6 @@ pub fn to_toml(root: &Value, from: &str) -> String {
         .push_str("# Keep it next to the original: relative paths resolve against this file's directory.\n");
     if !dropped.is_empty() {
         header.push_str(&format!("# Dropped (no meaning in herder): {}.\n", dropped.join(", ")));
-    }
-    if !not_yet.is_empty() {
-        header.push_str(&format!("# Left out (not implemented in herder yet): {}.\n", not_yet.join(", ")));
     }
     header.push('\n');
     header + &doc.to_string()
@@ -78,12 +74,7 @@ fn split(root: &Value) -> (Vec<&Value>, DeployEnv) {
     (apps, deploy)
 }
 
-fn convert_app(
-    table: &Table,
-    deploy: &DeployEnv,
-    dropped: &mut Vec<String>,
-    not_yet: &mut Vec<String>,
-) -> TomlTable {
+fn convert_app(table: &Table, deploy: &DeployEnv, dropped: &mut Vec<String>) -> TomlTable {
     let mut out = TomlTable::new();
     let mut script_needs_shell = false;
     let mut has_shell = false;
@@ -106,16 +97,6 @@ fn convert_app(
             continue;
         }
         let v = &entry.value;
-        let left_out = match (def.field, &v.kind) {
-            (Field::Image, _) => Some(def.name.to_string()),
-            _ => None,
-        };
-        if let Some(what) = left_out {
-            if !not_yet.contains(&what) {
-                not_yet.push(what);
-            }
-            continue;
-        }
         let item = match def.field {
             // PM2's `cluster_mode` and `fork_mode` are herder's `cluster` and `fork`.
             Field::ExecMode => match &v.kind {

@@ -112,6 +112,8 @@ pub struct AppDecl {
     pub group: Option<Spanned<String>>,
     /// `pid_file`, relative to `cwd`.
     pub pid_file: Option<Spanned<String>>,
+    /// `image`: the container image `herder export` names for the app.
+    pub image: Option<String>,
     /// `[apps.balancer]`.
     pub balancer: Option<BalancerDecl>,
 }

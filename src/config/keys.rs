@@ -66,7 +66,6 @@ pub enum Field {
     LogRateLimit,
     PidFile,
     Balancer,
-    // Validated now; its behaviour comes with later work.
     Image,
     // PM2 options with no meaning in herder.
     Ignored,
@@ -76,9 +75,6 @@ pub enum Field {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Support {
     Now,
-    /// Parsed and validated; a later release gives it its behaviour. An error in herder.toml,
-    /// a warning in PM2 files.
-    Later,
     /// A PM2 option that means nothing here (why, for the warning).
     Ignored(&'static str),
 }
@@ -92,10 +88,6 @@ pub struct FieldDef {
 
 const fn now(field: Field, name: &'static str, aliases: &'static [&'static str]) -> FieldDef {
     FieldDef { field, name, aliases, support: Support::Now }
-}
-
-const fn later(field: Field, name: &'static str, aliases: &'static [&'static str]) -> FieldDef {
-    FieldDef { field, name, aliases, support: Support::Later }
 }
 
 const fn ignored(name: &'static str, why: &'static str) -> FieldDef {
@@ -162,7 +154,7 @@ pub const FIELDS: &[FieldDef] = &[
     now(Field::LogRateLimit, "log_rate_limit", &[]),
     now(Field::PidFile, "pid_file", &["pid"]),
     now(Field::Balancer, "balancer", &[]),
-    later(Field::Image, "image", &[]),
+    now(Field::Image, "image", &[]),
     ignored("treekill", "herder always stops the whole process tree"),
     ignored("kill_retry_time", "herder waits for the exit instead of polling"),
     ignored("force", "app names are unique in herder"),

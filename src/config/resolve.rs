@@ -236,6 +236,8 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
     }
     spec.increment_var = decl.increment_var.clone();
     spec.instances = decl.instances.map_or(1, |i| i.count(cpu_count()));
+    spec.instances_max = matches!(decl.instances, Some(crate::config::decl::Instances::Max));
+    spec.image = decl.image.clone();
     spec.sockets = cluster_sockets(decl, &spec);
     if let Some(b) = &decl.balancer {
         match balancer(decl, b, &spec) {

@@ -706,20 +706,20 @@ fn node_at_a_version_runs_node_with_a_warning() {
 }
 
 #[test]
-fn keys_not_implemented_yet_are_errors_in_herder_toml_with_their_line() {
+fn a_node_version_is_an_error_in_herder_toml_with_its_line() {
     let f = Fixture::new();
     f.file("app.js", "");
     let toml = "[[apps]]\nname = \"web\"\nscript = \"app.js\"\nimage = \"web:1\"\nexec_mode = \"cluster\"\n\
                 interpreter = \"node@18\"\n";
-    // `exec_mode = "cluster"` (line 5) is implemented: no error.
+    // `image` (line 4, for `herder export`) and `exec_mode = "cluster"` (line 5): no error.
     let errs = f.load(toml).unwrap_err();
     let found: Vec<(usize, &str)> = errs.iter().map(|e| (e.line.unwrap(), e.message.as_str())).collect();
     assert_eq!(
         found,
-        [
-            (4, "`image` in app `web` is not implemented yet"),
-            (6, "`interpreter = \"node@18\"` in app `web` asks for a Node version, which herder does not install"),
-        ],
+        [(
+            6,
+            "`interpreter = \"node@18\"` in app `web` asks for a Node version, which herder does not install"
+        )],
         "{errs}"
     );
     assert!(errs.iter().all(|e| e.hint.is_some() && e.file.as_deref() == Some(Path::new("herder.toml"))));
@@ -728,7 +728,7 @@ fn keys_not_implemented_yet_are_errors_in_herder_toml_with_their_line() {
 }
 
 #[test]
-fn keys_not_implemented_yet_are_warnings_naming_them_in_pm2_files() {
+fn image_is_kept_from_pm2_files_and_through_convert() {
     let f = Fixture::new();
     f.file("app.js", "");
     f.file(
@@ -737,16 +737,14 @@ fn keys_not_implemented_yet_are_warnings_naming_them_in_pm2_files() {
             "balancer": {"listen": 80}}, {"name": "api", "script": "app.js", "image": "api:1"}]}"#,
     );
     let loaded = load(Path::new("ecosystem.json"), &LoadOptions::default(), &f.ctx()).unwrap();
-    let warnings: Vec<&str> = loaded.warnings.iter().map(|w| w.message.as_str()).collect();
-    assert_eq!(warnings, ["`image` (apps `web`, `api`) is not implemented yet; it is ignored",]);
-    assert_eq!(loaded.specs.len(), 2);
-    // `convert` leaves them out, so that its herder.toml loads.
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let images: Vec<_> = loaded.specs.iter().map(|s| s.image.as_deref()).collect();
+    assert_eq!(images, [Some("web:1"), Some("api:1")]);
     let (toml, _) = convert_file(Path::new("ecosystem.json"), &f.ctx()).unwrap();
-    assert!(toml.contains("# Left out (not implemented in herder yet): image."), "{toml}");
-    assert!(toml.contains("listen = 80"), "{toml}");
+    assert!(toml.contains("image = \"web:1\"") && toml.contains("listen = 80"), "{toml}");
     f.file("converted.toml", &toml);
     let converted = load(Path::new("converted.toml"), &LoadOptions::default(), &f.ctx()).unwrap();
-    assert_eq!(converted.specs.len(), 2);
+    assert_eq!(converted.specs[1].image.as_deref(), Some("api:1"));
     assert!(converted.warnings.is_empty(), "{:?}", converted.warnings);
 }
 

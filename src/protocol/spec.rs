@@ -49,6 +49,9 @@ pub struct AppSpec {
     pub env: std::sync::Arc<BTreeMap<String, String>>,
     /// Number of instances.
     pub instances: u32,
+    /// `instances = "max"`: one per CPU, counted where the spec was resolved.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub instances_max: bool,
     /// Restart on exit.
     pub autorestart: bool,
     /// Exit codes that stop the app instead of restarting it.
@@ -147,6 +150,9 @@ pub struct AppSpec {
     /// balances over the instances, each on a loopback port of its own (`PORT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balancer: Option<BalancerSpec>,
+    /// The container image of the app, for `herder export` (`image`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// `[apps.balancer]`: the daemon's proxy in front of the app's instances.
@@ -345,6 +351,8 @@ impl AppSpec {
             pid_file: None,
             sockets: Vec::new(),
             balancer: None,
+            image: None,
+            instances_max: false,
         }
     }
 }

@@ -355,9 +355,7 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
             Field::DisableLogs => decl.logs.disable = cx.bool(key, v).unwrap_or(false),
             Field::LogCompress => decl.logs.compress = cx.bool(key, v).unwrap_or(false),
             Field::PidFile => decl.pid_file = cx.non_empty_string(key, v).map(spanned),
-            Field::Image => {
-                cx.non_empty_string(key, v);
-            }
+            Field::Image => decl.image = cx.non_empty_string(key, v),
             Field::OutFile => decl.logs.out_file = cx.non_empty_string(key, v).map(Into::into),
             Field::ErrorFile => decl.logs.error_file = cx.non_empty_string(key, v).map(Into::into),
             Field::LogDateFormat => {
@@ -397,24 +395,6 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
         if cx.cx.errors.len() == errors_before {
             match (support, def.field) {
                 (Support::Ignored(_), _) => cx.ignore(def, entry.key_span),
-                (Support::Later, field) => {
-                    let hint = if field == Field::Image {
-                        "`image` is for `herder export`, which comes with a later release; remove it"
-                    } else {
-                        "a later release gives it its behaviour; remove it"
-                    };
-                    cx.not_yet(
-                        Later {
-                            key: def.name,
-                            written: format!("`{key}`"),
-                            error: "is not implemented yet",
-                            warning: "is not implemented yet; it is ignored",
-                            hint,
-                        },
-                        v,
-                        entry.key_span,
-                    );
-                }
                 (Support::Now, _) => {}
             }
         }
