@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod export;
 pub mod health;
 pub mod human;
 pub mod logs;

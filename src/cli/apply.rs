@@ -25,7 +25,7 @@ pub(super) async fn apply(paths: &Paths, a: ApplyArgs) -> Result<i32> {
                 anyhow!("no config file here to apply\nhint: give one: herder apply herder.toml")
             })?,
     };
-    let opts = config::LoadOptions { env_name: a.env_name, only: a.only };
+    let opts = config::LoadOptions { env_name: a.env_name, only: a.only, ..Default::default() };
     let loaded = match config::load(Path::new(&file), &opts, &ctx) {
         Ok(l) => l,
         Err(errors) => return config_failed(&errors),

@@ -60,6 +60,8 @@ pub enum Cmd {
     Init(InitArgs),
     /// Print the herder.toml equivalent to a config file (a PM2 ecosystem file, YAML, JSON)
     Convert(ConvertArgs),
+    /// Write a config's apps as Kubernetes manifests, a docker compose file or systemd units
+    Export(ExportArgs),
     /// Print the last lines of apps' logs, then follow new lines
     #[command(visible_alias = "log")]
     Logs(LogsArgs),
@@ -136,6 +138,40 @@ pub struct ApplyArgs {
     /// Print the plan and change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The engine: kubernetes, compose or systemd
+    #[arg(value_enum)]
+    pub target: ExportTarget,
+    /// The config file (default: this directory's herder.toml or ecosystem.config.js …)
+    pub file: Option<String>,
+    /// Apply each app's `env_<name>`
+    #[arg(long = "env", value_name = "NAME")]
+    pub env_name: Option<String>,
+    /// Only these apps of the file (by name)
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub only: Vec<String>,
+    /// Write one file per app and kind into this folder instead of printing them
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<std::path::PathBuf>,
+    /// The container image of apps whose config names none (`image`)
+    #[arg(long, value_name = "IMAGE")]
+    pub image: Option<String>,
+    /// Write secret-looking values (`*TOKEN*`, `*PASSWORD*` …) instead of placeholders
+    #[arg(long)]
+    pub include_secrets: bool,
+    /// Kubernetes: a CronJob that restarts the Deployment for `cron_restart`
+    #[arg(long)]
+    pub cron_jobs: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportTarget {
+    Kubernetes,
+    Compose,
+    Systemd,
 }
 
 #[derive(Debug, Args)]

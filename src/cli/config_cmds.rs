@@ -13,7 +13,7 @@ use crate::config;
 /// `herder validate <file>`: every error of the file, or a summary of its apps.
 pub(super) fn validate(a: &ValidateArgs) -> Result<i32> {
     let ctx = resolve_context()?;
-    let opts = config::LoadOptions { env_name: a.env_name.clone(), only: Vec::new() };
+    let opts = config::LoadOptions { env_name: a.env_name.clone(), only: Vec::new(), ..Default::default() };
     match config::load(Path::new(&a.file), &opts, &ctx) {
         Ok(loaded) => {
             print_warnings(&loaded.warnings);

@@ -44,7 +44,7 @@ pub(super) fn run_foreground(paths: Paths, a: RunArgs) -> Result<i32> {
     if !ctx.cwd.join(&file).is_file() {
         bail!("config file {} not found", ctx.cwd.join(&file).display());
     }
-    let opts = config::LoadOptions { env_name: a.env_name, only: a.only };
+    let opts = config::LoadOptions { env_name: a.env_name, only: a.only, ..Default::default() };
     let loaded = match config::load(Path::new(&file), &opts, &ctx) {
         Ok(l) => l,
         Err(errors) => return config_failed(&errors),

@@ -8,6 +8,7 @@ mod config_cmds;
 mod context;
 mod doctor;
 mod events;
+mod export;
 mod foreground;
 pub mod inspect;
 mod kill;
@@ -149,6 +150,7 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
         Cmd::Validate(a) => config_cmds::validate(&a),
         Cmd::Init(a) => config_cmds::init(&a),
         Cmd::Convert(a) => config_cmds::convert(&a),
+        Cmd::Export(a) => export::export(&a),
         Cmd::Save(a) => persist::save(paths, a.force).await,
         Cmd::Resurrect => persist::resurrect(paths).await,
         Cmd::Jlist => pm2_verbs::jlist(paths, false).await,

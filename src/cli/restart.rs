@@ -24,7 +24,11 @@ pub(super) async fn restart(paths: &Paths, a: RestartArgs, reload: bool) -> Resu
     if let [file] = a.targets.as_slice() {
         if config::is_config_file(Path::new(file)) {
             let ctx = resolve_context()?;
-            let opts = config::LoadOptions { env_name: a.env_name.clone(), only: a.only.clone() };
+            let opts = config::LoadOptions {
+                env_name: a.env_name.clone(),
+                only: a.only.clone(),
+                ..Default::default()
+            };
             let loaded = match config::load(Path::new(file), &opts, &ctx) {
                 Ok(loaded) => loaded,
                 Err(errors) => return config_failed(&errors),
@@ -57,7 +61,8 @@ pub(super) async fn restart(paths: &Paths, a: RestartArgs, reload: bool) -> Resu
     for app in apps.iter().filter(|x| from_file(x)) {
         let key = (app.spec.source.clone().unwrap_or_default(), app.spec.env_name.clone());
         if !loaded.iter().any(|(k, _)| *k == key) {
-            let opts = config::LoadOptions { env_name: key.1.clone(), only: Vec::new() };
+            let opts =
+                config::LoadOptions { env_name: key.1.clone(), only: Vec::new(), ..Default::default() };
             match config::load(&key.0, &opts, &resolve_context()?) {
                 // Its warnings were printed by the command that was given the file (`start`,
                 // `restart <file>`, `validate`); a restart by name does not repeat them.

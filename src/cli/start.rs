@@ -59,8 +59,11 @@ fn plan_start(
         if !first_path.is_file() {
             bail!("config file {} not found", first_path.display());
         }
-        let opts =
-            config::LoadOptions { env_name: env_name_of(&a.env, "a config file")?, only: a.only.clone() };
+        let opts = config::LoadOptions {
+            env_name: env_name_of(&a.env, "a config file")?,
+            only: a.only.clone(),
+            ..Default::default()
+        };
         return Ok(match config::load(Path::new(&first), &opts, ctx) {
             Ok(loaded) => {
                 print_warnings(&loaded.warnings);

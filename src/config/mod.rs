@@ -26,6 +26,7 @@ mod format_toml;
 mod format_yaml;
 mod keys;
 mod resolve;
+pub use resolve::cpu_count;
 pub mod units;
 mod validate;
 pub mod value;
@@ -282,6 +283,9 @@ pub struct LoadOptions {
     pub env_name: Option<String>,
     /// `--only a,b`: load only these apps (by name); empty means all.
     pub only: Vec<String>,
+    /// Give each app only the environment the file declares (its `env`, `env_file`, `env_<name>`
+    /// …), not the shell's: for `herder export`, whose output runs elsewhere.
+    pub file_env_only: bool,
 }
 
 /// A loaded config: the apps, and warnings about options herder ignores.
@@ -418,6 +422,7 @@ pub fn load(path: &Path, opts: &LoadOptions, ctx: &ResolveContext) -> Result<Loa
         env_name,
         deploy_env: env_name.and_then(|n| validated.deploy_env.get(n)),
         auto_shell: dialect == Dialect::Pm2,
+        file_env_only: opts.file_env_only,
     };
     let mut specs = Vec::with_capacity(selected.len());
     // Each app's name and where it is written, for the uniqueness check.
@@ -495,6 +500,7 @@ pub fn from_command(script: &str, ov: &Overrides, ctx: &ResolveContext) -> Resul
         env_name: None,
         deploy_env: None,
         auto_shell: true,
+        file_env_only: false,
     };
     match resolve::resolve(&decl, &base) {
         Ok(spec) if errors.is_empty() => Ok(spec),

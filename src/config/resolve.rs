@@ -41,6 +41,9 @@ pub struct Base<'a> {
     pub env_name: Option<&'a str>,
     /// PM2's `deploy.<name>.env` for the selected `--env`, under each app's `env`.
     pub deploy_env: Option<&'a BTreeMap<String, String>>,
+    /// The app's environment holds only what the file declares, none of `env` (see
+    /// [`super::LoadOptions::file_env_only`]).
+    pub file_env_only: bool,
     /// Whether a command string that needs a shell runs with `sh -c` without `shell = true`
     /// (PM2 files and the command line do; herder.toml asks for `shell = true`).
     pub auto_shell: bool,
@@ -362,6 +365,7 @@ fn environment(
     login: &[(&str, String)],
 ) -> Result<BTreeMap<String, String>, Vec<ConfigError>> {
     let mut env: BTreeMap<String, String> = match &decl.filter_env {
+        _ if base.file_env_only => BTreeMap::new(),
         FilterEnv::None => base.env.clone(),
         FilterEnv::All => BTreeMap::new(),
         FilterEnv::Containing(parts) => base

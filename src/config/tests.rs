@@ -641,7 +641,7 @@ fn environment_layers_and_names() {
     assert!(!spec.env.contains_key("HOME"), "filtered");
     assert!(spec.env.contains_key("PATH"));
     assert_eq!((spec.instance_var.as_str(), spec.increment_var.as_deref()), ("INST", Some("PORT")));
-    let opts = LoadOptions { env_name: Some("prod".into()), only: Vec::new() };
+    let opts = LoadOptions { env_name: Some("prod".into()), only: Vec::new(), ..Default::default() };
     let loaded = load(Path::new("herder.toml"), &opts, &f.ctx()).unwrap();
     assert_eq!(loaded.specs[0].name, "web-prod");
     assert_eq!(loaded.specs[0].env.get("LAYER").map(String::as_str), Some("prod"));
@@ -682,7 +682,7 @@ fn convert_folds_deploy_env_under_env() {
     let (toml, _) = convert_file(Path::new("ecosystem.json"), &f.ctx()).unwrap();
     f.file("converted.toml", &toml);
     for env_name in [None, Some("production".to_string())] {
-        let opts = LoadOptions { env_name, only: Vec::new() };
+        let opts = LoadOptions { env_name, only: Vec::new(), ..Default::default() };
         let strip = |mut specs: Vec<AppSpec>| {
             specs.iter_mut().for_each(|s| s.source = None);
             specs

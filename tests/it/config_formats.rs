@@ -665,7 +665,11 @@ fn convert_output_loads_back_to_the_same_specs() {
         let converted = Path::new(file).with_file_name("converted.herder.toml");
         std::fs::write(tmp.path().join(&converted), &toml).unwrap();
         for env_name in [None, Some("production"), Some("staging")] {
-            let opts = LoadOptions { env_name: env_name.map(str::to_string), only: Vec::new() };
+            let opts = LoadOptions {
+                env_name: env_name.map(str::to_string),
+                only: Vec::new(),
+                ..Default::default()
+            };
             // An `--env` that the file does not define is refused by both alike.
             let load = |p: &Path| match config::load(p, &opts, &ctx) {
                 Ok(loaded) => {

@@ -13,6 +13,7 @@ mod daemon;
 mod disk;
 mod doctor;
 mod events;
+mod export;
 mod generations;
 mod health;
 mod hooks;
