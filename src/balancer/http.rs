@@ -74,6 +74,7 @@ pub fn serve(
             }
         };
         let (b, phase, adopted) = (balancer.clone(), phase.clone(), adopted.take().unwrap_or_default());
+        let accepting = super::Accepting::new(&balancer);
         let spawned = std::thread::Builder::new().name(format!("balancer-{n}")).spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,
@@ -87,6 +88,7 @@ pub fn serve(
                 if let Err(e) = accept(b.clone(), listener, adopted, phase, open.clone()).await {
                     tracing::error!(app = %b.app, error = %e, "the balancer stopped accepting");
                 }
+                drop(accepting);
                 // The connections finish (within `drain_timeout`, or handed over).
                 loop {
                     let closed = b.closed.notified();
@@ -133,20 +135,18 @@ async fn accept(
         match adopted {
             Ok(stream) => {
                 let peer = stream.peer_addr().map_or(SocketAddr::from(([0, 0, 0, 0], 0)), super::canonical);
-                tokio::spawn(client(
-                    server.clone(),
-                    stream,
-                    peer,
-                    Bytes::from(read),
-                    phase.clone(),
-                    open.clone(),
-                ));
+                let counted = Open::new(&balancer, &open);
+                tokio::spawn(client(server.clone(), stream, peer, Bytes::from(read), phase.clone(), counted));
             }
             Err(e) => tracing::warn!(app = %balancer.app, error = %e, "a connection handed over is lost"),
         }
     }
     while let Some((stream, peer)) = super::next_client(&balancer.app, &listener, &mut phase).await {
-        tokio::spawn(client(server.clone(), stream, peer, Bytes::new(), phase.clone(), open.clone()));
+        // Counted from here, not from the task's first run: `herder update` waits for every
+        // connection to be handed over, and one accepted a moment before must not be missed
+        // (it would be closed at the update, its request reset).
+        let counted = Open::new(&balancer, &open);
+        tokio::spawn(client(server.clone(), stream, peer, Bytes::new(), phase.clone(), counted));
     }
     Ok(())
 }
@@ -157,18 +157,39 @@ const HEADER_READ: Duration = Duration::from_secs(30);
 /// The bytes that begin every HTTP/2 connection without TLS.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 
-/// One client connection, counted while it is open: TLS, HTTP/2 in clear, or HTTP/1.
+/// A client connection, counted from its accept until it ends (in the balancer's figures,
+/// which `herder update` waits on, and in its thread's, which the thread waits on).
+struct Open {
+    balancer: Arc<Balancer>,
+    open: Arc<AtomicUsize>,
+}
+
+impl Open {
+    fn new(balancer: &Arc<Balancer>, open: &Arc<AtomicUsize>) -> Open {
+        balancer.stats.connections.fetch_add(1, Ordering::AcqRel);
+        open.fetch_add(1, Ordering::AcqRel);
+        Open { balancer: balancer.clone(), open: open.clone() }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.balancer.stats.connections.fetch_sub(1, Ordering::AcqRel);
+        self.balancer.closed.notify_waiters();
+    }
+}
+
+/// One client connection: TLS, HTTP/2 in clear, or HTTP/1.
 async fn client(
     server: Arc<Server>,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     read: Bytes,
     phase: watch::Receiver<Phase>,
-    open: Arc<AtomicUsize>,
+    counted: Open,
 ) {
     let b = server.proxy.balancer.clone();
-    b.stats.connections.fetch_add(1, Ordering::AcqRel);
-    open.fetch_add(1, Ordering::AcqRel);
     match b.tls.as_ref().map(|c| c.acceptor()) {
         Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => served(&server, tls, peer, true, phase).await,
@@ -178,9 +199,7 @@ async fn client(
         None if read.is_empty() && is_h2(&stream).await => served(&server, stream, peer, false, phase).await,
         None => http1(&server, Prefixed { read, stream }, peer, phase).await,
     }
-    open.fetch_sub(1, Ordering::AcqRel);
-    b.stats.connections.fetch_sub(1, Ordering::AcqRel);
-    b.closed.notify_waiters();
+    drop(counted);
 }
 
 /// Whether the client opens with HTTP/2's preface (h2c with prior knowledge).

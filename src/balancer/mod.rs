@@ -23,7 +23,7 @@ pub mod tls;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -83,11 +83,31 @@ pub struct Balancer {
     pub closed: Notify,
     /// Idle connections kept for the next image of the daemon ([`Phase::HandingOver`]).
     pub handed: Mutex<Vec<(OwnedFd, Vec<u8>)>>,
+    /// Accept loops still running: [`Front::hand_over`] waits for them to stop, so that no
+    /// connection is accepted once it has counted the connections to hand over.
+    accepting: AtomicUsize,
     pub stats: Stats,
     epoch: Instant,
     pub tls: Option<tls::Certs>,
     /// The access log, when `access_log` is on.
     pub access: Option<access::AccessLog>,
+}
+
+/// An accept loop of the balancer, counted from before it starts until it has stopped.
+pub struct Accepting(Arc<Balancer>);
+
+impl Accepting {
+    pub fn new(balancer: &Arc<Balancer>) -> Accepting {
+        balancer.accepting.fetch_add(1, Ordering::AcqRel);
+        Accepting(balancer.clone())
+    }
+}
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        self.0.accepting.fetch_sub(1, Ordering::AcqRel);
+        self.0.closed.notify_waiters();
+    }
 }
 
 /// A request's claim on a member: counted as under way until dropped.
@@ -128,6 +148,7 @@ impl Balancer {
             idle: Notify::new(),
             closed: Notify::new(),
             handed: Mutex::default(),
+            accepting: AtomicUsize::new(0),
             stats: Stats::default(),
             epoch: Instant::now(),
             tls,
@@ -402,10 +423,14 @@ impl Front {
             let _ = r.phase.send(Phase::HandingOver);
             (r.balancer.clone(), r.address.clone(), r.listener.try_clone().ok()?)
         };
+        // Every accept loop stopped first: a connection accepted after the count below would
+        // be closed at the update, its request reset.
         let _ = tokio::time::timeout(limit, async {
             loop {
                 let closed = balancer.closed.notified();
-                if balancer.stats.connections.load(Ordering::Acquire) <= 0 {
+                if balancer.accepting.load(Ordering::Acquire) == 0
+                    && balancer.stats.connections.load(Ordering::Acquire) <= 0
+                {
                     return;
                 }
                 closed.await;

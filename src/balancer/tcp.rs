@@ -19,10 +19,12 @@ use crate::protocol::spec::Strategy;
 /// Serve the balancer on `listener` until `stop` turns true; connections under way go on until
 /// they end or `drain_timeout` passes.
 pub fn serve(balancer: Arc<Balancer>, listener: std::net::TcpListener, stop: watch::Receiver<Phase>) {
+    let accepting = super::Accepting::new(&balancer);
     tokio::spawn(async move {
         if let Err(e) = accept(balancer.clone(), listener, stop).await {
             tracing::error!(app = %balancer.app, error = %e, "the balancer stopped accepting");
         }
+        drop(accepting);
     });
 }
 
@@ -35,8 +37,10 @@ async fn accept(
     let listener = tokio::net::TcpListener::from_std(listener)?;
     while let Some((client, peer)) = super::next_client(&balancer.app, &listener, &mut stop).await {
         let (b, mut stop) = (balancer.clone(), stop.clone());
+        // Counted at its accept: a stop (or an update) waiting for the connections to end
+        // must not miss one whose task has not run yet.
+        b.stats.connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            b.stats.connections.fetch_add(1, Ordering::Relaxed);
             let proxied = proxy(&b, client, peer.ip());
             tokio::pin!(proxied);
             tokio::select! {

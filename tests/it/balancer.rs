@@ -777,11 +777,7 @@ fn an_update_under_load_hands_over_the_port_and_the_connections_and_fails_no_req
         wait_for("requests after the update", T, || (load.answered() > answered + 200).then_some(()));
     }
     let (answered, failures) = load.finish();
-    // Known gap, under a loaded machine: now and then one connection is reset at an update
-    // (1 in about 800 requests seen); no refused connection and no error answer.
-    let (resets, others): (Vec<&String>, Vec<&String>) =
-        failures.iter().partition(|f| f.contains("Connection reset by peer"));
-    assert!(others.is_empty() && resets.len() <= 1, "{} of {answered} failed: {failures:?}", failures.len());
+    assert!(failures.is_empty(), "{} of {answered} failed: {failures:?}", failures.len());
     assert_eq!(h.daemon_pid(), daemon, "the same daemon process");
     let log = std::fs::read_to_string(h.home.join("daemon.log")).unwrap();
     assert!(!log.contains("connection handed over is lost"), "{log}");
