@@ -2,17 +2,24 @@
 //! for `herder metrics` and an opt-in HTTP endpoint (`herder metrics --listen`, or
 //! `HERDER_METRICS_LISTEN` in the daemon's environment).
 //!
-//! The endpoint is a small HTTP/1.1 server of its own: `GET /metrics` (and `/`) answer the
-//! text, anything else 404; one request per connection. It answers from the sampler's figures,
-//! so a scrape never reads /proc for the apps.
+//! The endpoint is served by hyper (HTTP/1.1) on the daemon's runtime: `GET` or `HEAD` of
+//! `/metrics` (and `/`) answer the text, another path 404, another method 405; one request per
+//! connection, its head at most 16 KiB (431 past it), 10 s to read and answer it. It answers
+//! from the sampler's figures, so a scrape never reads /proc for the apps.
 
+use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{header, Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
 
 use super::Daemon;
 use crate::protocol::{AppInfo, Status};
@@ -79,6 +86,10 @@ pub(crate) fn serve(daemon: &Arc<Daemon>, listener: TcpListener) -> Result<Socke
     let d = Arc::downgrade(daemon);
     let task = tokio::spawn(async move {
         let mut errors = super::AcceptErrors::new("metrics endpoint");
+        let mut http = http1::Builder::new();
+        // One request per connection, as a scrape every few seconds needs no more; the head
+        // in the case its writers are used to (some scrapers' tests match it exactly).
+        http.keep_alive(false).title_case_headers(true).max_header_size(MAX_HEAD);
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => {
@@ -91,8 +102,13 @@ pub(crate) fn serve(daemon: &Arc<Daemon>, listener: TcpListener) -> Result<Socke
                 }
             };
             let Some(daemon) = d.upgrade() else { return };
+            let service = service_fn(move |req| {
+                let answer = answer(&daemon, &req);
+                async move { Ok::<_, Infallible>(answer) }
+            });
+            let conn = http.serve_connection(TokioIo::new(stream), service);
             tokio::spawn(async move {
-                let _ = tokio::time::timeout(Duration::from_secs(10), answer(&daemon, stream)).await;
+                let _ = tokio::time::timeout(CONNECTION_LIMIT, conn).await;
             });
         }
     });
@@ -101,55 +117,32 @@ pub(crate) fn serve(daemon: &Arc<Daemon>, listener: TcpListener) -> Result<Socke
     Ok(bound)
 }
 
-async fn answer(daemon: &Daemon, mut stream: TcpStream) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    // The end of the head: a blank line (CRLF, or bare LF from lenient clients).
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-        if head.len() > 16 * 1024 {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", "", false)
-                .await;
-        }
-    }
-    let line =
-        String::from_utf8_lossy(&head[..head.iter().position(|b| matches!(b, b'\r' | b'\n')).unwrap_or(0)])
-            .into_owned();
-    let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    // HEAD: the head GET would get (its Content-Length included), without the body.
-    let head_only = method == "HEAD";
-    let (status, kind, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics" | "/") => {
-            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", render(daemon))
-        }
-        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain", "not found: try /metrics\n".into()),
-        _ => ("405 Method Not Allowed", "text/plain", "GET /metrics\n".into()),
-    };
-    respond(&mut stream, status, kind, &body, head_only).await
-}
+/// The longest request head read (hyper answers 431 past it).
+const MAX_HEAD: usize = 16 * 1024;
 
-async fn respond(
-    stream: &mut TcpStream,
-    status: &str,
-    kind: &str,
-    body: &str,
-    head_only: bool,
-) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    if !head_only {
-        stream.write_all(body.as_bytes()).await?;
+/// How long a connection may stay open, its request read and answered.
+const CONNECTION_LIMIT: Duration = Duration::from_secs(10);
+
+fn answer<B>(daemon: &Daemon, req: &Request<B>) -> Response<Full<Bytes>> {
+    let (status, kind, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics" | "/") => {
+            (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", render(daemon))
+        }
+        (&Method::GET | &Method::HEAD, _) => {
+            (StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics\n".into())
+        }
+        _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET /metrics\n".into()),
+    };
+    let mut res = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, kind)
+        .header(header::CONTENT_LENGTH, body.len());
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        res = res.header(header::ALLOW, "GET, HEAD");
     }
-    stream.shutdown().await
+    // HEAD: the head GET would get, its Content-Length included; hyper sends no body.
+    let body = if req.method() == Method::HEAD { Bytes::new() } else { Bytes::from(body) };
+    res.body(Full::new(body)).unwrap_or_default()
 }
 
 /// A label value escaped as the text format wants (`\`, `"` and newlines).

@@ -6,9 +6,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::Method;
 use tokio::sync::{broadcast, Semaphore};
 
-use super::probe;
+use super::{http, probe};
 use crate::process::reaper::Reaper;
 use crate::protocol::spec::{HookAction, HookSpec};
 use crate::protocol::{AppSpec, Event};
@@ -58,7 +59,7 @@ async fn deliver(hook: &HookSpec, event: &Event, spec: &AppSpec, reaper: &Reaper
     for attempt in 0..=hook.retries {
         let outcome = match &hook.action {
             HookAction::Webhook(url) => {
-                match tokio::time::timeout(timeout, probe::http(url, "POST", Some(&json))).await {
+                match tokio::time::timeout(timeout, http::request(url, Method::POST, Some(&json))).await {
                     Ok(Ok(code)) if (200..300).contains(&code) => Ok(()),
                     Ok(Ok(code)) => Err(format!("POST {url} answered {code}")),
                     Ok(Err(e)) => Err(e),

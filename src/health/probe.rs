@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
@@ -89,56 +89,13 @@ async fn check(
     }
 }
 
-/// `http://host:port/path` into the address and the request path.
-fn split_url(url: &str) -> Option<(String, String, String)> {
-    let rest = url.strip_prefix("http://")?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
-    Some((addr, authority.to_string(), path.to_string()))
-}
-
 async fn http_get(url: &str) -> Result<(), String> {
-    let code = http(url, "GET", None).await?;
+    let code = super::http::request(url, hyper::Method::GET, None).await?;
     if (200..400).contains(&code) {
         Ok(())
     } else {
         Err(format!("GET {url} answered {code}"))
     }
-}
-
-/// Send one HTTP/1.1 request (`Connection: close`) and return the answer's status code.
-pub(crate) async fn http(url: &str, method: &str, json_body: Option<&[u8]>) -> Result<u16, String> {
-    let (addr, host, path) = split_url(url).ok_or_else(|| format!("`{url}` is not an http:// URL"))?;
-    let mut s = TcpStream::connect(&addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: herder\r\nConnection: close\r\n");
-    if let Some(body) = json_body {
-        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
-    }
-    req.push_str("\r\n");
-    let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(json_body.unwrap_or_default());
-    s.write_all(&bytes).await.map_err(|e| format!("send to {addr}: {e}"))?;
-    let mut head = Vec::with_capacity(64);
-    let mut chunk = [0u8; 256];
-    while !head.windows(2).any(|w| w == b"\r\n") {
-        let n = s.read(&mut chunk).await.map_err(|e| format!("read from {addr}: {e}"))?;
-        if n == 0 {
-            return Err(format!("{addr} closed the connection without an answer"));
-        }
-        head.extend_from_slice(&chunk[..n]);
-        if head.len() > 4096 {
-            return Err(format!("{addr} sent no HTTP status line"));
-        }
-    }
-    String::from_utf8_lossy(&head)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("{addr} sent no HTTP status line"))
 }
 
 /// Run `cmd` (as `run_as`, when given) and wait for it; exit 0 is success.
@@ -192,23 +149,5 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         // SAFETY: kill(2) on the probe's own child, not yet reaped (its exit was not seen).
         unsafe { libc::kill(self.0, libc::SIGKILL) };
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_split_into_address_host_and_path() {
-        assert_eq!(
-            split_url("http://127.0.0.1:8080/health?x=1"),
-            Some(("127.0.0.1:8080".into(), "127.0.0.1:8080".into(), "/health?x=1".into()))
-        );
-        assert_eq!(
-            split_url("http://example.test"),
-            Some(("example.test:80".into(), "example.test".into(), "/".into()))
-        );
-        assert_eq!(split_url("https://x"), None);
     }
 }

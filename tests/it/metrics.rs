@@ -24,6 +24,33 @@ fn request(addr: &str, method: &str, path: &str) -> (String, String) {
     (head.to_string(), body.to_string())
 }
 
+/// Serve the metrics on a free loopback port; its address.
+fn listen(h: &TestHome) -> String {
+    let said = h.ok(&["metrics", "--listen", "127.0.0.1:0"]);
+    said.trim()
+        .strip_prefix("metrics served at http://")
+        .and_then(|s| s.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{said}"))
+        .to_string()
+}
+
+/// Send `bytes` and read what comes back until the endpoint closes the connection (a reset
+/// after the answer, when the endpoint closes with bytes left unread, ends it too).
+fn raw(addr: &str, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let _ = s.write_all(bytes);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 /// A strict reading of the text format (0.0.4): every line is `# HELP`, `# TYPE` or a sample
 /// `name{label="value",…} number` of a family whose TYPE came before it.
 fn check_text_format(body: &str) {
@@ -94,14 +121,7 @@ fn the_endpoint_serves_parseable_prometheus_text_with_every_series() {
     wait_for("the big app's 60 MB", T, || {
         (h.app("big").instances[0].memory_bytes? > 60 * 1024 * 1024).then_some(())
     });
-    let said = h.ok(&["metrics", "--listen", "127.0.0.1:0"]);
-    let addr = said
-        .trim()
-        .strip_prefix("metrics served at http://")
-        .unwrap()
-        .strip_suffix("/metrics")
-        .unwrap()
-        .to_string();
+    let addr = listen(&h);
 
     let (head, body) = get(&addr, "/metrics");
     assert!(head.starts_with("HTTP/1.1 200") && head.contains("text/plain; version=0.0.4"), "{head}");
@@ -172,13 +192,9 @@ fn the_endpoint_serves_parseable_prometheus_text_with_every_series() {
     // `herder metrics` prints the same text.
     check_text_format(&h.ok(&["metrics"]));
 
-    // A client that ends its lines with a bare LF is answered too.
-    let mut s = TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\n\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // A client that ends its lines with a bare LF is answered too (in its own HTTP/1.0).
+    let text = raw(&addr, b"GET /metrics HTTP/1.0\n\n");
+    assert!(text.starts_with("HTTP/1.0 200"), "{text}");
 
     let (head, _) = get(&addr, "/nope");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
@@ -205,4 +221,37 @@ fn the_endpoint_refuses_addresses_beyond_loopback() {
     let h = TestHome::new();
     let err = h.fails(&["metrics", "--listen", "0.0.0.0:9209"]);
     assert!(err.contains("not a loopback address"), "{err}");
+}
+
+#[test]
+fn the_endpoint_answers_each_request_alone_and_bad_ones_with_their_status() {
+    let h = TestHome::new();
+    let addr = listen(&h);
+
+    // One request per connection: the answer says so, and the endpoint closes it (a second
+    // request sent at once gets no answer).
+    let text =
+        raw(&addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, _) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("\r\nConnection: close"), "{head}");
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    // The query string is not part of the path.
+    let (head, _) = get(&addr, "/metrics?x=1");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+
+    let (head, body) = request(&addr, "POST", "/metrics");
+    assert!(head.starts_with("HTTP/1.1 405") && head.contains("\r\nAllow: GET, HEAD"), "{head}");
+    assert_eq!(body, "GET /metrics\n");
+
+    let text = raw(&addr, b"this is not http\r\n\r\n");
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+
+    // A head past 16 KiB.
+    let big = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(17 * 1024));
+    let text = raw(&addr, big.as_bytes());
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+
+    // The endpoint still serves after all that.
+    let (head, _) = get(&addr, "/");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
