@@ -411,13 +411,6 @@ fn replicas(app: &mut App) -> u32 {
             format!("= \"max\" is {replicas}, the CPU count of this machine: set the replicas for the cluster's nodes"),
         );
     }
-    if !spec.autostart {
-        app.note(
-            "autostart",
-            format!("= false: replicas is 0 (registered, not running); scale it up with `kubectl scale deployment/{} --replicas={replicas}`", app.name),
-        );
-        return 0;
-    }
     if replicas > 1 || spec.instance_var != crate::protocol::spec::DEFAULT_INSTANCE_VAR {
         app.note(
             "instance_var",
@@ -432,6 +425,13 @@ fn replicas(app: &mut App) -> u32 {
             "increment_var",
             format!("is not exported: every pod gets the same `{var}` (each has an address of its own)"),
         );
+    }
+    if !spec.autostart {
+        app.note(
+            "autostart",
+            format!("= false: replicas is 0 (registered, not running); scale it up with `kubectl scale deployment/{} --replicas={replicas}`", app.name),
+        );
+        return 0;
     }
     replicas
 }
@@ -999,7 +999,11 @@ mod tests {
         s.autostart = false;
         let o = objects(&s, &opts()).unwrap();
         assert_eq!(int(at(&file(&o, "deployment")[0], "spec.replicas")), 0);
-        assert!(keys(&o).contains(&"autostart"));
+        // Stopped, its other notes still hold.
+        let ks = keys(&o);
+        assert!(ks.contains(&"autostart") && ks.contains(&"instance_var"), "{:?}", o.notes);
+        let n = o.notes.iter().find(|n| n.key == "autostart").unwrap();
+        assert!(n.message.contains("--replicas=6"), "{n}");
     }
 
     #[test]
