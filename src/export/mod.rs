@@ -8,6 +8,7 @@
 //! the other apps are written all the same.
 
 pub mod compose;
+pub mod kubernetes;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -107,9 +108,8 @@ pub fn export(target: Target, specs: &[AppSpec], opts: &Options) -> Export {
     }
     for spec in specs {
         let made: AppExport = match target {
-            Target::Kubernetes | Target::Systemd => {
-                Err(format!("export to {} is not available yet", target.name()))
-            }
+            Target::Kubernetes => kubernetes::app(spec, opts),
+            Target::Systemd => Err(format!("export to {} is not available yet", target.name())),
             Target::Compose => unreachable!("exported above"),
         };
         match made {

@@ -6,6 +6,7 @@
 //! where `.ci/run` makes it. Without them the tests fail, saying how to get them.
 
 mod compose;
+mod kubernetes;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
