@@ -376,7 +376,10 @@ fn environment(
             .collect(),
     };
     // The shell's `HOME` and `USER` are those of whoever ran herder, not of the app's user.
-    env.extend(login.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    // An export runs elsewhere, where this machine's accounts mean nothing.
+    if !base.file_env_only {
+        env.extend(login.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    }
     let mut errors = Vec::new();
     for file in &decl.env_file {
         let path = normalize(&base.dir.join(&file.value));

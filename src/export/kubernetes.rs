@@ -300,18 +300,9 @@ fn environment(
     include_secrets: bool,
 ) -> (Option<Node>, Option<Node>, Vec<Node>) {
     let spec = app.spec;
+    // The loader gives an export only what the file declares (no login variables of this
+    // machine's accounts either).
     let (mut plain, secret) = split_env(spec);
-    // With `user`, the config gives the app the login variables of that account on this
-    // machine (`HOME`, `USER` …); in a container the image's account is the one that counts.
-    if let Some(user) = &spec.user {
-        if let Ok(account) = crate::users::account(Some(user), None) {
-            for (k, v) in crate::users::login_env(&account) {
-                if plain.get(k) == Some(&v) {
-                    plain.remove(k);
-                }
-            }
-        }
-    }
     if let (Some(_), Some(p)) = (&spec.balancer, ports.first()) {
         // Herder gives each instance a port of its own behind its balancer; a pod has the port
         // to itself.
@@ -376,7 +367,6 @@ fn deployment(app: &mut App, image: String, ports: &[Port], env_from: Vec<Node>,
         container.set("securityContext", security);
     }
     restart_notes(app);
-    local_notes(app);
 
     let replicas = replicas(app);
     let pod = Node::map()
@@ -708,28 +698,6 @@ fn restart_notes(app: &mut App) {
             "stop_exit_codes",
             "are not exported: a Deployment restarts its containers whatever their exit code (a Job's `podFailurePolicy` can act on them)",
         );
-    }
-}
-
-/// What only herder does that [`herder_only`] leaves to each target: its log switches, the
-/// settings of a file watch.
-fn local_notes(app: &mut App) {
-    let spec = app.spec;
-    let l = &spec.logs;
-    if l.disable {
-        app.note(
-            "disable_logs",
-            "is not exported: the engine keeps the container's stdout and stderr; quiet the app, or filter in the cluster's log collector",
-        );
-    }
-    if l.merge_logs || (l.log_file_default && l.log_file.is_none()) {
-        app.note(
-            "merge_logs/log_file",
-            "is not exported: the engine keeps each container's stdout and stderr",
-        );
-    }
-    if !spec.ignore_watch.is_empty() || spec.watch_delay_ms > 0 {
-        app.note("ignore_watch/watch_delay", "are not exported: restart on file changes is herder's");
     }
 }
 

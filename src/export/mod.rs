@@ -143,6 +143,13 @@ pub fn herder_only(spec: &AppSpec, target: Target) -> Vec<Note> {
             "is not exported: restart on file changes is herder's; redeploy instead",
         ));
     }
+    if !spec.ignore_watch.is_empty() || spec.watch_delay_ms > 0 {
+        notes.push(note(
+            spec,
+            "ignore_watch/watch_delay",
+            "are not exported: restart on file changes is herder's",
+        ));
+    }
     if !spec.hooks.is_empty() {
         let events: Vec<&str> = spec.hooks.iter().flat_map(|h| h.events.iter().map(String::as_str)).collect();
         notes.push(note(
@@ -152,6 +159,12 @@ pub fn herder_only(spec: &AppSpec, target: Target) -> Vec<Note> {
         ));
     }
     let l = &spec.logs;
+    if l.disable {
+        notes.push(note(spec, "disable_logs", format!("is not exported: {logs_go}; quiet the app instead")));
+    }
+    if l.merge_logs || (l.log_file_default && l.log_file.is_none()) {
+        notes.push(note(spec, "merge_logs/log_file", format!("is not exported: {logs_go}")));
+    }
     let mut log_keys = Vec::new();
     if l.out_file.is_some() || l.error_file.is_some() || l.log_file.is_some() {
         log_keys.push("out_file/error_file/log_file");
