@@ -112,12 +112,27 @@ pub fn export(target: Target, specs: &[AppSpec], opts: &Options) -> Export {
             Target::Systemd => Err(format!("export to {} is not available yet", target.name())),
             Target::Compose => unreachable!("exported above"),
         };
-        match made {
-            Ok((files, notes)) => {
+        // Names an engine folds together (`Web` and `web` both become `web`) would overwrite
+        // each other's objects: the later app is refused.
+        let clash = made.as_ref().ok().and_then(|(files, _)| {
+            files.iter().find_map(|f| {
+                let folded = dns_label(&f.name, usize::MAX);
+                let other = out.files.iter().find(|o| dns_label(&o.name, usize::MAX) == folded)?;
+                Some((f.name.clone(), other.app.clone()))
+            })
+        });
+        match (made, clash) {
+            (Ok(_), Some((name, other))) => out.refused.push(Refused {
+                app: spec.name.clone(),
+                message: format!(
+                    "its output `{name}` is also app `{other}`'s (the names fold together): rename one"
+                ),
+            }),
+            (Ok((files, notes)), None) => {
                 out.files.extend(files);
                 out.notes.extend(notes);
             }
-            Err(message) => out.refused.push(Refused { app: spec.name.clone(), message }),
+            (Err(message), _) => out.refused.push(Refused { app: spec.name.clone(), message }),
         }
     }
     out
@@ -278,6 +293,18 @@ pub fn header(spec: &AppSpec, target: Target, notes: &[Note]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn apps_whose_names_fold_together_are_not_both_written() {
+        let specs =
+            [AppSpec::new("Web", "/bin/true", "/".into()), AppSpec::new("web", "/bin/true", "/".into())];
+        let opts = Options { image: Some("app:1".into()), ..Options::default() };
+        let out = export(Target::Kubernetes, &specs, &opts);
+        assert!(out.files.iter().all(|f| f.app == "Web"), "{:?}", out.files);
+        assert_eq!(out.refused.len(), 1);
+        assert_eq!(out.refused[0].app, "web");
+        assert!(out.refused[0].message.contains("app `Web`"), "{}", out.refused[0].message);
+    }
 
     #[test]
     fn names_become_dns_labels() {
