@@ -9,6 +9,7 @@
 
 pub mod compose;
 pub mod kubernetes;
+pub mod systemd;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -109,7 +110,7 @@ pub fn export(target: Target, specs: &[AppSpec], opts: &Options) -> Export {
     for spec in specs {
         let made: AppExport = match target {
             Target::Kubernetes => kubernetes::app(spec, opts),
-            Target::Systemd => Err(format!("export to {} is not available yet", target.name())),
+            Target::Systemd => systemd::app(spec, opts),
             Target::Compose => unreachable!("exported above"),
         };
         // Names an engine folds together (`Web` and `web` both become `web`) would overwrite

@@ -7,6 +7,7 @@
 
 mod compose;
 mod kubernetes;
+mod systemd;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
