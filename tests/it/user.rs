@@ -222,12 +222,17 @@ fn keys_not_implemented_yet_fail_herder_toml_and_warn_in_pm2_files() {
     let idle = fixture("idle.sh");
     let toml = h.write(
         "herder.toml",
-        &format!("[[apps]]\nname = \"web\"\nscript = \"{}\"\nimage = \"web:1\"\n", idle.display()),
+        &format!(
+            "[[apps]]\nname = \"web\"\nscript = \"{}\"\nimage = \"web:1\"\ninterpreter = \"node@18\"\n",
+            idle.display()
+        ),
     );
+    // `image` (line 4) is for `herder export`; a Node version (line 5) herder does not install.
     let err = h.fails(&["validate", toml.to_str().unwrap()]);
-    assert!(err.contains("herder.toml:4:1: `image` in app `web` is not implemented yet"), "{err}");
+    assert!(err.contains("herder.toml:5:") && err.contains("asks for a Node version"), "{err}");
+    assert!(!err.contains("`image`"), "{err}");
     let err = h.fails(&["start", toml.to_str().unwrap()]);
-    assert!(err.contains("`image` in app `web` is not implemented yet"), "{err}");
+    assert!(err.contains("asks for a Node version"), "{err}");
     assert!(h.list().is_empty(), "nothing started");
 
     let json = h.write(
