@@ -467,3 +467,72 @@ fn the_dashboard_is_served_again_by_the_next_daemon() {
     h.ok(&["web", "--off"]);
     assert!(TcpStream::connect(&addr).is_err(), "still listening after --off");
 }
+
+/// Where `.ci/run` installed playwright-core (a `node_modules` folder).
+fn playwright_modules() -> PathBuf {
+    let dir = std::env::var_os("HERDER_TEST_PLAYWRIGHT").map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/herder-ci/web/node_modules")
+    });
+    assert!(
+        dir.join("playwright-core").is_dir(),
+        "no playwright-core in {}: .ci/run installs it (npm install --prefix ~/.cache/herder-ci/web playwright-core)",
+        dir.display()
+    );
+    dir
+}
+
+fn chromium() -> PathBuf {
+    let path = std::env::var_os("HERDER_TEST_CHROMIUM")
+        .map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    assert!(
+        path.exists(),
+        "no chromium at {}: .ci/run installs it (apt-get install chromium)",
+        path.display()
+    );
+    path
+}
+
+#[test]
+fn the_page_works_in_a_real_browser() {
+    let h = TestHome::new();
+    h.ok(&["start", talker(&h).to_str().unwrap(), "--name", "alpha"]);
+    start_idle(&h, "beta");
+    start_idle(&h, "gamma");
+    for app in ["alpha", "beta", "gamma"] {
+        h.wait_status(app, Status::Online, T);
+    }
+    let (addr, token) = serve(&h);
+    // `HERDER_SCREENSHOT=docs/dashboard.png` keeps the picture for the README.
+    let screenshot = std::env::var_os("HERDER_SCREENSHOT")
+        .map(|p| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(p))
+        .unwrap_or_else(|| h.dir.path().join("dashboard.png"));
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web/dashboard.test.js");
+    let out = std::process::Command::new("node")
+        .arg(&script)
+        .arg(format!("http://{addr}/login?token={token}"))
+        .arg(h.dir.path().join("ask"))
+        .arg(&screenshot)
+        .env("HERDER_TEST_PLAYWRIGHT", playwright_modules())
+        .env("HERDER_TEST_CHROMIUM", chromium())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the browser test failed:\n{stdout}\n{stderr}");
+    for step in [
+        "logged in with the token",
+        "two apps online",
+        "restarted alpha",
+        "a new log line appeared",
+        "scaled beta from 1 to 3",
+        "screenshot of three apps and a chart",
+        "no error in the page",
+    ] {
+        assert!(stdout.contains(&format!("ok: {step}")), "no `{step}`:\n{stdout}\n{stderr}");
+    }
+    // What the browser did, the daemon did.
+    assert_eq!(h.app("beta").instances.len(), 3);
+    assert!(h.app("alpha").instances[0].restarts >= 1);
+    let png = std::fs::read(&screenshot).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000, "{} bytes", png.len());
+}

@@ -154,6 +154,9 @@ function select(name) {
     },
     lagged: (l) => logLines.push(`… ${l.skipped} lines skipped`),
   });
+  // Lines written from now on are shown: tests and people can tell.
+  $('#logs').dataset.state = 'connecting';
+  logSource.onopen = () => { $('#logs').dataset.state = 'open'; };
   renderApps();
   loadHistory();
 }
@@ -200,6 +203,7 @@ function chart(canvas, series, format) {
     });
     ctx.stroke();
   });
+  canvas.dataset.points = String(series.reduce((n, s) => n + s.length, 0));
 }
 
 async function loadHistory() {
