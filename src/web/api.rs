@@ -20,7 +20,7 @@ use crate::protocol::{self, AppInfo, ErrorKind, ErrorReply, Request as Req, Resp
 const OPENAPI: &str = include_str!("assets/openapi.json");
 
 /// The most instances the API scales an app to (the CLI has no such bound).
-pub const MAX_SCALE: u32 = 64;
+pub const MAX_SCALE: u32 = 16;
 
 /// How often an idle stream sends a comment, so that a client gone away is noticed.
 const KEEPALIVE: Duration = Duration::from_secs(15);
@@ -147,7 +147,8 @@ fn done(resp: Resp) -> Response<Body> {
     }
 }
 
-/// The count of `{"count": 3}` (a number, or a string the CLI would take: `"3"`, `"+1"`).
+/// The count of `{"count": 3}` (a number, or its digits in a string), from 1 to
+/// [`MAX_SCALE`]: an absolute count, so that no run of requests grows an app without bound.
 async fn scale_count(body: Incoming) -> Result<String, Response<Body>> {
     let bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
@@ -157,18 +158,14 @@ async fn scale_count(body: Incoming) -> Result<String, Response<Body>> {
     let value: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| bad(&format!("the body is not JSON such as {{\"count\": 3}}: {e}")))?;
     let count = match value.get("count") {
-        Some(serde_json::Value::Number(n)) => n.as_u64().map(|n| n.to_string()),
-        Some(serde_json::Value::String(s)) => Some(s.trim().to_string()),
+        Some(serde_json::Value::Number(n)) => n.as_u64(),
+        Some(serde_json::Value::String(s)) if s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
         _ => None,
-    }
-    .ok_or_else(|| bad("`count` must be a number of instances, e.g. {\"count\": 3}"))?;
-    let absolute = count.parse::<u64>().ok();
-    let relative = count.strip_prefix('+').or(count.strip_prefix('-')).and_then(|n| n.parse::<u64>().ok());
-    match (absolute, relative) {
-        (Some(n), _) if (1..=u64::from(MAX_SCALE)).contains(&n) => Ok(count),
-        (None, Some(n)) if n <= u64::from(MAX_SCALE) => Ok(count),
+    };
+    match count {
+        Some(n) if (1..=u64::from(MAX_SCALE)).contains(&n) => Ok(n.to_string()),
         _ => Err(bad(&format!(
-            "`{count}` is not a count from 1 to {MAX_SCALE}, nor a change such as +1 or -1"
+            "`count` must be a number of instances from 1 to {MAX_SCALE}, e.g. {{\"count\": 3}}"
         ))),
     }
 }
