@@ -21,3 +21,4 @@ pub mod supervisor;
 pub mod tui;
 pub mod users;
 pub mod wait;
+pub mod web;

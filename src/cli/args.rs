@@ -70,6 +70,9 @@ pub enum Cmd {
     Events(JsonFlag),
     /// Print metrics in the Prometheus text format, or serve them over HTTP (`--listen`)
     Metrics(MetricsArgs),
+    /// Serve the web dashboard and its JSON API (`--listen`), stop it (`--off`), or say where
+    /// it is; `--token` prints a login URL
+    Web(WebArgs),
     /// Empty the apps' current log files (every app's without a target)
     Flush(FlushArgs),
     /// Reopen every log file (after an external logrotate moved them)
@@ -356,6 +359,21 @@ pub struct MetricsArgs {
     /// Stop serving them
     #[arg(long, conflicts_with = "listen")]
     pub off: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WebArgs {
+    /// Serve it at http://ADDR/ from now on (127.0.0.1:9615 when no address is given; a
+    /// bare port means 127.0.0.1; another address only when named, with a warning); kept
+    /// across daemon restarts
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::web::DEFAULT_LISTEN)]
+    pub listen: Option<String>,
+    /// Stop serving it
+    #[arg(long, conflicts_with_all = ["listen", "token"])]
+    pub off: bool,
+    /// Print a login URL holding the token (from `web.token` in the home, mode 0600)
+    #[arg(long)]
+    pub token: bool,
 }
 
 #[derive(Debug, Args)]

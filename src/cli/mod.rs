@@ -28,6 +28,7 @@ mod scale;
 mod start;
 mod startup;
 mod update;
+mod web;
 
 pub use self::args::*;
 pub use self::foreground::run_daemon;
@@ -140,6 +141,7 @@ async fn dispatch(paths: &Paths, cmd: Cmd) -> Result<i32> {
         Cmd::Logs(a) => logs::logs(paths, a).await,
         Cmd::Events(f) => events::events(paths, f.json).await,
         Cmd::Metrics(a) => metrics::metrics(paths, a).await,
+        Cmd::Web(a) => web::web(paths, a).await,
         Cmd::Flush(a) => logs::flush(paths, a.targets).await,
         Cmd::ReloadLogs => logs::reload(paths).await,
         Cmd::ReloadCerts(t) => reload_certs(paths, targets(&t.targets)).await,

@@ -66,6 +66,7 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
             ids.map(|ids| Response::List { apps: list(d, Some(&ids), false), warnings: Vec::new() })
         }
         Request::Metrics { listen, off } => metrics(d, listen.as_deref(), off).await,
+        Request::Web { listen, off } => web(d, listen.as_deref(), off).await,
         Request::Kill => {
             let apps = stop_everything(d).await;
             Ok(Response::Done { apps })
@@ -733,6 +734,33 @@ async fn metrics(d: &Arc<Daemon>, listen: Option<&str>, off: bool) -> Result<Res
         d.persist().await;
     }
     Ok(Response::Metrics { text: super::metrics::render(d), listen: d.metrics.address() })
+}
+
+/// `herder web`: start (`listen`), stop (`off`) or describe the dashboard.
+async fn web(d: &Arc<Daemon>, listen: Option<&str>, off: bool) -> Result<Response, ErrorReply> {
+    let mut warning = None;
+    if off {
+        d.web.stop();
+        d.persist().await;
+    } else if let Some(text) = listen {
+        warning = web_listen(d, text).await?;
+        d.persist().await;
+    }
+    let token = match d.web.address() {
+        Some(_) => {
+            Some(crate::web::token(&d.ctx.paths).map_err(|e| bad(format!("cannot read the token: {e}")))?)
+        }
+        None => None,
+    };
+    Ok(Response::Web { listen: d.web.address(), token, warning })
+}
+
+/// Serve the dashboard at `text`; returns the warning of an address beyond loopback (also
+/// in daemon.log).
+pub(crate) async fn web_listen(d: &Arc<Daemon>, text: &str) -> Result<Option<String>, ErrorReply> {
+    let (addr, warning) = crate::web::parse_listen(text).map_err(bad)?;
+    crate::web::listen(d, addr).await.map_err(bad)?;
+    Ok(warning)
 }
 
 fn show(d: &Daemon, target: &Target) -> Result<Response, ErrorReply> {

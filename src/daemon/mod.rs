@@ -7,7 +7,7 @@ mod control;
 mod coordinator;
 pub mod dump;
 mod foreground;
-mod handlers;
+pub(crate) mod handlers;
 mod handover;
 pub mod home;
 pub mod image;
@@ -73,6 +73,8 @@ pub(crate) struct Daemon {
     pub event_followers: AtomicUsize,
     /// The metrics endpoint, when one is asked for.
     pub metrics: metrics::Endpoint,
+    /// The web dashboard, when one is asked for.
+    pub web: crate::web::Endpoint,
     /// Instances the last stop of everything had to kill past their `kill_timeout`.
     pub killed_at_stop: Mutex<Vec<String>>,
     /// The program image this process runs (`herder update` replaces it).
@@ -96,6 +98,7 @@ impl Daemon {
             version: STATE_VERSION,
             next_id: reg.next_id,
             metrics_listen: self.metrics.address(),
+            web_listen: self.web.address(),
             boot_id: state::boot_id(),
             apps: reg
                 .apps
@@ -422,6 +425,7 @@ async fn serve(
         followers: AtomicUsize::new(0),
         event_followers: AtomicUsize::new(0),
         metrics: metrics::Endpoint::default(),
+        web: crate::web::Endpoint::default(),
         killed_at_stop: Mutex::new(Vec::new()),
         image,
         image_started_ms: protocol::now_ms(),
@@ -461,6 +465,11 @@ async fn serve(
                 }
             }
             Err(e) => tracing::error!(error = %e, "HERDER_METRICS_LISTEN: no metrics endpoint"),
+        }
+    }
+    if let Some(listen) = std::env::var("HERDER_WEB_LISTEN").ok().filter(|v| !v.trim().is_empty()) {
+        if let Err(e) = handlers::web_listen(&daemon, &listen).await {
+            tracing::error!(error = %e.message, "HERDER_WEB_LISTEN: no web dashboard");
         }
     }
 

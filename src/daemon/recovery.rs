@@ -37,6 +37,11 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
             tracing::warn!(error = %e, "the metrics endpoint of the previous daemon is not served");
         }
     }
+    if let Some(addr) = old.web_listen {
+        if let Err(e) = crate::web::listen(d, addr).await {
+            tracing::warn!(error = %e, "the web dashboard of the previous daemon is not served");
+        }
+    }
     let started = Instant::now();
     // After a reboot the old instances are gone, and their pids (start times included) may be
     // those of unrelated processes now: nothing is killed by pid or marker.

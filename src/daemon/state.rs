@@ -21,6 +21,9 @@ pub struct PersistedState {
     /// Where the metrics endpoint listens (`herder metrics --listen`), to listen there again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Where the web dashboard listens (`herder web --listen`), to listen there again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web_listen: Option<std::net::SocketAddr>,
     /// The kernel's boot id when this was written: after a reboot, the pids and start times
     /// recorded here may belong to unrelated processes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +118,7 @@ mod tests {
             version: STATE_VERSION,
             next_id: 3,
             metrics_listen: Some("127.0.0.1:9209".parse().unwrap()),
+            web_listen: Some("127.0.0.1:9615".parse().unwrap()),
             boot_id: boot_id(),
             apps: vec![PersistedApp {
                 id: 2,

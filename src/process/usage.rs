@@ -115,6 +115,66 @@ pub struct Usage {
     pub processes: Option<u32>,
     /// Recent (cpu %, rss) samples, oldest first.
     pub history: std::collections::VecDeque<(f32, u64)>,
+    /// The last hour, in buckets of [`HOUR_BUCKET_MS`] (for the web dashboard's charts).
+    pub hour: HourRing,
+}
+
+/// One bucket of [`HourRing`]: the samples of [`HOUR_BUCKET_MS`] starting at `at_ms` (Unix
+/// time), their mean CPU (percent of one core) and their highest resident memory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HourPoint {
+    pub at_ms: u64,
+    pub cpu_percent: f32,
+    pub memory_bytes: u64,
+}
+
+/// Width of a bucket of [`HourRing`].
+pub const HOUR_BUCKET_MS: u64 = 30_000;
+
+/// Buckets kept: one hour.
+pub const HOUR_POINTS: usize = 120;
+
+/// An instance's CPU and memory over the last hour: at most [`HOUR_POINTS`] buckets of
+/// [`HOUR_BUCKET_MS`] (24 bytes each, under 3 KB an instance), whatever the sample interval.
+#[derive(Debug, Clone, Default)]
+pub struct HourRing {
+    points: std::collections::VecDeque<HourPoint>,
+    /// The bucket being filled: its start, CPU sum, samples, highest memory.
+    open: Option<(u64, f64, u32, u64)>,
+}
+
+impl HourRing {
+    /// Add a sample taken at `at_ms`.
+    pub fn add(&mut self, at_ms: u64, cpu_percent: f32, memory_bytes: u64) {
+        let start = at_ms - at_ms % HOUR_BUCKET_MS;
+        match &mut self.open {
+            Some((s, cpu, n, mem)) if *s == start => {
+                *cpu += f64::from(cpu_percent);
+                *n += 1;
+                *mem = (*mem).max(memory_bytes);
+                return;
+            }
+            _ => {}
+        }
+        if let Some(done) = self.open.take().map(close) {
+            if self.points.len() == HOUR_POINTS {
+                self.points.pop_front();
+            }
+            self.points.push_back(done);
+        }
+        self.open = Some((start, f64::from(cpu_percent), 1, memory_bytes));
+    }
+
+    /// The buckets, oldest first, the one being filled last; none older than an hour before
+    /// `now_ms`.
+    pub fn points(&self, now_ms: u64) -> Vec<HourPoint> {
+        let since = now_ms.saturating_sub(HOUR_POINTS as u64 * HOUR_BUCKET_MS);
+        self.points.iter().copied().chain(self.open.map(close)).filter(|p| p.at_ms >= since).collect()
+    }
+}
+
+fn close((at_ms, cpu, n, memory_bytes): (u64, f64, u32, u64)) -> HourPoint {
+    HourPoint { at_ms, cpu_percent: (cpu / f64::from(n.max(1))) as f32, memory_bytes }
 }
 
 impl Usage {
@@ -126,7 +186,12 @@ impl Usage {
     /// Take a reading of `pid` (none: the instance is not running).
     pub fn update(&mut self, pid: Option<i32>, reading: Option<Reading>, now: Instant) {
         if pid != self.pid {
-            *self = Usage { history: std::mem::take(&mut self.history), pid, ..Usage::default() };
+            *self = Usage {
+                history: std::mem::take(&mut self.history),
+                hour: std::mem::take(&mut self.hour),
+                pid,
+                ..Usage::default()
+            };
         }
         let Some(r) = reading.filter(|_| pid.is_some()) else {
             self.cpu_percent = None;
@@ -157,6 +222,10 @@ impl Usage {
             self.history.pop_front();
         }
         self.history.push_back((self.cpu_percent.unwrap_or(0.0), r.rss));
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.hour.add(now_ms, self.cpu_percent.unwrap_or(0.0), r.rss);
     }
 }
 
@@ -164,6 +233,24 @@ impl Usage {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn the_hour_ring_keeps_an_hour_of_buckets_with_mean_cpu_and_peak_memory() {
+        let mut ring = HourRing::default();
+        ring.add(0, 10.0, 100);
+        ring.add(1_000, 30.0, 300);
+        ring.add(2_000, 20.0, 200);
+        assert_eq!(ring.points(2_000), vec![HourPoint { at_ms: 0, cpu_percent: 20.0, memory_bytes: 300 }]);
+        // Two hours of samples, one a second: an hour of buckets stays.
+        for s in 0..7200u64 {
+            ring.add(s * 1000, 1.0, s);
+        }
+        let points = ring.points(7_199_000);
+        assert_eq!(points.len(), HOUR_POINTS);
+        assert_eq!(points.last().unwrap().at_ms, 7_170_000);
+        assert_eq!(points.last().unwrap().memory_bytes, 7199);
+        assert!(points.windows(2).all(|w| w[1].at_ms - w[0].at_ms == HOUR_BUCKET_MS));
+    }
 
     #[test]
     fn percent_is_cpu_time_over_wall_time() {

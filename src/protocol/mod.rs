@@ -173,6 +173,14 @@ pub enum Request {
         #[serde(default)]
         off: bool,
     },
+    /// The web dashboard: with `listen`, serve it there from now on; with `off`, stop
+    /// serving it. Answered with [`Response::Web`].
+    Web {
+        #[serde(default)]
+        listen: Option<String>,
+        #[serde(default)]
+        off: bool,
+    },
     /// Stop every app, then the daemon.
     Kill,
     /// `herder logs`: the apps' log files and where each ended at this moment
@@ -287,6 +295,13 @@ pub enum Response {
     Metrics {
         text: String,
         listen: Option<std::net::SocketAddr>,
+    },
+    /// Where the web dashboard listens, if anywhere; its token when it does; a warning when
+    /// it listens beyond loopback.
+    Web {
+        listen: Option<std::net::SocketAddr>,
+        token: Option<String>,
+        warning: Option<String>,
     },
     /// `Save` wrote these apps to `path`; the previous save is `backup`.
     Saved {

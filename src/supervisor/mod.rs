@@ -224,6 +224,11 @@ impl InstanceHandle {
         info
     }
 
+    /// CPU and memory over the last hour (see [`usage::HourRing`]).
+    pub fn usage_hour(&self, now_ms: u64) -> Vec<usage::HourPoint> {
+        self.usage.lock().unwrap_or_else(|e| e.into_inner()).hour.points(now_ms)
+    }
+
     /// Measure the instance's process tree now (called by the daemon's sampler). Returns the
     /// pid and its tree's resident memory.
     pub fn sample(&self, now: std::time::Instant) -> Option<(i32, u64)> {

@@ -37,3 +37,4 @@ mod tree;
 mod update;
 mod user;
 mod watch;
+mod web;
