@@ -270,7 +270,14 @@ impl Owner {
                     let _ = reply.send(());
                 }
                 Op::Replace(spec, slots, reply) => {
-                    if let Some((spec, sockets)) = spec {
+                    if let Some((mut spec, sockets)) = spec {
+                        // A reload replaces the instances there: the count stays the one that
+                        // runs (a config file's count comes by `scale` or `apply`), or the
+                        // spec would disagree with the slots, and the next daemon after a
+                        // crash would start the spec's count.
+                        if spec.instances as usize != self.slots.len() {
+                            Arc::make_mut(&mut spec).instances = self.slots.len() as u32;
+                        }
                         self.spec = spec;
                         self.sockets.set(sockets);
                         self.sockets.steer(&self.spec.name, self.slots.len());

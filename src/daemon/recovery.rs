@@ -14,7 +14,7 @@ use super::{state, Daemon};
 use crate::process::cgroup::Cgroup;
 use crate::process::terminate::Group;
 use crate::process::tree;
-use crate::protocol::{signal_number, Status};
+use crate::protocol::{signal_number, InstanceInfo, Status};
 use crate::supervisor::sockets::Sockets;
 use crate::supervisor::{InstanceHandle, InstanceId};
 
@@ -106,11 +106,21 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
                 tracing::error!(app = %spec.name, error = %e, "the app's sockets are not bound again");
             }
             let sockets = Arc::new(sockets);
+            let up = |x: &InstanceInfo| x.status.is_running() || x.status == Status::WaitingRestart;
+            // A slot recorded before it ever ran, beside slots that run, was being added by a
+            // scale that the old daemon did not finish: it starts too. (An app whose slots
+            // never ran, such as one resurrected stopped, stays stopped.)
+            let never_ran = |x: &InstanceInfo| {
+                x.status == Status::Stopped
+                    && x.started_at_ms.is_none()
+                    && x.last_exit.is_none()
+                    && x.history.is_empty()
+            };
+            let app_up = app.instances.iter().any(up);
             let instances: Vec<InstanceHandle> = (0..spec.instances)
                 .map(|i| {
                     let info = app.instances.iter().find(|x| x.index == i).cloned();
-                    let was_up =
-                        info.as_ref().map(|x| x.status.is_running() || x.status == Status::WaitingRestart);
+                    let was_up = info.as_ref().map(|x| if never_ran(x) { app_up } else { up(x) });
                     let h = match info {
                         Some(info) => InstanceHandle::spawn_with(
                             d.ctx.clone(),

@@ -4,6 +4,7 @@ mod harness;
 
 mod balancer;
 mod cgroup_leaf;
+mod chaos;
 mod cluster;
 mod config_errors;
 mod config_formats;
