@@ -32,6 +32,8 @@ mod web;
 
 pub use self::args::*;
 pub use self::foreground::run_daemon;
+#[doc(hidden)]
+pub use self::start::script_spec;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Result};
+use clap::Parser as _;
 
 use super::args::StartArgs;
 use super::context::{resolve_context, shell_env, targets, DEFAULT_CONFIG_FILES};
@@ -178,6 +179,24 @@ pub(super) fn start_foreground(paths: Paths, mut a: Box<StartArgs>) -> Result<i3
         paths,
         crate::daemon::Options { resurrect: false, foreground: Some(foreground) },
     )?)
+}
+
+/// `herder start <words…>` for one script or command string, read as `plan_start` reads it
+/// short of the daemon: the flags (PM2's included) parsed and the app resolved in `ctx`;
+/// `None` when the words are not such a `start`. For the fuzz targets (`fuzz/`).
+#[doc(hidden)]
+pub fn script_spec(
+    words: &[&str],
+    ctx: &ResolveContext,
+) -> Option<std::result::Result<crate::protocol::AppSpec, config::ConfigErrors>> {
+    let args = ["herder", "start"].iter().chain(words).map(std::ffi::OsString::from).collect();
+    let read = super::pm2_flags::read(args).ok()?;
+    let super::Cli { command: super::Cmd::Start(a), .. } = super::Cli::try_parse_from(&read.args).ok()?
+    else {
+        return None;
+    };
+    let [script] = a.targets.as_slice() else { return None };
+    Some(config::from_command(script, &start_overrides(&a), ctx))
 }
 
 /// The flags of `herder start` that shape one app.

@@ -307,7 +307,6 @@ struct Tree {
 
 /// The file's text and its tree. Errors carry no file name yet (except those in other files).
 fn read_tree(path: &Path, abs: &Path, ctx: &ResolveContext) -> Result<Tree, Vec<ConfigError>> {
-    let format = Format::of(path);
     let text = std::fs::read_to_string(abs).map_err(|e| {
         let message = match e.kind() {
             std::io::ErrorKind::NotFound => "config file not found".to_string(),
@@ -316,6 +315,17 @@ fn read_tree(path: &Path, abs: &Path, ctx: &ResolveContext) -> Result<Tree, Vec<
         };
         vec![ConfigError::new(message)]
     })?;
+    parse_tree(Format::of(path), &text, abs, ctx)
+}
+
+/// A config file's text as its tree, `format` by the file's name (`abs`: where it is, for
+/// JS files, which `node` evaluates there).
+fn parse_tree(
+    format: Option<Format>,
+    text: &str,
+    abs: &Path,
+    ctx: &ResolveContext,
+) -> Result<Tree, Vec<ConfigError>> {
     let one = |e: ConfigError| vec![e];
     // A PM2 dump, by its name or (under another name) by its shape.
     let dump = |root: Value| -> Result<Tree, Vec<ConfigError>> {
@@ -330,24 +340,24 @@ fn read_tree(path: &Path, abs: &Path, ctx: &ResolveContext) -> Result<Tree, Vec<
     let tree =
         |root: Value, dialect: Dialect| Ok(Tree { root, dialect, dump_left_out: None, errors: Vec::new() });
     match format {
-        Some(Format::Pm2Dump) => dump(format_json::parse(&text).map_err(one)?),
+        Some(Format::Pm2Dump) => dump(format_json::parse(text).map_err(one)?),
         Some(Format::Json) => {
-            let root = format_json::parse(&text).map_err(one)?;
+            let root = format_json::parse(text).map_err(one)?;
             if format_dump::looks_like(&root) {
                 dump(root)
             } else {
                 tree(root, Dialect::Pm2)
             }
         }
-        Some(Format::Yaml) => tree(format_yaml::parse(&text).map_err(one)?, Dialect::Pm2),
+        Some(Format::Yaml) => tree(format_yaml::parse(text).map_err(one)?, Dialect::Pm2),
         Some(Format::Ecosystem) => {
-            tree(format_js::load(abs, &text, &ctx.cwd, &ctx.env).map_err(one)?, Dialect::Pm2)
+            tree(format_js::load(abs, text, &ctx.cwd, &ctx.env).map_err(one)?, Dialect::Pm2)
         }
-        Some(Format::Toml) => tree(format_toml::parse(&text).map_err(one)?, Dialect::Herder),
+        Some(Format::Toml) => tree(format_toml::parse(text).map_err(one)?, Dialect::Herder),
         // A name we do not recognise is read as TOML, the primary format, unless it is a dump.
-        None => match format_dump::sniff(&text).then(|| format_json::parse(&text).ok()).flatten() {
+        None => match format_dump::sniff(text).then(|| format_json::parse(text).ok()).flatten() {
             Some(root) if format_dump::looks_like(&root) => dump(root),
-            _ => tree(format_toml::parse(&text).map_err(one)?, Dialect::Herder),
+            _ => tree(format_toml::parse(text).map_err(one)?, Dialect::Herder),
         },
     }
 }
@@ -356,9 +366,19 @@ fn read_tree(path: &Path, abs: &Path, ctx: &ResolveContext) -> Result<Tree, Vec<
 /// paths in the file are relative to the file's directory; errors name `path` as given.
 pub fn load(path: &Path, opts: &LoadOptions, ctx: &ResolveContext) -> Result<Loaded, ConfigErrors> {
     let abs = normalize(&ctx.cwd.join(path));
-    let Tree { root, dialect, errors: read_errors, .. } =
-        read_tree(path, &abs, ctx).map_err(|e| ConfigErrors::new(e, Some(path)))?;
+    let tree = read_tree(path, &abs, ctx).map_err(|e| ConfigErrors::new(e, Some(path)))?;
+    load_tree(tree, path, &abs, opts, ctx)
+}
 
+/// [`load`] once the file is read: validation and resolution of its tree.
+fn load_tree(
+    tree: Tree,
+    path: &Path,
+    abs: &Path,
+    opts: &LoadOptions,
+    ctx: &ResolveContext,
+) -> Result<Loaded, ConfigErrors> {
+    let Tree { root, dialect, errors: read_errors, .. } = tree;
     let mut errors = read_errors;
     let mut warnings = Vec::new();
     let validated = validate::apps(&root, dialect, &mut errors, &mut warnings);
@@ -417,7 +437,7 @@ pub fn load(path: &Path, opts: &LoadOptions, ctx: &ResolveContext) -> Result<Loa
     let base = Base {
         dir,
         env: &ctx.env,
-        source: Some(&abs),
+        source: Some(abs),
         origin: Origin::File,
         env_name,
         deploy_env: env_name.and_then(|n| validated.deploy_env.get(n)),
@@ -515,25 +535,110 @@ pub fn from_command(script: &str, ov: &Overrides, ctx: &ResolveContext) -> Resul
 /// What `herder init` writes: a commented `herder.toml`.
 pub const INIT_TEMPLATE: &str = include_str!("init_template.toml");
 
-/// Parsers and the validator for fuzzing (`fuzz/`); not a stable API.
+/// Entry points for the fuzz targets (`fuzz/`); not a stable API.
 #[doc(hidden)]
 pub mod fuzzing {
+    use super::value::Kind;
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::OnceLock;
 
-    /// Parses `text` as the format of `name` (JS excluded) and validates it; must never panic.
-    pub fn parse_and_validate(format: &str, text: &str) -> usize {
-        let root = match format {
-            "toml" => format_toml::parse(text),
-            "yaml" => format_yaml::parse(text),
-            "json" => format_json::parse(text),
-            _ => return 0,
+    /// What apps are resolved against: a directory of the few kinds of file `resolve` tells
+    /// apart (a script by extension, one with a shebang, an executable, an env file, a
+    /// subdirectory), a fixed shell environment, and no node or network anywhere.
+    pub fn context() -> &'static ResolveContext {
+        static CONTEXT: OnceLock<ResolveContext> = OnceLock::new();
+        CONTEXT.get_or_init(|| {
+            // One directory for every process of a run (libFuzzer's merge forks), rewritten
+            // with the same files by each.
+            let dir = std::env::temp_dir().join("herder-fuzz-sandbox");
+            let files: [(&str, &str, u32); 5] = [
+                ("app.js", "console.log('hi')\n", 0o644),
+                ("run.sh", "#!/bin/sh -e\necho hi\n", 0o755),
+                ("tool", "\x7fELF", 0o755),
+                (".env", "GREETING=hello\nexport QUOTED=\"a b\"\n", 0o644),
+                ("sub/worker.py", "print('hi')\n", 0o644),
+            ];
+            for (name, text, mode) in files {
+                let path = dir.join(name);
+                let written = std::fs::create_dir_all(path.parent().unwrap_or(&dir))
+                    .and_then(|()| std::fs::write(&path, text))
+                    .and_then(|()| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)));
+                if let Err(e) = written {
+                    panic!("cannot prepare {}: {e}", path.display());
+                }
+            }
+            let env =
+                [("PATH", "/usr/local/bin:/usr/bin:/bin"), ("HOME", "/nonexistent"), ("LANG", "C.UTF-8")];
+            ResolveContext {
+                cwd: dir,
+                env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            }
+        })
+    }
+
+    /// `text` as the config file `name` (JS files excluded: `node` evaluates those) as `herder
+    /// start <name>` and `herder convert <name>` read it: parsed, validated and resolved in
+    /// [`context`], `--env production` when the text's length is odd. Apps that load must
+    /// cross the wire unchanged. Returns the number of apps or errors; must never panic.
+    pub fn load_text(name: &str, text: &str) -> usize {
+        let format = Format::of(Path::new(name));
+        if format == Some(Format::Ecosystem) {
+            return 0;
+        }
+        let ctx = context();
+        let abs = ctx.cwd.join(name);
+        let Ok(tree) = parse_tree(format, text, &abs, ctx) else { return 0 };
+        // `env_file` is read as it is named: one outside the sandbox could be a device.
+        if names_file_outside(&tree.root, &ctx.cwd) {
+            return 0;
+        }
+        let _ = convert::to_toml(&tree.root, name);
+        if let Some(left_out) = &tree.dump_left_out {
+            let _ = left_out.comment();
+        }
+        let env_name = (text.len() % 2 == 1).then(|| "production".to_string());
+        let opts = LoadOptions { env_name, only: Vec::new(), ..Default::default() };
+        match load_tree(tree, Path::new(name), &abs, &opts, ctx) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    let _ = w.as_warning();
+                }
+                assert_crosses_the_wire(&loaded.specs);
+                loaded.specs.len()
+            }
+            Err(errors) => errors.to_string().len(),
+        }
+    }
+
+    /// Whether an `env_file` anywhere in the tree names a file outside `dir`.
+    fn names_file_outside(value: &Value, dir: &Path) -> bool {
+        let outside = |v: &Value| match &v.kind {
+            Kind::Str(s) => !normalize(&dir.join(s)).starts_with(dir),
+            Kind::Array(items) => items.iter().any(|i| match &i.kind {
+                Kind::Str(s) => !normalize(&dir.join(s)).starts_with(dir),
+                _ => false,
+            }),
+            _ => false,
         };
-        let Ok(root) = root else { return 0 };
-        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
-        let dialect = if format == "toml" { Dialect::Herder } else { Dialect::Pm2 };
-        let validated = validate::apps(&root, dialect, &mut errors, &mut warnings);
-        let _ = convert::to_toml(&root, "fuzz");
-        validated.apps.len() + errors.len()
+        match &value.kind {
+            Kind::Array(items) => items.iter().any(|v| names_file_outside(v, dir)),
+            Kind::Table(table) => table.entries.iter().any(|e| {
+                let env_file = keys::lookup(&e.key).is_some_and(|d| d.name == "env_file");
+                (env_file && outside(&e.value)) || names_file_outside(&e.value, dir)
+            }),
+            _ => false,
+        }
+    }
+
+    /// The specs as the client sends them and the daemon stores them: JSON, and back the same.
+    pub fn assert_crosses_the_wire(specs: &[AppSpec]) {
+        let json = serde_json::to_vec(specs).expect("a spec serializes");
+        let back: Vec<AppSpec> = match serde_json::from_slice(&json) {
+            Ok(back) => back,
+            Err(e) => panic!("a spec does not read back: {e}\n{}", String::from_utf8_lossy(&json)),
+        };
+        assert_eq!(back, specs, "a spec changed on the wire");
     }
 
     /// Parses a dotenv text; must never panic.

@@ -124,15 +124,20 @@ fn split_number<'a>(input: &'a str, what: &'static str) -> Result<(Number<'a>, &
     Ok((Number { int, frac }, unit.trim_start()))
 }
 
+/// Fraction digits [`scale`] reads.
+const FRACTION_DIGITS: usize = 26;
+
 /// `number × factor`, rounded to the nearest integer, without going through floats.
 fn scale(number: Number<'_>, factor: u64, what: &'static str, input: &str) -> Result<u64, UnitError> {
     let too_large = || UnitError::TooLarge { what, input: input.to_string() };
     let int: u64 = number.int.parse().map_err(|_| too_large())?;
     let mut total = int.checked_mul(factor).ok_or_else(too_large)?;
-    // Fractional part: add round(0.frac × factor), digit by digit (extra digits only round).
+    // Fractional part: add round(0.frac × factor), digit by digit. Digits past the 26th are
+    // dropped: they change the product by less than 10^-13, and 10^26 × 2^40 (the largest
+    // factor) is as much as a u128 holds.
     let mut frac_value: u128 = 0;
     let mut denominator: u128 = 1;
-    for digit in number.frac.bytes().take(30) {
+    for digit in number.frac.bytes().take(FRACTION_DIGITS) {
         frac_value = frac_value * 10 + u128::from(digit - b'0');
         denominator *= 10;
     }
@@ -226,6 +231,20 @@ mod tests {
         for (input, bytes) in cases {
             assert_eq!(parse_size(input), Ok(*bytes), "{input}");
         }
+    }
+
+    #[test]
+    fn long_fractions_of_the_largest_units_do_not_overflow() {
+        // Found by the `units` fuzz target: 30 fraction digits times 2^30 overflowed a u128.
+        let nines = "9".repeat(40);
+        assert_eq!(parse_size(&format!("1.{nines}T")), Ok(2 << 40));
+        assert_eq!(parse_size(&format!("0.{nines}G")), Ok(1 << 30));
+        assert_eq!(
+            parse_size(&format!("9911.99199919999199999999{}G", "7".repeat(100))),
+            Ok(10_642_920_368_694)
+        );
+        assert_eq!(parse_duration(&format!("1.{nines}h")), Ok(7_200_000));
+        assert_eq!(parse_size("0.000000000000000000000000001T"), Ok(0));
     }
 
     #[test]

@@ -79,9 +79,14 @@ pub fn read(path: &Path) -> Result<Dump, DumpError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(DumpError::Missing(path.into())),
         Err(e) => return Err(DumpError::Unreadable { path: path.into(), why: e.to_string() }),
     };
+    parse(&bytes, path)
+}
+
+/// A dump file's bytes (read from `path`, which the errors name), checked as [`read`] does.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<Dump, DumpError> {
     let corrupt = |why: String| DumpError::Corrupt { path: path.into(), why };
     // The version first: a newer format is not corruption, and says so.
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
     match value.get("version").and_then(serde_json::Value::as_u64) {
         Some(v) if v == u64::from(DUMP_VERSION) => {}
         Some(found) => return Err(DumpError::Version { path: path.into(), found }),

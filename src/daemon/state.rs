@@ -93,8 +93,13 @@ pub fn load(path: &Path) -> Result<Option<PersistedState>, String> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
+    parse(&bytes, path).map(Some)
+}
+
+/// A state file's bytes (read from `path`, which the errors name).
+pub fn parse(bytes: &[u8], path: &Path) -> Result<PersistedState, String> {
     let state: PersistedState =
-        serde_json::from_slice(&bytes).map_err(|e| format!("{} is corrupt: {e}", path.display()))?;
+        serde_json::from_slice(bytes).map_err(|e| format!("{} is corrupt: {e}", path.display()))?;
     if state.version != STATE_VERSION {
         return Err(format!(
             "{} has version {}, this daemon reads {STATE_VERSION}",
@@ -102,7 +107,7 @@ pub fn load(path: &Path) -> Result<Option<PersistedState>, String> {
             state.version
         ));
     }
-    Ok(Some(state))
+    Ok(state)
 }
 
 #[cfg(test)]
