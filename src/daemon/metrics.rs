@@ -91,16 +91,7 @@ pub(crate) fn serve(daemon: &Arc<Daemon>, listener: TcpListener) -> Result<Socke
         // in the case its writers are used to (some scrapers' tests match it exactly).
         http.keep_alive(false).title_case_headers(true).max_header_size(MAX_HEAD);
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => {
-                    errors.accepted();
-                    stream
-                }
-                Err(e) => {
-                    errors.failed(&e).await;
-                    continue;
-                }
-            };
+            let stream = errors.next(&listener).await;
             let Some(daemon) = d.upgrade() else { return };
             let service = service_fn(move |req| {
                 let answer = answer(&daemon, &req);

@@ -681,6 +681,20 @@ impl AcceptErrors {
         }
         tokio::time::sleep(ACCEPT_RETRY).await;
     }
+
+    /// The next connection of a TCP `listener`, through failures as [`AcceptErrors::failed`]
+    /// says.
+    pub async fn next(&mut self, listener: &tokio::net::TcpListener) -> tokio::net::TcpStream {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    self.accepted();
+                    return stream;
+                }
+                Err(e) => self.failed(&e).await,
+            }
+        }
+    }
 }
 
 /// How often instances are measured (`HERDER_SAMPLE_INTERVAL` overrides it, e.g. `250ms`).

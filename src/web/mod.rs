@@ -204,16 +204,7 @@ fn serve(daemon: &Arc<Daemon>, listener: TcpListener, token: String) -> Result<S
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10));
         loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => {
-                    errors.accepted();
-                    stream
-                }
-                Err(e) => {
-                    errors.failed(&e).await;
-                    continue;
-                }
-            };
+            let stream = errors.next(&listener).await;
             let Some(daemon) = d.upgrade() else { return };
             if shared.connections.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
                 continue;
