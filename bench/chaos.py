@@ -18,7 +18,8 @@ Then, within --settle seconds:
 - each app is as before the command or as the command leaves it (only as the command leaves
   it when the command exited 0), or part way an instance at a time; dump.json always parses,
   and after a save that exited 0 it holds the apps as they were;
-- the cluster app answers on its port when an instance of it runs.
+- the cluster app answers 8 connections in a row on its port when an instance of it runs
+  (a connection sent to the socket of a stopped instance would hang).
 
 A failure is recorded (seed, round, command, why) and the run goes on from what it found
 (after a round that never settled: from a fresh daemon and the config file again).
@@ -150,8 +151,8 @@ def daemons(home):
 
 
 class Chaos:
-    def __init__(self, ws, mode, rng, args, seed):
-        self.ws, self.mode, self.rng, self.args, self.seed = ws, mode, rng, args, seed
+    def __init__(self, ws, mode, rng, args):
+        self.ws, self.mode, self.rng, self.args = ws, mode, rng, args
         self.home = os.path.join(ws.dir, "home-" + mode)
         self.run = os.path.basename(ws.dir) + "-" + mode
         self.port = free_port()
@@ -244,7 +245,8 @@ class Chaos:
 
     def state_agrees(self, apps):
         def rows(items, name_of):
-            return {name_of(a): sorted((i["index"], i.get("pid"), i["status"]) for i in a["instances"])
+            return {name_of(a): sorted((i["index"], i.get("generation", 0), i.get("pid") or 0, i["status"])
+                                       for i in a["instances"])
                     for a in items}
         listed = rows(apps, lambda a: a["spec"]["name"])
         deadline = time.monotonic() + self.args.settle
@@ -262,9 +264,10 @@ class Chaos:
             time.sleep(0.02)
 
     def served(self):
+        self.last_answer = "?"
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-                s.settimeout(5)
+            with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+                s.settimeout(2)
                 s.sendall(b"GET / HTTP/1.1\r\nHost: chaos\r\nConnection: close\r\n\r\n")
                 data = b""
                 while True:
@@ -272,9 +275,30 @@ class Chaos:
                     if not chunk:
                         break
                     data += chunk
+            self.last_answer = data[:60]
             return data.startswith(b"HTTP/1.1 200")
-        except OSError:
+        except OSError as e:
+            self.last_answer = repr(e)
             return False
+
+    def port_report(self, apps):
+        """Who listens on the cluster port, and what the cluster app's instances hold."""
+        lines = []
+        cl = next((a for a in apps if a["spec"]["name"] == "cl"), None)
+        for i in (cl or {}).get("instances", []):
+            pid = i.get("pid")
+            fd3 = "-"
+            if pid:
+                try:
+                    fd3 = os.readlink("/proc/%d/fd/3" % pid)
+                except OSError as e:
+                    fd3 = repr(e)
+            lines.append("instance %s gen %s: %s pid %s, fd 3 %s" % (
+                i["index"], i.get("generation", 0), i["status"], pid, fd3))
+        rc, out, err, _ = c.run(["ss", "-ltnp", "sport = :%d" % self.port], timeout=10)
+        lines.append("ss: " + (out or err).strip().replace("\n", " | "))
+        lines.append("last answer: %s" % self.last_answer)
+        return "\n".join(lines)
 
     # ------------------------------------------------------------ operations
 
@@ -341,8 +365,9 @@ class Chaos:
         return lo <= len(seen) <= hi and all(
             (i < len(before) and before[i] == on) or (i < len(a) and a[i] == on) for i, on in enumerate(seen))
 
-    def round(self, n):
-        """One round; returns (op, delay_ms, exit code, seconds to settle)."""
+    def round(self):
+        """One round; returns (op, argv, delay_ms, exit code, seconds to settle, whether the
+        command ended before the kill)."""
         op = self.pick()
         argv = self.argv(op)
         delay_ms = self.rng.randint(0, self.args.kill_within_ms)
@@ -404,12 +429,15 @@ class Chaos:
                 problems.append("dump.json after a save that exited 0: %s, expected %s" % (saved, expected))
         self.state_agrees(apps)
         if any(seen.get("cl") or []):
-            ok, _ = c.wait_until(self.served, self.args.settle, 0.05)
+            # Eight connections in a row answered: one that goes to a stopped instance's
+            # socket hangs.
+            ok, _ = c.wait_until(lambda: all(self.served() for _ in range(8)), self.args.settle, 0.05)
             if not ok:
-                problems.append("the cluster app does not answer on port %d" % self.port)
+                problems.append("the cluster app does not answer on port %d\n%s" % (
+                    self.port, self.port_report(apps)))
         if problems:
             raise Failure("\n".join(problems) + "\n`herder %s` exit %s: %s" % (" ".join(argv), p.returncode, text[-300:]))
-        return op, argv, delay_ms, p.returncode, settled_s
+        return op, argv, delay_ms, p.returncode, settled_s, ended_first
 
     def fresh(self):
         """Start over: a new daemon and every app of the config file."""
@@ -461,14 +489,15 @@ def main():
     per_mode = [args.rounds // len(modes) + (1 if i < args.rounds % len(modes) else 0) for i in range(len(modes))]
     n = 0
     for mode, rounds in zip(modes, per_mode):
-        chaos = Chaos(ws, mode, rng, args, seed)
+        chaos = Chaos(ws, mode, rng, args)
         chaos.fresh()
         for _ in range(rounds):
             n += 1
             try:
-                op, argv, delay_ms, rc, s = chaos.round(n)
+                op, argv, delay_ms, rc, s, ended_first = chaos.round()
                 kinds[op[0] if op[0] != "add" else "start"] += 1
                 exits["0" if rc == 0 else "non-zero"] += 1
+                exits["ended before the kill"] += ended_first
                 settle_s.append(s)
                 c.log("round %d [%s]: herder %s, killed after %d ms, exit %s, settled in %.2f s" % (
                     n, mode, " ".join(argv), delay_ms, rc, s))
@@ -504,7 +533,8 @@ def main():
     print("rounds:      %d (%s)" % (n, ", ".join("%s %d" % m for m in zip(modes, per_mode))))
     print("seed:        %d" % seed)
     print("operations:  %s" % ", ".join("%s %d" % kv for kv in sorted(kinds.items())))
-    print("kills:       %d (command exit 0: %d, non-zero: %d)" % (n, exits["0"], exits["non-zero"]))
+    print("kills:       %d (command exit 0: %d, non-zero: %d; ended before the kill: %d)" % (
+        n, exits["0"], exits["non-zero"], exits["ended before the kill"]))
     if settle_s:
         s = c.summary(settle_s)
         print("settled in:  median %.2f s, p90 %.2f s, max %.2f s" % (s["median"], s["p90"], s["max"]))

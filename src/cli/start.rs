@@ -82,9 +82,12 @@ fn plan_start(
         if let Some(apps) = daemon_apps {
             let all_known = a.targets.iter().all(|t| {
                 t == "all"
-                    || apps
-                        .iter()
-                        .any(|x| x.spec.name == *t || x.id.to_string() == *t || x.spec.namespace == *t)
+                    || apps.iter().any(|x| {
+                        x.spec.name == *t
+                            || x.id.to_string() == *t
+                            || x.instances.iter().any(|i| i.id.is_some_and(|id| id.to_string() == *t))
+                            || x.spec.namespace == *t
+                    })
             });
             if all_known {
                 if !a.env.is_empty() {

@@ -196,6 +196,26 @@ fn runs(h: &InstanceHandle) -> bool {
     h.info().status.is_running()
 }
 
+/// See [`Owner::steer`]; crash recovery steers the same way once it started the instances.
+pub(crate) fn steer_running(sockets: &Sockets, app: &str, slots: &[InstanceHandle], leaving: &[usize]) {
+    let staying = || (0..slots.len()).filter(|i| !leaving.contains(i));
+    let mut live: Vec<u32> = staying()
+        .filter(|i| {
+            let status = slots[*i].info().status;
+            status.is_running() || status == Status::WaitingRestart
+        })
+        .map(|i| i as u32)
+        .collect();
+    if live.is_empty() {
+        live = staying().map(|i| i as u32).collect();
+    }
+    if live.is_empty() {
+        sockets.steer(app, slots.len());
+    } else {
+        sockets.steer_to(app, &live);
+    }
+}
+
 impl Owner {
     /// Carry out requests until the app is deleted.
     async fn run(mut self, inbox: Arc<Inbox>) {
@@ -224,10 +244,15 @@ impl Owner {
                         }
                     })
                     .await;
+                    self.steer(&[]);
                     let _ = reply.send(ran);
                 }
                 Op::Stop(slots, reply) => {
-                    each(&self.pick(&slots), |h| async move { h.stop().await }).await;
+                    let picked = self.pick(&slots);
+                    // No new connection for a slot whose instance stops: nothing would take it.
+                    let leaving: Vec<usize> = picked.iter().map(|h| h.info().index as usize).collect();
+                    self.steer(&leaving);
+                    each(&picked, |h| async move { h.stop().await }).await;
                     let _ = reply.send(());
                 }
                 Op::Restart(spec, slots, reply) => {
@@ -241,6 +266,7 @@ impl Owner {
                         async move { h.restart(Some(spec)).await }
                     })
                     .await;
+                    self.steer(&[]);
                     let _ = reply.send(());
                 }
                 Op::Apply(spec, sockets, reply) => {
@@ -248,6 +274,7 @@ impl Owner {
                     self.sockets.steer(&spec.name, spec.instances as usize);
                     let ran = self.apply(spec).await;
                     self.sockets.shrink(self.slots.len());
+                    self.steer(&[]);
                     let _ = reply.send(ran);
                 }
                 Op::Signal(sig, slots, reply) => {
@@ -284,6 +311,7 @@ impl Owner {
                         self.publish();
                     }
                     let result = self.replace_all(&slots).await;
+                    self.steer(&[]);
                     let _ = reply.send(result);
                 }
                 Op::Scale(scale, reply) => {
@@ -422,11 +450,11 @@ impl Owner {
                 h.start().await;
                 let _ = ready(h, &self.spec).await;
             }
-            self.sockets.steer(&name, count);
+            self.steer(&[]);
         } else if count < start {
             // No new connection for the slots going away; what waits in their queues is
             // accepted by their instances before they stop.
-            self.sockets.steer(&name, count);
+            self.steer(&(count..start).collect::<Vec<usize>>());
             let drained = |s: &Sockets| (count..start).all(|slot| s.queued(slot) == 0);
             tokio::time::sleep(Duration::from_millis(50)).await;
             let sockets = self.sockets.clone();
@@ -453,6 +481,13 @@ impl Owner {
             self.sockets.shrink(count);
         }
         self.publish();
+    }
+
+    /// New connections go to the slots whose instances run or are coming back (not those
+    /// stopped, errored, or in `leaving`): a socket that no instance accepts on would hold
+    /// them forever. With none, to every slot, where they wait for an instance to start.
+    fn steer(&self, leaving: &[usize]) {
+        steer_running(&self.sockets, &self.spec.name, &self.slots, leaving);
     }
 
     /// Tell `herder events` (and hooks) about a replacement of `h`'s slot.

@@ -170,6 +170,10 @@ pub(crate) async fn recover(d: &Arc<Daemon>) -> usize {
     }
     let restarted = starts.len();
     while starts.join_next().await.is_some() {}
+    // The sockets were bound for every slot: slots left stopped get no connection.
+    for app in d.registry().apps.values() {
+        super::coordinator::steer_running(&app.sockets, &app.spec().name, &app.instances, &[]);
+    }
     d.ctx.changed.notify_one();
     d.apps_added.notify_one();
     let apps = d.registry().apps.len();

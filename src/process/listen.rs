@@ -117,12 +117,24 @@ const NET: u32 = (-0x100000i32) as u32;
 /// order they started listening): a Fibonacci hash of the client's port, so that the
 /// consecutive ports of one client's connections spread evenly too.
 pub fn steer(fd: &OwnedFd, live: u32) -> io::Result<()> {
+    steer_to(fd, &(0..live.max(1)).collect::<Vec<u32>>())
+}
+
+/// Spread new connections over the sockets of the reuseport group of `fd` at the positions
+/// `live` (in the order they started listening; at most 2,000), as [`steer`] does over the
+/// first ones: a socket left out (its instance stopped) gets none.
+pub fn steer_to(fd: &OwnedFd, live: &[u32]) -> io::Result<()> {
     use libc::{
         BPF_A, BPF_ABS, BPF_ALU, BPF_B, BPF_H, BPF_IND, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_LDX,
     };
     use libc::{BPF_MSH, BPF_MUL, BPF_RET, BPF_RSH};
     let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: code as u16, jt, jf, k };
-    let program = [
+    let live = if live.is_empty() { &[0][..] } else { live };
+    let identity = live.iter().enumerate().all(|(i, s)| i as u64 == u64::from(*s));
+    // A classic BPF program has at most 4,096 instructions: two per socket past the first
+    // 2,000 would not fit.
+    let live = if identity { &live[..live.len().min(0xffff)] } else { &live[..live.len().min(2000)] };
+    let mut program = vec![
         op(BPF_LD | BPF_B | BPF_ABS, 0, 0, NET), // A = the IP header's first byte
         op(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 4),  // A = its version
         op(BPF_JMP | BPF_JEQ | BPF_K, 0, 3, 4),  // IPv4? else to the IPv6 load
@@ -134,10 +146,20 @@ pub fn steer(fd: &OwnedFd, live: u32) -> io::Result<()> {
         // its top 16 bits times `live`, then their top 16 bits).
         op(BPF_ALU | BPF_MUL | BPF_K, 0, 0, 0x9E37_79B1),
         op(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 16),
-        op(BPF_ALU | BPF_MUL | BPF_K, 0, 0, live.clamp(1, 0xffff)),
+        op(BPF_ALU | BPF_MUL | BPF_K, 0, 0, live.len() as u32),
         op(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 16),
-        op(BPF_RET | BPF_A, 0, 0, 0),
     ];
+    if identity {
+        program.push(op(BPF_RET | BPF_A, 0, 0, 0));
+    } else {
+        // A is the rank among the live sockets: return the socket of that rank.
+        let (last, rest) = live.split_last().unwrap_or((&0, &[]));
+        for (rank, socket) in rest.iter().enumerate() {
+            program.push(op(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, rank as u32));
+            program.push(op(BPF_RET | BPF_K, 0, 0, *socket));
+        }
+        program.push(op(BPF_RET | BPF_K, 0, 0, *last));
+    }
     let fprog =
         libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut libc::sock_filter };
     // SAFETY: setsockopt(2) with a sock_fprog whose program outlives the call (the kernel copies it).
@@ -219,10 +241,20 @@ mod tests {
         drop(conns);
         // Two live sockets: the others get nothing.
         steer(&group[0], 2).unwrap();
-        let _conns: Vec<TcpStream> =
+        let conns: Vec<TcpStream> =
             (0..32).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
         wait_for_sum(&group, 32);
         assert_eq!((queued(&group[2]), queued(&group[3])), (0, 0));
+        drop(conns);
+        let accepted: usize = group.iter().map(accept_all).sum();
+        assert_eq!(accepted, 32);
+        // Any two: the others (the first one included) get nothing.
+        steer_to(&group[0], &[1, 3]).unwrap();
+        let _conns: Vec<TcpStream> =
+            (0..32).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+        wait_for_sum(&group, 32);
+        assert_eq!((queued(&group[0]), queued(&group[2])), (0, 0));
+        assert!(queued(&group[1]) > 0 && queued(&group[3]) > 0, "both get some");
     }
 
     fn wait_for_sum(group: &[OwnedFd], n: usize) {

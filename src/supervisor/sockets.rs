@@ -143,9 +143,14 @@ impl Sockets {
 
     /// New connections go to the sockets of the first `slots` slots only.
     pub fn steer(&self, app: &str, slots: usize) {
+        self.steer_to(app, &(0..slots.max(1) as u32).collect::<Vec<u32>>());
+    }
+
+    /// New connections go to the sockets of these slots only.
+    pub fn steer_to(&self, app: &str, slots: &[u32]) {
         for l in self.get().iter() {
             if let Some(first) = l.fds.first() {
-                if let Err(e) = listen::steer(first, slots as u32) {
+                if let Err(e) = listen::steer_to(first, slots) {
                     tracing::warn!(app, port = l.spec.port, error = %e, "connections are spread by the kernel's own hash");
                 }
             }
