@@ -157,8 +157,16 @@ impl Shared {
         ip == Some(self.addr.ip()) || (self.addr.ip().is_loopback() && name.eq_ignore_ascii_case("localhost"))
     }
 
+    /// The session cookie's name. Cookies are kept per host, not per port: two dashboards
+    /// on one host (two users' daemons) need a cookie each, or logging in to one logs out of
+    /// the other.
+    fn cookie_name(&self) -> String {
+        format!("herder_session_{}", self.addr.port())
+    }
+
     fn session(&self, cookies: &str) -> Option<String> {
-        let id = cookies.split(';').find_map(|c| c.trim().strip_prefix("herder_session="))?;
+        let name = self.cookie_name();
+        let id = cookies.split(';').find_map(|c| c.trim().strip_prefix(name.as_str())?.strip_prefix('='))?;
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.iter().find(|s| same_secret(s.id.as_bytes(), id.as_bytes())).map(|s| s.csrf.clone())
     }
@@ -358,7 +366,7 @@ fn login(shared: &Shared, query: &str) -> Response<Body> {
         .header(header::LOCATION, "/")
         .header(
             header::SET_COOKIE,
-            format!("herder_session={}; HttpOnly; SameSite=Strict; Path=/", session.id),
+            format!("{}={}; HttpOnly; SameSite=Strict; Path=/", shared.cookie_name(), session.id),
         )
         .header(header::CACHE_CONTROL, "no-store")
         .body(full(""))
@@ -413,11 +421,15 @@ mod tests {
     fn sessions_are_found_by_cookie_and_capped() {
         let s = shared("127.0.0.1:9615");
         let first = s.new_session().unwrap();
-        assert_eq!(s.session(&format!("a=b; herder_session={}", first.id)), Some(first.csrf.clone()));
-        assert_eq!(s.session("herder_session=nope"), None);
+        let cookie = format!("a=b; herder_session_9615={}", first.id);
+        assert_eq!(s.session(&cookie), Some(first.csrf.clone()));
+        assert_eq!(s.session("herder_session_9615=nope"), None);
+        // Another dashboard's cookie on the same host, and one whose name only begins alike.
+        assert_eq!(s.session(&format!("herder_session_9616={}", first.id)), None);
+        assert_eq!(s.session(&format!("herder_session_96150={}", first.id)), None);
         for _ in 0..MAX_SESSIONS {
             s.new_session().unwrap();
         }
-        assert_eq!(s.session(&format!("herder_session={}", first.id)), None, "the oldest goes");
+        assert_eq!(s.session(&cookie), None, "the oldest goes");
     }
 }

@@ -149,11 +149,11 @@ fn without_the_token_the_page_and_every_api_call_answer_401() {
         "/api/apps/one/start",
         "/api/apps/one/scale",
     ];
+    let port = addr.rsplit_once(':').unwrap().1;
+    let forged = format!("Cookie: herder_session_{port}=forged");
     for (method, paths) in [("GET", &gets[..]), ("POST", &posts[..])] {
         for path in paths {
-            for auth in
-                [&[][..], &["Authorization: Bearer wrong"][..], &["Cookie: herder_session=forged"][..]]
-            {
+            for auth in [&[][..], &["Authorization: Bearer wrong"][..], &[forged.as_str()][..]] {
                 let a = send(&addr, method, path, auth, "{\"count\": 2}");
                 assert_eq!(a.status, 401, "{method} {path} {auth:?}: {}\n{}", a.head, a.body);
                 if path.starts_with("/api/") {
@@ -183,6 +183,8 @@ fn without_the_token_the_page_and_every_api_call_answer_401() {
         assert!(cookie.split("; ").any(|p| p == attribute), "{attribute} missing: {cookie}");
     }
     let session = cookie.split(';').next().unwrap().to_string();
+    // Named by the port: a second dashboard on this host keeps its own session.
+    assert!(session.starts_with(&format!("herder_session_{port}=")), "{cookie}");
     let with_cookie = format!("Cookie: {session}");
     let page = send(&addr, "GET", "/", &[&with_cookie], "");
     assert_eq!(page.status, 200);

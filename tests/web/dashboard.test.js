@@ -41,7 +41,7 @@ async function main() {
     await page.goto(loginUrl);
     if (new URL(page.url()).pathname !== '/') throw new Error('login did not lead to the page: ' + page.url());
     const cookies = await context.cookies();
-    const session = cookies.find((c) => c.name === 'herder_session');
+    const session = cookies.find((c) => c.name === 'herder_session_' + new URL(loginUrl).port);
     if (!session || !session.httpOnly || session.sameSite !== 'Strict') {
       throw new Error('the session cookie is not HttpOnly and SameSite=Strict: ' + JSON.stringify(session));
     }
