@@ -797,6 +797,15 @@ def main():
     if cl:
         cluster_section(w, cl)
 
+    # Sections measured by scripts outside bench/run.sh (balancer, hardening, dashboard) are
+    # written by hand in bench/sections/NN-name.md and copied here in the order of their names.
+    sections = os.path.join(c.BENCH_DIR, "sections")
+    for name in sorted(os.listdir(sections)) if os.path.isdir(sections) else []:
+        if name.endswith(".md"):
+            with open(os.path.join(sections, name)) as f:
+                w(f.read().rstrip("\n"))
+            w("")
+
     notes = os.path.join(c.BENCH_DIR, "notes.md")
     if os.path.exists(notes):
         with open(notes) as f:
@@ -812,6 +821,9 @@ def main():
     w("```sh")
     w("bench/run.sh            # builds herder, installs PM2 into /tmp/herder-bench/pm2, runs all, writes this file")
     w("python3 bench/restart_gap.py && python3 bench/report.py   # one part, then the report")
+    w("python3 bench/balancer.py --herder target/release/herder   # section 8 (needs wrk, nginx, libnginx-mod-stream, socat from apt)")
+    w("python3 bench/chaos.py --rounds 400 && python3 bench/soak.py --minutes 30   # section 9")
+    w("python3 bench/web.py   # section 10")
     w("```")
     w("")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
