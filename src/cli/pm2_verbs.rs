@@ -150,7 +150,7 @@ fn record(app: &AppInfo, i: &InstanceInfo, user: &str) -> Js {
         ("pm_exec_path", Js::str(exec_path)),
         ("pm_cwd", Js::str(spec.cwd.display().to_string())),
         ("exec_interpreter", Js::str(interpreter)),
-        ("exec_mode", Js::str(if spec.sockets.is_empty() { "fork_mode" } else { "cluster_mode" })),
+        ("exec_mode", Js::str(if spec.is_cluster() { "cluster_mode" } else { "fork_mode" })),
         ("instances", Js::num(spec.instances)),
         ("pm_out_log_path", Js::str(out_log.display().to_string())),
         ("pm_err_log_path", Js::str(err_log.display().to_string())),

@@ -164,8 +164,7 @@ pub fn table(apps: &[AppInfo]) -> String {
                 i.id.unwrap_or(app.id).to_string(),
                 name,
                 app.spec.namespace.clone(),
-                if app.spec.sockets.is_empty() && app.spec.balancer.is_none() { "fork" } else { "cluster" }
-                    .into(),
+                if app.spec.is_cluster() || app.spec.balancer.is_some() { "cluster" } else { "fork" }.into(),
                 i.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
                 uptime(i),
                 i.restarts.to_string(),

@@ -241,12 +241,18 @@ pub fn resolve(decl: &AppDecl, base: &Base<'_>) -> Result<AppSpec, Vec<ConfigErr
     spec.instances = decl.instances.map_or(1, |i| i.count(cpu_count()));
     spec.instances_max = matches!(decl.instances, Some(crate::config::decl::Instances::Max));
     spec.image = decl.image.clone();
-    spec.sockets = cluster_sockets(decl, &spec);
+    let cluster = in_cluster_mode(decl, &spec);
+    spec.sockets = if cluster { cluster_sockets(decl, &spec) } else { Vec::new() };
+    spec.cluster = cluster && spec.runs_node();
     if let Some(b) = &decl.balancer {
         match balancer(decl, b, &spec) {
-            Ok(Balanced::Socket(listen)) => spec.sockets = vec![listen],
+            Ok(Balanced::Socket(listen)) => {
+                spec.sockets = vec![listen];
+                spec.cluster = spec.runs_node();
+            }
             Ok(Balanced::Proxy(proxy)) => {
                 spec.sockets = Vec::new();
+                spec.cluster = false;
                 spec.balancer = Some(proxy);
             }
             Err(e) => {
@@ -419,19 +425,21 @@ fn environment(
     Ok(env)
 }
 
-/// Cluster mode: the sockets the daemon binds for the app, which its instances share. An app
-/// is in cluster mode with `exec_mode = "cluster"`, or with more than one instance (as PM2
-/// picks it for `-i`), unless `exec_mode = "fork"`; its sockets are its `port`s, else the
-/// `PORT` of its environment. An `increment_var` of `PORT` gives each instance a port of its
-/// own instead.
-fn cluster_sockets(decl: &AppDecl, spec: &AppSpec) -> Vec<crate::protocol::spec::SocketSpec> {
+/// Cluster mode: an app is in it with `exec_mode = "cluster"`, or with more than one instance
+/// (as PM2 picks it for `-i`), unless `exec_mode = "fork"`. An `increment_var` of `PORT` gives
+/// each instance a port of its own instead.
+fn in_cluster_mode(decl: &AppDecl, spec: &AppSpec) -> bool {
     let cluster = match decl.cluster {
         Some(mode) => mode,
         None => decl.instances.is_some() && spec.instances > 1,
     };
-    if !cluster || spec.increment_var.as_deref() == Some("PORT") {
-        return Vec::new();
-    }
+    cluster && spec.increment_var.as_deref() != Some("PORT")
+}
+
+/// The sockets the daemon binds for an app in cluster mode, which its instances share: its
+/// `port`s, else the `PORT` of its environment. (A Node app's `listen` on another port asks
+/// the daemon for it at run time.)
+fn cluster_sockets(decl: &AppDecl, spec: &AppSpec) -> Vec<crate::protocol::spec::SocketSpec> {
     if !decl.ports.is_empty() {
         return decl.ports.clone();
     }

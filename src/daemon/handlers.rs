@@ -465,7 +465,7 @@ fn renewals(
             (None, None, None) => None,
         };
         let now = spec.as_ref().unwrap_or(app.spec());
-        let rolling = !now.sockets.is_empty() || now.balancer.is_some();
+        let rolling = now.is_cluster() || now.balancer.is_some();
         let spec = match spec {
             Some(spec) => {
                 let slots = app.instances.len().max(spec.instances as usize);
@@ -655,7 +655,7 @@ async fn apply(
     let mut set = JoinSet::new();
     for (c, spec, sockets) in renew {
         set.spawn(async move {
-            if spec.sockets.is_empty() && spec.balancer.is_none() {
+            if !spec.is_cluster() && spec.balancer.is_none() {
                 c.apply(spec, sockets).await;
                 Ok(())
             } else {

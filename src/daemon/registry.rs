@@ -229,6 +229,7 @@ impl App {
         brief.watch = spec.watch.clone();
         brief.autostart = spec.autostart;
         brief.sockets = spec.sockets.clone();
+        brief.cluster = spec.cluster;
         brief.balancer = spec.balancer.clone();
         Arc::new(brief)
     }

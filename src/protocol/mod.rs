@@ -606,10 +606,13 @@ pub enum EventKind {
     /// The home cannot be written (a full or read-only disk), or can be again: what is not
     /// written (logs, `state.json`). About one app when its logs are concerned.
     Disk,
+    /// A port a Node instance in cluster mode asked for could not be shared (taken by another
+    /// process, privileged, not an IP address): its `listen` failed with this reason.
+    Listen,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         EventKind::Start,
         EventKind::Exit,
         EventKind::Restart,
@@ -626,6 +629,7 @@ impl EventKind {
         EventKind::Reload,
         EventKind::Lagged,
         EventKind::Disk,
+        EventKind::Listen,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -646,6 +650,7 @@ impl EventKind {
             EventKind::Mainpid => "mainpid",
             EventKind::Lagged => "lagged",
             EventKind::Disk => "disk",
+            EventKind::Listen => "listen",
         }
     }
 }

@@ -146,6 +146,11 @@ pub struct AppSpec {
     /// own ports.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sockets: Vec<SocketSpec>,
+    /// A Node app in cluster mode (`exec_mode = "cluster"`, or several instances), with or
+    /// without `sockets`: its `listen(port)` on a port not among them asks the daemon for it,
+    /// which binds it once for every instance (see `supervisor::sockets`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster: bool,
     /// `[apps.balancer]` in `http` or `tcp` mode: the daemon listens on the public port and
     /// balances over the instances, each on a loopback port of its own (`PORT`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -305,6 +310,18 @@ fn default_instance_var() -> String {
 }
 
 impl AppSpec {
+    /// In cluster mode: its instances share the ports it was given, and those its Node
+    /// instances ask for.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster || !self.sockets.is_empty()
+    }
+
+    /// Whether it runs under Node: its program or interpreter is `node`.
+    pub fn runs_node(&self) -> bool {
+        let base = |p: &str| p.rsplit('/').next().unwrap_or(p).starts_with("node");
+        self.interpreter.as_deref().is_some_and(base) || base(&self.program)
+    }
+
     /// A spec with every default, running `program args…` in `cwd`.
     pub fn new(name: impl Into<String>, program: impl Into<String>, cwd: PathBuf) -> Self {
         let program = program.into();
@@ -350,6 +367,7 @@ impl AppSpec {
             group: None,
             pid_file: None,
             sockets: Vec::new(),
+            cluster: false,
             balancer: None,
             image: None,
             instances_max: false,

@@ -12,7 +12,7 @@ use tokio::time::sleep_until;
 use super::policy::{self, Decision, PolicyState};
 use super::running::{
     recv_ipc, recv_notices, recv_probe, send_shutdown, sleep_until_some, watch_changed, Event, IpcChannel,
-    Phase, Running, WatchDue,
+    IpcEvent, ListenAsk, Phase, Running, WatchDue,
 };
 use super::spawn::{Inherit, Launch};
 use super::spawner::Stop;
@@ -109,7 +109,11 @@ impl Actor {
                     biased;
                     exit = &mut run.exit => Event::Exit(exit.ok()),
                     notices = recv_notices(self.notify.as_ref()), if burst => Event::Notices(notices),
-                    msg = recv_ipc(&mut run.ipc), if burst => msg.map_or(Event::IpcClosed, Event::Notices),
+                    msg = recv_ipc(&mut run.ipc), if burst => match msg {
+                        None => Event::IpcClosed,
+                        Some(IpcEvent::Notices(n)) => Event::Notices(n),
+                        Some(IpcEvent::Listen(ask)) => Event::ListenAsked(ask),
+                    },
                     result = recv_probe(&mut run.probes) => Event::Probe(result),
                     cmd = rx.recv() => Event::Command(cmd),
                     _ = sleep_until_some(run.ready_deadline) => Event::ReadyTimeout,
@@ -121,7 +125,7 @@ impl Actor {
                     _ = std::future::ready(()), if !burst => Event::Yield,
                 };
                 match event {
-                    Event::Notices(_) | Event::IpcClosed => *notices_in_a_row += 1,
+                    Event::Notices(_) | Event::IpcClosed | Event::ListenAsked(_) => *notices_in_a_row += 1,
                     Event::Yield => *notices_in_a_row = 0,
                     _ => {}
                 }
@@ -174,6 +178,10 @@ impl Actor {
             },
             (Phase::Running(mut run), Event::Notices(notices)) => {
                 self.on_notices(notices, &mut run);
+                Phase::Running(run)
+            }
+            (Phase::Running(mut run), Event::ListenAsked(ask)) => {
+                self.on_listen_ask(ask, &mut run).await;
                 Phase::Running(run)
             }
             (Phase::Running(mut run), Event::IpcClosed) => {
@@ -322,6 +330,45 @@ impl Actor {
     pub(super) fn publish(&self) {
         self.status.send_replace(self.info.clone());
         self.ctx.changed.notify_one();
+    }
+
+    /// A Node instance's `listen` on a port the app was not given (see the preload): the app's
+    /// socket of this slot for that port, bound now for every instance if no instance asked
+    /// before; or why not, which its `listen` reports as an error.
+    async fn on_listen_ask(&mut self, ask: ListenAsk, run: &mut Running) {
+        let spec = crate::protocol::spec::SocketSpec {
+            name: ask.port.to_string(),
+            host: ask.host.clone(),
+            port: ask.port,
+        };
+        let socket = match ask.host.as_deref().map(str::parse::<std::net::IpAddr>) {
+            Some(Err(_)) => Err(format!(
+                "app `{}`: listen on `{}`: herder binds IP addresses only",
+                self.spec.name,
+                spec.address()
+            )),
+            _ if ask.port == 0 => Err(format!("app `{}`: port 0 is not shared", self.spec.name)),
+            _ => self.sockets.learn(
+                &self.spec.name,
+                &spec,
+                self.id.index as usize,
+                self.spec.instances as usize,
+            ),
+        };
+        match &socket {
+            Ok(_) => {
+                tracing::info!(app = %self.spec.name, instance = self.info.index, port = %spec.address(), "the instance listens on a port it asked for, shared by every instance")
+            }
+            Err(e) => {
+                tracing::warn!(app = %self.spec.name, instance = self.info.index, error = %e, "a port the instance asked for");
+                self.event(EventKind::Listen, None, Some(e.clone()));
+            }
+        }
+        if let Some(ch) = &mut run.ipc {
+            if let Err(e) = ch.answer_listen(&ask, socket).await {
+                tracing::warn!(app = %self.spec.name, instance = self.info.index, error = %e, "cannot answer the instance's listen");
+            }
+        }
     }
 
     /// The instance's loopback port behind the app's balancer (kept across its restarts), if

@@ -5,6 +5,10 @@
 //   the app's ports listens on the socket the daemon passed instead (socket activation:
 //   descriptors 3, 4 …, their ports in HERDER_LISTEN_PORTS), so every instance serves the
 //   same port and the port outlives every instance;
+// - on another port (one the app was not given), when herder set HERDER_LISTEN_ASK and an IPC
+//   channel: it asks the daemon for that port over the channel, and listens on the socket the
+//   daemon sends back (bound once for every instance, as the app's own ports are); if the
+//   daemon cannot share it, the app binds it itself, as without herder;
 // - the stop signal (SIGTERM or SIGINT), when the app has no handler of its own, stops
 //   accepting, answers the requests under way with `Connection: close`, and lets the process
 //   end by that signal once its connections are done.
@@ -24,7 +28,11 @@
     } catch (_) {}
     if (port > 0 && socket && !fdOf.has(port)) fdOf.set(port, fd);
   });
-  if (!fdOf.size) return;
+  // Only for the process herder started: a process this one starts may have an IPC channel
+  // too, but to this one, not to herder.
+  const ask = env.HERDER_LISTEN_ASK === '1' && typeof process.send === 'function';
+  delete env.HERDER_LISTEN_ASK;
+  if (!fdOf.size && !ask) return;
 
   const net = require('net');
   const servers = new Set();
@@ -42,36 +50,94 @@
     return 0;
   }
 
+  // The host a listen() call asks for, if any.
+  function hostOf(args) {
+    const first = args[0];
+    if (first !== null && typeof first === 'object') return first.host || undefined;
+    return typeof args[1] === 'string' ? args[1] : undefined;
+  }
+
   const listen = net.Server.prototype.listen;
   net.Server.prototype.listen = function herderListen(...args) {
     const port = portOf(args);
     const fd = port ? fdOf.get(port) : undefined;
-    if (fd === undefined) {
-      if (port) {
-        process.emitWarning(
-          `listen(${port}) is not on a port of this app (${[...fdOf.keys()].join(', ')}): ` +
-            'this instance binds it itself; give the app `port = ' + port + '` in herder',
-          'HerderWarning',
-        );
-      }
-      return listen.apply(this, args);
-    }
     const callback = args.find((a) => typeof a === 'function');
     const options = args[0] !== null && typeof args[0] === 'object' ? args[0] : {};
+    if (fd !== undefined) return serve(this, { fd, backlog: options.backlog }, callback);
+    const host = hostOf(args);
+    if (port && ask && (host === undefined || net.isIP(host))) {
+      askFor(this, port, host, args, callback);
+      return this;
+    }
+    if (port) {
+      const given = fdOf.size ? ` (${[...fdOf.keys()].join(', ')})` : '';
+      process.emitWarning(
+        `listen(${port}${host ? ', ' + JSON.stringify(host) : ''}) is not on a port of this app${given}: ` +
+          'this instance binds it itself; give the app `port = ' + port + '` in herder',
+        'HerderWarning',
+      );
+    }
+    return listen.apply(this, args);
+  };
+
+  function serve(server, target, callback) {
     if (!servers.size && !stopping) {
       // Only a process that serves on the app's sockets stops gracefully on their behalf.
       process.on('SIGTERM', onTerm);
       process.on('SIGINT', onInt);
     }
-    servers.add(this);
-    this.once('close', () => servers.delete(this));
+    servers.add(server);
+    server.once('close', () => servers.delete(server));
     // Requests answered while stopping close their connection: the client opens its next one
     // on an instance that stays.
-    this.prependListener('request', (req, res) => {
+    server.prependListener('request', (req, res) => {
       if (stopping && !res.headersSent) res.setHeader('Connection', 'close');
     });
-    return listen.call(this, { fd, backlog: options.backlog }, callback);
-  };
+    return listen.call(server, target, callback);
+  }
+
+  // Listen requests waiting for the daemon's answer, by port, in the order they were sent
+  // (the daemon answers them in that order).
+  const waiting = new Map();
+  let asked = 0;
+
+  function askFor(server, port, host, args, callback) {
+    const entry = { server, args, callback, timer: null };
+    if (!waiting.has(port)) waiting.set(port, []);
+    waiting.get(port).push(entry);
+    // The channel keeps the process alive while an answer is due.
+    if (asked++ === 0 && process.channel) process.channel.ref();
+    entry.timer = setTimeout(() => answered(port, entry, null, 'herder did not answer within 5 s'), 5000);
+    process.send({ cmd: 'NODE_HERDER_LISTEN', port, host: host === undefined ? null : host }, (err) => {
+      if (err) answered(port, entry, null, err.message);
+    });
+  }
+
+  function answered(port, entry, handle, error) {
+    const queue = waiting.get(port) || [];
+    const at = queue.indexOf(entry);
+    if (at < 0) return;
+    queue.splice(at, 1);
+    clearTimeout(entry.timer);
+    if (--asked === 0 && process.channel &&
+        process.listenerCount('message') + process.listenerCount('disconnect') === 0) {
+      process.channel.unref();
+    }
+    if (handle) return serve(entry.server, handle, entry.callback);
+    process.emitWarning(
+      `listen(${port}) is not shared by herder (${error}): this instance binds it itself`,
+      'HerderWarning',
+    );
+    listen.apply(entry.server, entry.args);
+  }
+
+  if (ask) {
+    process.on('internalMessage', (msg, handle) => {
+      if (!msg || msg.cmd !== 'NODE_HERDER_LISTEN') return;
+      const queue = waiting.get(msg.port);
+      if (queue && queue.length) answered(msg.port, queue[0], msg.error ? null : handle, msg.error || 'no socket');
+    });
+  }
 
   function stop(signal) {
     // An app that handles the signal itself decides, as it does without herder.

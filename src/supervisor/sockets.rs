@@ -22,6 +22,9 @@ pub const NODE_PRELOAD: &str = include_str!("node_cluster.js");
 pub struct Listener {
     pub spec: SocketSpec,
     pub fds: Vec<OwnedFd>,
+    /// Bound because an instance asked for the port at run time (a Node app's `listen` on a
+    /// port it was not given): kept while the app lives, across reloads and `herder update`.
+    pub learned: bool,
 }
 
 impl Listener {
@@ -40,11 +43,14 @@ pub struct Sockets {
     listeners: Mutex<Arc<Vec<Listener>>>,
     /// The ports of the instances behind the balancer.
     ports: Mutex<BTreeSet<u16>>,
+    /// The slots new connections go to, as last steered (none yet: the first `n`), for a port
+    /// learned later.
+    steered: Mutex<Option<Vec<u32>>>,
 }
 
 impl Sockets {
     pub fn new(listeners: Vec<Listener>) -> Arc<Sockets> {
-        Arc::new(Sockets { listeners: Mutex::new(Arc::new(listeners)), ports: Mutex::default() })
+        Arc::new(Sockets { listeners: Mutex::new(Arc::new(listeners)), ..Sockets::default() })
     }
 
     /// The sockets now.
@@ -109,9 +115,67 @@ impl Sockets {
             while fds.len() < slots.max(1) {
                 fds.push(bind_one(app, spec)?);
             }
-            next.push(Listener { spec: spec.clone(), fds });
+            next.push(Listener { spec: spec.clone(), fds, learned: false });
+        }
+        // Ports the instances asked for stay: the instances of the new spec ask for them too.
+        for l in now.iter().filter(|l| l.learned) {
+            if next.iter().any(|n| n.spec.host == l.spec.host && n.spec.port == l.spec.port) {
+                continue;
+            }
+            let mut fds = Vec::new();
+            for fd in &l.fds {
+                fds.push(fd.try_clone().map_err(|e| format!("app `{app}`: {e}"))?);
+            }
+            while fds.len() < slots.max(1) {
+                fds.push(bind_one(app, &l.spec)?);
+            }
+            next.push(Listener { spec: l.spec.clone(), fds, learned: true });
         }
         Ok(next)
+    }
+
+    /// The socket of slot `slot` for the port an instance asked for (`listen` on a port the
+    /// app was not given): the app's group for that port, bound now for `slots` slots (and
+    /// steered as the others) if it has none yet. `Err` names the port that could not be bound
+    /// and who holds it.
+    pub fn learn(&self, app: &str, spec: &SocketSpec, slot: usize, slots: usize) -> Result<OwnedFd, String> {
+        // One at a time: instances of one app ask for the same port at once.
+        static LEARNING: Mutex<()> = Mutex::new(());
+        let _one = LEARNING.lock().unwrap_or_else(|e| e.into_inner());
+        let now = self.get();
+        let same =
+            |l: &&Listener| l.spec.port == spec.port && (l.spec.host == spec.host || l.spec.host.is_none());
+        if let Some(l) = now.iter().find(same) {
+            let fd = l
+                .of_slot(slot)
+                .ok_or_else(|| format!("app `{app}`: port {} has no socket", spec.address()))?;
+            return fd.try_clone_to_owned().map_err(|e| format!("app `{app}`: {e}"));
+        }
+        if let Some(why) = taken(app, spec) {
+            return Err(why);
+        }
+        let slots = now.iter().map(|l| l.fds.len()).max().unwrap_or(0).max(slots).max(slot + 1);
+        let mut fds = Vec::with_capacity(slots);
+        while fds.len() < slots {
+            fds.push(bind_one(app, spec)?);
+        }
+        let fd = fds[slot].try_clone().map_err(|e| format!("app `{app}`: {e}"))?;
+        let steered = self.steered.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let live = steered.unwrap_or_else(|| (0..slots as u32).collect());
+        if let Err(e) = listen::steer_to(&fds[0], &live) {
+            tracing::warn!(app, port = spec.port, error = %e, "connections are spread by the kernel's own hash");
+        }
+        let mut next = Vec::with_capacity(now.len() + 1);
+        for l in now.iter() {
+            let mut kept = Vec::with_capacity(l.fds.len());
+            for fd in &l.fds {
+                kept.push(fd.try_clone().map_err(|e| format!("app `{app}`: {e}"))?);
+            }
+            next.push(Listener { spec: l.spec.clone(), fds: kept, learned: l.learned });
+        }
+        next.push(Listener { spec: spec.clone(), fds, learned: true });
+        self.set(next);
+        Ok(fd)
     }
 
     /// [`Sockets::prepare`], then [`Sockets::set`] and [`Sockets::steer`].
@@ -135,7 +199,7 @@ impl Sockets {
             while fds.len() < slots {
                 fds.push(bind_one(app, &l.spec)?);
             }
-            next.push(Listener { spec: l.spec.clone(), fds });
+            next.push(Listener { spec: l.spec.clone(), fds, learned: l.learned });
         }
         self.set(next);
         Ok(())
@@ -148,6 +212,7 @@ impl Sockets {
 
     /// New connections go to the sockets of these slots only.
     pub fn steer_to(&self, app: &str, slots: &[u32]) {
+        *self.steered.lock().unwrap_or_else(|e| e.into_inner()) = Some(slots.to_vec());
         for l in self.get().iter() {
             if let Some(first) = l.fds.first() {
                 if let Err(e) = listen::steer_to(first, slots) {
@@ -171,6 +236,7 @@ impl Sockets {
             .map(|l| Listener {
                 spec: l.spec.clone(),
                 fds: l.fds.iter().take(slots.max(1)).filter_map(|f| f.try_clone().ok()).collect(),
+                learned: l.learned,
             })
             .collect();
         self.set(next);
@@ -250,5 +316,33 @@ mod tests {
         assert_eq!(sockets.get()[0].fds.len(), 1);
         sockets.bind("web", &[], 1).unwrap();
         assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "closed once unused");
+    }
+
+    #[test]
+    fn a_port_asked_for_is_bound_once_for_every_slot_and_kept_by_a_new_spec() {
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (given, asked) = (free(), free());
+        let sockets = Sockets::default();
+        sockets.bind("web", &[spec(given)], 2).unwrap();
+        let first = sockets.learn("web", &spec(asked), 0, 2).unwrap();
+        assert_eq!(listen::local_port(&first), Some(asked));
+        let now = sockets.get();
+        assert_eq!(now.len(), 2);
+        assert!(now[1].learned && !now[0].learned);
+        assert_eq!(now[1].fds.len(), 2, "a socket per slot, as for the ports given");
+        // The second slot asks: its own socket of the same group, nothing bound again.
+        let second = sockets.learn("web", &spec(asked), 1, 2).unwrap();
+        assert_eq!(listen::local_port(&second), Some(asked));
+        assert_eq!(sockets.get().len(), 2);
+        // A new spec (reload, apply) keeps the port asked for, grown to its slots.
+        let next = sockets.prepare("web", &[spec(given)], 3).unwrap();
+        assert_eq!(next.len(), 2);
+        assert!(next[1].learned && next[1].fds.len() == 3);
+        // A port taken by another process is refused, naming it; nothing changes.
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let e = sockets.learn("web", &spec(port), 0, 2).unwrap_err();
+        assert!(e.contains(&format!("is taken by pid {}", std::process::id())), "{e}");
+        assert_eq!(sockets.get().len(), 2);
     }
 }

@@ -69,12 +69,6 @@ pub struct Spawned {
     pub log_files: Vec<logs::SharedFile>,
 }
 
-/// Whether `spec` runs under Node.
-fn is_node(spec: &AppSpec) -> bool {
-    let base = |p: &str| p.rsplit('/').next().unwrap_or(p).starts_with("node");
-    spec.interpreter.as_deref().is_some_and(base) || base(&spec.program)
-}
-
 /// A connected pair of stream sockets, close-on-exec.
 fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
@@ -155,9 +149,11 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
         extra.push(("NOTIFY_SOCKET", address));
     }
     // Node apps signal readiness with `process.send('ready')` over an IPC channel, as under
-    // PM2, and `shutdown_with_message` stops them with `'shutdown'` on it. Only then: an open
+    // PM2, and `shutdown_with_message` stops them with `'shutdown'` on it; in cluster mode the
+    // preload asks on it for a port the app listens on and was not given. Only then: an open
     // channel keeps a Node process alive.
-    let ipc = if (spec.wait_ready || spec.shutdown_with_message) && is_node(spec) {
+    let ask = spec.cluster && spec.runs_node();
+    let ipc = if (spec.wait_ready || spec.shutdown_with_message || ask) && spec.runs_node() {
         Some(socketpair().map_err(|e| err(format!("cannot create its IPC channel: {e}")))?)
     } else {
         None
@@ -169,7 +165,7 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
     let listen_ports = sockets.iter().map(|s| s.port.to_string()).collect::<Vec<_>>().join(":");
     // Node processes anywhere in the app's tree (`node`, `npm start`, a script with a node
     // shebang) load the preload, which makes their `listen(port)` use these sockets.
-    let node_options = if sockets.is_empty() {
+    let node_options = if sockets.is_empty() && !ask {
         None
     } else {
         let preload =
@@ -186,10 +182,15 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
         })
     };
     if let Some(options) = &node_options {
-        extra.push(("LISTEN_FDS", listen_fds.as_str()));
-        extra.push(("LISTEN_FDNAMES", listen_names.as_str()));
-        extra.push(("HERDER_LISTEN_PORTS", listen_ports.as_str()));
+        if !sockets.is_empty() {
+            extra.push(("LISTEN_FDS", listen_fds.as_str()));
+            extra.push(("LISTEN_FDNAMES", listen_names.as_str()));
+            extra.push(("HERDER_LISTEN_PORTS", listen_ports.as_str()));
+        }
         extra.push(("NODE_OPTIONS", options.as_str()));
+        if ask {
+            extra.push(("HERDER_LISTEN_ASK", "1"));
+        }
     }
     let ipc_fd = (3 + sockets.len()).to_string();
     if ipc.is_some() {

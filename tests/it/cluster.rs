@@ -536,3 +536,74 @@ fn connections_spread_evenly_over_the_instances() {
     }
     fair(&counts, "one request per connection");
 }
+
+/// An unchanged Node app in cluster mode that listens on a port herder was not told of (no
+/// `port`, no `PORT`): the preload asks the daemon for it over the IPC channel, and every
+/// instance serves it on one socket the daemon holds, through restarts, a reload and an update.
+#[test]
+fn a_node_app_that_listens_on_a_port_it_was_not_given_shares_it() {
+    let h = TestHome::new();
+    let port = free_port();
+    h.write(
+        "server.js",
+        &format!(
+            r#"const http = require('http');
+process.on('message', (m) => console.error('the app saw a message: ' + JSON.stringify(m)));
+http.createServer((req, res) => res.end(`hello from pid ${{process.pid}}\n`)).listen({port});
+"#
+        ),
+    );
+    let file = h.write(
+        "ecosystem.config.js",
+        "module.exports = { apps: [{ name: 'web', script: './server.js', instances: 3, exec_mode: 'cluster' }] };\n",
+    );
+    let out = h.ok(&["start", file.to_str().unwrap()]);
+    assert!(out.contains("cluster"), "list shows the mode: {out}");
+    let every_instance_answers = |what: &str| {
+        let pids: BTreeSet<u32> =
+            h.wait_status("web", Status::Online, T).instances.iter().map(|i| i.pid.unwrap()).collect();
+        assert_eq!(pids.len(), 3, "{what}");
+        let mut seen = BTreeSet::new();
+        wait_for(&format!("every instance to answer ({what})"), T, || {
+            for _ in 0..100 {
+                if let Ok(body) = get(port) {
+                    seen.insert(pid_of(&body));
+                }
+            }
+            (seen == pids).then_some(())
+        });
+    };
+    every_instance_answers("after the start");
+    let app = h.app("web");
+    assert!(app.instances.iter().all(|i| i.restarts == 0), "none crashed on EADDRINUSE: {:?}", app.instances);
+
+    // Restarted, the instances inherit the port as if it had been configured.
+    h.ok(&["restart", "web"]);
+    every_instance_answers("after a restart");
+
+    // A reload and an update fail no request: the socket is the daemon's.
+    let load = Load::start(port);
+    h.ok(&["reload", "web"]);
+    h.ok(&["update"]);
+    let (ok, failures) = load.finish();
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {:?}",
+        failures.len(),
+        ok + failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    h.ok(&["restart", "1"]);
+    every_instance_answers("after an update and a restart");
+
+    // The request and its answer are Node's internal messages: the app's listener saw none.
+    for i in 0..3 {
+        let err = std::fs::read_to_string(h.home.join(format!("logs/web-{i}.err.log"))).unwrap_or_default();
+        assert!(!err.contains("the app saw a message"), "{err}");
+        assert!(!err.contains("EADDRINUSE"), "{err}");
+    }
+
+    // Deleted, the app gives the port back.
+    h.ok(&["delete", "web"]);
+    wait_for("the port to be free", T, || std::net::TcpListener::bind(("0.0.0.0", port)).ok());
+}

@@ -285,6 +285,7 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
             .map(|l| SocketState {
                 spec: l.spec.clone(),
                 fds: l.fds.iter().map(std::os::fd::AsRawFd::as_raw_fd).collect(),
+                learned: l.learned,
             })
             .collect();
         let balancer = undo.fronts.iter().find(|(id, ..)| *id == app.id).map(|(_, _, h)| FrontState {

@@ -124,6 +124,9 @@ struct ConnectionState {
 struct SocketState {
     spec: crate::protocol::spec::SocketSpec,
     fds: Vec<RawFd>,
+    /// Bound because an instance asked for the port (see `Listener::learned`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    learned: bool,
 }
 
 impl AppState {

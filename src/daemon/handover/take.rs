@@ -229,6 +229,7 @@ pub(crate) async fn adopt(
                     .map(|s| Listener {
                         spec: s.spec,
                         fds: s.fds.iter().filter_map(|fd| take(*fd)).collect(),
+                        learned: s.learned,
                     })
                     .collect(),
             );
