@@ -1,9 +1,11 @@
 //! The `tcp` mode: a layer-4 proxy for databases and other servers that do not speak HTTP.
 //! Each client connection goes to the member the strategy picks (`round_robin` or
 //! `least_conn`; the hash strategies hash the client's address); a failed connect is tried on
-//! another member, since nothing reached the first. Bytes are then copied both ways until
-//! either side closes or neither sends for `stream_idle_timeout`.
+//! another member, since nothing reached the first. Bytes then pass both ways, zero-copy
+//! (splice(2) through a pipe per direction), until both sides have closed, or neither sends
+//! for `stream_idle_timeout`.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,7 +91,127 @@ async fn proxy(b: &Arc<Balancer>, mut client: TcpStream, peer: std::net::IpAddr)
     b.succeeded(&chosen);
     b.stats.observe(started.elapsed());
     chosen.claim.state.stats.answered(200);
-    pipe(&mut client, &mut upstream, Duration::from_millis(spec.stream_idle_timeout_ms)).await;
+    let idle = Duration::from_millis(spec.stream_idle_timeout_ms);
+    match Splice::new() {
+        Ok(splice) => splice.run(&client, &upstream, idle).await,
+        Err(e) => {
+            tracing::debug!(app = %b.app, error = %e, "no pipe for splice(2): bytes copied through user space");
+            pipe(&mut client, &mut upstream, idle).await;
+        }
+    }
+}
+
+/// Zero-copy forwarding between two sockets: splice(2) moves the bytes from one socket into a
+/// pipe and from the pipe into the other socket without copying them through user space; one
+/// pipe per direction.
+struct Splice {
+    to_upstream: (OwnedFd, OwnedFd),
+    to_client: (OwnedFd, OwnedFd),
+}
+
+/// The most a splice moves at once (a pipe's default capacity).
+const SPLICE_CHUNK: usize = 64 * 1024;
+
+impl Splice {
+    fn new() -> std::io::Result<Splice> {
+        Ok(Splice { to_upstream: pipe2()?, to_client: pipe2()? })
+    }
+
+    /// Forward both ways until both directions ended (each end passed on as a shutdown of the
+    /// other side's writing), one failed, or neither side sent anything for `idle`.
+    async fn run(self, client: &TcpStream, upstream: &TcpStream, idle: Duration) {
+        let start = Instant::now();
+        let last = AtomicU64::new(0);
+        let up = one_way(client, upstream, &self.to_upstream, &last, start);
+        let down = one_way(upstream, client, &self.to_client, &last, start);
+        let both = async {
+            // Either direction failing ends the connection; an end of one waits for the other.
+            if let Err(e) = tokio::try_join!(up, down) {
+                tracing::debug!(error = %e, "tcp connection");
+            }
+        };
+        tokio::pin!(both);
+        loop {
+            let quiet = start.elapsed().saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
+            let Some(wait) = idle.checked_sub(quiet).filter(|w| !w.is_zero()) else {
+                return;
+            };
+            tokio::select! {
+                _ = both.as_mut() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+}
+
+/// Move what `from` sends to `to` through `pipe` until `from` ends (then shut `to`'s writing).
+async fn one_way(
+    from: &TcpStream,
+    to: &TcpStream,
+    pipe: &(OwnedFd, OwnedFd),
+    last: &AtomicU64,
+    start: Instant,
+) -> std::io::Result<()> {
+    use tokio::io::Interest;
+    let (pipe_r, pipe_w) = (pipe.0.as_raw_fd(), pipe.1.as_raw_fd());
+    loop {
+        // Into the pipe, which is empty here: EAGAIN means the socket has nothing to read.
+        let n = loop {
+            from.readable().await?;
+            match from.try_io(Interest::READABLE, || splice(from.as_raw_fd(), pipe_w, SPLICE_CHUNK)) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            // SAFETY: shutdown(2) of a socket this task holds.
+            unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) };
+            return Ok(());
+        }
+        last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        // Out of the pipe, whole: EAGAIN means the socket's buffer is full.
+        let mut pending = n;
+        while pending > 0 {
+            to.writable().await?;
+            match to.try_io(Interest::WRITABLE, || splice(pipe_r, to.as_raw_fd(), pending)) {
+                Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
+                Ok(m) => pending -= m,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// splice(2) of up to `len` bytes, without blocking on either end.
+fn splice(from: RawFd, to: RawFd, len: usize) -> std::io::Result<usize> {
+    // SAFETY: splice between two descriptors this process holds; no user memory involved.
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// A pipe (read end, write end), non-blocking and close-on-exec.
+fn pipe2() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) writes two descriptors into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors are new and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 /// Copy bytes both ways until either side is done or neither sends for `idle`.
