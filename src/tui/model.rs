@@ -29,6 +29,9 @@ pub struct Row {
     pub started_at_ms: Option<u64>,
     /// Its app's balancer in a few words, when it has one.
     pub balancer: Option<String>,
+    /// Its state in its app's balancer, when it has one: in the pool and its requests under
+    /// way, or why it is out.
+    pub pool: Option<String>,
 }
 
 impl Row {
@@ -61,6 +64,20 @@ impl History {
         }
         self.cpu.push_back(cpu.map(|c| (c * 10.0).round().max(0.0) as u64));
         self.mem.push_back(mem);
+    }
+}
+
+/// An instance's state in its balancer: `in · 3 under way`, `out: failing`, `out: not ready`.
+/// During a reload a slot has two members (the old and the new generation): the one in the
+/// pool speaks for the slot.
+pub fn pool_state(b: &crate::protocol::BalancerView, slot: u32) -> String {
+    let mut members: Vec<_> = b.members.iter().filter(|m| m.slot == slot).collect();
+    members.sort_by_key(|m| (!m.up, std::cmp::Reverse(m.generation)));
+    match members.first() {
+        Some(m) if m.up => format!("in · {} under way", m.active),
+        Some(m) if m.down => "out: failing".into(),
+        Some(_) => "out: not ready".into(),
+        None => "out: not in the pool".into(),
     }
 }
 
@@ -160,6 +177,7 @@ impl Model {
                     restarts: i.restarts,
                     started_at_ms: i.started_at_ms,
                     balancer: app.balancer.as_ref().map(balancer_summary),
+                    pool: app.balancer.as_ref().map(|b| pool_state(b, i.index)),
                 })
             })
             .collect();
@@ -310,6 +328,35 @@ pub fn clean(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    #[test]
+    fn each_instance_shows_its_state_in_the_balancer() {
+        use crate::protocol::{BalancerView, MemberView};
+        let member = |slot: u32, generation: u32, up: bool, down: bool, active: u32| MemberView {
+            slot,
+            generation,
+            up,
+            down,
+            active,
+            ..MemberView::default()
+        };
+        let b = BalancerView {
+            members: vec![
+                member(0, 0, true, false, 4),
+                member(1, 0, false, true, 0),
+                member(2, 0, false, false, 0),
+                // Slot 3 during a reload: the old generation still in, the new one not ready.
+                member(3, 0, true, false, 1),
+                member(3, 1, false, false, 0),
+            ],
+            ..BalancerView::default()
+        };
+        assert_eq!(super::pool_state(&b, 0), "in · 4 under way");
+        assert_eq!(super::pool_state(&b, 1), "out: failing");
+        assert_eq!(super::pool_state(&b, 2), "out: not ready");
+        assert_eq!(super::pool_state(&b, 3), "in · 1 under way");
+        assert_eq!(super::pool_state(&b, 4), "out: not in the pool");
+    }
+
     #[test]
     fn a_balancer_is_summed_up_in_a_line() {
         use crate::protocol::{BalancerView, MemberView};

@@ -69,8 +69,20 @@ fn draw_table(f: &mut Frame, m: &Model, area: Rect) {
         f.render_widget(Paragraph::new(text).block(block), area);
         return;
     }
-    let header = Row::new(["id", "name", "status", "pid", "cpu", "mem", "↺", "uptime"])
-        .style(Style::new().add_modifier(Modifier::BOLD));
+    // A column for the balancer's view of each instance, when an app has a balancer.
+    let pools = m.rows.iter().any(|r| r.pool.is_some());
+    let header = Row::new([
+        "id",
+        "name",
+        "status",
+        "pid",
+        "cpu",
+        "mem",
+        "↺",
+        "uptime",
+        if pools { "balancer" } else { "" },
+    ])
+    .style(Style::new().add_modifier(Modifier::BOLD));
     let rows = m.rows.iter().map(|r| {
         Row::new([
             Cell::from(r.app_id.to_string()),
@@ -81,6 +93,7 @@ fn draw_table(f: &mut Frame, m: &Model, area: Rect) {
             Cell::from(r.memory_bytes.map(bytes).unwrap_or_else(|| "-".into())),
             Cell::from(r.restarts.to_string()),
             Cell::from(uptime(r, m.now_ms)),
+            Cell::from(r.pool.clone().unwrap_or_default()),
         ])
     });
     let name_width = m.rows.iter().map(|r| r.label().chars().count()).max().unwrap_or(0).clamp(8, 40) as u16;
@@ -303,6 +316,30 @@ mod tests {
         assert_eq!(buf[find("errored")].fg, Color::Red);
         assert_eq!(buf[find("online")].fg, Color::Green);
         assert_eq!(buf[find("GET /missing")].fg, Color::Red);
+    }
+
+    #[test]
+    fn an_app_behind_a_balancer_shows_each_instance_s_state_in_it() {
+        use crate::protocol::{BalancerView, MemberView};
+        let mut web = app(0, "web", &[(Status::Online, Some(4242), 0), (Status::Launching, Some(4243), 0)]);
+        web.balancer = Some(BalancerView {
+            listen: "8080".into(),
+            mode: "http".into(),
+            members: vec![
+                MemberView { slot: 0, up: true, active: 2, ..MemberView::default() },
+                MemberView { slot: 1, ..MemberView::default() },
+            ],
+            ..BalancerView::default()
+        });
+        let mut m = Model::default();
+        m.update(&[web, app(1, "worker", &[(Status::Online, Some(4300), 0)])], 2_000);
+        let t = text(&render(&m, 100, 24));
+        let line =
+            |needle: &str| t.lines().find(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle}:\n{t}"));
+        assert!(line("uptime").contains("balancer"), "{t}");
+        assert!(line("web:0").contains("in · 2 under way"), "{t}");
+        assert!(line("web:1").contains("out: not ready"), "{t}");
+        assert!(!line("worker").contains("out") && !line("worker").contains("in ·"), "{t}");
     }
 
     #[test]
