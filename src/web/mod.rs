@@ -45,14 +45,53 @@ pub(crate) struct Endpoint {
 
 struct Running {
     addr: SocketAddr,
+    /// The listening socket (owned by the task), for `herder update`.
+    fd: std::os::fd::RawFd,
+    shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
     /// Set to `true` to end every connection (streams included).
     stop: tokio::sync::watch::Sender<bool>,
+    /// Set to `true` to stop accepting, the socket kept open.
+    pause: tokio::sync::watch::Sender<bool>,
 }
 
 impl Endpoint {
     pub fn address(&self) -> Option<SocketAddr> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|r| r.addr)
+    }
+
+    /// Before `herder update` hands the dashboard over: stop accepting (connections wait in
+    /// the socket's queue for the next image) and close the connections once their request is
+    /// answered, for up to 2 s. [`Endpoint::resume`] undoes it if the update does not happen.
+    pub async fn quiesce(&self) {
+        let shared = {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(r) = inner.as_ref() else { return };
+            let _ = r.pause.send(true);
+            let _ = r.stop.send(true);
+            r.shared.clone()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while shared.connections.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Serve again after [`Endpoint::quiesce`] (an update that did not happen).
+    pub fn resume(&self) {
+        if let Some(r) = self.inner.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = r.stop.send(false);
+            let _ = r.pause.send(false);
+        }
+    }
+
+    /// What `herder update` hands to the next image: the listening socket, and the sessions
+    /// (cookie value, CSRF token), so that an open page stays logged in.
+    pub fn handover(&self) -> Option<(std::os::fd::RawFd, Vec<(String, String)>)> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let r = inner.as_ref()?;
+        let sessions = r.shared.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        Some((r.fd, sessions.iter().map(|s| (s.id.clone(), s.csrf.clone())).collect()))
     }
 
     /// Stop serving, and end the connections open (event streams included).
@@ -189,21 +228,44 @@ pub(crate) async fn listen(daemon: &Arc<Daemon>, addr: SocketAddr) -> Result<Soc
     }
     let token = token(&daemon.ctx.paths).map_err(|e| format!("cannot read or write the token: {e}"))?;
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    serve(daemon, listener, token)
+    serve(daemon, listener, token, Vec::new())
+}
+
+/// Serve the dashboard on a listening socket the previous image of the daemon served it on
+/// (`herder update`), with its sessions.
+pub(crate) fn adopt(
+    daemon: &Arc<Daemon>,
+    listener: std::net::TcpListener,
+    sessions: Vec<(String, String)>,
+) -> Result<SocketAddr, String> {
+    let token = token(&daemon.ctx.paths).map_err(|e| format!("cannot read the token: {e}"))?;
+    listener.set_nonblocking(true).map_err(|e| e.to_string())?;
+    let listener = TcpListener::from_std(listener).map_err(|e| e.to_string())?;
+    let sessions = sessions.into_iter().map(|(id, csrf)| Session { id, csrf }).collect();
+    serve(daemon, listener, token, sessions)
 }
 
 /// Serve the dashboard on `listener`. Not async: the connections' futures (which reach the
 /// daemon's handlers) are spawned, never part of the caller's.
-fn serve(daemon: &Arc<Daemon>, listener: TcpListener, token: String) -> Result<SocketAddr, String> {
+fn serve(
+    daemon: &Arc<Daemon>,
+    listener: TcpListener,
+    token: String,
+    sessions: Vec<Session>,
+) -> Result<SocketAddr, String> {
+    use std::os::fd::AsRawFd;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let fd = listener.as_raw_fd();
     daemon.web.stop();
     let shared = Arc::new(Shared {
         addr: bound,
         token,
-        sessions: Mutex::new(Vec::new()),
+        sessions: Mutex::new(sessions),
         connections: AtomicUsize::new(0),
     });
+    let kept = shared.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (pause, mut paused) = tokio::sync::watch::channel(false);
     let d = Arc::downgrade(daemon);
     let task = tokio::spawn(async move {
         let mut errors = crate::daemon::AcceptErrors::new("web dashboard");
@@ -212,7 +274,18 @@ fn serve(daemon: &Arc<Daemon>, listener: TcpListener, token: String) -> Result<S
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(10));
         loop {
-            let stream = errors.next(&listener).await;
+            // Paused for `herder update`: the socket stays open (the next image serves what
+            // waits in its queue), nothing is accepted here.
+            if *paused.borrow_and_update() {
+                if paused.wait_for(|p| !*p).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                continue;
+            }
+            let stream = tokio::select! {
+                s = errors.next(&listener) => s,
+                _ = paused.changed() => continue,
+            };
             let Some(daemon) = d.upgrade() else { return };
             if shared.connections.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
                 continue;
@@ -228,15 +301,23 @@ fn serve(daemon: &Arc<Daemon>, listener: TcpListener, token: String) -> Result<S
                     async move { Ok::<_, Infallible>(answer(&daemon, &shared, req).await) }
                 });
                 let conn = http.serve_connection(TokioIo::new(stream), service);
-                tokio::select! {
-                    _ = conn => {}
-                    _ = stopped.wait_for(|s| *s) => {}
+                tokio::pin!(conn);
+                let stopping = tokio::select! {
+                    _ = conn.as_mut() => false,
+                    r = stopped.wait_for(|s| *s) => r.is_ok(),
+                };
+                if stopping {
+                    // The request under way is answered (an event stream, which never ends,
+                    // is cut after a moment: the page reconnects), then the connection closes.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
                 }
                 shared.connections.fetch_sub(1, Ordering::Relaxed);
             });
         }
     });
-    *daemon.web.inner.lock().unwrap_or_else(|e| e.into_inner()) = Some(Running { addr: bound, task, stop });
+    *daemon.web.inner.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some(Running { addr: bound, fd, shared: kept, task, stop, pause });
     if bound.ip().is_loopback() {
         tracing::info!(%bound, "web dashboard listening");
     } else {

@@ -6,6 +6,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herder::protocol::Status;
@@ -469,6 +471,65 @@ fn the_dashboard_is_served_again_by_the_next_daemon() {
     assert_eq!(a.status, 200, "the same token: {}", a.body);
     h.ok(&["web", "--off"]);
     assert!(TcpStream::connect(&addr).is_err(), "still listening after --off");
+}
+
+/// `herder update` hands the dashboard to the new image: its socket (no connection refused)
+/// and its sessions (an open page stays logged in).
+#[test]
+fn an_update_keeps_the_dashboard_and_its_sessions() {
+    let h = TestHome::new();
+    start_idle(&h, "one");
+    let (addr, token) = serve(&h);
+    let a = send(&addr, "GET", &format!("/login?token={token}"), &[], "");
+    let session = a.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let cookie = format!("Cookie: {session}");
+    let page = send(&addr, "GET", "/", &[&cookie], "");
+    assert_eq!(page.status, 200);
+    let csrf = page
+        .body
+        .split("name=\"csrf-token\" content=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let old = h.daemon_pid().unwrap();
+    // Requests all through the update: none is refused.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (addr, token, stop) = (addr.clone(), token.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut failed = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match TcpStream::connect(&addr) {
+                    Ok(_) => {
+                        let a = send(&addr, "GET", "/api/apps", &[&bearer(&token)], "");
+                        if a.status != 200 {
+                            failed.push(a.status.to_string());
+                        }
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
+                n += 1;
+            }
+            (n, failed)
+        })
+    };
+    let said = h.ok(&["update"]);
+    stop.store(true, Ordering::Relaxed);
+    let (n, failed) = load.join().unwrap();
+    assert!(failed.is_empty(), "{} of {n} failed: {failed:?}\n{said}", failed.len());
+    assert!(n > 0);
+    assert_eq!(h.daemon_pid(), Some(old), "an update in place keeps the pid");
+    // The same session, and its CSRF token, work with the new image.
+    assert_eq!(send(&addr, "GET", "/api/apps", &[&cookie], "").status, 200);
+    let with_csrf = format!("X-CSRF-Token: {csrf}");
+    let a = send(&addr, "POST", "/api/apps/one/restart", &[&cookie, &with_csrf], "");
+    assert_eq!(a.status, 200, "{}", a.body);
+    let listed = h.ok(&["web"]);
+    assert!(listed.contains(&addr), "{listed}");
 }
 
 /// Where `.ci/run` installed playwright-core (a `node_modules` folder).

@@ -17,7 +17,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use super::{
-    deferred_set, set_cloexec, write_doc, AppState, ConnectionState, Doc, FrontState, SocketState,
+    deferred_set, set_cloexec, write_doc, AppState, ConnectionState, Doc, FrontState, SocketState, WebState,
     HANDOVER_VERSION, TAKEOVER_VAR,
 };
 use crate::balancer::{Front, Handed};
@@ -161,6 +161,7 @@ impl Gate {
 struct Undo<'a> {
     d: &'a Daemon,
     accept_paused: bool,
+    web_quiet: bool,
     reaper_paused: bool,
     /// Balancers that stopped serving, by app id, with what they gave up.
     fronts: Vec<(u32, Arc<Front>, Handed)>,
@@ -176,6 +177,9 @@ impl Undo<'_> {
         }
         if self.accept_paused {
             self.d.handover.pause_accepting(false).await;
+        }
+        if self.web_quiet {
+            self.d.web.resume();
         }
         self.d.handover.updating.store(false, Ordering::SeqCst);
     }
@@ -201,7 +205,8 @@ pub(crate) async fn update(d: &Arc<Daemon>, mut stream: UnixStream) {
         let _ = protocol::write_frame(&mut stream, &reply).await;
         return;
     }
-    let mut undo = Undo { d, accept_paused: false, reaper_paused: false, fronts: Vec::new() };
+    let mut undo =
+        Undo { d, accept_paused: false, web_quiet: false, reaper_paused: false, fronts: Vec::new() };
     let err = replace_image(d, &stream, &mut undo).await;
     undo.finish().await;
     tracing::error!(error = %err, "update failed; the daemon goes on as it was");
@@ -227,6 +232,10 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
     }
     d.handover.pause_accepting(true).await;
     undo.accept_paused = true;
+    // The web dashboard too: its requests under way are answered, its socket's queue waits
+    // for the new image.
+    d.web.quiesce().await;
+    undo.web_quiet = true;
     let (next_id, apps): (u32, Vec<App>) = {
         let reg = d.registry();
         (reg.next_id, reg.apps.values().cloned().collect())
@@ -341,6 +350,7 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
         listener_fd: d.handover.listener_fd,
         reply_fd: Some(client.as_raw_fd()),
         metrics_fd: d.metrics.listener_fd(),
+        web: d.web.handover().map(|(fd, sessions)| WebState { fd, sessions }),
         nofile_soft: crate::process::nofile::original(),
         from: d.image.clone(),
         uptime_ms: d.started.elapsed().as_millis() as u64,
@@ -361,6 +371,7 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
     }
     let mut fds = vec![doc.lock_fd, doc.listener_fd, client.as_raw_fd(), memfd.as_raw_fd()];
     fds.extend(doc.metrics_fd);
+    fds.extend(doc.web.as_ref().map(|w| w.fd));
     fds.extend(doc.apps.iter().flat_map(AppState::fds));
     fds.extend(doc.captures.iter().map(|c| c.fd));
     tracing::info!(

@@ -72,6 +72,9 @@ struct Doc {
     /// The metrics endpoint's listening socket, if one is served.
     #[serde(default)]
     metrics_fd: Option<RawFd>,
+    /// The web dashboard's listening socket and sessions, if it is served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    web: Option<WebState>,
     /// The open file soft limit the daemon was started with (before it raised its own), which
     /// the apps get.
     #[serde(default)]
@@ -82,6 +85,14 @@ struct Doc {
     next_id: u32,
     apps: Vec<AppState>,
     captures: Vec<CaptureState>,
+}
+
+/// The web dashboard: its listening socket, and its sessions (cookie value, CSRF token), so
+/// that an open page stays logged in across the update.
+#[derive(Debug, Serialize, Deserialize)]
+struct WebState {
+    fd: RawFd,
+    sessions: Vec<(String, String)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -238,6 +249,7 @@ mod tests {
             listener_fd: 6,
             reply_fd: Some(7),
             metrics_fd: None,
+            web: None,
             nofile_soft: Some(1024),
             from: image::this_image(PathBuf::from("/usr/bin/herder"), 2),
             uptime_ms: 1234,

@@ -141,6 +141,7 @@ fn read_inherited(var: &std::ffi::OsStr) -> Result<(Doc, HashMap<RawFd, OwnedFd>
     let mut numbers = vec![doc.lock_fd, doc.listener_fd];
     numbers.extend(doc.reply_fd);
     numbers.extend(doc.metrics_fd);
+    numbers.extend(doc.web.as_ref().map(|w| w.fd));
     numbers.extend(doc.apps.iter().flat_map(AppState::fds));
     numbers.extend(doc.captures.iter().map(|c| c.fd));
     let mut fds = HashMap::new();
@@ -201,7 +202,7 @@ pub(crate) async fn adopt(
     mut exits: HashMap<i32, oneshot::Receiver<ExitReason>>,
 ) {
     let Some(doc) = t.doc.take() else { return };
-    let Doc { from, next_id, apps, captures, reply_fd, metrics_fd, .. } = doc;
+    let Doc { from, next_id, apps, captures, reply_fd, metrics_fd, web, .. } = doc;
     let mut take = |fd: RawFd| t.fds.remove(&fd);
     if let Some(fd) = metrics_fd.and_then(&mut take) {
         let std = std::net::TcpListener::from(fd);
@@ -212,6 +213,15 @@ pub(crate) async fn adopt(
             .and_then(|l| crate::daemon::metrics::serve(d, l));
         if let Err(e) = served {
             tracing::error!(error = %e, "the metrics endpoint is not served any more");
+        }
+    }
+    if let Some(web) = web {
+        let served = match take(web.fd) {
+            Some(fd) => crate::web::adopt(d, std::net::TcpListener::from(fd), web.sessions),
+            None => Err("its socket was not handed over".into()),
+        };
+        if let Err(e) = served {
+            tracing::error!(error = %e, "the web dashboard is not served any more");
         }
     }
     let mut adopted = 0;
