@@ -348,28 +348,35 @@ def throughput(args, wrk, ws, tools):
     # The same offered load for every runner: each connection waits PACE_MS after each answer,
     # so that the rate stays well under every runner's capacity and the latencies compare at
     # one request rate (wrk has no rate option; wrk2 is not in Debian).
-    paced_script = ws.path("paced.lua")
-    with open(paced_script, "w") as f:
-        f.write("function delay()\n  return %d\nend\n" % PACE_MS)
-    paced = []
-    for rnd in range(args.rounds):
-        order = runners[rnd % len(runners):] + runners[:rnd % len(runners)]
-        for r in order:
-            time.sleep(1)
-            x = wrk.run(r.port, args.duration, script=paced_script)
-            x.update({"round": rnd, "runner": r.name})
-            paced.append(x)
-            c.log("paced round %d %-6s %9.0f req/s  p50 %7.2f ms  p99 %7.2f ms  errors %d" % (
-                rnd, r.name, x["rps"], x["p50_ms"] or -1, x["p99_ms"] or -1, x["errors"]))
-    paced_summ = {}
-    for r in runners:
-        xs = [x for x in paced if x["runner"] == r.name]
-        paced_summ[r.name] = {
-            "rps": c.summary([x["rps"] for x in xs]),
-            "p50_ms": c.summary([x["p50_ms"] for x in xs if x["p50_ms"] is not None]),
-            "p99_ms": c.summary([x["p99_ms"] for x in xs if x["p99_ms"] is not None]),
-            "errors": sum(x["errors"] for x in xs),
-        }
+    # One level per --pace-ms: the smaller the pause, the higher the rate (1 ms: close to the
+    # slowest runner's capacity).
+    levels = []
+    for pace in args.pace_ms:
+        paced_script = ws.path("paced-%d.lua" % pace)
+        with open(paced_script, "w") as f:
+            f.write("function delay()\n  return %d\nend\n" % pace)
+        paced = []
+        for rnd in range(args.rounds):
+            order = runners[rnd % len(runners):] + runners[:rnd % len(runners)]
+            for r in order:
+                time.sleep(1)
+                x = wrk.run(r.port, args.duration, script=paced_script)
+                x.update({"round": rnd, "runner": r.name, "pace_ms": pace})
+                paced.append(x)
+                c.log("paced %d ms round %d %-6s %9.0f req/s  p50 %7.2f ms  p99 %7.2f ms  errors %d" % (
+                    pace, rnd, r.name, x["rps"], x["p50_ms"] or -1, x["p99_ms"] or -1, x["errors"]))
+        paced_summ = {}
+        for r in runners:
+            xs = [x for x in paced if x["runner"] == r.name]
+            paced_summ[r.name] = {
+                "rps": c.summary([x["rps"] for x in xs]),
+                "p50_ms": c.summary([x["p50_ms"] for x in xs if x["p50_ms"] is not None]),
+                "p99_ms": c.summary([x["p99_ms"] for x in xs if x["p99_ms"] is not None]),
+                "errors": sum(x["errors"] for x in xs),
+            }
+        levels.append({"pace_ms": pace,
+                       "wrk": wrk_display(wrk.cmd("<port>", args.duration, script="paced-%d.lua" % pace)),
+                       "summary": paced_summ, "per_round": paced})
 
     ratios = {"herder_over_pm2_rps": rat("herder", "pm2", "rps"),
               "herder_over_direct_rps": rat("herder", "direct", "rps"),
@@ -385,8 +392,7 @@ def throughput(args, wrk, ws, tools):
             "commands": {r.name: r.command for r in runners},
             "wrk": wrk_display(wrk.cmd("<port>", args.duration)),
             "summary": summ, "ratios": ratios, "per_round": per_round,
-            "paced": {"pace_ms": PACE_MS, "wrk": wrk_display(wrk.cmd("<port>", args.duration, script="paced.lua")),
-                      "summary": paced_summ, "per_round": paced}}
+            "paced": levels[0] if levels else None, "paced_levels": levels}
 
 
 def shares(before, after, pids):
@@ -525,7 +531,11 @@ def main():
     ap.add_argument("--reloads", type=int, default=5)
     ap.add_argument("--reload-duration", type=int, default=20, help="minimum seconds of load in part 3")
     ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated (default %(default)s)")
+    ap.add_argument("--pace-ms", default=str(PACE_MS),
+                    help="the paced runs' pause after each answer, ms, comma-separated for several rates "
+                         "(default %(default)s)")
     args = ap.parse_args()
+    args.pace_ms = [int(p) for p in str(args.pace_ms).split(",") if p.strip()]
     if args.spread_duration is None:
         args.spread_duration = args.duration
     parts = [p for p in args.parts.split(",") if p]

@@ -303,7 +303,29 @@ def cluster_section(w, cl):
               times(r.get("pm2_over_direct_rps")), at_least(r.get("herder_over_pm2_rps"), 1.0),
               ms(h99), ms(p99), met(h99, p99) if p99 is not None else "not measured"))
         w("")
-        pc = tp.get("paced")
+        levels = tp.get("paced_levels")
+        if levels and len(levels) > 1:
+            w("At equal request rates: `wrk` with a script whose `delay()` makes each connection wait "
+              "after each answer (%s ms), so that every runner gets the same offered load and the "
+              "latencies compare at the same rate; the shorter the wait, the higher the rate (1 ms "
+              "is near the slowest runner's capacity). Median over the rounds." % (
+                  ", ".join(str(l["pace_ms"]) for l in levels)))
+            w("")
+            w("| wait | runner | requests/s | p50 | p99 | errors |")
+            w("| --- | --- | --- | --- | --- | --- |")
+            for l in levels:
+                for name, x in l["summary"].items():
+                    w("| %d ms | %s | %s | %s | %s | %s |" % (
+                        l["pace_ms"], name, "{:,.0f}".format(med(x, "rps", "median")),
+                        ms(med(x, "p50_ms", "median")), ms(med(x, "p99_ms", "median")), x["errors"]))
+            w("")
+            for l in levels:
+                ps = l["summary"]
+                hp, pp = med(ps, "herder", "p99_ms", "median"), med(ps, "pm2", "p99_ms", "median")
+                w("- %d ms wait: herder's p99 %s against PM2's %s: %s." % (
+                    l["pace_ms"], ms(hp), ms(pp), met(hp, pp) if pp is not None else "not measured"))
+            w("")
+        pc = tp.get("paced") if not (levels and len(levels) > 1) else None
         if pc:
             ps = pc["summary"]
             w("At one request rate: `%s`, where `paced.lua` makes each connection wait %d ms after "
