@@ -84,6 +84,32 @@ impl Load {
         let failures = self.threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
         (self.ok.load(Ordering::Relaxed), failures)
     }
+
+    /// Stop, and fail the test if any request failed; the requests answered.
+    fn finish_without_failures(self) -> usize {
+        let (ok, failures) = self.finish();
+        assert!(
+            failures.is_empty(),
+            "{} failed of {}: {:?}",
+            failures.len(),
+            ok + failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        ok
+    }
+}
+
+/// Wait until requests to `port` have reached every one of `pids` (`tries` requests a round).
+fn wait_until_each_answers(port: u16, pids: &BTreeSet<u32>, tries: usize, what: &str) {
+    let mut seen = BTreeSet::new();
+    wait_for(what, T, || {
+        for _ in 0..tries {
+            if let Ok(body) = get(port) {
+                seen.insert(pid_of(&body));
+            }
+        }
+        (seen == *pids).then_some(())
+    });
 }
 
 /// A keep-alive connection, reading answers by their `Content-Length`.
@@ -170,15 +196,7 @@ fn a_pm2_cluster_file_runs_unchanged_and_every_instance_serves_the_port() {
     assert_eq!(app.spec.sockets.len(), 1);
     let pids: BTreeSet<u32> = app.instances.iter().map(|i| i.pid.unwrap()).collect();
     // Each instance answers once it listens; a few hundred requests reach all of them.
-    let mut seen = BTreeSet::new();
-    wait_for("every instance to answer", T, || {
-        for _ in 0..100 {
-            if let Ok(body) = get(port) {
-                seen.insert(pid_of(&body));
-            }
-        }
-        (seen == pids).then_some(())
-    });
+    wait_until_each_answers(port, &pids, 100, "every instance to answer");
     let show = h.ok(&["show", "api"]);
     assert!(show.contains("sockets") && show.contains(&port.to_string()), "{show}");
 }
@@ -203,14 +221,7 @@ fn reload_replaces_every_instance_and_fails_no_request() {
         assert!(now.is_disjoint(&all_pids), "round {round}: every instance is new: {now:?} {all_pids:?}");
         all_pids.extend(now);
     }
-    let (ok, failures) = load.finish();
-    assert!(
-        failures.is_empty(),
-        "{} failed of {}: {:?}",
-        failures.len(),
-        ok + failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    let ok = load.finish_without_failures();
     assert!(ok > 50, "the load ran: {ok}");
     // A `reload` event per replaced instance.
     let reloads = std::iter::from_fn(|| events.recv_timeout(Duration::from_secs(5)).ok())
@@ -236,25 +247,10 @@ fn a_python_app_serves_on_fd_3_and_reloads_without_failures() {
     h.ok(&["start", file.to_str().unwrap()]);
     let app = h.wait_status("py", Status::Online, T);
     let pids: BTreeSet<u32> = app.instances.iter().map(|i| i.pid.unwrap()).collect();
-    let mut seen = BTreeSet::new();
-    wait_for("both instances to answer", T, || {
-        for _ in 0..50 {
-            if let Ok(body) = get(port) {
-                seen.insert(pid_of(&body));
-            }
-        }
-        (seen == pids).then_some(())
-    });
+    wait_until_each_answers(port, &pids, 50, "both instances to answer");
     let load = Load::start(port);
     h.ok(&["reload", "py"]);
-    let (ok, failures) = load.finish();
-    assert!(
-        failures.is_empty(),
-        "{} failed of {}: {:?}",
-        failures.len(),
-        ok + failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    load.finish_without_failures();
     let now: BTreeSet<u32> = h.app("py").instances.iter().map(|i| i.pid.unwrap()).collect();
     assert!(now.is_disjoint(&pids));
 }
@@ -330,14 +326,7 @@ fn the_socket_outlives_the_instances_and_a_daemon_update() {
     }
     let load = Load::start(port);
     h.ok(&["update"]);
-    let (ok, failures) = load.finish();
-    assert!(
-        failures.is_empty(),
-        "{} failed of {}: {:?}",
-        failures.len(),
-        ok + failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    load.finish_without_failures();
     // Deleted, the app gives its port back.
     h.ok(&["delete", "api"]);
     wait_for("the port to be free", T, || std::net::TcpListener::bind(("0.0.0.0", port)).ok());
@@ -403,14 +392,7 @@ fn scale_changes_the_count_live_without_a_failed_request_and_save_records_it() {
     assert_eq!(kept, first, "the instances there are untouched");
     let out = h.ok(&["scale", "api", "-4"]);
     assert!(out.contains("from 6 to 2"), "{out}");
-    let (ok, failures) = load.finish();
-    assert!(
-        failures.is_empty(),
-        "{} failed of {}: {:?}",
-        failures.len(),
-        ok + failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    load.finish_without_failures();
     let two = h.app("api");
     assert_eq!(two.instances.len(), 2);
     assert_eq!(two.spec.instances, 2);
@@ -498,15 +480,7 @@ fn connections_spread_evenly_over_the_instances() {
     let app = h.wait_status("api", Status::Online, T);
     let pids: BTreeSet<u32> = app.instances.iter().map(|i| i.pid.unwrap()).collect();
     // Every instance listens before the count begins.
-    let mut seen = BTreeSet::new();
-    wait_for("every instance to answer", T, || {
-        for _ in 0..50 {
-            if let Ok(body) = get(port) {
-                seen.insert(pid_of(&body));
-            }
-        }
-        (seen == pids).then_some(())
-    });
+    wait_until_each_answers(port, &pids, 50, "every instance to answer");
     let fair = |counts: &std::collections::BTreeMap<u32, usize>, what: &str| {
         assert_eq!(counts.len(), 4, "{what}: {counts:?}");
         assert!(
@@ -563,15 +537,7 @@ http.createServer((req, res) => res.end(`hello from pid ${{process.pid}}\n`)).li
         let pids: BTreeSet<u32> =
             h.wait_status("web", Status::Online, T).instances.iter().map(|i| i.pid.unwrap()).collect();
         assert_eq!(pids.len(), 3, "{what}");
-        let mut seen = BTreeSet::new();
-        wait_for(&format!("every instance to answer ({what})"), T, || {
-            for _ in 0..100 {
-                if let Ok(body) = get(port) {
-                    seen.insert(pid_of(&body));
-                }
-            }
-            (seen == pids).then_some(())
-        });
+        wait_until_each_answers(port, &pids, 100, &format!("every instance to answer ({what})"));
     };
     every_instance_answers("after the start");
     let app = h.app("web");
@@ -585,14 +551,7 @@ http.createServer((req, res) => res.end(`hello from pid ${{process.pid}}\n`)).li
     let load = Load::start(port);
     h.ok(&["reload", "web"]);
     h.ok(&["update"]);
-    let (ok, failures) = load.finish();
-    assert!(
-        failures.is_empty(),
-        "{} failed of {}: {:?}",
-        failures.len(),
-        ok + failures.len(),
-        &failures[..failures.len().min(5)]
-    );
+    load.finish_without_failures();
     h.ok(&["restart", "1"]);
     every_instance_answers("after an update and a restart");
 
