@@ -216,3 +216,19 @@ pub fn follow_events(h: &TestHome) -> (Follower, mpsc::Receiver<serde_json::Valu
     wait_for("the follower to subscribe", Duration::from_secs(20), || (followers(h)? >= 1).then_some(()));
     (follower, rx)
 }
+
+/// `systemd-analyze`, which the tests of units need: when it is missing they fail unless
+/// `HERDER_TEST_NO_SYSTEMD_ANALYZE` says why they may be skipped (`.ci/run` installs it).
+pub fn analyzer_or_reason() -> Result<(), String> {
+    let found = Command::new("systemd-analyze").arg("--version").output().is_ok_and(|o| o.status.success());
+    if found {
+        return Ok(());
+    }
+    match std::env::var("HERDER_TEST_NO_SYSTEMD_ANALYZE") {
+        Ok(reason) if !reason.is_empty() => Err(reason),
+        _ => panic!(
+            "`systemd-analyze` is not installed (apt-get install systemd), so the units cannot be verified.\n\
+             Set HERDER_TEST_NO_SYSTEMD_ANALYZE=<why> to skip this test knowingly."
+        ),
+    }
+}

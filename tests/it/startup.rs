@@ -9,22 +9,6 @@ use std::process::{Command, Output};
 
 use crate::harness::*;
 
-/// `systemd-analyze`, which the tests need: when it is missing they fail unless
-/// `HERDER_TEST_NO_SYSTEMD_ANALYZE` says why they may be skipped (`.ci/run` installs it).
-fn analyzer_or_reason() -> Result<(), String> {
-    let found = Command::new("systemd-analyze").arg("--version").output().is_ok_and(|o| o.status.success());
-    if found {
-        return Ok(());
-    }
-    match std::env::var("HERDER_TEST_NO_SYSTEMD_ANALYZE") {
-        Ok(reason) if !reason.is_empty() => Err(reason),
-        _ => panic!(
-            "`systemd-analyze` is not installed (apt-get install systemd), so the unit cannot be verified.\n\
-             Set HERDER_TEST_NO_SYSTEMD_ANALYZE=<why> to skip this test knowingly."
-        ),
-    }
-}
-
 /// A `systemctl` stand-in that records its arguments, one call a line.
 fn fake_systemctl(h: &TestHome) -> (PathBuf, PathBuf) {
     let log = h.dir.path().join("systemctl.log");

@@ -13,22 +13,6 @@ use std::process::Command;
 
 use super::*;
 
-/// `systemd-analyze` is needed: without it the tests fail unless
-/// `HERDER_TEST_NO_SYSTEMD_ANALYZE` says why they may be skipped (as for `startup`).
-fn analyzer_or_reason() -> Result<(), String> {
-    let found = Command::new("systemd-analyze").arg("--version").output().is_ok_and(|o| o.status.success());
-    if found {
-        return Ok(());
-    }
-    match std::env::var("HERDER_TEST_NO_SYSTEMD_ANALYZE") {
-        Ok(reason) if !reason.is_empty() => Err(reason),
-        _ => panic!(
-            "`systemd-analyze` is not installed (apt-get install systemd), so the units cannot be verified.\n\
-             Set HERDER_TEST_NO_SYSTEMD_ANALYZE=<why> to skip this test knowingly."
-        ),
-    }
-}
-
 /// The version of `systemd-analyze` here.
 fn analyzer_version() -> u32 {
     let out = Command::new("systemd-analyze").arg("--version").output().unwrap();
