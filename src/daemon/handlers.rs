@@ -489,18 +489,21 @@ async fn restart(
     let (ids, todo) = renewals(d, targets, env, &specs)?;
     let mut set = JoinSet::new();
     for r in todo {
-        set.spawn(async move {
-            match r.spec {
-                // A new spec may bring a new count too.
-                Some((spec, sockets)) => {
-                    r.c.apply(spec, sockets).await;
-                }
-                None => r.c.restart(None, r.slots).await,
-            }
-        });
+        set.spawn(restart_all(r));
     }
     while set.join_next().await.is_some() {}
     Ok(Response::Done { apps: brief(d, &ids) })
+}
+
+/// Restart every instance of a renewal's app at once: with its new spec (which may bring a new
+/// count too), or as it is.
+async fn restart_all(r: Renewal) {
+    match r.spec {
+        Some((spec, sockets)) => {
+            r.c.apply(spec, sockets).await;
+        }
+        None => r.c.restart(None, r.slots).await,
+    }
 }
 
 /// Reload apps: those in cluster mode instance by instance, each replaced by a new process that
@@ -518,12 +521,7 @@ async fn reload(
             if r.rolling {
                 return r.c.replace(r.spec, r.slots).await;
             }
-            match r.spec {
-                Some((spec, sockets)) => {
-                    r.c.apply(spec, sockets).await;
-                }
-                None => r.c.restart(None, r.slots).await,
-            }
+            restart_all(r).await;
             Ok(())
         });
     }
