@@ -10,6 +10,7 @@
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,23 +28,57 @@ use crate::protocol::{AppInfo, Status};
 /// The running endpoint, if any.
 #[derive(Default)]
 pub(crate) struct Endpoint {
-    inner: Mutex<Option<(SocketAddr, tokio::task::JoinHandle<()>, std::os::fd::RawFd)>>,
+    inner: Mutex<Option<Running>>,
+}
+
+struct Running {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+    /// The listening socket (owned by the task), for `herder update`.
+    fd: std::os::fd::RawFd,
+    /// Set to `true` to stop accepting, the socket kept open.
+    pause: tokio::sync::watch::Sender<bool>,
+    /// Connections being answered.
+    open: Arc<AtomicUsize>,
 }
 
 impl Endpoint {
     pub fn address(&self) -> Option<SocketAddr> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|(a, _, _)| *a)
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|r| r.addr)
     }
 
     /// The listening socket's descriptor, for `herder update`.
     pub fn listener_fd(&self) -> Option<std::os::fd::RawFd> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|(_, _, fd)| *fd)
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|r| r.fd)
+    }
+
+    /// Before `herder update` hands the socket over: stop accepting (scrapes wait in the
+    /// socket's queue for the next image) and let the scrapes under way be answered, for up to
+    /// 2 s. [`Endpoint::resume`] undoes it if the update does not happen.
+    pub async fn quiesce(&self) {
+        let open = {
+            let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(r) = inner.as_ref() else { return };
+            let _ = r.pause.send(true);
+            r.open.clone()
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while open.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Accept again after [`Endpoint::quiesce`].
+    pub fn resume(&self) {
+        if let Some(r) = self.inner.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let _ = r.pause.send(false);
+        }
     }
 
     /// Stop serving.
     pub fn stop(&self) {
-        if let Some((_, task, _)) = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            task.abort();
+        if let Some(r) = self.inner.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            r.task.abort();
         }
     }
 }
@@ -84,6 +119,9 @@ pub(crate) fn serve(daemon: &Arc<Daemon>, listener: TcpListener) -> Result<Socke
     let fd = listener.as_raw_fd();
     daemon.metrics.stop();
     let d = Arc::downgrade(daemon);
+    let (pause, mut paused) = tokio::sync::watch::channel(false);
+    let open = Arc::new(AtomicUsize::new(0));
+    let counted = open.clone();
     let task = tokio::spawn(async move {
         let mut errors = super::AcceptErrors::new("metrics endpoint");
         let mut http = http1::Builder::new();
@@ -91,19 +129,34 @@ pub(crate) fn serve(daemon: &Arc<Daemon>, listener: TcpListener) -> Result<Socke
         // in the case its writers are used to (some scrapers' tests match it exactly).
         http.keep_alive(false).title_case_headers(true).max_header_size(MAX_HEAD);
         loop {
-            let stream = errors.next(&listener).await;
+            // Paused for `herder update`: the socket stays open, the next image answers what
+            // waits in its queue.
+            if *paused.borrow_and_update() {
+                if paused.wait_for(|p| !*p).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                continue;
+            }
+            let stream = tokio::select! {
+                s = errors.next(&listener) => s,
+                _ = paused.changed() => continue,
+            };
             let Some(daemon) = d.upgrade() else { return };
             let service = service_fn(move |req| {
                 let answer = answer(&daemon, &req);
                 async move { Ok::<_, Infallible>(answer) }
             });
             let conn = http.serve_connection(TokioIo::new(stream), service);
+            let open = counted.clone();
+            open.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let _ = tokio::time::timeout(CONNECTION_LIMIT, conn).await;
+                open.fetch_sub(1, Ordering::Relaxed);
             });
         }
     });
-    *daemon.metrics.inner.lock().unwrap_or_else(|e| e.into_inner()) = Some((bound, task, fd));
+    *daemon.metrics.inner.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some(Running { addr: bound, task, fd, pause, open });
     tracing::info!(%bound, "metrics endpoint listening");
     Ok(bound)
 }

@@ -255,3 +255,51 @@ fn the_endpoint_answers_each_request_alone_and_bad_ones_with_their_status() {
     let (head, _) = get(&addr, "/");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
+
+/// `herder update` hands the endpoint to the new image without failing a scrape: the old one
+/// stops accepting and answers the scrapes under way, the next answers what waits.
+#[test]
+fn scrapes_all_through_an_update_are_answered() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let h = TestHome::new();
+    let addr = listen(&h);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let scraper = {
+        let (addr, stop, done) = (addr.clone(), stop.clone(), done.clone());
+        std::thread::spawn(move || {
+            let (mut n, mut failed) = (0, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let scrape = || -> std::io::Result<String> {
+                    let mut s = TcpStream::connect(&addr)?;
+                    s.set_read_timeout(Some(T))?;
+                    write!(s, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n")?;
+                    let mut text = String::new();
+                    s.read_to_string(&mut text)?;
+                    Ok(text)
+                };
+                match scrape() {
+                    Ok(text) if text.starts_with("HTTP/1.1 200") && text.contains("herder_daemon") => {}
+                    Ok(text) => failed.push(text.lines().next().unwrap_or("(nothing)").to_string()),
+                    Err(e) => failed.push(e.to_string()),
+                }
+                n += 1;
+                done.store(n, Ordering::Relaxed);
+            }
+            (n, failed)
+        })
+    };
+    // Scrapes are under way before the update, and after it.
+    wait_for("a few scrapes", T, || (done.load(Ordering::Relaxed) >= 5).then_some(()));
+    h.ok(&["update"]);
+    let before_end = done.load(Ordering::Relaxed);
+    wait_for("scrapes after the update", T, || {
+        (done.load(Ordering::Relaxed) >= before_end + 5).then_some(())
+    });
+    let after = get(&addr, "/metrics");
+    stop.store(true, Ordering::Relaxed);
+    let (n, failed) = scraper.join().unwrap();
+    assert!(failed.is_empty(), "{} of {n} scrapes failed: {failed:?}", failed.len());
+    assert!(after.0.starts_with("HTTP/1.1 200"), "{}", after.0);
+}

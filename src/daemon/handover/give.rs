@@ -180,6 +180,7 @@ impl Undo<'_> {
         }
         if self.web_quiet {
             self.d.web.resume();
+            self.d.metrics.resume();
         }
         self.d.handover.updating.store(false, Ordering::SeqCst);
     }
@@ -232,9 +233,9 @@ async fn replace_image(d: &Arc<Daemon>, client: &UnixStream, undo: &mut Undo<'_>
     }
     d.handover.pause_accepting(true).await;
     undo.accept_paused = true;
-    // The web dashboard too: its requests under way are answered, its socket's queue waits
-    // for the new image.
-    d.web.quiesce().await;
+    // The web dashboard and the metrics endpoint too: their requests under way are answered,
+    // their sockets' queues wait for the new image.
+    tokio::join!(d.web.quiesce(), d.metrics.quiesce());
     undo.web_quiet = true;
     let (next_id, apps): (u32, Vec<App>) = {
         let reg = d.registry();
