@@ -436,6 +436,7 @@ impl Proxy {
         forwarded(&spec, &mut parts.headers, &parts.uri, parts.version, peer.ip(), tls, wants_upgrade);
         let mut body = Some(body);
         let mut tried: Vec<usize> = Vec::new();
+        let mut resent = false;
         loop {
             let Some(chosen) = b.choose(&pool, key, &tried) else {
                 b.stats.unavailable.fetch_add(1, Ordering::Relaxed);
@@ -478,13 +479,24 @@ impl Proxy {
                     return (answer(res, chosen.claim, &spec), Some(slot));
                 }
                 Ok(Err(e)) => {
-                    b.failed(&spec, &chosen);
                     if e.is_connect() && retryable {
+                        b.failed(&spec, &chosen);
                         tracing::debug!(app = %b.app, slot = chosen.slot, error = %e, "retrying on another instance");
                         b.stats.retries.fetch_add(1, Ordering::Relaxed);
                         tried.push(chosen.index);
                         continue;
                     }
+                    // A kept-alive connection the instance closed as the request went out (its
+                    // idle timeout, or its stop): nothing was answered, and an idempotent
+                    // request without a body is sent again, once, on a fresh connection (as
+                    // browsers and nginx do). Not a failure of the instance.
+                    if retryable && !resent && closed_unanswered(&e) {
+                        tracing::debug!(app = %b.app, slot = chosen.slot, error = %e, "a kept-alive connection closed: sent again");
+                        b.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        resent = true;
+                        continue;
+                    }
+                    b.failed(&spec, &chosen);
                     tracing::debug!(app = %b.app, slot = chosen.slot, error = ?e, "bad gateway");
                     b.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
                     return (
@@ -535,6 +547,19 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
             rest.strip_prefix(b"=")
         })
     })
+}
+
+/// Whether the client's error is a connection that closed before any answer came (hyper's
+/// incomplete message, or a request canceled as its connection closed).
+fn closed_unanswered(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            return h.is_incomplete_message() || h.is_canceled() || h.is_closed();
+        }
+        source = s.source();
+    }
+    false
 }
 
 fn idempotent(method: &Method) -> bool {
