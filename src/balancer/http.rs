@@ -549,13 +549,26 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
     })
 }
 
-/// Whether the client's error is a connection that closed before any answer came (hyper's
-/// incomplete message, or a request canceled as its connection closed).
+/// Whether the client's error is a connection that closed before any answer came: hyper's
+/// incomplete message, a request canceled as its connection closed, or the connection reset or
+/// broken under it (an instance that stopped with the connection open).
 fn closed_unanswered(e: &hyper_util::client::legacy::Error) -> bool {
+    use std::io::ErrorKind;
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            return h.is_incomplete_message() || h.is_canceled() || h.is_closed();
+            if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {
+                return true;
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::UnexpectedEof
+            );
         }
         source = s.source();
     }
