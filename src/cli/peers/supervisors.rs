@@ -101,12 +101,19 @@ pub fn find(
             });
             let mut daemon = Pm2Daemon { pid: p.pid, version, home, apps: Vec::new() };
             for c in children(p.pid) {
-                let e = env(c.pid).unwrap_or_default();
+                let readable = env(c.pid);
+                let e = readable.clone().unwrap_or_default();
                 // Fork mode exports the process record's fields; cluster mode passes it as JSON.
                 let record = e.get("pm2_env").and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok());
                 let field = |k: &str| {
                     e.get(k).cloned().or_else(|| record.as_ref()?.get(k)?.as_str().map(str::to_string))
                 };
+                // The daemon's own helpers (`df` for its disk check, `ps` for its usage figures)
+                // carry no process record: not apps. A child whose environment cannot be read
+                // counts as one.
+                if readable.is_some() && field("pm_exec_path").is_none() {
+                    continue;
+                }
                 let app = PeerApp {
                     pid: c.pid,
                     name: field("name"),
@@ -323,6 +330,7 @@ mod tests {
             proc(102, 100, "/usr/bin/python3 /srv/shop/worker.py one"),
             proc(103, 100, "node /srv/shop/server.js"),
             proc(104, 100, "node /srv/shop/server.js"),
+            proc(105, 100, "df -kP /root/.pm2"),
             proc(200, 1, "PM2 v6.0.14: God Daemon (/tmp/other)"),
             proc(300, 1, "/usr/bin/python3 /usr/bin/supervisord -n"),
             proc(301, 300, "/srv/jobs/run --fast"),
@@ -337,6 +345,8 @@ mod tests {
                     ("HOME", "/root"),
                 ],
                 104 => &[("name", "api"), ("pm_exec_path", "/srv/shop/server.js")],
+                // PM2's own disk check: its environment is the daemon's, with no process record.
+                105 => &[("PM2_HOME", "/root/.pm2"), ("HOME", "/root")],
                 102 => &[("name", "worker"), ("pm_exec_path", "/srv/shop/worker.py"), ("HOME", "/root")],
                 301 => &[("SUPERVISOR_PROCESS_NAME", "jobs")],
                 400 => &[("HERDER_HOME", "/srv/other-herder")],
@@ -375,7 +385,7 @@ mod tests {
             (first.pid, first.version.as_deref(), first.home.as_deref()),
             (100, Some("7.0.4"), Some(Path::new("/root/.pm2")))
         );
-        assert_eq!(first.apps.len(), 4);
+        assert_eq!(first.apps.len(), 4, "the daemon's `df` is not an app: {:?}", first.apps);
         assert_eq!(
             first.apps[..2],
             [
