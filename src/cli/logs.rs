@@ -436,6 +436,7 @@ mod tests {
             ],
             log_errors: Vec::new(),
             balancer: None,
+            spread: None,
         };
         let s = sources(&[app], true, true);
         assert_eq!(s.len(), 1);

@@ -367,6 +367,7 @@ mod tests {
             log_files: vec![("/o0".into(), "/e0".into()), ("/o1".into(), "/e1".into())],
             log_errors: Vec::new(),
             balancer: None,
+            spread: None,
         }
     }
 

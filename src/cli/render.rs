@@ -280,7 +280,8 @@ pub fn show(app: &AppInfo) -> String {
                 }
             })
             .collect();
-        kv("sockets", format!("{} (cluster mode: shared by every instance)", shown.join(", ")));
+        let spread = app.spread.as_deref().map(|how| format!("; new connections {how}")).unwrap_or_default();
+        kv("sockets", format!("{} (cluster mode: shared by every instance{spread})", shown.join(", ")));
     }
     kv("autorestart", s.autorestart.to_string());
     kv("min_uptime", format!("{} ms", s.min_uptime_ms));
@@ -466,6 +467,7 @@ mod tests {
             log_files: Vec::new(),
             log_errors: Vec::new(),
             balancer: None,
+            spread: None,
         };
         let text = show(&app);
         let (fields, env) = text.split_once("\nenv\n").unwrap();

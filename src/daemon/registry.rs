@@ -253,7 +253,16 @@ impl App {
             log_files: Vec::new(),
             log_errors: Vec::new(),
             balancer: None,
+            spread: None,
         }
+    }
+
+    /// How connections to its shared sockets are spread over its instances (cluster mode).
+    fn spread(&self) -> Option<String> {
+        if self.sockets.get().is_empty() {
+            return None;
+        }
+        self.sockets.spread().map(|s| s.describe().to_string())
     }
 
     /// The spec as `list --json` shows it: no environment, and the secrets it held hidden
@@ -298,6 +307,7 @@ impl App {
                 .collect(),
             log_errors: Vec::new(),
             balancer: None,
+            spread: self.spread(),
         }
     }
 }

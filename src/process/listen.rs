@@ -1,10 +1,12 @@
 //! Listening TCP sockets that the daemon binds for an app in cluster mode: one per instance
 //! slot, all in one `SO_REUSEPORT` group, so that the kernel spreads new connections across
 //! the instances instead of waking them all on one queue (where whichever accepts first takes
-//! them). A classic BPF program on the group picks the socket from a hash of the client's port
-//! among the first `live` sockets only: a slot that is being added gets no connection until its
-//! instance is ready, one that is being removed none once the program says so, and its queue
-//! drains before it closes.
+//! them). A program on the group picks the socket among the live ones only: a slot that is
+//! being added gets no connection until its instance is ready, one that is being removed none
+//! once the program says so, and its queue drains before it closes. The program hands
+//! connections to the live sockets in turn where the kernel lets the daemon load eBPF
+//! ([`crate::process::round_robin`]); elsewhere a classic BPF program picks by a hash of the
+//! client's port, even only on average (64 connections over 4 sockets: 9 to 24 each).
 //!
 //! The sockets listen on every address (IPv6 and IPv4 on one socket) unless a host is named,
 //! with `SO_REUSEADDR` (the port is free again at once after the daemon ends) and a long accept
@@ -113,17 +115,48 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
 /// `SKF_NET_OFF`: classic BPF loads relative to the network header.
 const NET: u32 = (-0x100000i32) as u32;
 
-/// Spread new connections over the first `live` sockets of the reuseport group of `fd` (in the
-/// order they started listening): a Fibonacci hash of the client's port, so that the
-/// consecutive ports of one client's connections spread evenly too.
-pub fn steer(fd: &OwnedFd, live: u32) -> io::Result<()> {
-    steer_to(fd, &(0..live.max(1)).collect::<Vec<u32>>())
+/// How a reuseport group spreads new connections over its live sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spread {
+    /// Each to the next live socket in turn (eBPF).
+    RoundRobin,
+    /// By a hash of the client's port (classic BPF): even on average.
+    Hash,
+}
+
+impl Spread {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Spread::RoundRobin => "round-robin",
+            Spread::Hash => "by a hash of the client's port",
+        }
+    }
+}
+
+/// Spread new connections over the sockets `live` of `group` (a reuseport group in the order
+/// its sockets started listening, `live` their positions): in turn where eBPF can be loaded,
+/// else by hash ([`steer_by_hash`]). A socket left out (its instance stopped) gets none.
+pub fn steer(group: &[OwnedFd], live: &[u32]) -> io::Result<Spread> {
+    let first = group.first().ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no socket"))?;
+    let live = if live.is_empty() { &[0][..] } else { live };
+    let sockets: Option<Vec<&OwnedFd>> = live.iter().map(|i| group.get(*i as usize)).collect();
+    let round_robin = match &sockets {
+        Some(sockets) => crate::process::round_robin::steer(first, sockets),
+        None => Err(io::Error::new(io::ErrorKind::InvalidInput, "a position past the group")),
+    };
+    match round_robin {
+        Ok(()) => Ok(Spread::RoundRobin),
+        Err(e) => {
+            tracing::debug!(error = %e, "no eBPF steering: connections are spread by a hash");
+            steer_by_hash(first, live).map(|()| Spread::Hash)
+        }
+    }
 }
 
 /// Spread new connections over the sockets of the reuseport group of `fd` at the positions
-/// `live` (in the order they started listening; at most 2,000), as [`steer`] does over the
-/// first ones: a socket left out (its instance stopped) gets none.
-pub fn steer_to(fd: &OwnedFd, live: &[u32]) -> io::Result<()> {
+/// `live` (in the order they started listening; at most 2,000): a Fibonacci hash of the
+/// client's port, so that the consecutive ports of one client's connections spread evenly too.
+pub fn steer_by_hash(fd: &OwnedFd, live: &[u32]) -> io::Result<()> {
     use libc::{
         BPF_A, BPF_ABS, BPF_ALU, BPF_B, BPF_H, BPF_IND, BPF_JA, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_LDX,
     };
@@ -216,45 +249,67 @@ mod tests {
         std::iter::from_fn(|| l.accept().ok()).count()
     }
 
-    #[test]
-    fn a_group_spreads_connections_over_its_live_sockets() {
+    fn group_of(n: usize) -> (u16, Vec<OwnedFd>) {
         let first = bind(None, 0).unwrap();
         let port = local_port(&first).unwrap();
         let mut group = vec![first];
-        group.extend((0..3).map(|_| bind(None, port).unwrap()));
-        steer(&group[0], 4).unwrap();
+        group.extend((1..n).map(|_| bind(None, port).unwrap()));
+        (port, group)
+    }
+
+    /// Open `n` connections one after another, wait until they are all queued, accept them, and
+    /// count them per socket.
+    fn spread(port: u16, group: &[OwnedFd], n: usize) -> Vec<usize> {
         let conns: Vec<TcpStream> =
-            (0..256).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
-        let wait = || {
-            crate::wait::until(
-                std::time::Duration::from_secs(5),
-                std::time::Duration::from_millis(1),
-                std::time::Duration::from_millis(20),
-                || (group.iter().map(queued).sum::<usize>() == 256).then_some(()),
-            )
-        };
-        wait().expect("every connection queued");
+            (0..n).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+        wait_for_sum(group, n);
         let counts: Vec<usize> = group.iter().map(accept_all).collect();
-        assert_eq!(counts.iter().sum::<usize>(), 256);
+        assert_eq!(counts.iter().sum::<usize>(), n);
+        drop(conns);
+        counts
+    }
+
+    #[test]
+    fn a_hash_spreads_connections_over_the_live_sockets_on_average() {
+        let (port, group) = group_of(4);
+        steer_by_hash(&group[0], &[0, 1, 2, 3]).unwrap();
+        let counts = spread(port, &group, 256);
         // 64 each on average; the clients' ports are random, so within 4 standard deviations.
         assert!(counts.iter().all(|n| (36..=92).contains(n)), "even spread: {counts:?}");
-        drop(conns);
         // Two live sockets: the others get nothing.
-        steer(&group[0], 2).unwrap();
-        let conns: Vec<TcpStream> =
-            (0..32).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
-        wait_for_sum(&group, 32);
-        assert_eq!((queued(&group[2]), queued(&group[3])), (0, 0));
-        drop(conns);
-        let accepted: usize = group.iter().map(accept_all).sum();
-        assert_eq!(accepted, 32);
+        steer_by_hash(&group[0], &[0, 1]).unwrap();
+        let counts = spread(port, &group, 32);
+        assert_eq!((counts[2], counts[3]), (0, 0), "{counts:?}");
         // Any two: the others (the first one included) get nothing.
-        steer_to(&group[0], &[1, 3]).unwrap();
-        let _conns: Vec<TcpStream> =
-            (0..32).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
-        wait_for_sum(&group, 32);
-        assert_eq!((queued(&group[0]), queued(&group[2])), (0, 0));
-        assert!(queued(&group[1]) > 0 && queued(&group[3]) > 0, "both get some");
+        steer_by_hash(&group[0], &[1, 3]).unwrap();
+        let counts = spread(port, &group, 32);
+        assert_eq!((counts[0], counts[2]), (0, 0), "{counts:?}");
+        assert!(counts[1] > 0 && counts[3] > 0, "both get some: {counts:?}");
+    }
+
+    #[test]
+    fn where_ebpf_loads_the_live_sockets_take_connections_in_turn() {
+        let (port, group) = group_of(4);
+        let how = steer(&group, &[0, 1, 2, 3]).unwrap();
+        if how == Spread::Hash {
+            // Only without CAP_BPF or before Linux 5.10: say which.
+            let first: Vec<&OwnedFd> = group.iter().collect();
+            let e = crate::process::round_robin::steer(&group[0], &first).unwrap_err();
+            let code = e.raw_os_error();
+            assert!(matches!(code, Some(libc::EPERM | libc::EINVAL | libc::ENOSYS)), "{e}");
+            eprintln!("round-robin steering is not available here ({e}): the hash was used");
+            return;
+        }
+        assert_eq!(spread(port, &group, 256), [64, 64, 64, 64]);
+        // Steered again: the slots left out get nothing, the others exactly their turns.
+        assert_eq!(steer(&group, &[1, 3]).unwrap(), Spread::RoundRobin);
+        assert_eq!(spread(port, &group, 32), [0, 16, 0, 16]);
+        assert_eq!(steer(&group, &[0, 1, 2]).unwrap(), Spread::RoundRobin);
+        assert_eq!(spread(port, &group, 30), [10, 10, 10, 0]);
+        // A socket that closes leaves the group and the program's map: the rest go on in turn.
+        let mut group = group;
+        group.pop();
+        assert_eq!(spread(port, &group, 30), [10, 10, 10]);
     }
 
     fn wait_for_sum(group: &[OwnedFd], n: usize) {

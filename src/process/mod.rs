@@ -14,6 +14,7 @@ pub mod listen;
 pub mod nofile;
 pub mod ports;
 pub mod reaper;
+pub mod round_robin;
 pub mod terminate;
 pub mod tree;
 pub mod usage;

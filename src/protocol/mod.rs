@@ -782,6 +782,11 @@ pub struct AppInfo {
     /// Its balancer's state (filled by `show`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balancer: Option<BalancerView>,
+    /// How the kernel spreads the connections to its shared sockets over its instances
+    /// (cluster mode: `round-robin`, or `by a hash of the client's port` where eBPF cannot be
+    /// loaded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread: Option<String>,
 }
 
 /// A balancer as `show`, `monit` and the metrics see it.

@@ -46,6 +46,8 @@ pub struct Sockets {
     /// The slots new connections go to, as last steered (none yet: the first `n`), for a port
     /// learned later.
     steered: Mutex<Option<Vec<u32>>>,
+    /// How the kernel spreads new connections over them, as last steered.
+    spread: Mutex<Option<listen::Spread>>,
 }
 
 impl Sockets {
@@ -162,8 +164,11 @@ impl Sockets {
         let fd = fds[slot].try_clone().map_err(|e| format!("app `{app}`: {e}"))?;
         let steered = self.steered.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let live = steered.unwrap_or_else(|| (0..slots as u32).collect());
-        if let Err(e) = listen::steer_to(&fds[0], &live) {
-            tracing::warn!(app, port = spec.port, error = %e, "connections are spread by the kernel's own hash");
+        match listen::steer(&fds, &live) {
+            Ok(how) => self.spread_is(app, how),
+            Err(e) => {
+                tracing::warn!(app, port = spec.port, error = %e, "connections are spread by the kernel's own hash")
+            }
         }
         let mut next = Vec::with_capacity(now.len() + 1);
         for l in now.iter() {
@@ -214,11 +219,24 @@ impl Sockets {
     pub fn steer_to(&self, app: &str, slots: &[u32]) {
         *self.steered.lock().unwrap_or_else(|e| e.into_inner()) = Some(slots.to_vec());
         for l in self.get().iter() {
-            if let Some(first) = l.fds.first() {
-                if let Err(e) = listen::steer_to(first, slots) {
-                    tracing::warn!(app, port = l.spec.port, error = %e, "connections are spread by the kernel's own hash");
+            match listen::steer(&l.fds, slots) {
+                Ok(how) => self.spread_is(app, how),
+                Err(e) => {
+                    tracing::warn!(app, port = l.spec.port, error = %e, "connections are spread by the kernel's own hash")
                 }
             }
+        }
+    }
+
+    /// How new connections are spread over the instances, as last steered (none: no socket).
+    pub fn spread(&self) -> Option<listen::Spread> {
+        *self.spread.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn spread_is(&self, app: &str, how: listen::Spread) {
+        let before = self.spread.lock().unwrap_or_else(|e| e.into_inner()).replace(how);
+        if before != Some(how) {
+            tracing::info!(app, spread = how.describe(), "connections to the instances are spread");
         }
     }
 

@@ -404,6 +404,7 @@ pub(crate) mod tests {
             log_files: Vec::new(),
             log_errors: Vec::new(),
             balancer: None,
+            spread: None,
         }
     }
 
