@@ -6,7 +6,7 @@
 //! once the program says so, and its queue drains before it closes. The program hands
 //! connections to the live sockets in turn where the kernel lets the daemon load eBPF
 //! ([`crate::process::round_robin`]); elsewhere a classic BPF program picks by a hash of the
-//! client's port, even only on average (64 connections over 4 sockets: 9 to 24 each).
+//! client's port, even only on average (64 connections over 4 sockets: 8 to 30 each).
 //!
 //! The sockets listen on every address (IPv6 and IPv4 on one socket) unless a host is named,
 //! with `SO_REUSEADDR` (the port is free again at once after the daemon ends) and a long accept
@@ -69,7 +69,7 @@ fn bind_addr(addr: SocketAddr, dual_stack: bool) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn set_int(fd: &OwnedFd, level: i32, name: i32, value: i32) -> io::Result<()> {
+pub(super) fn set_int(fd: &OwnedFd, level: i32, name: i32, value: i32) -> io::Result<()> {
     // SAFETY: setsockopt(2) with an int of the size given.
     let r = unsafe {
         libc::setsockopt(

@@ -1,6 +1,6 @@
 //! Round-robin over a reuseport group: an eBPF program (`BPF_PROG_TYPE_SK_REUSEPORT`) that
 //! hands each new connection to the next of the live sockets in turn, so that 64 keep-alive
-//! clients over 4 instances are 16 each, not the 9 to 28 a hash of the client's port gives.
+//! clients over 4 instances are 16 each, not the 8 to 30 a hash of the client's port gave.
 //!
 //! Each steering builds its own program and maps and attaches them to the group, which drops
 //! the previous ones: a `SOCKMAP` holding the live sockets at 0..n, a one-entry array holding
@@ -176,20 +176,7 @@ pub fn steer(group: &OwnedFd, live: &[&OwnedFd]) -> io::Result<()> {
     // same instant may take the same turn.
     let prog = load(&program(&counter, &sockets, n, true))
         .or_else(|_| load(&program(&counter, &sockets, n, false)))?;
-    let prog_fd: i32 = prog.as_raw_fd();
-    // SAFETY: setsockopt(2) with an int of the size given; the group keeps the program (and
-    // it its maps) once attached, so the descriptors here may close.
-    let r = unsafe {
-        libc::setsockopt(
-            group.as_raw_fd(),
-            libc::SOL_SOCKET,
-            SO_ATTACH_REUSEPORT_EBPF,
-            (&prog_fd as *const i32).cast(),
-            std::mem::size_of::<i32>() as u32,
-        )
-    };
-    if r != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    // The group keeps the program (and it its maps) once attached: the descriptors here may
+    // close.
+    super::listen::set_int(group, libc::SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, prog.as_raw_fd())
 }

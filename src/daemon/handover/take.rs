@@ -294,14 +294,7 @@ pub(crate) async fn adopt(
             let mut app = App::new(id, spec, instances, sockets, ids);
             app.front = Arc::new(front);
             // The group keeps the old daemon's steering; steered again, this one knows how.
-            if !app.sockets.get().is_empty() {
-                crate::daemon::coordinator::steer_running(
-                    &app.sockets,
-                    &app.spec().name,
-                    &app.instances,
-                    &[],
-                );
-            }
+            crate::daemon::coordinator::steer_running(&app.sockets, &app.spec().name, &app.instances, &[]);
             reg.insert(app, coordinator);
         }
     }
