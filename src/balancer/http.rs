@@ -1,7 +1,7 @@
 //! The `http` mode: an HTTP/1.1 and HTTP/2 (h2c, or ALPN over TLS) reverse proxy on hyper.
 //!
-//! Each request goes to the member the strategy picks, over a keep-alive pool of HTTP/1.1
-//! connections to the instances' loopback ports. Bodies stream both ways frame by frame, with
+//! Each request goes to the member the strategy picks, over a kept-alive HTTP/1.1 connection
+//! to the instance's loopback port from its thread's cache ([`super::upstream`]). Bodies stream both ways frame by frame, with
 //! nothing buffered, so each server-sent event reaches the client as the instance writes it.
 //! Timeouts are separate: connecting, the answer's first byte, and the idle time between two
 //! frames of a body (`stream_idle_timeout` for `text/event-stream` and upgraded connections,
@@ -9,9 +9,10 @@
 //! instance answers 101.
 //!
 //! A request that failed before any byte reached an instance (its connect failed) is sent to
-//! another one when its method is idempotent and it has no body; otherwise the client gets 502
-//! (broken instance), 504 (timed out) or 503 with `Retry-After` (no instance ready), each with
-//! a short body naming the app.
+//! another one when its method is idempotent; one that went out on a kept-alive connection the
+//! instance closed before answering is sent again once when it is idempotent and has no body.
+//! Otherwise the client gets 502 (broken instance), 504 (timed out) or 503 with `Retry-After`
+//! (no instance ready), each with a short body naming the app.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,8 +30,6 @@ use http_body_util::{BodyExt, Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -38,14 +37,13 @@ use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use super::pick::hash;
+use super::upstream::{ConnectError, Return, Sender, Taken, Upstreams};
 use super::{Balancer, Claim, Phase};
 use crate::protocol::spec::{BalancerSpec, Strategy};
 
 /// What the client gets back: an instance's body, watched, or the balancer's own.
 pub type ResBody = BoxBody<Bytes, BoxError>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// What goes to an instance: the client's body, or none (a retried request).
-type UpBody = Either<Incoming, Empty<Bytes>>;
 
 /// How long a TLS handshake may take.
 const HANDSHAKE: Duration = Duration::from_secs(10);
@@ -234,9 +232,10 @@ async fn served<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let proxy = server.proxy.clone();
+    let peer = Arc::new(Peer::new(peer));
     let service = hyper::service::service_fn(move |req| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, peer, tls, None).await) }
+        let (proxy, peer) = (proxy.clone(), peer.clone());
+        async move { Ok::<_, Infallible>(proxy.handle(req, &peer, tls, None).await) }
     });
     let conn = server.auto.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -251,7 +250,7 @@ async fn served<I>(
 
 /// An upgrade the instance accepted (101), for the connection to carry out once hyper has
 /// written the answer.
-type PendingUpgrade = Arc<Mutex<Option<(hyper::upgrade::OnUpgrade, Claim, Duration)>>>;
+type PendingUpgrade = Arc<Mutex<Option<(hyper::upgrade::OnUpgrade, Held, Duration)>>>;
 
 type BoxedAnswer = Pin<Box<dyn Future<Output = Result<Response<ResBody>, Infallible>> + Send>>;
 
@@ -263,10 +262,10 @@ async fn http1(server: &Arc<Server>, io: Prefixed, peer: SocketAddr, mut phase: 
     let b = server.proxy.balancer.clone();
     let upgrade: PendingUpgrade = Arc::default();
     let service = {
-        let (proxy, upgrade) = (server.proxy.clone(), upgrade.clone());
+        let (proxy, upgrade, peer) = (server.proxy.clone(), upgrade.clone(), Arc::new(Peer::new(peer)));
         hyper::service::service_fn(move |req| -> BoxedAnswer {
-            let (proxy, upgrade) = (proxy.clone(), upgrade.clone());
-            Box::pin(async move { Ok(proxy.handle(req, peer, false, Some(upgrade)).await) })
+            let (proxy, upgrade, peer) = (proxy.clone(), upgrade.clone(), peer.clone());
+            Box::pin(async move { Ok(proxy.handle(req, &peer, false, Some(upgrade)).await) })
         })
     };
     let mut conn = hyper::server::conn::http1::Builder::new()
@@ -290,13 +289,13 @@ async fn http1(server: &Arc<Server>, io: Prefixed, peer: SocketAddr, mut phase: 
     let parts = conn.into_parts();
     let (io, read) = (parts.io.into_inner(), parts.read_buf);
     let pending = upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some((instance, claim, idle)) = pending {
+    if let Some((instance, held, idle)) = pending {
         let Ok(instance) = instance.await else { return };
         let mut client =
             Prefixed { read: io.read.slice(..).into_iter().chain(read).collect(), stream: io.stream };
         let mut instance = TokioIo::new(instance);
         super::tcp::pipe(&mut client, &mut instance, idle).await;
-        drop(claim);
+        drop(held);
         return;
     }
     if told == Phase::HandingOver {
@@ -362,25 +361,31 @@ impl AsyncWrite for Prefixed {
     }
 }
 
-/// The request path: the pool of connections to the instances and the balancer.
+/// The request path of one thread: the balancer, and the thread's connections to the
+/// instances.
 struct Proxy {
     balancer: Arc<Balancer>,
-    client: Client<HttpConnector, UpBody>,
+    upstreams: Arc<Upstreams>,
+}
+
+/// A client as the instances are told of it: its address, and that address as a header value
+/// (made once per connection).
+#[derive(Clone)]
+struct Peer {
+    addr: SocketAddr,
+    ip: HeaderValue,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr) -> Peer {
+        let ip = HeaderValue::from_str(&addr.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+        Peer { addr, ip }
+    }
 }
 
 impl Proxy {
     fn new(balancer: Arc<Balancer>) -> Proxy {
-        let spec = balancer.pool().spec.clone();
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_millis(spec.connect_timeout_ms)));
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .set_host(false)
-            .build(connector);
-        Proxy { balancer, client }
+        Proxy { balancer, upstreams: Upstreams::new() }
     }
 
     /// Answer one request. `upgrade`: where an HTTP/1 connection in clear takes an upgrade the
@@ -388,7 +393,7 @@ impl Proxy {
     async fn handle(
         &self,
         req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
         tls: bool,
         upgrade_slot: Option<PendingUpgrade>,
     ) -> Response<ResBody> {
@@ -401,7 +406,7 @@ impl Proxy {
         let version = req.version();
         let (res, instance) = self.forward(req, peer, tls, upgrade_slot).await;
         log.record(&super::access::Entry {
-            client: peer.ip(),
+            client: peer.addr.ip(),
             method: method.as_str(),
             target: &target,
             version: match version {
@@ -420,54 +425,77 @@ impl Proxy {
     async fn forward(
         &self,
         mut req: Request<Incoming>,
-        peer: SocketAddr,
+        peer: &Peer,
         tls: bool,
         upgrade_slot: Option<PendingUpgrade>,
     ) -> (Response<ResBody>, Option<u32>) {
         let b = &self.balancer;
         let started = Instant::now();
         let pool = b.pool();
-        let spec = pool.spec.clone();
-        let key = key(&spec, &req, peer.ip());
+        let spec = &pool.spec;
+        let key = key(spec, &req, peer.addr.ip());
         let wants_upgrade = wants_upgrade(&req);
         let client_upgrade = (wants_upgrade && upgrade_slot.is_none()).then(|| hyper::upgrade::on(&mut req));
-        let retryable = idempotent(req.method()) && req.body().is_end_stream() && !wants_upgrade;
+        let idempotent = idempotent(req.method());
+        // Sent again after it went out on a kept-alive connection the instance closed.
+        let resendable = idempotent && req.body().is_end_stream() && !wants_upgrade;
         let (mut parts, body) = req.into_parts();
-        forwarded(&spec, &mut parts.headers, &parts.uri, parts.version, peer.ip(), tls, wants_upgrade);
+        forwarded(spec, &mut parts.headers, &parts.uri, parts.version, peer, tls, wants_upgrade);
+        let uri = origin_form(&parts.uri);
         let mut body = Some(body);
         let mut tried: Vec<usize> = Vec::new();
-        let mut resent = false;
+        let (mut resent, mut unsent) = (false, 0);
+        let connect_timeout = Duration::from_millis(spec.connect_timeout_ms);
+        let first_byte = Duration::from_millis(spec.first_byte_timeout_ms);
         loop {
             let Some(chosen) = b.choose(&pool, key, &tried) else {
                 b.stats.unavailable.fetch_add(1, Ordering::Relaxed);
                 let why = if tried.is_empty() { "no instance is ready" } else { "no instance answered" };
                 return (own(&b.app, StatusCode::SERVICE_UNAVAILABLE, why), None);
             };
-            let state = chosen.claim.state.clone();
+            let Taken { mut sender, reused } = match self.upstreams.take(chosen.addr, connect_timeout).await {
+                Ok(t) => t,
+                Err(e) => {
+                    // Nothing reached the instance: an idempotent request goes to another.
+                    b.failed(spec, &chosen);
+                    if idempotent {
+                        tracing::debug!(app = %b.app, slot = chosen.slot, error = %e, "retrying on another instance");
+                        b.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        tried.push(chosen.index);
+                        continue;
+                    }
+                    tracing::debug!(app = %b.app, slot = chosen.slot, error = %e, "bad gateway");
+                    return (self.connect_failed(&e), Some(chosen.slot));
+                }
+            };
+            // A copy for sending again, only where that may be needed.
+            let kept = (resendable && reused && !resent).then(|| parts.headers.clone());
             let mut up = Request::new(match body.take() {
                 Some(b) => Either::Left(b),
                 None => Either::Right(Empty::new()),
             });
             *up.method_mut() = parts.method.clone();
-            *up.uri_mut() = upstream_uri(chosen.addr, &parts.uri);
-            *up.headers_mut() = parts.headers.clone();
+            *up.uri_mut() = uri.clone();
+            *up.headers_mut() = std::mem::take(&mut parts.headers);
             *up.version_mut() = Version::HTTP_11;
-            let first_byte = Duration::from_millis(spec.first_byte_timeout_ms);
-            match tokio::time::timeout(first_byte, self.client.request(up)).await {
+            match tokio::time::timeout(first_byte, sender.try_send_request(up)).await {
                 Ok(Ok(mut res)) => {
                     b.stats.observe(started.elapsed());
-                    state.stats.answered(res.status().as_u16());
+                    chosen.claim.state.stats.answered(res.status().as_u16());
                     b.succeeded(&chosen);
                     if res.status() == StatusCode::SWITCHING_PROTOCOLS && wants_upgrade {
                         let instance_side = hyper::upgrade::on(&mut res);
                         let idle = Duration::from_millis(spec.stream_idle_timeout_ms);
+                        // The connection now belongs to the upgrade; its sender is kept with
+                        // it until the tunnel ends.
+                        let held = Held { _claim: chosen.claim, _sender: sender };
                         match (client_upgrade, upgrade_slot) {
                             (Some(client_side), _) => {
-                                tokio::spawn(tunnel(client_side, instance_side, chosen.claim, idle));
+                                tokio::spawn(tunnel(client_side, instance_side, held, idle));
                             }
                             (None, Some(slot)) => {
                                 *slot.lock().unwrap_or_else(|e| e.into_inner()) =
-                                    Some((instance_side, chosen.claim, idle));
+                                    Some((instance_side, held, idle));
                             }
                             (None, None) => {}
                         }
@@ -476,27 +504,37 @@ impl Proxy {
                         return (res, Some(chosen.slot));
                     }
                     let slot = chosen.slot;
-                    return (answer(res, chosen.claim, &spec), Some(slot));
+                    let back = Return { upstreams: self.upstreams.clone(), addr: chosen.addr, sender };
+                    return (answer(res, chosen.claim, spec, back), Some(slot));
                 }
-                Ok(Err(e)) => {
-                    if e.is_connect() && retryable {
-                        b.failed(&spec, &chosen);
-                        tracing::debug!(app = %b.app, slot = chosen.slot, error = %e, "retrying on another instance");
-                        b.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        tried.push(chosen.index);
-                        continue;
+                Ok(Err(mut e)) => {
+                    // Not written at all (the connection closed as it was taken): sent on a
+                    // fresh connection, body and all, whatever its method.
+                    if let Some(req) = e.take_message() {
+                        if unsent < 2 {
+                            unsent += 1;
+                            let (p, returned) = req.into_parts();
+                            parts.headers = p.headers;
+                            body = match returned {
+                                Either::Left(b) => Some(b),
+                                Either::Right(_) => None,
+                            };
+                            continue;
+                        }
                     }
+                    let e = e.into_error();
                     // A kept-alive connection the instance closed as the request went out (its
                     // idle timeout, or its stop): nothing was answered, and an idempotent
                     // request without a body is sent again, once, on a fresh connection (as
                     // browsers and nginx do). Not a failure of the instance.
-                    if retryable && !resent && closed_unanswered(&e) {
+                    if let Some(headers) = kept.filter(|_| closed_unanswered(&e)) {
                         tracing::debug!(app = %b.app, slot = chosen.slot, error = %e, "a kept-alive connection closed: sent again");
                         b.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        parts.headers = headers;
                         resent = true;
                         continue;
                     }
-                    b.failed(&spec, &chosen);
+                    b.failed(spec, &chosen);
                     tracing::debug!(app = %b.app, slot = chosen.slot, error = ?e, "bad gateway");
                     b.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
                     return (
@@ -505,7 +543,7 @@ impl Proxy {
                     );
                 }
                 Err(_) => {
-                    b.failed(&spec, &chosen);
+                    b.failed(spec, &chosen);
                     b.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                     let res = own(&b.app, StatusCode::GATEWAY_TIMEOUT, "its instance did not answer in time");
                     return (res, Some(chosen.slot));
@@ -513,6 +551,29 @@ impl Proxy {
             }
         }
     }
+
+    /// The answer to a request that could not be sent, or sent again, after a failed connect:
+    /// 504 when the connect timed out, else 502.
+    fn connect_failed(&self, e: &ConnectError) -> Response<ResBody> {
+        let b = &self.balancer;
+        match e {
+            ConnectError::TimedOut(..) => {
+                b.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                own(&b.app, StatusCode::GATEWAY_TIMEOUT, "its instance did not take the connection in time")
+            }
+            _ => {
+                b.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
+                own(&b.app, StatusCode::BAD_GATEWAY, "its instance refused the connection")
+            }
+        }
+    }
+}
+
+/// What an upgraded connection holds on to while it lasts: the claim on the instance, and the
+/// connection's sender.
+pub struct Held {
+    _claim: Claim,
+    _sender: Sender,
 }
 
 /// What the hash strategies hash on, if the request offers it.
@@ -552,8 +613,11 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 /// Whether the client's error is a connection that closed before any answer came: hyper's
 /// incomplete message, a request canceled as its connection closed, or the connection reset or
 /// broken under it (an instance that stopped with the connection open).
-fn closed_unanswered(e: &hyper_util::client::legacy::Error) -> bool {
+fn closed_unanswered(e: &hyper::Error) -> bool {
     use std::io::ErrorKind;
+    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
+        return true;
+    }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
@@ -593,29 +657,37 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
 }
 
 /// The headers of one hop, not passed on (RFC 9110 7.6.1), with those `Connection` names.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()).collect::<Vec<_>>())
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    // The names `Connection` lists beyond those removed anyway (few answers list any).
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',').map(str::trim) {
+            if token.is_empty() || HOP_BY_HOP.iter().any(|h| token.eq_ignore_ascii_case(h.as_str())) {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
     }
-    for name in HOP_BY_HOP {
+    for name in named.into_iter().chain(HOP_BY_HOP) {
         headers.remove(name);
     }
 }
@@ -629,7 +701,7 @@ fn forwarded(
     headers: &mut HeaderMap,
     uri: &Uri,
     version: Version,
-    peer: IpAddr,
+    peer: &Peer,
     tls: bool,
     upgrade: bool,
 ) {
@@ -644,44 +716,46 @@ fn forwarded(
             headers.insert(header::HOST, v);
         }
     }
-    let client = peer.to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prior) if spec.trust_forwarded => format!("{prior}, {client}"),
-        _ => client.clone(),
+    let prior = headers.get(X_FORWARDED_FOR).filter(|_| spec.trust_forwarded);
+    let xff = match prior.and_then(|v| v.to_str().ok()) {
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.addr.ip())).ok(),
+        None => Some(peer.ip.clone()),
     };
-    let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
-        }
+    match xff {
+        Some(v) => headers.insert(X_FORWARDED_FOR, v),
+        None => headers.remove(X_FORWARDED_FOR),
     };
-    set(headers, "x-forwarded-for", &xff);
-    let trusted = |headers: &HeaderMap, name: &str| spec.trust_forwarded && headers.contains_key(name);
-    if !trusted(headers, "x-real-ip") {
-        set(headers, "x-real-ip", &client);
+    let trusted = |headers: &HeaderMap, name: &HeaderName| spec.trust_forwarded && headers.contains_key(name);
+    if !trusted(headers, &X_REAL_IP) {
+        headers.insert(X_REAL_IP, peer.ip.clone());
     }
-    if !trusted(headers, "x-forwarded-proto") {
-        set(headers, "x-forwarded-proto", if tls { "https" } else { "http" });
+    if !trusted(headers, &X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if tls { "https" } else { "http" }));
     }
-    if !trusted(headers, "x-forwarded-host") {
+    if !trusted(headers, &X_FORWARDED_HOST) {
         match headers.get(header::HOST).cloned() {
-            Some(host) => {
-                headers.insert("x-forwarded-host", host);
-            }
-            None => {
-                headers.remove("x-forwarded-host");
-            }
-        }
+            Some(host) => headers.insert(X_FORWARDED_HOST, host),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
     }
 }
 
-fn upstream_uri(addr: SocketAddr, uri: &Uri) -> Uri {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    format!("http://{addr}{path}").parse().unwrap_or_else(|_| Uri::from_static("/"))
+/// The request's target as an instance is sent it: its path and query (an HTTP/2 request, or
+/// one in absolute form, carries the scheme and host too, which `Host` says instead).
+fn origin_form(uri: &Uri) -> Uri {
+    if uri.scheme().is_none() && uri.authority().is_none() && uri.path_and_query().is_some() {
+        return uri.clone();
+    }
+    match uri.path_and_query() {
+        Some(p) if p.as_str().starts_with('/') => Uri::from(p.clone()),
+        _ => Uri::from_static("/"),
+    }
 }
 
 /// The instance's answer as the client gets it: one hop's headers stripped, the body streamed
-/// with its idle timer, the claim on the instance held until the body ends.
-fn answer(res: Response<Incoming>, claim: Claim, spec: &BalancerSpec) -> Response<ResBody> {
+/// with its idle timer, the claim on the instance held until the body ends, and the connection
+/// given back to its thread's cache if the body was read to its end.
+fn answer(res: Response<Incoming>, claim: Claim, spec: &BalancerSpec, back: Return) -> Response<ResBody> {
     let (mut parts, body) = res.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let stream = parts
@@ -690,7 +764,8 @@ fn answer(res: Response<Incoming>, claim: Claim, spec: &BalancerSpec) -> Respons
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     let idle = Duration::from_millis(if stream { spec.stream_idle_timeout_ms } else { spec.idle_timeout_ms });
-    Response::from_parts(parts, Watched { body, idle, timer: None, _claim: claim }.boxed())
+    let watched = Watched { body, idle, timer: None, ended: false, back: Some(back), _claim: claim };
+    Response::from_parts(parts, watched.boxed())
 }
 
 /// The balancer's own answer: a short text naming the app.
@@ -717,7 +792,21 @@ struct Watched {
     body: Incoming,
     idle: Duration,
     timer: Option<Pin<Box<Sleep>>>,
+    /// The body gave its last frame.
+    ended: bool,
+    back: Option<Return>,
     _claim: Claim,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        // A connection whose answer was not read to its end cannot carry another request.
+        if self.ended || self.body.is_end_stream() {
+            if let Some(r) = self.back.take() {
+                r.upstreams.give_back(r.addr, r.sender);
+            }
+        }
+    }
 }
 
 impl Body for Watched {
@@ -732,6 +821,7 @@ impl Body for Watched {
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.timer = None;
+                this.ended = frame.is_none();
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }
             Poll::Pending => {
@@ -757,11 +847,11 @@ impl Body for Watched {
 }
 
 /// An upgraded connection (WebSocket…): bytes both ways until either side closes or neither
-/// sends for `idle`; the claim on the instance is held as long.
+/// sends for `idle`; the claim on the instance (and its connection's sender) held as long.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     instance: hyper::upgrade::OnUpgrade,
-    claim: Claim,
+    held: Held,
     idle: Duration,
 ) {
     let (client, instance) = match tokio::try_join!(client, instance) {
@@ -774,7 +864,7 @@ async fn tunnel(
     let mut client = TokioIo::new(client);
     let mut instance = TokioIo::new(instance);
     super::tcp::pipe(&mut client, &mut instance, idle).await;
-    drop(claim);
+    drop(held);
 }
 
 #[cfg(test)]
@@ -811,8 +901,8 @@ mod tests {
         h.insert(header::HOST, HeaderValue::from_static("example.com"));
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
-        let peer: IpAddr = "10.0.0.7".parse().unwrap();
-        forwarded(&spec, &mut h, &uri, Version::HTTP_11, peer, true, false);
+        let peer = Peer::new("10.0.0.7:5000".parse().unwrap());
+        forwarded(&spec, &mut h, &uri, Version::HTTP_11, &peer, true, false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.7");
         assert_eq!(h["x-real-ip"], "10.0.0.7");
         assert_eq!(h["x-forwarded-proto"], "https");
@@ -823,7 +913,7 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
         h.insert("x-real-ip", HeaderValue::from_static("1.2.3.4"));
         let uri: Uri = "http://example.org/x".parse().unwrap();
-        forwarded(&spec, &mut h, &uri, Version::HTTP_2, peer, false, false);
+        forwarded(&spec, &mut h, &uri, Version::HTTP_2, &peer, false, false);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
         assert_eq!(h["x-real-ip"], "1.2.3.4");
         assert_eq!(h[header::HOST], "example.org");

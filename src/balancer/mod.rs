@@ -19,11 +19,12 @@ pub mod pick;
 pub mod stats;
 pub mod tcp;
 pub mod tls;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,9 @@ pub struct MemberState {
     pub active: AtomicU32,
     /// Failures since `window` began (`max_fails` within `fail_timeout`).
     fails: Mutex<(u32, Option<Instant>)>,
+    /// Whether `fails` counts any: a good answer then takes its lock to end the run (and
+    /// otherwise leaves it alone, the common case).
+    failing: AtomicBool,
     /// Taken out until then (ms since the balancer started), after `max_fails` failures.
     down_until_ms: AtomicU64,
     /// The pid of the process that last answered: failures of a process that has not answered
@@ -77,8 +81,9 @@ pub struct Balancer {
     /// Every member's state by (slot, generation), including those that left the pool and
     /// still have requests under way.
     states: Mutex<Vec<(Key, Arc<MemberState>)>>,
-    /// Woken when a request ends, for [`Front::drain`].
+    /// Woken when a request ends while a [`Front::drain`] waits (`draining` of them).
     pub idle: Notify,
+    draining: AtomicUsize,
     /// Woken when a client connection ends, for [`Front::hand_over`].
     pub closed: Notify,
     /// Idle connections kept for the next image of the daemon ([`Phase::HandingOver`]).
@@ -118,8 +123,12 @@ pub struct Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.state.active.fetch_sub(1, Ordering::AcqRel);
-        self.balancer.idle.notify_waiters();
+        // Both orders are SeqCst, as in `drain`: either it sees this request ended, or this
+        // sees it waiting.
+        self.state.active.fetch_sub(1, Ordering::SeqCst);
+        if self.balancer.draining.load(Ordering::SeqCst) > 0 {
+            self.balancer.idle.notify_waiters();
+        }
     }
 }
 
@@ -146,6 +155,7 @@ impl Balancer {
             pool: RwLock::new(Arc::new(Pool { spec, members: Vec::new(), picker })),
             states: Mutex::default(),
             idle: Notify::new(),
+            draining: AtomicUsize::new(0),
             closed: Notify::new(),
             handed: Mutex::default(),
             accepting: AtomicUsize::new(0),
@@ -193,19 +203,30 @@ impl Balancer {
     /// The member to take a request, skipping those in `tried`; `None` when no instance can.
     pub fn choose(self: &Arc<Self>, pool: &Pool, key: Option<u64>, tried: &[usize]) -> Option<Chosen> {
         let now = self.now_ms();
-        let mut candidates: Vec<Candidate> = Vec::with_capacity(pool.members.len());
-        let mut ports: Vec<(u16, u32)> = Vec::with_capacity(pool.members.len());
+        // On the stack for the usual few instances.
+        const INLINE: usize = 16;
+        let n = pool.members.len();
+        let blank = Candidate { slot: 0, weight: 0, backup: false, active: 0, up: false };
+        let (mut small, mut small_ports) = ([blank; INLINE], [(0u16, 0u32); INLINE]);
+        let (mut large, mut large_ports) = (Vec::new(), Vec::new());
+        let (candidates, ports) = if n <= INLINE {
+            (&mut small[..n], &mut small_ports[..n])
+        } else {
+            large.resize(n, blank);
+            large_ports.resize(n, (0, 0));
+            (&mut large[..], &mut large_ports[..])
+        };
         for (i, m) in pool.members.iter().enumerate() {
             let info = m.info.borrow();
             let up = info.status == Status::Online
                 && info.port.is_some()
                 && m.state.down_until_ms.load(Ordering::Relaxed) <= now
                 && !tried.contains(&i);
-            ports.push((info.port.unwrap_or(0), info.pid.unwrap_or(0)));
+            ports[i] = (info.port.unwrap_or(0), info.pid.unwrap_or(0));
             drop(info);
-            candidates.push(candidate(&pool.spec, m, up));
+            candidates[i] = candidate(&pool.spec, m, up);
         }
-        let index = pool.picker.pick(&candidates, key)?;
+        let index = pool.picker.pick(candidates, key)?;
         let m = &pool.members[index];
         m.state.active.fetch_add(1, Ordering::AcqRel);
         Some(Chosen {
@@ -232,6 +253,7 @@ impl Balancer {
             Some(since) if now.duration_since(since) < window => fails.0 += 1,
             _ => *fails = (1, Some(now)),
         }
+        state.failing.store(true, Ordering::Relaxed);
         if fails.0 >= spec.max_fails {
             *fails = (0, None);
             state.down_until_ms.store(self.now_ms() + spec.fail_timeout_ms, Ordering::Relaxed);
@@ -244,9 +266,10 @@ impl Balancer {
         if state.answered_pid.load(Ordering::Relaxed) != chosen.pid {
             state.answered_pid.store(chosen.pid, Ordering::Relaxed);
         }
-        let mut fails = state.fails.lock().unwrap_or_else(|e| e.into_inner());
-        if fails.0 != 0 {
+        if state.failing.load(Ordering::Relaxed) {
+            let mut fails = state.fails.lock().unwrap_or_else(|e| e.into_inner());
             *fails = (0, None);
+            state.failing.store(false, Ordering::Relaxed);
         }
     }
 
@@ -558,6 +581,7 @@ impl Front {
     pub async fn drain(&self, slot: u32, generation: u32) {
         let Some(b) = self.get() else { return };
         let limit = Duration::from_millis(b.pool().spec.drain_timeout_ms);
+        b.draining.fetch_add(1, Ordering::SeqCst);
         let _ = tokio::time::timeout(limit, async {
             loop {
                 let idle = b.idle.notified();
@@ -568,6 +592,7 @@ impl Front {
             }
         })
         .await;
+        b.draining.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Re-read the certificate and key: `Ok` with what was loaded, or why not (the old ones
