@@ -687,8 +687,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for name in named.into_iter().chain(HOP_BY_HOP) {
+    for name in named {
         headers.remove(name);
+    }
+    // One look over the few headers a message has, rather than a lookup of each name.
+    while let Some(hop) = headers.keys().find(|k| HOP_BY_HOP.contains(k)).cloned() {
+        headers.remove(hop);
     }
 }
 

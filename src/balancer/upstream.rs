@@ -225,6 +225,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_the_instance_closed_while_kept_is_not_taken() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Answers one request per connection, kept alive by its words, then closes it.
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut read = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !read.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                });
+            }
+        });
+        let upstreams = Upstreams::new();
+        let t = Duration::from_secs(5);
+        let mut first = upstreams.take(addr, t).await.unwrap();
+        let res = first.sender.send_request(get(addr)).await.unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+        // Ready for the next request, or already seen closed (then not kept at all).
+        let _ = first.sender.ready().await;
+        upstreams.give_back(addr, first.sender);
+        // The server closed it once the answer was out: taken again at most until that is seen.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let taken = upstreams.take(addr, t).await.unwrap();
+            if !taken.reused {
+                break;
+            }
+            assert!(Instant::now() < deadline, "a closed connection is taken again and again");
+            upstreams.give_back(addr, taken.sender);
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
     async fn a_refused_connect_names_the_address() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();

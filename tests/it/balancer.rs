@@ -18,7 +18,9 @@ const T: Duration = Duration::from_secs(30);
 
 /// The test's app: answers with its instance and what the balancer told it; `/hold` keeps
 /// its body open until `/release`; `/sse` writes an event every 100 ms with the time it wrote it;
-/// `/quiet` sends its headers and then nothing for `ms`; a WebSocket echo on upgrade.
+/// `/quiet` sends its headers and then nothing for `ms`; `/upload` counts the body's bytes and
+/// those out of the pattern `offset % 251`; `/download` sends `bytes` of `x` as the client reads
+/// them; a WebSocket echo on upgrade.
 const APP: &str = r#"
 const http = require('http');
 const crypto = require('crypto');
@@ -49,6 +51,35 @@ const server = http.createServer((req, res) => {
       setTimeout(tick, n === pauseAt ? pause : 100);
     };
     tick();
+    return;
+  }
+  if (url.pathname === '/upload') {
+    let n = 0;
+    let bad = 0;
+    req.on('data', (chunk) => {
+      for (let i = 0; i < chunk.length; i++) if (chunk[i] !== (n + i) % 251) bad += 1;
+      n += chunk.length;
+    });
+    req.on('end', () => {
+      res.setHeader('x-instance', me);
+      res.end(JSON.stringify({ bytes: n, bad }));
+    });
+    return;
+  }
+  if (url.pathname === '/download') {
+    const total = Number(url.searchParams.get('bytes'));
+    const chunk = Buffer.alloc(65536, 'x');
+    let sent = 0;
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': total });
+    const more = () => {
+      while (sent < total) {
+        const part = chunk.subarray(0, Math.min(chunk.length, total - sent));
+        sent += part.length;
+        if (!res.write(part)) return res.once('drain', more);
+      }
+      res.end();
+    };
+    more();
     return;
   }
   if (url.pathname === '/quiet') {
@@ -536,6 +567,48 @@ fn keep_alive(conn: &mut Option<BufReader<TcpStream>>, port: u16) -> Result<Answ
     match result {
         Ok(a) if a.status == 0 => Err("keep-alive: closed before an answer".into()),
         other => other,
+    }
+}
+
+#[test]
+fn request_and_answer_bodies_stream_both_ways_and_the_connection_carries_on() {
+    let h = TestHome::new();
+    let port = start(&h, 2, "mode = \"http\"");
+    wait_backends(&h);
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut conn = BufReader::new(s);
+    // 4 MiB up in 64 KiB chunks (chunked: the length is not known ahead).
+    const UP: usize = 4 << 20;
+    let w = conn.get_mut();
+    w.write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap();
+    let mut offset = 0;
+    while offset < UP {
+        let chunk: Vec<u8> = (offset..offset + 65536).map(|i| (i % 251) as u8).collect();
+        write!(w, "{:x}\r\n", chunk.len()).unwrap();
+        w.write_all(&chunk).unwrap();
+        w.write_all(b"\r\n").unwrap();
+        offset += chunk.len();
+    }
+    w.write_all(b"0\r\n\r\n").unwrap();
+    let a = read_answer(&mut conn).unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["bytes"], UP, "the whole body reached the instance: {}", a.body);
+    assert_eq!(a.json()["bad"], 0, "in order and unchanged: {}", a.body);
+
+    // 16 MiB down, more than the sockets between hold: the instance waits on the client.
+    const DOWN: usize = 16 << 20;
+    write!(conn.get_mut(), "GET /download?bytes={DOWN} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let a = read_answer(&mut conn).unwrap();
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body.len(), DOWN);
+    assert!(a.body.bytes().all(|b| b == b'x'));
+
+    // The same connection carries on, to either instance.
+    for _ in 0..4 {
+        conn.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let a = read_answer(&mut conn).unwrap();
+        assert_eq!(a.status, 200, "{}", a.body);
     }
 }
 
