@@ -1,8 +1,9 @@
 //! The `http` mode: an HTTP/1.1 and HTTP/2 (h2c, or ALPN over TLS) reverse proxy on hyper.
 //!
 //! Each request goes to the member the strategy picks, over a kept-alive HTTP/1.1 connection
-//! to the instance's loopback port from its thread's cache ([`super::upstream`]). Bodies stream both ways frame by frame, with
-//! nothing buffered, so each server-sent event reaches the client as the instance writes it.
+//! to the instance's loopback port from its thread's cache ([`super::upstream`]). Bodies
+//! stream both ways frame by frame, with nothing buffered, so each server-sent event reaches
+//! the client as the instance writes it.
 //! Timeouts are separate: connecting, the answer's first byte, and the idle time between two
 //! frames of a body (`stream_idle_timeout` for `text/event-stream` and upgraded connections,
 //! `idle_timeout` for the rest). An `Upgrade` (WebSocket and any other) passes through once the
