@@ -115,6 +115,23 @@ impl Drop for Accepting {
     }
 }
 
+/// A [`Front::drain`] waiting, counted until it ends (or is given up), for [`Claim`]'s drop to
+/// wake it.
+struct Draining<'a>(&'a Balancer);
+
+impl<'a> Draining<'a> {
+    fn new(balancer: &'a Balancer) -> Draining<'a> {
+        balancer.draining.fetch_add(1, Ordering::SeqCst);
+        Draining(balancer)
+    }
+}
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        self.0.draining.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// A request's claim on a member: counted as under way until dropped.
 pub struct Claim {
     pub state: Arc<MemberState>,
@@ -581,7 +598,7 @@ impl Front {
     pub async fn drain(&self, slot: u32, generation: u32) {
         let Some(b) = self.get() else { return };
         let limit = Duration::from_millis(b.pool().spec.drain_timeout_ms);
-        b.draining.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Draining::new(&b);
         let _ = tokio::time::timeout(limit, async {
             loop {
                 let idle = b.idle.notified();
@@ -592,7 +609,6 @@ impl Front {
             }
         })
         .await;
-        b.draining.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// Re-read the certificate and key: `Ok` with what was loaded, or why not (the old ones
