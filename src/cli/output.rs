@@ -10,7 +10,7 @@ use super::render;
 use crate::client;
 use crate::config;
 use crate::paths::Paths;
-use crate::protocol::{AppInfo, Request, Response};
+use crate::protocol::{AppInfo, InstanceInfo, Request, Response, Target};
 
 /// `-s/--silent`: successful commands print nothing on stdout.
 static SILENT: AtomicBool = AtomicBool::new(false);
@@ -86,12 +86,44 @@ pub(super) fn print_done(req: &Request, apps: &[AppInfo]) -> Result<()> {
         Request::Reset { .. } => "reset",
         _ => "done",
     };
-    let names: Vec<String> = apps.iter().map(|a| format!("`{}`", a.spec.name)).collect();
+    let targets: &[Target] = match req {
+        Request::Stop { targets }
+        | Request::Restart { targets, .. }
+        | Request::Reload { targets, .. }
+        | Request::Signal { targets, .. }
+        | Request::Reset { targets, .. } => targets,
+        _ => &[],
+    };
+    let names: Vec<String> = apps.iter().flat_map(|a| done_names(targets, a)).collect();
     let mut text = format!("{verb} {}\n", names.join(", "));
     if !matches!(req, Request::Delete { .. }) {
         text.push_str(&render::table(apps));
     }
     out(&text)
+}
+
+/// What a command did to `app`, named as `list` names it: the app, or the instances (`api:1`)
+/// the targets named by their ids when no target named the whole app (as the daemon reads
+/// them: an id is one instance's only in an app of several).
+fn done_names(targets: &[Target], app: &AppInfo) -> Vec<String> {
+    let name = &app.spec.name;
+    let several = app.instances.len() > 1;
+    let instance = |s: &str| {
+        let id = s.parse::<u32>().ok()?;
+        app.instances.iter().find(|i| several && i.id == Some(id))
+    };
+    let whole = targets.iter().any(|t| match t {
+        Target::All => true,
+        Target::Name(s) => instance(s).is_none(),
+    });
+    let mut picked: Vec<&InstanceInfo> =
+        targets.iter().filter_map(|t| if let Target::Name(s) = t { instance(s) } else { None }).collect();
+    if whole || picked.is_empty() {
+        return vec![format!("`{name}`")];
+    }
+    picked.sort_by_key(|i| i.index);
+    picked.dedup_by_key(|i| i.index);
+    picked.iter().map(|i| format!("`{name}:{}`", i.index)).collect()
 }
 
 /// Print warnings about a config (options herder ignores), one per line, on stderr.

@@ -356,12 +356,17 @@ fn each_instance_has_its_own_id_and_a_number_targets_that_instance_alone() {
     for id in &all {
         assert!(table.lines().any(|l| l.starts_with(&format!("{id} "))), "{id} in:\n{table}");
     }
-    // `stop <id>` stops that instance alone; the name targets them all.
-    h.ok(&["stop", &ids[1].to_string()]);
+    // `stop <id>` stops that instance alone, and says so; the name targets them all.
+    let out = h.ok(&["stop", &ids[1].to_string()]);
+    assert!(out.starts_with("stopped `many:1`\n"), "{out}");
     let many = h.app("many");
     let statuses: Vec<Status> = many.instances.iter().map(|i| i.status).collect();
     assert_eq!(statuses, [Status::Online, Status::Stopped, Status::Online]);
-    h.ok(&["restart", &ids[1].to_string()]);
+    let out = h.ok(&["restart", &ids[1].to_string(), &ids[2].to_string()]);
+    assert!(out.starts_with("restarted `many:1`, `many:2`\n"), "{out}");
+    h.wait_status("many", Status::Online, T);
+    let out = h.ok(&["restart", &ids[1].to_string(), "many"]);
+    assert!(out.starts_with("restarted `many`\n"), "the whole app when a target names it: {out}");
     h.wait_status("many", Status::Online, T);
     let err = h.fails(&["delete", &ids[2].to_string()]);
     assert!(err.contains("herder scale many -1"), "{err}");
