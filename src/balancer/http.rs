@@ -371,7 +371,6 @@ struct Proxy {
 
 /// A client as the instances are told of it: its address, and that address as a header value
 /// (made once per connection).
-#[derive(Clone)]
 struct Peer {
     addr: SocketAddr,
     ip: HeaderValue,
@@ -572,7 +571,7 @@ impl Proxy {
 
 /// What an upgraded connection holds on to while it lasts: the claim on the instance, and the
 /// connection's sender.
-pub struct Held {
+struct Held {
     _claim: Claim,
     _sender: Sender,
 }
@@ -596,7 +595,7 @@ fn key(spec: &BalancerSpec, req: &Request<Incoming>, peer: IpAddr) -> Option<u64
 
 /// The first address of `X-Forwarded-For`, for a balancer that trusts it.
 fn forwarded_client(headers: &HeaderMap) -> Option<IpAddr> {
-    let v = headers.get("x-forwarded-for")?.to_str().ok()?;
+    let v = headers.get(X_FORWARDED_FOR)?.to_str().ok()?;
     v.split(',').next()?.trim().parse().ok()
 }
 
@@ -616,10 +615,8 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
 /// broken under it (an instance that stopped with the connection open).
 fn closed_unanswered(e: &hyper::Error) -> bool {
     use std::io::ErrorKind;
-    if e.is_incomplete_message() || e.is_canceled() || e.is_closed() {
-        return true;
-    }
-    let mut source = std::error::Error::source(e);
+    // The error itself first, then its causes.
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
             if h.is_incomplete_message() || h.is_canceled() || h.is_closed() {

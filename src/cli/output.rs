@@ -112,14 +112,19 @@ fn done_names(targets: &[Target], app: &AppInfo) -> Vec<String> {
         let id = s.parse::<u32>().ok()?;
         app.instances.iter().find(|i| several && i.id == Some(id))
     };
-    let whole = targets.iter().any(|t| match t {
-        Target::All => true,
-        Target::Name(s) => instance(s).is_none(),
-    });
-    let mut picked: Vec<&InstanceInfo> =
-        targets.iter().filter_map(|t| if let Target::Name(s) = t { instance(s) } else { None }).collect();
-    if whole || picked.is_empty() {
-        return vec![format!("`{name}`")];
+    let whole = vec![format!("`{name}`")];
+    let mut picked: Vec<&InstanceInfo> = Vec::new();
+    for t in targets {
+        match t {
+            Target::Name(s) => match instance(s) {
+                Some(i) => picked.push(i),
+                None => return whole,
+            },
+            Target::All => return whole,
+        }
+    }
+    if picked.is_empty() {
+        return whole;
     }
     picked.sort_by_key(|i| i.index);
     picked.dedup_by_key(|i| i.index);
