@@ -1,7 +1,8 @@
-//! HTTPS on the balancer's public port: rustls with the ring provider, the certificate chain
-//! and key read from PEM files, ALPN for HTTP/2 and HTTP/1.1. `herder reload-certs` (or SIGHUP
-//! to the daemon) reads them again: new handshakes use the new ones, open connections go on
-//! with theirs; a file that does not load leaves the old ones in place and says why.
+//! HTTPS on the balancer's public port: rustls with the aws-lc-rs provider (the post-quantum
+//! hybrid X25519MLKEM768 key exchange first, then X25519 and the NIST curves), the certificate
+//! chain and key read from PEM files, ALPN for HTTP/2 and HTTP/1.1. `herder reload-certs` (or
+//! SIGHUP to the daemon) reads them again: new handshakes use the new ones, open connections go
+//! on with theirs; a file that does not load leaves the old ones in place and says why.
 
 use std::sync::{Arc, RwLock};
 
@@ -46,7 +47,7 @@ fn config(app: &str, spec: &TlsSpec) -> Result<Arc<ServerConfig>, String> {
     }
     let key = PrivateKeyDer::from_pem_file(&spec.key)
         .map_err(|e| format!("app `{app}`: cannot read the key {key_path}: {e}"))?;
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("app `{app}`: TLS: {e}"))?

@@ -811,7 +811,7 @@ fn tls_connect(
     use tokio_rustls::rustls;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(rustls_pki_types::CertificateDer::from_pem_file(ca).unwrap()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -848,6 +848,9 @@ fn https_with_a_certificate_swapped_by_reload_certs_without_dropping_connections
     // HTTP/1.1 over TLS on a connection kept open.
     let (mut open, shown) = tls_connect(port, &dir.join("ca.pem"), &[b"http/1.1"]);
     assert_eq!(shown, der(&dir.join("first.pem")));
+    // The key exchange is the post-quantum hybrid a current browser offers first.
+    let group = open.conn.negotiated_key_exchange_group().map(|g| g.name());
+    assert_eq!(group, Some(tokio_rustls::rustls::NamedGroup::X25519MLKEM768));
     let ask = |s: &mut dyn ReadWrite| {
         s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
         let a = read_answer(&mut BufReader::new(s)).unwrap();
