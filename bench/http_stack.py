@@ -97,19 +97,10 @@ def scrape(port):
             raise RuntimeError("metrics endpoint: bad answer")
 
 
-def evict(path):
-    """Drop the file's clean pages from the page cache (those no process maps)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
-
-
 def memory_round(ws, label, bin, k, args):
     out = {}
     if args.evict:
-        evict(bin)
+        c.evict(bin)
     d = Daemon(ws, "%s-%d-plain" % (label, k), bin)
     d.start_daemon()
     time.sleep(args.settle)
@@ -120,7 +111,7 @@ def memory_round(ws, label, bin, k, args):
     d.shutdown()
 
     if args.evict:
-        evict(bin)
+        c.evict(bin)
     d = Daemon(ws, "%s-%d-probe" % (label, k), bin)
     d.start_daemon()
     start_app(d, ws, free_port(), probe=True)

@@ -29,7 +29,7 @@ sys.dont_write_bytecode = True  # no __pycache__ in the repository
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common as c  # noqa: E402
 from cluster import free_port  # noqa: E402
-from http_stack import Daemon, evict, start_app  # noqa: E402
+from http_stack import Daemon, start_app  # noqa: E402
 
 
 def web_on(d):
@@ -82,7 +82,7 @@ def open_page(addr, token, app):
 
 def one_round(ws, label, bin, k, args, page):
     out = {}
-    evict(bin)
+    c.evict(bin)
     d = Daemon(ws, "%s-%d-plain" % (label, k), bin)
     d.start_daemon()
     time.sleep(args.settle)
@@ -92,7 +92,7 @@ def one_round(ws, label, bin, k, args, page):
     out["app"] = c.rss_sample(d.pid())
     d.shutdown()
     if page:
-        evict(bin)
+        c.evict(bin)
         d = Daemon(ws, "%s-%d-page" % (label, k), bin)
         d.start_daemon()
         start_app(d, ws, free_port(), probe=False)
