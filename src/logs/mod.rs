@@ -30,7 +30,9 @@ use crate::protocol::now_ms;
 pub use file::{LogFile, Rotation, WriteError};
 use format::{Stamp, TimeFormat};
 
-/// Size of the per-thread read buffer.
+/// Size of the per-thread read buffer. Reads go to its spare capacity, never zeroed, so only
+/// the pages some read reached are resident: a thread whose apps write lines holds a page or
+/// two of it, one that drained a flood all of it.
 const CHUNK: usize = 256 * 1024;
 /// A line longer than this is written in pieces rather than held in memory.
 const MAX_LINE: usize = 64 * 1024 * 1024;
@@ -390,12 +392,12 @@ fn read_pipe(pipe_fd: OwnedFd, sink: Sink, hub: &Arc<Hub>, mut st: StreamState) 
             }
             let done = READ_BUF.with(|buf| {
                 let mut buf = buf.borrow_mut();
-                if buf.len() < CHUNK {
-                    buf.resize(CHUNK, 0);
-                }
+                buf.clear();
+                buf.reserve_exact(CHUNK);
                 // Bounded, so one flooding app cannot starve the others on this thread.
                 for _ in 0..16 {
-                    match rx.try_read(&mut buf) {
+                    buf.clear();
+                    match rx.try_read_buf(&mut *buf) {
                         Ok(0) => return true,
                         Ok(n) => process(&sink, &hub, &mut st, &buf[..n]),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
