@@ -392,11 +392,10 @@ fn read_pipe(pipe_fd: OwnedFd, sink: Sink, hub: &Arc<Hub>, mut st: StreamState) 
             }
             let done = READ_BUF.with(|buf| {
                 let mut buf = buf.borrow_mut();
-                buf.clear();
-                buf.reserve_exact(CHUNK);
                 // Bounded, so one flooding app cannot starve the others on this thread.
                 for _ in 0..16 {
                     buf.clear();
+                    buf.reserve_exact(CHUNK);
                     match rx.try_read_buf(&mut *buf) {
                         Ok(0) => return true,
                         Ok(n) => process(&sink, &hub, &mut st, &buf[..n]),
