@@ -18,6 +18,10 @@ Part `http`, runners interleaved round by round (the order rotates each round):
             `proxy_http_version 1.1`, `proxy_set_header Connection ""`, `proxy_buffering off`,
             `access_log off`, `keepalive_requests` raised (client and upstream side) so that
             neither side closes a connection every 1000 requests (the default);
+  nginx-2w-fwd: nginx-2w, also setting the headers herder's http mode gives its instances
+            (`Host`, `X-Real-IP`, `X-Forwarded-For`, `-Proto`, `-Host`), as a deployment
+            guide's block does: the same work on each request;
+  herder-before (with --herder-before PATH): a second herder build, as herder, side by side;
   pm2:      `PORT=<port> pm2 start cluster_server.js -i 2`: PM2's cluster mode, node's cluster
             module, where the God daemon (the primary) hands each accepted connection to a
             worker; requests then go straight to the worker and never pass through the daemon.
@@ -77,6 +81,12 @@ TOOLS = ("herder", "nginx", "pm2", "socat")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Targets of the http part, against nginx with 2 workers.
 TARGET_RPS_RATIO = 1.2
+# What nginx-2w-fwd adds: the headers herder's http mode always gives its instances, as a
+# deployment guide's nginx block sets them.
+FORWARDED = ("      proxy_set_header Host $host;\n      proxy_set_header X-Real-IP $remote_addr;\n"
+             "      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+             "      proxy_set_header X-Forwarded-Proto $scheme;\n"
+             "      proxy_set_header X-Forwarded-Host $host;\n")
 
 
 # ---------------------------------------------------------------- /proc
@@ -153,9 +163,9 @@ class DirectRunner:
 class HerderBalancer:
     """An app of N instances of the server behind herder's balancer on `port`."""
 
-    def __init__(self, tool, app, mode, instances, strategy):
+    def __init__(self, tool, app, mode, instances, strategy, name=None):
         self.tool, self.app, self.mode, self.n = tool, app, mode, instances
-        self.name = "herder" if mode == "http" else "herder-tcp"
+        self.name = name or ("herder" if mode == "http" else "herder-tcp")
         self.port = free_port()
         self.stats = tool.ws.path("stats", "%s-%s" % (tool.name, app), "x")[:-2]
         toml = ('[[apps]]\nname = "%s"\nscript = "%s"\ninstances = %d\nenv = { STATS_DIR = "%s" }\n\n'
@@ -280,9 +290,10 @@ class ProcRunner:
 class Nginx(ProcRunner):
     """nginx in the foreground with a generated configuration: an http proxy or a stream one."""
 
-    def __init__(self, ws, nginx, name, workers, servers, stream=None):
+    def __init__(self, ws, nginx, name, workers, servers, stream=None, forwarded=False):
         super().__init__(ws, name, free_port())
         self.nginx, self.workers, self.servers = nginx, workers, servers
+        self.forwarded = forwarded
         self.backends = [b.port for b in servers]
         self.stats = servers[0].stats
         self.prefix = os.path.dirname(ws.path(name, "x"))
@@ -311,7 +322,8 @@ class Nginx(ProcRunner):
         return (head + "http {\n  access_log off;\n  keepalive_requests 1000000;\n" + temps +
                 "  upstream backends {\n" + servers + "    keepalive 64;\n    keepalive_requests 1000000;\n  }\n"
                 "  server {\n    listen 127.0.0.1:%d;\n    location / {\n      proxy_pass http://backends;\n"
-                "      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n"
+                "      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n" +
+                (FORWARDED if self.forwarded else "") +
                 "      proxy_buffering off;\n    }\n  }\n}\n" % self.port)
 
     def argv(self):
@@ -474,22 +486,37 @@ def backends_for(ws, n):
     return out
 
 
-def http_part(args, wrk, ws, herder, pm2, nginx):
+class HerderBefore(c.Herder):
+    """Another herder build (--herder-before), with a home of its own."""
+    name = "herder-before"
+
+    def __init__(self, ws, binary):
+        super().__init__(ws)
+        self.bin = binary
+
+
+def http_part(args, wrk, ws, herder, pm2, nginx, before=None):
     runners = [DirectRunner(ws)]
     extra = {}
     if herder:
         runners.append(HerderBalancer(herder, "web", "http", args.instances, args.strategy))
+    if before:
+        runners.append(HerderBalancer(before, "web", "http", args.instances, args.strategy, "herder-before"))
     backends = []
     if nginx:
         backends = backends_for(ws, args.instances)
         for w in (1, 2):
             runners.append(Nginx(ws, nginx, "nginx-%dw" % w, w, backends))
+        runners.append(Nginx(ws, nginx, "nginx-2w-fwd", 2, backends, forwarded=True))
     if pm2:
         runners.append(Pm2Cluster(pm2, args.instances))
     start_all(runners)
     summ, per_round = rounds(args, wrk, runners, "http")
     ratios = {"herder_over_nginx-2w_rps": ratio(summ, "herder", "nginx-2w", "rps"),
               "herder_over_nginx-1w_rps": ratio(summ, "herder", "nginx-1w", "rps"),
+              "herder_over_nginx-2w-fwd_rps": ratio(summ, "herder", "nginx-2w-fwd", "rps"),
+              "herder_over_herder-before_rps": ratio(summ, "herder", "herder-before", "rps"),
+              "herder_over_herder-before_cpu": ratio(summ, "herder", "herder-before", "cpu_us_per_req"),
               "herder_over_pm2_rps": ratio(summ, "herder", "pm2", "rps"),
               "herder_over_direct_rps": ratio(summ, "herder", "direct", "rps"),
               "nginx-2w_over_direct_rps": ratio(summ, "nginx-2w", "direct", "rps"),
@@ -731,6 +758,8 @@ def find_pm2(path):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--herder", default=c.HERDER_BIN, help="herder binary (default %(default)s)")
+    ap.add_argument("--herder-before", default=None,
+                    help="a second herder binary, run as runner herder-before in part http (another build)")
     ap.add_argument("--pm2", default=None, help="pm2 binary (default: see above)")
     ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated (default %(default)s)")
     ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated (default %(default)s)")
@@ -772,7 +801,7 @@ def main():
         c.PM2_BIN = found["pm2"]
         c.PM2_DIR = os.path.dirname(os.path.dirname(os.path.dirname(c.PM2_BIN)))
 
-    n_runners = 5 + 4
+    n_runners = 7 + 4
     limit = args.rounds * n_runners * (args.duration + 15) + n_runners * (args.warmup + 30) + 10 * args.settle + 600
     c.install_cleanup_handlers(time_limit_s=limit)
 
@@ -781,6 +810,10 @@ def main():
     if found["herder"] and ("http" in parts or "tcp" in parts):
         herder = c.Herder(ws)
         herder.start_daemon()
+    before = None
+    if args.herder_before and "http" in parts:
+        before = HerderBefore(ws, os.path.abspath(args.herder_before))
+        before.start_daemon()
     if found["pm2"] and "http" in parts:
         pm2 = c.PM2(ws)
         pm2.start_daemon()
@@ -797,7 +830,7 @@ def main():
             "socat_version": next((ln.split("version", 1)[1].strip() for ln in socat_v.splitlines()
                                    if "socat version" in ln), None)}
     if "http" in parts:
-        data["http"] = http_part(args, wrk, ws, herder, pm2, found["nginx"])
+        data["http"] = http_part(args, wrk, ws, herder, pm2, found["nginx"], before)
     if "tcp" in parts:
         data["tcp"] = tcp_part(args, wrk, ws, herder, found["nginx"], found["socat"])
     problems = daemon_log_problems(herder) if herder else []

@@ -453,7 +453,11 @@ impl Proxy {
                 let why = if tried.is_empty() { "no instance is ready" } else { "no instance answered" };
                 return (own(&b.app, StatusCode::SERVICE_UNAVAILABLE, why), None);
             };
-            let Taken { mut sender, reused } = match self.upstreams.take(chosen.addr, connect_timeout).await {
+            let Taken { mut sender, reused } = match self
+                .upstreams
+                .take(chosen.addr, chosen.pid, connect_timeout)
+                .await
+            {
                 Ok(t) => t,
                 Err(e) => {
                     // Nothing reached the instance: an idempotent request goes to another.

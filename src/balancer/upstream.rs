@@ -6,8 +6,16 @@
 //! Every request of a thread is served on that thread, so the cache is the thread's own: its
 //! lock is never contended, and a request finds the connection its thread's previous request
 //! left without any hand-off between threads.
+//!
+//! A new connection goes over the instance's Unix socket where it serves one (the hop): the
+//! abstract socket `herder-hop-<port>` that herder's Node preload opens beside the app's own
+//! `listen(PORT)` (see `supervisor/node_cluster.js`). A Unix socket costs both sides less
+//! than loopback TCP. The hop is taken only from a listener of the instance's own user (its
+//! credentials, as the kernel records them), and an instance without one is reached on its
+//! port, as any other; its absence is remembered for [`HOP_RETRY`].
 
 use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,10 +37,22 @@ pub const IDLE: Duration = Duration::from_secs(60);
 /// How often idle connections are looked over.
 const SWEEP: Duration = Duration::from_secs(10);
 
+/// How long an instance found without a hop is reached on its port before the hop is tried
+/// again (its server may open it later than its port).
+pub const HOP_RETRY: Duration = Duration::from_secs(1);
+
+/// The abstract Unix socket an instance on loopback `port` serves on beside it, where it
+/// does (the Node preload opens it under the same name).
+pub fn hop_name(port: u16) -> String {
+    format!("herder-hop-{port}")
+}
+
 /// A thread's kept-alive connections, by instance address.
 #[derive(Default)]
 pub struct Upstreams {
     idle: Mutex<Vec<(SocketAddr, Vec<Kept>)>>,
+    /// Instances (address and process) found without a hop, until when that holds.
+    no_hop: Mutex<Vec<(SocketAddr, u32, Instant)>>,
 }
 
 struct Kept {
@@ -46,6 +66,12 @@ pub struct Taken {
     /// Whether it carried a request before: the instance may have closed it as this one went
     /// out (its keep-alive timeout, or its stop), which a fresh connection rules out.
     pub reused: bool,
+}
+
+/// A new connection to an instance: over its hop, or its loopback port.
+enum Fresh {
+    Hop(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
 }
 
 /// Why no connection to an instance could be opened.
@@ -77,28 +103,58 @@ impl Upstreams {
         upstreams
     }
 
-    /// A connection to `addr` that can take a request: the one last given back, else a new one
-    /// (within `connect_timeout`).
-    pub async fn take(&self, addr: SocketAddr, connect_timeout: Duration) -> Result<Taken, ConnectError> {
+    /// A connection to the instance on `addr` (process `pid`) that can take a request: the one
+    /// last given back, else a new one (within `connect_timeout`), over its hop where it has one.
+    pub async fn take(
+        &self,
+        addr: SocketAddr,
+        pid: u32,
+        connect_timeout: Duration,
+    ) -> Result<Taken, ConnectError> {
         if let Some(sender) = self.kept(addr) {
             return Ok(Taken { sender, reused: true });
         }
-        let stream = match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(ConnectError::Refused(addr, e)),
-            Err(_) => return Err(ConnectError::TimedOut(addr, connect_timeout)),
+        let fresh = match self.hop(addr, pid) {
+            Some(stream) => Fresh::Hop(stream),
+            None => match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    Fresh::Tcp(s)
+                }
+                Ok(Err(e)) => return Err(ConnectError::Refused(addr, e)),
+                Err(_) => return Err(ConnectError::TimedOut(addr, connect_timeout)),
+            },
         };
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ConnectError::Handshake(addr, e))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(%addr, error = %e, "connection to an instance");
-            }
-        });
+        let sender = match fresh {
+            Fresh::Hop(stream) => handshake(addr, stream).await?,
+            Fresh::Tcp(stream) => handshake(addr, stream).await?,
+        };
         Ok(Taken { sender, reused: false })
+    }
+
+    /// A connection to the hop of the instance on `addr`, if it serves one now from a listener
+    /// of its own user; else `None`, remembered for [`HOP_RETRY`].
+    fn hop(&self, addr: SocketAddr, pid: u32) -> Option<tokio::net::UnixStream> {
+        if pid == 0 {
+            return None;
+        }
+        let now = Instant::now();
+        {
+            let mut no_hop = self.no_hop.lock().unwrap_or_else(|e| e.into_inner());
+            no_hop.retain(|(_, _, until)| *until > now);
+            if no_hop.iter().any(|(a, p, _)| *a == addr && *p == pid) {
+                return None;
+            }
+        }
+        match connect_hop(addr.port(), pid) {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                tracing::trace!(%addr, pid, error = %e, "no hop: its port is used");
+                let mut no_hop = self.no_hop.lock().unwrap_or_else(|e| e.into_inner());
+                no_hop.push((addr, pid, now + HOP_RETRY));
+                None
+            }
+        }
     }
 
     /// The most recently kept connection to `addr` that can take a request now. Closed ones
@@ -151,6 +207,64 @@ impl Upstreams {
     }
 }
 
+/// Open an HTTP/1.1 client connection on `io`, driven by a task of its own.
+async fn handshake<T>(addr: SocketAddr, io: T) -> Result<Sender, ConnectError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| ConnectError::Handshake(addr, e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(%addr, error = %e, "connection to an instance");
+        }
+    });
+    Ok(sender)
+}
+
+/// Connect to the hop of the instance on loopback `port`, process `pid`, without waiting (a
+/// full backlog is an error, as no listener is): accepted only if its listener is of the
+/// instance's user.
+fn connect_hop(port: u16, pid: u32) -> std::io::Result<tokio::net::UnixStream> {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let name = hop_name(port);
+    // Node binds an abstract name as the whole of `sun_path`, the name padded with zero bytes,
+    // up to libuv 1.45; newer ones bind the name alone. Both are tried.
+    let mut padded = [0u8; 107];
+    padded[..name.len()].copy_from_slice(name.as_bytes());
+    let mut refused = None;
+    let mut connected = None;
+    for form in [name.as_bytes(), &padded[..]] {
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        match connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &UnixAddr::new_abstract(form)?) {
+            Ok(()) => {
+                connected = Some(fd);
+                break;
+            }
+            Err(e) => refused = Some(e),
+        }
+    }
+    let Some(fd) = connected else {
+        return Err(refused.map_or_else(|| std::io::Error::other("no hop"), std::io::Error::from));
+    };
+    let stream = tokio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(fd))?;
+    let theirs = stream.peer_cred()?.uid();
+    let instance = std::fs::metadata(format!("/proc/{pid}"))?.uid();
+    if theirs != instance {
+        return Err(std::io::Error::other(format!(
+            "@{name} is served by uid {theirs}, not by the instance's uid {instance}"
+        )));
+    }
+    Ok(stream)
+}
+
 /// A connection on its way back to its thread's cache once the answer's body ends.
 pub struct Return {
     pub upstreams: Arc<Upstreams>,
@@ -197,7 +311,7 @@ mod tests {
         let addr = server().await;
         let upstreams = Upstreams::new();
         let t = Duration::from_secs(5);
-        let mut first = upstreams.take(addr, t).await.unwrap();
+        let mut first = upstreams.take(addr, 0, t).await.unwrap();
         assert!(!first.reused);
         let res = first.sender.send_request(get(addr)).await.unwrap();
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
@@ -205,11 +319,11 @@ mod tests {
         upstreams.give_back(addr, first.sender);
         assert_eq!(upstreams.len(), 1);
 
-        let mut second = upstreams.take(addr, t).await.unwrap();
+        let mut second = upstreams.take(addr, 0, t).await.unwrap();
         assert!(second.reused, "the connection given back is taken again");
         assert_eq!(upstreams.len(), 0);
         // While it is out, another request opens a connection of its own.
-        let third = upstreams.take(addr, t).await.unwrap();
+        let third = upstreams.take(addr, 0, t).await.unwrap();
         assert!(!third.reused);
         let res = second.sender.send_request(get(addr)).await.unwrap();
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
@@ -248,7 +362,7 @@ mod tests {
         });
         let upstreams = Upstreams::new();
         let t = Duration::from_secs(5);
-        let mut first = upstreams.take(addr, t).await.unwrap();
+        let mut first = upstreams.take(addr, 0, t).await.unwrap();
         let res = first.sender.send_request(get(addr)).await.unwrap();
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
         // Ready for the next request, or already seen closed (then not kept at all).
@@ -257,7 +371,7 @@ mod tests {
         // The server closed it once the answer was out: taken again at most until that is seen.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let taken = upstreams.take(addr, t).await.unwrap();
+            let taken = upstreams.take(addr, 0, t).await.unwrap();
             if !taken.reused {
                 break;
             }
@@ -267,13 +381,79 @@ mod tests {
         }
     }
 
+    /// Answer every request on `listener`'s connections with `body`.
+    fn answer_with(listener: tokio::net::UnixListener, body: &'static str) {
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |_req| async move {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(
+                            Bytes::from_static(body.as_bytes()),
+                        )))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    }
+
+    /// Listen on abstract `name` (as given: the name alone, or padded).
+    fn abstract_listener(name: &[u8]) -> tokio::net::UnixListener {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name).unwrap();
+        let std = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+        std.set_nonblocking(true).unwrap();
+        tokio::net::UnixListener::from_std(std).unwrap()
+    }
+
+    async fn body_of(taken: &mut Taken, addr: SocketAddr) -> Bytes {
+        let res = taken.sender.send_request(get(addr)).await.unwrap();
+        res.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn a_new_connection_takes_the_instance_s_hop_where_it_has_one() {
+        let tcp = server().await;
+        let me = std::process::id();
+        let t = Duration::from_secs(5);
+        let upstreams = Upstreams::new();
+        // No hop: the port, and the hop is not looked for again at once.
+        let mut taken = upstreams.take(tcp, me, t).await.unwrap();
+        assert_eq!(body_of(&mut taken, tcp).await, "ok");
+        let hop = abstract_listener(hop_name(tcp.port()).as_bytes());
+        answer_with(hop, "hop");
+        let mut again = upstreams.take(tcp, me, t).await.unwrap();
+        assert_eq!(body_of(&mut again, tcp).await, "ok", "no hop for HOP_RETRY after none was found");
+        // A hop of an instance not yet asked about is taken (the name alone, or padded as
+        // older Node versions bind it).
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut padded = [0u8; 107];
+        padded[..hop_name(other.port()).len()].copy_from_slice(hop_name(other.port()).as_bytes());
+        answer_with(abstract_listener(&padded), "padded");
+        let mut taken = upstreams.take(other, me, t).await.unwrap();
+        assert_eq!(body_of(&mut taken, other).await, "padded");
+        // The same instance as another process of the same user (a new one on the same
+        // port): asked again.
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut taken = upstreams.take(tcp, child.id(), t).await.unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(body_of(&mut taken, tcp).await, "hop");
+        // Without a process to check its listener against, never.
+        let mut taken = upstreams.take(tcp, 0, t).await.unwrap();
+        assert_eq!(body_of(&mut taken, tcp).await, "ok");
+    }
+
     #[tokio::test]
     async fn a_refused_connect_names_the_address() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let upstreams = Upstreams::new();
-        let e = upstreams.take(addr, Duration::from_secs(5)).await.err().unwrap();
+        let e = upstreams.take(addr, 0, Duration::from_secs(5)).await.err().unwrap();
         assert!(matches!(e, ConnectError::Refused(..)), "{e}");
         assert!(e.to_string().contains(&addr.to_string()), "{e}");
     }

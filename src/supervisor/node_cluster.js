@@ -9,6 +9,10 @@
 //   channel: it asks the daemon for that port over the channel, and listens on the socket the
 //   daemon sends back (bound once for every instance, as the app's own ports are); if the
 //   daemon cannot share it, the app binds it itself, as without herder;
+// - behind herder's http balancer (HERDER_HOP_PORT, the instance's loopback port): a server
+//   that listens on that port serves the instance's hop too, the abstract Unix socket
+//   `herder-hop-<port>` the balancer reaches it on at less cost than loopback TCP; its
+//   connections look to the app as loopback ones do, and close with the server;
 // - the stop signal (SIGTERM or SIGINT), when the app has no handler of its own, stops
 //   accepting, answers the requests under way with `Connection: close`, and lets the process
 //   end by that signal once its connections are done.
@@ -32,7 +36,8 @@
   // too, but to this one, not to herder.
   const ask = env.HERDER_LISTEN_ASK === '1' && typeof process.send === 'function';
   delete env.HERDER_LISTEN_ASK;
-  if (!fdOf.size && !ask) return;
+  const hopPort = Number(env.HERDER_HOP_PORT) || 0;
+  if (!fdOf.size && !ask && !hopPort) return;
 
   const net = require('net');
   const servers = new Set();
@@ -64,6 +69,11 @@
     const callback = args.find((a) => typeof a === 'function');
     const options = args[0] !== null && typeof args[0] === 'object' ? args[0] : {};
     if (fd !== undefined) return serve(this, { fd, backlog: options.backlog }, callback);
+    if (port && port === hopPort) {
+      const result = listen.apply(this, args);
+      hop(this);
+      return result;
+    }
     const host = hostOf(args);
     if (port && ask && (host === undefined || net.isIP(host))) {
       askFor(this, port, host, args, callback);
@@ -94,6 +104,45 @@
       if (stopping && !res.headersSent) res.setHeader('Connection', 'close');
     });
     return listen.call(server, target, callback);
+  }
+
+  // The hop of a server on the instance's loopback port: once the port listens, the same
+  // server takes the connections of `herder-hop-<port>` too. If that socket cannot be opened
+  // (an older Node, the name taken), the balancer uses the port.
+  const hopped = new WeakSet();
+  function hop(server) {
+    if (hopped.has(server)) return;
+    hopped.add(server);
+    const open = () => {
+      const unix = net.createServer((socket) => {
+        for (const [key, value] of [
+          ['remoteAddress', '127.0.0.1'],
+          ['remoteFamily', 'IPv4'],
+          ['localAddress', '127.0.0.1'],
+          ['localPort', hopPort],
+        ]) {
+          Object.defineProperty(socket, key, { value, configurable: true });
+        }
+        // Counted as the server's own, so that its close waits for them as for the others.
+        server._connections += 1;
+        socket.once('close', () => {
+          server._connections -= 1;
+          if (typeof server._emitCloseIfDrained === 'function') server._emitCloseIfDrained();
+        });
+        server.emit('connection', socket);
+      });
+      unix.on('error', () => {});
+      unix.unref();
+      listen.call(unix, '\0herder-hop-' + hopPort);
+      const close = server.close;
+      server.close = function herderClose(...args) {
+        unix.close();
+        return close.apply(this, args);
+      };
+      server.once('close', () => unix.close());
+    };
+    if (server.listening) open();
+    else server.once('listening', open);
   }
 
   // Listen requests waiting for the daemon's answer, by port, in the order they were sent

@@ -12,6 +12,7 @@ use super::Context;
 use crate::logs::{self, Sink, Stream};
 use crate::process::fork::{self, CgroupTarget, Plan};
 use crate::process::tree;
+use crate::protocol::spec::BalancerMode;
 use crate::protocol::{AppSpec, ExitReason};
 
 /// Variables of socket activation: set for an instance that inherits listening sockets, never
@@ -163,9 +164,12 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
     let listen_fds = sockets.len().to_string();
     let listen_names = sockets.iter().map(|s| s.name).collect::<Vec<_>>().join(":");
     let listen_ports = sockets.iter().map(|s| s.port.to_string()).collect::<Vec<_>>().join(":");
+    // Behind an http balancer, the instance's loopback port: the preload serves its hop too,
+    // an abstract Unix socket the balancer reaches it on more cheaply (`balancer::upstream`).
+    let hop = spec.balancer.as_ref().filter(|b| b.mode == BalancerMode::Http).and(port.as_deref());
     // Node processes anywhere in the app's tree (`node`, `npm start`, a script with a node
     // shebang) load the preload, which makes their `listen(port)` use these sockets.
-    let node_options = if sockets.is_empty() && !ask {
+    let node_options = if sockets.is_empty() && !ask && hop.is_none() {
         None
     } else {
         let preload =
@@ -190,6 +194,9 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
         extra.push(("NODE_OPTIONS", options.as_str()));
         if ask {
             extra.push(("HERDER_LISTEN_ASK", "1"));
+        }
+        if let Some(port) = hop {
+            extra.push(("HERDER_HOP_PORT", port));
         }
     }
     let ipc_fd = (3 + sockets.len()).to_string();

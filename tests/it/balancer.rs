@@ -95,6 +95,8 @@ const server = http.createServer((req, res) => {
     xff: req.headers['x-forwarded-for'] || null, real: req.headers['x-real-ip'] || null,
     proto: req.headers['x-forwarded-proto'] || null, fhost: req.headers['x-forwarded-host'] || null,
     version: req.httpVersion,
+    via: req.socket._handle ? req.socket._handle.constructor.name : null,
+    remote: req.socket.remoteAddress || null,
   }));
 });
 server.on('upgrade', (req, socket) => {
@@ -416,6 +418,82 @@ fn server_sent_events_reach_the_client_as_written_for_a_minute() {
     let _ = s.read_to_end(&mut text);
     let text = String::from_utf8_lossy(&text);
     assert!(text.contains("first") && !text.contains("last"), "{text}");
+}
+
+/// Whether an abstract Unix socket `name` listens now (the name alone, or padded with zero
+/// bytes to the whole address, shown as `@`, as older Node versions bind it).
+fn abstract_listens(name: &str) -> bool {
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let name = format!("@{name}");
+    table.lines().any(|l| l.split_whitespace().last().is_some_and(|n| n.trim_end_matches('@') == name))
+}
+
+#[test]
+fn node_instances_are_reached_over_their_hop_and_other_instances_on_their_port() {
+    let h = TestHome::new();
+    let port = start(&h, 2, "");
+    wait_backends(&h);
+    let ports: Vec<u16> = h.app("web").instances.iter().filter_map(|i| i.port).collect();
+    assert_eq!(ports.len(), 2);
+    wait_for("each instance to serve its hop", T, || {
+        ports.iter().all(|p| abstract_listens(&format!("herder-hop-{p}"))).then_some(())
+    });
+    let mut seen = BTreeSet::new();
+    for _ in 0..10 {
+        let a = get(port, "/");
+        assert_eq!(a.status, 200, "{}", a.body);
+        let j = a.json();
+        assert_eq!(j["via"], "Pipe", "a Node instance is reached over its Unix socket: {j}");
+        // To the app, the balancer is a loopback client, as over TCP.
+        assert_eq!(j["remote"], "127.0.0.1", "{j}");
+        assert_eq!(j["xff"], "127.0.0.1", "{j}");
+        seen.insert(a.instance());
+    }
+    assert_eq!(seen.len(), 2, "both instances answered: {seen:?}");
+    // Each hop closes with its instance, and the new instance serves its own.
+    h.ok(&["restart", "web"]);
+    wait_backends(&h);
+    let ports: Vec<u16> = h.app("web").instances.iter().filter_map(|i| i.port).collect();
+    wait_for("the new instances' hops", T, || {
+        ports.iter().all(|p| abstract_listens(&format!("herder-hop-{p}"))).then_some(())
+    });
+    for _ in 0..4 {
+        let a = get(port, "/");
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.json()["via"], "Pipe");
+    }
+
+    // An app that is not Node (no hop) is reached on its port.
+    let other = TestHome::new();
+    let public = free_port();
+    other.write(
+        "app.py",
+        "import http.server, os\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_GET(self):\n\
+         \x20       body = os.environ['PORT'].encode()\n\
+         \x20       self.send_response(200)\n\
+         \x20       self.send_header('content-length', str(len(body)))\n\
+         \x20       self.end_headers()\n\
+         \x20       self.wfile.write(body)\n\
+         http.server.HTTPServer(('127.0.0.1', int(os.environ['PORT'])), H).serve_forever()\n",
+    );
+    let file = other.write(
+        "herder.toml",
+        &format!(
+            "[[apps]]\nname = \"web\"\nscript = \"app.py\"\ninterpreter = \"python3\"\ninstances = 2\n\n[apps.balancer]\nlisten = {public}\n"
+        ),
+    );
+    other.ok(&["start", file.to_str().unwrap()]);
+    wait_backends(&other);
+    let ports: BTreeSet<String> =
+        other.app("web").instances.iter().filter_map(|i| i.port).map(|p| p.to_string()).collect();
+    for _ in 0..4 {
+        let a = get(public, "/");
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert!(ports.contains(&a.body), "{} not among {ports:?}", a.body);
+    }
+    assert!(ports.iter().all(|p| !abstract_listens(&format!("herder-hop-{p}"))));
 }
 
 #[test]
