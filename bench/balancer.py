@@ -14,8 +14,8 @@ Part `http`, runners interleaved round by round (the order rotates each round):
             daemon listens on the public port and passes every request to an instance on its
             own loopback port ($PORT), over a pool of keep-alive connections;
   nginx-1w, nginx-2w: nginx in the foreground (`daemon off`) with 1 and 2 worker processes, an
-            `upstream` of two `node cluster_server.js` started by this script (`keepalive 64`),
-            `proxy_http_version 1.1`, `proxy_set_header Connection ""`, `proxy_buffering off`,
+            `upstream` of two `node cluster_server.js` of its own, started by this script
+            (`keepalive 64`), `proxy_http_version 1.1`, `proxy_set_header Connection ""`, `proxy_buffering off`,
             `access_log off`, `keepalive_requests` raised (client and upstream side) so that
             neither side closes a connection every 1000 requests (the default);
   nginx-2w-fwd: nginx-2w, also setting the headers herder's http mode gives its instances
@@ -170,7 +170,7 @@ class HerderBalancer:
         self.stats = tool.ws.path("stats", "%s-%s" % (tool.name, app), "x")[:-2]
         toml = ('[[apps]]\nname = "%s"\nscript = "%s"\ninstances = %d\nenv = { STATS_DIR = "%s" }\n\n'
                 '[apps.balancer]\nlisten = %s\nmode = "%s"\nstrategy = "%s"\n')
-        self.config = tool.ws.path("%s.toml" % app)
+        self.config = tool.ws.path("%s-%s.toml" % (tool.name, app))
         with open(self.config, "w") as f:
             f.write(toml % (app, SERVER, instances, self.stats, self.port, mode, strategy))
         self.config_text = toml % (app, "bench/fixtures/cluster_server.js", instances, "<tmp>", "<port>",
@@ -322,9 +322,9 @@ class Nginx(ProcRunner):
         return (head + "http {\n  access_log off;\n  keepalive_requests 1000000;\n" + temps +
                 "  upstream backends {\n" + servers + "    keepalive 64;\n    keepalive_requests 1000000;\n  }\n"
                 "  server {\n    listen 127.0.0.1:%d;\n    location / {\n      proxy_pass http://backends;\n"
-                "      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n" +
+                "      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n" % self.port +
                 (FORWARDED if self.forwarded else "") +
-                "      proxy_buffering off;\n    }\n  }\n}\n" % self.port)
+                "      proxy_buffering off;\n    }\n  }\n}\n")
 
     def argv(self):
         return [self.nginx, "-p", self.prefix, "-e", self.error_log, "-c", self.conf]
@@ -476,11 +476,11 @@ def start_all(runners):
         c.log("%s: serving port %d (%s)" % (r.name, r.port, r.command))
 
 
-def backends_for(ws, n):
+def backends_for(ws, n, owner="backend"):
     """n node servers started by this script, for nginx and socat."""
     out = []
     for i in range(n):
-        d = DirectRunner(ws, "backend-%d" % i)
+        d = DirectRunner(ws, "%s-backend-%d" % (owner, i))
         d.start()
         out.append(d)
     return out
@@ -504,10 +504,11 @@ def http_part(args, wrk, ws, herder, pm2, nginx, before=None):
         runners.append(HerderBalancer(before, "web", "http", args.instances, args.strategy, "herder-before"))
     backends = []
     if nginx:
-        backends = backends_for(ws, args.instances)
-        for w in (1, 2):
-            runners.append(Nginx(ws, nginx, "nginx-%dw" % w, w, backends))
-        runners.append(Nginx(ws, nginx, "nginx-2w-fwd", 2, backends, forwarded=True))
+        # Each nginx has node servers of its own, as each herder has its instances.
+        for name, workers, forwarded in (("nginx-1w", 1, False), ("nginx-2w", 2, False), ("nginx-2w-fwd", 2, True)):
+            own = backends_for(ws, args.instances, name)
+            backends += own
+            runners.append(Nginx(ws, nginx, name, workers, own, forwarded=forwarded))
     if pm2:
         runners.append(Pm2Cluster(pm2, args.instances))
     start_all(runners)
@@ -534,7 +535,7 @@ def http_part(args, wrk, ws, herder, pm2, nginx, before=None):
     for r in runners + backends:
         r.stop()
     return {"runners": {r.name: r.command for r in runners}, "configs": extra,
-            "backends": "2 x PORT=<port> node bench/fixtures/cluster_server.js (for nginx)" if backends else None,
+            "backends": "2 x PORT=<port> node bench/fixtures/cluster_server.js for each nginx" if backends else None,
             "wrk": wrk_display(wrk.cmd("<port>", args.duration)),
             "summary": summ, "ratios": ratios, "targets": targets, "per_round": per_round}
 
