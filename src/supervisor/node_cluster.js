@@ -115,6 +115,12 @@
     hopped.add(server);
     const open = () => {
       const unix = net.createServer((socket) => {
+        // As the server's own connections: refused past its `maxConnections`, and counted, so
+        // that its close waits for them as for the others.
+        if (server.maxConnections && server._connections >= server.maxConnections) {
+          socket.destroy();
+          return;
+        }
         for (const [key, value] of [
           ['remoteAddress', '127.0.0.1'],
           ['remoteFamily', 'IPv4'],
@@ -123,7 +129,6 @@
         ]) {
           Object.defineProperty(socket, key, { value, configurable: true });
         }
-        // Counted as the server's own, so that its close waits for them as for the others.
         server._connections += 1;
         socket.once('close', () => {
           server._connections -= 1;
@@ -134,8 +139,13 @@
       unix.on('error', () => {});
       unix.unref();
       listen.call(unix, '\0herder-hop-' + hopPort);
+      // Closed with the server; a server that listens again on the port serves a new one.
+      const own = Object.prototype.hasOwnProperty.call(server, 'close');
       const close = server.close;
       server.close = function herderClose(...args) {
+        if (own) server.close = close;
+        else delete server.close;
+        hopped.delete(server);
         unix.close();
         return close.apply(this, args);
       };

@@ -496,6 +496,69 @@ fn node_instances_are_reached_over_their_hop_and_other_instances_on_their_port()
     assert!(ports.iter().all(|p| !abstract_listens(&format!("herder-hop-{p}"))));
 }
 
+/// The preload's hop on its own (node with the preload, no daemon): a server on the port also
+/// serves the hop; closed, it serves neither; listening again, both; past `maxConnections`, hop
+/// connections are refused as the port's are.
+#[test]
+fn the_hop_closes_with_its_server_serves_again_and_counts_towards_max_connections() {
+    let h = TestHome::new();
+    let script = h.write("hop.js", HOP_SCRIPT);
+    let preload = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/supervisor/node_cluster.js");
+    let out = std::process::Command::new("timeout")
+        .args(["20", "node", "--require"])
+        .arg(&preload)
+        .arg(&script)
+        .env("HERDER_HOP_PORT", free_port().to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "first: Pipe 127.0.0.1", "{text}");
+    assert_eq!(lines[1], "closed; hop now: ECONNREFUSED", "{text}");
+    assert_eq!(lines[2], "again: Pipe 127.0.0.1", "{text}");
+    assert!(!lines[3].contains("Pipe"), "a hop connection past maxConnections was served: {text}");
+}
+
+/// For the test above: one request over the hop, then close, listen again, and go past
+/// `maxConnections` (printing what each step saw).
+const HOP_SCRIPT: &str = r#"
+const http = require('http');
+const net = require('net');
+const port = Number(process.env.HERDER_HOP_PORT);
+// One request over the hop: its answer's body, or the error's code.
+const get = () => new Promise((resolve) => {
+  const c = net.connect('\0herder-hop-' + port);
+  let d = '';
+  c.on('error', (e) => resolve(e.code));
+  c.on('connect', () => c.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'));
+  c.on('data', (b) => { d += b; });
+  c.on('end', () => resolve(d.split('\r\n\r\n')[1] || 'closed'));
+});
+// After the listening handlers (the preload's opens the hop in one).
+const settled = () => new Promise((r) => setImmediate(r));
+const server = http.createServer((req, res) =>
+  res.end(`${req.socket._handle.constructor.name} ${req.socket.remoteAddress}`));
+server.listen(port, async () => {
+  await settled();
+  console.log('first:', await get());
+  server.close(async () => {
+    console.log('closed; hop now:', await get());
+    server.listen(port, async () => {
+      await settled();
+      console.log('again:', await get());
+      server.maxConnections = 1;
+      server.once('connection', async () => {
+        console.log('over max:', await get());
+        held.destroy();
+        server.close();
+      });
+      const held = net.connect(port);
+    });
+  });
+});
+"#;
+
 #[test]
 fn websocket_upgrades_pass_through() {
     let h = TestHome::new();
