@@ -15,9 +15,10 @@ Part `http`, runners interleaved round by round (the order rotates each round):
             own loopback port ($PORT), over a pool of keep-alive connections;
   nginx-1w, nginx-2w: nginx in the foreground (`daemon off`) with 1 and 2 worker processes, an
             `upstream` of two `node cluster_server.js` of its own, started by this script
-            (`keepalive 64`), `proxy_http_version 1.1`, `proxy_set_header Connection ""`, `proxy_buffering off`,
-            `access_log off`, `keepalive_requests` raised (client and upstream side) so that
-            neither side closes a connection every 1000 requests (the default);
+            (`keepalive 64`), `proxy_http_version 1.1`, `proxy_set_header Connection ""`,
+            `proxy_buffering off`, `access_log off`, `keepalive_requests` raised (client and
+            upstream side) so that neither side closes a connection every 1000 requests (the
+            default);
   nginx-2w-fwd: nginx-2w, also setting the headers herder's http mode gives its instances
             (`Host`, `X-Real-IP`, `X-Forwarded-For`, `-Proto`, `-Host`), as a deployment
             guide's block does: the same work on each request;
@@ -505,10 +506,10 @@ def http_part(args, wrk, ws, herder, pm2, nginx, before=None):
     backends = []
     if nginx:
         # Each nginx has node servers of its own, as each herder has its instances.
-        for name, workers, forwarded in (("nginx-1w", 1, False), ("nginx-2w", 2, False), ("nginx-2w-fwd", 2, True)):
+        for name, workers, fwd in (("nginx-1w", 1, False), ("nginx-2w", 2, False), ("nginx-2w-fwd", 2, True)):
             own = backends_for(ws, args.instances, name)
             backends += own
-            runners.append(Nginx(ws, nginx, name, workers, own, forwarded=forwarded))
+            runners.append(Nginx(ws, nginx, name, workers, own, forwarded=fwd))
     if pm2:
         runners.append(Pm2Cluster(pm2, args.instances))
     start_all(runners)
