@@ -918,6 +918,10 @@ fn a_balancer_resolves_its_address_mode_and_backend_ports() {
     assert_eq!((b.weights, b.backup), (vec![3, 2, 1], vec![2]));
     assert_eq!((b.fail_timeout_ms, b.stream_idle_timeout_ms, b.max_fails), (30_000, 86_400_000, 1));
     assert!(spec.sockets.is_empty(), "the instances listen on ports of their own");
+    assert!(b.unix_hop, "Node instances are reached over their hop unless told otherwise");
+    let spec =
+        f.load_one("[[apps]]\nscript = \"app.js\"\n[apps.balancer]\nlisten = 8080\nunix_hop = false\n");
+    assert!(!spec.balancer.expect("a balancer").unix_hop);
 
     // The app's port is the public one: the instances get free ports.
     let spec = f.load_one("[[apps]]\nscript = \"app.js\"\nport = 3000\n[apps.balancer]\nmode = \"tcp\"\n");
@@ -944,6 +948,7 @@ fn balancer_mistakes_name_the_key_and_line() {
         ("[apps.balancer]\nlisten = 80\nmode = \"socket\"\nstrategy = \"ip_hash\"\n", 7, "balances nothing"),
         ("[apps.balancer]\nlisten = 80\nmode = \"tcp\"\nstrategy = \"ip_hash\"\n", 7, "needs HTTP"),
         ("[apps.balancer]\nlisten = 80\nweights = [1, 0]\n", 6, "a weight of 0"),
+        ("[apps.balancer]\nlisten = 80\nunix_hop = \"no\"\n", 6, "unix_hop"),
         (
             "[apps.balancer]\nlisten = 80\n[apps.balancer.tls]\ncert = \"c.pem\"\n",
             6,

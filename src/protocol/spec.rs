@@ -201,6 +201,18 @@ pub struct BalancerSpec {
     /// Write a JSON line per request to the app's access log.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub access_log: bool,
+    /// In `http` mode, reach Node instances over their Unix socket (the hop) where they serve
+    /// one (`unix_hop`; on unless set to false); off: always over their loopback port.
+    #[serde(default = "on", skip_serializing_if = "is_on")]
+    pub unix_hop: bool,
+}
+
+fn on() -> bool {
+    true
+}
+
+fn is_on(b: &bool) -> bool {
+    *b
 }
 
 impl BalancerSpec {
@@ -224,6 +236,7 @@ impl BalancerSpec {
             trust_forwarded: false,
             tls: None,
             access_log: false,
+            unix_hop: true,
         }
     }
 

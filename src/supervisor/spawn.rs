@@ -166,7 +166,8 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
     let listen_ports = sockets.iter().map(|s| s.port.to_string()).collect::<Vec<_>>().join(":");
     // Behind an http balancer, the instance's loopback port: the preload serves its hop too,
     // an abstract Unix socket the balancer reaches it on more cheaply (`balancer::upstream`).
-    let hop = spec.balancer.as_ref().filter(|b| b.mode == BalancerMode::Http).and(port.as_deref());
+    let hop =
+        spec.balancer.as_ref().filter(|b| b.mode == BalancerMode::Http && b.unix_hop).and(port.as_deref());
     // Node processes anywhere in the app's tree (`node`, `npm start`, a script with a node
     // shebang) load the preload, which makes their `listen(port)` use these sockets.
     let node_options = if sockets.is_empty() && !ask && hop.is_none() {

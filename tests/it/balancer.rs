@@ -494,6 +494,18 @@ fn node_instances_are_reached_over_their_hop_and_other_instances_on_their_port()
         assert!(ports.contains(&a.body), "{} not among {ports:?}", a.body);
     }
     assert!(ports.iter().all(|p| !abstract_listens(&format!("herder-hop-{p}"))));
+
+    // `unix_hop = false`: a Node app on its port only.
+    let off = TestHome::new();
+    let public = start(&off, 2, "unix_hop = false");
+    wait_backends(&off);
+    for _ in 0..4 {
+        let a = get(public, "/");
+        assert_eq!(a.status, 200, "{}", a.body);
+        assert_eq!(a.json()["via"], "TCP", "{}", a.body);
+    }
+    let ports: Vec<u16> = off.app("web").instances.iter().filter_map(|i| i.port).collect();
+    assert!(ports.iter().all(|p| !abstract_listens(&format!("herder-hop-{p}"))));
 }
 
 /// The preload's hop on its own (node with the preload, no daemon): a server on the port also

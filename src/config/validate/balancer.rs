@@ -25,6 +25,7 @@ const KEYS: &[&str] = &[
     "drain_timeout",
     "trust_forwarded",
     "access_log",
+    "unix_hop",
     "tls",
 ];
 
@@ -120,6 +121,7 @@ impl AppCx<'_, '_> {
                 }
                 "trust_forwarded" => spec.trust_forwarded = self.bool(&k, v).unwrap_or(false),
                 "access_log" => spec.access_log = self.bool(&k, v).unwrap_or(false),
+                "unix_hop" => spec.unix_hop = self.bool(&k, v).unwrap_or(true),
                 "tls" => spec.tls = self.tls(&k, v),
                 other => {
                     let msg = format!("unknown key `{other}` in `{key}` of app {}", self.label);
