@@ -455,7 +455,7 @@ impl Proxy {
             };
             let Taken { mut sender, reused } = match self
                 .upstreams
-                .take(chosen.addr, if spec.unix_hop { chosen.pid } else { 0 }, connect_timeout)
+                .take(chosen.addr, spec.unix_hop.then_some(chosen.pid), connect_timeout)
                 .await
             {
                 Ok(t) => t,

@@ -68,12 +68,6 @@ pub struct Taken {
     pub reused: bool,
 }
 
-/// A new connection to an instance: over its hop, or its loopback port.
-enum Fresh {
-    Hop(tokio::net::UnixStream),
-    Tcp(tokio::net::TcpStream),
-}
-
 /// Why no connection to an instance could be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -103,37 +97,35 @@ impl Upstreams {
         upstreams
     }
 
-    /// A connection to the instance on `addr` (process `pid`) that can take a request: the one
-    /// last given back, else a new one (within `connect_timeout`), over its hop where it has one.
+    /// A connection to the instance on `addr` that can take a request: the one last given
+    /// back, else a new one (within `connect_timeout`), over the hop of process `hop` where it
+    /// serves one (`None`: on its port only).
     pub async fn take(
         &self,
         addr: SocketAddr,
-        pid: u32,
+        hop: Option<u32>,
         connect_timeout: Duration,
     ) -> Result<Taken, ConnectError> {
         if let Some(sender) = self.kept(addr) {
             return Ok(Taken { sender, reused: true });
         }
-        let fresh = match self.hop(addr, pid) {
-            Some(stream) => Fresh::Hop(stream),
+        let sender = match hop.and_then(|pid| self.hop(addr, pid)) {
+            Some(stream) => handshake(addr, stream).await?,
             None => match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    Fresh::Tcp(s)
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    handshake(addr, stream).await?
                 }
                 Ok(Err(e)) => return Err(ConnectError::Refused(addr, e)),
                 Err(_) => return Err(ConnectError::TimedOut(addr, connect_timeout)),
             },
         };
-        let sender = match fresh {
-            Fresh::Hop(stream) => handshake(addr, stream).await?,
-            Fresh::Tcp(stream) => handshake(addr, stream).await?,
-        };
         Ok(Taken { sender, reused: false })
     }
 
-    /// A connection to the hop of the instance on `addr`, if it serves one now from a listener
-    /// of its own user; else `None`, remembered for [`HOP_RETRY`].
+    /// A connection to the hop of the instance on `addr`, process `pid` (0: not known), if it
+    /// serves one now from a listener of its own user; else `None`, remembered for
+    /// [`HOP_RETRY`].
     fn hop(&self, addr: SocketAddr, pid: u32) -> Option<tokio::net::UnixStream> {
         if pid == 0 {
             return None;
@@ -311,7 +303,7 @@ mod tests {
         let addr = server().await;
         let upstreams = Upstreams::new();
         let t = Duration::from_secs(5);
-        let mut first = upstreams.take(addr, 0, t).await.unwrap();
+        let mut first = upstreams.take(addr, None, t).await.unwrap();
         assert!(!first.reused);
         let res = first.sender.send_request(get(addr)).await.unwrap();
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
@@ -319,11 +311,11 @@ mod tests {
         upstreams.give_back(addr, first.sender);
         assert_eq!(upstreams.len(), 1);
 
-        let mut second = upstreams.take(addr, 0, t).await.unwrap();
+        let mut second = upstreams.take(addr, None, t).await.unwrap();
         assert!(second.reused, "the connection given back is taken again");
         assert_eq!(upstreams.len(), 0);
         // While it is out, another request opens a connection of its own.
-        let third = upstreams.take(addr, 0, t).await.unwrap();
+        let third = upstreams.take(addr, None, t).await.unwrap();
         assert!(!third.reused);
         let res = second.sender.send_request(get(addr)).await.unwrap();
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
@@ -362,7 +354,7 @@ mod tests {
         });
         let upstreams = Upstreams::new();
         let t = Duration::from_secs(5);
-        let mut first = upstreams.take(addr, 0, t).await.unwrap();
+        let mut first = upstreams.take(addr, None, t).await.unwrap();
         let res = first.sender.send_request(get(addr)).await.unwrap();
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
         // Ready for the next request, or already seen closed (then not kept at all).
@@ -371,7 +363,7 @@ mod tests {
         // The server closed it once the answer was out: taken again at most until that is seen.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let taken = upstreams.take(addr, 0, t).await.unwrap();
+            let taken = upstreams.take(addr, None, t).await.unwrap();
             if !taken.reused {
                 break;
             }
@@ -421,11 +413,11 @@ mod tests {
         let t = Duration::from_secs(5);
         let upstreams = Upstreams::new();
         // No hop: the port, and the hop is not looked for again at once.
-        let mut taken = upstreams.take(tcp, me, t).await.unwrap();
+        let mut taken = upstreams.take(tcp, Some(me), t).await.unwrap();
         assert_eq!(body_of(&mut taken, tcp).await, "ok");
         let hop = abstract_listener(hop_name(tcp.port()).as_bytes());
         answer_with(hop, "hop");
-        let mut again = upstreams.take(tcp, me, t).await.unwrap();
+        let mut again = upstreams.take(tcp, Some(me), t).await.unwrap();
         assert_eq!(body_of(&mut again, tcp).await, "ok", "no hop for HOP_RETRY after none was found");
         // A hop of an instance not yet asked about is taken (the name alone, or padded as
         // older Node versions bind it).
@@ -433,17 +425,20 @@ mod tests {
         let mut padded = [0u8; 107];
         padded[..hop_name(other.port()).len()].copy_from_slice(hop_name(other.port()).as_bytes());
         answer_with(abstract_listener(&padded), "padded");
-        let mut taken = upstreams.take(other, me, t).await.unwrap();
+        let mut taken = upstreams.take(other, Some(me), t).await.unwrap();
         assert_eq!(body_of(&mut taken, other).await, "padded");
         // The same instance as another process of the same user (a new one on the same
         // port): asked again.
         let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        let mut taken = upstreams.take(tcp, child.id(), t).await.unwrap();
+        let mut taken = upstreams.take(tcp, Some(child.id()), t).await.unwrap();
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(body_of(&mut taken, tcp).await, "hop");
         // Without a process to check its listener against, never.
-        let mut taken = upstreams.take(tcp, 0, t).await.unwrap();
+        let mut taken = upstreams.take(tcp, Some(0), t).await.unwrap();
+        assert_eq!(body_of(&mut taken, tcp).await, "ok");
+        // Nor when the hop is not asked for (`unix_hop = false`).
+        let mut taken = upstreams.take(tcp, None, t).await.unwrap();
         assert_eq!(body_of(&mut taken, tcp).await, "ok");
     }
 
@@ -453,7 +448,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         drop(listener);
         let upstreams = Upstreams::new();
-        let e = upstreams.take(addr, 0, Duration::from_secs(5)).await.err().unwrap();
+        let e = upstreams.take(addr, None, Duration::from_secs(5)).await.err().unwrap();
         assert!(matches!(e, ConnectError::Refused(..)), "{e}");
         assert!(e.to_string().contains(&addr.to_string()), "{e}");
     }
