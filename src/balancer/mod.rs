@@ -92,6 +92,8 @@ pub struct Balancer {
     /// connection is accepted once it has counted the connections to hand over.
     accepting: AtomicUsize,
     pub stats: Stats,
+    /// The client connections each of the http mode's threads serves (none in tcp mode).
+    pub threads: Mutex<Vec<Arc<AtomicUsize>>>,
     epoch: Instant,
     pub tls: Option<tls::Certs>,
     /// The access log, when `access_log` is on.
@@ -177,6 +179,7 @@ impl Balancer {
             handed: Mutex::default(),
             accepting: AtomicUsize::new(0),
             stats: Stats::default(),
+            threads: Mutex::default(),
             epoch: Instant::now(),
             tls,
             access,
@@ -344,6 +347,9 @@ impl Balancer {
             },
             strategy: spec.strategy.to_string(),
             connections: self.stats.connections.load(Ordering::Relaxed),
+            threads: (self.threads.lock().unwrap_or_else(|e| e.into_inner()).iter())
+                .map(|open| open.load(Ordering::Relaxed).min(i64::MAX as usize) as i64)
+                .collect(),
             retries: load(&self.stats.retries),
             unavailable: load(&self.stats.unavailable),
             bad_gateway: load(&self.stats.bad_gateway),

@@ -369,7 +369,14 @@ pub fn show(app: &AppInfo) -> String {
         kv("", String::new());
         kv("balancer", SECTION.into());
         kv("listen", format!("{} ({}, {})", b.listen, b.mode, b.strategy));
-        kv("connections", b.connections.to_string());
+        let threads = match b.threads.len() {
+            0 | 1 => String::new(),
+            n => {
+                let each: Vec<String> = b.threads.iter().map(|c| c.to_string()).collect();
+                format!(" ({} over {n} threads)", each.join(" + "))
+            }
+        };
+        kv("connections", format!("{}{threads}", b.connections));
         let requests: u64 = b.latency_counts.last().copied().unwrap_or(0);
         let mean = if requests > 0 { b.latency_sum_s / requests as f64 * 1000.0 } else { 0.0 };
         kv("requests", format!("{requests} (mean {mean:.2} ms to the answer's headers)"));

@@ -798,6 +798,9 @@ pub struct BalancerView {
     pub strategy: String,
     /// Client connections open now.
     pub connections: i64,
+    /// The connections each of its threads serves (http mode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<i64>,
     /// Requests sent again to another instance, and the balancer's own answers (no instance
     /// ready: 503; broken: 502; timed out: 504).
     pub retries: u64,

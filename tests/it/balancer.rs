@@ -723,6 +723,58 @@ fn keep_alive(conn: &mut Option<BufReader<TcpStream>>, port: u16) -> Result<Answ
     }
 }
 
+/// The connections each balancer thread serves, from `show`'s "connections" line
+/// ("16 (8 + 8 over 2 threads)"; a single thread is not broken down).
+fn thread_connections(h: &TestHome) -> Vec<u64> {
+    let show = h.ok(&["show", "web"]);
+    let line =
+        show.lines().find(|l| l.trim_start().starts_with("connections")).unwrap_or_else(|| panic!("{show}"));
+    let numbers = |s: &str| -> Vec<u64> {
+        s.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok()).collect()
+    };
+    match line.split_once('(') {
+        Some((_, each)) => numbers(each.split(" over ").next().unwrap()),
+        None => numbers(line),
+    }
+}
+
+#[test]
+fn connections_are_spread_evenly_over_the_balancer_threads() {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
+    let h = TestHome::new();
+    let port = start(&h, 2, "mode = \"http\"");
+    wait_backends(&h);
+    // A burst, as a load generator or a browser opens them: all connected before the first
+    // request, so that the thread woken first finds them all waiting to be accepted.
+    let mut open: Vec<Option<BufReader<TcpStream>>> = (0..16)
+        .map(|_| {
+            let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            Some(BufReader::new(s))
+        })
+        .collect();
+    for conn in &mut open {
+        assert_eq!(keep_alive(conn, port).unwrap().status, 200);
+        assert!(conn.is_some(), "kept alive");
+    }
+    let each = thread_connections(&h);
+    assert_eq!(each.iter().sum::<u64>(), 16, "{each:?}");
+    assert_eq!(each.len(), if threads > 1 { threads } else { 1 }, "{each:?}");
+    let (least, most) = (each.iter().min().unwrap(), each.iter().max().unwrap());
+    assert!(most - least <= 1, "16 connections over {threads} threads: {each:?}");
+    // Each carries on where it was placed, and every count goes back to zero once they close.
+    for conn in &mut open {
+        assert_eq!(keep_alive(conn, port).unwrap().status, 200);
+        assert!(conn.is_some(), "kept alive");
+    }
+    assert_eq!(thread_connections(&h).iter().sum::<u64>(), 16);
+    drop(open);
+    wait_for("every thread's connections to close", T, || {
+        let each = thread_connections(&h);
+        each.iter().all(|n| *n == 0).then_some(())
+    });
+}
+
 #[test]
 fn request_and_answer_bodies_stream_both_ways_and_the_connection_carries_on() {
     let h = TestHome::new();
