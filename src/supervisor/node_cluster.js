@@ -139,17 +139,29 @@
       unix.on('error', () => {});
       unix.unref();
       listen.call(unix, '\0herder-hop-' + hopPort);
-      // Closed with the server; a server that listens again on the port serves a new one.
+      // Closed with the server, by its `close` or (a close that went around it, such as
+      // net.Server.prototype.close) once it has closed; a server that listens again on the
+      // port serves a new one.
       const own = Object.prototype.hasOwnProperty.call(server, 'close');
       const close = server.close;
-      server.close = function herderClose(...args) {
-        if (own) server.close = close;
-        else delete server.close;
+      let shut = false;
+      const closeHop = () => {
+        if (shut) return;
+        shut = true;
+        if (server.close === herderClose) {
+          if (own) server.close = close;
+          else delete server.close;
+        }
+        server.removeListener('close', closeHop);
         hopped.delete(server);
         unix.close();
-        return close.apply(this, args);
       };
-      server.once('close', () => unix.close());
+      function herderClose(...args) {
+        closeHop();
+        return close.apply(this, args);
+      }
+      server.close = herderClose;
+      server.once('close', closeHop);
     };
     if (server.listening) open();
     else server.once('listening', open);

@@ -510,7 +510,8 @@ fn node_instances_are_reached_over_their_hop_and_other_instances_on_their_port()
 
 /// The preload's hop on its own (node with the preload, no daemon): a server on the port also
 /// serves the hop; closed, it serves neither; listening again, both; past `maxConnections`, hop
-/// connections are refused as the port's are.
+/// connections are refused as the port's are; closed by `net.Server.prototype.close` (around
+/// the server's own `close`), the hop closes too and opens again with the next listen.
 #[test]
 fn the_hop_closes_with_its_server_serves_again_and_counts_towards_max_connections() {
     let h = TestHome::new();
@@ -530,6 +531,8 @@ fn the_hop_closes_with_its_server_serves_again_and_counts_towards_max_connection
     assert_eq!(lines[1], "closed; hop now: ECONNREFUSED", "{text}");
     assert_eq!(lines[2], "again: Pipe 127.0.0.1", "{text}");
     assert!(!lines[3].contains("Pipe"), "a hop connection past maxConnections was served: {text}");
+    assert_eq!(lines[4], "base close; hop now: ECONNREFUSED", "{text}");
+    assert_eq!(lines[5], "after a base close: Pipe 127.0.0.1", "{text}");
 }
 
 /// For the test above: one request over the hop, then close, listen again, and go past
@@ -563,7 +566,17 @@ server.listen(port, async () => {
       server.once('connection', async () => {
         console.log('over max:', await get());
         held.destroy();
-        server.close();
+        server.maxConnections = 0;
+        // A close around the server's own `close` (the base one): the hop closes with the
+        // server all the same, and opens again when it listens again.
+        server.close(() => server.listen(port, () => net.Server.prototype.close.call(server, async () => {
+          console.log('base close; hop now:', await get());
+          server.listen(port, async () => {
+            await settled();
+            console.log('after a base close:', await get());
+            server.close();
+          });
+        })));
       });
       const held = net.connect(port);
     });
