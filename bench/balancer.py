@@ -30,8 +30,16 @@ Part `http`, runners interleaved round by round (the order rotates each round):
   balancer's CPU per request: utime+stime of the balancer's processes from /proc/<pid>/stat,
   read just before and just after wrk, divided by wrk's request count, in µs per request (the
   herder daemon from $HERDER_HOME/daemon.pid, all its threads but not its instances; nginx's
-  master and workers; PM2's God daemon from $PM2_HOME/pm2.pid, not its workers); and each node
-  server's share of the requests (the fixture's counters, read on SIGUSR2 as in cluster.py).
+  master and workers; PM2's God daemon from $PM2_HOME/pm2.pid, not its workers); each node
+  server's share of the requests (the fixture's counters, read on SIGUSR2 as in cluster.py);
+  and where the rest of the machine's CPU went, the same way: the node servers' CPU per request
+  (all of them), wrk's (its rusage as a reaped child) and the share of both cores left idle
+  (/proc/stat). With the cores busy, requests/s is about 2 cores over the sum of the three
+  figures per request, which bounds what a cheaper balancer can gain.
+  The kernel's autogroups are turned off for the run where they are on and the script may
+  (root): with them, each session gets an equal share of a busy CPU, and herder's instances
+  (a session each) would get more of the cores than nginx's backends (which share this
+  script's session with wrk); see common.one_scheduling_group.
   Medians over rounds. Targets: herder's requests/s >= 1.2x nginx-2w's; herder's p99 <=
   nginx-2w's.
 Part `tcp`, the same way: herder's `mode = "tcp"` (2 instances; each connection is passed to
@@ -65,6 +73,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -403,19 +412,42 @@ def nginx_stream_directive(nginx):
 
 def measure(wrk, r, duration):
     """One wrk run against r, with its balancer's CPU per request and the connections and
-    requests each node server behind it took (deltas of its counters)."""
+    requests each node server behind it took (deltas of its counters); and where the
+    machine's CPU went: the node servers' CPU per request, wrk's, and the share left idle."""
     pids = r.server_pids()
     stats0 = read_stats(r.stats, pids)
     before = r.cpu()
+    servers0 = sum(_ticks_or_zero(p) for p in pids)
+    wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    idle0 = machine_ticks()
     x = wrk.run(r.port, duration)
+    idle1 = machine_ticks()
+    wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    servers1 = sum(_ticks_or_zero(p) for p in pids)
     after = r.cpu()
     stats1 = read_stats(r.stats, pids)
     x["per_server"] = [{"pid": p, "conns": stats1[p][0] - stats0[p][0], "reqs": stats1[p][1] - stats0[p][1]}
                        for p in pids]
     x["balancer_cpu_s"] = (after - before) / CLK_TCK if before is not None else None
-    x["cpu_us_per_req"] = (x["balancer_cpu_s"] * 1e6 / x["requests"]
-                           if x["balancer_cpu_s"] is not None and x["requests"] else None)
+    per_req = (lambda secs: secs * 1e6 / x["requests"] if secs is not None and x["requests"] else None)
+    x["cpu_us_per_req"] = per_req(x["balancer_cpu_s"])
+    x["servers_cpu_us_per_req"] = per_req((servers1 - servers0) / CLK_TCK)
+    x["wrk_cpu_us_per_req"] = per_req(wrk1.ru_utime + wrk1.ru_stime - wrk0.ru_utime - wrk0.ru_stime)
+    busy, idle = idle1[0] - idle0[0], idle1[1] - idle0[1]
+    x["idle_pct"] = 100.0 * idle / (busy + idle) if busy + idle else None
     return x
+
+
+def fmt1(v):
+    return "%.1f" % v if v is not None else "-"
+
+
+def machine_ticks():
+    """(busy, idle) ticks of all CPUs, from /proc/stat (iowait counted idle)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields[:8]) - idle, idle
 
 
 def rounds(args, wrk, runners, label):
@@ -432,9 +464,11 @@ def rounds(args, wrk, runners, label):
             x = measure(wrk, r, args.duration)
             x.update({"round": rnd, "runner": r.name})
             per_round.append(x)
-            c.log("%s round %d %-12s %9.0f req/s  p50 %7.2f ms  p99 %7.2f ms  errors %d  CPU %s µs/req  load %s" % (
-                label, rnd, r.name, x["rps"], x["p50_ms"] or -1, x["p99_ms"] or -1, x["errors"],
-                "%.1f" % x["cpu_us_per_req"] if x["cpu_us_per_req"] is not None else "-", " ".join(x["loadavg"])))
+            c.log("%s round %d %-12s %9.0f req/s  p50 %7.2f ms  p99 %7.2f ms  errors %d  CPU %s µs/req"
+                  " (servers %s, wrk %s, idle %s%%)  load %s" % (
+                      label, rnd, r.name, x["rps"], x["p50_ms"] or -1, x["p99_ms"] or -1, x["errors"],
+                      fmt1(x["cpu_us_per_req"]), fmt1(x["servers_cpu_us_per_req"]), fmt1(x["wrk_cpu_us_per_req"]),
+                      fmt1(x["idle_pct"]), " ".join(x["loadavg"])))
     summ = {}
     for r in runners:
         xs = [x for x in per_round if x["runner"] == r.name]
@@ -444,6 +478,11 @@ def rounds(args, wrk, runners, label):
             "p99_ms": c.summary([x["p99_ms"] for x in xs if x["p99_ms"] is not None]),
             "max_ms": c.summary([x["max_ms"] for x in xs if x["max_ms"] is not None]),
             "cpu_us_per_req": c.summary([x["cpu_us_per_req"] for x in xs if x["cpu_us_per_req"] is not None]),
+            "servers_cpu_us_per_req": c.summary([x["servers_cpu_us_per_req"] for x in xs
+                                                 if x.get("servers_cpu_us_per_req") is not None]),
+            "wrk_cpu_us_per_req": c.summary([x["wrk_cpu_us_per_req"] for x in xs
+                                             if x.get("wrk_cpu_us_per_req") is not None]),
+            "idle_pct": c.summary([x["idle_pct"] for x in xs if x.get("idle_pct") is not None]),
             "requests": sum(x["requests"] or 0 for x in xs),
             "server_reqs_share": shares([x["per_server"] for x in xs]),
             "non_2xx_3xx": sum(x["non_2xx_3xx"] for x in xs),
@@ -703,13 +742,15 @@ def fmt(v, spec="%.2f"):
 
 def print_table(title, summ):
     print(title)
-    print("  %-13s %10s %9s %9s %8s %9s %11s  %s" % ("runner", "req/s", "p50 ms", "p99 ms", "non-2xx",
-                                                     "sock.err", "CPU µs/req", "requests per server %"))
+    print("  %-13s %10s %9s %9s %8s %9s %11s %9s %9s %6s  %s" % (
+        "runner", "req/s", "p50 ms", "p99 ms", "non-2xx", "sock.err", "CPU µs/req", "servers", "wrk",
+        "idle%", "requests per server %"))
     for name, s in summ.items():
-        print("  %-13s %10s %9s %9s %8d %9d %11s  %s" % (
+        med = (lambda k: fmt((s.get(k) or {}).get("median"), "%.1f"))
+        print("  %-13s %10s %9s %9s %8d %9d %11s %9s %9s %6s  %s" % (
             name, fmt(s["rps"].get("median"), "%.0f"), fmt(s["p50_ms"].get("median")),
             fmt(s["p99_ms"].get("median")), s["non_2xx_3xx"], s["socket_errors"],
-            fmt(s["cpu_us_per_req"].get("median"), "%.1f"),
+            med("cpu_us_per_req"), med("servers_cpu_us_per_req"), med("wrk_cpu_us_per_req"), med("idle_pct"),
             "/".join("%.1f" % v for v in s["server_reqs_share"] or [])))
 
 
@@ -807,6 +848,8 @@ def main():
     limit = args.rounds * n_runners * (args.duration + 15) + n_runners * (args.warmup + 30) + 10 * args.settle + 600
     c.install_cleanup_handlers(time_limit_s=limit)
 
+    autogroups = c.one_scheduling_group()
+    c.log("autogroups: %s" % autogroups)
     ws = c.Workspace("balancer")
     herder = pm2 = None
     if found["herder"] and ("http" in parts or "tcp" in parts):
@@ -830,7 +873,8 @@ def main():
             "wrk_version": ((out or err).strip().splitlines() or ["?"])[0].split(" Copyright")[0],
             "nginx_version": (nginx_v + nginx_err).strip().replace("nginx version: ", "") or None,
             "socat_version": next((ln.split("version", 1)[1].strip() for ln in socat_v.splitlines()
-                                   if "socat version" in ln), None)}
+                                   if "socat version" in ln), None),
+            "autogroups": autogroups}
     if "http" in parts:
         data["http"] = http_part(args, wrk, ws, herder, pm2, found["nginx"], before)
     if "tcp" in parts:

@@ -554,6 +554,8 @@ def main():
              + args.reload_duration + args.reloads * 120 + 600)
     c.install_cleanup_handlers(time_limit_s=limit)
 
+    autogroups = c.one_scheduling_group()
+    c.log("autogroups: %s" % autogroups)
     ws = c.Workspace("cluster")
     tools = {}
     for cls in c.pick_tools(args.tools.split(",")):
@@ -565,7 +567,7 @@ def main():
     data = {"description": "cluster mode: one port, several Node instances, load from wrk",
             "parts": parts, "connections": wrk.connections, "threads": wrk.threads,
             "wrk_version": ((out or err).strip().splitlines() or ["?"])[0].split(" Copyright")[0], "node": node,
-            "server": "bench/fixtures/cluster_server.js"}
+            "server": "bench/fixtures/cluster_server.js", "autogroups": autogroups}
     if "throughput" in parts:
         data["throughput"] = throughput(args, wrk, ws, list(tools.values()))
     if "spread" in parts:

@@ -84,6 +84,45 @@ def install_cleanup_handlers(time_limit_s=None):
         signal.alarm(int(time_limit_s))
 
 
+# ---------------------------------------------------------------- scheduling
+
+AUTOGROUP = "/proc/sys/kernel/sched_autogroup_enabled"
+
+
+def one_scheduling_group():
+    """Turn the kernel's autogroups off for this run (restored at exit); what was done, for the
+    results.
+
+    With autogroups on (the default of many kernels), every session is a group that gets an
+    equal share of a busy CPU, however many processes it holds. The tools compared here lay
+    out their sessions differently: herder starts each instance in a session of its own, PM2's
+    workers share the God daemon's, and this script's own children (wrk, the node servers
+    behind nginx) share the script's. Under load, each tool's processes would then get a
+    different share of the cores by that layout alone, and the figures would compare layouts
+    rather than tools. (A service under systemd runs in a cgroup of its own, where autogroups
+    do not apply.)"""
+    try:
+        with open(AUTOGROUP) as f:
+            was = f.read().strip()
+    except OSError:
+        return "absent (kernel without autogroups)"
+    if was == "0":
+        return "off"
+    try:
+        with open(AUTOGROUP, "w") as f:
+            f.write("0")
+    except OSError as e:
+        log("WARNING: cannot turn autogroups off (%s): each session gets an equal share of a busy CPU, "
+            "which favours a tool whose processes are in more sessions" % e)
+        return "on (could not turn it off: %s)" % e
+
+    def restore():
+        with open(AUTOGROUP, "w") as f:
+            f.write(was)
+    on_cleanup(restore)
+    return "off for the run (was on)"
+
+
 # ---------------------------------------------------------------- processes
 
 
