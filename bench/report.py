@@ -273,6 +273,13 @@ def cluster_section(w, cl):
           cl["machine"]["date"], cl["machine"].get("node"), cl.get("wrk_version", "wrk").split(" Copyright")[0], cl["threads"],
           cl["connections"], cl["machine"].get("nproc")))
     w("")
+    autogroups = cl.get("autogroups")
+    if autogroups is None or autogroups.startswith("on"):
+        w("Measured with the kernel's autogroups on, which gives each session an equal share of a busy "
+          "CPU and so favours herder, whose instances each have a session of their own (PM2's workers "
+          "share one): the ratios below overstate herder's lead. Section 7a has the same comparison "
+          "with autogroups off.")
+        w("")
     tp = cl.get("throughput")
     if tp:
         s = tp["summary"]
