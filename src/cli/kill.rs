@@ -33,7 +33,7 @@ pub(super) async fn kill(paths: &Paths) -> Result<i32> {
     let resp = expect_ok(c.request(&Request::Kill).await?)?;
     drop(c);
     let n = match resp {
-        Response::Done { apps } => apps.len(),
+        Response::Done { apps, .. } => apps.len(),
         _ => 0,
     };
     // Wait for the daemon to be gone, so that the next command starts a fresh one.

@@ -10,7 +10,7 @@ use super::render;
 use crate::client;
 use crate::config;
 use crate::paths::Paths;
-use crate::protocol::{AppInfo, InstanceInfo, Request, Response, Target};
+use crate::protocol::{AppInfo, Instances, Request, Response};
 
 /// `-s/--silent`: successful commands print nothing on stdout.
 static SILENT: AtomicBool = AtomicBool::new(false);
@@ -44,7 +44,7 @@ pub(super) fn expect_ok(resp: Response) -> Result<Response> {
 /// Send a request that acts on apps and print the apps it touched.
 pub(super) async fn act(paths: &Paths, req: Request) -> Result<i32> {
     match expect_ok(client::call(paths, &req).await?)? {
-        Response::Done { apps } => print_done(&req, &apps)?,
+        Response::Done { apps, instances } => print_done(&req, &apps, &instances)?,
         Response::Started { started, restarted } => print_started(&started, &restarted)?,
         _ => {}
     }
@@ -76,7 +76,7 @@ pub(super) fn print_started(started: &[AppInfo], restarted: &[AppInfo]) -> Resul
     out(&text)
 }
 
-pub(super) fn print_done(req: &Request, apps: &[AppInfo]) -> Result<()> {
+pub(super) fn print_done(req: &Request, apps: &[AppInfo], instances: &[Instances]) -> Result<()> {
     let verb = match req {
         Request::Stop { .. } => "stopped",
         Request::Restart { .. } => "restarted",
@@ -86,15 +86,7 @@ pub(super) fn print_done(req: &Request, apps: &[AppInfo]) -> Result<()> {
         Request::Reset { .. } => "reset",
         _ => "done",
     };
-    let targets: &[Target] = match req {
-        Request::Stop { targets }
-        | Request::Restart { targets, .. }
-        | Request::Reload { targets, .. }
-        | Request::Signal { targets, .. }
-        | Request::Reset { targets, .. } => targets,
-        _ => &[],
-    };
-    let names: Vec<String> = apps.iter().flat_map(|a| done_names(targets, a)).collect();
+    let names: Vec<String> = apps.iter().flat_map(|a| done_names(a, instances)).collect();
     let mut text = format!("{verb} {}\n", names.join(", "));
     if !matches!(req, Request::Delete { .. }) {
         text.push_str(&render::table(apps));
@@ -103,32 +95,13 @@ pub(super) fn print_done(req: &Request, apps: &[AppInfo]) -> Result<()> {
 }
 
 /// What a command did to `app`, named as `list` names it: the app, or the instances (`api:1`)
-/// the targets named by their ids when no target named the whole app (as the daemon reads
-/// them: an id is one instance's only in an app of several).
-fn done_names(targets: &[Target], app: &AppInfo) -> Vec<String> {
+/// the daemon says it acted on (a target named them by their ids).
+fn done_names(app: &AppInfo, instances: &[Instances]) -> Vec<String> {
     let name = &app.spec.name;
-    let several = app.instances.len() > 1;
-    let instance = |s: &str| {
-        let id = s.parse::<u32>().ok()?;
-        app.instances.iter().find(|i| several && i.id == Some(id))
-    };
-    let whole = vec![format!("`{name}`")];
-    let mut picked: Vec<&InstanceInfo> = Vec::new();
-    for t in targets {
-        match t {
-            Target::Name(s) => match instance(s) {
-                Some(i) => picked.push(i),
-                None => return whole,
-            },
-            Target::All => return whole,
-        }
+    match instances.iter().find(|i| i.app == *name) {
+        Some(i) if !i.indexes.is_empty() => i.indexes.iter().map(|n| format!("`{name}:{n}`")).collect(),
+        _ => vec![format!("`{name}`")],
     }
-    if picked.is_empty() {
-        return whole;
-    }
-    picked.sort_by_key(|i| i.index);
-    picked.dedup_by_key(|i| i.index);
-    picked.iter().map(|i| format!("`{name}:{}`", i.index)).collect()
 }
 
 /// Print warnings about a config (options herder ignores), one per line, on stderr.

@@ -12,8 +12,8 @@ use super::dump::{self, Dump, DumpedApp};
 use super::registry::App;
 use super::Daemon;
 use crate::protocol::{
-    signal_number, AppInfo, AppSpec, DaemonInfo, ErrorKind, ErrorReply, ExitReason, OnExisting, Request,
-    Response, ResurrectReport, Status, Step, StepAction, Target,
+    signal_number, AppInfo, AppSpec, DaemonInfo, ErrorKind, ErrorReply, ExitReason, Instances, OnExisting,
+    Request, Response, ResurrectReport, Status, Step, StepAction, Target,
 };
 use crate::supervisor::sockets::{Listener, Sockets};
 use crate::supervisor::{InstanceHandle, InstanceId};
@@ -69,7 +69,7 @@ pub(crate) async fn handle(d: &Arc<Daemon>, req: Request) -> Response {
         Request::Web { listen, off } => web(d, listen.as_deref(), off).await,
         Request::Kill => {
             let apps = stop_everything(d).await;
-            Ok(Response::Done { apps })
+            Ok(Response::Done { apps, instances: Vec::new() })
         }
         Request::Flush { targets } => super::logs::flush(d, targets).await,
         Request::ReloadLogs => super::logs::reload(d).await,
@@ -141,20 +141,38 @@ fn list(d: &Daemon, ids: Option<&[u32]>, env: bool) -> Vec<AppInfo> {
     }
 }
 
-/// App ids, and each app's coordinator with the slots named.
-type Targeted = (Vec<u32>, Vec<(u32, Coordinator, Slots)>);
+/// What a request's targets name: the apps' ids in order, the instances named by their ids
+/// (for the answer), and what there is to do, app by app.
+struct Targeted<T> {
+    ids: Vec<u32>,
+    instances: Vec<Instances>,
+    todo: Vec<T>,
+}
 
-/// The apps `targets` name (their ids, in order), each with its coordinator and the slots a
-/// target names by instance id (`None`: the whole app).
-fn targeted(d: &Daemon, targets: &[Target]) -> Result<Targeted, ErrorReply> {
+/// The apps `targets` name, each with its coordinator and the slots named (`None`: the whole
+/// app).
+fn targeted(d: &Daemon, targets: &[Target]) -> Result<Targeted<(u32, Coordinator, Slots)>, ErrorReply> {
     let reg = d.registry();
     let picked = reg.resolve_slots(targets)?;
     let ids = picked.iter().map(|(id, _)| *id).collect();
+    let instances = instances_named(&reg, &picked);
     let todo = picked
         .into_iter()
         .filter_map(|(id, slots)| Some((id, reg.coordinators.get(&id)?.clone(), slots)))
         .collect();
-    Ok((ids, todo))
+    Ok(Targeted { ids, instances, todo })
+}
+
+/// The instances picked by their ids, app by app, for the answer to say what was done.
+fn instances_named(reg: &super::registry::Registry, picked: &super::registry::Picked) -> Vec<Instances> {
+    let slots = picked.iter().filter_map(|(id, slots)| Some((reg.apps.get(id)?, slots.as_ref()?)));
+    slots
+        .map(|(app, slots)| {
+            let mut indexes: Vec<u32> = slots.iter().map(|s| *s as u32).collect();
+            indexes.sort_unstable();
+            Instances { app: app.spec().name.clone(), indexes }
+        })
+        .collect()
 }
 
 /// Run `f` on the coordinator of every app `targets` name (with the slots they name), all at
@@ -164,13 +182,13 @@ where
     F: Fn(Coordinator, Slots) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (ids, todo) = targeted(d, targets)?;
+    let Targeted { ids, instances, todo } = targeted(d, targets)?;
     let mut set = JoinSet::new();
     for (_, c, slots) in todo {
         set.spawn(f(c, slots));
     }
     while set.join_next().await.is_some() {}
-    Ok(Response::Done { apps: brief(d, &ids) })
+    Ok(Response::Done { apps: brief(d, &ids), instances })
 }
 
 fn check_specs(specs: &[AppSpec]) -> Result<(), ErrorReply> {
@@ -406,7 +424,7 @@ fn internal(message: String) -> ErrorReply {
 
 /// `herder start <name|id|namespace>`: start what is stopped, restart what runs.
 async fn start_existing(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorReply> {
-    let (ids, todo) = targeted(d, targets)?;
+    let Targeted { ids, todo, .. } = targeted(d, targets)?;
     let mut set = JoinSet::new();
     for (id, c, slots) in todo {
         set.spawn(async move { (id, c.start(slots).await) });
@@ -442,11 +460,12 @@ fn renewals(
     targets: &[Target],
     env: Option<BTreeMap<String, String>>,
     specs: &[AppSpec],
-) -> Result<(Vec<u32>, Vec<Renewal>), ErrorReply> {
+) -> Result<Targeted<Renewal>, ErrorReply> {
     let shared_env = env.map(Arc::new);
     let reg = d.registry();
     let picked = reg.resolve_slots(targets)?;
     let ids = picked.iter().map(|(id, _)| *id).collect();
+    let instances = instances_named(&reg, &picked);
     let mut out = Vec::new();
     for (id, slots) in picked {
         let (Some(app), Some(c)) = (reg.apps.get(&id), reg.coordinators.get(&id)) else { continue };
@@ -477,7 +496,7 @@ fn renewals(
         };
         out.push(Renewal { c: c.clone(), slots, spec, rolling });
     }
-    Ok((ids, out))
+    Ok(Targeted { ids, instances, todo: out })
 }
 
 async fn restart(
@@ -486,13 +505,13 @@ async fn restart(
     env: Option<BTreeMap<String, String>>,
     specs: Vec<AppSpec>,
 ) -> Result<Response, ErrorReply> {
-    let (ids, todo) = renewals(d, targets, env, &specs)?;
+    let Targeted { ids, instances, todo } = renewals(d, targets, env, &specs)?;
     let mut set = JoinSet::new();
     for r in todo {
         set.spawn(restart_all(r));
     }
     while set.join_next().await.is_some() {}
-    Ok(Response::Done { apps: brief(d, &ids) })
+    Ok(Response::Done { apps: brief(d, &ids), instances })
 }
 
 /// Restart every instance of a renewal's app at once: with its new spec (which may bring a new
@@ -514,7 +533,7 @@ async fn reload(
     env: Option<BTreeMap<String, String>>,
     specs: Vec<AppSpec>,
 ) -> Result<Response, ErrorReply> {
-    let (ids, todo) = renewals(d, targets, env, &specs)?;
+    let Targeted { ids, instances, todo } = renewals(d, targets, env, &specs)?;
     let mut set = JoinSet::new();
     for r in todo {
         set.spawn(async move {
@@ -534,7 +553,7 @@ async fn reload(
     if !failures.is_empty() {
         return Err(ErrorReply { kind: ErrorKind::Internal, message: failures.join("\n") });
     }
-    Ok(Response::Done { apps: brief(d, &ids) })
+    Ok(Response::Done { apps: brief(d, &ids), instances })
 }
 
 /// `herder scale <app> <n|+n|-n>`.
@@ -701,14 +720,14 @@ async fn delete(d: &Arc<Daemon>, targets: &[Target]) -> Result<Response, ErrorRe
     }
     while set.join_next().await.is_some() {}
     d.persist().await;
-    Ok(Response::Done { apps: infos })
+    Ok(Response::Done { apps: infos, instances: Vec::new() })
 }
 
 async fn send_signal(d: &Arc<Daemon>, signal: &str, targets: &[Target]) -> Result<Response, ErrorReply> {
     let sig = signal_number(signal).ok_or_else(|| {
         bad(format!("`{signal}` is not a signal\nhint: use a name such as `SIGUSR2` or a number"))
     })?;
-    let (ids, todo) = targeted(d, targets)?;
+    let Targeted { ids, instances, todo } = targeted(d, targets)?;
     let mut failures = Vec::new();
     let mut delivered = 0;
     for (_, c, slots) in todo {
@@ -719,7 +738,7 @@ async fn send_signal(d: &Arc<Daemon>, signal: &str, targets: &[Target]) -> Resul
     if delivered == 0 {
         return Err(bad(format!("no signal sent: {}", failures.join("; "))));
     }
-    Ok(Response::Done { apps: brief(d, &ids) })
+    Ok(Response::Done { apps: brief(d, &ids), instances })
 }
 
 async fn metrics(d: &Arc<Daemon>, listen: Option<&str>, off: bool) -> Result<Response, ErrorReply> {

@@ -242,9 +242,12 @@ pub enum Response {
     Pong(DaemonInfo),
     /// One event of an `Events` stream.
     Event(Event),
-    /// The request was carried out on these apps.
+    /// The request was carried out on these apps: on the whole app, or on the instances
+    /// `instances` gives for it (a target named them by their ids).
     Done {
         apps: Vec<AppInfo>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        instances: Vec<Instances>,
     },
     /// What `Start` did: apps that were started (new ones, and existing ones that ran
     /// nothing) and apps that ran and were restarted with their new spec.
@@ -766,6 +769,14 @@ pub struct ProbeState {
     pub failures: u32,
     pub successes: u32,
     pub last_error: Option<String>,
+}
+
+/// The instances of an app a request acted on, by their numbers (`api:1`), when it did not act
+/// on the whole app.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instances {
+    pub app: String,
+    pub indexes: Vec<u32>,
 }
 
 /// A snapshot of one app and its instances.

@@ -135,7 +135,7 @@ fn failed(resp: Resp) -> Response<Body> {
 /// The apps a verb acted on, masked.
 fn done(resp: Resp) -> Response<Body> {
     match resp {
-        Resp::Done { apps } | Resp::Scaled { apps, .. } => json(
+        Resp::Done { apps, .. } | Resp::Scaled { apps, .. } => json(
             StatusCode::OK,
             &serde_json::json!({ "apps": apps.iter().map(AppInfo::masked).collect::<Vec<_>>() }),
         ),
