@@ -82,6 +82,10 @@ pub fn serve(
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(app = %balancer.app, error = %e, "a thread of the balancer cannot use its socket");
+                // Its share of the connections handed over goes to the next thread.
+                if let Some(next) = adopted.last_mut() {
+                    next.extend(mine);
+                }
                 continue;
             }
         };

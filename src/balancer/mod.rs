@@ -348,7 +348,7 @@ impl Balancer {
             strategy: spec.strategy.to_string(),
             connections: self.stats.connections.load(Ordering::Relaxed),
             threads: (self.threads.lock().unwrap_or_else(|e| e.into_inner()).iter())
-                .map(|open| open.load(Ordering::Relaxed).min(i64::MAX as usize) as i64)
+                .map(|open| i64::try_from(open.load(Ordering::Relaxed)).unwrap_or(i64::MAX))
                 .collect(),
             retries: load(&self.stats.retries),
             unavailable: load(&self.stats.unavailable),
