@@ -399,6 +399,16 @@ fn balancer_metrics(daemon: &Daemon, apps: &[AppInfo], out: &mut String) {
         }
     }
     {
+        let name = "herder_balancer_thread_connections";
+        let help = "Client connections each of the http mode's threads serves.";
+        let mut f = Family::new(out, name, "gauge", help);
+        for (a, b) in &views {
+            for (thread, n) in b.threads.iter().enumerate() {
+                f.sample(name, &format!("{},thread=\"{thread}\"", app_label(a)), *n as f64);
+            }
+        }
+    }
+    {
         let name = "herder_balancer_response_seconds";
         let mut f = Family::new(out, name, "histogram", "Time from a request to its answer's headers.");
         for (a, b) in &views {

@@ -782,6 +782,20 @@ fn connections_are_spread_evenly_over_the_balancer_threads() {
         assert!(conn.is_some(), "kept alive");
     }
     assert_eq!(thread_connections(&h).iter().sum::<u64>(), 16);
+    // The metrics give the same, thread by thread.
+    let text = h.ok(&["metrics"]);
+    let metrics = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let per_thread: Vec<f64> = metrics
+        .samples
+        .iter()
+        .filter(|s| s.metric == "herder_balancer_thread_connections" && s.labels.get("app") == Some("web"))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Gauge(v) => v,
+            _ => f64::NAN,
+        })
+        .collect();
+    assert_eq!(per_thread.len(), threads, "{text}");
+    assert_eq!(per_thread.iter().sum::<f64>(), 16.0, "{text}");
     drop(open);
     wait_for("every thread's connections to close", T, || {
         let each = thread_connections(&h);
