@@ -591,7 +591,7 @@ impl Proxy {
                 let why = if tried.is_empty() { "no instance is ready" } else { "no instance answered" };
                 return (own(&b.app, StatusCode::SERVICE_UNAVAILABLE, why), None);
             };
-            let Taken { mut sender, reused } = match self
+            let Taken { mut sender, reused, missed_hop } = match self
                 .upstreams
                 .take(chosen.addr, spec.unix_hop.then_some(chosen.pid), connect_timeout)
                 .await
@@ -646,7 +646,8 @@ impl Proxy {
                         return (res, Some(chosen.slot));
                     }
                     let slot = chosen.slot;
-                    let back = Return { upstreams: self.upstreams.clone(), addr: chosen.addr, sender };
+                    let back =
+                        Return { upstreams: self.upstreams.clone(), addr: chosen.addr, sender, missed_hop };
                     return (answer(res, chosen.claim, spec, back), Some(slot));
                 }
                 Ok(Err(mut e)) => {
@@ -947,7 +948,7 @@ impl Drop for Watched {
         // A connection whose answer was not read to its end cannot carry another request.
         if self.ended || self.body.is_end_stream() {
             if let Some(r) = self.back.take() {
-                r.upstreams.give_back(r.addr, r.sender);
+                r.upstreams.give_back(r.addr, r.sender, r.missed_hop);
             }
         }
     }

@@ -58,6 +58,7 @@ pub struct Upstreams {
 struct Kept {
     sender: Sender,
     since: Instant,
+    missed_hop: bool,
 }
 
 /// A connection taken for a request.
@@ -66,6 +67,9 @@ pub struct Taken {
     /// Whether it carried a request before: the instance may have closed it as this one went
     /// out (its keep-alive timeout, or its stop), which a fresh connection rules out.
     pub reused: bool,
+    /// Opened on the instance's port because its hop was not found: before it is reused, the
+    /// hop is looked for again (once [`HOP_RETRY`] has passed), and replaces it if found.
+    pub missed_hop: bool,
 }
 
 /// Why no connection to an instance could be opened.
@@ -106,21 +110,28 @@ impl Upstreams {
         hop: Option<u32>,
         connect_timeout: Duration,
     ) -> Result<Taken, ConnectError> {
-        if let Some(sender) = self.kept(addr) {
-            return Ok(Taken { sender, reused: true });
-        }
-        let sender = match hop.and_then(|pid| self.hop(addr, pid)) {
-            Some(stream) => handshake(addr, stream).await?,
-            None => match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    handshake(addr, stream).await?
+        if let Some(kept) = self.kept(addr) {
+            // Opened on the port while the instance's hop was not there (its server opens the
+            // hop just after its port): the hop, where it is found now, takes its place.
+            if let Some(stream) = hop.filter(|_| kept.missed_hop).and_then(|pid| self.hop(addr, pid)) {
+                if let Ok(sender) = handshake(addr, stream).await {
+                    return Ok(Taken { sender, reused: false, missed_hop: false });
                 }
-                Ok(Err(e)) => return Err(ConnectError::Refused(addr, e)),
-                Err(_) => return Err(ConnectError::TimedOut(addr, connect_timeout)),
-            },
+            }
+            return Ok(Taken { sender: kept.sender, reused: true, missed_hop: kept.missed_hop });
+        }
+        if let Some(stream) = hop.and_then(|pid| self.hop(addr, pid)) {
+            return Ok(Taken { sender: handshake(addr, stream).await?, reused: false, missed_hop: false });
+        }
+        let sender = match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                handshake(addr, stream).await?
+            }
+            Ok(Err(e)) => return Err(ConnectError::Refused(addr, e)),
+            Err(_) => return Err(ConnectError::TimedOut(addr, connect_timeout)),
         };
-        Ok(Taken { sender, reused: false })
+        Ok(Taken { sender, reused: false, missed_hop: hop.is_some_and(|pid| pid != 0) })
     }
 
     /// A connection to the hop of the instance on `addr`, process `pid` (0: not known), if it
@@ -151,14 +162,14 @@ impl Upstreams {
 
     /// The most recently kept connection to `addr` that can take a request now. Closed ones
     /// are dropped; one still finishing its last answer stays for later.
-    fn kept(&self, addr: SocketAddr) -> Option<Sender> {
+    fn kept(&self, addr: SocketAddr) -> Option<Kept> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let (_, list) = idle.iter_mut().find(|(a, _)| *a == addr)?;
         let mut busy = Vec::new();
         let mut found = None;
         while let Some(k) = list.pop() {
             if k.sender.is_ready() {
-                found = Some(k.sender);
+                found = Some(k);
                 break;
             }
             if !k.sender.is_closed() {
@@ -170,11 +181,11 @@ impl Upstreams {
     }
 
     /// Keep a connection whose last answer was read to its end.
-    pub fn give_back(&self, addr: SocketAddr, sender: Sender) {
+    pub fn give_back(&self, addr: SocketAddr, sender: Sender, missed_hop: bool) {
         if sender.is_closed() {
             return;
         }
-        let kept = Kept { sender, since: Instant::now() };
+        let kept = Kept { sender, since: Instant::now(), missed_hop };
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         match idle.iter_mut().find(|(a, _)| *a == addr) {
             Some((_, list)) => list.push(kept),
@@ -262,6 +273,7 @@ pub struct Return {
     pub upstreams: Arc<Upstreams>,
     pub addr: SocketAddr,
     pub sender: Sender,
+    pub missed_hop: bool,
 }
 
 #[cfg(test)]
@@ -308,7 +320,7 @@ mod tests {
         let res = first.sender.send_request(get(addr)).await.unwrap();
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
         first.sender.ready().await.unwrap();
-        upstreams.give_back(addr, first.sender);
+        upstreams.give_back(addr, first.sender, false);
         assert_eq!(upstreams.len(), 1);
 
         let mut second = upstreams.take(addr, None, t).await.unwrap();
@@ -320,8 +332,8 @@ mod tests {
         let res = second.sender.send_request(get(addr)).await.unwrap();
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
         second.sender.ready().await.unwrap();
-        upstreams.give_back(addr, second.sender);
-        upstreams.give_back(addr, third.sender);
+        upstreams.give_back(addr, second.sender, false);
+        upstreams.give_back(addr, third.sender, false);
         assert_eq!(upstreams.len(), 2);
 
         upstreams.sweep(Instant::now());
@@ -359,7 +371,7 @@ mod tests {
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
         // Ready for the next request, or already seen closed (then not kept at all).
         let _ = first.sender.ready().await;
-        upstreams.give_back(addr, first.sender);
+        upstreams.give_back(addr, first.sender, false);
         // The server closed it once the answer was out: taken again at most until that is seen.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -368,7 +380,7 @@ mod tests {
                 break;
             }
             assert!(Instant::now() < deadline, "a closed connection is taken again and again");
-            upstreams.give_back(addr, taken.sender);
+            upstreams.give_back(addr, taken.sender, false);
             tokio::task::yield_now().await;
         }
     }
@@ -440,6 +452,41 @@ mod tests {
         // Nor when the hop is not asked for (`unix_hop = false`).
         let mut taken = upstreams.take(tcp, None, t).await.unwrap();
         assert_eq!(body_of(&mut taken, tcp).await, "ok");
+    }
+
+    #[tokio::test]
+    async fn a_connection_opened_for_want_of_a_hop_gives_way_to_the_hop_once_it_is_there() {
+        let tcp = server().await;
+        let me = std::process::id();
+        let t = Duration::from_secs(5);
+        let upstreams = Upstreams::new();
+        let mut first = upstreams.take(tcp, Some(me), t).await.unwrap();
+        assert!(first.missed_hop);
+        assert_eq!(body_of(&mut first, tcp).await, "ok");
+        upstreams.give_back(tcp, first.sender, first.missed_hop);
+        answer_with(abstract_listener(hop_name(tcp.port()).as_bytes()), "hop");
+        // Reused as it is while the hop's absence is remembered, then replaced by the hop.
+        let deadline = Instant::now() + HOP_RETRY * 5;
+        loop {
+            let mut taken = upstreams.take(tcp, Some(me), t).await.unwrap();
+            if body_of(&mut taken, tcp).await == "hop" {
+                assert!(!taken.reused && !taken.missed_hop);
+                break;
+            }
+            assert!(taken.reused, "the kept connection, not a new one on the port");
+            assert!(Instant::now() < deadline, "the hop never took the kept connection's place");
+            upstreams.give_back(tcp, taken.sender, taken.missed_hop);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(upstreams.len(), 0, "the connection on the port is not kept beside the hop");
+        // Connections that did not miss a hop are reused without looking for one.
+        let mut plain = upstreams.take(tcp, None, t).await.unwrap();
+        assert!(!plain.missed_hop);
+        assert_eq!(body_of(&mut plain, tcp).await, "ok");
+        upstreams.give_back(tcp, plain.sender, plain.missed_hop);
+        let mut again = upstreams.take(tcp, Some(me), t).await.unwrap();
+        assert!(again.reused);
+        assert_eq!(body_of(&mut again, tcp).await, "ok");
     }
 
     #[tokio::test]
