@@ -12,7 +12,8 @@
 //! `listen(PORT)` (see `supervisor/node_cluster.js`). A Unix socket costs both sides less
 //! than loopback TCP. The hop is taken only from a listener of the instance's own user (its
 //! credentials, as the kernel records them), and an instance without one is reached on its
-//! port, as any other; its absence is remembered for [`HOP_RETRY`].
+//! port, as any other; its absence is remembered for [`HOP_RETRY`], after which a kept
+//! connection opened on the port is replaced by the hop if the instance serves one by then.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
