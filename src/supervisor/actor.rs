@@ -59,7 +59,10 @@ pub(super) struct Actor {
 }
 
 impl Actor {
-    pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Cmd>, mut phase: Phase) {
+    /// The actor's life, boxed: its task then holds the actor once, on the heap, where an
+    /// `async fn` taking `self` by value would hold it twice in the task (as the argument and
+    /// as the local it is moved into).
+    pub(super) async fn run(mut self: Box<Self>, mut rx: mpsc::UnboundedReceiver<Cmd>, mut phase: Phase) {
         let mut notices_in_a_row = 0;
         loop {
             let event = self.next_event(&mut phase, &mut rx, &mut notices_in_a_row).await;

@@ -194,7 +194,7 @@ impl InstanceHandle {
         };
         let phase = first(&mut actor);
         actor.status.send_replace(actor.info.clone());
-        tokio::spawn(actor.run(rx, phase));
+        tokio::spawn(Box::new(actor).run(rx, phase));
         InstanceHandle { tx, status, usage: Arc::default() }
     }
 
