@@ -188,7 +188,11 @@ impl Thread {
                 None => return,
             },
         };
-        self.serve(server, stream, peer, phase);
+        // Counted from here, not from the task's first run: `herder update` waits for every
+        // connection to be handed over, and one accepted a moment before must not be missed
+        // (it would be closed at the update, its request reset).
+        let counted = Open::new(&server.proxy.balancer, &self.threads.open[self.me]);
+        tokio::spawn(client(server.clone(), stream, peer, Bytes::new(), phase.clone(), counted));
     }
 
     /// Hand a connection to thread `to`; the connection back when that thread no longer takes
@@ -208,21 +212,6 @@ impl Thread {
         let stream = stream.into_std().map_err(lost).ok()?;
         let back = self.threads.handed[to].send(Handed { stream, peer, counted }).err()?.0;
         tokio::net::TcpStream::from_std(back.stream).map_err(lost).ok()
-    }
-
-    /// Serve a connection on this thread.
-    fn serve(
-        &self,
-        server: &Arc<Server>,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-        phase: &watch::Receiver<Phase>,
-    ) {
-        // Counted from here, not from the task's first run: `herder update` waits for every
-        // connection to be handed over, and one accepted a moment before must not be missed
-        // (it would be closed at the update, its request reset).
-        let counted = Open::new(&server.proxy.balancer, &self.threads.open[self.me]);
-        tokio::spawn(client(server.clone(), stream, peer, Bytes::new(), phase.clone(), counted));
     }
 
     /// Serve a connection another thread handed over.
