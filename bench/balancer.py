@@ -438,10 +438,6 @@ def measure(wrk, r, duration):
     return x
 
 
-def fmt1(v):
-    return "%.1f" % v if v is not None else "-"
-
-
 def machine_ticks():
     """(busy, idle) ticks of all CPUs, from /proc/stat (iowait counted idle)."""
     with open("/proc/stat") as f:
@@ -467,8 +463,9 @@ def rounds(args, wrk, runners, label):
             c.log("%s round %d %-12s %9.0f req/s  p50 %7.2f ms  p99 %7.2f ms  errors %d  CPU %s µs/req"
                   " (servers %s, wrk %s, idle %s%%)  load %s" % (
                       label, rnd, r.name, x["rps"], x["p50_ms"] or -1, x["p99_ms"] or -1, x["errors"],
-                      fmt1(x["cpu_us_per_req"]), fmt1(x["servers_cpu_us_per_req"]), fmt1(x["wrk_cpu_us_per_req"]),
-                      fmt1(x["idle_pct"]), " ".join(x["loadavg"])))
+                      *(fmt(x[k], "%.1f") for k in ("cpu_us_per_req", "servers_cpu_us_per_req",
+                                                    "wrk_cpu_us_per_req", "idle_pct")),
+                      " ".join(x["loadavg"])))
     summ = {}
     for r in runners:
         xs = [x for x in per_round if x["runner"] == r.name]
