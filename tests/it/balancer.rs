@@ -361,6 +361,186 @@ fn weighted_round_robin_splits_600_requests_exactly() {
     );
 }
 
+/// The instance each key reaches, asking each twice (both times the same, or the test fails).
+fn owners(port: u16, keys: &[String], extra: impl Fn(&str) -> String) -> Vec<String> {
+    keys.iter()
+        .map(|k| {
+            let first = request(port, None, "/", &extra(k)).unwrap().instance();
+            let again = request(port, None, "/", &extra(k)).unwrap().instance();
+            assert_eq!(first, again, "{k} moved between two requests");
+            first
+        })
+        .collect()
+}
+
+/// Wait until the balancer has `n` members, all in the pool.
+fn wait_members(h: &TestHome, n: usize) {
+    wait_for("every instance in the balancer's pool", T, || {
+        let b = h.app("web").balancer?;
+        (b.members.len() == n && b.members.iter().all(|m| m.up)).then_some(())
+    });
+}
+
+#[test]
+fn a_header_hash_keeps_each_key_on_its_instance_and_scaling_moves_keys_only_to_the_new_one() {
+    let h = TestHome::new();
+    let port = start(&h, 3, "strategy = \"header\"\nheader = \"X-User\"");
+    wait_backends(&h);
+    wait_members(&h, 3);
+    let users: Vec<String> = (0..40).map(|n| format!("user-{n}")).collect();
+    let by_header = |u: &str| format!("X-User: {u}\r\n");
+    let before = owners(port, &users, by_header);
+    let used: BTreeSet<&String> = before.iter().collect();
+    assert_eq!(used.len(), 3, "40 keys reached {used:?}");
+    // A request without the header is still served (round robin).
+    assert_eq!(get(port, "/").status, 200);
+
+    // A fourth instance: the keys it takes come from the others, no other key moves.
+    h.ok(&["scale", "web", "4"]);
+    wait_backends(&h);
+    wait_members(&h, 4);
+    let after = owners(port, &users, by_header);
+    let moved: Vec<(&String, &String, &String)> = users
+        .iter()
+        .zip(&before)
+        .zip(&after)
+        .filter(|((_, b), a)| b != a)
+        .map(|((u, b), a)| (u, b, a))
+        .collect();
+    assert!(moved.iter().all(|(_, _, to)| *to == "3"), "keys moved between old instances: {moved:?}");
+    assert!(!moved.is_empty() && moved.len() <= 20, "{} of 40 keys moved: {moved:?}", moved.len());
+}
+
+#[test]
+fn a_cookie_hash_keeps_each_session_on_its_instance() {
+    let h = TestHome::new();
+    let port = start(&h, 2, "strategy = \"cookie\"\ncookie = \"sid\"");
+    wait_backends(&h);
+    let sessions: Vec<String> = (0..20).map(|n| format!("s{n}")).collect();
+    let owners = owners(port, &sessions, |s| format!("Cookie: theme=dark; sid={s}; lang=en\r\n"));
+    let used: BTreeSet<&String> = owners.iter().collect();
+    assert_eq!(used.len(), 2, "20 sessions reached {used:?}");
+}
+
+#[test]
+fn a_backup_instance_gets_requests_only_while_no_other_instance_can() {
+    let h = TestHome::new();
+    let port = start(&h, 3, "backup = [2]");
+    wait_backends(&h);
+    let seen = |n: usize| (0..n).map(|_| get(port, "/").instance()).collect::<BTreeSet<String>>();
+    let primaries: BTreeSet<String> = ["0".to_string(), "1".into()].into();
+    assert_eq!(seen(30), primaries);
+
+    let ids: Vec<String> = h.app("web").instances[..2].iter().map(|i| i.id.unwrap().to_string()).collect();
+    h.ok(&["stop", &ids[0], &ids[1]]);
+    assert_eq!(seen(10), ["2".to_string()].into(), "the backup takes over");
+
+    h.ok(&["start", &ids[0], &ids[1]]);
+    wait_backends(&h);
+    wait_members(&h, 3);
+    assert_eq!(seen(30), primaries, "the primaries are back");
+}
+
+/// Send SIGSTOP or SIGCONT to a process of the test's app.
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on the test's own app.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+#[test]
+fn an_instance_that_stops_answering_is_a_504_then_out_of_the_pool_for_fail_timeout() {
+    let h = TestHome::new();
+    let port = start(&h, 2, "max_fails = 1\nfail_timeout = \"10s\"\nfirst_byte_timeout = \"3s\"");
+    wait_backends(&h);
+    // Both serve (failures of a process that never answered do not count: it may be starting).
+    let served: BTreeSet<String> = (0..2).map(|_| get(port, "/").instance()).collect();
+    assert_eq!(served.len(), 2, "{served:?}");
+    let stuck = h.app("web").instances[1].pid.unwrap();
+    signal(stuck, libc::SIGSTOP);
+    // Round robin: one of the next two requests goes to the stuck instance and times out.
+    let mut timed_out = None;
+    for _ in 0..2 {
+        let asked = Instant::now();
+        let a = get(port, "/");
+        if a.status != 200 {
+            timed_out = Some((a, asked.elapsed()));
+            break;
+        }
+        assert_eq!(a.instance(), "0");
+    }
+    let (a, took) = timed_out.expect("no request reached the stuck instance");
+    assert_eq!(a.status, 504, "{}", a.body);
+    assert!(a.body.contains("`web`"), "the body names the app: {}", a.body);
+    assert!(took >= Duration::from_millis(2900) && took < Duration::from_secs(15), "answered after {took:?}");
+
+    // Out of the pool: every request goes to the other (none waits on the stuck one), and
+    // `list` says why.
+    for _ in 0..10 {
+        let a = get(port, "/");
+        assert_eq!(
+            (a.status, a.headers.get("x-instance").map(String::as_str)),
+            (200, Some("0")),
+            "{}",
+            a.body
+        );
+    }
+    let member = h.app("web").balancer.unwrap().members[1].clone();
+    assert!(member.down && !member.up && member.failures == 1, "{member:?}");
+
+    // Once it answers again and fail_timeout has passed, it is back.
+    signal(stuck, libc::SIGCONT);
+    wait_for("the instance back in the pool", T, || {
+        let a = request(port, None, "/", "").ok()?;
+        (a.status == 200 && a.instance() == "1").then_some(())
+    });
+    let member = h.app("web").balancer.unwrap().members[1].clone();
+    assert!(member.up && !member.down, "{member:?}");
+}
+
+#[test]
+fn a_reload_lets_an_open_stream_run_until_the_drain_deadline_then_stops_the_old_instance() {
+    let h = TestHome::new();
+    let port = start(&h, 1, "drain_timeout = \"3s\"");
+    wait_backends(&h);
+    let old = h.app("web").instances[0].pid.unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "GET /sse?n=100000 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut stream = BufReader::new(s);
+    let next_event = |r: &mut BufReader<TcpStream>| -> bool {
+        let mut line = String::new();
+        while !line.starts_with("data:") {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return false;
+            }
+        }
+        true
+    };
+    assert!(next_event(&mut stream));
+
+    // While the reload waits for the old instance, the new one takes new requests and the
+    // stream goes on.
+    let reloaded = Instant::now();
+    let mut reload = h.cmd(&["reload", "web"]).spawn().unwrap();
+    let fresh = wait_for("a new instance answering", T, || {
+        let j = get(port, "/").json();
+        (j["pid"] != old).then_some(j["pid"].as_u64().unwrap())
+    });
+    assert!(pid_alive(old), "the old instance stopped as soon as it left the pool");
+    let mut events = 0;
+    while next_event(&mut stream) {
+        events += 1;
+    }
+    // Cut at the deadline (3 s after it left the pool), not before, and not left to run.
+    let ended = reloaded.elapsed();
+    assert!(events >= 10, "only {events} events after the reload ({ended:?})");
+    assert!(ended >= Duration::from_millis(2500) && ended < Duration::from_secs(15), "{ended:?}");
+    assert!(reload.wait().unwrap().success());
+    assert!(!pid_alive(old), "the reload returned before the old instance stopped");
+    assert_eq!(get(port, "/").json()["pid"], fresh);
+}
+
 fn now_ms() -> u128 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis()
 }
@@ -1115,6 +1295,16 @@ fn https_with_a_certificate_swapped_by_reload_certs_without_dropping_connections
     assert!(err.contains("web") && err.contains("key.pem"), "{err}");
     let (_, shown) = tls_connect(port, &dir.join("ca.pem"), &[b"http/1.1"]);
     assert_eq!(shown, der(&dir.join("second.pem")));
+
+    // SIGHUP to the daemon, as to nginx: the files are read again.
+    std::fs::copy(dir.join("first.pem"), dir.join("cert.pem")).unwrap();
+    std::fs::copy(dir.join("first.key"), dir.join("key.pem")).unwrap();
+    signal(h.daemon_pid().unwrap(), libc::SIGHUP);
+    wait_for("the first certificate again", T, || {
+        let (_, shown) = tls_connect(port, &dir.join("ca.pem"), &[b"http/1.1"]);
+        (shown == der(&dir.join("first.pem"))).then_some(())
+    });
+    assert_eq!(ask(&mut open)["proto"], "https");
 }
 
 trait ReadWrite: Read + Write {}
