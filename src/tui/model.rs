@@ -17,6 +17,8 @@ pub const LOG_LINES: usize = 1000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub app_id: u32,
+    /// The instance's own id, as `list` shows it (the app's for its first instance).
+    pub id: u32,
     pub name: String,
     pub index: u32,
     /// Instances of its app (names get `:index` when over one).
@@ -167,6 +169,7 @@ impl Model {
             .flat_map(|app| {
                 app.instances.iter().map(move |i| Row {
                     app_id: app.id,
+                    id: i.id.unwrap_or(app.id),
                     name: app.spec.name.clone(),
                     index: i.index,
                     instances: app.instances.len(),

@@ -85,7 +85,7 @@ fn draw_table(f: &mut Frame, m: &Model, area: Rect) {
     .style(Style::new().add_modifier(Modifier::BOLD));
     let rows = m.rows.iter().map(|r| {
         Row::new([
-            Cell::from(r.app_id.to_string()),
+            Cell::from(r.id.to_string()),
             Cell::from(r.label()),
             Cell::from(Span::styled(r.status.as_str(), status_style(r.status))),
             Cell::from(r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())),

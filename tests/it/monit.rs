@@ -134,3 +134,50 @@ fn monit_without_a_terminal_says_so_and_fails() {
     assert!(out.stdout.is_empty(), "nothing drawn on a pipe");
     assert!(!h.home.join("herder.sock").exists(), "no daemon is started for nothing");
 }
+
+#[test]
+fn monit_shows_each_instance_s_state_in_its_balancer() {
+    let h = TestHome::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    h.write(
+        "app.js",
+        "require('http').createServer((q, s) => s.end('ok')).listen(Number(process.env.PORT), '127.0.0.1');\n",
+    );
+    let file = h.write(
+        "herder.toml",
+        &format!(
+            "[[apps]]\nname = \"web\"\nscript = \"app.js\"\ninstances = 2\n\n[apps.balancer]\nlisten = {port}\n"
+        ),
+    );
+    h.ok(&["start", file.to_str().unwrap()]);
+    let command = format!("HERDER_HOME={} {} monit", sh_quote(&h.home), sh_quote(std::path::Path::new(BIN)));
+    let tmux = Tmux { socket: h.tag("tmux") };
+    let out = tmux.run(&["new-session", "-d", "-s", "monit", "-x", "160", "-y", "40", &command]);
+    assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
+
+    // Both instances in the pool, and the summary over the log pane.
+    let summary = format!("balancer {port} http · 2/2 in the pool");
+    let shown = poll(T, || {
+        let s = tmux.screen();
+        (s.contains(&summary) && s.matches("in · 0 under way").count() == 2).then_some(())
+    });
+    assert!(shown.is_some(), "both instances in the balancer: {}", tmux.screen());
+    // Each row has its instance's own id, as `list` gives it.
+    let s = tmux.screen();
+    for i in h.app("web").instances {
+        let row = row(&s, &format!("web:{}", i.index)).unwrap();
+        let id = row.split_whitespace().find(|w| w.chars().all(|c| c.is_ascii_digit()));
+        assert_eq!(id, Some(i.id.unwrap().to_string().as_str()), "{s}");
+    }
+
+    // One stopped: out of the pool, and the summary says so.
+    let id = h.app("web").instances[1].id.unwrap().to_string();
+    h.ok(&["stop", &id]);
+    let summary = format!("balancer {port} http · 1/2 in the pool");
+    let screen = poll(T, || {
+        let s = tmux.screen();
+        (s.contains(&summary) && s.contains("out: not ready")).then_some(s)
+    });
+    let screen = screen.unwrap_or_else(|| panic!("the stopped instance out of the pool: {}", tmux.screen()));
+    assert_eq!(screen.matches("in · 0 under way").count(), 1, "{screen}");
+}
