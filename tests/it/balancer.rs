@@ -18,7 +18,8 @@ const T: Duration = Duration::from_secs(30);
 
 /// The test's app: answers with its instance and what the balancer told it; `/hold` keeps
 /// its body open until `/release`; `/sse` writes an event every 100 ms with the time it wrote it;
-/// `/quiet` sends its headers and then nothing for `ms`; `/upload` counts the body's bytes and
+/// `/quiet` sends its headers and then nothing for `ms`; `/close` closes its server (the process
+/// lives on); `/upload` counts the body's bytes and
 /// those out of the pattern `offset % 251`; `/download` sends `bytes` of `x` as the client reads
 /// them; a WebSocket echo on upgrade.
 const APP: &str = r#"
@@ -81,6 +82,11 @@ const server = http.createServer((req, res) => {
     };
     more();
     return;
+  }
+  if (url.pathname === '/close') {
+    server.close();
+    res.setHeader('connection', 'close');
+    return res.end('closing');
   }
   if (url.pathname === '/quiet') {
     res.writeHead(200, { 'content-type': 'text/plain' });
@@ -1046,6 +1052,44 @@ fn reloads_under_load_fail_no_request() {
     );
     let after: BTreeSet<u32> = h.app("web").instances.iter().map(|i| i.pid.unwrap()).collect();
     assert!(before.is_disjoint(&after), "every instance was replaced: {before:?} {after:?}");
+}
+
+#[test]
+fn a_refused_connect_is_retried_elsewhere_for_an_idempotent_request_only() {
+    let h = TestHome::new();
+    let port = start(&h, 2, "");
+    wait_backends(&h);
+    // Instance 1 closes its server (asked on its own port) and lives on: its connects fail.
+    let closing = h.app("web").instances[1].port.unwrap();
+    assert_eq!(get(closing, "/close").body, "closing");
+    wait_for("instance 1 to refuse connections", T, || {
+        TcpStream::connect(("127.0.0.1", closing)).is_err().then_some(())
+    });
+
+    // GET: the requests that went to it are sent to the other.
+    for _ in 0..6 {
+        let a = get(port, "/");
+        assert_eq!((a.status, a.instance()), (200, "0".to_string()), "{}", a.body);
+    }
+    let b = h.app("web").balancer.unwrap();
+    assert!(b.retries >= 3, "retries {}", b.retries);
+    assert!(b.members[1].failures >= 3, "{:?}", b.members[1]);
+
+    // POST: not sent again (it might have been acted on); a 502 naming the app.
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(s, "POST /upload HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 3\r\n\r\n")
+            .unwrap();
+        s.write_all(&[0, 1, 2]).unwrap();
+        let a = read_answer(&mut BufReader::new(s)).unwrap();
+        answers.push((a.status, a.headers.get("x-instance").cloned(), a.body));
+    }
+    let refused: Vec<_> = answers.iter().filter(|a| a.0 == 502).collect();
+    assert!(!refused.is_empty(), "{answers:?}");
+    assert!(refused.iter().all(|a| a.2.contains("`web`")), "{answers:?}");
+    assert!(answers.iter().all(|a| a.0 == 502 || (a.0 == 200 && a.1.as_deref() == Some("0"))), "{answers:?}");
 }
 
 #[test]
