@@ -418,6 +418,57 @@ fn a_header_hash_keeps_each_key_on_its_instance_and_scaling_moves_keys_only_to_t
 }
 
 #[test]
+fn scaling_up_adds_an_instance_to_the_pool_only_once_it_is_ready() {
+    let h = TestHome::new();
+    let port = free_port();
+    let go = h.dir.path().join("go");
+    std::fs::create_dir(&go).unwrap();
+    // Listens at once; says it is ready (PM2's way) once its file exists.
+    h.write(
+        "app.js",
+        r#"
+const fs = require('fs');
+const me = process.env.NODE_APP_INSTANCE;
+require('http').createServer((q, s) => { s.setHeader('x-instance', me); s.end(me); })
+  .listen(Number(process.env.PORT), '127.0.0.1', () => {
+    const poll = setInterval(() => {
+      if (fs.existsSync(`${process.env.GO}/${me}`)) { clearInterval(poll); process.send('ready'); }
+    }, 10);
+  });
+"#,
+    );
+    for i in 0..2 {
+        std::fs::write(go.join(i.to_string()), "").unwrap();
+    }
+    let file = h.write(
+        "herder.toml",
+        &format!(
+            "[[apps]]\nname = \"web\"\nscript = \"app.js\"\ninstances = 2\nwait_ready = true\n\
+             listen_timeout = \"60s\"\nenv = {{ GO = \"{}\" }}\n\n[apps.balancer]\nlisten = {port}\n",
+            go.display()
+        ),
+    );
+    h.ok(&["start", file.to_str().unwrap()]);
+    wait_members(&h, 2);
+
+    // A third instance: it listens, but has not said it is ready.
+    let mut scale = h.cmd(&["scale", "web", "3"]).spawn().unwrap();
+    let third = wait_for("the third instance to listen", T, || {
+        let app = h.app("web");
+        let port = app.instances.get(2)?.port?;
+        TcpStream::connect(("127.0.0.1", port)).ok().map(|_| app.instances[2].clone())
+    });
+    assert_eq!(third.status, Status::Launching);
+    let seen: BTreeSet<String> = (0..30).map(|_| get(port, "/").instance()).collect();
+    assert_eq!(seen, ["0".to_string(), "1".into()].into(), "requests reached an instance not ready");
+
+    // Ready: it gets its share.
+    std::fs::write(go.join("2"), "").unwrap();
+    assert!(scale.wait().unwrap().success());
+    wait_for("the third instance to get requests", T, || (get(port, "/").instance() == "2").then_some(()));
+}
+
+#[test]
 fn a_cookie_hash_keeps_each_session_on_its_instance() {
     let h = TestHome::new();
     let port = start(&h, 2, "strategy = \"cookie\"\ncookie = \"sid\"");
