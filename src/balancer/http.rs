@@ -725,10 +725,16 @@ fn key(spec: &BalancerSpec, req: &Request<Incoming>, peer: IpAddr) -> Option<u64
     }
 }
 
-/// The first address of `X-Forwarded-For`, for a balancer that trusts it.
+/// The client as the proxy in front says, for a balancer that trusts it: its `X-Real-IP`, else
+/// the last address of `X-Forwarded-For`, the one that proxy added (those before it came from
+/// the client, which may write anything there).
 fn forwarded_client(headers: &HeaderMap) -> Option<IpAddr> {
-    let v = headers.get(X_FORWARDED_FOR)?.to_str().ok()?;
-    v.split(',').next()?.trim().parse().ok()
+    let parse = |v: &HeaderValue| v.to_str().ok()?.trim().parse().ok();
+    if let Some(ip) = headers.get(X_REAL_IP).and_then(parse) {
+        return Some(ip);
+    }
+    let last = headers.get_all(X_FORWARDED_FOR).iter().next_back()?.to_str().ok()?;
+    last.rsplit(',').next()?.trim().parse().ok()
 }
 
 /// The value of cookie `name`.
@@ -1071,5 +1077,28 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
         assert_eq!(h["x-real-ip"], "1.2.3.4");
         assert_eq!(h[header::HOST], "example.org");
+    }
+
+    #[test]
+    fn a_trusted_proxy_s_client_is_its_real_ip_else_the_address_it_added_last() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.append(*k, HeaderValue::from_static(v));
+            }
+            forwarded_client(&h)
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(with(&[("x-forwarded-for", "6.6.6.6, 10.0.0.7")]), ip("10.0.0.7"));
+        assert_eq!(
+            with(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-for", "10.0.0.7, 2001:db8::1")]),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            with(&[("x-forwarded-for", "6.6.6.6, 10.0.0.7"), ("x-real-ip", "10.0.0.9")]),
+            ip("10.0.0.9")
+        );
+        assert_eq!(with(&[("x-forwarded-for", "6.6.6.6, junk"), ("x-real-ip", "junk")]), None);
+        assert_eq!(with(&[]), None);
     }
 }

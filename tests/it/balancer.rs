@@ -268,6 +268,28 @@ fn ip_hash_keeps_each_client_address_on_one_instance_and_uses_them_all() {
 }
 
 #[test]
+fn behind_a_trusted_proxy_ip_hash_follows_the_client_that_proxy_names() {
+    let h = TestHome::new();
+    let port = start(&h, 3, "strategy = \"ip_hash\"\ntrust_forwarded = true");
+    wait_backends(&h);
+    let mut by_client: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for n in 1..=20 {
+        // What the client wrote first (the same for all), then what the proxy added.
+        let client = format!("10.1.0.{n}");
+        for _ in 0..3 {
+            let a = request(port, None, "/", &format!("X-Forwarded-For: 6.6.6.6, {client}\r\n")).unwrap();
+            assert_eq!(a.json()["xff"], format!("6.6.6.6, {client}, 127.0.0.1"));
+            by_client.entry(client.clone()).or_default().insert(a.instance());
+        }
+    }
+    for (client, seen) in &by_client {
+        assert_eq!(seen.len(), 1, "{client} reached {seen:?}");
+    }
+    let used: BTreeSet<&String> = by_client.values().flatten().collect();
+    assert_eq!(used.len(), 3, "20 clients reached {used:?}");
+}
+
+#[test]
 fn least_conn_sends_new_requests_to_the_idle_instances() {
     let h = TestHome::new();
     let port = start(&h, 3, "strategy = \"least_conn\"");
