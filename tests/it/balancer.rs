@@ -1204,6 +1204,39 @@ fn tcp_mode_passes_connections_through() {
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
 
+#[test]
+fn tcp_mode_least_conn_sends_a_new_connection_to_the_instance_holding_fewest() {
+    let h = TestHome::new();
+    let port = start(&h, 2, "mode = \"tcp\"\nstrategy = \"least_conn\"");
+    wait_backends(&h);
+    // A connection held open, and the instance it reached.
+    let open = || {
+        let mut r = BufReader::new(TcpStream::connect(("127.0.0.1", port)).unwrap());
+        r.get_mut().set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let who = read_answer(&mut r).unwrap().instance();
+        (who, r)
+    };
+    let mut held: Vec<(String, BufReader<TcpStream>)> = vec![open(), open()];
+    let reached: BTreeSet<&String> = held.iter().map(|(w, _)| w).collect();
+    assert_eq!(reached.len(), 2, "{reached:?}");
+    // Instance 1's connection ends: the next two go to it (round robin would send one to 0).
+    held.retain(|(w, _)| w != "1");
+    wait_for("the balancer to count the closed connection", T, || {
+        let b = h.app("web").balancer?;
+        (b.members.iter().map(|m| m.active).collect::<Vec<_>>() == [1, 0]).then_some(())
+    });
+    let (first, _a) = open();
+    assert_eq!(first, "1");
+    let (second, _b) = open();
+    let (third, _c) = open();
+    let mut spread = vec![first, second, third];
+    spread.sort();
+    // Two each, whatever the order of the ties.
+    assert_eq!(spread.iter().filter(|w| *w == "0").count(), 1, "{spread:?}");
+    drop(held);
+}
+
 /// A server for tcp mode: reads a connection to its end, then answers with the number of bytes
 /// it read and the bytes themselves, and closes.
 const ECHO: &str = r#"import os, socket, threading
