@@ -1427,6 +1427,15 @@ fn https_with_a_certificate_swapped_by_reload_certs_without_dropping_connections
     let (h2, _) = tls_connect(port, &dir.join("ca.pem"), &[b"h2", b"http/1.1"]);
     assert_eq!(h2.conn.alpn_protocol(), Some(&b"h2"[..]));
     drop(h2);
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--http2", "-w", "\\n%{http_version}", "--cacert"])
+        .arg(dir.join("ca.pem"))
+        .arg(format!("https://localhost:{port}/"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.ends_with("\n2"), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("\"proto\":\"https\""), "{text}");
 
     // The files change; reload-certs: new connections get the new one, the open one goes on.
     std::fs::copy(dir.join("second.pem"), dir.join("cert.pem")).unwrap();
