@@ -922,6 +922,43 @@ fn no_instance_ready_is_503_with_retry_after_at_once_and_the_access_log_has_both
     assert!(refused["instance"].is_null(), "{refused}");
 }
 
+#[test]
+fn the_access_log_rotates_by_the_app_s_log_settings() {
+    let h = TestHome::new();
+    let port = free_port();
+    h.write("app.js", APP);
+    let file = h.write(
+        "herder.toml",
+        &format!(
+            "[[apps]]\nname = \"web\"\nscript = \"app.js\"\nlog_max_size = \"4K\"\nlog_retain = 2\n\n\
+             [apps.balancer]\nlisten = {port}\naccess_log = true\n"
+        ),
+    );
+    h.ok(&["start", file.to_str().unwrap()]);
+    wait_backends(&h);
+    let mut r = BufReader::new(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    for _ in 0..300 {
+        r.get_mut()
+            .write_all(b"GET /a-path-of-some-length-to-fill-the-log HTTP/1.1\r\nHost: t\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_answer(&mut r).unwrap().status, 200);
+    }
+    let logs = h.home.join("logs");
+    let files = wait_for("rotated access logs", T, || {
+        let mut names: Vec<String> = std::fs::read_dir(&logs)
+            .ok()?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("web-access"))
+            .collect();
+        names.sort();
+        (names.len() == 3).then_some(names)
+    });
+    for name in &files {
+        let len = std::fs::metadata(logs.join(name)).unwrap().len();
+        assert!(len <= 4096 + 512, "{name}: {len} bytes");
+    }
+}
+
 /// Requests in a loop from 4 threads (2 with a connection per request, 2 keep-alive) until
 /// stopped: how many were answered 200, and the failures.
 struct Load {
