@@ -44,10 +44,12 @@ pub(super) async fn apply(paths: &Paths, a: ApplyArgs) -> Result<i32> {
         let verb = match (step.action, a.dry_run) {
             (StepAction::Start, false) => "started",
             (StepAction::Reload, false) => "reloaded",
+            (StepAction::Retune, false) => "retuned the balancer of",
             (StepAction::Scale, false) => "scaled",
             (StepAction::Delete, false) => "deleted",
             (StepAction::Start, true) => "start",
             (StepAction::Reload, true) => "reload",
+            (StepAction::Retune, true) => "retune the balancer of",
             (StepAction::Scale, true) => "scale",
             (StepAction::Delete, true) => "delete",
             (StepAction::Unchanged, _) => "unchanged",

@@ -72,6 +72,9 @@ enum Op {
     /// Replace each instance in turn by the next generation of its slot, once that one is
     /// ready; `Err` names the instance that was not, and leaves the rest as they were.
     Replace(Option<(Arc<AppSpec>, Vec<Listener>)>, Slots, oneshot::Sender<Result<(), String>>),
+    /// Take this spec, which differs only in the balancer's own settings: the balancer serves
+    /// with them, the instances run on untouched.
+    Retune(Arc<AppSpec>, oneshot::Sender<()>),
     /// Change the number of instances, the others untouched: new ones start, the last ones
     /// stop. Answers the count before and after.
     Scale(Scale, oneshot::Sender<(u32, u32)>),
@@ -149,6 +152,11 @@ impl Coordinator {
         slots: Slots,
     ) -> Result<(), String> {
         self.ask(|r| Op::Replace(spec, slots, r)).await.unwrap_or_else(|| Err("the app is gone".into()))
+    }
+
+    /// A spec that differs only in the balancer's own settings (see `Op::Retune`).
+    pub async fn retune(&self, spec: Arc<AppSpec>) {
+        self.ask(|r| Op::Retune(spec, r)).await;
     }
 
     /// The count before and after.
@@ -267,6 +275,11 @@ impl Owner {
                     })
                     .await;
                     self.steer(&[]);
+                    let _ = reply.send(());
+                }
+                Op::Retune(spec, reply) => {
+                    self.spec = spec;
+                    self.publish();
                     let _ = reply.send(());
                 }
                 Op::Apply(spec, sockets, reply) => {

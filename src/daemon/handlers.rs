@@ -603,6 +603,29 @@ fn changes(old: &AppSpec, new: &AppSpec) -> Vec<String> {
     keys.into_iter().filter(|k| a.get(*k) != b.get(*k)).cloned().collect()
 }
 
+/// The balancer settings that changed, when nothing else did and none of them is seen by the
+/// instances: the running balancer can take them with the instances left as they are. `None`
+/// when the instances must be replaced: any other field changed, or the balancer came or went,
+/// or its mode (Node instances get the hop's preload in http mode), `unix_hop` or the
+/// instances' ports (`backend_port`) changed.
+fn retuned(old: &AppSpec, new: &AppSpec, changed: &[String]) -> Option<Vec<String>> {
+    if changed != ["balancer"] {
+        return None;
+    }
+    let (Some(a), Some(b)) = (&old.balancer, &new.balancer) else { return None };
+    if a.mode != b.mode || a.unix_hop != b.unix_hop || a.backend_port != b.backend_port {
+        return None;
+    }
+    let (a, b) = (serde_json::to_value(a).ok()?, serde_json::to_value(b).ok()?);
+    let (a, b) = (a.as_object()?, b.as_object()?);
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    // As the config names them (`fail_timeout`, not the spec's `fail_timeout_ms`).
+    let named = keys.into_iter().filter(|k| a.get(*k) != b.get(*k));
+    Some(named.map(|k| k.strip_suffix("_ms").unwrap_or(k).to_string()).collect())
+}
+
 /// `herder apply <config>`: converge on the file's apps.
 async fn apply(
     d: &Arc<Daemon>,
@@ -615,6 +638,7 @@ async fn apply(
     let mut plan = Vec::new();
     let mut new = Vec::new();
     let mut renew = Vec::new();
+    let mut retune = Vec::new();
     let mut rescale = Vec::new();
     let mut gone = Vec::new();
     {
@@ -629,7 +653,15 @@ async fn apply(
             let Some(c) = reg.coordinators.get(&app.id) else { continue };
             let changed = changes(app.spec(), spec);
             let count = app.instances.len() as u32;
-            if !changed.is_empty() {
+            if let Some(tuned) = retuned(app.spec(), spec, &changed) {
+                let detail = format!("{}; the instances untouched", tuned.join(", "));
+                plan.push(step(StepAction::Retune, Some(detail)));
+                // The running spec with the new balancer: nothing else of the file's is taken.
+                let mut running = (**app.spec()).clone();
+                running.balancer = spec.balancer.clone();
+                app.front.stage(&spec.name, running.balancer.as_ref()).map_err(bad)?;
+                retune.push((c.clone(), Arc::new(running)));
+            } else if !changed.is_empty() {
                 plan.push(step(StepAction::Reload, Some(format!("changed: {}", changed.join(", ")))));
                 let mut spec = spec.clone();
                 spec.instances = count;
@@ -684,6 +716,9 @@ async fn apply(
         if let Err(e) = result {
             failures.push(e);
         }
+    }
+    for (c, spec) in retune {
+        c.retune(spec).await;
     }
     for (c, n) in rescale {
         c.scale(Scale::To(n)).await;

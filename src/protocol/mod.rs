@@ -466,6 +466,9 @@ pub struct Step {
 pub enum StepAction {
     Start,
     Reload,
+    /// Only the balancer's own settings changed (strategy, weights, timeouts, address…): the
+    /// running balancer takes them, the instances are left as they are.
+    Retune,
     Scale,
     Delete,
     Unchanged,

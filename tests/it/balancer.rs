@@ -491,6 +491,65 @@ require('http').createServer((q, s) => { s.setHeader('x-instance', me); s.end(me
 }
 
 #[test]
+fn apply_retunes_the_balancer_without_touching_the_instances() {
+    let h = TestHome::new();
+    h.write("app.js", APP);
+    let (first, second) = (free_port(), free_port());
+    let config = |port: u16, balancer: &str| {
+        let text = format!(
+            "[[apps]]\nname = \"web\"\nscript = \"app.js\"\ninstances = 2\n\n[apps.balancer]\nlisten = {port}\n{balancer}\n"
+        );
+        h.write("herder.toml", &text).to_str().unwrap().to_string()
+    };
+    h.ok(&["start", &config(first, "")]);
+    wait_backends(&h);
+    let pids = || h.app("web").instances.iter().map(|i| i.pid.unwrap()).collect::<Vec<_>>();
+    let before = pids();
+    let split = |port: u16| {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        let mut r = BufReader::new(TcpStream::connect(("127.0.0.1", port)).unwrap());
+        for _ in 0..400 {
+            r.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            *counts.entry(read_answer(&mut r).unwrap().instance()).or_default() += 1;
+        }
+        counts
+    };
+    assert_eq!(split(first), [("0".to_string(), 200), ("1".into(), 200)].into());
+
+    // Weights and a timeout: the running balancer takes them, the instances run on.
+    let out = h.ok(&["apply", &config(first, "weights = [3, 1]\nfirst_byte_timeout = \"30s\"")]);
+    assert!(
+        out.contains("retuned the balancer of `web` (first_byte_timeout, weights; the instances untouched)"),
+        "{out}"
+    );
+    assert_eq!(pids(), before);
+    assert_eq!(split(first), [("0".to_string(), 300), ("1".into(), 100)].into());
+
+    // Another address: served there, the old one closed.
+    let out = h.ok(&["apply", &config(second, "weights = [3, 1]\nfirst_byte_timeout = \"30s\"")]);
+    assert!(out.contains("retuned the balancer of `web` (listen;"), "{out}");
+    assert_eq!(get(second, "/").status, 200);
+    wait_for("the old address to close", T, || {
+        TcpStream::connect(("127.0.0.1", first)).is_err().then_some(())
+    });
+    assert_eq!(pids(), before);
+
+    // An address taken by another program: refused, nothing changes.
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let err = h.fails(&["apply", &config(port, "weights = [1, 3]")]);
+    assert!(err.contains(&port.to_string()) && err.contains("web"), "{err}");
+    assert_eq!(split(second), [("0".to_string(), 300), ("1".into(), 100)].into());
+
+    // The mode is seen by the instances (the hop in http mode): they are replaced.
+    let out = h.ok(&["apply", &config(second, "mode = \"tcp\"")]);
+    assert!(out.contains("reloaded `web` (changed: balancer)"), "{out}");
+    let after = pids();
+    assert!(after.iter().all(|p| !before.contains(p)), "{before:?} {after:?}");
+    assert_eq!(get(second, "/").status, 200);
+}
+
+#[test]
 fn a_cookie_hash_keeps_each_session_on_its_instance() {
     let h = TestHome::new();
     let port = start(&h, 2, "strategy = \"cookie\"\ncookie = \"sid\"");
