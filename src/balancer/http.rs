@@ -415,20 +415,21 @@ async fn http1(server: &Arc<Server>, io: Prefixed, peer: SocketAddr, mut phase: 
         return;
     }
     let parts = conn.into_parts();
+    // What hyper read and did not serve came before what it had not read yet of the bytes
+    // given with the connection.
     let (io, read) = (parts.io.into_inner(), parts.read_buf);
     let pending = upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some((instance, held, idle)) = pending {
         let Ok(instance) = instance.await else { return };
-        let mut client =
-            Prefixed { read: io.read.slice(..).into_iter().chain(read).collect(), stream: io.stream };
+        let mut client = Prefixed { read: read.into_iter().chain(io.read).collect(), stream: io.stream };
         let mut instance = TokioIo::new(instance);
         super::tcp::pipe(&mut client, &mut instance, idle).await;
         drop(held);
         return;
     }
     if told == Phase::HandingOver {
-        let mut unread = io.read.to_vec();
-        unread.extend_from_slice(&read);
+        let mut unread = read.to_vec();
+        unread.extend_from_slice(&io.read);
         match io.stream.as_fd().try_clone_to_owned() {
             Ok(fd) => b.handed.lock().unwrap_or_else(|e| e.into_inner()).push((fd, unread)),
             Err(e) => tracing::warn!(app = %b.app, error = %e, "a connection cannot be handed over"),
@@ -856,10 +857,14 @@ fn forwarded(
             headers.insert(header::HOST, v);
         }
     }
-    let prior = headers.get(X_FORWARDED_FOR).filter(|_| spec.trust_forwarded);
-    let xff = match prior.and_then(|v| v.to_str().ok()) {
-        Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", peer.addr.ip())).ok(),
-        None => Some(peer.ip.clone()),
+    // Every line of it, in order: a proxy may add a line of its own rather than append.
+    let prior: Vec<&str> = match spec.trust_forwarded {
+        true => headers.get_all(X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect(),
+        false => Vec::new(),
+    };
+    let xff = match prior.is_empty() {
+        true => Some(peer.ip.clone()),
+        false => HeaderValue::from_str(&format!("{}, {}", prior.join(", "), peer.addr.ip())).ok(),
     };
     match xff {
         Some(v) => headers.insert(X_FORWARDED_FOR, v),
@@ -1077,6 +1082,14 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.7");
         assert_eq!(h["x-real-ip"], "1.2.3.4");
         assert_eq!(h[header::HOST], "example.org");
+
+        // Given on two lines (a proxy that adds its own): both kept, in order, on one.
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
+        h.append("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        forwarded(&spec, &mut h, &uri, Version::HTTP_11, &peer, false, false);
+        let lines: Vec<&HeaderValue> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(lines, ["6.6.6.6, 1.2.3.4, 10.0.0.7"]);
     }
 
     #[test]
