@@ -434,6 +434,21 @@ impl Front {
     /// (the port is taken, needs root…), and then nothing changed. The certificate and key are
     /// read too, so that a bad one is refused before anything changes.
     pub fn stage(&self, app: &str, spec: Option<&BalancerSpec>) -> Result<(), String> {
+        self.bind_for(app, spec, true)
+    }
+
+    /// What [`Front::stage`] checks, with nothing kept (the socket is closed at once): for
+    /// `herder apply --dry-run`.
+    pub fn check(&self, app: &str, spec: Option<&BalancerSpec>) -> Result<(), String> {
+        self.bind_for(app, spec, false)
+    }
+
+    /// Close the socket staged for a spec that will not be applied (the apply failed).
+    pub fn unstage(&self) {
+        self.staged.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    fn bind_for(&self, app: &str, spec: Option<&BalancerSpec>, keep: bool) -> Result<(), String> {
         let Some(spec) = spec else { return Ok(()) };
         if let Some(tls) = &spec.tls {
             tls::Certs::load(app, tls)?;
@@ -447,7 +462,9 @@ impl Front {
             return Ok(());
         }
         let fd = bind(app, &spec.listen)?;
-        *staged = Some((spec.listen.clone(), fd));
+        if keep {
+            *staged = Some((spec.listen.clone(), fd));
+        }
         Ok(())
     }
 

@@ -626,6 +626,35 @@ fn retuned(old: &AppSpec, new: &AppSpec, changed: &[String]) -> Option<Vec<Strin
     Some(named.map(|k| k.strip_suffix("_ms").unwrap_or(k).to_string()).collect())
 }
 
+/// Balancers with a socket staged by an apply: closed when the apply ends, unless a balancer
+/// took it (served once its spec is applied).
+struct Staged(Vec<Arc<crate::balancer::Front>>);
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        for front in &self.0 {
+            front.unstage();
+        }
+    }
+}
+
+/// Bind the socket of a balancer's new spec (checked only, on a dry run): `Err` in the user's
+/// words, and then nothing changed.
+fn stage(
+    front: &Arc<crate::balancer::Front>,
+    app: &str,
+    spec: Option<&crate::protocol::spec::BalancerSpec>,
+    dry_run: bool,
+    staged: &mut Staged,
+) -> Result<(), ErrorReply> {
+    if dry_run {
+        return front.check(app, spec).map_err(bad);
+    }
+    front.stage(app, spec).map_err(bad)?;
+    staged.0.push(front.clone());
+    Ok(())
+}
+
 /// `herder apply <config>`: converge on the file's apps.
 async fn apply(
     d: &Arc<Daemon>,
@@ -635,6 +664,8 @@ async fn apply(
     dry_run: bool,
 ) -> Result<Response, ErrorReply> {
     check_specs(&specs)?;
+    // Released if this apply ends before they are served (an error on the way).
+    let mut staged = Staged(Vec::new());
     let mut plan = Vec::new();
     let mut new = Vec::new();
     let mut renew = Vec::new();
@@ -659,7 +690,7 @@ async fn apply(
                 // The running spec with the new balancer: nothing else of the file's is taken.
                 let mut running = (**app.spec()).clone();
                 running.balancer = spec.balancer.clone();
-                app.front.stage(&spec.name, running.balancer.as_ref()).map_err(bad)?;
+                stage(&app.front, &spec.name, running.balancer.as_ref(), dry_run, &mut staged)?;
                 retune.push((c.clone(), Arc::new(running)));
             } else if !changed.is_empty() {
                 plan.push(step(StepAction::Reload, Some(format!("changed: {}", changed.join(", ")))));
@@ -667,7 +698,7 @@ async fn apply(
                 spec.instances = count;
                 super::registry::share_env(&mut spec.env);
                 let sockets = app.sockets.prepare(&spec.name, &spec.sockets, count as usize).map_err(bad)?;
-                app.front.stage(&spec.name, spec.balancer.as_ref()).map_err(bad)?;
+                stage(&app.front, &spec.name, spec.balancer.as_ref(), dry_run, &mut staged)?;
                 renew.push((c.clone(), Arc::new(spec), sockets));
             }
             if spec.instances != count {

@@ -525,6 +525,12 @@ fn apply_retunes_the_balancer_without_touching_the_instances() {
     assert_eq!(pids(), before);
     assert_eq!(split(first), [("0".to_string(), 300), ("1".into(), 100)].into());
 
+    // A dry run says what it would do, and binds nothing.
+    let plan =
+        h.ok(&["apply", "--dry-run", &config(second, "weights = [3, 1]\nfirst_byte_timeout = \"30s\"")]);
+    assert!(plan.contains("retune the balancer of `web` (listen;"), "{plan}");
+    assert!(TcpStream::connect(("127.0.0.1", second)).is_err(), "a dry run left {second} bound");
+
     // Another address: served there, the old one closed.
     let out = h.ok(&["apply", &config(second, "weights = [3, 1]\nfirst_byte_timeout = \"30s\"")]);
     assert!(out.contains("retuned the balancer of `web` (listen;"), "{out}");
