@@ -20,7 +20,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -32,7 +32,6 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Sleep;
@@ -228,10 +227,12 @@ impl Thread {
     }
 }
 
-/// What serves a connection: the proxy, and hyper's builder for TLS and HTTP/2 connections.
+/// What serves a connection: the proxy, and hyper's builders for TLS (HTTP/1.1 or HTTP/2 by
+/// ALPN) and for HTTP/2 in clear.
 struct Server {
     proxy: Arc<Proxy>,
-    auto: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
 
 async fn accept(
@@ -243,10 +244,14 @@ async fn accept(
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    let mut auto = auto::Builder::new(TokioExecutor::new());
-    auto.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ);
-    auto.http2().timer(TokioTimer::new());
-    let server = Arc::new(Server { proxy: Arc::new(Proxy::new(balancer.clone())), auto });
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1.timer(TokioTimer::new()).header_read_timeout(HEADER_READ);
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    // A client that went away without a word (a laptop closed, a NAT that forgot it) is found
+    // by its unanswered ping.
+    http2.timer(TokioTimer::new()).keep_alive_interval(H2_PING).keep_alive_timeout(H2_PING_ANSWER);
+    let proxy = Arc::new(Proxy::new(balancer.clone(), this.threads.open[this.me].clone()));
+    let server = Arc::new(Server { proxy, http1, http2 });
     for (fd, read) in adopted {
         let stream = std::net::TcpStream::from(fd);
         let adopted = stream.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(stream));
@@ -277,8 +282,13 @@ async fn accept(
     Ok(())
 }
 
-/// How long a client may take to send a request's headers.
+/// How long a client may take to send a request's headers (the first ones too: a connection
+/// that sends nothing for this long is closed).
 const HEADER_READ: Duration = Duration::from_secs(30);
+
+/// How often an idle HTTP/2 client is pinged, and how long its answer may take.
+const H2_PING: Duration = Duration::from_secs(60);
+const H2_PING_ANSWER: Duration = Duration::from_secs(20);
 
 /// The bytes that begin every HTTP/2 connection without TLS.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
@@ -316,22 +326,43 @@ async fn client(
     counted: Open,
 ) {
     let b = server.proxy.balancer.clone();
+    let mut phase = phase;
     match b.tls.as_ref().map(|c| c.acceptor()) {
         Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => served(&server, tls, peer, true, phase).await,
+            Ok(Ok(tls)) => {
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                served(&server, tls, peer, true, h2, phase).await
+            }
             Ok(Err(e)) => tracing::debug!(app = %b.app, %peer, error = %e, "TLS handshake"),
             Err(_) => tracing::debug!(app = %b.app, %peer, "TLS handshake timed out"),
         },
-        None if read.is_empty() && is_h2(&stream).await => served(&server, stream, peer, false, phase).await,
-        None => http1(&server, Prefixed { read, stream }, peer, phase).await,
+        None if !read.is_empty() => http1(&server, Prefixed { read, stream }, peer, phase).await,
+        None => {
+            let opening = tokio::select! {
+                opening = tokio::time::timeout(HEADER_READ, is_h2(&stream)) => opening.ok(),
+                told = super::stopping(&mut phase) => {
+                    // Nothing read from it yet: for `herder update`, handed over as it is.
+                    if told == Phase::HandingOver {
+                        hand_over(&b, &stream, Vec::new());
+                    }
+                    return;
+                }
+            };
+            match opening {
+                Some(true) => served(&server, stream, peer, false, true, phase).await,
+                Some(false) => http1(&server, Prefixed { read, stream }, peer, phase).await,
+                None => tracing::debug!(app = %b.app, %peer, "the client sent nothing: closed"),
+            }
+        }
     }
     drop(counted);
 }
 
-/// Whether the client opens with HTTP/2's preface (h2c with prior knowledge).
+/// Whether the client opens with HTTP/2's preface (h2c with prior knowledge); waits for its
+/// first bytes.
 async fn is_h2(stream: &tokio::net::TcpStream) -> bool {
     let mut buf = [0u8; H2_PREFACE.len()];
-    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
     loop {
         let n = match stream.peek(&mut buf).await {
             Ok(n) => n,
@@ -340,40 +371,120 @@ async fn is_h2(stream: &tokio::net::TcpStream) -> bool {
         if n == 0 || buf[..n] != H2_PREFACE[..n] || n == H2_PREFACE.len() {
             return n == H2_PREFACE.len() && buf == *H2_PREFACE;
         }
-        // A prefix of the preface so far: wait for more.
-        if started.elapsed() > HEADER_READ {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        // A prefix of the preface so far (peek does not wait for more): look again soon.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
-/// Serve a TLS or HTTP/2 connection (hyper's upgrades included); when the balancer stops,
-/// finish the requests under way (for up to `drain_timeout`) and close.
+/// Give a client connection to the next image of the daemon (`herder update`), with the bytes
+/// read from it and not served yet.
+fn hand_over(b: &Balancer, stream: &tokio::net::TcpStream, unread: Vec<u8>) {
+    match stream.as_fd().try_clone_to_owned() {
+        Ok(fd) => b.handed.lock().unwrap_or_else(|e| e.into_inner()).push((fd, unread)),
+        Err(e) => tracing::warn!(app = %b.app, error = %e, "a connection cannot be handed over"),
+    }
+}
+
+/// Serve a TLS connection (HTTP/1.1 with hyper's upgrades, or HTTP/2) or an HTTP/2 one in
+/// clear; when the balancer stops, finish the requests under way (for up to `drain_timeout`)
+/// and close.
 async fn served<I>(
     server: &Arc<Server>,
     io: I,
     peer: SocketAddr,
     tls: bool,
+    h2: bool,
     mut phase: watch::Receiver<Phase>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let proxy = server.proxy.clone();
-    let peer = Arc::new(Peer::new(peer));
-    let service = hyper::service::service_fn(move |req| {
-        let (proxy, peer) = (proxy.clone(), peer.clone());
-        async move { Ok::<_, Infallible>(proxy.handle(req, &peer, tls, None).await) }
-    });
-    let conn = server.auto.serve_connection_with_upgrades(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = super::stopping(&mut phase) => {}
+    let asked = Arc::new(AtomicBool::new(false));
+    let mut conn = connection(server, io, peer, tls, h2, &asked);
+    // HTTP/2 has no timer of hyper's on a client that opens and asks nothing.
+    let silence = tokio::time::sleep(HEADER_READ);
+    tokio::pin!(silence);
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = super::stopping(&mut phase) => break,
+            _ = &mut silence, if watching => {
+                watching = false;
+                if !asked.load(Ordering::Relaxed) {
+                    tracing::debug!(app = %server.proxy.balancer.app, %peer, "the client asked nothing: closed");
+                    conn.as_mut().shut_down();
+                    let _ = tokio::time::timeout(Duration::from_secs(1), conn).await;
+                    return;
+                }
+            }
+        }
     }
-    conn.as_mut().graceful_shutdown();
+    conn.as_mut().shut_down();
     let limit = Duration::from_millis(server.proxy.balancer.pool().spec.drain_timeout_ms);
     let _ = tokio::time::timeout(limit, conn).await;
+}
+
+/// A hyper connection being served, of either version.
+type Conn = Pin<Box<dyn Graceful<Output = hyper::Result<()>> + Send>>;
+
+/// `asked`: set at the first request.
+fn connection<I>(
+    server: &Server,
+    io: I,
+    peer: SocketAddr,
+    tls: bool,
+    h2: bool,
+    asked: &Arc<AtomicBool>,
+) -> Conn
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let proxy = server.proxy.clone();
+    let peer = Arc::new(Peer::new(peer));
+    let asked = asked.clone();
+    let service = hyper::service::service_fn(move |req| -> BoxedAnswer {
+        asked.store(true, Ordering::Relaxed);
+        let (proxy, peer) = (proxy.clone(), peer.clone());
+        Box::pin(async move { Ok(proxy.handle(req, &peer, tls, None).await) })
+    });
+    let io = TokioIo::new(io);
+    match h2 {
+        true => Box::pin(server.http2.serve_connection(io, service)),
+        false => Box::pin(server.http1.serve_connection(io, service).with_upgrades()),
+    }
+}
+
+/// A hyper connection that can be asked to finish what is under way and close.
+trait Graceful: Future {
+    fn shut_down(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    Self: Future,
+    S: hyper::service::HttpService<Incoming>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S::ResBody: 'static,
+    <S::ResBody as Body>::Error: Into<BoxError>,
+{
+    fn shut_down(self: Pin<&mut Self>) {
+        self.graceful_shutdown()
+    }
+}
+
+impl<I, S, E> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    Self: Future,
+    S: hyper::service::HttpService<Incoming>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as Body>::Error: Into<BoxError>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn shut_down(self: Pin<&mut Self>) {
+        self.graceful_shutdown()
+    }
 }
 
 /// An upgrade the instance accepted (101), for the connection to carry out once hyper has
@@ -430,10 +541,7 @@ async fn http1(server: &Arc<Server>, io: Prefixed, peer: SocketAddr, mut phase: 
     if told == Phase::HandingOver {
         let mut unread = read.to_vec();
         unread.extend_from_slice(&io.read);
-        match io.stream.as_fd().try_clone_to_owned() {
-            Ok(fd) => b.handed.lock().unwrap_or_else(|e| e.into_inner()).push((fd, unread)),
-            Err(e) => tracing::warn!(app = %b.app, error = %e, "a connection cannot be handed over"),
-        }
+        hand_over(&b, &io.stream, unread);
     }
     // Dropped without a shutdown: a connection handed over stays open in its copy.
 }
@@ -495,6 +603,9 @@ impl AsyncWrite for Prefixed {
 struct Proxy {
     balancer: Arc<Balancer>,
     upstreams: Arc<Upstreams>,
+    /// The thread's count of client connections, which an upgraded connection that left
+    /// hyper (a tunnel) stays in.
+    open: Arc<AtomicUsize>,
 }
 
 /// A client as the instances are told of it: its address, and that address as a header value
@@ -512,8 +623,8 @@ impl Peer {
 }
 
 impl Proxy {
-    fn new(balancer: Arc<Balancer>) -> Proxy {
-        Proxy { balancer, upstreams: Upstreams::new() }
+    fn new(balancer: Arc<Balancer>, open: Arc<AtomicUsize>) -> Proxy {
+        Proxy { balancer, upstreams: Upstreams::new(), open }
     }
 
     /// Answer one request. `upgrade`: where an HTTP/1 connection in clear takes an upgrade the
@@ -623,7 +734,8 @@ impl Proxy {
                         let held = Held { _claim: chosen.claim, _sender: sender };
                         match (client_upgrade, upgrade_slot) {
                             (Some(client_side), _) => {
-                                tokio::spawn(tunnel(client_side, instance_side, held, idle));
+                                let counted = Open::new(b, &self.open);
+                                tokio::spawn(tunnel(client_side, instance_side, held, idle, counted));
                             }
                             (None, Some(slot)) => {
                                 *slot.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -998,6 +1110,7 @@ async fn tunnel(
     instance: hyper::upgrade::OnUpgrade,
     held: Held,
     idle: Duration,
+    counted: Open,
 ) {
     let (client, instance) = match tokio::try_join!(client, instance) {
         Ok(both) => both,
@@ -1010,6 +1123,7 @@ async fn tunnel(
     let mut instance = TokioIo::new(instance);
     super::tcp::pipe(&mut client, &mut instance, idle).await;
     drop(held);
+    drop(counted);
 }
 
 #[cfg(test)]

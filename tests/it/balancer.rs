@@ -1568,6 +1568,64 @@ fn https_with_a_certificate_swapped_by_reload_certs_without_dropping_connections
     assert_eq!(ask(&mut open)["proto"], "https");
 }
 
+/// How long until the other side closes the connection (reading and dropping what it sends).
+fn closed_after(mut r: impl Read, what: &str) -> Duration {
+    let asked = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return asked.elapsed(),
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                panic!("{what}: still open after {:?}", asked.elapsed())
+            }
+            Err(_) => return asked.elapsed(),
+        }
+    }
+}
+
+#[test]
+fn a_client_that_asks_nothing_is_closed_after_the_header_timeout() {
+    let (plain, secure) = (TestHome::new(), TestHome::new());
+    let dir = secure.dir.path();
+    certificates(dir);
+    std::fs::copy(dir.join("first.pem"), dir.join("cert.pem")).unwrap();
+    std::fs::copy(dir.join("first.key"), dir.join("key.pem")).unwrap();
+    let tls_port = start(&secure, 1, "tls = { cert = \"cert.pem\", key = \"key.pem\" }");
+    let port = start(&plain, 1, "");
+    wait_backends(&plain);
+    wait_backends(&secure);
+    let ca = dir.join("ca.pem");
+    let waits: Vec<std::thread::JoinHandle<(String, Duration)>> =
+        [None, Some(&b"http/1.1"[..]), Some(&b"h2"[..])]
+            .into_iter()
+            .map(|alpn| {
+                let ca = ca.clone();
+                std::thread::spawn(move || match alpn {
+                    None => {
+                        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                        ("in clear".to_string(), closed_after(s, "in clear"))
+                    }
+                    Some(alpn) => {
+                        let (s, _) = tls_connect(tls_port, &ca, &[alpn]);
+                        s.sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                        let what = format!("TLS {}", String::from_utf8_lossy(alpn));
+                        let took = closed_after(s, &what);
+                        (what, took)
+                    }
+                })
+            })
+            .collect();
+    for wait in waits {
+        let (what, took) = wait.join().unwrap();
+        assert!(
+            took >= Duration::from_secs(25) && took < Duration::from_secs(45),
+            "{what}: closed after {took:?}"
+        );
+    }
+}
+
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
 
@@ -1594,6 +1652,10 @@ fn an_update_under_load_hands_over_the_port_and_the_connections_and_fails_no_req
     let port = start(&h, 2, "");
     wait_backends(&h);
     let daemon = h.daemon_pid();
+    // A connection opened before the updates that has sent nothing yet (a browser's
+    // preconnect): it goes on in the new image too.
+    let mut quiet = BufReader::new(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    quiet.get_mut().set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let load = Load::start(port);
     wait_for("requests", T, || (load.answered() > 200).then_some(()));
     for _ in 0..2 {
@@ -1605,6 +1667,9 @@ fn an_update_under_load_hands_over_the_port_and_the_connections_and_fails_no_req
     let (answered, failures) = load.finish();
     assert!(failures.is_empty(), "{} of {answered} failed: {failures:?}", failures.len());
     assert_eq!(h.daemon_pid(), daemon, "the same daemon process");
+    quiet.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let a = read_answer(&mut quiet).expect("the quiet connection was closed by the update");
+    assert_eq!(a.status, 200, "{}", a.body);
     let log = std::fs::read_to_string(h.home.join("daemon.log")).unwrap();
     assert!(!log.contains("connection handed over is lost"), "{log}");
     // The keep-alive clients' connections went on in the new image.
