@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Sleep;
 
 use super::pick::hash;
-use super::upstream::{ConnectError, Return, Sender, Taken, Upstreams};
+use super::upstream::{ClientBody, ConnectError, Return, Sender, Sending, Taken, Upstreams};
 use super::{Balancer, Claim, Phase};
 use crate::protocol::spec::{BalancerSpec, Strategy};
 
@@ -713,15 +713,33 @@ impl Proxy {
             };
             // A copy for sending again, only where that may be needed.
             let kept = (resendable && reused && !resent).then(|| parts.headers.clone());
-            let mut up = Request::new(match body.take() {
-                Some(b) => Either::Left(b),
-                None => Either::Right(Empty::new()),
-            });
+            // A body to send is watched (an empty one is sent as none).
+            let (up_body, sent) = match body.take().filter(|b| !b.is_end_stream()) {
+                Some(b) => {
+                    let (b, sent) = Sending::new(b, Duration::from_millis(spec.idle_timeout_ms));
+                    (Either::Left(b), Some(sent))
+                }
+                None => (Either::Right(Empty::new()), None),
+            };
+            let mut up = Request::new(up_body);
             *up.method_mut() = parts.method.clone();
             *up.uri_mut() = uri.clone();
             *up.headers_mut() = std::mem::take(&mut parts.headers);
             *up.version_mut() = Version::HTTP_11;
-            match tokio::time::timeout(first_byte, sender.try_send_request(up)).await {
+            // The instance has `first_byte_timeout` to answer from when it has the whole request:
+            // a long upload is not its delay.
+            let answered = sender.try_send_request(up);
+            let waited = async {
+                if let Some(sent) = &sent {
+                    sent.notified().await;
+                }
+                tokio::time::sleep(first_byte).await;
+            };
+            let answered = tokio::select! {
+                answered = answered => Ok(answered),
+                () = waited => Err(()),
+            };
+            match answered {
                 Ok(Ok(mut res)) => {
                     b.stats.observe(started.elapsed());
                     chosen.claim.state.stats.answered(res.status().as_u16());
@@ -761,7 +779,7 @@ impl Proxy {
                             let (p, returned) = req.into_parts();
                             parts.headers = p.headers;
                             body = match returned {
-                                Either::Left(b) => Some(b),
+                                Either::Left(b) => Some(b.into_inner()),
                                 Either::Right(_) => None,
                             };
                             continue;
@@ -778,6 +796,19 @@ impl Proxy {
                         parts.headers = headers;
                         resent = true;
                         continue;
+                    }
+                    // The client's body broke off or went silent: not the instance's failure.
+                    if let Some(why) =
+                        std::error::Error::source(&e).and_then(|s| s.downcast_ref::<ClientBody>())
+                    {
+                        tracing::debug!(app = %b.app, slot = chosen.slot, error = %why, "the request's body did not arrive");
+                        let (status, text) = match why {
+                            ClientBody::Silent(_) => {
+                                (StatusCode::REQUEST_TIMEOUT, "the request's body stopped coming")
+                            }
+                            ClientBody::Broke(_) => (StatusCode::BAD_REQUEST, "the request's body broke off"),
+                        };
+                        return (own(&b.app, status, text), Some(chosen.slot));
                     }
                     b.failed(spec, &chosen);
                     tracing::debug!(app = %b.app, slot = chosen.slot, error = ?e, "bad gateway");

@@ -15,19 +15,90 @@
 //! port, as any other; its absence is remembered for [`HOP_RETRY`], after which a kept
 //! connection opened on the port is replaced by the hop if the instance serves one by then.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 
 /// What goes to an instance: the client's body, or none (a request sent again).
-pub type UpBody = Either<Incoming, Empty<Bytes>>;
+pub type UpBody = Either<Sending, Empty<Bytes>>;
+
+/// The client's body on its way to an instance: frames pass as they come; it says when it has
+/// been sent whole (the wait for the answer starts then), and one the client leaves silent for
+/// `idle` is given up. Its errors are [`ClientBody`]: the client's doing, not the instance's.
+pub struct Sending {
+    body: Incoming,
+    idle: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    sent: Arc<tokio::sync::Notify>,
+}
+
+/// The client's body did not arrive.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBody {
+    #[error("the client's request body broke off: {0}")]
+    Broke(hyper::Error),
+    #[error("the client's request body stopped coming for {0:?}")]
+    Silent(Duration),
+}
+
+impl Sending {
+    /// The body, and what is told once it has been sent whole.
+    pub fn new(body: Incoming, idle: Duration) -> (Sending, Arc<tokio::sync::Notify>) {
+        let sent = Arc::new(tokio::sync::Notify::new());
+        (Sending { body, idle, timer: None, sent: sent.clone() }, sent)
+    }
+
+    pub fn into_inner(self) -> Incoming {
+        self.body
+    }
+}
+
+impl Body for Sending {
+    type Data = Bytes;
+    type Error = ClientBody;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBody>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.timer = None;
+                if frame.is_none() || this.body.is_end_stream() {
+                    this.sent.notify_one();
+                }
+                Poll::Ready(frame.map(|f| f.map_err(ClientBody::Broke)))
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(ClientBody::Silent(idle)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// A connection to an instance, ready to send one request.
 pub type Sender = http1::SendRequest<UpBody>;

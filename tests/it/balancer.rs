@@ -1230,6 +1230,53 @@ fn reloads_under_load_fail_no_request() {
 }
 
 #[test]
+fn an_upload_slow_broken_off_or_silent_is_the_client_s_doing_not_the_instance_s() {
+    let h = TestHome::new();
+    let port = start(&h, 2, "first_byte_timeout = \"1s\"\nidle_timeout = \"2s\"");
+    wait_backends(&h);
+    // Both have answered (failures of a process that never did would not count anyway).
+    let served: BTreeSet<String> = (0..2).map(|_| get(port, "/").instance()).collect();
+    assert_eq!(served.len(), 2);
+    let post = |len: usize| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(s, "POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: {len}\r\n\r\n").unwrap();
+        s
+    };
+    let pattern = |from: usize, n: usize| (from..from + n).map(|i| (i % 251) as u8).collect::<Vec<u8>>();
+
+    // Slower than first_byte_timeout, never silent for idle_timeout: answered.
+    let mut s = post(3000);
+    for part in 0..3 {
+        s.write_all(&pattern(part * 1000, 1000)).unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let a = read_answer(&mut BufReader::new(s)).unwrap();
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json(), serde_json::json!({"bytes": 3000, "bad": 0}));
+
+    // Broken off: the client closes half-way.
+    let mut s = post(1_000_000);
+    s.write_all(&pattern(0, 1000)).unwrap();
+    drop(s);
+    // Silent for longer than idle_timeout: 408, naming the app.
+    let mut s = post(1_000_000);
+    s.write_all(&pattern(0, 1000)).unwrap();
+    let asked = Instant::now();
+    let a = read_answer(&mut BufReader::new(s)).unwrap();
+    assert_eq!(a.status, 408, "{}", a.body);
+    assert!(a.body.contains("`web`"), "{}", a.body);
+    assert!(asked.elapsed() >= Duration::from_millis(1900), "{:?}", asked.elapsed());
+
+    // Neither instance was counted as failing; both still serve.
+    let b = h.app("web").balancer.unwrap();
+    assert!(b.members.iter().all(|m| m.failures == 0 && m.up), "{:?}", b.members);
+    assert_eq!(b.bad_gateway, 0);
+    let served: BTreeSet<String> = (0..4).map(|_| get(port, "/").instance()).collect();
+    assert_eq!(served.len(), 2, "{served:?}");
+}
+
+#[test]
 fn a_refused_connect_is_retried_elsewhere_for_an_idempotent_request_only() {
     let h = TestHome::new();
     let port = start(&h, 2, "");
