@@ -60,7 +60,50 @@ pub struct MemberState {
     /// The pid of the process that last answered: failures of a process that has not answered
     /// yet (still starting, or restarted) do not take the instance out.
     answered_pid: AtomicU32,
+    /// The pid of the process seen accepting connections on the instance's port (0: none yet;
+    /// see [`watch_listening`]). While another instance can take a request, one whose process
+    /// has not been seen accepting gets none: it would be refused.
+    listening_pid: AtomicU32,
     pub stats: stats::MemberStats,
+}
+
+/// Watch an instance (for as long as the balancer keeps its state): each time it is online
+/// with a new process, look for that process accepting on the instance's port (every 2 ms at
+/// first, every 50 ms the longer it takes) and record it once it does.
+async fn watch_listening(mut info: watch::Receiver<InstanceInfo>, state: std::sync::Weak<MemberState>) {
+    'process: loop {
+        let (online, pid, port) = {
+            let i = info.borrow_and_update();
+            (i.status == Status::Online, i.pid, i.port)
+        };
+        if let (true, Some(pid), Some(port)) = (online, pid, port) {
+            let mut pause = Duration::from_millis(2);
+            loop {
+                match state.upgrade() {
+                    Some(s) if s.listening_pid.load(Ordering::Relaxed) == pid => break,
+                    Some(_) => {}
+                    None => return,
+                }
+                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                    if let Some(s) = state.upgrade() {
+                        s.listening_pid.store(pid, Ordering::Relaxed);
+                    }
+                    break;
+                }
+                tokio::select! {
+                    changed = info.changed() => match changed {
+                        Ok(()) => continue 'process,
+                        Err(_) => return,
+                    },
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+        }
+        if info.changed().await.is_err() || state.strong_count() == 0 {
+            return;
+        }
+    }
 }
 
 /// A member by slot and generation.
@@ -205,6 +248,7 @@ impl Balancer {
                     None => {
                         let s = Arc::new(MemberState::default());
                         states.push(((slot, generation), s.clone()));
+                        tokio::spawn(watch_listening(info.clone(), Arc::downgrade(&s)));
                         s
                     }
                 };
@@ -236,6 +280,7 @@ impl Balancer {
             large_ports.resize(n, (0, 0));
             (&mut large[..], &mut large_ports[..])
         };
+        let mut listening = 0;
         for (i, m) in pool.members.iter().enumerate() {
             let info = m.info.borrow();
             let up = info.status == Status::Online
@@ -245,6 +290,16 @@ impl Balancer {
             ports[i] = (info.port.unwrap_or(0), info.pid.unwrap_or(0));
             drop(info);
             candidates[i] = candidate(&pool.spec, m, up);
+            if up && m.state.listening_pid.load(Ordering::Relaxed) == ports[i].1 {
+                listening += 1;
+            }
+        }
+        // Those seen accepting, when any is: one just (re)started may not listen yet. When
+        // none is, any that is online (its process may accept before it is seen to).
+        if listening > 0 {
+            for (i, m) in pool.members.iter().enumerate() {
+                candidates[i].up &= m.state.listening_pid.load(Ordering::Relaxed) == ports[i].1;
+            }
         }
         let index = pool.picker.pick(candidates, key)?;
         let m = &pool.members[index];
@@ -328,7 +383,10 @@ impl Balancer {
                     slot: m.slot,
                     generation: m.generation,
                     port: info.port,
-                    up: info.status == Status::Online && info.port.is_some() && !down,
+                    up: info.status == Status::Online
+                        && info.port.is_some()
+                        && !down
+                        && info.pid.is_some_and(|p| m.state.listening_pid.load(Ordering::Relaxed) == p),
                     down,
                     weight: spec.weight(m.slot),
                     backup: spec.backup.contains(&m.slot),
