@@ -474,6 +474,9 @@ pub struct Front {
     staged: Mutex<Option<(SocketSpec, OwnedFd)>>,
     /// Connections the previous image of the daemon handed over, served once the spec is.
     adopted: Mutex<Vec<(OwnedFd, Vec<u8>)>>,
+    /// Balancers this one replaced (a new address, mode, certificate or access log) whose
+    /// connections are still finishing: their requests under way count in [`Front::drain`].
+    retired: Mutex<Vec<std::sync::Weak<Balancer>>>,
 }
 
 impl Front {
@@ -653,6 +656,9 @@ impl Front {
             };
         if let Some(r) = old {
             let _ = r.phase.send(Phase::Stopping);
+            let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+            retired.retain(|b| b.strong_count() > 0);
+            retired.push(Arc::downgrade(&r.balancer));
         }
         let balancer = Arc::new(Balancer::new(app, spec.clone(), certs, access));
         balancer.set_pool(spec.clone(), members);
@@ -677,16 +683,27 @@ impl Front {
     /// Wait until the instance of this slot and generation, out of the pool, has no request
     /// under way, for up to the spec's `drain_timeout`.
     pub async fn drain(&self, slot: u32, generation: u32) {
-        let Some(b) = self.get() else { return };
-        let limit = Duration::from_millis(b.pool().spec.drain_timeout_ms);
-        let _waiting = Draining::new(&b);
+        let Some(current) = self.get() else { return };
+        let limit = Duration::from_millis(current.pool().spec.drain_timeout_ms);
+        // The requests under way through the balancers this one replaced count too.
+        let mut balancers: Vec<Arc<Balancer>> = self
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|b| b.upgrade())
+            .collect();
+        balancers.push(current);
         let _ = tokio::time::timeout(limit, async {
-            loop {
-                let idle = b.idle.notified();
-                if b.active_on(slot, generation) == 0 {
-                    return;
+            for b in &balancers {
+                let _waiting = Draining::new(b);
+                loop {
+                    let idle = b.idle.notified();
+                    if b.active_on(slot, generation) == 0 {
+                        break;
+                    }
+                    idle.await;
                 }
-                idle.await;
             }
         })
         .await;

@@ -625,6 +625,48 @@ setTimeout(() => require('http').createServer((q, s) => {
 }
 
 #[test]
+fn a_reload_that_also_rebuilds_the_balancer_waits_for_requests_under_way_through_the_old_one() {
+    let h = TestHome::new();
+    h.write("app.js", APP);
+    let port = free_port();
+    let config = |mode: &str| {
+        let text = format!(
+            "[[apps]]\nname = \"web\"\nscript = \"app.js\"\n\n[apps.balancer]\nlisten = {port}\n\
+             mode = \"{mode}\"\ndrain_timeout = \"20s\"\n"
+        );
+        h.write("herder.toml", &text).to_str().unwrap().to_string()
+    };
+    h.ok(&["start", &config("http")]);
+    wait_backends(&h);
+    let old = h.app("web").instances[0].clone();
+    // A request under way through the http balancer: its answer's body is still open.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "GET /hold HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut held = BufReader::new(s);
+    let mut line = String::new();
+    while line.trim() != "" || line.is_empty() {
+        line.clear();
+        held.read_line(&mut line).unwrap();
+    }
+
+    // The mode changes: a new balancer, a new instance; the old one waits for that request.
+    let mut apply = h.cmd(&["apply", &config("tcp")]).spawn().unwrap();
+    wait_for("the new instance to answer", T, || {
+        let a = request(port, None, "/", "").ok()?;
+        (a.status == 200 && a.json()["pid"] != old.pid.unwrap()).then_some(())
+    });
+    assert!(pid_alive(old.pid.unwrap()), "the old instance stopped with a request under way");
+    // Its answer may be lost: the old instance is stopped as soon as the held request ends.
+    let _ = request(old.port.unwrap(), None, "/release", "");
+    let mut rest = String::new();
+    held.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("done"), "{rest:?}");
+    assert!(apply.wait().unwrap().success());
+    wait_for("the old instance to stop", T, || (!pid_alive(old.pid.unwrap())).then_some(()));
+}
+
+#[test]
 fn a_cookie_hash_keeps_each_session_on_its_instance() {
     let h = TestHome::new();
     let port = start(&h, 2, "strategy = \"cookie\"\ncookie = \"sid\"");
