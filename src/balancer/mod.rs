@@ -64,6 +64,9 @@ pub struct MemberState {
     /// see [`watch_listening`]). While another instance can take a request, one whose process
     /// has not been seen accepting gets none: it would be refused.
     listening_pid: AtomicU32,
+    /// It left the pool: a request that picked it from a pool read just before must not go
+    /// there (its drain may have seen nothing under way and stopped it).
+    left: AtomicBool,
     pub stats: stats::MemberStats,
 }
 
@@ -244,7 +247,10 @@ impl Balancer {
             .into_iter()
             .map(|(slot, generation, info)| {
                 let state = match states.iter().find(|(k, _)| *k == (slot, generation)) {
-                    Some((_, s)) => s.clone(),
+                    Some((_, s)) => {
+                        s.left.store(false, Ordering::SeqCst);
+                        s.clone()
+                    }
                     None => {
                         let s = Arc::new(MemberState::default());
                         states.push(((slot, generation), s.clone()));
@@ -255,9 +261,15 @@ impl Balancer {
                 Member { slot, generation, info, state }
             })
             .collect();
-        // Forget those that left and have nothing under way.
+        // Forget those that left and have nothing under way. Marked first, both SeqCst as in
+        // `choose`: either a request counted on one is seen here (and the drain waits for it),
+        // or that request sees the mark and goes elsewhere.
         states.retain(|(k, s)| {
-            members.iter().any(|m| (m.slot, m.generation) == *k) || s.active.load(Ordering::Acquire) > 0
+            if members.iter().any(|m| (m.slot, m.generation) == *k) {
+                return true;
+            }
+            s.left.store(true, Ordering::SeqCst);
+            s.active.load(Ordering::SeqCst) > 0
         });
         let candidates: Vec<Candidate> = members.iter().map(|m| candidate(&spec, m, false)).collect();
         let picker = Picker::new(&spec.strategy, &candidates);
@@ -301,16 +313,25 @@ impl Balancer {
                 candidates[i].up &= m.state.listening_pid.load(Ordering::Relaxed) == ports[i].1;
             }
         }
-        let index = pool.picker.pick(candidates, key)?;
-        let m = &pool.members[index];
-        m.state.active.fetch_add(1, Ordering::AcqRel);
-        Some(Chosen {
-            index,
-            slot: m.slot,
-            pid: ports[index].1,
-            addr: SocketAddr::from(([127, 0, 0, 1], ports[index].0)),
-            claim: Claim { state: m.state.clone(), balancer: self.clone() },
-        })
+        loop {
+            let index = pool.picker.pick(candidates, key)?;
+            let m = &pool.members[index];
+            m.state.active.fetch_add(1, Ordering::SeqCst);
+            let claim = Claim { state: m.state.clone(), balancer: self.clone() };
+            if m.state.left.load(Ordering::SeqCst) {
+                // This pool is a moment old: that member has left since.
+                drop(claim);
+                candidates[index].up = false;
+                continue;
+            }
+            return Some(Chosen {
+                index,
+                slot: m.slot,
+                pid: ports[index].1,
+                addr: SocketAddr::from(([127, 0, 0, 1], ports[index].0)),
+                claim,
+            });
+        }
     }
 
     /// A connect error, an error before the answer's headers, or a timeout: counted towards
