@@ -700,6 +700,9 @@ impl Proxy {
                 Ok(t) => t,
                 Err(e) => {
                     // Nothing reached the instance: an idempotent request goes to another.
+                    if matches!(e, ConnectError::Refused(..)) {
+                        b.refused(&chosen);
+                    }
                     b.failed(spec, &chosen);
                     if idempotent {
                         tracing::debug!(app = %b.app, slot = chosen.slot, error = %e, "retrying on another instance");

@@ -67,6 +67,8 @@ pub struct MemberState {
     /// It left the pool: a request that picked it from a pool read just before must not go
     /// there (its drain may have seen nothing under way and stopped it).
     left: AtomicBool,
+    /// Told when its process refused a connection: [`watch_listening`] looks again.
+    refused: Notify,
     pub stats: stats::MemberStats,
 }
 
@@ -103,8 +105,12 @@ async fn watch_listening(mut info: watch::Receiver<InstanceInfo>, state: std::sy
                 pause = (pause * 2).min(Duration::from_millis(50));
             }
         }
-        if info.changed().await.is_err() || state.strong_count() == 0 {
-            return;
+        let Some(s) = state.upgrade() else { return };
+        tokio::select! {
+            changed = info.changed() => if changed.is_err() {
+                return;
+            },
+            () = s.refused.notified() => {}
         }
     }
 }
@@ -331,6 +337,15 @@ impl Balancer {
                 addr: SocketAddr::from(([127, 0, 0, 1], ports[index].0)),
                 claim,
             });
+        }
+    }
+
+    /// The instance's process refused a connection: it no longer listens (it closed its
+    /// server). Out, while another can take requests, until it is seen accepting again.
+    pub fn refused(&self, chosen: &Chosen) {
+        let state = &chosen.claim.state;
+        if state.listening_pid.swap(0, Ordering::Relaxed) == chosen.pid {
+            state.refused.notify_one();
         }
     }
 

@@ -80,7 +80,12 @@ async fn proxy(b: &Arc<Balancer>, mut client: TcpStream, peer: std::net::IpAddr)
         let connect = Duration::from_millis(spec.connect_timeout_ms);
         match tokio::time::timeout(connect, TcpStream::connect(chosen.addr)).await {
             Ok(Ok(s)) => break (chosen, s),
-            Ok(Err(e)) => tracing::debug!(app = %b.app, slot = chosen.slot, error = %e, "connect"),
+            Ok(Err(e)) => {
+                if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    b.refused(&chosen);
+                }
+                tracing::debug!(app = %b.app, slot = chosen.slot, error = %e, "connect")
+            }
             Err(_) => tracing::debug!(app = %b.app, slot = chosen.slot, "connect timed out"),
         }
         b.failed(&spec, &chosen);
