@@ -327,16 +327,21 @@ async fn client(
 ) {
     let b = server.proxy.balancer.clone();
     let mut phase = phase;
+    let limit = Duration::from_millis(b.pool().spec.idle_timeout_ms);
     match b.tls.as_ref().map(|c| c.acceptor()) {
-        Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => {
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                served(&server, tls, peer, true, h2, phase).await
+        Some(acceptor) => {
+            match tokio::time::timeout(HANDSHAKE, acceptor.accept(Paced::new(stream, limit))).await {
+                Ok(Ok(tls)) => {
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    served(&server, tls, peer, true, h2, phase).await
+                }
+                Ok(Err(e)) => tracing::debug!(app = %b.app, %peer, error = %e, "TLS handshake"),
+                Err(_) => tracing::debug!(app = %b.app, %peer, "TLS handshake timed out"),
             }
-            Ok(Err(e)) => tracing::debug!(app = %b.app, %peer, error = %e, "TLS handshake"),
-            Err(_) => tracing::debug!(app = %b.app, %peer, "TLS handshake timed out"),
-        },
-        None if !read.is_empty() => http1(&server, Prefixed { read, stream }, peer, phase).await,
+        }
+        None if !read.is_empty() => {
+            http1(&server, Prefixed { read, stream: Paced::new(stream, limit) }, peer, phase).await
+        }
         None => {
             let opening = tokio::select! {
                 opening = tokio::time::timeout(HEADER_READ, is_h2(&stream)) => opening.ok(),
@@ -349,8 +354,10 @@ async fn client(
                 }
             };
             match opening {
-                Some(true) => served(&server, stream, peer, false, true, phase).await,
-                Some(false) => http1(&server, Prefixed { read, stream }, peer, phase).await,
+                Some(true) => served(&server, Paced::new(stream, limit), peer, false, true, phase).await,
+                Some(false) => {
+                    http1(&server, Prefixed { read, stream: Paced::new(stream, limit) }, peer, phase).await
+                }
                 None => tracing::debug!(app = %b.app, %peer, "the client sent nothing: closed"),
             }
         }
@@ -532,7 +539,9 @@ async fn http1(server: &Arc<Server>, io: Prefixed, peer: SocketAddr, mut phase: 
     let pending = upgrade.lock().unwrap_or_else(|e| e.into_inner()).take();
     if let Some((instance, held, idle)) = pending {
         let Ok(instance) = instance.await else { return };
-        let mut client = Prefixed { read: read.into_iter().chain(io.read).collect(), stream: io.stream };
+        // A tunnel's silences are a stream's, either way.
+        let stream = Paced::new(io.stream.io, idle);
+        let mut client = Prefixed { read: read.into_iter().chain(io.read).collect(), stream };
         let mut instance = TokioIo::new(instance);
         super::tcp::pipe(&mut client, &mut instance, idle).await;
         drop(held);
@@ -541,7 +550,7 @@ async fn http1(server: &Arc<Server>, io: Prefixed, peer: SocketAddr, mut phase: 
     if told == Phase::HandingOver {
         let mut unread = read.to_vec();
         unread.extend_from_slice(&io.read);
-        hand_over(&b, &io.stream, unread);
+        hand_over(&b, &io.stream.io, unread);
     }
     // Dropped without a shutdown: a connection handed over stays open in its copy.
 }
@@ -549,7 +558,85 @@ async fn http1(server: &Arc<Server>, io: Prefixed, peer: SocketAddr, mut phase: 
 /// A client's socket, with the bytes read from it before and not yet served.
 struct Prefixed {
     read: Bytes,
-    stream: tokio::net::TcpStream,
+    stream: Paced<tokio::net::TcpStream>,
+}
+
+/// A client's connection whose writes wait at most `limit` for the client to read: one that
+/// reads nothing of an answer for that long is given up (its request's claim on the instance
+/// with it). The timer runs only while a write waits.
+struct Paced<T> {
+    io: T,
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<T> Paced<T> {
+    fn new(io: T, limit: Duration) -> Paced<T> {
+        Paced { io, limit, timer: None }
+    }
+
+    /// A write's outcome: a write that waits arms the timer, one that goes through clears it.
+    fn paced<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        if polled.is_ready() {
+            self.timer = None;
+            return polled;
+        }
+        let limit = self.limit;
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the client read nothing for {limit:?}"),
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Paced<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Paced<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.paced(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.paced(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 impl AsyncRead for Prefixed {

@@ -1390,6 +1390,28 @@ fn an_upload_slow_broken_off_or_silent_is_the_client_s_doing_not_the_instance_s(
 }
 
 #[test]
+fn a_client_that_reads_nothing_of_an_answer_is_given_up_after_idle_timeout() {
+    let h = TestHome::new();
+    let port = start(&h, 1, "idle_timeout = \"2s\"");
+    wait_backends(&h);
+    // 64 MB asked for and never read: the sockets' buffers fill, the balancer's write waits.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET /download?bytes=67108864 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    wait_for("the download under way", T, || (h.app("web").balancer?.members[0].active == 1).then_some(()));
+    let stalled = Instant::now();
+    // Given up: its connection closed and its claim on the instance ended.
+    wait_for("the stalled client given up", T, || {
+        let b = h.app("web").balancer?;
+        (b.connections == 0 && b.members[0].active == 0).then_some(())
+    });
+    assert!(stalled.elapsed() >= Duration::from_millis(1500), "{:?}", stalled.elapsed());
+    // A client that reads gets the whole of it.
+    let a = request(port, None, "/download?bytes=4000000", "").unwrap();
+    assert_eq!((a.status, a.body.len()), (200, 4_000_000));
+    drop(s);
+}
+
+#[test]
 fn an_instance_that_stops_listening_gets_no_request_until_it_listens_again() {
     let h = TestHome::new();
     let port = start(&h, 2, "");
