@@ -34,11 +34,10 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
-use tokio::time::Sleep;
 
 use super::pick::hash;
 use super::upstream::{ClientBody, ConnectError, Return, Sender, Sending, Taken, Upstreams};
-use super::{Balancer, Claim, Phase};
+use super::{Balancer, Claim, Phase, Silence};
 use crate::protocol::spec::{BalancerSpec, Strategy};
 
 /// What the client gets back: an instance's body, watched, or the balancer's own.
@@ -566,31 +565,28 @@ struct Prefixed {
 /// with it). The timer runs only while a write waits.
 struct Paced<T> {
     io: T,
-    limit: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
+    waiting: Silence,
 }
 
 impl<T> Paced<T> {
     fn new(io: T, limit: Duration) -> Paced<T> {
-        Paced { io, limit, timer: None }
+        Paced { io, waiting: Silence::new(limit) }
     }
 
-    /// A write's outcome: a write that waits arms the timer, one that goes through clears it.
+    /// A write's outcome: one that goes through ends the wait, one that waits counts it.
     fn paced<R>(
         &mut self,
         cx: &mut Context<'_>,
         polled: Poll<std::io::Result<R>>,
     ) -> Poll<std::io::Result<R>> {
         if polled.is_ready() {
-            self.timer = None;
+            self.waiting.reset();
             return polled;
         }
-        let limit = self.limit;
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
-        match timer.as_mut().poll(cx) {
+        match self.waiting.poll_over(cx) {
             Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("the client read nothing for {limit:?}"),
+                format!("the client read nothing for {:?}", self.waiting.limit()),
             ))),
             Poll::Pending => Poll::Pending,
         }
@@ -1142,7 +1138,7 @@ fn answer(res: Response<Incoming>, claim: Claim, spec: &BalancerSpec, back: Retu
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
     let idle = Duration::from_millis(if stream { spec.stream_idle_timeout_ms } else { spec.idle_timeout_ms });
-    let watched = Watched { body, idle, timer: None, ended: false, back: Some(back), _claim: claim };
+    let watched = Watched { body, idle: Silence::new(idle), ended: false, back: Some(back), _claim: claim };
     Response::from_parts(parts, watched.boxed())
 }
 
@@ -1168,8 +1164,7 @@ fn own(app: &str, status: StatusCode, why: &str) -> Response<ResBody> {
 /// nothing for `idle` is cut (the timer is armed only while the client waits for a frame).
 struct Watched {
     body: Incoming,
-    idle: Duration,
-    timer: Option<Pin<Box<Sleep>>>,
+    idle: Silence,
     /// The body gave its last frame.
     ended: bool,
     back: Option<Return>,
@@ -1198,20 +1193,16 @@ impl Body for Watched {
         let this = &mut *self;
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.timer = None;
+                this.idle.reset();
                 this.ended = frame.is_none();
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }
-            Poll::Pending => {
-                let idle = this.idle;
-                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => {
-                        Poll::Ready(Some(Err("the instance sent nothing within the idle timeout".into())))
-                    }
-                    Poll::Pending => Poll::Pending,
+            Poll::Pending => match this.idle.poll_over(cx) {
+                Poll::Ready(()) => {
+                    Poll::Ready(Some(Err("the instance sent nothing within the idle timeout".into())))
                 }
-            }
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 

@@ -21,9 +21,11 @@ pub mod tcp;
 pub mod tls;
 pub mod upstream;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -112,6 +114,34 @@ async fn watch_listening(mut info: watch::Receiver<InstanceInfo>, state: std::sy
             },
             () = s.refused.notified() => {}
         }
+    }
+}
+
+/// How long something may wait (a body for its next frame, a write for the client to read):
+/// counted from the first wait since it last went on.
+pub struct Silence {
+    limit: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Silence {
+    pub fn new(limit: Duration) -> Silence {
+        Silence { limit, timer: None }
+    }
+
+    pub fn limit(&self) -> Duration {
+        self.limit
+    }
+
+    /// It went on: the next wait is counted afresh.
+    pub fn reset(&mut self) {
+        self.timer = None;
+    }
+
+    /// It waits: `Ready` once it has waited `limit`.
+    pub fn poll_over(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let limit = self.limit;
+        self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit))).as_mut().poll(cx)
     }
 }
 

@@ -15,7 +15,6 @@
 //! port, as any other; its absence is remembered for [`HOP_RETRY`], after which a kept
 //! connection opened on the port is replaced by the hop if the instance serves one by then.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::pin::Pin;
@@ -37,8 +36,7 @@ pub type UpBody = Either<Sending, Empty<Bytes>>;
 /// `idle` is given up. Its errors are [`ClientBody`]: the client's doing, not the instance's.
 pub struct Sending {
     body: Incoming,
-    idle: Duration,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    idle: super::Silence,
     sent: Arc<tokio::sync::Notify>,
 }
 
@@ -55,7 +53,7 @@ impl Sending {
     /// The body, and what is told once it has been sent whole.
     pub fn new(body: Incoming, idle: Duration) -> (Sending, Arc<tokio::sync::Notify>) {
         let sent = Arc::new(tokio::sync::Notify::new());
-        (Sending { body, idle, timer: None, sent: sent.clone() }, sent)
+        (Sending { body, idle: super::Silence::new(idle), sent: sent.clone() }, sent)
     }
 
     pub fn into_inner(self) -> Incoming {
@@ -74,20 +72,16 @@ impl Body for Sending {
         let this = &mut *self;
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(frame) => {
-                this.timer = None;
+                this.idle.reset();
                 if frame.is_none() || this.body.is_end_stream() {
                     this.sent.notify_one();
                 }
                 Poll::Ready(frame.map(|f| f.map_err(ClientBody::Broke)))
             }
-            Poll::Pending => {
-                let idle = this.idle;
-                let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Some(Err(ClientBody::Silent(idle)))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending => match this.idle.poll_over(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(ClientBody::Silent(this.idle.limit())))),
+                Poll::Pending => Poll::Pending,
+            },
         }
     }
 
