@@ -775,7 +775,7 @@ impl Proxy {
                 let why = if tried.is_empty() { "no instance is ready" } else { "no instance answered" };
                 return (own(&b.app, StatusCode::SERVICE_UNAVAILABLE, why), None);
             };
-            let Taken { mut sender, reused, missed_hop } = match self
+            let Taken { mut sender, reused, hop_due } = match self
                 .upstreams
                 .take(chosen.addr, spec.unix_hop.then_some(chosen.pid), connect_timeout)
                 .await
@@ -853,7 +853,7 @@ impl Proxy {
                     }
                     let slot = chosen.slot;
                     let back =
-                        Return { upstreams: self.upstreams.clone(), addr: chosen.addr, sender, missed_hop };
+                        Return { upstreams: self.upstreams.clone(), addr: chosen.addr, sender, hop_due };
                     return (answer(res, chosen.claim, spec, back), Some(slot));
                 }
                 Ok(Err(mut e)) => {
@@ -1176,7 +1176,7 @@ impl Drop for Watched {
         // A connection whose answer was not read to its end cannot carry another request.
         if self.ended || self.body.is_end_stream() {
             if let Some(r) = self.back.take() {
-                r.upstreams.give_back(r.addr, r.sender, r.missed_hop);
+                r.upstreams.give_back(r.addr, r.sender, r.hop_due);
             }
         }
     }

@@ -319,13 +319,14 @@ impl Balancer {
         const INLINE: usize = 16;
         let n = pool.members.len();
         let blank = Candidate { slot: 0, weight: 0, backup: false, active: 0, up: false };
-        let (mut small, mut small_ports) = ([blank; INLINE], [(0u16, 0u32); INLINE]);
+        // Each member's port and process, and whether that process has been seen accepting.
+        let (mut small, mut small_ports) = ([blank; INLINE], [(0u16, 0u32, false); INLINE]);
         let (mut large, mut large_ports) = (Vec::new(), Vec::new());
         let (candidates, ports) = if n <= INLINE {
             (&mut small[..n], &mut small_ports[..n])
         } else {
             large.resize(n, blank);
-            large_ports.resize(n, (0, 0));
+            large_ports.resize(n, (0, 0, false));
             (&mut large[..], &mut large_ports[..])
         };
         let mut listening = 0;
@@ -335,18 +336,18 @@ impl Balancer {
                 && info.port.is_some()
                 && m.state.down_until_ms.load(Ordering::Relaxed) <= now
                 && !tried.contains(&i);
-            ports[i] = (info.port.unwrap_or(0), info.pid.unwrap_or(0));
+            let pid = info.pid.unwrap_or(0);
+            let seen = m.state.listening_pid.load(Ordering::Relaxed) == pid;
+            ports[i] = (info.port.unwrap_or(0), pid, seen);
             drop(info);
             candidates[i] = candidate(&pool.spec, m, up);
-            if up && m.state.listening_pid.load(Ordering::Relaxed) == ports[i].1 {
-                listening += 1;
-            }
+            listening += usize::from(up && seen);
         }
         // Those seen accepting, when any is: one just (re)started may not listen yet. When
         // none is, any that is online (its process may accept before it is seen to).
         if listening > 0 {
-            for (i, m) in pool.members.iter().enumerate() {
-                candidates[i].up &= m.state.listening_pid.load(Ordering::Relaxed) == ports[i].1;
+            for (c, (_, _, seen)) in candidates.iter_mut().zip(ports.iter()) {
+                c.up &= *seen;
             }
         }
         loop {

@@ -124,7 +124,7 @@ pub struct Upstreams {
 struct Kept {
     sender: Sender,
     since: Instant,
-    missed_hop: bool,
+    hop_due: Option<Instant>,
 }
 
 /// A connection taken for a request.
@@ -133,9 +133,10 @@ pub struct Taken {
     /// Whether it carried a request before: the instance may have closed it as this one went
     /// out (its keep-alive timeout, or its stop), which a fresh connection rules out.
     pub reused: bool,
-    /// Opened on the instance's port because its hop was not found: before it is reused, the
-    /// hop is looked for again (once [`HOP_RETRY`] has passed), and replaces it if found.
-    pub missed_hop: bool,
+    /// Opened on the instance's port because its hop was not found: when to look for the hop
+    /// again (at a reuse from then on), to replace it if found. Until then a reuse looks for
+    /// nothing.
+    pub hop_due: Option<Instant>,
 }
 
 /// Why no connection to an instance could be opened.
@@ -179,15 +180,22 @@ impl Upstreams {
         if let Some(kept) = self.kept(addr) {
             // Opened on the port while the instance's hop was not there (its server opens the
             // hop just after its port): the hop, where it is found now, takes its place.
-            if let Some(stream) = hop.filter(|_| kept.missed_hop).and_then(|pid| self.hop(addr, pid)) {
-                if let Ok(sender) = handshake(addr, stream).await {
-                    return Ok(Taken { sender, reused: false, missed_hop: false });
+            let mut hop_due = kept.hop_due;
+            if let (Some(due), Some(pid)) = (hop_due, hop) {
+                let now = Instant::now();
+                if due <= now {
+                    if let Some(stream) = self.hop(addr, pid) {
+                        if let Ok(sender) = handshake(addr, stream).await {
+                            return Ok(Taken { sender, reused: false, hop_due: None });
+                        }
+                    }
+                    hop_due = Some(now + HOP_RETRY);
                 }
             }
-            return Ok(Taken { sender: kept.sender, reused: true, missed_hop: kept.missed_hop });
+            return Ok(Taken { sender: kept.sender, reused: true, hop_due });
         }
         if let Some(stream) = hop.and_then(|pid| self.hop(addr, pid)) {
-            return Ok(Taken { sender: handshake(addr, stream).await?, reused: false, missed_hop: false });
+            return Ok(Taken { sender: handshake(addr, stream).await?, reused: false, hop_due: None });
         }
         let sender = match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
@@ -197,7 +205,8 @@ impl Upstreams {
             Ok(Err(e)) => return Err(ConnectError::Refused(addr, e)),
             Err(_) => return Err(ConnectError::TimedOut(addr, connect_timeout)),
         };
-        Ok(Taken { sender, reused: false, missed_hop: hop.is_some_and(|pid| pid != 0) })
+        let hop_due = hop.filter(|pid| *pid != 0).map(|_| Instant::now() + HOP_RETRY);
+        Ok(Taken { sender, reused: false, hop_due })
     }
 
     /// A connection to the hop of the instance on `addr`, process `pid` (0: not known), if it
@@ -247,11 +256,11 @@ impl Upstreams {
     }
 
     /// Keep a connection whose last answer was read to its end.
-    pub fn give_back(&self, addr: SocketAddr, sender: Sender, missed_hop: bool) {
+    pub fn give_back(&self, addr: SocketAddr, sender: Sender, hop_due: Option<Instant>) {
         if sender.is_closed() {
             return;
         }
-        let kept = Kept { sender, since: Instant::now(), missed_hop };
+        let kept = Kept { sender, since: Instant::now(), hop_due };
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         match idle.iter_mut().find(|(a, _)| *a == addr) {
             Some((_, list)) => list.push(kept),
@@ -339,7 +348,7 @@ pub struct Return {
     pub upstreams: Arc<Upstreams>,
     pub addr: SocketAddr,
     pub sender: Sender,
-    pub missed_hop: bool,
+    pub hop_due: Option<Instant>,
 }
 
 #[cfg(test)]
@@ -386,7 +395,7 @@ mod tests {
         let res = first.sender.send_request(get(addr)).await.unwrap();
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
         first.sender.ready().await.unwrap();
-        upstreams.give_back(addr, first.sender, false);
+        upstreams.give_back(addr, first.sender, None);
         assert_eq!(upstreams.len(), 1);
 
         let mut second = upstreams.take(addr, None, t).await.unwrap();
@@ -398,8 +407,8 @@ mod tests {
         let res = second.sender.send_request(get(addr)).await.unwrap();
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
         second.sender.ready().await.unwrap();
-        upstreams.give_back(addr, second.sender, false);
-        upstreams.give_back(addr, third.sender, false);
+        upstreams.give_back(addr, second.sender, None);
+        upstreams.give_back(addr, third.sender, None);
         assert_eq!(upstreams.len(), 2);
 
         upstreams.sweep(Instant::now());
@@ -437,7 +446,7 @@ mod tests {
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
         // Ready for the next request, or already seen closed (then not kept at all).
         let _ = first.sender.ready().await;
-        upstreams.give_back(addr, first.sender, false);
+        upstreams.give_back(addr, first.sender, None);
         // The server closed it once the answer was out: taken again at most until that is seen.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -446,7 +455,7 @@ mod tests {
                 break;
             }
             assert!(Instant::now() < deadline, "a closed connection is taken again and again");
-            upstreams.give_back(addr, taken.sender, false);
+            upstreams.give_back(addr, taken.sender, None);
             tokio::task::yield_now().await;
         }
     }
@@ -527,29 +536,29 @@ mod tests {
         let t = Duration::from_secs(5);
         let upstreams = Upstreams::new();
         let mut first = upstreams.take(tcp, Some(me), t).await.unwrap();
-        assert!(first.missed_hop);
+        assert!(first.hop_due.is_some());
         assert_eq!(body_of(&mut first, tcp).await, "ok");
-        upstreams.give_back(tcp, first.sender, first.missed_hop);
+        upstreams.give_back(tcp, first.sender, first.hop_due);
         answer_with(abstract_listener(hop_name(tcp.port()).as_bytes()), "hop");
         // Reused as it is while the hop's absence is remembered, then replaced by the hop.
         let deadline = Instant::now() + HOP_RETRY * 5;
         loop {
             let mut taken = upstreams.take(tcp, Some(me), t).await.unwrap();
             if body_of(&mut taken, tcp).await == "hop" {
-                assert!(!taken.reused && !taken.missed_hop);
+                assert!(!taken.reused && taken.hop_due.is_none());
                 break;
             }
             assert!(taken.reused, "the kept connection, not a new one on the port");
             assert!(Instant::now() < deadline, "the hop never took the kept connection's place");
-            upstreams.give_back(tcp, taken.sender, taken.missed_hop);
+            upstreams.give_back(tcp, taken.sender, taken.hop_due);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(upstreams.len(), 0, "the connection on the port is not kept beside the hop");
         // Connections that did not miss a hop are reused without looking for one.
         let mut plain = upstreams.take(tcp, None, t).await.unwrap();
-        assert!(!plain.missed_hop);
+        assert!(plain.hop_due.is_none());
         assert_eq!(body_of(&mut plain, tcp).await, "ok");
-        upstreams.give_back(tcp, plain.sender, plain.missed_hop);
+        upstreams.give_back(tcp, plain.sender, plain.hop_due);
         let mut again = upstreams.take(tcp, Some(me), t).await.unwrap();
         assert!(again.reused);
         assert_eq!(body_of(&mut again, tcp).await, "ok");
