@@ -1021,13 +1021,10 @@ server.listen(port, async () => {
 });
 "#;
 
-#[test]
-fn websocket_upgrades_pass_through() {
-    let h = TestHome::new();
-    let port = start(&h, 2, "");
-    wait_backends(&h);
+/// A WebSocket through the balancer: the client's socket and a reader on it, the 101 read.
+fn websocket(port: u16) -> (TcpStream, BufReader<TcpStream>) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     write!(
         s,
         "GET /chat HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -1046,24 +1043,101 @@ fn websocket_upgrades_pass_through() {
     }
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+    (s, r)
+}
+
+/// Send a text frame on a WebSocket; the echo: the instance's number and the text.
+fn echo(s: &mut TcpStream, r: &mut BufReader<TcpStream>, text: &str) -> (String, String) {
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    s.write_all(&frame).unwrap();
+    let mut head = [0u8; 2];
+    r.read_exact(&mut head).unwrap();
+    assert_eq!(head[0], 0x81);
+    let mut body = vec![0u8; usize::from(head[1])];
+    r.read_exact(&mut body).unwrap();
+    let body = String::from_utf8(body).unwrap();
+    let (who, echoed) = body.split_once(':').unwrap();
+    (who.to_string(), echoed.to_string())
+}
+
+#[test]
+fn websocket_upgrades_pass_through() {
+    let h = TestHome::new();
+    let port = start(&h, 2, "");
+    wait_backends(&h);
+    let (mut s, mut r) = websocket(port);
     let mut instance = None;
     for text in ["hello", "again", "and again"] {
-        let mask = [1u8, 2, 3, 4];
-        let mut frame = vec![0x81, 0x80 | text.len() as u8];
-        frame.extend_from_slice(&mask);
-        frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        s.write_all(&frame).unwrap();
-        let mut head = [0u8; 2];
-        r.read_exact(&mut head).unwrap();
-        assert_eq!(head[0], 0x81);
-        let mut body = vec![0u8; usize::from(head[1])];
-        r.read_exact(&mut body).unwrap();
-        let body = String::from_utf8(body).unwrap();
-        let (who, echoed) = body.split_once(':').unwrap();
+        let (who, echoed) = echo(&mut s, &mut r, text);
         assert_eq!(echoed, text);
         // One connection, one instance.
-        assert_eq!(*instance.get_or_insert(who.to_string()), who);
+        assert_eq!(*instance.get_or_insert(who.clone()), who);
     }
+}
+
+#[test]
+fn a_balancer_moved_to_another_address_ends_the_old_one_s_streams_at_the_drain_deadline() {
+    let h = TestHome::new();
+    h.write("app.js", APP);
+    let (first, second) = (free_port(), free_port());
+    let config = |port: u16| {
+        let text = format!(
+            "[[apps]]\nname = \"web\"\nscript = \"app.js\"\n\n[apps.balancer]\nlisten = {port}\n\
+             drain_timeout = \"2s\"\n"
+        );
+        h.write("herder.toml", &text).to_str().unwrap().to_string()
+    };
+    h.ok(&["start", &config(first)]);
+    wait_backends(&h);
+    let pid = h.app("web").instances[0].pid.unwrap();
+    // An event stream and a WebSocket in clear through the first address.
+    let mut sse = TcpStream::connect(("127.0.0.1", first)).unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(sse, "GET /sse?n=100000 HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut sse = BufReader::new(sse);
+    let mut line = String::new();
+    while !line.starts_with("data:") {
+        line.clear();
+        assert!(sse.read_line(&mut line).unwrap() > 0, "the stream ended before its first event");
+    }
+    let (mut ws, mut wr) = websocket(first);
+    assert_eq!(echo(&mut ws, &mut wr, "before").1, "before");
+
+    let moved = Instant::now();
+    let out = h.ok(&["apply", &config(second)]);
+    assert!(out.contains("retuned the balancer of `web` (listen;"), "{out}");
+    assert_eq!(get(second, "/").status, 200);
+    // Both go on for a while, and end at the deadline rather than when they please.
+    assert_eq!(echo(&mut ws, &mut wr, "after").1, "after");
+    // Read until the end, for 15 s at most (the stream's events would go on for hours).
+    let ended = |r: &mut BufReader<TcpStream>, what: &str| {
+        r.get_ref().set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            assert!(moved.elapsed() < Duration::from_secs(15), "{what}: still open after the move");
+            match r.read(&mut buf) {
+                Ok(0) => return moved.elapsed(),
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    continue
+                }
+                Err(_) => return moved.elapsed(),
+            }
+        }
+    };
+    let streamed = ended(&mut sse, "the event stream through the old address");
+    let tunnelled = ended(&mut wr, "the WebSocket through the old address");
+    assert!(streamed >= Duration::from_millis(1500), "the stream ended {streamed:?} after the move");
+    assert!(streamed < Duration::from_secs(15), "the stream ended {streamed:?} after the move");
+    assert!(tunnelled < Duration::from_secs(15), "the WebSocket ended {tunnelled:?} after the move");
+    // The instance was not touched.
+    assert_eq!(h.app("web").instances[0].pid, Some(pid));
+    assert!(pid_alive(pid));
 }
 
 #[test]
