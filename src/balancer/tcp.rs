@@ -1,9 +1,9 @@
 //! The `tcp` mode: a layer-4 proxy for databases and other servers that do not speak HTTP.
 //! Each client connection goes to the member the strategy picks (`round_robin` or
 //! `least_conn`; the hash strategies hash the client's address); a failed connect is tried on
-//! another member, since nothing reached the first. Bytes then pass both ways, zero-copy
-//! (splice(2) through a pipe per direction), until both sides have closed, or neither sends
-//! for `stream_idle_timeout`.
+//! another member, since nothing reached the first. Bytes then pass both ways until both
+//! sides have closed, or neither sends for `stream_idle_timeout`: small messages copied through
+//! a buffer of the thread's, bulk zero-copy (splice(2) through a pipe per direction).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -97,7 +97,7 @@ async fn proxy(b: &Arc<Balancer>, mut client: TcpStream, peer: std::net::IpAddr)
     b.stats.observe(started.elapsed());
     chosen.claim.state.stats.answered(200);
     let idle = Duration::from_millis(spec.stream_idle_timeout_ms);
-    match Splice::new() {
+    match Relay::new() {
         Ok(splice) => splice.run(&client, &upstream, idle).await,
         Err(e) => {
             tracing::debug!(app = %b.app, error = %e, "no pipe for splice(2): bytes copied through user space");
@@ -106,10 +106,12 @@ async fn proxy(b: &Arc<Balancer>, mut client: TcpStream, peer: std::net::IpAddr)
     }
 }
 
-/// Zero-copy forwarding between two sockets: splice(2) moves the bytes from one socket into a
-/// pipe and from the pipe into the other socket without copying them through user space; one
-/// pipe per direction.
-struct Splice {
+/// Forwarding between two sockets. Bulk goes zero-copy: splice(2) moves the bytes from one
+/// socket into a pipe and from the pipe into the other socket without copying them through user
+/// space; one pipe per direction. A message of a few hundred bytes costs less copied (a read and
+/// a write) than spliced, so each direction copies until a read fills [`COPY_CHUNK`], splices
+/// while a splice moves at least that much, and copies again after.
+struct Relay {
     to_upstream: (OwnedFd, OwnedFd),
     to_client: (OwnedFd, OwnedFd),
 }
@@ -117,9 +119,17 @@ struct Splice {
 /// The most a splice moves at once (a pipe's default capacity).
 const SPLICE_CHUNK: usize = 64 * 1024;
 
-impl Splice {
-    fn new() -> std::io::Result<Splice> {
-        Ok(Splice { to_upstream: pipe2()?, to_client: pipe2()? })
+/// The most a copy moves at once; a transfer this large is bulk, spliced from then on.
+const COPY_CHUNK: usize = 16 * 1024;
+
+thread_local! {
+    /// Where a copy passes through: one buffer per thread, none per connection.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; COPY_CHUNK]);
+}
+
+impl Relay {
+    fn new() -> std::io::Result<Relay> {
+        Ok(Relay { to_upstream: pipe2()?, to_client: pipe2()? })
     }
 
     /// Forward both ways until both directions ended (each end passed on as a shutdown of the
@@ -149,7 +159,8 @@ impl Splice {
     }
 }
 
-/// Move what `from` sends to `to` through `pipe` until `from` ends (then shut `to`'s writing).
+/// Move what `from` sends to `to` until `from` ends (then shut `to`'s writing): copied, or
+/// through `pipe` once the transfer is bulk.
 async fn one_way(
     from: &TcpStream,
     to: &TcpStream,
@@ -157,17 +168,13 @@ async fn one_way(
     last: &AtomicU64,
     start: Instant,
 ) -> std::io::Result<()> {
-    use tokio::io::Interest;
-    let (pipe_r, pipe_w) = (pipe.0.as_raw_fd(), pipe.1.as_raw_fd());
+    let mut bulk = false;
+    // What a copy read and the socket did not take at once (empty, unallocated, as a rule).
+    let mut rest = Vec::new();
     loop {
-        // Into the pipe, which is empty here: EAGAIN means the socket has nothing to read.
-        let n = loop {
-            from.readable().await?;
-            match from.try_io(Interest::READABLE, || splice(from.as_raw_fd(), pipe_w, SPLICE_CHUNK)) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            }
+        let n = match bulk {
+            true => spliced(from, to, pipe).await?,
+            false => copied(from, to, &mut rest).await?,
         };
         if n == 0 {
             // SAFETY: shutdown(2) of a socket this task holds.
@@ -175,18 +182,78 @@ async fn one_way(
             return Ok(());
         }
         last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
-        // Out of the pipe, whole: EAGAIN means the socket's buffer is full.
-        let mut pending = n;
-        while pending > 0 {
-            to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || splice(pipe_r, to.as_raw_fd(), pending)) {
-                Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
-                Ok(m) => pending -= m,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
+        bulk = n >= COPY_CHUNK;
+    }
+}
+
+/// One read from `from` through the thread's buffer, written to `to` whole; how many bytes (0:
+/// `from` ended).
+async fn copied(from: &TcpStream, to: &TcpStream, rest: &mut Vec<u8>) -> std::io::Result<usize> {
+    use std::io::ErrorKind::{WouldBlock, WriteZero};
+    let n = loop {
+        from.readable().await?;
+        // Read and written at once: the buffer is the thread's, and is not held across a wait.
+        let step = SCRATCH.with_borrow_mut(|buf| {
+            let n = from.try_read(buf)?;
+            let mut done = 0;
+            while done < n {
+                match to.try_write(&buf[done..n]) {
+                    Ok(0) => return Err(std::io::Error::from(WriteZero)),
+                    Ok(m) => done += m,
+                    Err(e) if e.kind() == WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
             }
+            rest.extend_from_slice(&buf[done..n]);
+            Ok(n)
+        });
+        match step {
+            Ok(n) => break n,
+            Err(e) if e.kind() == WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    // The socket's buffer was full: the rest once it takes more.
+    let mut sent = 0;
+    while sent < rest.len() {
+        to.writable().await?;
+        match to.try_write(&rest[sent..]) {
+            Ok(0) => return Err(std::io::Error::from(WriteZero)),
+            Ok(m) => sent += m,
+            Err(e) if e.kind() == WouldBlock => continue,
+            Err(e) => return Err(e),
         }
     }
+    rest.clear();
+    Ok(n)
+}
+
+/// One splice from `from` into the pipe and out of it to `to`, whole; how many bytes (0:
+/// `from` ended).
+async fn spliced(from: &TcpStream, to: &TcpStream, pipe: &(OwnedFd, OwnedFd)) -> std::io::Result<usize> {
+    use tokio::io::Interest;
+    let (pipe_r, pipe_w) = (pipe.0.as_raw_fd(), pipe.1.as_raw_fd());
+    // Into the pipe, which is empty here: EAGAIN means the socket has nothing to read.
+    let n = loop {
+        from.readable().await?;
+        match from.try_io(Interest::READABLE, || splice(from.as_raw_fd(), pipe_w, SPLICE_CHUNK)) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    };
+    // Out of the pipe, whole: EAGAIN means the socket's buffer is full.
+    let mut pending = n;
+    while pending > 0 {
+        to.writable().await?;
+        match to.try_io(Interest::WRITABLE, || splice(pipe_r, to.as_raw_fd(), pending)) {
+            Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::WriteZero)),
+            Ok(m) => pending -= m,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// splice(2) of up to `len` bytes, without blocking on either end.
@@ -286,5 +353,61 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Active<'_, T> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         std::pin::Pin::new(&mut *self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// Two connected sockets on loopback.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let connected = TcpStream::connect(listener.local_addr().unwrap());
+        let (accepted, connected) = tokio::join!(listener.accept(), connected);
+        (accepted.unwrap().0, connected.unwrap())
+    }
+
+    /// `len` bytes of a pattern that shows a byte lost, doubled or moved.
+    fn pattern(from: usize, len: usize) -> Vec<u8> {
+        (from..from + len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn small_messages_bulk_and_small_again_pass_whole_and_in_order_both_ways() {
+        let (client, relay_client) = pair().await;
+        let (relay_upstream, upstream) = pair().await;
+        let relay = tokio::spawn(async move {
+            Relay::new().unwrap().run(&relay_client, &relay_upstream, Duration::from_secs(30)).await
+        });
+        // Copied (small), spliced (bulk), copied again, each way; the far side reads each whole.
+        let sizes = [100, 3 << 20, 200, 5 << 20, 50];
+        let (mut client, mut upstream) = (client, upstream);
+        let mut offset = 0;
+        for &n in &sizes {
+            let sent = pattern(offset, n);
+            let (mut got_up, mut got_down) = (vec![0; n], vec![0; n]);
+            let (w1, w2) = (sent.clone(), sent.clone());
+            let (mut cr, mut cw) = client.split();
+            let (mut ur, mut uw) = upstream.split();
+            tokio::try_join!(
+                async { cw.write_all(&w1).await },
+                async { uw.write_all(&w2).await },
+                async { ur.read_exact(&mut got_up).await.map(|_| ()) },
+                async { cr.read_exact(&mut got_down).await.map(|_| ()) },
+            )
+            .unwrap();
+            assert!(got_up == sent, "{n} bytes upstream arrived altered");
+            assert!(got_down == sent, "{n} bytes to the client arrived altered");
+            offset += n;
+        }
+        // Each side's end reaches the other, and the relay ends.
+        client.shutdown().await.unwrap();
+        assert_eq!(upstream.read(&mut [0; 16]).await.unwrap(), 0);
+        upstream.shutdown().await.unwrap();
+        assert_eq!(client.read(&mut [0; 16]).await.unwrap(), 0);
+        tokio::time::timeout(Duration::from_secs(10), relay).await.unwrap().unwrap();
     }
 }
