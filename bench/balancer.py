@@ -40,10 +40,12 @@ Part `http`, runners interleaved round by round (the order rotates each round):
   (root): with them, each session gets an equal share of a busy CPU, and herder's instances
   (a session each) would get more of the cores than nginx's backends (which share this
   script's session with wrk); see common.one_scheduling_group.
-  Medians over rounds. Targets: herder's requests/s >= 1.2x nginx-2w's; herder's p99 <=
+  Per round also how the balancer's own CPU split over its workers (nginx) or threads (herder's
+  http mode). Medians over rounds; the ratio to nginx-2w also round by round. Targets: herder's requests/s >= 1.2x nginx-2w's; herder's p99 <=
   nginx-2w's.
 Part `tcp`, the same way: herder's `mode = "tcp"` (2 instances; each connection is passed to
-  an instance and bytes are copied both ways) against the direct server, socat (`socat
+  an instance and bytes are relayed both ways), with --herder-before also that build's
+  (herder-tcp-before), against the direct server, socat (`socat
   TCP-LISTEN:<port>,fork,reuseaddr,backlog=128 TCP:127.0.0.1:<backend>`: one process per
   connection, one backend, as socat does not balance) and nginx's `stream` module (2 workers,
   an upstream of the two node servers) when this nginx has it (built in, or `load_module` of
@@ -77,6 +79,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -112,6 +115,34 @@ def cpu_ticks(pid, children=False):
     if children:
         ticks += int(rest[13]) + int(rest[14])
     return ticks
+
+
+def stat_ticks(path):
+    """utime+stime from a /proc stat file (a process's or one thread's); 0 once it is gone."""
+    try:
+        with open(path) as f:
+            s = f.read()
+    except OSError:
+        return 0
+    rest = s[s.rindex(")") + 2:].split()
+    return int(rest[11]) + int(rest[12])
+
+
+def balancer_threads(pid):
+    """The stat files of herder's http balancer threads (named balancer-<n>) in the daemon."""
+    out = []
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                if f.read().startswith("balancer-"):
+                    out.append("/proc/%d/task/%s/stat" % (pid, tid))
+        except OSError:
+            continue
+    return sorted(out)
 
 
 def children_of(pid):
@@ -209,6 +240,10 @@ class HerderBalancer:
 
     def cpu(self):
         return cpu_ticks(self.tool.pid())
+
+    def units(self):
+        """What serves the requests side by side: the http balancer's threads."""
+        return balancer_threads(self.tool.pid()) if self.mode == "http" else []
 
     def stop(self):
         self.tool.run("delete", self.app, timeout=60, check=False)
@@ -355,6 +390,11 @@ class Nginx(ProcRunner):
         return cpu_ticks(pid, children=True) + sum(_ticks_or_zero(k) for k in children_of(pid))
 
 
+    def units(self):
+        """What serves the requests side by side: the workers."""
+        return ["/proc/%d/stat" % k for k in sorted(children_of(self.proc.pid))]
+
+
 def _ticks_or_zero(pid):
     try:
         return cpu_ticks(pid, children=True)
@@ -419,9 +459,12 @@ def measure(wrk, r, duration):
     before = r.cpu()
     servers0 = sum(_ticks_or_zero(p) for p in pids)
     wrk0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    units = r.units() if hasattr(r, "units") else []
+    units0 = [stat_ticks(u) for u in units]
     idle0 = machine_ticks()
     x = wrk.run(r.port, duration)
     idle1 = machine_ticks()
+    spent = [stat_ticks(u) - t for u, t in zip(units, units0)]
     wrk1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     servers1 = sum(_ticks_or_zero(p) for p in pids)
     after = r.cpu()
@@ -435,6 +478,10 @@ def measure(wrk, r, duration):
     x["wrk_cpu_us_per_req"] = per_req(wrk1.ru_utime + wrk1.ru_stime - wrk0.ru_utime - wrk0.ru_stime)
     busy, idle = idle1[0] - idle0[0], idle1[1] - idle0[1]
     x["idle_pct"] = 100.0 * idle / (busy + idle) if busy + idle else None
+    # How the balancer's own work split over its workers or threads: an uneven split leaves a
+    # core idle while one worker is saturated.
+    x["units_cpu_pct"] = ([round(100.0 * t / sum(spent), 1) for t in spent]
+                          if len(spent) > 1 and sum(spent) else None)
     return x
 
 
@@ -460,12 +507,13 @@ def rounds(args, wrk, runners, label):
             x = measure(wrk, r, args.duration)
             x.update({"round": rnd, "runner": r.name})
             per_round.append(x)
+            split = "/".join("%.0f" % v for v in x["units_cpu_pct"]) if x["units_cpu_pct"] else "-"
             c.log("%s round %d %-12s %9.0f req/s  p50 %7.2f ms  p99 %7.2f ms  errors %d  CPU %s µs/req"
-                  " (servers %s, wrk %s, idle %s%%)  load %s" % (
+                  " (servers %s, wrk %s, idle %s%%, balancer's workers %s%%)  load %s" % (
                       label, rnd, r.name, x["rps"], x["p50_ms"] or -1, x["p99_ms"] or -1, x["errors"],
                       *(fmt(x[k], "%.1f") for k in ("cpu_us_per_req", "servers_cpu_us_per_req",
                                                     "wrk_cpu_us_per_req", "idle_pct")),
-                      " ".join(x["loadavg"])))
+                      split, " ".join(x["loadavg"])))
     summ = {}
     for r in runners:
         xs = [x for x in per_round if x["runner"] == r.name]
@@ -496,6 +544,13 @@ def shares(runs):
     reqs = [sum(r[i]["reqs"] for r in runs) for i in range(len(runs[0]))]
     total = sum(reqs)
     return [round(100.0 * q / total, 1) for q in reqs] if total else None
+
+
+def round_ratios(per_round, a, b, key):
+    """a's figure over b's, in each round both ran."""
+    at = {x["round"]: x[key] for x in per_round if x["runner"] == a and x[key]}
+    bt = {x["round"]: x[key] for x in per_round if x["runner"] == b and x[key]}
+    return [round(at[n] / bt[n], 3) for n in sorted(at) if n in bt]
 
 
 def med(summ, name, key):
@@ -560,6 +615,11 @@ def http_part(args, wrk, ws, herder, pm2, nginx, before=None):
               "nginx-2w_over_direct_rps": ratio(summ, "nginx-2w", "direct", "rps"),
               "herder_over_nginx-2w_p99": ratio(summ, "herder", "nginx-2w", "p99_ms"),
               "herder_over_nginx-2w_cpu": ratio(summ, "herder", "nginx-2w", "cpu_us_per_req")}
+    # The same ratio round by round (each pair measured within a minute of each other), and
+    # its median: less swayed than the ratio of medians by a round where one side was unlucky.
+    by_round = round_ratios(per_round, "herder", "nginx-2w", "rps")
+    ratios["herder_over_nginx-2w_rps_by_round"] = by_round
+    ratios["herder_over_nginx-2w_rps_median_of_rounds"] = statistics.median(by_round) if by_round else None
     targets = {}
     if ratios["herder_over_nginx-2w_rps"] is not None:
         targets = {
@@ -577,11 +637,13 @@ def http_part(args, wrk, ws, herder, pm2, nginx, before=None):
             "summary": summ, "ratios": ratios, "targets": targets, "per_round": per_round}
 
 
-def tcp_part(args, wrk, ws, herder, nginx, socat):
+def tcp_part(args, wrk, ws, herder, nginx, socat, before=None):
     runners = [DirectRunner(ws)]
     extra = {}
     if herder:
         runners.append(HerderBalancer(herder, "tcp", "tcp", args.instances, args.strategy))
+    if before:
+        runners.append(HerderBalancer(before, "tcp", "tcp", args.instances, args.strategy, "herder-tcp-before"))
     backends = backends_for(ws, args.instances) if (nginx or socat) else []
     stream_note = None
     if socat:
@@ -598,7 +660,10 @@ def tcp_part(args, wrk, ws, herder, nginx, socat):
     ratios = {"herder-tcp_over_direct_rps": ratio(summ, "herder-tcp", "direct", "rps"),
               "herder-tcp_over_socat_rps": ratio(summ, "herder-tcp", "socat", "rps"),
               "herder-tcp_over_nginx-stream_rps": ratio(summ, "herder-tcp", "nginx-stream", "rps"),
-              "herder-tcp_over_nginx-stream_p99": ratio(summ, "herder-tcp", "nginx-stream", "p99_ms")}
+              "herder-tcp_over_nginx-stream_p99": ratio(summ, "herder-tcp", "nginx-stream", "p99_ms"),
+              "herder-tcp_over_herder-tcp-before_rps": ratio(summ, "herder-tcp", "herder-tcp-before", "rps"),
+              "herder-tcp_over_herder-tcp-before_cpu": ratio(summ, "herder-tcp", "herder-tcp-before",
+                                                             "cpu_us_per_req")}
     for r in runners:
         if isinstance(r, (HerderBalancer, Nginx)):
             extra[r.name] = r.config_text
@@ -757,7 +822,8 @@ def print_report(data):
         if not d:
             continue
         print_table("%s: %s, median of %d round(s)" % (title, d["wrk"], data["rounds"]), d["summary"])
-        rs = ["%s %.2f" % (k, v) for k, v in d["ratios"].items() if v is not None]
+        rs = ["%s %s" % (k, " ".join("%.2f" % x for x in v) if isinstance(v, list) else "%.2f" % v)
+              for k, v in d["ratios"].items() if v]
         if rs:
             print("  ratios: " + ", ".join(rs))
         for k, v in d.get("targets", {}).items():
@@ -799,7 +865,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--herder", default=c.HERDER_BIN, help="herder binary (default %(default)s)")
     ap.add_argument("--herder-before", default=None,
-                    help="a second herder binary, run as runner herder-before in part http (another build)")
+                    help="a second herder binary, run as runner herder-before in part http and "
+                         "herder-tcp-before in part tcp")
     ap.add_argument("--pm2", default=None, help="pm2 binary (default: see above)")
     ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated (default %(default)s)")
     ap.add_argument("--parts", default=",".join(PARTS), help="comma-separated (default %(default)s)")
@@ -853,7 +920,7 @@ def main():
         herder = c.Herder(ws)
         herder.start_daemon()
     before = None
-    if args.herder_before and "http" in parts:
+    if args.herder_before and ("http" in parts or "tcp" in parts):
         before = HerderBefore(ws, os.path.abspath(args.herder_before))
         before.start_daemon()
     if found["pm2"] and "http" in parts:
@@ -875,7 +942,7 @@ def main():
     if "http" in parts:
         data["http"] = http_part(args, wrk, ws, herder, pm2, found["nginx"], before)
     if "tcp" in parts:
-        data["tcp"] = tcp_part(args, wrk, ws, herder, found["nginx"], found["socat"])
+        data["tcp"] = tcp_part(args, wrk, ws, herder, found["nginx"], found["socat"], before)
     problems = daemon_log_problems(herder) if herder else []
     if "memory" in parts and found["herder"]:
         data["memory"] = memory_part(args, ws)
