@@ -98,7 +98,7 @@ async fn proxy(b: &Arc<Balancer>, mut client: TcpStream, peer: std::net::IpAddr)
     chosen.claim.state.stats.answered(200);
     let idle = Duration::from_millis(spec.stream_idle_timeout_ms);
     match Relay::new() {
-        Ok(splice) => splice.run(&client, &upstream, idle).await,
+        Ok(relay) => relay.run(&client, &upstream, idle).await,
         Err(e) => {
             tracing::debug!(app = %b.app, error = %e, "no pipe for splice(2): bytes copied through user space");
             pipe(&mut client, &mut upstream, idle).await;
@@ -377,24 +377,22 @@ mod tests {
 
     #[tokio::test]
     async fn small_messages_bulk_and_small_again_pass_whole_and_in_order_both_ways() {
-        let (client, relay_client) = pair().await;
-        let (relay_upstream, upstream) = pair().await;
+        let (mut client, relay_client) = pair().await;
+        let (relay_upstream, mut upstream) = pair().await;
         let relay = tokio::spawn(async move {
             Relay::new().unwrap().run(&relay_client, &relay_upstream, Duration::from_secs(30)).await
         });
         // Copied (small), spliced (bulk), copied again, each way; the far side reads each whole.
         let sizes = [100, 3 << 20, 200, 5 << 20, 50];
-        let (mut client, mut upstream) = (client, upstream);
         let mut offset = 0;
         for &n in &sizes {
             let sent = pattern(offset, n);
             let (mut got_up, mut got_down) = (vec![0; n], vec![0; n]);
-            let (w1, w2) = (sent.clone(), sent.clone());
             let (mut cr, mut cw) = client.split();
             let (mut ur, mut uw) = upstream.split();
             tokio::try_join!(
-                async { cw.write_all(&w1).await },
-                async { uw.write_all(&w2).await },
+                async { cw.write_all(&sent).await },
+                async { uw.write_all(&sent).await },
                 async { ur.read_exact(&mut got_up).await.map(|_| ()) },
                 async { cr.read_exact(&mut got_down).await.map(|_| ()) },
             )
