@@ -108,6 +108,10 @@ impl Client {
                         return Err(ClientError::NoDaemon { home: paths.home.display().to_string() });
                     }
                 }
+                // A daemon that is going away (its first thread gone, its last ones still
+                // closing its socket) can reset a connect: the next attempt finds its socket
+                // dead.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset && wait.sleep_async().await => continue,
                 Err(source) => {
                     let other = (source.kind() == io::ErrorKind::PermissionDenied).then(|| other_user(&sock));
                     return Err(other
