@@ -519,7 +519,6 @@ async fn http1(server: &Arc<Server>, io: Prefixed, peer: SocketAddr, mut phase: 
         .serve_connection(TokioIo::new(io), service);
     let mut told = Phase::Serving;
     // Once the balancer stops, the answer under way (a stream's too) has until `drain_timeout`.
-    let drain = Duration::from_millis(b.pool().spec.drain_timeout_ms);
     let deadline = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(deadline);
     let ended = loop {
@@ -528,6 +527,7 @@ async fn http1(server: &Arc<Server>, io: Prefixed, peer: SocketAddr, mut phase: 
             p = super::stopping(&mut phase), if told == Phase::Serving => {
                 told = p;
                 Pin::new(&mut conn).graceful_shutdown();
+                let drain = Duration::from_millis(b.pool().spec.drain_timeout_ms);
                 deadline.as_mut().reset(tokio::time::Instant::now() + drain);
             }
             _ = &mut deadline, if told == Phase::Stopping => {
@@ -551,15 +551,8 @@ async fn http1(server: &Arc<Server>, io: Prefixed, peer: SocketAddr, mut phase: 
         let stream = Paced::new(io.stream.io, idle);
         let mut client = Prefixed { read: read.into_iter().chain(io.read).collect(), stream };
         let mut instance = TokioIo::new(instance);
-        let piped = super::tcp::pipe(&mut client, &mut instance, idle);
-        tokio::pin!(piped);
         // A tunnel too ends at most `drain_timeout` after the balancer stops.
-        tokio::select! {
-            _ = piped.as_mut() => {}
-            _ = super::stopping(&mut phase) => {
-                let _ = tokio::time::timeout(drain, piped).await;
-            }
-        }
+        super::finish_within(super::tcp::pipe(&mut client, &mut instance, idle), &b, &mut phase).await;
         drop(held);
         return;
     }

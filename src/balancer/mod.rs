@@ -825,6 +825,19 @@ async fn stopping(phase: &mut watch::Receiver<Phase>) -> Phase {
     }
 }
 
+/// Run `work` to its end; once the balancer is told to stop, for at most its `drain_timeout`
+/// (read then) more.
+async fn finish_within<F: Future>(work: F, b: &Balancer, phase: &mut watch::Receiver<Phase>) {
+    tokio::pin!(work);
+    tokio::select! {
+        _ = work.as_mut() => {}
+        _ = stopping(phase) => {
+            let limit = Duration::from_millis(b.pool().spec.drain_timeout_ms);
+            let _ = tokio::time::timeout(limit, work).await;
+        }
+    }
+}
+
 /// Bind the public socket.
 fn bind(app: &str, address: &SocketSpec) -> Result<OwnedFd, String> {
     use crate::supervisor::sockets;

@@ -43,15 +43,7 @@ async fn accept(
         // must not miss one whose task has not run yet.
         b.stats.connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let proxied = proxy(&b, client, peer.ip());
-            tokio::pin!(proxied);
-            tokio::select! {
-                _ = proxied.as_mut() => {}
-                _ = super::stopping(&mut stop) => {
-                    let limit = Duration::from_millis(b.pool().spec.drain_timeout_ms);
-                    let _ = tokio::time::timeout(limit, proxied).await;
-                }
-            }
+            super::finish_within(proxy(&b, client, peer.ip()), &b, &mut stop).await;
             b.stats.connections.fetch_sub(1, Ordering::Relaxed);
             b.closed.notify_waiters();
         });
