@@ -33,9 +33,10 @@ use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::pick::hash;
+use super::threads::{self, Open, Serve};
 use super::upstream::{ClientBody, ConnectError, Return, Sender, Sending, Taken, Upstreams};
 use super::{Balancer, Claim, Phase, Silence};
 use crate::protocol::spec::{BalancerSpec, Strategy};
@@ -51,179 +52,25 @@ const HANDSHAKE: Duration = Duration::from_secs(10);
 /// handed over, each with the bytes it had read) until `phase` changes; then stop accepting
 /// and let the connections finish as [`Phase`] says.
 ///
-/// The balancer runs on threads of its own, one event loop each (as nginx's workers), each
-/// accepting on the socket and passing its connections' requests over its own keep-alive
-/// connections to the instances: a request is read, sent on and answered on one thread. A
-/// connection goes to the thread serving the fewest: the one that accepted it hands it over
-/// when another serves fewer (one thread would otherwise take a burst of connections whole,
-/// and carry their load alone). A thread ends once its connections have.
+/// The balancer runs on threads of its own ([`super::threads`]), each passing its
+/// connections' requests over its own keep-alive connections to the instances: a request is
+/// read, sent on and answered on one thread.
 pub fn serve(
     balancer: Arc<Balancer>,
     listener: std::net::TcpListener,
     adopted: Vec<(OwnedFd, Vec<u8>)>,
     phase: watch::Receiver<Phase>,
 ) {
-    let n = workers();
-    let (threads, mut inboxes) = Threads::new(n);
-    *balancer.threads.lock().unwrap_or_else(|e| e.into_inner()) = threads.open.clone();
-    let mut adopted: Vec<Vec<_>> = {
-        let mut shares: Vec<Vec<_>> = (0..n).map(|_| Vec::new()).collect();
-        for (i, a) in adopted.into_iter().enumerate() {
-            shares[i % n].push(a);
-        }
-        shares
-    };
-    for me in (0..n).rev() {
-        let inbox = inboxes.pop().expect("an inbox per thread");
-        let mine = adopted.pop().unwrap_or_default();
-        let listener = match listener.try_clone() {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(app = %balancer.app, error = %e, "a thread of the balancer cannot use its socket");
-                // Its share of the connections handed over goes to the next thread.
-                if let Some(next) = adopted.last_mut() {
-                    next.extend(mine);
-                }
-                continue;
-            }
-        };
-        let (b, phase, all) = (balancer.clone(), phase.clone(), threads.clone());
-        let accepting = super::Accepting::new(&balancer);
-        let spawned = std::thread::Builder::new().name(format!("balancer-{me}")).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(app = %b.app, error = %e, "a thread of the balancer cannot start");
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let this = Thread { me, threads: all.clone(), inbox };
-                if let Err(e) = accept(b.clone(), listener, mine, phase, this).await {
-                    tracing::error!(app = %b.app, error = %e, "the balancer stopped accepting");
-                }
-                drop(accepting);
-                // The connections finish (within `drain_timeout`, or handed over).
-                let open = &all.open[me];
-                loop {
-                    let closed = b.closed.notified();
-                    if open.load(Ordering::Acquire) == 0 {
-                        break;
-                    }
-                    closed.await;
-                }
-            });
-        });
-        if let Err(e) = spawned {
-            tracing::error!(app = %balancer.app, error = %e, "a thread of the balancer cannot start");
-        }
-    }
-}
-
-/// The balancer's threads: one per CPU, four at most.
-fn workers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 4)
-}
-
-/// The balancer's threads as each sees the others: how many connections each serves, and
-/// where to hand it one.
-struct Threads {
-    /// Each thread's connections, counted from their accept until they end.
-    open: Vec<Arc<AtomicUsize>>,
-    /// Where each thread takes connections handed to it.
-    handed: Vec<mpsc::UnboundedSender<Handed>>,
-}
-
-/// A connection one thread accepted for another, counted in the other's figure.
-struct Handed {
-    stream: std::net::TcpStream,
-    peer: SocketAddr,
-    counted: Open,
-}
-
-impl Threads {
-    fn new(n: usize) -> (Arc<Threads>, Vec<mpsc::UnboundedReceiver<Handed>>) {
-        let (handed, inboxes) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
-        let open = (0..n).map(|_| Arc::new(AtomicUsize::new(0))).collect();
-        (Arc::new(Threads { open, handed }), inboxes)
-    }
-
-    /// The thread to serve a new connection: of those that take connections (started, and
-    /// still accepting), the one serving the fewest, `me` among equals.
-    fn least(&self, me: usize) -> usize {
-        let mut best = (self.open[me].load(Ordering::Relaxed), me);
-        for (i, open) in self.open.iter().enumerate() {
-            let n = open.load(Ordering::Relaxed);
-            if n < best.0 && !self.handed[i].is_closed() {
-                best = (n, i);
-            }
-        }
-        best.1
-    }
-}
-
-/// One of the balancer's threads, in its accept loop.
-struct Thread {
-    me: usize,
-    threads: Arc<Threads>,
-    inbox: mpsc::UnboundedReceiver<Handed>,
-}
-
-impl Thread {
-    /// Serve a connection just accepted here, or hand it to the thread serving the fewest.
-    fn place(
-        &self,
-        server: &Arc<Server>,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-        phase: &watch::Receiver<Phase>,
-    ) {
-        let to = self.threads.least(self.me);
-        let stream = match to == self.me {
-            true => stream,
-            false => match self.hand(&server.proxy.balancer, to, stream, peer) {
-                Some(back) => back,
-                None => return,
-            },
-        };
-        // Counted from here, not from the task's first run: `herder update` waits for every
-        // connection to be handed over, and one accepted a moment before must not be missed
-        // (it would be closed at the update, its request reset).
-        let counted = Open::new(&server.proxy.balancer, &self.threads.open[self.me]);
-        tokio::spawn(client(server.clone(), stream, peer, Bytes::new(), phase.clone(), counted));
-    }
-
-    /// Hand a connection to thread `to`; the connection back when that thread no longer takes
-    /// any (it stopped accepting).
-    fn hand(
-        &self,
-        b: &Arc<Balancer>,
-        to: usize,
-        stream: tokio::net::TcpStream,
-        peer: SocketAddr,
-    ) -> Option<tokio::net::TcpStream> {
-        let lost =
-            |e: std::io::Error| tracing::warn!(app = %b.app, %peer, error = %e, "a connection is lost");
-        // Counted from here, in the other thread's figure, so that `herder update` and that
-        // thread wait for it while it travels.
-        let counted = Open::new(b, &self.threads.open[to]);
-        let stream = stream.into_std().map_err(lost).ok()?;
-        let back = self.threads.handed[to].send(Handed { stream, peer, counted }).err()?.0;
-        tokio::net::TcpStream::from_std(back.stream).map_err(lost).ok()
-    }
-
-    /// Serve a connection another thread handed over.
-    fn take(&self, server: &Arc<Server>, handed: Handed, phase: &watch::Receiver<Phase>) {
-        let Handed { stream, peer, counted } = handed;
-        match tokio::net::TcpStream::from_std(stream) {
-            Ok(stream) => {
-                tokio::spawn(client(server.clone(), stream, peer, Bytes::new(), phase.clone(), counted));
-            }
-            Err(e) => {
-                tracing::warn!(app = %server.proxy.balancer.app, %peer, error = %e, "a connection handed between threads is lost")
-            }
-        }
-    }
+    threads::serve(balancer, listener, adopted, phase, |balancer, open| {
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1.timer(TokioTimer::new()).header_read_timeout(HEADER_READ);
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        // A client that went away without a word (a laptop closed, a NAT that forgot it) is
+        // found by its unanswered ping.
+        http2.timer(TokioTimer::new()).keep_alive_interval(H2_PING).keep_alive_timeout(H2_PING_ANSWER);
+        let proxy = Arc::new(Proxy::new(balancer.clone(), open.clone()));
+        Arc::new(Server { proxy, http1, http2 })
+    });
 }
 
 /// What serves a connection: the proxy, and hyper's builders for TLS (HTTP/1.1 or HTTP/2 by
@@ -234,51 +81,17 @@ struct Server {
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
 }
 
-async fn accept(
-    balancer: Arc<Balancer>,
-    listener: std::net::TcpListener,
-    adopted: Vec<(OwnedFd, Vec<u8>)>,
-    mut phase: watch::Receiver<Phase>,
-    mut this: Thread,
-) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1.timer(TokioTimer::new()).header_read_timeout(HEADER_READ);
-    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    // A client that went away without a word (a laptop closed, a NAT that forgot it) is found
-    // by its unanswered ping.
-    http2.timer(TokioTimer::new()).keep_alive_interval(H2_PING).keep_alive_timeout(H2_PING_ANSWER);
-    let proxy = Arc::new(Proxy::new(balancer.clone(), this.threads.open[this.me].clone()));
-    let server = Arc::new(Server { proxy, http1, http2 });
-    for (fd, read) in adopted {
-        let stream = std::net::TcpStream::from(fd);
-        let adopted = stream.set_nonblocking(true).and_then(|()| tokio::net::TcpStream::from_std(stream));
-        match adopted {
-            Ok(stream) => {
-                let peer = stream.peer_addr().map_or(SocketAddr::from(([0, 0, 0, 0], 0)), super::canonical);
-                let counted = Open::new(&balancer, &this.threads.open[this.me]);
-                tokio::spawn(client(server.clone(), stream, peer, Bytes::from(read), phase.clone(), counted));
-            }
-            Err(e) => tracing::warn!(app = %balancer.app, error = %e, "a connection handed over is lost"),
-        }
+impl Serve for Server {
+    fn serve(
+        this: &Arc<Server>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        read: Bytes,
+        phase: watch::Receiver<Phase>,
+        counted: Open,
+    ) {
+        tokio::spawn(client(this.clone(), stream, peer, read, phase, counted));
     }
-    loop {
-        tokio::select! {
-            accepted = super::next_client(&balancer.app, &listener, &mut phase) => match accepted {
-                Some((stream, peer)) => this.place(&server, stream, peer, &phase),
-                None => break,
-            },
-            Some(handed) = this.inbox.recv() => this.take(&server, handed, &phase),
-        }
-    }
-    // No thread hands this one a connection from now on (it serves it itself); those already
-    // on their way are served.
-    this.inbox.close();
-    while let Ok(handed) = this.inbox.try_recv() {
-        this.take(&server, handed, &phase);
-    }
-    Ok(())
 }
 
 /// How long a client may take to send a request's headers (the first ones too: a connection
@@ -291,29 +104,6 @@ const H2_PING_ANSWER: Duration = Duration::from_secs(20);
 
 /// The bytes that begin every HTTP/2 connection without TLS.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
-
-/// A client connection, counted from its accept until it ends (in the balancer's figures,
-/// which `herder update` waits on, and in its thread's, which the thread waits on).
-struct Open {
-    balancer: Arc<Balancer>,
-    open: Arc<AtomicUsize>,
-}
-
-impl Open {
-    fn new(balancer: &Arc<Balancer>, open: &Arc<AtomicUsize>) -> Open {
-        balancer.stats.connections.fetch_add(1, Ordering::AcqRel);
-        open.fetch_add(1, Ordering::AcqRel);
-        Open { balancer: balancer.clone(), open: open.clone() }
-    }
-}
-
-impl Drop for Open {
-    fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::AcqRel);
-        self.balancer.stats.connections.fetch_sub(1, Ordering::AcqRel);
-        self.balancer.closed.notify_waiters();
-    }
-}
 
 /// One client connection: TLS, HTTP/2 in clear, or HTTP/1.
 async fn client(
@@ -1251,26 +1041,6 @@ async fn tunnel(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_connection_goes_to_the_thread_serving_fewest_of_those_taking_connections() {
-        let (threads, mut inboxes) = Threads::new(3);
-        let set = |counts: [usize; 3]| {
-            for (open, n) in threads.open.iter().zip(counts) {
-                open.store(n, Ordering::Relaxed);
-            }
-        };
-        set([2, 1, 2]);
-        assert_eq!(threads.least(0), 1);
-        set([1, 1, 1]);
-        assert_eq!((threads.least(0), threads.least(2)), (0, 2), "the accepting thread among equals");
-        set([3, 0, 1]);
-        // A thread that stopped taking connections (closed its inbox) is passed over.
-        inboxes[1].close();
-        assert_eq!(threads.least(0), 2);
-        inboxes[2].close();
-        assert_eq!(threads.least(0), 0);
-    }
 
     #[test]
     fn cookies_are_found_by_name() {

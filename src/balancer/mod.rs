@@ -18,6 +18,7 @@ pub mod http;
 pub mod pick;
 pub mod stats;
 pub mod tcp;
+mod threads;
 pub mod tls;
 pub mod upstream;
 
