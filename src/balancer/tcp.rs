@@ -8,9 +8,11 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -90,7 +92,7 @@ async fn proxy(b: &Arc<Balancer>, mut client: TcpStream, peer: std::net::IpAddr)
     chosen.claim.state.stats.answered(200);
     let idle = Duration::from_millis(spec.stream_idle_timeout_ms);
     match Relay::new() {
-        Ok(relay) => relay.run(&client, &upstream, idle).await,
+        Ok(relay) => relay.run(&mut client, &mut upstream, idle).await,
         Err(e) => {
             tracing::debug!(app = %b.app, error = %e, "no pipe for splice(2): bytes copied through user space");
             pipe(&mut client, &mut upstream, idle).await;
@@ -126,11 +128,13 @@ impl Relay {
 
     /// Forward both ways until both directions ended (each end passed on as a shutdown of the
     /// other side's writing), one failed, or neither side sent anything for `idle`.
-    async fn run(self, client: &TcpStream, upstream: &TcpStream, idle: Duration) {
+    async fn run(self, client: &mut TcpStream, upstream: &mut TcpStream, idle: Duration) {
         let start = Instant::now();
         let last = AtomicU64::new(0);
-        let up = one_way(client, upstream, &self.to_upstream, &last, start);
-        let down = one_way(upstream, client, &self.to_client, &last, start);
+        let (client_r, client_w) = client.split();
+        let (upstream_r, upstream_w) = upstream.split();
+        let up = one_way(client_r, upstream_w, &self.to_upstream, &last, start);
+        let down = one_way(upstream_r, client_w, &self.to_client, &last, start);
         let both = async {
             // Either direction failing ends the connection; an end of one waits for the other.
             if let Err(e) = tokio::try_join!(up, down) {
@@ -154,8 +158,8 @@ impl Relay {
 /// Move what `from` sends to `to` until `from` ends (then shut `to`'s writing): copied, or
 /// through `pipe` once the transfer is bulk.
 async fn one_way(
-    from: &TcpStream,
-    to: &TcpStream,
+    mut from: ReadHalf<'_>,
+    to: WriteHalf<'_>,
     pipe: &(OwnedFd, OwnedFd),
     last: &AtomicU64,
     start: Instant,
@@ -165,12 +169,12 @@ async fn one_way(
     let mut rest = Vec::new();
     loop {
         let n = match bulk {
-            true => spliced(from, to, pipe).await?,
-            false => copied(from, to, &mut rest).await?,
+            true => spliced(from.as_ref(), to.as_ref(), pipe).await?,
+            false => copied(&mut from, to.as_ref(), &mut rest).await?,
         };
         if n == 0 {
             // SAFETY: shutdown(2) of a socket this task holds.
-            unsafe { libc::shutdown(to.as_raw_fd(), libc::SHUT_WR) };
+            unsafe { libc::shutdown(to.as_ref().as_raw_fd(), libc::SHUT_WR) };
             return Ok(());
         }
         last.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -180,31 +184,32 @@ async fn one_way(
 
 /// One read from `from` through the thread's buffer, written to `to` whole; how many bytes (0:
 /// `from` ended).
-async fn copied(from: &TcpStream, to: &TcpStream, rest: &mut Vec<u8>) -> std::io::Result<usize> {
+///
+/// The read is tokio's `poll_read`, which takes a read that did not fill the buffer as the
+/// socket drained: the next message is waited for, not tried for first (`try_read` would leave
+/// the socket marked readable, and each message would cost a read that finds nothing).
+async fn copied(from: &mut ReadHalf<'_>, to: &TcpStream, rest: &mut Vec<u8>) -> std::io::Result<usize> {
     use std::io::ErrorKind::{WouldBlock, WriteZero};
-    let n = loop {
-        from.readable().await?;
+    let n = std::future::poll_fn(|cx| {
         // Read and written at once: the buffer is the thread's, and is not held across a wait.
-        let step = SCRATCH.with_borrow_mut(|buf| {
-            let n = from.try_read(buf)?;
+        SCRATCH.with_borrow_mut(|buf| {
+            let mut read = tokio::io::ReadBuf::new(buf);
+            std::task::ready!(std::pin::Pin::new(&mut *from).poll_read(cx, &mut read))?;
+            let n = read.filled().len();
             let mut done = 0;
             while done < n {
                 match to.try_write(&buf[done..n]) {
-                    Ok(0) => return Err(std::io::Error::from(WriteZero)),
+                    Ok(0) => return Poll::Ready(Err(std::io::Error::from(WriteZero))),
                     Ok(m) => done += m,
                     Err(e) if e.kind() == WouldBlock => break,
-                    Err(e) => return Err(e),
+                    Err(e) => return Poll::Ready(Err(e)),
                 }
             }
             rest.extend_from_slice(&buf[done..n]);
-            Ok(n)
-        });
-        match step {
-            Ok(n) => break n,
-            Err(e) if e.kind() == WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-    };
+            Poll::Ready(Ok(n))
+        })
+    })
+    .await?;
     // The socket's buffer was full: the rest once it takes more.
     let mut sent = 0;
     while sent < rest.len() {
@@ -371,8 +376,9 @@ mod tests {
     async fn small_messages_bulk_and_small_again_pass_whole_and_in_order_both_ways() {
         let (mut client, relay_client) = pair().await;
         let (relay_upstream, mut upstream) = pair().await;
+        let (mut relay_client, mut relay_upstream) = (relay_client, relay_upstream);
         let relay = tokio::spawn(async move {
-            Relay::new().unwrap().run(&relay_client, &relay_upstream, Duration::from_secs(30)).await
+            Relay::new().unwrap().run(&mut relay_client, &mut relay_upstream, Duration::from_secs(30)).await
         });
         // Copied (small), spliced (bulk), copied again, each way; the far side reads each whole.
         let sizes = [100, 3 << 20, 200, 5 << 20, 50];
