@@ -129,7 +129,9 @@ def stat_ticks(path):
 
 
 def balancer_threads(pid):
-    """The stat files of herder's http balancer threads (named balancer-<n>) in the daemon."""
+    """The stat files of herder's balancer threads (named balancer-<n>) in the daemon: the
+    http mode's, and the tcp mode's from 2026-12-07 on (before, it ran on the daemon's own
+    runtime threads, and none is found)."""
     out = []
     try:
         tids = os.listdir("/proc/%d/task" % pid)
@@ -242,8 +244,8 @@ class HerderBalancer:
         return cpu_ticks(self.tool.pid())
 
     def units(self):
-        """What serves the requests side by side: the http balancer's threads."""
-        return balancer_threads(self.tool.pid()) if self.mode == "http" else []
+        """What serves the requests side by side: the balancer's threads."""
+        return balancer_threads(self.tool.pid())
 
     def stop(self):
         self.tool.run("delete", self.app, timeout=60, check=False)

@@ -175,7 +175,7 @@ pub struct Balancer {
     /// connection is accepted once it has counted the connections to hand over.
     accepting: AtomicUsize,
     pub stats: Stats,
-    /// The client connections each of the http mode's threads serves (none in tcp mode).
+    /// The client connections each of the balancer's threads serves ([`threads`]).
     pub threads: Mutex<Vec<Arc<AtomicUsize>>>,
     epoch: Instant,
     pub tls: Option<tls::Certs>,

@@ -5,6 +5,7 @@
 //! sides have closed, or neither sends for `stream_idle_timeout`: small messages copied through
 //! a buffer of the thread's, bulk zero-copy (splice(2) through a pipe per direction).
 
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,40 +18,35 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::pick::hash;
+use super::threads::{self, Open, Serve};
 use super::{Balancer, Phase};
 use crate::protocol::spec::Strategy;
 
-/// Serve the balancer on `listener` until `stop` turns true; connections under way go on until
-/// they end or `drain_timeout` passes.
-pub fn serve(balancer: Arc<Balancer>, listener: std::net::TcpListener, stop: watch::Receiver<Phase>) {
-    let accepting = super::Accepting::new(&balancer);
-    tokio::spawn(async move {
-        if let Err(e) = accept(balancer.clone(), listener, stop).await {
-            tracing::error!(app = %balancer.app, error = %e, "the balancer stopped accepting");
-        }
-        drop(accepting);
-    });
+/// Serve the balancer on `listener` until `phase` changes; connections under way go on until
+/// they end or `drain_timeout` passes. It runs on threads of its own ([`super::threads`]), as
+/// the http mode does: each connection's bytes pass on the thread that serves it.
+pub fn serve(balancer: Arc<Balancer>, listener: std::net::TcpListener, phase: watch::Receiver<Phase>) {
+    threads::serve(balancer, listener, Vec::new(), phase, |balancer, _| Arc::new(Relaying(balancer.clone())));
 }
 
-async fn accept(
-    balancer: Arc<Balancer>,
-    listener: std::net::TcpListener,
-    mut stop: watch::Receiver<Phase>,
-) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    while let Some((client, peer)) = super::next_client(&balancer.app, &listener, &mut stop).await {
-        let (b, mut stop) = (balancer.clone(), stop.clone());
-        // Counted at its accept: a stop (or an update) waiting for the connections to end
-        // must not miss one whose task has not run yet.
-        b.stats.connections.fetch_add(1, Ordering::Relaxed);
+/// What a thread of the tcp mode serves its connections with.
+struct Relaying(Arc<Balancer>);
+
+impl Serve for Relaying {
+    fn serve(
+        this: &Arc<Relaying>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        _read: bytes::Bytes,
+        mut phase: watch::Receiver<Phase>,
+        counted: Open,
+    ) {
+        let b = this.0.clone();
         tokio::spawn(async move {
-            super::finish_within(proxy(&b, client, peer.ip()), &b, &mut stop).await;
-            b.stats.connections.fetch_sub(1, Ordering::Relaxed);
-            b.closed.notify_waiters();
+            super::finish_within(proxy(&b, stream, peer.ip()), &b, &mut phase).await;
+            drop(counted);
         });
     }
-    Ok(())
 }
 
 async fn proxy(b: &Arc<Balancer>, mut client: TcpStream, peer: std::net::IpAddr) {

@@ -1,7 +1,7 @@
-//! The http mode's threads: one event loop each (as nginx's workers), each accepting on the
-//! public socket and serving its connections itself, so that a request is read, sent on and
-//! answered on one thread, and the daemon's own work never waits on the balancer's, nor the
-//! other way round.
+//! The balancer's threads, for the http and the tcp mode alike: one event loop each (as
+//! nginx's workers), each accepting on the public socket and serving its connections itself,
+//! so that a request (or a message, in tcp mode) is read, sent on and answered on one thread,
+//! and the daemon's own work never waits on the balancer's, nor the other way round.
 //!
 //! A connection goes to the thread serving the fewest: the one that accepted it hands it over
 //! when another serves fewer (one thread would otherwise take a burst of connections whole,

@@ -400,7 +400,7 @@ fn balancer_metrics(daemon: &Daemon, apps: &[AppInfo], out: &mut String) {
     }
     {
         let name = "herder_balancer_thread_connections";
-        let help = "Client connections each of the http mode's threads serves.";
+        let help = "Client connections each of the balancer's threads serves.";
         let mut f = Family::new(out, name, "gauge", help);
         for (a, b) in &views {
             for (thread, n) in b.threads.iter().enumerate() {

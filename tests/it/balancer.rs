@@ -1301,9 +1301,20 @@ fn thread_connections(h: &TestHome) -> Vec<u64> {
 
 #[test]
 fn connections_are_spread_evenly_over_the_balancer_threads() {
+    spread_over_threads("http");
+}
+
+#[test]
+fn tcp_mode_connections_are_spread_evenly_over_the_balancer_threads() {
+    spread_over_threads("tcp");
+}
+
+/// 16 keep-alive connections opened at once through a balancer of this mode: each of its
+/// threads serves its share, in `show` and in the metrics, and every count goes back to zero.
+fn spread_over_threads(mode: &str) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(4);
     let h = TestHome::new();
-    let port = start(&h, 2, "mode = \"http\"");
+    let port = start(&h, 2, &format!("mode = \"{mode}\""));
     wait_backends(&h);
     // A burst, as a load generator or a browser opens them: all connected before the first
     // request, so that the thread woken first finds them all waiting to be accepted.
