@@ -242,13 +242,22 @@ fn raise_nofile(original: Option<u64>) {
     }
 }
 
-/// glibc gives each thread that allocates its own arena and keeps freed memory there; the
-/// daemon is small and mostly idle, so two arenas are plenty.
+/// glibc gives each thread that allocates an arena of its own, up to a limit (8 per CPU by
+/// default), after which threads share arenas, each behind a lock.
+///
+/// The limit is fixed at the first thread's first allocation, so it is set here for the
+/// daemon's whole life: room for the daemon's own threads (the runtime's two, a few blocking
+/// ones) and for the balancer's (up to four per balancer), which allocate on every request.
+/// Two balancer threads sharing an arena wait on its lock under load: with a limit of two (the
+/// daemon's before), they shared one in some starts and not in others, and the http mode then
+/// spent 1.3x the CPU per request (18–20 against 14–15 µs, the lock's futex calls about one per
+/// ten requests). Arenas are made only as threads need them, and an idle daemon has few
+/// threads: idle and with 100 apps it is the same size as with two (bench/memory.py).
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt(3) with a documented parameter, before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_ARENA_MAX, 8);
     }
 }
 
