@@ -19,51 +19,25 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
+import sys
 import tempfile
 import time
-import urllib.request
 
-import common as c
-
-SERVER = os.path.join(c.FIXTURES, "cluster_server.js")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def http_ok(port):
-    try:
-        with urllib.request.urlopen("http://127.0.0.1:%d/" % port, timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
-def balancer_threads(pid):
-    """/proc paths of the daemon's balancer threads."""
-    out = []
-    for tid in os.listdir("/proc/%d/task" % pid):
-        try:
-            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
-                if f.read().startswith("balancer-"):
-                    out.append("/proc/%d/task/%s" % (pid, tid))
-        except OSError:
-            continue
-    return out
+sys.dont_write_bytecode = True  # no __pycache__ in the repository
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common as c  # noqa: E402
+from balancer import balancer_threads  # noqa: E402
+from cluster import SERVER, free_port, http_ok  # noqa: E402
 
 
 def snapshot(threads):
-    """Per thread: (CPU ticks, voluntary context switches)."""
+    """Per balancer thread (its stat file): (CPU ticks, voluntary context switches)."""
     snap = {}
     for t in threads:
-        with open(t + "/stat") as f:
+        with open(t) as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        with open(t + "/status") as f:
+        with open(t[:-len("stat")] + "status") as f:
             vol = int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", f.read(), re.M).group(1))
         snap[t] = (int(fields[11]) + int(fields[12]), vol)
     return snap
