@@ -1577,6 +1577,62 @@ fn tcp_mode_passes_connections_through() {
 }
 
 #[test]
+fn tcp_mode_an_update_refuses_no_connection_and_closes_those_open_with_the_old_image() {
+    let h = TestHome::new();
+    let port = start(&h, 2, "mode = \"tcp\"");
+    wait_backends(&h);
+    let daemon = h.daemon_pid();
+    // A connection open across the update (a client's keep-alive, a database session).
+    let mut open = BufReader::new(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    open.get_mut().set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    open.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!(read_answer(&mut open).unwrap().status, 200);
+    // New connections all through the update, each one request.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let client = {
+        let (stop, answered) = (stop.clone(), answered.clone());
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match request(port, None, "/", "") {
+                    Ok(a) if a.status == 200 => {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(a) => failures.push(format!("{} {}", a.status, a.body)),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        })
+    };
+    wait_for("requests", T, || (answered.load(Ordering::Relaxed) > 20).then_some(()));
+    let out = h.ok(&["update"]);
+    assert!(out.contains("updated"), "{out}");
+    let after = answered.load(Ordering::Relaxed);
+    wait_for("requests after the update", T, || {
+        (answered.load(Ordering::Relaxed) > after + 20).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    let failures = client.join().unwrap();
+    assert!(failures.is_empty(), "{} failed: {failures:?}", failures.len());
+    assert_eq!(h.daemon_pid(), daemon, "the same daemon process");
+    // The connection open across it ended with the old image: closed (end of stream or a
+    // reset), neither answering nor left hanging.
+    let _ = open.get_mut().write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let mut rest = Vec::new();
+    let read = open.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "the connection open across the update still answers: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    if let Err(e) = read {
+        assert_ne!(e.kind(), std::io::ErrorKind::WouldBlock, "left hanging");
+    }
+}
+
+#[test]
 fn tcp_mode_least_conn_sends_a_new_connection_to_the_instance_holding_fewest() {
     let h = TestHome::new();
     let port = start(&h, 2, "mode = \"tcp\"\nstrategy = \"least_conn\"");
