@@ -370,9 +370,8 @@ mod tests {
 
     #[tokio::test]
     async fn small_messages_bulk_and_small_again_pass_whole_and_in_order_both_ways() {
-        let (mut client, relay_client) = pair().await;
-        let (relay_upstream, mut upstream) = pair().await;
-        let (mut relay_client, mut relay_upstream) = (relay_client, relay_upstream);
+        let (mut client, mut relay_client) = pair().await;
+        let (mut relay_upstream, mut upstream) = pair().await;
         let relay = tokio::spawn(async move {
             Relay::new().unwrap().run(&mut relay_client, &mut relay_upstream, Duration::from_secs(30)).await
         });
