@@ -4,7 +4,8 @@
 //!
 //! The pool's members are the instances of the app's slots, as its coordinator publishes them;
 //! whether one can take a request is read from its state at each pick: `online` (ready, after
-//! its ready signal and readiness probes), with a port, and not taken out for failures
+//! its ready signal and readiness probes) with no readiness probe failing since, with a port,
+//! and not taken out for failures
 //! (nginx's `max_fails` within `fail_timeout`). A replacement joins when it takes its slot;
 //! the instance it replaces gets no new request and its coordinator waits for the requests
 //! under way on it ([`Front::drain`]) before stopping it.
@@ -334,6 +335,7 @@ impl Balancer {
         for (i, m) in pool.members.iter().enumerate() {
             let info = m.info.borrow();
             let up = info.status == Status::Online
+                && !info.unready
                 && info.port.is_some()
                 && m.state.down_until_ms.load(Ordering::Relaxed) <= now
                 && !tried.contains(&i);
@@ -452,6 +454,7 @@ impl Balancer {
                     generation: m.generation,
                     port: info.port,
                     up: info.status == Status::Online
+                        && !info.unready
                         && info.port.is_some()
                         && !down
                         && info.pid.is_some_and(|p| m.state.listening_pid.load(Ordering::Relaxed) == p),

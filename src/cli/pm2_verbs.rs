@@ -341,6 +341,7 @@ mod tests {
             oom_kills: 0,
             status_text: None,
             probes: Vec::new(),
+            unready: false,
             port: None,
         }
     }

@@ -31,6 +31,24 @@ pub fn describe(check: &ProbeCheck) -> String {
     }
 }
 
+/// Where a probe's target names `$PORT`: the port of the instance it checks.
+pub const PORT_VAR: &str = "$PORT";
+
+/// `probe` as it checks the instance on `port`: `$PORT` in an `http` or `tcp` target becomes
+/// that port. Without one it stays, and each check fails saying why.
+pub fn for_instance(probe: &ProbeSpec, port: Option<u16>) -> ProbeSpec {
+    let mut probe = probe.clone();
+    if let Some(port) = port {
+        match &mut probe.check {
+            ProbeCheck::Http(target) | ProbeCheck::Tcp(target) => {
+                *target = target.replace(PORT_VAR, &port.to_string());
+            }
+            ProbeCheck::Exec(_) => {}
+        }
+    }
+    probe
+}
+
 /// Run every probe of an instance on its schedule until the receiver is dropped. `exec`
 /// probes run as `run_as` (the app's `user`) when given.
 pub fn start(
@@ -81,6 +99,9 @@ async fn check(
     run_as: Option<&Credentials>,
 ) -> Result<(), String> {
     match check {
+        ProbeCheck::Http(target) | ProbeCheck::Tcp(target) if target.contains(PORT_VAR) => Err(format!(
+            "`{target}` names `{PORT_VAR}`, and this instance has no port of its own (the app has no `port` or balancer)"
+        )),
         ProbeCheck::Tcp(addr) => {
             TcpStream::connect(addr).await.map(drop).map_err(|e| format!("connect {addr}: {e}"))
         }

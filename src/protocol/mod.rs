@@ -758,6 +758,10 @@ pub struct InstanceInfo {
     /// The state of each health probe.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<ProbeState>,
+    /// Online, but a readiness probe fails now: out of its app's balancer pool until the probe
+    /// passes again (the process runs on; only a liveness probe restarts it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unready: bool,
 }
 
 /// The state of one health probe of an instance.

@@ -330,7 +330,15 @@ impl Actor {
         });
     }
 
-    pub(super) fn publish(&self) {
+    pub(super) fn publish(&mut self) {
+        // Online with a readiness probe failing: out of the balancer's pool until it passes.
+        self.info.unready = self.info.status == Status::Online
+            && self
+                .spec
+                .health
+                .iter()
+                .zip(&self.info.probes)
+                .any(|(p, s)| p.kind == ProbeKind::Readiness && !s.healthy);
         self.status.send_replace(self.info.clone());
         self.ctx.changed.notify_one();
     }

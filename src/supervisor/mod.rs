@@ -317,6 +317,7 @@ impl InstanceInfo {
             oom_kills: 0,
             status_text: None,
             probes: Vec::new(),
+            unready: false,
         }
     }
 }

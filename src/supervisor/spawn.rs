@@ -70,6 +70,25 @@ pub struct Spawned {
     pub log_files: Vec<logs::SharedFile>,
 }
 
+/// The variables that tell an instance which one it is (its `exec` probes get them too):
+/// `HERDER_APP`, `HERDER_INSTANCE` and `instance_var` (PM2's `NODE_APP_INSTANCE` by default)
+/// with its number, `increment_var` (its value in `env`, or 0, plus the number), and `PORT`
+/// where the instance has a port of its own.
+pub(super) fn instance_vars(spec: &AppSpec, index: u32, port: Option<u16>) -> Vec<(&str, String)> {
+    let number = index.to_string();
+    let instance_var = if spec.instance_var.is_empty() { "NODE_APP_INSTANCE" } else { &spec.instance_var };
+    let mut vars =
+        vec![("HERDER_APP", spec.name.clone()), ("HERDER_INSTANCE", number.clone()), (instance_var, number)];
+    if let Some(var) = spec.increment_var.as_deref().filter(|v| !v.is_empty()) {
+        let start = spec.env.get(var).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(0);
+        vars.push((var, (start + i64::from(index)).to_string()));
+    }
+    if let Some(port) = port {
+        vars.push(("PORT", port.to_string()));
+    }
+    vars
+}
+
 /// A connected pair of stream sockets, close-on-exec.
 fn socketpair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
@@ -123,29 +142,11 @@ pub fn spawn_instance(ctx: &Context, launch: &Launch<'_>) -> Result<Spawned, Spa
         f.error().map(|e| format!("its log {} is not written: {}", f.path().display(), e.message))
     });
 
-    let index_s = index.to_string();
     let home = ctx.paths.home.to_string_lossy();
-    // `instance_var` (PM2's NODE_APP_INSTANCE by default) also holds the instance number.
-    let instance_var = if spec.instance_var.is_empty() { "NODE_APP_INSTANCE" } else { &spec.instance_var };
-    // `increment_var`: its value in `env` (or 0) plus the instance number.
-    let increment = spec.increment_var.as_deref().filter(|v| !v.is_empty()).map(|var| {
-        let start = spec.env.get(var).and_then(|v| v.trim().parse::<i64>().ok()).unwrap_or(0);
-        (var, (start + i64::from(index)).to_string())
-    });
-    let mut extra = vec![
-        ("HERDER_HOME", home.as_ref()),
-        ("HERDER_APP", spec.name.as_str()),
-        ("HERDER_INSTANCE", index_s.as_str()),
-        (instance_var, index_s.as_str()),
-        (tree::MARKER_VAR, marker),
-    ];
-    if let Some((var, value)) = &increment {
-        extra.push((var, value.as_str()));
-    }
+    let own = instance_vars(spec, index, port);
+    let mut extra = vec![("HERDER_HOME", home.as_ref()), (tree::MARKER_VAR, marker)];
+    extra.extend(own.iter().map(|(k, v)| (*k, v.as_str())));
     let port = port.map(|p| p.to_string());
-    if let Some(port) = &port {
-        extra.push(("PORT", port.as_str()));
-    }
     if let Some(address) = notify_socket {
         extra.push(("NOTIFY_SOCKET", address));
     }

@@ -147,13 +147,16 @@ impl Actor {
         if self.spec.health.is_empty() {
             return None;
         }
-        let (results, tasks) = probe::start(
-            self.spec.health.clone(),
-            self.ctx.reaper.clone(),
-            self.spec.cwd.clone(),
-            (*self.spec.env).clone(),
-            self.run_as.clone(),
-        );
+        // Each probe checks this instance: `$PORT` in its target is the instance's port, and an
+        // `exec` probe gets the variables that tell the instance which one it is.
+        let port = self.info.port;
+        let probes = self.spec.health.iter().map(|p| probe::for_instance(p, port)).collect();
+        let mut env = (*self.spec.env).clone();
+        for (k, v) in super::spawn::instance_vars(&self.spec, self.info.index, port) {
+            env.insert(k.to_string(), v);
+        }
+        let (results, tasks) =
+            probe::start(probes, self.ctx.reaper.clone(), self.spec.cwd.clone(), env, self.run_as.clone());
         Some(Probes { results, tasks })
     }
 

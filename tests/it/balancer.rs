@@ -16,7 +16,8 @@ use crate::harness::*;
 
 const T: Duration = Duration::from_secs(30);
 
-/// The test's app: answers with its instance and what the balancer told it; `/hold` keeps
+/// The test's app: answers with its instance and what the balancer told it; `/ready` is a 503
+/// while a file `unready-<instance>` is beside it, else a 200; `/hold` keeps
 /// its body open until `/release`; `/sse` writes an event every 100 ms with the time it wrote it;
 /// `/quiet` sends its headers and then nothing for `ms`; `/close` closes its server (the process
 /// lives on; it listens again after `again` ms when given); `/upload` counts the body's bytes and
@@ -25,10 +26,16 @@ const T: Duration = Duration::from_secs(30);
 const APP: &str = r#"
 const http = require('http');
 const crypto = require('crypto');
+const fs = require('fs');
+const path = require('path');
 const me = process.env.NODE_APP_INSTANCE;
 const held = [];
 const server = http.createServer((req, res) => {
   const url = new URL(req.url, 'http://x');
+  if (url.pathname === '/ready') {
+    res.statusCode = fs.existsSync(path.join(__dirname, `unready-${me}`)) ? 503 : 200;
+    return res.end();
+  }
   if (url.pathname === '/hold') {
     res.writeHead(200, { 'x-instance': me, 'content-type': 'text/plain' });
     res.flushHeaders();
@@ -696,6 +703,41 @@ fn a_backup_instance_gets_requests_only_while_no_other_instance_can() {
     wait_backends(&h);
     wait_members(&h, 3);
     assert_eq!(seen(30), primaries, "the primaries are back");
+}
+
+#[test]
+fn an_instance_whose_readiness_probe_fails_is_out_of_the_pool_until_it_passes_again() {
+    let h = TestHome::new();
+    // Each instance's probes check that instance: `$PORT` is its own port, and an `exec`
+    // probe has the variables that say which instance it is.
+    let probes = "\n[[apps.health]]\nkind = \"readiness\"\nhttp = \"http://127.0.0.1:$PORT/ready\"\n\
+                  interval = \"100ms\"\nfailure_threshold = 1\n\
+                  \n[[apps.health]]\nkind = \"readiness\"\n\
+                  exec = [\"sh\", \"-c\", \"test \\\"$PORT\\\" -gt 0 && test -n \\\"$HERDER_INSTANCE\\\"\"]\n\
+                  interval = \"100ms\"\n";
+    let port = start(&h, 2, probes);
+    wait_backends(&h);
+    let seen = |n: usize| (0..n).map(|_| get(port, "/").instance()).collect::<BTreeSet<String>>();
+    assert_eq!(seen(20), ["0".to_string(), "1".into()].into());
+    let pid = h.app("web").instances[0].pid;
+
+    let unready = h.write("unready-0", "");
+    wait_for("instance 0 out of the pool", T, || {
+        let app = h.app("web");
+        let out =
+            app.instances[0].unready && app.balancer.is_some_and(|b| !b.members[0].up && b.members[1].up);
+        out.then_some(())
+    });
+    assert_eq!(seen(20), ["1".to_string()].into(), "no request reaches the unready instance");
+    let app = h.app("web");
+    assert_eq!((app.instances[0].status, app.instances[0].pid), (Status::Online, pid), "it runs on");
+    let show = h.ok(&["show", "web"]);
+    assert!(show.contains("out: not ready"), "{show}");
+
+    std::fs::remove_file(unready).unwrap();
+    wait_backends(&h);
+    assert!(!h.app("web").instances[0].unready);
+    assert_eq!(seen(20), ["0".to_string(), "1".into()].into(), "back in the pool");
 }
 
 /// Send SIGSTOP or SIGCONT to a process of the test's app.

@@ -325,11 +325,12 @@ impl AppCx<'_, '_> {
                 }
                 "tcp" => {
                     if let Some(addr) = self.non_empty_string(&k, v) {
-                        if addr.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+                        let port = |p: &str| p.parse::<u16>().is_ok() || p == crate::health::probe::PORT_VAR;
+                        if addr.rsplit_once(':').is_some_and(|(_, p)| port(p)) {
                             checks.push(ProbeCheck::Tcp(addr));
                         } else {
                             let msg = format!("`{k}` in app {}: `{addr}` is not host:port", self.label);
-                            self.push(ConfigError::new(msg).at(v.span).with_hint("e.g. \"127.0.0.1:5432\""));
+                            self.push(ConfigError::new(msg).at(v.span).with_hint("e.g. \"127.0.0.1:5432\", or \"127.0.0.1:$PORT\" for each instance's own port"));
                         }
                     }
                 }
