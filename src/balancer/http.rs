@@ -552,6 +552,9 @@ impl Proxy {
         upgrade_slot: Option<PendingUpgrade>,
     ) -> (Response<ResBody>, Option<u32>) {
         let b = &self.balancer;
+        if let Some((status, why)) = not_passed_on(&req) {
+            return (own(&b.app, status, &why), None);
+        }
         let started = Instant::now();
         let pool = b.pool();
         let spec = &pool.spec;
@@ -581,12 +584,19 @@ impl Proxy {
                 .await
             {
                 Ok(t) => t,
+                Err(ConnectError::Refused(_, e)) if super::short_of_resources(&e) => {
+                    // Not the instance's doing, and another would fare no better.
+                    b.short_of_resources(chosen.slot, &e);
+                    b.stats.unavailable.fetch_add(1, Ordering::Relaxed);
+                    let why = format!("the balancer cannot open a connection to an instance now ({e})");
+                    return (own(&b.app, StatusCode::SERVICE_UNAVAILABLE, &why), Some(chosen.slot));
+                }
                 Err(e) => {
                     // Nothing reached the instance: an idempotent request goes to another.
                     if matches!(e, ConnectError::Refused(..)) {
                         b.refused(&chosen);
                     }
-                    b.failed(spec, &chosen);
+                    b.failed(&pool, &chosen);
                     if idempotent {
                         tracing::debug!(app = %b.app, slot = chosen.slot, error = %e, "retrying on another instance");
                         b.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -696,7 +706,7 @@ impl Proxy {
                         };
                         return (own(&b.app, status, text), Some(chosen.slot));
                     }
-                    b.failed(spec, &chosen);
+                    b.failed(&pool, &chosen);
                     tracing::debug!(app = %b.app, slot = chosen.slot, error = ?e, "bad gateway");
                     b.stats.bad_gateway.fetch_add(1, Ordering::Relaxed);
                     return (
@@ -705,7 +715,7 @@ impl Proxy {
                     );
                 }
                 Err(_) => {
-                    b.failed(spec, &chosen);
+                    b.failed(&pool, &chosen);
                     b.stats.timeouts.fetch_add(1, Ordering::Relaxed);
                     let res = own(&b.app, StatusCode::GATEWAY_TIMEOUT, "its instance did not answer in time");
                     return (res, Some(chosen.slot));
@@ -736,6 +746,30 @@ impl Proxy {
 struct Held {
     _claim: Claim,
     _sender: Sender,
+}
+
+/// Why a request is answered by the balancer rather than passed on, if it is: `CONNECT` (a
+/// tunnel to anywhere is not an instance's business, and an instance that drops it would be
+/// counted as failing), a transfer coding other than `chunked` (passed on, the body would
+/// lose it), more than one `Host` (RFC 9112 3.2: a 400).
+fn not_passed_on<B>(req: &Request<B>) -> Option<(StatusCode, String)> {
+    if req.method() == Method::CONNECT {
+        return Some((StatusCode::NOT_IMPLEMENTED, "CONNECT is not passed to its instances".into()));
+    }
+    let headers = req.headers();
+    for value in headers.get_all(header::TRANSFER_ENCODING) {
+        let codings = value.to_str().unwrap_or("?");
+        if let Some(other) = codings.split(',').map(str::trim).find(|c| !c.eq_ignore_ascii_case("chunked")) {
+            return Some((
+                StatusCode::NOT_IMPLEMENTED,
+                format!("the transfer coding `{other}` is not supported"),
+            ));
+        }
+    }
+    if headers.get_all(header::HOST).iter().nth(1).is_some() {
+        return Some((StatusCode::BAD_REQUEST, "the request has more than one Host header".into()));
+    }
+    None
 }
 
 /// What the hash strategies hash on, if the request offers it.
@@ -823,13 +857,12 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
 }
 
 /// The headers of one hop, not passed on (RFC 9110 7.6.1), with those `Connection` names.
-const HOP_BY_HOP: [HeaderName; 8] = [
+const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     header::PROXY_AUTHENTICATE,
     header::TE,
-    header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
@@ -881,9 +914,17 @@ fn forwarded(
         headers.insert(header::UPGRADE, u);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    if version == Version::HTTP_2 || !headers.contains_key(header::HOST) {
-        if let Some(v) = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-            headers.insert(header::HOST, v);
+    // The target's authority, where it has one (HTTP/2, or the absolute form of HTTP/1, whose
+    // `Host` a proxy replaces with it: RFC 9112 3.2.2).
+    if let Some(v) = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+        headers.insert(header::HOST, v);
+    }
+    // HTTP/2 may carry the cookies in several fields, which HTTP/1.1 takes as one (RFC 9113
+    // 8.2.3).
+    if version == Version::HTTP_2 && headers.get_all(header::COOKIE).iter().nth(1).is_some() {
+        let joined: Vec<&[u8]> = headers.get_all(header::COOKIE).iter().map(HeaderValue::as_bytes).collect();
+        if let Ok(v) = HeaderValue::from_bytes(&joined.join(&b"; "[..])) {
+            headers.insert(header::COOKIE, v);
         }
     }
     // Every line of it, in order: a proxy may add a line of its own rather than append.
@@ -911,6 +952,10 @@ fn forwarded(
             Some(host) => headers.insert(X_FORWARDED_HOST, host),
             None => headers.remove(X_FORWARDED_HOST),
         };
+    }
+    // An HTTP/1.0 request may have none; the instance is asked in HTTP/1.1, which needs one.
+    if !headers.contains_key(header::HOST) {
+        headers.insert(header::HOST, HeaderValue::from_static("localhost"));
     }
 }
 
@@ -1061,6 +1106,51 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn connect_other_transfer_codings_and_two_hosts_are_answered_by_the_balancer() {
+        let req = |method: &str, headers: &[(&str, &str)]| {
+            let mut r = Request::builder().method(method).uri("/");
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.body(()).unwrap()
+        };
+        let status = |r: &Request<()>| not_passed_on(r).map(|(s, _)| s.as_u16());
+        assert_eq!(status(&req("CONNECT", &[])), Some(501));
+        assert_eq!(status(&req("POST", &[("transfer-encoding", "gzip, chunked")])), Some(501));
+        assert_eq!(status(&req("POST", &[("transfer-encoding", "chunked")])), None);
+        assert_eq!(status(&req("GET", &[("host", "a"), ("host", "b")])), Some(400));
+        assert_eq!(status(&req("GET", &[("host", "a")])), None);
+    }
+
+    #[test]
+    fn the_host_is_the_target_s_authority_and_h2_cookies_are_one_line() {
+        let spec =
+            BalancerSpec::new(crate::protocol::spec::SocketSpec { name: "80".into(), host: None, port: 80 });
+        let peer = Peer::new("10.0.0.7:5000".parse().unwrap());
+        // The absolute form's authority replaces the `Host` sent with it.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("a.example"));
+        let uri: Uri = "http://b.example/x".parse().unwrap();
+        forwarded(&spec, &mut h, &uri, Version::HTTP_11, &peer, false, false);
+        assert_eq!(h[header::HOST], "b.example");
+        assert_eq!(h["x-forwarded-host"], "b.example");
+        // HTTP/1.0 without one: the instance gets one, and no X-Forwarded-Host.
+        let mut h = HeaderMap::new();
+        forwarded(&spec, &mut h, &"/x".parse().unwrap(), Version::HTTP_10, &peer, false, false);
+        assert_eq!(h[header::HOST], "localhost");
+        assert!(!h.contains_key("x-forwarded-host"));
+        // HTTP/2's cookie fields joined; a trailer's announcement kept.
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.insert(header::TRAILER, HeaderValue::from_static("x-checksum"));
+        forwarded(&spec, &mut h, &uri, Version::HTTP_2, &peer, false, false);
+        let cookies: Vec<&HeaderValue> = h.get_all(header::COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
+        assert_eq!(h[header::TRAILER], "x-checksum");
     }
 
     #[test]

@@ -182,6 +182,9 @@ pub struct Balancer {
     pub tls: Option<tls::Certs>,
     /// The access log, when `access_log` is on.
     pub access: Option<access::AccessLog>,
+    /// When a connect short of the daemon's resources was last said (ms since `epoch`, plus
+    /// one: 0 is never), and how many were not said since.
+    short_said: (AtomicU64, AtomicU64),
 }
 
 /// An accept loop of the balancer, counted from before it starts until it has stopped.
@@ -267,6 +270,7 @@ impl Balancer {
             epoch: Instant::now(),
             tls,
             access,
+            short_said: Default::default(),
         }
     }
 
@@ -276,6 +280,21 @@ impl Balancer {
 
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// A connect to an instance failed for want of the daemon's own resources: said once, then
+    /// at most every [`SAY_AGAIN`] with the count since (each request would say it again).
+    pub fn short_of_resources(&self, slot: u32, e: &std::io::Error) {
+        let (said, since) = &self.short_said;
+        let (now, last) = (self.now_ms() + 1, said.load(Ordering::Relaxed));
+        if last != 0 && now - last < SAY_AGAIN.as_millis() as u64
+            || said.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            since.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let since = since.swap(0, Ordering::Relaxed);
+        tracing::warn!(app = %self.app, slot, error = %e, not_said_since = since, "no connection to an instance: the daemon is short of resources");
     }
 
     /// Replace the pool: these members (slot, generation, state channel) with this spec.
@@ -384,11 +403,16 @@ impl Balancer {
     }
 
     /// A connect error, an error before the answer's headers, or a timeout: counted towards
-    /// `max_fails`; the member is out for `fail_timeout` once they are reached.
-    pub fn failed(&self, spec: &BalancerSpec, chosen: &Chosen) {
-        let state = &chosen.claim.state;
+    /// `max_fails`; the member is out for `fail_timeout` once they are reached. The only member
+    /// of a pool is never taken out (as nginx ignores `max_fails` for an upstream of one
+    /// server): with none left, every request would be refused rather than some.
+    pub fn failed(&self, pool: &Pool, chosen: &Chosen) {
+        let (spec, state) = (&pool.spec, &chosen.claim.state);
         state.stats.failures.fetch_add(1, Ordering::Relaxed);
-        if spec.max_fails == 0 || state.answered_pid.load(Ordering::Relaxed) != chosen.pid {
+        if spec.max_fails == 0
+            || pool.members.len() == 1
+            || state.answered_pid.load(Ordering::Relaxed) != chosen.pid
+        {
             return;
         }
         let now = Instant::now();
@@ -799,6 +823,9 @@ async fn next_client(
     listener: &tokio::net::TcpListener,
     phase: &mut watch::Receiver<Phase>,
 ) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    // Said once, then at most every few seconds with the count since (out of descriptors, a
+    // loop would say it 20 times a second).
+    let mut said: Option<(Instant, u32)> = None;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -807,13 +834,32 @@ async fn next_client(
                     return Some((stream, canonical(peer)));
                 }
                 Err(e) => {
-                    tracing::warn!(app, error = %e, "the balancer could not accept");
+                    match &mut said {
+                        Some((at, since)) if at.elapsed() < SAY_AGAIN => *since += 1,
+                        _ => {
+                            let since = said.map_or(0, |(_, n)| n);
+                            tracing::warn!(app, error = %e, failed_since_last_said = since, "the balancer could not accept");
+                            said = Some((Instant::now(), 0));
+                        }
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
             _ = stopping(phase) => return None,
         }
     }
+}
+
+/// How often a failure that repeats (an accept or a connect out of descriptors) is said again.
+const SAY_AGAIN: Duration = Duration::from_secs(5);
+
+/// Whether a connect failed for want of the daemon's own resources (descriptors, memory, local
+/// ports), which says nothing of the instance: not counted as its failure.
+pub fn short_of_resources(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EADDRNOTAVAIL)
+    )
 }
 
 /// An IPv4 client of a dual-stack socket as IPv4.

@@ -70,6 +70,11 @@ async fn proxy(b: &Arc<Balancer>, mut client: TcpStream, peer: std::net::IpAddr)
         let connect = Duration::from_millis(spec.connect_timeout_ms);
         match tokio::time::timeout(connect, TcpStream::connect(chosen.addr)).await {
             Ok(Ok(s)) => break (chosen, s),
+            Ok(Err(e)) if super::short_of_resources(&e) => {
+                // Not the instance's doing, and another would fare no better.
+                b.short_of_resources(chosen.slot, &e);
+                return;
+            }
             Ok(Err(e)) => {
                 if e.kind() == std::io::ErrorKind::ConnectionRefused {
                     b.refused(&chosen);
@@ -78,7 +83,7 @@ async fn proxy(b: &Arc<Balancer>, mut client: TcpStream, peer: std::net::IpAddr)
             }
             Err(_) => tracing::debug!(app = %b.app, slot = chosen.slot, "connect timed out"),
         }
-        b.failed(&spec, &chosen);
+        b.failed(&pool, &chosen);
         b.stats.retries.fetch_add(1, Ordering::Relaxed);
         tried.push(chosen.index);
     };

@@ -1579,6 +1579,44 @@ fn an_instance_that_stops_listening_gets_no_request_until_it_listens_again() {
     assert_eq!(h.app("web").instances[1].pid, pid, "the instance lived on");
 }
 
+/// A raw request on its own connection; the answer.
+fn raw(port: u16, request: &str) -> Answer {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    read_answer(&mut BufReader::new(s)).unwrap()
+}
+
+#[test]
+fn what_an_instance_cannot_be_blamed_for_leaves_it_in_the_pool() {
+    let h = TestHome::new();
+    let port = start(&h, 1, "fail_timeout = \"60s\"");
+    wait_backends(&h);
+    // CONNECT is answered by the balancer: the instance would drop it and be counted failing.
+    let a = raw(port, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
+    assert_eq!(a.status, 501, "{}", a.body);
+    assert!(a.body.contains("`web`"), "{}", a.body);
+    // HTTP/1.0 without a Host reaches the instance (asked in HTTP/1.1, with one).
+    let a = raw(port, "GET / HTTP/1.0\r\n\r\n");
+    assert_eq!((a.status, a.instance()), (200, "0".into()), "{}", a.body);
+    assert_eq!(h.app("web").balancer.unwrap().members[0].failures, 0);
+
+    // The only instance fails a request (its server closed; a POST is not sent again): it
+    // stays in the pool, and serves as soon as it listens again, not after `fail_timeout`.
+    let own_port = h.app("web").instances[0].port.unwrap();
+    assert_eq!(get(own_port, "/close?again=500").body, "closing");
+    wait_for("the instance to refuse connections", T, || {
+        TcpStream::connect(("127.0.0.1", own_port)).is_err().then_some(())
+    });
+    let post = "POST /upload HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(raw(port, post).status, 502);
+    let b = h.app("web").balancer.unwrap();
+    assert_eq!(b.members[0].failures, 1, "{b:?}");
+    wait_for("the instance to serve again", Duration::from_secs(15), || {
+        (request(port, None, "/", "").ok()?.status == 200).then_some(())
+    });
+}
+
 #[test]
 fn a_killed_instance_fails_only_its_requests_in_flight_and_rejoins_when_ready() {
     let h = TestHome::new();
