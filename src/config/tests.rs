@@ -938,6 +938,62 @@ fn a_balancer_resolves_its_address_mode_and_backend_ports() {
 }
 
 #[test]
+fn a_listen_address_is_an_ip_address_and_a_port_checked_where_it_is_written() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let load = |listen: &str| {
+        f.load(&format!(
+            "[[apps]]\nname = \"web\"\nscript = \"app.js\"\n[apps.balancer]\nlisten = {listen}\n"
+        ))
+    };
+    let cases: &[(&str, &str, &str)] = &[
+        ("\"1.2.3.4.5:19202\"", "`1.2.3.4.5` is not an IP address", "\"127.0.0.1:3000\""),
+        (
+            "\"localhost:19202\"",
+            "`localhost` is a host name; herder listens on an IP address",
+            "write \"127.0.0.1:19202\" for this machine only",
+        ),
+        ("\"example.com:80\"", "`example.com` is a host name", "\"127.0.0.1:80\""),
+        ("\"::1:19202\"", "the IPv6 address in `::1:19202` needs brackets", "write \"[::1]:19202\""),
+        ("\"[::g]:19202\"", "`::g` is not an IP address", "\"[::1]:3000\""),
+        ("\"127.0.0.1:70000\"", "port `70000` is out of range", "ports are 1 to 65535"),
+        ("\"127.0.0.1:0\"", "port `0` is out of range", "ports are 1 to 65535"),
+        ("\"127.0.0.1:http\"", "`127.0.0.1:http` does not end with a port number", "\"0.0.0.0:3000\""),
+        ("\":19202\"", "`:19202` has no address before the port", "write 19202 for every address"),
+        ("\"web\"", "must be a port number, an address such as", ""),
+    ];
+    for (listen, message, hint) in cases {
+        let errs = load(listen).expect_err(listen);
+        assert_eq!(errs.errors.len(), 1, "{listen}: {errs}");
+        let e = &errs.errors[0];
+        assert!(e.message.starts_with("`balancer.listen` in app `web`"), "{listen}: {errs}");
+        assert!(e.message.contains(message), "{listen}: {errs}");
+        assert!(e.hint.as_deref().unwrap_or("").contains(hint), "{listen}: {errs}");
+        assert!(e.to_string().contains("herder.toml:5:10: "), "{listen}: {errs}");
+    }
+    // The forms the documentation gives.
+    for (listen, host, port) in [
+        ("8080", None, 8080),
+        ("\"8080\"", None, 8080),
+        ("\"127.0.0.1:8080\"", Some("127.0.0.1"), 8080),
+        ("\"0.0.0.0:8080\"", Some("0.0.0.0"), 8080),
+        ("\"[::1]:8080\"", Some("::1"), 8080),
+        ("\"[::]:8080\"", Some("::"), 8080),
+    ] {
+        let spec = load(listen).unwrap_or_else(|e| panic!("{listen}: {e}")).remove(0);
+        let b = spec.balancer.expect("a balancer");
+        assert_eq!((b.listen.host.as_deref(), b.listen.port), (host, port), "{listen}");
+    }
+    // The app's `port` takes the same forms, with the same errors.
+    let errs =
+        f.load("[[apps]]\nname = \"web\"\nscript = \"app.js\"\nport = \"localhost:3000\"\n").unwrap_err();
+    assert!(
+        errs.to_string().contains("herder.toml:4:8: `port` in app `web`: `localhost` is a host name"),
+        "{errs}"
+    );
+}
+
+#[test]
 fn balancer_mistakes_name_the_key_and_line() {
     let f = Fixture::new();
     f.file("app.js", "");

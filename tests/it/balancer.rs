@@ -1826,6 +1826,50 @@ fn a_taken_listen_port_is_refused_and_changes_nothing() {
     assert!(h.list().is_empty(), "nothing started");
 }
 
+#[test]
+fn bad_balancer_addresses_are_refused_with_their_place_and_change_nothing() {
+    let h = TestHome::new();
+    h.write("app.js", APP);
+    let port = free_port();
+    let config = |listen: &str, rest: &str| {
+        let text = format!(
+            "[[apps]]\nname = \"web\"\nscript = \"app.js\"\ninstances = 2\n\n[apps.balancer]\nlisten = {listen}\n{rest}\n"
+        );
+        h.write("herder.toml", &text).to_str().unwrap().to_string()
+    };
+    h.ok(&["start", &config(&port.to_string(), "")]);
+    wait_backends(&h);
+    let pids = || h.app("web").instances.iter().map(|i| i.pid.unwrap()).collect::<Vec<_>>();
+    let before = pids();
+    let quoted = |host: &str| format!("\"{host}:{port}\"");
+    let cases = [
+        (
+            quoted("1.2.3.4.5"),
+            "",
+            "herder.toml:7:10: `balancer.listen` in app `web`: `1.2.3.4.5` is not an IP address",
+        ),
+        (
+            quoted("localhost"),
+            "",
+            "herder.toml:7:10: `balancer.listen` in app `web`: `localhost` is a host name",
+        ),
+    ];
+    for (listen, rest, expected) in &cases {
+        let file = config(listen, rest);
+        for verb in ["validate", "apply"] {
+            let err = h.fails(&[verb, &file]);
+            assert!(err.contains(expected), "{verb} {listen} {rest}:\n{err}");
+        }
+    }
+    let err = h.fails(&["apply", &config(&quoted("localhost"), "")]);
+    assert!(err.contains(&format!("write \"127.0.0.1:{port}\"")), "{err}");
+    // The app runs on as it was, served where it was.
+    assert_eq!(pids(), before);
+    let b = h.app("web").balancer.expect("a balancer");
+    assert_eq!(b.listen, port.to_string());
+    assert_eq!(get(port, "/").status, 200);
+}
+
 /// Run openssl; panics with its output when it fails.
 fn openssl(dir: &std::path::Path, args: &[&str]) {
     let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");

@@ -12,6 +12,13 @@ use crate::config::value::{to_json, Kind, Span, Value};
 use crate::config::ConfigError;
 use crate::protocol::signal::{canonical_name, name_of};
 
+/// What `port` and a balancer's `listen` take, for their type errors.
+const PORT_FORMS: &str =
+    "a port number, an address such as \"127.0.0.1:3000\", a list of them or a table of named ones";
+
+/// The forms of an address and port.
+const ADDRESS_HINT: &str = "an IP address and a port, such as \"127.0.0.1:3000\", \"0.0.0.0:3000\" or \"[::1]:3000\"; or the port alone for every address";
+
 /// Which rules a file follows: herder's own format, or PM2's (every format but TOML).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -230,35 +237,77 @@ impl AppCx<'_, '_> {
         Some(out)
     }
 
+    /// A port number, or an IP address and a port (`"127.0.0.1:3000"`, `"[::1]:3000"`): the
+    /// address is bound as written, so a host name or a malformed address is an error here
+    /// rather than a failed lookup when the socket is bound.
     fn one_port(&mut self, key: &str, value: &Value, name: Option<String>) -> Option<SocketSpec> {
         let (host, number) = match &value.kind {
-            Kind::Int(i) => (None, Some(*i)),
+            Kind::Int(i) => (None, *i),
             Kind::Str(s) => {
                 let s = s.trim();
-                match s.rsplit_once(':') {
-                    Some((host, port)) => {
-                        let host = host.trim_start_matches('[').trim_end_matches(']');
-                        (Some(host.to_string()).filter(|h| !h.is_empty()), port.parse().ok())
-                    }
-                    None => (None, s.parse().ok()),
+                if let Ok(i) = s.parse::<i64>() {
+                    (None, i)
+                } else if let Ok(addr) = s.parse::<std::net::SocketAddr>() {
+                    (Some(addr.ip().to_string()), i64::from(addr.port()))
+                } else {
+                    self.bad_address(key, value, s);
+                    return None;
                 }
             }
-            _ => (None, None),
+            _ => {
+                self.type_error(key, value, PORT_FORMS);
+                return None;
+            }
         };
-        let Some(i) = number else {
-            self.type_error(key, value, "a port number, an address such as \"127.0.0.1:3000\", a list of them or a table of named ones");
-            return None;
-        };
-        match u16::try_from(i) {
+        match u16::try_from(number) {
             Ok(port) if port > 0 => {
                 Some(SocketSpec { name: name.unwrap_or_else(|| port.to_string()), host, port })
             }
             _ => {
-                let msg = format!("`{key}` in app {}: port `{i}` is out of range", self.label);
-                self.push(ConfigError::new(msg).at(value.span).with_hint("ports are 1 to 65535"));
+                self.port_out_of_range(key, value, number);
                 None
             }
         }
+    }
+
+    fn port_out_of_range(&mut self, key: &str, value: &Value, number: i64) {
+        let msg = format!("`{key}` in app {}: port `{number}` is out of range", self.label);
+        self.push(ConfigError::new(msg).at(value.span).with_hint("ports are 1 to 65535"));
+    }
+
+    /// Why `s` is neither a port nor an IP address and port, in the user's words.
+    fn bad_address(&mut self, key: &str, value: &Value, s: &str) {
+        let Some((host, port)) = s.rsplit_once(':') else {
+            self.type_error(key, value, PORT_FORMS);
+            return;
+        };
+        let port = port.trim();
+        let Ok(number) = port.parse::<i64>() else {
+            let msg = format!("`{key}` in app {}: `{s}` does not end with a port number", self.label);
+            self.push(ConfigError::new(msg).at(value.span).with_hint(ADDRESS_HINT));
+            return;
+        };
+        if u16::try_from(number).map_or(true, |p| p == 0) {
+            self.port_out_of_range(key, value, number);
+            return;
+        }
+        let bare = host.trim().trim_start_matches('[').trim_end_matches(']');
+        let (msg, hint) = if bare.is_empty() {
+            (format!("`{s}` has no address before the port"), format!("write {port} for every address"))
+        } else if !host.starts_with('[') && bare.parse::<std::net::Ipv6Addr>().is_ok() {
+            (format!("the IPv6 address in `{s}` needs brackets"), format!("write \"[{bare}]:{port}\""))
+        } else if !bare.contains(':') && bare.chars().any(|c| c.is_ascii_alphabetic()) {
+            (
+                format!("`{bare}` is a host name; herder listens on an IP address, not a name"),
+                format!(
+                    "write \"127.0.0.1:{port}\" for this machine only, \"0.0.0.0:{port}\" or {port} for every address"
+                ),
+            )
+        } else {
+            (format!("`{bare}` is not an IP address"), ADDRESS_HINT.to_string())
+        };
+        let msg = format!("`{key}` in app {}: {msg}", self.label);
+        self.push(ConfigError::new(msg).at(value.span).with_hint(hint));
     }
 
     pub(super) fn duration(&mut self, key: &str, value: &Value) -> Option<u64> {
