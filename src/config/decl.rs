@@ -128,6 +128,9 @@ pub struct BalancerDecl {
     /// The proxy's settings (its `listen` set when resolved).
     pub spec: crate::protocol::spec::BalancerSpec,
     pub span: Span,
+    /// Where `weights` and `backup` are written, for the errors about the app's instances.
+    pub weights_span: Span,
+    pub backup_span: Span,
 }
 
 /// An `env_<name>` table.

@@ -938,6 +938,76 @@ fn a_balancer_resolves_its_address_mode_and_backend_ports() {
 }
 
 #[test]
+fn balancer_weights_and_backup_must_fit_the_file_s_instances() {
+    let f = Fixture::new();
+    f.file("app.js", "");
+    let load = |instances: &str, balancer: &str| {
+        f.load(&format!(
+            "[[apps]]\nname = \"web\"\nscript = \"app.js\"\n{instances}[apps.balancer]\nlisten = 8080\n{balancer}\n"
+        ))
+    };
+    let cases: &[(&str, &str, usize, usize, &str, &str)] = &[
+        (
+            "instances = 2\n",
+            "backup = [5]",
+            7,
+            10,
+            "`balancer.backup` in app `web`: there is no instance 5 with `instances = 2`",
+            "backup indexes are 0 to 1",
+        ),
+        (
+            "",
+            "backup = [1]",
+            6,
+            10,
+            "there is no instance 1 with one instance (`instances` is not set)",
+            "the only one is 0",
+        ),
+        (
+            "instances = 2\n",
+            "backup = [1, 0]",
+            7,
+            10,
+            "`balancer.backup` in app `web`: every instance is a backup",
+            "leave at least one instance out of `backup`",
+        ),
+        ("", "backup = [0]", 6, 10, "every instance is a backup", "leave at least one"),
+        (
+            "instances = 2\n",
+            "weights = [3, 1, 1, 1]",
+            7,
+            11,
+            "`balancer.weights` in app `web`: 4 weights for `instances = 2`",
+            "one weight per instance",
+        ),
+        ("instances = 3\n", "weights = [3, 1]", 7, 11, "2 weights for `instances = 3`", "(3 in all)"),
+    ];
+    for (instances, balancer, line, column, message, hint) in cases {
+        let errs = load(instances, balancer).expect_err(balancer);
+        assert_eq!(errs.errors.len(), 1, "{balancer}: {errs}");
+        let e = &errs.errors[0];
+        assert!(e.message.contains(message), "{balancer}: {errs}");
+        assert!(e.hint.as_deref().is_some_and(|h| h.contains(hint)), "{balancer}: {errs}");
+        assert_eq!((e.line, e.column), (Some(*line), Some(*column)), "{balancer}: {errs}");
+        assert!(e.to_string().contains(&format!("herder.toml:{line}:{column}")), "{errs}");
+    }
+    // Lists that fit, and a count the file leaves to the machine, are taken as written.
+    let spec = f.load_one(
+        "[[apps]]\nscript = \"app.js\"\ninstances = 2\n[apps.balancer]\nlisten = 8080\nweights = [3, 1]\nbackup = [1]\n",
+    );
+    let b = spec.balancer.expect("a balancer");
+    assert_eq!((b.weights, b.backup), (vec![3, 1], vec![1]));
+    let spec = f.load_one(
+        "[[apps]]\nscript = \"app.js\"\ninstances = \"max\"\n[apps.balancer]\nlisten = 8080\nweights = [3, 1, 1, 1, 1, 1, 1, 1, 1]\n",
+    );
+    assert_eq!(spec.balancer.expect("a balancer").weights.len(), 9);
+    // A wrong `instances` is reported alone.
+    let errs = load("instances = \"many\"\n", "weights = [3, 1]").unwrap_err();
+    assert_eq!(errs.errors.len(), 1, "{errs}");
+    assert!(errs.errors[0].message.contains("`instances`"), "{errs}");
+}
+
+#[test]
 fn a_listen_address_is_an_ip_address_and_a_port_checked_where_it_is_written() {
     let f = Fixture::new();
     f.file("app.js", "");

@@ -1827,7 +1827,7 @@ fn a_taken_listen_port_is_refused_and_changes_nothing() {
 }
 
 #[test]
-fn bad_balancer_addresses_are_refused_with_their_place_and_change_nothing() {
+fn bad_balancer_lists_and_addresses_are_refused_with_their_place_and_change_nothing() {
     let h = TestHome::new();
     h.write("app.js", APP);
     let port = free_port();
@@ -1841,8 +1841,24 @@ fn bad_balancer_addresses_are_refused_with_their_place_and_change_nothing() {
     wait_backends(&h);
     let pids = || h.app("web").instances.iter().map(|i| i.pid.unwrap()).collect::<Vec<_>>();
     let before = pids();
+    let listen = port.to_string();
     let quoted = |host: &str| format!("\"{host}:{port}\"");
     let cases = [
+        (
+            listen.clone(),
+            "backup = [5]",
+            "herder.toml:8:10: `balancer.backup` in app `web`: there is no instance 5",
+        ),
+        (
+            listen.clone(),
+            "backup = [0, 1]",
+            "herder.toml:8:10: `balancer.backup` in app `web`: every instance is a backup",
+        ),
+        (
+            listen.clone(),
+            "weights = [3, 1, 1, 1]",
+            "herder.toml:8:11: `balancer.weights` in app `web`: 4 weights for `instances = 2`",
+        ),
         (
             quoted("1.2.3.4.5"),
             "",

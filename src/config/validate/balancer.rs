@@ -2,7 +2,7 @@
 //! taken out, the timeouts and TLS.
 
 use super::reader::AppCx;
-use crate::config::decl::BalancerDecl;
+use crate::config::decl::{BalancerDecl, Instances};
 use crate::config::keys::unknown_key;
 use crate::config::value::{Kind, Value};
 use crate::config::ConfigError;
@@ -44,6 +44,7 @@ impl AppCx<'_, '_> {
         let mut mode = None;
         let mut strategy: Option<(String, &Value)> = None;
         let (mut header, mut cookie) = (None, None);
+        let (mut weights_span, mut backup_span) = (value.span, value.span);
         // Keys that mean nothing in `socket` mode, for an error there.
         let mut proxy_keys = Vec::new();
         for e in &table.entries {
@@ -102,8 +103,12 @@ impl AppCx<'_, '_> {
                         }
                         spec.weights = weights;
                     }
+                    weights_span = v.span;
                 }
-                "backup" => spec.backup = self.numbers(&k, v).unwrap_or_default(),
+                "backup" => {
+                    spec.backup = self.numbers(&k, v).unwrap_or_default();
+                    backup_span = v.span;
+                }
                 "max_fails" => spec.max_fails = self.u32(&k, v).unwrap_or(spec.max_fails),
                 "fail_timeout" => spec.fail_timeout_ms = self.positive(&k, v).unwrap_or(spec.fail_timeout_ms),
                 "connect_timeout" => {
@@ -192,7 +197,54 @@ impl AppCx<'_, '_> {
         if self.cx.errors.len() != errors_before {
             return None;
         }
-        Some(BalancerDecl { listen, socket_mode: mode.is_none(), spec, span: value.span })
+        Some(BalancerDecl {
+            listen,
+            socket_mode: mode.is_none(),
+            spec,
+            span: value.span,
+            weights_span,
+            backup_span,
+        })
+    }
+
+    /// `weights` and `backup` against the file's `instances`: both list instances by index, so
+    /// a weight for an instance that does not exist, a backup that is none, or no instance
+    /// left to take requests first is a mistake. A count the file does not fix (`"max"`, all
+    /// CPUs but N) is not checked: that list is whatever the machine gives.
+    pub(super) fn balancer_instances(&mut self, b: &BalancerDecl, instances: Option<Instances>) {
+        let n = match instances {
+            None => 1,
+            Some(Instances::Count(n)) => n,
+            Some(Instances::Max | Instances::AllBut(_)) => return,
+        };
+        let written = match instances {
+            Some(_) => format!("`instances = {n}`"),
+            None => "one instance (`instances` is not set)".to_string(),
+        };
+        let last = n - 1;
+        let weights = &b.spec.weights;
+        if !weights.is_empty() && weights.len() != n as usize {
+            let msg =
+                format!("`balancer.weights` in app {}: {} weights for {written}", self.label, weights.len());
+            let hint = format!("give one weight per instance, instance 0 first ({n} in all)");
+            self.push(ConfigError::new(msg).at(b.weights_span).with_hint(hint));
+        }
+        if let Some(i) = b.spec.backup.iter().find(|i| **i >= n) {
+            let msg =
+                format!("`balancer.backup` in app {}: there is no instance {i} with {written}", self.label);
+            let hint = match last {
+                0 => "instances are numbered from 0: the only one is 0".to_string(),
+                _ => format!("instances are numbered from 0: backup indexes are 0 to {last}"),
+            };
+            self.push(ConfigError::new(msg).at(b.backup_span).with_hint(hint));
+        } else if (0..n).all(|i| b.spec.backup.contains(&i)) {
+            let msg = format!(
+                "`balancer.backup` in app {}: every instance is a backup, so none would take requests first",
+                self.label
+            );
+            let hint = "leave at least one instance out of `backup`, or add instances";
+            self.push(ConfigError::new(msg).at(b.backup_span).with_hint(hint));
+        }
     }
 
     fn missing(&mut self, key: &str, v: &Value, what: &str) {

@@ -400,6 +400,11 @@ fn app(value: &Value, index: usize, cx: &mut Cx<'_>) -> Option<AppDecl> {
         }
     }
 
+    // An `instances` that is wrong was reported; its count is unknown.
+    let bad_instances = decl.instances.is_none() && seen.iter().any(|(f, _)| *f == Field::Instances);
+    if let (Some(b), false) = (&decl.balancer, bad_instances) {
+        cx.balancer_instances(b, decl.instances);
+    }
     // A misspelt `script` was reported with a suggestion; "no script" would say it twice.
     let misspelt_script = table.entries.iter().any(|e| {
         lookup(&e.key).is_none()
