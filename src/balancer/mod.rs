@@ -610,14 +610,22 @@ impl Front {
             tls::Certs::load(app, tls)?;
         }
         let same = |a: &SocketSpec| a.host == spec.listen.host && a.port == spec.listen.port;
-        if self.running.lock().unwrap_or_else(|e| e.into_inner()).as_ref().is_some_and(|r| same(&r.address)) {
-            return Ok(());
+        // The socket the balancer serves on now, which a new address replaces.
+        let mut own = Vec::new();
+        if let Some(r) = self.running.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if same(&r.address) {
+                return Ok(());
+            }
+            own.extend(crate::process::listen::inode(&r.listener));
         }
         let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
-        if staged.as_ref().is_some_and(|(a, _)| same(a)) {
-            return Ok(());
+        if let Some((a, fd)) = staged.as_ref() {
+            if same(a) {
+                return Ok(());
+            }
+            own.extend(crate::process::listen::inode(fd));
         }
-        let fd = bind(app, &spec.listen)?;
+        let fd = bind(app, &spec.listen, &own)?;
         if keep {
             *staged = Some((spec.listen.clone(), fd));
         }
@@ -723,7 +731,11 @@ impl Front {
         let listener = match (staged, &old) {
             (Some((_, fd)), _) => Ok(fd),
             (None, Some(r)) if same_address(&r.address) => r.listener.try_clone().map_err(|e| e.to_string()),
-            (None, _) => bind(app, &spec.listen),
+            (None, old) => {
+                let own: Vec<u64> =
+                    old.iter().filter_map(|r| crate::process::listen::inode(&r.listener)).collect();
+                bind(app, &spec.listen, &own)
+            }
         };
         let listener = match listener {
             Ok(fd) => fd,
@@ -888,10 +900,11 @@ async fn finish_within<F: Future>(work: F, b: &Balancer, phase: &mut watch::Rece
     }
 }
 
-/// Bind the public socket.
-fn bind(app: &str, address: &SocketSpec) -> Result<OwnedFd, String> {
+/// Bind the public socket; `own`: the sockets (by inode) of the balancer it replaces, which
+/// hold the port for the same app and so do not make it taken.
+fn bind(app: &str, address: &SocketSpec, own: &[u64]) -> Result<OwnedFd, String> {
     use crate::supervisor::sockets;
-    if let Some(why) = sockets::taken(app, address) {
+    if let Some(why) = sockets::taken(app, address, own) {
         return Err(why);
     }
     sockets::bind_one(app, address)

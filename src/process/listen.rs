@@ -232,6 +232,13 @@ pub fn queued(fd: &OwnedFd) -> usize {
     }
 }
 
+/// The inode of a socket, as `/proc/net/tcp` names it.
+pub fn inode(fd: &impl AsRawFd) -> Option<u64> {
+    // SAFETY: fstat(2) into a zeroed struct of the right type.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    (unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0).then_some(st.st_ino)
+}
+
 /// The port a listening socket is bound to.
 pub fn local_port(fd: &OwnedFd) -> Option<u16> {
     let listener = std::net::TcpListener::from(fd.try_clone().ok()?);

@@ -2,7 +2,7 @@
 //! one: for the error of an app whose port is taken, and for `doctor`'s report of the ports
 //! herder's apps want.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The inode of a `/proc/<pid>/fd/<n>` link to a socket (`socket:[12345]`).
 pub fn socket_inode(link: &str) -> Option<u64> {
@@ -62,11 +62,92 @@ pub fn parse_net_tcp(text: &str) -> Vec<Listener> {
 /// line. `None` when no socket listens there or its holder is not visible (another user's,
 /// without the rights).
 pub fn holder_of(port: u16) -> Option<(u32, String)> {
+    let inodes: Vec<u64> = listeners().into_iter().filter(|l| l.port == port).map(|l| l.inode).collect();
+    holder_of_inodes(&inodes)
+}
+
+/// The process listening on TCP `port` at an address that keeps a socket from being bound to
+/// `host` (every address, IPv6 and IPv4, when `None`) on that port, as the kernel decides:
+/// [`conflict`]. Sockets whose inode is in `own` do not count (the app's own, being replaced).
+/// A `host` that is no IP address counts every listener on the port.
+pub fn holder_conflicting(host: Option<&str>, port: u16, own: &[u64]) -> Option<(u32, String)> {
+    let wanted = match host.map(|h| h.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>()) {
+        None | Some(Err(_)) => None,
+        Some(Ok(ip)) => Some(ip),
+    };
     let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let text = std::fs::read_to_string(table).unwrap_or_default();
-        inodes.extend(parse_net_tcp(&text).into_iter().filter(|l| l.port == port).map(|l| l.inode));
+    // A v4 address against `::` whose holder may or may not take IPv4 too: the kernel says.
+    let mut dual_stack_maybe = Vec::new();
+    for l in listeners() {
+        if l.port != port || own.contains(&l.inode) {
+            continue;
+        }
+        let Some(held) = l.ip() else {
+            inodes.push(l.inode);
+            continue;
+        };
+        match conflict(wanted, held) {
+            Conflict::Yes => inodes.push(l.inode),
+            Conflict::IfDualStack => dual_stack_maybe.push(l.inode),
+            Conflict::No => {}
+        }
     }
+    if inodes.is_empty() && !dual_stack_maybe.is_empty() {
+        if let Some(IpAddr::V4(v4)) = wanted {
+            // No SO_REUSEPORT: the bind fails exactly when a listener takes this address.
+            let probe = std::net::TcpListener::bind((v4, port));
+            if probe.is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse) {
+                inodes = dual_stack_maybe;
+            }
+        }
+    }
+    holder_of_inodes(&inodes)
+}
+
+/// Whether a listener on `held` keeps a socket from binding `wanted` (`None`: every address,
+/// on one socket for IPv6 and IPv4) on the same port. A wildcard (`0.0.0.0`, `::`) takes every
+/// address of its family, and `::` IPv4's too unless it is IPv6-only, which `/proc` does not
+/// show; an address given takes only itself. herder binds an IPv6 address given as IPv6-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    Yes,
+    No,
+    /// When the holder on `::` also takes IPv4 (not IPv6-only).
+    IfDualStack,
+}
+
+pub fn conflict(wanted: Option<IpAddr>, held: IpAddr) -> Conflict {
+    let same_or_wild = |a: IpAddr, b: IpAddr| a == b || a.is_unspecified() || b.is_unspecified();
+    let yes = |c: bool| if c { Conflict::Yes } else { Conflict::No };
+    let held = held.to_canonical();
+    match (wanted.map(|w| w.to_canonical()), held) {
+        (None, _) => Conflict::Yes,
+        (Some(w @ IpAddr::V4(_)), IpAddr::V4(_)) => yes(same_or_wild(w, held)),
+        (Some(IpAddr::V4(_)), IpAddr::V6(h)) if h.is_unspecified() => Conflict::IfDualStack,
+        (Some(IpAddr::V4(_)), IpAddr::V6(_)) => Conflict::No,
+        (Some(IpAddr::V6(_)), IpAddr::V4(_)) => Conflict::No,
+        (Some(w @ IpAddr::V6(_)), IpAddr::V6(_)) => yes(same_or_wild(w, held)),
+    }
+}
+
+/// Every listening TCP socket of the machine (IPv4 and IPv6).
+fn listeners() -> Vec<Listener> {
+    let mut out = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        out.extend(parse_net_tcp(&std::fs::read_to_string(table).unwrap_or_default()));
+    }
+    out
+}
+
+impl Listener {
+    /// Its address as an IP address.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.address.trim_start_matches('[').trim_end_matches(']').parse().ok()
+    }
+}
+
+/// The first process (by pid) that holds a socket of `inodes`: its pid and command line.
+fn holder_of_inodes(inodes: &[u64]) -> Option<(u32, String)> {
     if inodes.is_empty() {
         return None;
     }
@@ -141,5 +222,47 @@ mod tests {
         assert_eq!(pid, std::process::id());
         drop(listener);
         assert_eq!(holder_of(port), None);
+    }
+
+    #[test]
+    fn addresses_conflict_as_the_kernel_decides() {
+        use Conflict::*;
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let cases = [
+            // (wanted, held, conflict)
+            (None, "127.0.0.1", Yes),
+            (None, "::1", Yes),
+            (Some("127.0.0.2"), "127.0.0.1", No),
+            (Some("127.0.0.1"), "127.0.0.1", Yes),
+            (Some("127.0.0.1"), "0.0.0.0", Yes),
+            (Some("0.0.0.0"), "127.0.0.1", Yes),
+            (Some("127.0.0.1"), "::1", No),
+            (Some("127.0.0.1"), "::", IfDualStack),
+            (Some("127.0.0.1"), "::ffff:127.0.0.1", Yes),
+            (Some("127.0.0.2"), "::ffff:127.0.0.1", No),
+            (Some("::1"), "127.0.0.1", No),
+            (Some("::1"), "0.0.0.0", No),
+            (Some("::1"), "::1", Yes),
+            (Some("::1"), "::", Yes),
+            (Some("::"), "::1", Yes),
+            (Some("::2"), "::1", No),
+        ];
+        for (wanted, held, expected) in cases {
+            assert_eq!(conflict(wanted.map(ip), ip(held)), expected, "{wanted:?} against {held}");
+        }
+    }
+
+    #[test]
+    fn the_holder_of_an_address_is_found_only_where_the_address_conflicts() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let me = std::process::id();
+        assert_eq!(holder_conflicting(Some("127.0.0.1"), port, &[]).map(|h| h.0), Some(me));
+        assert_eq!(holder_conflicting(None, port, &[]).map(|h| h.0), Some(me));
+        assert_eq!(holder_conflicting(Some("0.0.0.0"), port, &[]).map(|h| h.0), Some(me));
+        assert_eq!(holder_conflicting(Some("127.0.0.2"), port, &[]), None);
+        assert_eq!(holder_conflicting(Some("::1"), port, &[]), None);
+        let inode = listeners().into_iter().find(|l| l.port == port).unwrap().inode;
+        assert_eq!(holder_conflicting(Some("127.0.0.1"), port, &[inode]), None, "its own socket");
     }
 }

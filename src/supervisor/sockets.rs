@@ -103,6 +103,7 @@ impl Sockets {
     /// Nothing changes until [`Sockets::set`].
     pub fn prepare(&self, app: &str, wanted: &[SocketSpec], slots: usize) -> Result<Vec<Listener>, String> {
         let now = self.get();
+        let own = inodes(&now);
         let mut next = Vec::with_capacity(wanted.len());
         for spec in wanted {
             let kept = now.iter().find(|l| l.spec.host == spec.host && l.spec.port == spec.port);
@@ -111,7 +112,7 @@ impl Sockets {
                 for fd in &kept.fds {
                     fds.push(fd.try_clone().map_err(|e| format!("app `{app}`: {e}"))?);
                 }
-            } else if let Some(why) = taken(app, spec) {
+            } else if let Some(why) = taken(app, spec, &own) {
                 return Err(why);
             }
             while fds.len() < slots.max(1) {
@@ -153,7 +154,7 @@ impl Sockets {
                 .ok_or_else(|| format!("app `{app}`: port {} has no socket", spec.address()))?;
             return fd.try_clone_to_owned().map_err(|e| format!("app `{app}`: {e}"));
         }
-        if let Some(why) = taken(app, spec) {
+        if let Some(why) = taken(app, spec, &inodes(&now)) {
             return Err(why);
         }
         let slots = now.iter().map(|l| l.fds.len()).max().unwrap_or(0).max(slots).max(slot + 1);
@@ -261,27 +262,38 @@ impl Sockets {
     }
 }
 
-/// An error if another process already listens on the port of `spec`: joining a reuseport
-/// group of another program of the same user would share its connections.
-pub fn taken(app: &str, spec: &SocketSpec) -> Option<String> {
-    let (pid, command) = ports::holder_of(spec.port)?;
+/// An error if another process already listens on the port of `spec` at an address that
+/// conflicts with it (see [`ports::conflict`]): joining a reuseport group of another program of
+/// the same user would share its connections. `own`: the sockets of the app itself (by inode),
+/// which the new ones replace, and which do not count.
+pub fn taken(app: &str, spec: &SocketSpec, own: &[u64]) -> Option<String> {
+    let (pid, command) = ports::holder_conflicting(spec.host.as_deref(), spec.port, own)?;
     Some(format!(
         "app `{app}`: port {} is taken by pid {pid} (`{command}`)\nhint: stop that process, or give the app another `port`",
         spec.address()
     ))
 }
 
+/// The inodes of the sockets of `listeners`.
+fn inodes(listeners: &[Listener]) -> Vec<u64> {
+    listeners.iter().flat_map(|l| &l.fds).filter_map(listen::inode).collect()
+}
+
 /// Bind one socket, or say why not in the user's words.
 pub fn bind_one(app: &str, spec: &SocketSpec) -> Result<OwnedFd, String> {
     listen::bind(spec.host.as_deref(), spec.port).map_err(|e| {
         let port = spec.address();
-        match (e.kind(), ports::holder_of(spec.port)) {
+        match (e.kind(), ports::holder_conflicting(spec.host.as_deref(), spec.port, &[])) {
             (std::io::ErrorKind::AddrInUse, Some((pid, command))) => format!(
                 "app `{app}`: port {port} is taken by pid {pid} (`{command}`)\nhint: stop that process, or give the app another `port`"
             ),
             (std::io::ErrorKind::AddrInUse, None) => format!(
                 "app `{app}`: port {port} is taken by another process\nhint: `ss -ltnp 'sport = :{}'` names it; or give the app another `port`",
                 spec.port
+            ),
+            (std::io::ErrorKind::AddrNotAvailable, _) => format!(
+                "app `{app}`: cannot listen on {port}: {} is not an address of this machine\nhint: use one of its addresses (`ip -brief address` lists them), 127.0.0.1 or 0.0.0.0",
+                spec.host.as_deref().unwrap_or("the address")
             ),
             (std::io::ErrorKind::PermissionDenied, _) => format!(
                 "app `{app}`: port {port} needs root (ports under 1024)\nhint: use a port of 1024 or more, or run herder as root"
@@ -362,5 +374,28 @@ mod tests {
         let e = sockets.learn("web", &spec(port), 0, 2).unwrap_err();
         assert!(e.contains(&format!("is taken by pid {}", std::process::id())), "{e}");
         assert_eq!(sockets.get().len(), 2);
+    }
+
+    #[test]
+    fn a_port_is_taken_only_at_an_address_that_conflicts_and_never_by_the_app_s_own_socket() {
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = holder.local_addr().unwrap().port();
+        let at = |host: Option<&str>| SocketSpec { name: port.to_string(), host: host.map(Into::into), port };
+        assert!(taken("web", &at(Some("127.0.0.2")), &[]).is_none(), "another address");
+        assert!(taken("web", &at(Some("::1")), &[]).is_none(), "another family");
+        let e = taken("web", &at(None), &[]).expect("every address takes 127.0.0.1 too");
+        assert!(e.contains(&format!("port {port} is taken by pid {}", std::process::id())), "{e}");
+        assert!(taken("web", &at(Some("127.0.0.1")), &[]).is_some());
+        // Narrowed by the app that holds the port: its own socket is being replaced.
+        let sockets = Sockets::default();
+        drop(holder);
+        sockets.bind("web", &[at(None)], 1).unwrap();
+        let next = sockets.prepare("web", &[at(Some("127.0.0.1"))], 1).unwrap();
+        assert_eq!(next[0].spec.host.as_deref(), Some("127.0.0.1"));
+        // An address this machine does not have: the bind says so, naming the app.
+        let e = bind_one("web", &SocketSpec { name: "x".into(), host: Some("10.99.99.99".into()), port })
+            .unwrap_err();
+        assert!(e.contains("app `web`: cannot listen on 10.99.99.99:"), "{e}");
+        assert!(e.contains("10.99.99.99 is not an address of this machine"), "{e}");
     }
 }

@@ -1886,6 +1886,65 @@ fn bad_balancer_lists_and_addresses_are_refused_with_their_place_and_change_noth
     assert_eq!(get(port, "/").status, 200);
 }
 
+#[test]
+fn a_port_held_at_another_address_or_by_the_app_s_own_balancer_is_not_taken() {
+    let h = TestHome::new();
+    h.write("app.js", APP);
+    let config = |listen: &str| {
+        let text = format!(
+            "[[apps]]\nname = \"web\"\nscript = \"app.js\"\ninstances = 2\n\n[apps.balancer]\nlisten = {listen}\n"
+        );
+        h.write("herder.toml", &text).to_str().unwrap().to_string()
+    };
+    let answers = |addr: &str| {
+        let mut s = TcpStream::connect(addr).ok()?;
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").ok()?;
+        read_answer(&mut BufReader::new(s)).ok().map(|a| a.status)
+    };
+    let first = free_port();
+    h.ok(&["start", &config(&first.to_string())]);
+    wait_backends(&h);
+    let pids = || h.app("web").instances.iter().map(|i| i.pid.unwrap()).collect::<Vec<_>>();
+    let before = pids();
+
+    // Every address narrowed to one, on the same port: the app's own socket is replaced.
+    let out = h.ok(&["apply", &config(&format!("\"127.0.0.1:{first}\""))]);
+    assert!(out.contains("retuned the balancer of `web` (listen;"), "{out}");
+    assert_eq!(answers(&format!("127.0.0.1:{first}")), Some(200));
+    wait_for("the socket on every address to close", T, || {
+        TcpStream::connect(("127.0.0.2", first)).is_err().then_some(())
+    });
+
+    // Another program on 127.0.0.1 of a port: the same port at another address is free.
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = holder.local_addr().unwrap().port();
+    h.ok(&["apply", &config(&format!("\"127.0.0.2:{port}\""))]);
+    assert_eq!(answers(&format!("127.0.0.2:{port}")), Some(200));
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        h.ok(&["apply", &config(&format!("\"[::1]:{port}\""))]);
+        assert_eq!(answers(&format!("[::1]:{port}")), Some(200));
+    }
+    // Its own address, or every address, is taken: refused, naming the holder.
+    for listen in [format!("\"127.0.0.1:{port}\""), port.to_string()] {
+        let err = h.fails(&["apply", &config(&listen)]);
+        assert!(err.contains(&format!("is taken by pid {}", std::process::id())), "{listen}: {err}");
+        assert!(err.contains("app `web`"), "{err}");
+    }
+    // An address this machine does not have: the bind's own reason.
+    let err = h.fails(&["apply", &config(&format!("\"10.99.99.99:{port}\""))]);
+    assert!(
+        err.contains(&format!(
+            "app `web`: cannot listen on 10.99.99.99:{port}: 10.99.99.99 is not an address of this machine"
+        )),
+        "{err}"
+    );
+    // None of it touched the instances, nor the address served last.
+    assert_eq!(pids(), before);
+    let last = h.app("web").balancer.expect("a balancer").listen;
+    assert!(last.ends_with(&format!(":{port}")) && !last.starts_with("10."), "{last}");
+    assert_eq!(answers(&last), Some(200));
+}
+
 /// Run openssl; panics with its output when it fails.
 fn openssl(dir: &std::path::Path, args: &[&str]) {
     let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
