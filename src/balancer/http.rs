@@ -328,6 +328,9 @@ async fn http1(server: &Arc<Server>, io: Prefixed, peer: SocketAddr, mut phase: 
     };
     if let Err(e) = ended {
         tracing::debug!(app = %b.app, %peer, error = %e, "client connection");
+        // An answer may have gone out before the error (hyper's own 4xx for a bad request
+        // does): closed as any other.
+        linger(conn.into_parts().io.into_inner().stream.io).await;
         return;
     }
     let parts = conn.into_parts();
@@ -350,8 +353,38 @@ async fn http1(server: &Arc<Server>, io: Prefixed, peer: SocketAddr, mut phase: 
         let mut unread = read.to_vec();
         unread.extend_from_slice(&io.read);
         hand_over(&b, &io.stream.io, unread);
+        // Dropped without a shutdown: a connection handed over stays open in its copy.
+        return;
     }
-    // Dropped without a shutdown: a connection handed over stays open in its copy.
+    linger(io.stream.io).await;
+}
+
+/// How long a closing connection is read from and what it sends thrown away, at most, and how
+/// long each read waits (nginx's `lingering_time` and `lingering_timeout`).
+const LINGER: Duration = Duration::from_secs(30);
+const LINGER_READ: Duration = Duration::from_secs(5);
+
+/// Close a client's connection without losing the answer it was sent: a socket closed with
+/// bytes unread (a request body the instance answered without reading, say a 401 or a 413
+/// before an upload) is reset by the kernel, and the reset takes with it whatever of the
+/// answer the client had not read yet. So the sending side is shut first, and what the client
+/// still sends is read and thrown away until it closes too, or for [`LINGER`] at most. A
+/// client that closed first costs one read.
+async fn linger(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let until = tokio::time::Instant::now() + LINGER;
+    let mut sink = vec![0u8; 16 * 1024];
+    while let Ok(Ok(n)) =
+        tokio::time::timeout_at(until.min(tokio::time::Instant::now() + LINGER_READ), stream.read(&mut sink))
+            .await
+    {
+        if n == 0 {
+            return;
+        }
+    }
 }
 
 /// A client's socket, with the bytes read from it before and not yet served.

@@ -1618,6 +1618,29 @@ fn what_an_instance_cannot_be_blamed_for_leaves_it_in_the_pool() {
 }
 
 #[test]
+fn an_answer_given_before_the_request_s_body_is_read_reaches_the_client() {
+    let h = TestHome::new();
+    let port = start(&h, 1, "");
+    wait_backends(&h);
+    // The balancer answers this one itself (a coding it does not pass on) and reads none of
+    // its body: the connection is closed without a reset, which would take the answer with it.
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        s.set_write_timeout(Some(Duration::from_secs(20))).unwrap();
+        write!(s, "POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").unwrap();
+        let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+        // 8 MB, more than the sockets hold: written whole only while the balancer reads.
+        for _ in 0..128 {
+            s.write_all(chunk.as_bytes()).expect("the body is read and thrown away");
+        }
+        s.write_all(b"0\r\n\r\n").unwrap();
+        let a = read_answer(&mut BufReader::new(s)).expect("the answer, not a reset");
+        assert_eq!(a.status, 501, "{}", a.body);
+    }
+}
+
+#[test]
 fn a_killed_instance_fails_only_its_requests_in_flight_and_rejoins_when_ready() {
     let h = TestHome::new();
     let port = start(&h, 3, "");
