@@ -11,11 +11,12 @@ use super::output::{act, config_failed, expect_ok, print_warnings};
 use crate::client::{self, Client};
 use crate::config;
 use crate::paths::Paths;
-use crate::protocol::{AppInfo, OnExisting, Request, Response, Target};
+use crate::protocol::{AppInfo, AppSpec, OnExisting, Request, Response, Target};
 
 /// `herder restart` and `herder reload` (`reload`): a config file's apps are resolved again
 /// from it; apps that were started from a config file are resolved again from theirs (env,
-/// `env_file` and the shell included, with the `--env` they were started with); other apps
+/// `env_file` and the shell included, with the `--env` they were started with), keeping the
+/// count of instances they run (see [`keeping_count`]); other apps
 /// keep their recorded spec, or take the shell's environment with `--update-env`. A restart of
 /// a config file starts its apps that do not exist; a reload of one starts them too, then
 /// reloads the others.
@@ -72,7 +73,7 @@ pub(super) async fn restart(paths: &Paths, a: RestartArgs, reload: bool) -> Resu
         }
         let file_specs = &loaded.iter().find(|(k, _)| *k == key).expect("loaded above").1;
         match file_specs.iter().find(|s| s.name == app.spec.name) {
-            Some(spec) => specs.push(spec.clone()),
+            Some(spec) => specs.push(keeping_count(spec, &app.spec, &key.0)),
             None => bail!(
                 "`{}` is no longer in {}\nhint: restore it there, or `herder delete {}`",
                 app.spec.name,
@@ -89,6 +90,25 @@ pub(super) async fn restart(paths: &Paths, a: RestartArgs, reload: bool) -> Resu
         Request::Restart { targets, env, specs }
     };
     act(paths, req).await
+}
+
+/// The file's spec of a running app restarted or reloaded by name, with the count of instances
+/// the app runs now: a count is changed by `scale` or `apply`, and a restart undoing a `scale`
+/// unasked would be a silent change. Said when the file differs.
+fn keeping_count(file: &AppSpec, running: &AppSpec, path: &Path) -> AppSpec {
+    let mut spec = file.clone();
+    if (spec.instances, spec.instances_max) != (running.instances, running.instances_max) {
+        eprintln!(
+            "note: `{name}` keeps its {n} instance{s} ({path} says {f}); `herder scale {name} {f}` or `herder apply {path}` changes the count",
+            name = spec.name,
+            n = running.instances,
+            s = if running.instances == 1 { "" } else { "s" },
+            path = path.display(),
+            f = spec.instances,
+        );
+        (spec.instances, spec.instances_max) = (running.instances, running.instances_max);
+    }
+    spec
 }
 
 /// `herder reload <config file>`: its apps that do not exist start; the others reload with the

@@ -1641,6 +1641,24 @@ fn an_answer_given_before_the_request_s_body_is_read_reaches_the_client() {
 }
 
 #[test]
+fn a_restart_or_reload_by_name_keeps_the_count_scale_set_and_says_so() {
+    let h = TestHome::new();
+    let port = start(&h, 2, "");
+    wait_backends(&h);
+    h.ok(&["scale", "web", "1"]);
+    wait_for("one instance", T, || (h.app("web").instances.len() == 1).then_some(()));
+    for verb in ["restart", "reload"] {
+        let out = h.run(&[verb, "web"]);
+        assert!(out.status.success(), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("`web` keeps its 1 instance") && err.contains("says 2"), "{verb}: {err}");
+        wait_backends(&h);
+        assert_eq!(h.app("web").instances.len(), 1, "{verb} kept the count");
+        assert_eq!(get(port, "/").status, 200);
+    }
+}
+
+#[test]
 fn a_killed_instance_fails_only_its_requests_in_flight_and_rejoins_when_ready() {
     let h = TestHome::new();
     let port = start(&h, 3, "");
