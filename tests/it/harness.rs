@@ -133,10 +133,26 @@ impl TestHome {
     }
 
     /// Wait until every instance of `name` has `status`; returns the app.
+    /// Wait until every instance of `name` has `status`; on timeout, the panic says what the
+    /// instances were last seen as, and the daemon log's end.
     pub fn wait_status(&self, name: &str, status: Status, timeout: Duration) -> AppInfo {
-        wait_for(&format!("`{name}` to be {status}"), timeout, || {
+        let mut seen = None;
+        poll(timeout, || {
             let app = self.list().into_iter().find(|a| a.spec.name == name)?;
-            app.instances.iter().all(|i| i.status == status).then_some(app)
+            if app.instances.iter().all(|i| i.status == status) {
+                return Some(app);
+            }
+            seen = Some(app.instances.iter().map(|i| (i.status, i.reason.clone(), i.restarts)).collect::<Vec<_>>());
+            None
+        })
+        .unwrap_or_else(|| {
+            let log = std::fs::read_to_string(self.home.join("daemon.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "timed out after {timeout:?} waiting for `{name}` to be {status}; last seen (status, reason, restarts): {seen:?}\ndaemon.log:\n{}",
+                tail.join("\n")
+            )
         })
     }
 
