@@ -255,7 +255,7 @@ pub struct Open {
 
 impl Open {
     pub fn new(balancer: &Arc<Balancer>, open: &Arc<AtomicUsize>) -> Open {
-        balancer.stats.connections.fetch_add(1, Ordering::AcqRel);
+        balancer.opened();
         open.fetch_add(1, Ordering::AcqRel);
         Open { balancer: balancer.clone(), open: open.clone() }
     }
@@ -264,7 +264,7 @@ impl Open {
 impl Drop for Open {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
-        self.balancer.stats.connections.fetch_sub(1, Ordering::AcqRel);
+        self.balancer.closed_one();
         self.balancer.closed.notify_waiters();
     }
 }
