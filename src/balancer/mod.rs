@@ -182,9 +182,8 @@ pub struct Balancer {
     pub tls: Option<tls::Certs>,
     /// The access log, when `access_log` is on.
     pub access: Option<access::AccessLog>,
-    /// When a connect short of the daemon's resources was last said (ms since `epoch`, plus
-    /// one: 0 is never), and how many were not said since.
-    short_said: (AtomicU64, AtomicU64),
+    /// Connects short of the daemon's resources, said at most every [`SAY_AGAIN`].
+    short_said: Said,
     /// The most client connections open at once since freed memory was last given back.
     peak: AtomicUsize,
 }
@@ -276,7 +275,7 @@ impl Balancer {
             epoch: Instant::now(),
             tls,
             access,
-            short_said: Default::default(),
+            short_said: Said::new(),
             peak: AtomicUsize::new(0),
         }
     }
@@ -313,16 +312,9 @@ impl Balancer {
     /// A connect to an instance failed for want of the daemon's own resources: said once, then
     /// at most every [`SAY_AGAIN`] with the count since (each request would say it again).
     pub fn short_of_resources(&self, slot: u32, e: &std::io::Error) {
-        let (said, since) = &self.short_said;
-        let (now, last) = (self.now_ms() + 1, said.load(Ordering::Relaxed));
-        if last != 0 && now - last < SAY_AGAIN.as_millis() as u64
-            || said.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
-        {
-            since.fetch_add(1, Ordering::Relaxed);
-            return;
+        if let Some(since) = self.short_said.due() {
+            tracing::warn!(app = %self.app, slot, error = %e, not_said_since = since, "no connection to an instance: the daemon is short of resources");
         }
-        let since = since.swap(0, Ordering::Relaxed);
-        tracing::warn!(app = %self.app, slot, error = %e, not_said_since = since, "no connection to an instance: the daemon is short of resources");
     }
 
     /// Replace the pool: these members (slot, generation, state channel) with this spec.
@@ -863,9 +855,8 @@ async fn next_client(
     listener: &tokio::net::TcpListener,
     phase: &mut watch::Receiver<Phase>,
 ) -> Option<(tokio::net::TcpStream, SocketAddr)> {
-    // Said once, then at most every few seconds with the count since (out of descriptors, a
-    // loop would say it 20 times a second).
-    let mut said: Option<(Instant, u32)> = None;
+    // Out of descriptors, this loop would say it 20 times a second.
+    let said = Said::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -874,13 +865,8 @@ async fn next_client(
                     return Some((stream, canonical(peer)));
                 }
                 Err(e) => {
-                    match &mut said {
-                        Some((at, since)) if at.elapsed() < SAY_AGAIN => *since += 1,
-                        _ => {
-                            let since = said.map_or(0, |(_, n)| n);
-                            tracing::warn!(app, error = %e, failed_since_last_said = since, "the balancer could not accept");
-                            said = Some((Instant::now(), 0));
-                        }
+                    if let Some(since) = said.due() {
+                        tracing::warn!(app, error = %e, not_said_since = since, "the balancer could not accept");
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -902,6 +888,34 @@ fn give_back_freed_memory() {
 
 /// How often a failure that repeats (an accept or a connect out of descriptors) is said again.
 const SAY_AGAIN: Duration = Duration::from_secs(5);
+
+/// A failure that repeats: said the first time, then at most every [`SAY_AGAIN`] with how many
+/// times it was not said since (from any thread).
+struct Said {
+    epoch: Instant,
+    /// When it was last said, ms since `epoch` plus one (0: never).
+    at_ms: AtomicU64,
+    since: AtomicU64,
+}
+
+impl Said {
+    fn new() -> Said {
+        Said { epoch: Instant::now(), at_ms: AtomicU64::new(0), since: AtomicU64::new(0) }
+    }
+
+    /// It happened again: `Some(times not said since)` when it is to be said now.
+    fn due(&self) -> Option<u64> {
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let last = self.at_ms.load(Ordering::Relaxed);
+        if last != 0 && now - last < SAY_AGAIN.as_millis() as u64
+            || self.at_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            self.since.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(self.since.swap(0, Ordering::Relaxed))
+    }
+}
 
 /// Whether a connect failed for want of the daemon's own resources (descriptors, memory, local
 /// ports), which says nothing of the instance: not counted as its failure.

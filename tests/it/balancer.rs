@@ -1552,12 +1552,10 @@ fn an_instance_that_stops_listening_gets_no_request_until_it_listens_again() {
         TcpStream::connect(("127.0.0.1", closing)).is_err().then_some(())
     });
     let post = || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        write!(s, "POST /upload HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 3\r\n\r\n")
-            .unwrap();
-        s.write_all(&[0, 1, 2]).unwrap();
-        read_answer(&mut BufReader::new(s)).unwrap()
+        raw(
+            port,
+            "POST /upload HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 3\r\n\r\n\0\x01\x02",
+        )
     };
 
     // A POST sent to it is not sent again (it might have been acted on): a 502 naming the app.
